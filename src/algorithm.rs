@@ -1,0 +1,57 @@
+//! The signature algorithms signetd signs with.
+//!
+//! Deliberately closed: never `none`, never an HMAC. Adding one means adding its key
+//! generation template, its PKCS#11 mechanism and its JWK form, so the compiler points at
+//! every place that must learn about it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A JWS algorithm together with the key type it implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// ECDSA over P-256 with SHA-256 (RFC 7518 §3.4). The default: every verifier accepts it.
+    #[serde(rename = "ES256")]
+    Es256,
+    /// Ed25519 (RFC 8037), for verifiers that support OKP keys.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The `alg` value of a JWS header and a JWK.
+    pub fn jws_name(self) -> &'static str {
+        match self {
+            Algorithm::Es256 => "ES256",
+            Algorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Length in bytes of a JWS signature (raw `r‖s` for ES256).
+    pub fn signature_len(self) -> usize {
+        64
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad` so tables can align it with `{:<6}`.
+        f.pad(self.jws_name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ES256" => Ok(Algorithm::Es256),
+            "EdDSA" => Ok(Algorithm::EdDsa),
+            other => Err(format!(
+                "unsupported algorithm {other:?}: expected \"ES256\" or \"EdDSA\""
+            )),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Request extractors that turn every rejection into a domain [`Error`] with a stable code.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::policy::Caller;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body. Requires `Content-Type: application/json`; at most [`MAX_BODY_BYTES`].
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(Error::MalformedJson(e.body_text())),
+            Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidRequest(e.body_text())),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::BodyTooLarge(MAX_BODY_BYTES))
+            }
+            Err(e) => Err(Error::InvalidRequest(e.body_text())),
+        }
+    }
+}
+
+/// The caller the transport attached to the request. A request without one is anonymous:
+/// failing closed if a transport ever forgets to attach it.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous(None)))
+    }
+}

@@ -1,0 +1,47 @@
+//! The one place a domain [`Error`] becomes an HTTP response.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+/// The HTTP status of each error.
+pub fn status(error: &Error) -> StatusCode {
+    match error {
+        Error::MalformedJson(_) | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+        Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Error::CallerNotAllowed(_) | Error::RawSignDisabled(_) => StatusCode::FORBIDDEN,
+        Error::UnknownIssuer(_) | Error::UnknownKey(_) | Error::NotFound => StatusCode::NOT_FOUND,
+        Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::AudienceNotAllowed(_)
+        | Error::TtlExceedsMax { .. }
+        | Error::ReservedClaim(_)
+        | Error::MissingClaim(_)
+        | Error::ForbiddenClaim(_)
+        | Error::ClaimsTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::NoActiveKey(_) | Error::Hsm(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = status(&self);
+        // Backend details go to the log only; the client gets the coarse message.
+        match &self {
+            Error::Hsm(detail) => {
+                tracing::error!(code = self.code(), error = %detail, "token operation failed")
+            }
+            Error::Internal(detail) => {
+                tracing::error!(code = self.code(), error = %detail, "internal error")
+            }
+            _ => tracing::debug!(code = self.code(), "request refused: {self}"),
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP room: one axum router, served on the Unix socket and on TCP.
+//!
+//! [`router`] wires paths to [`handlers`]; [`serve`] runs the accept loops of
+//! [`transport`] until the shutdown future completes, then drains connections. Errors
+//! become responses only in [`error`].
+
+pub mod body;
+pub mod error;
+pub mod handlers;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use transport::bind_unix;
+
+use crate::error::Error;
+use crate::policy::Caller;
+use crate::service::Service;
+
+/// How long in-flight requests may take to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listeners the daemon serves on.
+pub struct Listeners {
+    /// The Unix socket: every endpoint, callers identified by the kernel.
+    pub unix: UnixListener,
+    /// The TCP listener: public endpoints only, until mutual TLS exists.
+    pub http: Option<TcpListener>,
+    /// Most concurrent connections per listener.
+    pub max_connections: usize,
+}
+
+/// The router, the same on every transport.
+pub fn router(service: Arc<Service>) -> Router {
+    let signing = Router::new()
+        .route("/v1/tokens", post(handlers::mint))
+        .route("/v1/sign", post(handlers::sign))
+        // Authenticate before reading a body: anonymous callers get 401 whatever they send.
+        .route_layer(middleware::from_fn(require_local_caller));
+    Router::new()
+        .merge(signing)
+        .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route("/v1/keys", get(handlers::keys))
+        .route("/v1/keys/{kid}", get(handlers::key))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+async fn require_local_caller(caller: Caller, request: Request, next: Next) -> Response {
+    match caller {
+        Caller::Local(_) => next.run(request).await,
+        Caller::Anonymous(_) => Error::Unauthenticated.into_response(),
+    }
+}
+
+/// Serves `service` on `listeners` until `shutdown` completes, then stops accepting and
+/// waits up to ten seconds for in-flight requests.
+pub async fn serve(
+    listeners: Listeners,
+    service: Arc<Service>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let router = router(service);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let max = listeners.max_connections;
+    tracker.spawn(transport::accept_loop(
+        listeners.unix,
+        router.clone(),
+        max,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    if let Some(http) = listeners.http {
+        tracker.spawn(transport::accept_loop(
+            http,
+            router,
+            max,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}

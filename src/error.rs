@@ -1,0 +1,112 @@
+//! The one domain error type, with stable codes.
+//!
+//! Handlers return [`Error`]; `api::error` maps it to an HTTP status in exactly one
+//! place. [`Error::code`] is part of the API contract: clients match on it, so codes are
+//! never renamed. The `Display` text is what a client sees; backend details (which
+//! PKCS#11 call failed, and why) stay in [`Error::Hsm`]'s source and go to the log only.
+
+use crate::hsm::HsmError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The body is not syntactically valid JSON.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is JSON but not the shape the endpoint takes, or a field is out of range.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The request did not declare `Content-Type: application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// The body exceeds the size limit.
+    #[error("request body exceeds {0} bytes")]
+    BodyTooLarge(usize),
+    /// The caller has no identity this endpoint accepts.
+    #[error("signing and minting need an authenticated caller: use the Unix socket")]
+    Unauthenticated,
+    /// The caller is known but the issuer's policy does not name it.
+    #[error("caller is not allowed to use issuer {0:?}")]
+    CallerNotAllowed(String),
+    /// `POST /v1/sign` on an issuer that does not allow raw signatures.
+    #[error("issuer {0:?} does not allow raw signatures (raw_sign = false)")]
+    RawSignDisabled(String),
+    /// No such issuer in the config.
+    #[error("unknown issuer {0:?}")]
+    UnknownIssuer(String),
+    /// No such key id.
+    #[error("unknown key {0:?}")]
+    UnknownKey(String),
+    /// No such endpoint.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The endpoint exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `aud` names an audience the issuer does not allow.
+    #[error("audience {0:?} is not allowed for this issuer")]
+    AudienceNotAllowed(String),
+    /// `ttl_seconds` is above the issuer's maximum.
+    #[error("ttl_seconds {requested} exceeds this issuer's maximum of {max}")]
+    TtlExceedsMax {
+        /// What the caller asked for.
+        requested: u64,
+        /// The issuer's `max_ttl_seconds`.
+        max: u64,
+    },
+    /// A custom claim tries to set a claim the daemon or request fields own.
+    #[error("claim {0:?} is set by the daemon and cannot be given in claims")]
+    ReservedClaim(String),
+    /// A claim the issuer requires is absent.
+    #[error("claim {0:?} is required by this issuer")]
+    MissingClaim(String),
+    /// A claim the issuer forbids is present.
+    #[error("claim {0:?} is not allowed by this issuer")]
+    ForbiddenClaim(String),
+    /// The custom claims are too large.
+    #[error("claims take {size} bytes; this issuer allows {max}")]
+    ClaimsTooLarge {
+        /// Serialized size of the claims.
+        size: usize,
+        /// The issuer's `max_claims_bytes`.
+        max: usize,
+    },
+    /// The issuer has no active key to sign with.
+    #[error("issuer {0:?} has no active key; generate one with `signetd keys generate`")]
+    NoActiveKey(String),
+    /// The token or its module failed; details are logged, not returned.
+    #[error("the key store is unavailable")]
+    Hsm(#[from] HsmError),
+    /// A bug or an impossible state; details are logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable, machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MalformedJson(_) => "malformed_json",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::BodyTooLarge(_) => "body_too_large",
+            Error::Unauthenticated => "unauthenticated",
+            Error::CallerNotAllowed(_) => "caller_not_allowed",
+            Error::RawSignDisabled(_) => "raw_sign_disabled",
+            Error::UnknownIssuer(_) => "unknown_issuer",
+            Error::UnknownKey(_) => "unknown_key",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::AudienceNotAllowed(_) => "audience_not_allowed",
+            Error::TtlExceedsMax { .. } => "ttl_exceeds_max",
+            Error::ReservedClaim(_) => "reserved_claim",
+            Error::MissingClaim(_) => "missing_claim",
+            Error::ForbiddenClaim(_) => "forbidden_claim",
+            Error::ClaimsTooLarge { .. } => "claims_too_large",
+            Error::NoActiveKey(_) => "no_active_key",
+            Error::Hsm(HsmError::Timeout(_)) => "hsm_timeout",
+            Error::Hsm(_) => "hsm_unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Errors of the PKCS#11 layer.
+//!
+//! Every failed call records which PKCS#11 function failed and the return value, so the
+//! log says exactly what the token refused. None of these messages ever contains a PIN:
+//! the PIN only ever travels inside a `SecretString` straight into `C_Login`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CryptokiError, RvError};
+
+/// What went wrong talking to the PKCS#11 module or token.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    /// The module (shared library) could not be loaded.
+    #[error("cannot load PKCS#11 module {}: {reason}", path.display())]
+    ModuleLoad {
+        /// The configured module path.
+        path: PathBuf,
+        /// Why the loader refused it.
+        reason: String,
+    },
+    /// No token matched the configured selector.
+    #[error("no token matches {selector}; tokens present: {present}")]
+    TokenNotFound {
+        /// The selector, as configured (label, serial or URI attributes).
+        selector: String,
+        /// Labels and serials of the tokens that are present, to help the operator.
+        present: String,
+    },
+    /// More than one token matched the configured selector.
+    #[error("{selector} matches {count} tokens; select the token by serial or a PKCS#11 URI")]
+    AmbiguousToken {
+        /// The selector, as configured.
+        selector: String,
+        /// How many tokens matched.
+        count: usize,
+    },
+    /// `C_Login` rejected the user PIN.
+    #[error("the token rejected the user PIN (C_Login returned CKR_PIN_INCORRECT)")]
+    PinIncorrect,
+    /// The user PIN is locked after too many wrong attempts.
+    #[error(
+        "the user PIN is locked on the token (CKR_PIN_LOCKED); the security officer must reset it"
+    )]
+    PinLocked,
+    /// A PKCS#11 function returned an error.
+    #[error("C_{function:?} failed: {rv:?}")]
+    Call {
+        /// The PKCS#11 function that failed.
+        function: Function,
+        /// Its return value.
+        rv: RvError,
+    },
+    /// The cryptoki layer failed outside a PKCS#11 call (conversion, missing symbol).
+    #[error("PKCS#11 library error: {0}")]
+    Library(String),
+    /// The token returned something signetd cannot interpret.
+    #[error("unexpected data from the token: {0}")]
+    Malformed(String),
+    /// The token does not support what was asked (an algorithm, a mechanism).
+    #[error("not supported by this token: {0}")]
+    Unsupported(String),
+    /// The worker pool is gone (the daemon is shutting down).
+    #[error("the PKCS#11 session pool has shut down")]
+    PoolClosed,
+    /// The token did not answer in time.
+    #[error("the token did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl HsmError {
+    /// A stable, coarse code for operators and start-up messages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HsmError::ModuleLoad { .. } => "pkcs11_module_unavailable",
+            HsmError::TokenNotFound { .. } => "token_not_found",
+            HsmError::AmbiguousToken { .. } => "token_ambiguous",
+            HsmError::PinIncorrect => "pin_incorrect",
+            HsmError::PinLocked => "pin_locked",
+            HsmError::Unsupported(_) => "hsm_unsupported",
+            HsmError::Timeout(_) => "hsm_timeout",
+            HsmError::Call { .. }
+            | HsmError::Library(_)
+            | HsmError::Malformed(_)
+            | HsmError::PoolClosed => "hsm_unavailable",
+        }
+    }
+
+    /// True when the session that saw this error can no longer be used and a worker
+    /// should open (and log in) a fresh one before its next job.
+    pub fn session_lost(&self) -> bool {
+        matches!(
+            self,
+            HsmError::Call {
+                rv: RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::UserNotLoggedIn
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::CryptokiNotInitialized,
+                ..
+            }
+        )
+    }
+}
+
+impl From<CryptokiError> for HsmError {
+    fn from(err: CryptokiError) -> Self {
+        match err {
+            CryptokiError::Pkcs11(RvError::PinIncorrect, Function::Login) => HsmError::PinIncorrect,
+            CryptokiError::Pkcs11(RvError::PinLocked, Function::Login) => HsmError::PinLocked,
+            CryptokiError::Pkcs11(rv, function) => HsmError::Call { function, rv },
+            other => HsmError::Library(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The PKCS#11 room: the only module that imports `cryptoki`.
+//!
+//! [`Hsm::open`] loads the module, initializes it with OS locking, selects the token,
+//! and starts a [`session_pool`] of worker threads that each own one logged-in session.
+//! Every other method hands a small job to that pool and awaits its reply, so async
+//! handlers never block on the token. Handles are resolved by the callers once
+//! ([`Hsm::key_pairs`] at start-up) and reused for every request.
+
+mod context;
+mod error;
+mod key_management;
+mod objects;
+mod session_pool;
+mod signing;
+mod uri;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cryptoki::object::ObjectHandle;
+use secrecy::SecretString;
+
+pub use context::TokenIdentity;
+pub use error::HsmError;
+pub use objects::{DataHandle, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
+pub use signing::SignInput;
+pub use uri::TokenSelector;
+
+use crate::algorithm::Algorithm;
+use session_pool::SessionPool;
+
+/// Everything needed to reach the token. `Debug` shows the PIN as redacted.
+#[derive(Debug)]
+pub struct HsmSettings {
+    /// Path of the PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// Which token to use.
+    pub token: TokenSelector,
+    /// The user PIN; handed to `C_Login` and nowhere else.
+    pub pin: SecretString,
+    /// Number of worker threads, each with its own session.
+    pub sessions: usize,
+    /// How long a request waits for the token before giving up.
+    pub timeout: Duration,
+}
+
+/// Handles of the two halves of a key pair, valid for the life of the [`Hsm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyObjects {
+    pub(crate) private: ObjectHandle,
+    pub(crate) public: ObjectHandle,
+}
+
+/// A logged-in connection to one token, with its pool of sessions.
+pub struct Hsm {
+    pool: SessionPool,
+    token: TokenIdentity,
+    module: PathBuf,
+}
+
+impl Hsm {
+    /// Loads the module, selects the token and logs in every worker session.
+    ///
+    /// Blocking: call it before serving, or from `spawn_blocking`.
+    pub fn open(settings: HsmSettings) -> Result<Self, HsmError> {
+        let ctx = context::load(&settings.module)?;
+        let (slot, token) = context::select_token(&ctx, &settings.token)?;
+        let pool =
+            SessionPool::start(ctx, slot, settings.pin, settings.sessions, settings.timeout)?;
+        tracing::info!(
+            token = %token.label,
+            serial = %token.serial,
+            sessions = pool.size(),
+            "PKCS#11 token ready"
+        );
+        Ok(Hsm {
+            pool,
+            token,
+            module: settings.module,
+        })
+    }
+
+    /// The token in use.
+    pub fn token(&self) -> &TokenIdentity {
+        &self.token
+    }
+
+    /// Path of the PKCS#11 module in use.
+    pub fn module(&self) -> &std::path::Path {
+        &self.module
+    }
+
+    /// Generates a non-extractable key pair in the token and reads it back.
+    pub async fn generate_key_pair(
+        &self,
+        algorithm: Algorithm,
+        id: Vec<u8>,
+        label: String,
+    ) -> Result<KeyPairInfo, HsmError> {
+        self.pool
+            .run(move |s| key_management::generate(s, algorithm, &id, &label))
+            .await
+    }
+
+    /// Destroys both halves of a key pair (to undo an incomplete generation).
+    pub async fn destroy_key_pair(&self, keys: KeyObjects) -> Result<(), HsmError> {
+        self.pool
+            .run(move |s| {
+                key_management::destroy(s, keys);
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every key pair whose private label starts with `label_prefix`. Pairs that cannot
+    /// be read come back as [`UnreadableKey`] so they can be reported, not forgotten.
+    pub async fn key_pairs(
+        &self,
+        label_prefix: &str,
+    ) -> Result<Vec<Result<KeyPairInfo, UnreadableKey>>, HsmError> {
+        let prefix = label_prefix.to_string();
+        self.pool.run(move |s| objects::key_pairs(s, &prefix)).await
+    }
+
+    /// Creates a private data object of `application`.
+    pub async fn create_data(
+        &self,
+        application: &str,
+        label: String,
+        value: Vec<u8>,
+    ) -> Result<DataHandle, HsmError> {
+        let application = application.to_string();
+        self.pool
+            .run(move |s| objects::create_data(s, &application, &label, &value))
+            .await
+    }
+
+    /// Every data object of `application`.
+    pub async fn data_objects(&self, application: &str) -> Result<Vec<DataObject>, HsmError> {
+        let application = application.to_string();
+        self.pool
+            .run(move |s| objects::data_objects(s, &application))
+            .await
+    }
+
+    /// Signs with the private half of `keys`.
+    pub async fn sign(
+        &self,
+        keys: KeyObjects,
+        algorithm: Algorithm,
+        input: SignInput,
+    ) -> Result<Vec<u8>, HsmError> {
+        self.pool
+            .run(move |s| signing::sign(s, keys.private, algorithm, &input))
+            .await
+    }
+
+    /// Asks a worker for its session state: proves a worker is free and the token answers.
+    pub async fn ping(&self) -> Result<(), HsmError> {
+        self.pool
+            .run(|s| s.get_session_info().map(|_| ()).map_err(HsmError::from))
+            .await
+    }
+}

@@ -1,0 +1,289 @@
+//! Finding signetd's objects and reading their attributes (PKCS#11 §5.7).
+//!
+//! Searches happen at start-up and for operator commands only; requests use handles
+//! resolved here once.
+
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+
+use super::key_management::{ED25519_PARAMS, EDWARDS25519_NAME, P256_PARAMS};
+use super::{HsmError, KeyObjects};
+use crate::algorithm::Algorithm;
+
+/// Security attributes of a private key as the token reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeyAttributes {
+    /// `CKA_SENSITIVE`.
+    pub sensitive: bool,
+    /// `CKA_ALWAYS_SENSITIVE`.
+    pub always_sensitive: bool,
+    /// `CKA_EXTRACTABLE`.
+    pub extractable: bool,
+    /// `CKA_NEVER_EXTRACTABLE`.
+    pub never_extractable: bool,
+    /// `CKA_LOCAL`: generated inside the token, not imported.
+    pub local: bool,
+}
+
+impl KeyAttributes {
+    /// True when the key was generated in the token and its value can never leave it.
+    pub fn is_hardware_bound(&self) -> bool {
+        self.sensitive
+            && self.always_sensitive
+            && !self.extractable
+            && self.never_extractable
+            && self.local
+    }
+}
+
+/// A key pair found in (or just generated in) the token.
+#[derive(Clone, Debug)]
+pub struct KeyPairInfo {
+    /// `CKA_ID`.
+    pub id: Vec<u8>,
+    /// `CKA_LABEL` of the private key.
+    pub label: String,
+    /// The algorithm the key's type and curve imply.
+    pub algorithm: Algorithm,
+    /// The public key: SEC1 uncompressed point (P-256) or the 32 raw bytes (Ed25519).
+    pub public_key: Vec<u8>,
+    /// What the token reports about the private key.
+    pub attributes: KeyAttributes,
+    /// Handles of both halves.
+    pub objects: KeyObjects,
+}
+
+/// A `CKO_DATA` object of one application.
+#[derive(Clone, Debug)]
+pub struct DataObject {
+    /// `CKA_LABEL`.
+    pub label: String,
+    /// `CKA_VALUE`.
+    pub value: Vec<u8>,
+    /// Handle, to update or destroy it.
+    pub handle: DataHandle,
+}
+
+/// A signetd key whose objects could not be read; reported, never skipped silently.
+#[derive(Debug)]
+pub struct UnreadableKey {
+    /// `CKA_LABEL` of the private key.
+    pub label: String,
+    /// Why it could not be read.
+    pub error: HsmError,
+}
+
+/// Handle of a data object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHandle(pub(crate) ObjectHandle);
+
+/// Every private key whose label starts with `label_prefix`, with its public half.
+///
+/// A private key without a readable public half is returned as an [`UnreadableKey`] rather
+/// than skipped, so the caller can report it.
+pub(crate) fn key_pairs(
+    session: &Session,
+    label_prefix: &str,
+) -> Result<Vec<Result<KeyPairInfo, UnreadableKey>>, HsmError> {
+    let privates = session.find_objects(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(true),
+    ])?;
+    let mut found = Vec::new();
+    for private in privates {
+        let label = match session
+            .get_attributes(private, &[AttributeType::Label])?
+            .pop()
+        {
+            Some(Attribute::Label(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            _ => continue,
+        };
+        if !label.starts_with(label_prefix) {
+            continue;
+        }
+        let entry = find_public(session, private)
+            .and_then(|public| describe_pair(session, KeyObjects { private, public }))
+            .map_err(|error| UnreadableKey { label, error });
+        found.push(entry);
+    }
+    Ok(found)
+}
+
+fn find_public(session: &Session, private: ObjectHandle) -> Result<ObjectHandle, HsmError> {
+    let id = read_bytes(session, private, AttributeType::Id)?;
+    let mut publics =
+        session.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Id(id)])?;
+    match publics.len() {
+        1 => Ok(publics.remove(0)),
+        0 => Err(HsmError::Malformed(
+            "the public half of the key pair is missing".to_string(),
+        )),
+        n => Err(HsmError::Malformed(format!(
+            "{n} public keys share this CKA_ID"
+        ))),
+    }
+}
+
+/// Reads identity, algorithm, public key and security attributes of a key pair.
+pub(crate) fn describe_pair(
+    session: &Session,
+    objects: KeyObjects,
+) -> Result<KeyPairInfo, HsmError> {
+    let private_attrs = session.get_attributes(
+        objects.private,
+        &[
+            AttributeType::Id,
+            AttributeType::Label,
+            AttributeType::KeyType,
+            AttributeType::Sensitive,
+            AttributeType::AlwaysSensitive,
+            AttributeType::Extractable,
+            AttributeType::NeverExtractable,
+            AttributeType::Local,
+        ],
+    )?;
+    let (mut id, mut label, mut key_type) = (None, None, None);
+    let mut attributes = KeyAttributes {
+        sensitive: false,
+        always_sensitive: false,
+        extractable: true,
+        never_extractable: false,
+        local: false,
+    };
+    for attribute in private_attrs {
+        match attribute {
+            Attribute::Id(v) => id = Some(v),
+            Attribute::Label(v) => label = Some(String::from_utf8_lossy(&v).into_owned()),
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::Sensitive(b) => attributes.sensitive = b,
+            Attribute::AlwaysSensitive(b) => attributes.always_sensitive = b,
+            Attribute::Extractable(b) => attributes.extractable = b,
+            Attribute::NeverExtractable(b) => attributes.never_extractable = b,
+            Attribute::Local(b) => attributes.local = b,
+            _ => {}
+        }
+    }
+    let public_attrs = session.get_attributes(
+        objects.public,
+        &[AttributeType::EcParams, AttributeType::EcPoint],
+    )?;
+    let (mut params, mut point) = (None, None);
+    for attribute in public_attrs {
+        match attribute {
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            _ => {}
+        }
+    }
+    let missing = |what: &str| HsmError::Malformed(format!("the key has no readable {what}"));
+    let key_type = key_type.ok_or_else(|| missing("CKA_KEY_TYPE"))?;
+    let params = params.ok_or_else(|| missing("CKA_EC_PARAMS"))?;
+    let point = point.ok_or_else(|| missing("CKA_EC_POINT"))?;
+    let algorithm = if key_type == KeyType::EC && params == P256_PARAMS {
+        Algorithm::Es256
+    } else if key_type == KeyType::EC_EDWARDS
+        && (params == ED25519_PARAMS || params == EDWARDS25519_NAME)
+    {
+        Algorithm::EdDsa
+    } else {
+        return Err(HsmError::Unsupported(format!(
+            "key type {key_type} with EC parameters {params:02x?}"
+        )));
+    };
+    Ok(KeyPairInfo {
+        id: id.ok_or_else(|| missing("CKA_ID"))?,
+        label: label.ok_or_else(|| missing("CKA_LABEL"))?,
+        public_key: decode_point(algorithm, &point)?,
+        algorithm,
+        attributes,
+        objects,
+    })
+}
+
+/// `CKA_EC_POINT` is a DER OCTET STRING by the standard, but some tokens return the bare
+/// point; accept both and check the length the algorithm requires.
+fn decode_point(algorithm: Algorithm, point: &[u8]) -> Result<Vec<u8>, HsmError> {
+    let want = match algorithm {
+        Algorithm::Es256 => 65,
+        Algorithm::EdDsa => 32,
+    };
+    let bare = match point {
+        [0x04, len, rest @ ..] if usize::from(*len) == want && rest.len() == want => rest,
+        _ if point.len() == want => point,
+        _ => {
+            return Err(HsmError::Malformed(format!(
+                "CKA_EC_POINT of {} bytes for {algorithm}",
+                point.len()
+            )));
+        }
+    };
+    if algorithm == Algorithm::Es256 && bare[0] != 0x04 {
+        return Err(HsmError::Malformed(
+            "P-256 public key is not an uncompressed point".to_string(),
+        ));
+    }
+    Ok(bare.to_vec())
+}
+
+fn read_bytes(
+    session: &Session,
+    object: ObjectHandle,
+    kind: AttributeType,
+) -> Result<Vec<u8>, HsmError> {
+    match session.get_attributes(object, &[kind])?.pop() {
+        Some(Attribute::Id(v) | Attribute::Label(v) | Attribute::Value(v)) => Ok(v),
+        _ => Err(HsmError::Malformed(format!(
+            "object has no readable {kind}"
+        ))),
+    }
+}
+
+/// Creates a private, modifiable token data object of `application`.
+pub(crate) fn create_data(
+    session: &Session,
+    application: &str,
+    label: &str,
+    value: &[u8],
+) -> Result<DataHandle, HsmError> {
+    let handle = session.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Modifiable(true),
+        Attribute::Application(application.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(value.to_vec()),
+    ])?;
+    Ok(DataHandle(handle))
+}
+
+/// Every data object of `application`.
+pub(crate) fn data_objects(
+    session: &Session,
+    application: &str,
+) -> Result<Vec<DataObject>, HsmError> {
+    let handles = session.find_objects(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(application.as_bytes().to_vec()),
+    ])?;
+    let mut found = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let mut label = None;
+        let mut value = None;
+        for attribute in
+            session.get_attributes(handle, &[AttributeType::Label, AttributeType::Value])?
+        {
+            match attribute {
+                Attribute::Label(v) => label = Some(String::from_utf8_lossy(&v).into_owned()),
+                Attribute::Value(v) => value = Some(v),
+                _ => {}
+            }
+        }
+        found.push(DataObject {
+            label: label.unwrap_or_default(),
+            value: value.unwrap_or_default(),
+            handle: DataHandle(handle),
+        });
+    }
+    Ok(found)
+}

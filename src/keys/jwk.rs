@@ -1,0 +1,134 @@
+//! Public keys as JWKs (RFC 7517, RFC 7518 §6.2, RFC 8037) and their verification.
+
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::Algorithm;
+use crate::token::jws::{b64, unb64};
+
+/// A public JWK as signetd publishes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Jwk {
+    /// `EC` for P-256, `OKP` for Ed25519.
+    pub kty: String,
+    /// `P-256` or `Ed25519`.
+    pub crv: String,
+    /// The x coordinate (EC) or the public key (OKP), base64url.
+    pub x: String,
+    /// The y coordinate (EC only), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// The key id, also the JWS header `kid`.
+    pub kid: String,
+    /// `ES256` or `EdDSA`.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// A JWK Set: `{"keys":[...]}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+impl Jwk {
+    /// The JWK of a public key as the token returns it: a SEC1 uncompressed point for
+    /// ES256, 32 raw bytes for EdDSA.
+    pub fn from_public_key(algorithm: Algorithm, kid: &str, public_key: &[u8]) -> Self {
+        let (kty, crv, x, y) = match algorithm {
+            Algorithm::Es256 => (
+                "EC",
+                "P-256",
+                b64(&public_key[1..33]),
+                Some(b64(&public_key[33..65])),
+            ),
+            Algorithm::EdDsa => ("OKP", "Ed25519", b64(public_key), None),
+        };
+        Jwk {
+            kty: kty.to_string(),
+            crv: crv.to_string(),
+            x,
+            y,
+            kid: kid.to_string(),
+            alg: algorithm.jws_name().to_string(),
+            use_: "sig".to_string(),
+        }
+    }
+
+    /// Verifies a JWS signature (raw `r‖s` for ES256) over `message` with this key.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), String> {
+        match (self.kty.as_str(), self.crv.as_str()) {
+            ("EC", "P-256") => {
+                use p256::ecdsa::signature::Verifier;
+                let (x, y) = (
+                    self.coordinate(&self.x, 32)?,
+                    self.coordinate(self.y.as_deref().unwrap_or(""), 32)?,
+                );
+                let mut point = Vec::with_capacity(65);
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                    .map_err(|_| format!("JWK {} is not a valid P-256 point", self.kid))?;
+                let signature = p256::ecdsa::Signature::from_slice(signature)
+                    .map_err(|_| "signature is not a 64-byte r||s pair".to_string())?;
+                key.verify(message, &signature)
+                    .map_err(|_| "signature does not verify".to_string())
+            }
+            ("OKP", "Ed25519") => {
+                let x: [u8; 32] = self
+                    .coordinate(&self.x, 32)?
+                    .try_into()
+                    .expect("length checked");
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
+                    .map_err(|_| format!("JWK {} is not a valid Ed25519 key", self.kid))?;
+                let signature = ed25519_dalek::Signature::from_slice(signature)
+                    .map_err(|_| "signature is not 64 bytes".to_string())?;
+                key.verify_strict(message, &signature)
+                    .map_err(|_| "signature does not verify".to_string())
+            }
+            (kty, crv) => Err(format!("unsupported key type {kty}/{crv}")),
+        }
+    }
+
+    fn coordinate(&self, text: &str, len: usize) -> Result<Vec<u8>, String> {
+        unb64(text)
+            .filter(|v| v.len() == len)
+            .ok_or_else(|| format!("JWK {} has a malformed coordinate", self.kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn es256_jwk_verifies_what_the_matching_key_signs() {
+        use p256::ecdsa::signature::Signer;
+        let secret = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let point = secret.verifying_key().to_encoded_point(false);
+        let jwk = Jwk::from_public_key(Algorithm::Es256, "k1", point.as_bytes());
+        assert_eq!(
+            (jwk.kty.as_str(), jwk.crv.as_str(), jwk.use_.as_str()),
+            ("EC", "P-256", "sig")
+        );
+        let signature: p256::ecdsa::Signature = secret.sign(b"hello");
+        jwk.verify(b"hello", &signature.to_bytes()).unwrap();
+        assert!(jwk.verify(b"hellp", &signature.to_bytes()).is_err());
+        let json = serde_json::to_value(&jwk).unwrap();
+        assert_eq!(json["use"], "sig");
+    }
+
+    #[test]
+    fn ed25519_jwk_verifies_what_the_matching_key_signs() {
+        use ed25519_dalek::Signer;
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let jwk = Jwk::from_public_key(Algorithm::EdDsa, "k2", secret.verifying_key().as_bytes());
+        assert!(jwk.y.is_none());
+        let signature = secret.sign(b"hello");
+        jwk.verify(b"hello", &signature.to_bytes()).unwrap();
+        assert!(jwk.verify(b"hello!", &signature.to_bytes()).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The key room: which keys exist, whose they are, what state they are in, and their
+//! public forms. The token is the only store ([`store`]); [`registry`] is the daemon's
+//! in-memory view of it, built at start-up.
+
+pub mod jwk;
+pub mod registry;
+pub mod state;
+pub mod store;
+
+pub use jwk::{Jwk, JwkSet};
+pub use registry::{KeyRegistry, Published};
+pub use state::{KeyRecord, KeyState};
+pub use store::{Inventory, KeyStoreError, StoredKey};

@@ -1,0 +1,102 @@
+//! The in-memory view of the keys a running daemon uses: which key each issuer signs
+//! with, and the published JWKS, rendered once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::jwk::JwkSet;
+use super::state::KeyState;
+use super::store::{Inventory, StoredKey};
+use crate::config::IssuerConfig;
+
+/// A response body rendered once, with its strong `ETag`.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The JSON body.
+    pub body: Arc<[u8]>,
+    /// The quoted ETag (a SHA-256 prefix of the body).
+    pub etag: String,
+}
+
+impl Published {
+    fn render<T: serde::Serialize>(value: &T) -> Self {
+        let body = serde_json::to_vec(value).expect("published documents always serialize");
+        let digest = Sha256::digest(&body);
+        let etag = format!("\"{}\"", crate::token::jws::b64(&digest[..18]));
+        Published {
+            body: body.into(),
+            etag,
+        }
+    }
+}
+
+/// Keys by kid, the active key of each issuer, and the JWKS.
+#[derive(Debug)]
+pub struct KeyRegistry {
+    by_kid: HashMap<String, Arc<StoredKey>>,
+    active: HashMap<String, Arc<StoredKey>>,
+    jwks: Published,
+}
+
+impl KeyRegistry {
+    /// Builds the registry from the token's inventory. Keys of issuers that are not in
+    /// the config are kept (retrievable by kid) but neither used nor published.
+    pub fn build(inventory: Inventory, issuers: &BTreeMap<String, IssuerConfig>) -> Self {
+        let mut by_kid = HashMap::new();
+        let mut active: HashMap<String, Arc<StoredKey>> = HashMap::new();
+        let mut jwks = JwkSet::default();
+        for key in inventory.keys {
+            let key = Arc::new(key);
+            let configured = issuers.get(&key.issuer);
+            if configured.is_some() && key.state.is_published() {
+                jwks.keys.push(key.jwk());
+            }
+            if let Some(issuer) = configured.filter(|_| key.state == KeyState::Active) {
+                if issuer.algorithm != key.algorithm {
+                    tracing::warn!(
+                        kid = %key.kid, issuer = %key.issuer,
+                        "active key is {} but the issuer is configured for {}; it signs as {} until rotated",
+                        key.algorithm, issuer.algorithm, key.algorithm
+                    );
+                }
+                // Inventory is sorted by creation time, so the newest active key wins.
+                if let Some(older) = active.insert(key.issuer.clone(), key.clone()) {
+                    tracing::warn!(issuer = %key.issuer, older = %older.kid, newer = %key.kid,
+                        "two active keys; signing with the newer");
+                }
+            }
+            by_kid.insert(key.kid.clone(), key);
+        }
+        KeyRegistry {
+            by_kid,
+            active,
+            jwks: Published::render(&jwks),
+        }
+    }
+
+    /// The key `issuer` signs with now.
+    pub fn active(&self, issuer: &str) -> Option<&Arc<StoredKey>> {
+        self.active.get(issuer)
+    }
+
+    /// A key by id, whatever its state.
+    pub fn get(&self, kid: &str) -> Option<&Arc<StoredKey>> {
+        self.by_kid.get(kid)
+    }
+
+    /// Every key, ordered by issuer and creation time.
+    pub fn all(&self) -> Vec<&Arc<StoredKey>> {
+        let mut keys: Vec<_> = self.by_kid.values().collect();
+        keys.sort_by(|a, b| {
+            (&a.issuer, a.created_at, &a.kid).cmp(&(&b.issuer, b.created_at, &b.kid))
+        });
+        keys
+    }
+
+    /// The rendered JWKS.
+    pub fn jwks(&self) -> &Published {
+        &self.jwks
+    }
+}

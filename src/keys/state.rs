@@ -1,0 +1,71 @@
+//! The lifecycle record kept beside each key in the token, as a `CKO_DATA` object.
+//!
+//! Keeping it in the token means a token backup carries keys and their states together,
+//! with no second database to drift out of step.
+
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::Algorithm;
+
+/// `CKA_APPLICATION` of signetd's data objects.
+pub const APPLICATION: &str = "signetd";
+/// Prefix of the `CKA_LABEL` of every signetd key object: `signetd/ISSUER/KID`.
+pub const KEY_LABEL_PREFIX: &str = "signetd/";
+/// Prefix of the `CKA_LABEL` of every state record: `signetd-state/KID`.
+pub const STATE_LABEL_PREFIX: &str = "signetd-state/";
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Pending,
+    /// Signing, and published.
+    Active,
+    /// No longer signing; published until every token it signed has expired.
+    Retired,
+    /// Out of the JWKS; still retrievable by kid.
+    Archived,
+    /// Compromised: out of the JWKS at once, listed in revocations.
+    Revoked,
+}
+
+impl KeyState {
+    /// Whether verifiers should find this key in the JWKS.
+    pub fn is_published(self) -> bool {
+        matches!(
+            self,
+            KeyState::Pending | KeyState::Active | KeyState::Retired
+        )
+    }
+}
+
+/// The JSON stored as `CKA_VALUE` of a key's state object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    /// Format version, 1.
+    pub v: u32,
+    /// The key id (`CKA_ID` of the key objects).
+    pub kid: String,
+    /// The issuer the key belongs to.
+    pub issuer: String,
+    /// The key's algorithm.
+    pub alg: Algorithm,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// When the key was generated, seconds since the epoch.
+    pub created_at: u64,
+}
+
+impl KeyRecord {
+    /// The `CKA_LABEL` of this record's data object.
+    pub fn label(&self) -> String {
+        format!("{STATE_LABEL_PREFIX}{}", self.kid)
+    }
+}
+
+/// The `CKA_LABEL` of a key's objects.
+pub fn key_label(issuer: &str, kid: &str) -> String {
+    format!("{KEY_LABEL_PREFIX}{issuer}/{kid}")
+}

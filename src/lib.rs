@@ -1,0 +1,58 @@
+//! signetd: a signing daemon that keeps token issuers' private keys inside a PKCS#11
+//! token and mints short-lived JWTs under a per-issuer policy.
+//!
+//! # The rooms
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret |
+//! | [`error`] | the domain [`error::Error`] with its stable codes |
+//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, signing. The only importer of `cryptoki` |
+//! | [`keys`] | key identity and state in the token, the in-memory registry, JWKs |
+//! | [`token`] | JWS encoding, the claims policy, verification |
+//! | [`policy`] | who the caller is and what an issuer lets it do |
+//! | [`service`] | the facade handlers call: validate, authorize, sign |
+//! | [`api`] | the axum router, handlers, the one error-to-HTTP mapping, transports |
+//! | [`client`] | the CLI's small HTTP client |
+//!
+//! # One request, end to end
+//!
+//! `POST /v1/tokens` on the Unix socket:
+//!
+//! 1. [`api::transport`] accepts the connection under a connection cap, asks the kernel
+//!    for the peer's uid/gid/pid (`SO_PEERCRED`) and attaches a [`policy::Caller`] to every
+//!    request on it. A TCP connection gets an anonymous caller.
+//! 2. The router refuses anonymous callers on signing routes (401), then
+//!    [`api::body::ApiJson`] parses the body (64 KiB cap, JSON only) into a
+//!    [`token::MintRequest`].
+//! 3. [`service::Service::mint`] finds the issuer, checks the caller against its policy
+//!    ([`policy::authorize`]), and builds the claims ([`token::claims::build`]): the daemon
+//!    sets `iss`, `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims
+//!    are checked against the issuer's limits.
+//! 4. [`hsm::Hsm::sign`] hashes the signing input on the host (ES256) and hands one
+//!    `C_Sign` on a handle resolved at start-up to a worker thread that owns a logged-in
+//!    session; the handler awaits the reply.
+//! 5. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
+//!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`.
+//!
+//! Public keys are published by [`keys::KeyRegistry`], built from the token at start-up:
+//! the token is the only key database.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod algorithm;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod hsm;
+pub mod keys;
+pub mod policy;
+pub mod service;
+pub mod token;
+
+pub use algorithm::Algorithm;
+pub use config::Config;
+pub use error::Error;
+pub use service::Service;

@@ -1,0 +1,289 @@
+//! The facade a handler calls: validate, authorize, sign.
+//!
+//! Handlers know HTTP; the HSM layer knows PKCS#11; this module knows what a request
+//! means. Every method takes the [`Caller`] the transport established.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::algorithm::Algorithm;
+use crate::config::{Config, IssuerConfig};
+use crate::error::Error;
+use crate::hsm::{Hsm, KeyAttributes, SignInput};
+use crate::keys::{self, Jwk, KeyRegistry, KeyState, Published, StoredKey};
+use crate::policy::{self, Action, Caller};
+use crate::token::{self, MintRequest, jws};
+
+/// A minted token, as `POST /v1/tokens` returns it.
+#[derive(Debug, Serialize)]
+pub struct MintedToken {
+    /// The compact JWS.
+    pub token: String,
+    /// The key that signed it.
+    pub kid: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// Lowercase hex SHA-256 of the exact token string, for audit lookups.
+    pub token_sha256: String,
+}
+
+/// Signature encodings `POST /v1/sign` can return.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureFormat {
+    /// The JWS form: raw `r‖s` for ES256, the plain signature for EdDSA.
+    #[default]
+    Jws,
+    /// ASN.1 DER `ECDSA-Sig-Value` (ES256 only), as X.509 and most TLS stacks expect.
+    Der,
+}
+
+/// The body of `POST /v1/sign`: exactly one of `digest` and `message`, base64url.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The issuer whose active key signs.
+    pub issuer: String,
+    /// A SHA-256 digest (ES256 only).
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// A message: hashed on the host for ES256, signed whole for EdDSA.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The signature encoding.
+    #[serde(default)]
+    pub format: SignatureFormat,
+}
+
+/// A raw signature, as `POST /v1/sign` returns it.
+#[derive(Debug, Serialize)]
+pub struct SignedData {
+    /// The signature, base64url.
+    pub signature: String,
+    /// The key that made it.
+    pub kid: String,
+    /// Its algorithm.
+    pub alg: Algorithm,
+    /// Its encoding.
+    pub format: SignatureFormat,
+}
+
+/// A key as `GET /v1/keys` describes it.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    /// Key id.
+    pub kid: String,
+    /// Owning issuer.
+    pub issuer: String,
+    /// Algorithm.
+    pub alg: Algorithm,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Generation time, seconds since the epoch.
+    pub created_at: u64,
+    /// The public JWK.
+    pub jwk: Jwk,
+    /// What the token reports about the private key.
+    pub token_attributes: KeyAttributes,
+}
+
+impl From<&StoredKey> for KeyView {
+    fn from(key: &StoredKey) -> Self {
+        KeyView {
+            kid: key.kid.clone(),
+            issuer: key.issuer.clone(),
+            alg: key.algorithm,
+            state: key.state,
+            created_at: key.created_at,
+            jwk: key.jwk(),
+            token_attributes: key.attributes,
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The daemon's request-level logic over one token and one config.
+pub struct Service {
+    config: Config,
+    hsm: Arc<Hsm>,
+    keys: KeyRegistry,
+}
+
+impl Service {
+    /// Takes inventory of the token and builds the key registry. Anything odd in the
+    /// token is logged loudly; nothing is deleted.
+    pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
+        let inventory = keys::store::inventory(&hsm).await?;
+        for problem in &inventory.problems {
+            tracing::error!(token = %hsm.token().label, "{problem}");
+        }
+        let registry = KeyRegistry::build(inventory, &config.issuers);
+        for name in config.issuers.keys() {
+            match registry.active(name) {
+                Some(key) => {
+                    tracing::info!(issuer = %name, kid = %key.kid, alg = %key.algorithm, "issuer ready")
+                }
+                None => {
+                    tracing::warn!(issuer = %name, "issuer has no active key; minting will fail until one is generated")
+                }
+            }
+        }
+        Ok(Service {
+            config,
+            hsm,
+            keys: registry,
+        })
+    }
+
+    /// The config the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn issuer(&self, name: &str) -> Result<&IssuerConfig, Error> {
+        self.config
+            .issuer(name)
+            .ok_or_else(|| Error::UnknownIssuer(name.to_string()))
+    }
+
+    fn active_key(&self, name: &str) -> Result<&Arc<StoredKey>, Error> {
+        self.keys
+            .active(name)
+            .ok_or_else(|| Error::NoActiveKey(name.to_string()))
+    }
+
+    /// Mints a JWT for `caller` under the issuer's policy.
+    pub async fn mint(&self, caller: &Caller, request: MintRequest) -> Result<MintedToken, Error> {
+        let issuer = self.issuer(&request.issuer)?;
+        policy::authorize(&request.issuer, issuer, caller, Action::Mint)?;
+        let claims = token::claims::build(issuer, &request, unix_now())?;
+        let key = self.active_key(&request.issuer)?;
+        let header = jws::Header::jwt(key.algorithm, &key.kid);
+        let signing_input = jws::signing_input(&header, &claims.payload);
+        let signature = self
+            .hsm
+            .sign(
+                key.objects,
+                key.algorithm,
+                SignInput::Message(signing_input.clone().into_bytes()),
+            )
+            .await?;
+        let token = jws::compact(&signing_input, &signature);
+        let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
+        tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, jti = %claims.jti, %token_sha256, "minted token");
+        Ok(MintedToken {
+            token,
+            kid: key.kid.clone(),
+            jti: claims.jti,
+            expires_at: claims.exp,
+            token_sha256,
+        })
+    }
+
+    /// Signs a digest or message with the issuer's active key, if the issuer allows raw
+    /// signatures and names the caller.
+    pub async fn sign(&self, caller: &Caller, request: SignRequest) -> Result<SignedData, Error> {
+        let issuer = self.issuer(&request.issuer)?;
+        policy::authorize(&request.issuer, issuer, caller, Action::RawSign)?;
+        let key = self.active_key(&request.issuer)?;
+        let input = sign_input(key.algorithm, &request)?;
+        if request.format == SignatureFormat::Der && key.algorithm != Algorithm::Es256 {
+            return Err(Error::InvalidRequest(
+                "format \"der\" applies to ES256 keys only".to_string(),
+            ));
+        }
+        let what = match &input {
+            SignInput::Digest(d) => hex(d),
+            SignInput::Message(m) => hex(&Sha256::digest(m)),
+        };
+        let raw = self.hsm.sign(key.objects, key.algorithm, input).await?;
+        let signature = match request.format {
+            SignatureFormat::Jws => raw,
+            SignatureFormat::Der => p256::ecdsa::Signature::from_slice(&raw)
+                .map_err(|e| {
+                    Error::Internal(format!("token returned an invalid ECDSA signature: {e}"))
+                })?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+        };
+        tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, input_sha256 = %what, "signed data");
+        Ok(SignedData {
+            signature: jws::b64(signature),
+            kid: key.kid.clone(),
+            alg: key.algorithm,
+            format: request.format,
+        })
+    }
+
+    /// The published JWKS.
+    pub fn jwks(&self) -> &Published {
+        self.keys.jwks()
+    }
+
+    /// `Cache-Control: max-age` for published documents.
+    pub fn jwks_max_age(&self) -> u32 {
+        self.config.jwks.max_age_seconds
+    }
+
+    /// Every key the token holds.
+    pub fn keys(&self) -> Vec<KeyView> {
+        self.keys
+            .all()
+            .into_iter()
+            .map(|k| KeyView::from(k.as_ref()))
+            .collect()
+    }
+
+    /// One key by id, whatever its state.
+    pub fn key(&self, kid: &str) -> Result<KeyView, Error> {
+        self.keys
+            .get(kid)
+            .map(|k| KeyView::from(k.as_ref()))
+            .ok_or_else(|| Error::UnknownKey(kid.to_string()))
+    }
+
+    /// Whether the token answers.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.hsm.ping().await.map_err(Error::from)
+    }
+}
+
+fn sign_input(algorithm: Algorithm, request: &SignRequest) -> Result<SignInput, Error> {
+    let decode = |field: &str, text: &str| {
+        jws::unb64(text).ok_or_else(|| {
+            Error::InvalidRequest(format!("{field} is not base64url without padding"))
+        })
+    };
+    match (&request.digest, &request.message, algorithm) {
+        (Some(digest), None, Algorithm::Es256) => {
+            let bytes: [u8; 32] = decode("digest", digest)?.try_into().map_err(|_| {
+                Error::InvalidRequest("digest must be a 32-byte SHA-256 value".to_string())
+            })?;
+            Ok(SignInput::Digest(bytes))
+        }
+        (Some(_), None, Algorithm::EdDsa) => Err(Error::InvalidRequest(
+            "EdDSA keys sign messages, not digests: send message".to_string(),
+        )),
+        (None, Some(message), _) => Ok(SignInput::Message(decode("message", message)?)),
+        _ => Err(Error::InvalidRequest(
+            "give exactly one of digest and message".to_string(),
+        )),
+    }
+}

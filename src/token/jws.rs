@@ -1,0 +1,52 @@
+//! The JWS compact serialization (RFC 7515 §7.1).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::Algorithm;
+
+/// base64url without padding, as JOSE uses everywhere.
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url without padding.
+pub fn unb64(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// The protected header signetd writes. The daemon alone chooses every field.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header {
+    /// `ES256` or `EdDSA`.
+    pub alg: String,
+    /// Always `JWT` for minted tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// The key id, as published in the JWKS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+impl Header {
+    /// The header of a JWT signed by `kid`.
+    pub fn jwt(algorithm: Algorithm, kid: &str) -> Self {
+        Header {
+            alg: algorithm.jws_name().to_string(),
+            typ: Some("JWT".to_string()),
+            kid: Some(kid.to_string()),
+        }
+    }
+}
+
+/// `BASE64URL(header) "." BASE64URL(payload)`: the bytes the key signs.
+pub fn signing_input(header: &Header, payload: &[u8]) -> String {
+    let header = serde_json::to_vec(header).expect("a header always serializes");
+    format!("{}.{}", b64(header), b64(payload))
+}
+
+/// Appends the signature to a signing input.
+pub fn compact(signing_input: &str, signature: &[u8]) -> String {
+    format!("{signing_input}.{}", b64(signature))
+}

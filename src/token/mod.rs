@@ -1,0 +1,19 @@
+//! JWS/JWT: the compact encoding, the claims policy of an issuer, and verification.
+//!
+//! [`claims::build`] turns a caller's request into a claims set under the issuer's policy;
+//! [`jws`] assembles the signing input and the compact token around a signature made
+//! elsewhere (the token never sees claims, only bytes to sign).
+
+pub mod claims;
+pub mod jws;
+pub mod verify;
+
+pub use claims::{Audience, ClaimsSet, MintRequest};
+
+/// No issuer may mint tokens that live longer than this, whatever its config says.
+pub const HARD_MAX_TTL_SECONDS: u64 = 3600;
+
+/// Registered claims a caller may not put in `claims`: the daemon sets `iss`, `iat`,
+/// `exp` and `jti`; `sub` and `aud` have their own request fields; `nbf` is reserved so a
+/// caller cannot post-date a token past the lifetime cap.
+pub const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];

@@ -1,0 +1,240 @@
+//! Verifying a compact JWS against a JWK set, as a careful verifier would: the algorithm
+//! comes from an allowlist and must match the key, never from the token alone.
+
+use serde_json::{Map, Value};
+
+use super::jws::{Header, unb64};
+use crate::keys::JwkSet;
+
+/// Why a token was rejected; each has a stable code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// Not three base64url parts of JSON.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// `alg` is not ES256 or EdDSA (for example `none` or an HMAC).
+    #[error("algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    /// No published key has this `kid`, or its algorithm differs.
+    #[error("no key {0:?} for this algorithm")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A required claim is missing or has the wrong type.
+    #[error("claim {0:?} is missing or malformed")]
+    MissingClaim(&'static str),
+    /// `exp` has passed.
+    #[error("token has expired")]
+    Expired,
+    /// `iat` or `nbf` lies in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// `exp - iat` is longer than allowed.
+    #[error("token lifetime exceeds the allowed maximum")]
+    LifetimeTooLong,
+    /// `iss` differs from the expected issuer.
+    #[error("issuer does not match")]
+    WrongIssuer,
+    /// `aud` does not contain the expected audience.
+    #[error("audience does not match")]
+    WrongAudience,
+}
+
+impl VerifyError {
+    /// The stable code of this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Malformed(_) => "malformed_token",
+            VerifyError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            VerifyError::UnknownKey(_) => "unknown_key",
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::MissingClaim(_) => "missing_claim",
+            VerifyError::Expired => "token_expired",
+            VerifyError::NotYetValid => "token_not_yet_valid",
+            VerifyError::LifetimeTooLong => "lifetime_too_long",
+            VerifyError::WrongIssuer => "wrong_issuer",
+            VerifyError::WrongAudience => "wrong_audience",
+        }
+    }
+}
+
+/// What the verifier expects of the claims.
+#[derive(Clone, Debug, Default)]
+pub struct Expected<'a> {
+    /// Required `iss`, if any.
+    pub issuer: Option<&'a str>,
+    /// An audience `aud` must contain, if any.
+    pub audience: Option<&'a str>,
+    /// Longest allowed `exp - iat`, if any.
+    pub max_ttl: Option<u64>,
+    /// Current time, seconds since the epoch.
+    pub now: u64,
+    /// Allowed clock skew, seconds.
+    pub leeway: u64,
+}
+
+/// Verifies `token` against `keys` and `expected`; returns the header and claims.
+pub fn verify(
+    token: &str,
+    keys: &JwkSet,
+    expected: &Expected<'_>,
+) -> Result<(Header, Map<String, Value>), VerifyError> {
+    let malformed = |what: &str| VerifyError::Malformed(what.to_string());
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("a compact JWS has three parts"));
+    };
+    let header: Header = unb64(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| malformed("header is not base64url JSON"))?;
+    if !matches!(header.alg.as_str(), "ES256" | "EdDSA") {
+        return Err(VerifyError::AlgorithmNotAllowed(header.alg));
+    }
+    let kid = header
+        .kid
+        .clone()
+        .ok_or_else(|| malformed("header has no kid"))?;
+    let key = keys
+        .keys
+        .iter()
+        .find(|k| k.kid == kid && k.alg == header.alg)
+        .ok_or(VerifyError::UnknownKey(kid))?;
+    let signature = unb64(s).ok_or_else(|| malformed("signature is not base64url"))?;
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    key.verify(signing_input.as_bytes(), &signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+    let claims: Map<String, Value> = unb64(p)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| malformed("payload is not base64url JSON object"))?;
+    check_claims(&claims, expected)?;
+    Ok((header, claims))
+}
+
+fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<(), VerifyError> {
+    let number = |name: &'static str| {
+        claims
+            .get(name)
+            .and_then(Value::as_u64)
+            .ok_or(VerifyError::MissingClaim(name))
+    };
+    let (iat, exp) = (number("iat")?, number("exp")?);
+    if exp + expected.leeway <= expected.now {
+        return Err(VerifyError::Expired);
+    }
+    if iat > expected.now + expected.leeway {
+        return Err(VerifyError::NotYetValid);
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        let nbf = nbf.as_u64().ok_or(VerifyError::MissingClaim("nbf"))?;
+        if nbf > expected.now + expected.leeway {
+            return Err(VerifyError::NotYetValid);
+        }
+    }
+    if exp <= iat || expected.max_ttl.is_some_and(|max| exp - iat > max) {
+        return Err(VerifyError::LifetimeTooLong);
+    }
+    if let Some(want) = expected.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(want) {
+            return Err(VerifyError::WrongIssuer);
+        }
+    }
+    if let Some(want) = expected.audience {
+        let found = match claims.get("aud") {
+            Some(Value::String(one)) => one == want,
+            Some(Value::Array(many)) => many.iter().any(|a| a.as_str() == Some(want)),
+            _ => false,
+        };
+        if !found {
+            return Err(VerifyError::WrongAudience);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::Algorithm;
+    use crate::keys::Jwk;
+    use crate::token::jws::{self, b64};
+    use p256::ecdsa::signature::Signer;
+
+    fn setup() -> (p256::ecdsa::SigningKey, JwkSet) {
+        let secret = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap();
+        let point = secret.verifying_key().to_encoded_point(false);
+        let keys = JwkSet {
+            keys: vec![Jwk::from_public_key(
+                Algorithm::Es256,
+                "k",
+                point.as_bytes(),
+            )],
+        };
+        (secret, keys)
+    }
+
+    fn token(secret: &p256::ecdsa::SigningKey, header: &str, claims: &str) -> String {
+        let input = format!("{}.{}", b64(header), b64(claims));
+        let sig: p256::ecdsa::Signature = secret.sign(input.as_bytes());
+        jws::compact(&input, &sig.to_bytes())
+    }
+
+    #[test]
+    fn checks_signature_algorithm_and_claims() {
+        let (secret, keys) = setup();
+        let header = r#"{"alg":"ES256","typ":"JWT","kid":"k"}"#;
+        let claims = r#"{"iss":"i","aud":"a","iat":100,"exp":160}"#;
+        let good = token(&secret, header, claims);
+        let at = |now| Expected {
+            issuer: Some("i"),
+            audience: Some("a"),
+            max_ttl: Some(60),
+            now,
+            leeway: 5,
+        };
+        verify(&good, &keys, &at(120)).unwrap();
+        assert_eq!(
+            verify(&good, &keys, &at(170)).unwrap_err(),
+            VerifyError::Expired
+        );
+        assert_eq!(
+            verify(&good, &keys, &at(90)).unwrap_err(),
+            VerifyError::NotYetValid
+        );
+        let wrong_aud = Expected {
+            audience: Some("b"),
+            ..at(120)
+        };
+        assert_eq!(
+            verify(&good, &keys, &wrong_aud).unwrap_err(),
+            VerifyError::WrongAudience
+        );
+        let mut tampered = good.clone();
+        tampered.replace_range(
+            good.find('.').unwrap() + 2..good.find('.').unwrap() + 3,
+            "A",
+        );
+        assert!(verify(&tampered, &keys, &at(120)).is_err());
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","kid":"k"}"#), b64(claims));
+        assert_eq!(
+            verify(&none, &keys, &at(120)).unwrap_err().code(),
+            "algorithm_not_allowed"
+        );
+        let other_kid = token(&secret, r#"{"alg":"ES256","kid":"x"}"#, claims);
+        assert_eq!(
+            verify(&other_kid, &keys, &at(120)).unwrap_err().code(),
+            "unknown_key"
+        );
+        let long = token(
+            &secret,
+            header,
+            r#"{"iss":"i","aud":"a","iat":100,"exp":200}"#,
+        );
+        assert_eq!(
+            verify(&long, &keys, &at(120)).unwrap_err(),
+            VerifyError::LifetimeTooLong
+        );
+    }
+}
