@@ -21,6 +21,10 @@ pub(crate) const EDWARDS25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 /// The private key is a token object that is private, sensitive and never extractable,
 /// usable only to sign; the public key is a public token object so the JWKS survives
 /// restarts. Both carry `id` as `CKA_ID` and `label` as `CKA_LABEL`.
+///
+/// Every usage other than signing is switched off explicitly: tokens choose their own
+/// defaults (SoftHSM2 marks EC private keys usable for decrypt and unwrap), and a signing
+/// key should be good for nothing else.
 pub(crate) fn generate(
     session: &Session,
     algorithm: Algorithm,
@@ -35,6 +39,8 @@ pub(crate) fn generate(
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
         Attribute::EcParams(params.to_vec()),
         Attribute::Id(id.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
@@ -45,6 +51,9 @@ pub(crate) fn generate(
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::SignRecover(false),
         Attribute::Derive(false),
         Attribute::Id(id.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),

@@ -1,0 +1,257 @@
+//! Every bad request gets its own stable code and status, and the daemon keeps serving.
+
+use hyper::Method;
+use serde_json::json;
+use signetd::Algorithm;
+
+use crate::common::{TestDaemon, generate_key, issuer_toml, my_uid};
+
+/// Request headers, then body, then the expected status and error code.
+type RawCase<'a> = (&'a [(&'a str, &'a str)], Vec<u8>, u16, &'a str);
+
+#[tokio::test]
+async fn each_bad_mint_request_has_its_code_and_the_daemon_keeps_serving() {
+    generate_key("bad-in", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&issuer_toml("bad-in", Algorithm::Es256)).await;
+    let json_type: &[(&str, &str)] = &[("content-type", "application/json")];
+    let valid = json!({"issuer":"bad-in","aud":"api"}).to_string();
+
+    let raw_cases: Vec<RawCase> = vec![
+        (json_type, b"{\"issuer\":".to_vec(), 400, "malformed_json"),
+        (
+            json_type,
+            br#"{"issuer" "bad-in"}"#.to_vec(),
+            400,
+            "malformed_json",
+        ),
+        (json_type, b"[1,2".to_vec(), 400, "invalid_request"),
+        (
+            json_type,
+            b"{\"issuer\":5,\"aud\":\"api\"}".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            json_type,
+            b"{\"aud\":\"api\"}".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            json_type,
+            br#"{"issuer":"bad-in","aud":"api","claim":{}}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            &[("content-type", "text/plain")],
+            valid.clone().into_bytes(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            &[],
+            valid.clone().into_bytes(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            json_type,
+            format!(
+                "{{\"issuer\":\"bad-in\",\"aud\":\"api\",\"sub\":\"{}\"}}",
+                "x".repeat(70_000)
+            )
+            .into_bytes(),
+            413,
+            "body_too_large",
+        ),
+    ];
+    for (headers, body, status, code) in raw_cases {
+        let reply = daemon
+            .unix(Method::POST, "/v1/tokens", headers, &body)
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        );
+        assert!(!reply.json["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    let policy_cases = [
+        (
+            json!({"issuer":"nobody","aud":"api"}),
+            404,
+            "unknown_issuer",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"evil"}),
+            422,
+            "audience_not_allowed",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","ttl_seconds":61}),
+            422,
+            "ttl_exceeds_max",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","ttl_seconds":100000}),
+            422,
+            "ttl_exceeds_max",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","ttl_seconds":0}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","ttl_seconds":-5}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","claims":{"iss":"https://evil"}}),
+            422,
+            "reserved_claim",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","claims":{"exp":9999999999u64}}),
+            422,
+            "reserved_claim",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","claims":{"iat":1}}),
+            422,
+            "reserved_claim",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","claims":{"jti":"mine"}}),
+            422,
+            "reserved_claim",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","claims":{"nbf":1}}),
+            422,
+            "reserved_claim",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","claims":{"big":"x".repeat(5000)}}),
+            422,
+            "claims_too_large",
+        ),
+        (
+            json!({"issuer":"bad-in","aud":"api","sub":""}),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in policy_cases {
+        let reply = daemon.post("/v1/tokens", &body).await;
+        assert_eq!((reply.status, reply.code()), (status, code), "{body}");
+    }
+
+    let reply = daemon.get("/v1/nothing-here").await;
+    assert_eq!((reply.status, reply.code()), (404, "not_found"));
+    let reply = daemon
+        .unix(Method::DELETE, "/.well-known/jwks.json", &[], b"")
+        .await;
+    assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"));
+    let reply = daemon.get("/v1/tokens").await;
+    assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"));
+
+    // After all of that, the daemon still mints.
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"bad-in","aud":"api"}))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+}
+
+#[tokio::test]
+async fn a_caller_whose_uid_the_policy_excludes_is_refused() {
+    generate_key("bad-uid", Algorithm::Es256).await;
+    let config = format!(
+        "[issuers.bad-uid]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [{}]\nraw_sign = true\n",
+        my_uid() + 1
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"bad-uid","aud":"api"}))
+        .await;
+    assert_eq!((reply.status, reply.code()), (403, "caller_not_allowed"));
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"bad-uid","digest":signetd::token::jws::b64([0u8; 32])}),
+        )
+        .await;
+    assert_eq!((reply.status, reply.code()), (403, "caller_not_allowed"));
+}
+
+#[tokio::test]
+async fn an_issuer_without_a_key_answers_no_active_key() {
+    let daemon = TestDaemon::start(&issuer_toml("bad-nokey", Algorithm::Es256)).await;
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"bad-nokey","aud":"api"}))
+        .await;
+    assert_eq!((reply.status, reply.code()), (503, "no_active_key"));
+}
+
+/// Runs the real CLI as another user (nobody), so the kernel reports a different uid.
+/// Only root can switch users; elsewhere the uid policy is shown by the test above.
+#[tokio::test]
+async fn another_uid_on_the_socket_is_refused_and_an_allowed_gid_is_admitted() {
+    if my_uid() != 0 {
+        eprintln!("skipping the cross-user part: needs root to run a client as nobody");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    generate_key("bad-other", Algorithm::Es256).await;
+    generate_key("bad-group", Algorithm::Es256).await;
+    let config = format!(
+        "[issuers.bad-other]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [0]\n\
+         [issuers.bad-group]\niss = \"https://y\"\naudiences = [\"api\"]\nallowed_gids = [{NOBODY}]\n"
+    );
+    let daemon = TestDaemon::start_with_mode(&config, 0o666).await;
+    // Let nobody reach the socket inside the test's private directory.
+    std::fs::set_permissions(
+        daemon.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mint_as_nobody = |issuer: &'static str| {
+        let socket = daemon.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new(crate::common::signetd_bin())
+                .args([
+                    "token", "mint", "--issuer", issuer, "--aud", "api", "--socket",
+                ])
+                .arg(&socket)
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .output()
+                .unwrap()
+        })
+    };
+    let refused = mint_as_nobody("bad-other").await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("caller_not_allowed") && stderr.contains("403"),
+        "{stderr}"
+    );
+    let admitted = mint_as_nobody("bad-group").await.unwrap();
+    assert!(
+        admitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admitted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&admitted.stdout)
+            .matches('.')
+            .count(),
+        2,
+        "a compact JWS"
+    );
+}

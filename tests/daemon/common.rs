@@ -1,0 +1,295 @@
+//! The test harness: one throwaway SoftHSM2 token per test run, and real daemons served
+//! in-process on temporary Unix sockets and loopback TCP ports.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use signetd::hsm::Hsm;
+use signetd::{Algorithm, Config, Service, api};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// The per-run token: created by `softhsm/init-token.sh`, which is itself under test.
+pub struct TestToken {
+    _dir: TempDir,
+    /// What `init-token.sh --format env` printed.
+    pub env: HashMap<String, String>,
+}
+
+impl TestToken {
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("init-token.sh did not print {name}"))
+    }
+
+    pub fn pin(&self) -> String {
+        std::fs::read_to_string(self.var("SIGNETD_PIN_FILE"))
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// The `[pkcs11]` table for this token.
+    pub fn pkcs11_toml(&self) -> String {
+        format!(
+            "[pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\nsessions = 2\n",
+            self.var("SIGNETD_PKCS11_MODULE"),
+            self.var("SIGNETD_TOKEN_LABEL"),
+            self.var("SIGNETD_PIN_FILE"),
+        )
+    }
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+static TOKEN: OnceLock<TestToken> = OnceLock::new();
+static HSM: OnceLock<Arc<Hsm>> = OnceLock::new();
+
+pub fn token() -> &'static TestToken {
+    TOKEN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(repo_root().join("softhsm/init-token.sh"))
+            .arg(dir.path().join("token"))
+            .arg("signetd-test")
+            .args(["--format", "env"])
+            .output()
+            .expect(
+                "run softhsm/init-token.sh (is softhsm2 installed? scripts/test.sh installs it)",
+            );
+        assert!(
+            out.status.success(),
+            "init-token.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env: HashMap<String, String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        // SAFETY: `set_var` is unsound only while another thread reads the environment
+        // without std's lock. Rust code reads it through std (which takes that lock), and
+        // the only C code here that reads it, SoftHSM2's C_Initialize, runs after this
+        // returns: every test reaches PKCS#11 through this OnceLock, whose initializer
+        // runs exactly once while other callers block on it.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", &env["SOFTHSM2_CONF"]) };
+        TestToken { _dir: dir, env }
+    })
+}
+
+/// The one logged-in PKCS#11 context of this test process.
+pub fn hsm() -> Arc<Hsm> {
+    HSM.get_or_init(|| {
+        let config = Config::parse(&format!("{}\n", token().pkcs11_toml())).unwrap();
+        Arc::new(Hsm::open(config.hsm_settings().unwrap()).expect("log in to the test token"))
+    })
+    .clone()
+}
+
+/// The uid this test runs as.
+pub fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// An `[issuers.NAME]` table allowing this process's uid, with raw signing on.
+pub fn issuer_toml(name: &str, algorithm: Algorithm) -> String {
+    format!(
+        "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{algorithm}\"\naudiences = [\"api\", \"web\"]\nallowed_uids = [{}]\nraw_sign = true\n",
+        my_uid()
+    )
+}
+
+/// Generates the first key of `issuer` in the test token.
+pub async fn generate_key(issuer: &str, algorithm: Algorithm) -> String {
+    signetd::keys::store::generate(&hsm(), issuer, algorithm)
+        .await
+        .unwrap()
+        .kid
+}
+
+/// A daemon served in-process; dropping it shuts it down.
+pub struct TestDaemon {
+    pub socket: PathBuf,
+    pub http: SocketAddr,
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon whose config is the test token's `[pkcs11]` table plus `rest`.
+    pub async fn start(rest: &str) -> TestDaemon {
+        Self::start_with_mode(rest, 0o660).await
+    }
+
+    pub async fn start_with_mode(rest: &str, socket_mode: u32) -> TestDaemon {
+        let config = Config::parse(&format!("{}\n{rest}", token().pkcs11_toml()))
+            .expect("valid test config");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("signetd.sock");
+        let listeners = api::Listeners {
+            unix: api::bind_unix(&socket, socket_mode).unwrap(),
+            http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            max_connections: 64,
+        };
+        let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
+        let service = Arc::new(Service::start(config, hsm()).await.unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(api::serve(listeners, service, async {
+            let _ = stopped.await;
+        }));
+        TestDaemon {
+            socket,
+            http,
+            dir,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Stops accepting, drains, and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.served.take().unwrap().await.unwrap();
+    }
+
+    /// A request over the Unix socket.
+    pub async fn unix(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        exchange(stream, method, path, headers, body).await
+    }
+
+    /// A request over TCP.
+    pub async fn tcp(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        exchange(stream, method, path, headers, body).await
+    }
+
+    /// `POST` JSON over the Unix socket.
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        let body = serde_json::to_vec(body).unwrap();
+        self.unix(
+            Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            &body,
+        )
+        .await
+    }
+
+    /// `GET` over the Unix socket.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.unix(Method::GET, path, &[], b"").await
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A response, with the body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub raw: Bytes,
+    pub json: Value,
+}
+
+impl Reply {
+    /// The stable error code of an error response.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("<none>")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+async fn exchange<S>(
+    stream: S,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let raw = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        raw,
+        json,
+    }
+}
+
+/// Decodes the header and claims of a compact JWS without verifying it.
+pub fn decode_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let header = signetd::token::jws::unb64(parts.next().unwrap()).unwrap();
+    let claims = signetd::token::jws::unb64(parts.next().unwrap()).unwrap();
+    (
+        serde_json::from_slice(&header).unwrap(),
+        serde_json::from_slice(&claims).unwrap(),
+    )
+}
+
+/// The signetd binary built for these tests.
+pub fn signetd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_signetd")
+}

@@ -1,0 +1,130 @@
+//! Independent verification: PyJWT (through tests/interop/verify_jwt.py) checks tokens
+//! minted by the real daemon against the JWKS it serves over HTTP.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use signetd::Algorithm;
+
+use crate::common::{TestDaemon, generate_key, issuer_toml, repo_root};
+
+/// The Python with PyJWT: `SIGNETD_TEST_PYTHON` (scripts/test.sh sets it to its venv),
+/// else `python3`. A missing PyJWT fails the test: it must not pass by not running.
+fn python() -> String {
+    let python = std::env::var("SIGNETD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let probe = Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => python,
+        _ => panic!(
+            "{python} cannot import PyJWT and cryptography: run scripts/test.sh, which installs them into \
+             target/test-venv, or set SIGNETD_TEST_PYTHON to a Python that has them"
+        ),
+    }
+}
+
+struct PyVerdict {
+    valid: bool,
+    claims: Value,
+    stderr: String,
+}
+
+fn pyjwt_verify(
+    daemon: &TestDaemon,
+    token: &str,
+    iss: &str,
+    aud: &str,
+    max_ttl: u64,
+    alg: Algorithm,
+) -> PyVerdict {
+    let url = format!("http://{}/.well-known/jwks.json", daemon.http);
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/interop/verify_jwt.py"))
+        .args([
+            "--jwks-url",
+            &url,
+            "--iss",
+            iss,
+            "--aud",
+            aud,
+            "--max-ttl",
+            &max_ttl.to_string(),
+        ])
+        .args(["--alg", alg.jws_name(), token])
+        .output()
+        .unwrap();
+    PyVerdict {
+        valid: out.status.success(),
+        claims: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn check(issuer: &str, algorithm: Algorithm) {
+    generate_key(issuer, algorithm).await;
+    let daemon = TestDaemon::start(&issuer_toml(issuer, algorithm)).await;
+    let iss = format!("https://{issuer}.example");
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":issuer,"sub":"svc-a","aud":"api","ttl_seconds":45,"claims":{"scope":"read"}}))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    let token = reply.json["token"].as_str().unwrap().to_string();
+
+    let verdict =
+        tokio::task::block_in_place(|| pyjwt_verify(&daemon, &token, &iss, "api", 60, algorithm));
+    assert!(
+        verdict.valid,
+        "PyJWT rejected a valid {algorithm} token: {}",
+        verdict.stderr
+    );
+    assert_eq!(verdict.claims["iss"], iss.as_str());
+    assert_eq!(verdict.claims["aud"], "api");
+    assert_eq!(verdict.claims["scope"], "read");
+    let (iat, exp) = (
+        verdict.claims["iat"].as_u64().unwrap(),
+        verdict.claims["exp"].as_u64().unwrap(),
+    );
+    assert!(exp - iat <= 60, "exp - iat within the cap");
+
+    // The same verifier rejects what it must: a changed payload, a wrong audience or
+    // issuer, and a lifetime above what the verifier allows.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let mut claims: Value =
+        serde_json::from_slice(&signetd::token::jws::unb64(&parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!("admin");
+    parts[1] = signetd::token::jws::b64(serde_json::to_vec(&claims).unwrap());
+    let tampered = parts.join(".");
+    let rejections = tokio::task::block_in_place(|| {
+        [
+            pyjwt_verify(&daemon, &tampered, &iss, "api", 60, algorithm),
+            pyjwt_verify(&daemon, &token, &iss, "web", 60, algorithm),
+            pyjwt_verify(
+                &daemon,
+                &token,
+                "https://other.example",
+                "api",
+                60,
+                algorithm,
+            ),
+            pyjwt_verify(&daemon, &token, &iss, "api", 30, algorithm),
+        ]
+    });
+    for verdict in rejections {
+        assert!(
+            !verdict.valid && verdict.stderr.contains("INVALID"),
+            "{}",
+            verdict.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyjwt_verifies_es256_tokens_against_the_served_jwks() {
+    check("interop-es", Algorithm::Es256).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyjwt_verifies_eddsa_tokens_against_the_served_jwks() {
+    check("interop-ed", Algorithm::EdDsa).await;
+}

@@ -1,0 +1,230 @@
+//! Keys in the token: generated non-extractable, seen so by an independent tool,
+//! surviving restarts, and incomplete ones reported rather than used.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use signetd::Algorithm;
+use signetd::keys::{self, KeyStoreError};
+
+use crate::common::{TestDaemon, generate_key, hsm, issuer_toml, signetd_bin, token};
+
+/// `pkcs11-tool` (OpenSC), not our code, reads the private keys' attributes.
+#[tokio::test]
+async fn pkcs11_tool_sees_every_private_key_sensitive_never_extractable_and_local() {
+    let es = generate_key("keys-p11-es", Algorithm::Es256).await;
+    let ed = generate_key("keys-p11-ed", Algorithm::EdDsa).await;
+    let t = token();
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            t.var("SIGNETD_PKCS11_MODULE"),
+            "--token-label",
+            t.var("SIGNETD_TOKEN_LABEL"),
+        ])
+        .args([
+            "--login",
+            "--pin",
+            &t.pin(),
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+        .output()
+        .expect("run pkcs11-tool (package opensc; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let blocks: Vec<&str> = listing.split("Private Key Object").skip(1).collect();
+    let ours: Vec<&&str> = blocks
+        .iter()
+        .filter(|b| b.contains("label:      signetd/"))
+        .collect();
+    for kid in [&es, &ed] {
+        assert!(
+            ours.iter().any(|b| b.contains(kid.as_str())),
+            "pkcs11-tool does not list {kid}:\n{listing}"
+        );
+    }
+    for block in &ours {
+        let access = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Access:"))
+            .unwrap_or_else(|| panic!("no Access line in {block}"));
+        let flags: Vec<&str> = access.split(',').map(str::trim).collect();
+        for want in [
+            "sensitive",
+            "always sensitive",
+            "never extractable",
+            "local",
+        ] {
+            assert!(flags.contains(&want), "{want} missing from {access:?}");
+        }
+        assert!(!flags.contains(&"extractable"), "extractable key: {block}");
+        let usage = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Usage:"))
+            .map(str::trim);
+        assert_eq!(
+            usage,
+            Some("sign"),
+            "a signing key is good for nothing else: {block}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated() {
+    let kid = generate_key("keys-twice", Algorithm::Es256).await;
+    match keys::store::generate(&hsm(), "keys-twice", Algorithm::Es256).await {
+        Err(KeyStoreError::ActiveKeyExists { kid: active, .. }) => assert_eq!(active, kid),
+        other => panic!("expected ActiveKeyExists, got {other:?}"),
+    }
+    let inventory = keys::store::inventory(&hsm()).await.unwrap();
+    assert_eq!(
+        inventory
+            .keys
+            .iter()
+            .filter(|k| k.issuer == "keys-twice")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn incomplete_keys_are_reported_and_never_published() {
+    let hsm = hsm();
+    // A key pair whose state record was never written (an interrupted generation).
+    let stray = hsm
+        .generate_key_pair(
+            Algorithm::Es256,
+            b"keys-stray-1".to_vec(),
+            "signetd/keys-stray/keys-stray-1".into(),
+        )
+        .await
+        .unwrap();
+    assert!(stray.attributes.is_hardware_bound());
+    // A state record whose key is gone.
+    let record = json!({"v":1,"kid":"keys-ghost-1","issuer":"keys-ghost","alg":"ES256","state":"active","created_at":1});
+    hsm.create_data(
+        "signetd",
+        "signetd-state/keys-ghost-1".into(),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let problems = inventory.problems.join("\n");
+    assert!(
+        problems.contains("keys-stray-1") && problems.contains("no state record"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("keys-ghost-1") && problems.contains("missing"),
+        "{problems}"
+    );
+    assert!(inventory.keys.iter().all(|k| k.kid != "keys-stray-1"));
+
+    let config = format!(
+        "{}{}",
+        issuer_toml("keys-stray", Algorithm::Es256),
+        issuer_toml("keys-ghost", Algorithm::Es256)
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let jwks = daemon.get("/.well-known/jwks.json").await;
+    let kids: Vec<&str> = jwks.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        !kids.contains(&"keys-stray-1") && !kids.contains(&"keys-ghost-1"),
+        "{kids:?}"
+    );
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"keys-stray","aud":"api"}))
+        .await;
+    assert_eq!(reply.code(), "no_active_key");
+}
+
+#[tokio::test]
+async fn keys_and_their_state_survive_a_restart() {
+    let kid = generate_key("keys-restart", Algorithm::EdDsa).await;
+    let config = issuer_toml("keys-restart", Algorithm::EdDsa);
+    let first = TestDaemon::start(&config).await;
+    let minted = first
+        .post("/v1/tokens", &json!({"issuer":"keys-restart","aud":"api"}))
+        .await;
+    let token = minted.json["token"].as_str().unwrap().to_string();
+    first.shutdown().await;
+
+    let second = TestDaemon::start(&config).await;
+    let jwks: signetd::keys::JwkSet =
+        serde_json::from_slice(&second.get("/.well-known/jwks.json").await.raw).unwrap();
+    let expected = signetd::token::verify::Expected {
+        now: signetd::service::unix_now(),
+        leeway: 5,
+        ..Default::default()
+    };
+    signetd::token::verify::verify(&token, &jwks, &expected)
+        .expect("a token minted before the restart verifies after it");
+    let again = second
+        .post("/v1/tokens", &json!({"issuer":"keys-restart","aud":"api"}))
+        .await;
+    assert_eq!(again.json["kid"], kid.as_str());
+}
+
+#[tokio::test]
+async fn keys_cli_generates_once_and_lists_with_attributes() {
+    let t = token();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signetd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n{}",
+            t.pkcs11_toml(),
+            issuer_toml("keys-cli", Algorithm::EdDsa)
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(signetd_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&["keys", "generate", "--issuer", "keys-cli"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("generated EdDSA key keys-cli-"), "{stdout}");
+    let (ok, _, stderr) = run(&["keys", "generate", "--issuer", "keys-cli"]);
+    assert!(!ok && stderr.contains("already has active key"), "{stderr}");
+    let (ok, stdout, _) = run(&["keys", "generate", "--issuer", "keys-cli", "--if-missing"]);
+    assert!(ok && stdout.contains("nothing generated"), "{stdout}");
+    let (ok, _, stderr) = run(&["keys", "generate", "--issuer", "not-configured"]);
+    assert!(!ok && stderr.contains("unknown issuer"), "{stderr}");
+
+    let (ok, stdout, stderr) = run(&["keys", "list", "--issuer", "keys-cli", "--json"]);
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["token"]["label"], t.var("SIGNETD_TOKEN_LABEL"));
+    let keys = listed["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert_eq!(keys[0]["token_attributes"]["never_extractable"], true);
+    assert!(!stderr.contains(&t.pin()), "the PIN never reaches output");
+}

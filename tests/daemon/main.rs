@@ -1,0 +1,10 @@
+//! Integration tests: a real daemon on a real socket against a real SoftHSM2 token.
+
+mod bad_input;
+mod common;
+mod interop;
+mod keys;
+mod mint;
+mod publish;
+mod sign;
+mod startup;

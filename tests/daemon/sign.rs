@@ -1,0 +1,148 @@
+//! `POST /v1/sign`: raw signatures with an issuer's key, only where the issuer allows it.
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use signetd::Algorithm;
+use signetd::token::jws::{b64, unb64};
+
+use crate::common::{TestDaemon, generate_key, issuer_toml, my_uid};
+
+async fn public_jwk(daemon: &TestDaemon, kid: &str) -> signetd::keys::Jwk {
+    let reply = daemon.get(&format!("/v1/keys/{kid}")).await;
+    assert_eq!(reply.status, 200);
+    serde_json::from_value(reply.json["jwk"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn es256_signs_a_digest_in_jws_and_der_form() {
+    let kid = generate_key("sign-es", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&issuer_toml("sign-es", Algorithm::Es256)).await;
+    let message = b"attested build output";
+    let digest = Sha256::digest(message);
+
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"sign-es","digest": b64(digest)}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["kid"], kid.as_str());
+    assert_eq!(reply.json["alg"], "ES256");
+    assert_eq!(reply.json["format"], "jws");
+    let signature = unb64(reply.json["signature"].as_str().unwrap()).unwrap();
+    // The JWK verifies over the message, whose SHA-256 is the digest we sent.
+    public_jwk(&daemon, &kid)
+        .await
+        .verify(message, &signature)
+        .unwrap();
+    assert!(
+        public_jwk(&daemon, &kid)
+            .await
+            .verify(b"something else", &signature)
+            .is_err()
+    );
+
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"sign-es","digest": b64(digest),"format":"der"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    let der = unb64(reply.json["signature"].as_str().unwrap()).unwrap();
+    assert_eq!(der[0], 0x30, "DER SEQUENCE");
+    let parsed = p256::ecdsa::Signature::from_der(&der).unwrap();
+    public_jwk(&daemon, &kid)
+        .await
+        .verify(message, &parsed.to_bytes())
+        .unwrap();
+
+    // A message is hashed on the host for ES256.
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"sign-es","message": b64(message)}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let signature = unb64(reply.json["signature"].as_str().unwrap()).unwrap();
+    public_jwk(&daemon, &kid)
+        .await
+        .verify(message, &signature)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn eddsa_signs_a_message_and_refuses_digests_and_der() {
+    let kid = generate_key("sign-ed", Algorithm::EdDsa).await;
+    let daemon = TestDaemon::start(&issuer_toml("sign-ed", Algorithm::EdDsa)).await;
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"sign-ed","message": b64(b"hello")}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["alg"], "EdDSA");
+    let signature = unb64(reply.json["signature"].as_str().unwrap()).unwrap();
+    public_jwk(&daemon, &kid)
+        .await
+        .verify(b"hello", &signature)
+        .unwrap();
+
+    let digest = b64(Sha256::digest(b"hello"));
+    let reply = daemon
+        .post("/v1/sign", &json!({"issuer":"sign-ed","digest": digest}))
+        .await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_request"));
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"sign-ed","message": b64(b"x"),"format":"der"}),
+        )
+        .await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_request"));
+}
+
+#[tokio::test]
+async fn sign_input_must_be_exactly_one_well_formed_value() {
+    generate_key("sign-bad", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&issuer_toml("sign-bad", Algorithm::Es256)).await;
+    for body in [
+        json!({"issuer":"sign-bad","digest": b64([0u8; 31])}),
+        json!({"issuer":"sign-bad","digest": "not base64!"}),
+        json!({"issuer":"sign-bad"}),
+        json!({"issuer":"sign-bad","digest": b64([0u8; 32]),"message":"aGk"}),
+        json!({"issuer":"sign-bad","digest": b64([0u8; 32]),"format":"pem"}),
+    ] {
+        let reply = daemon.post("/v1/sign", &body).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_request"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_signing_is_off_unless_the_issuer_enables_it() {
+    generate_key("sign-off", Algorithm::Es256).await;
+    let config = format!(
+        "[issuers.sign-off]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [{}]\n",
+        my_uid()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let reply = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer":"sign-off","digest": b64([1u8; 32])}),
+        )
+        .await;
+    assert_eq!((reply.status, reply.code()), (403, "raw_sign_disabled"));
+    // Minting with the same issuer is still allowed.
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"sign-off","aud":"api"}))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+}

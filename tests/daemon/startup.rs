@@ -1,0 +1,181 @@
+//! Start-up failures: the real binary exits non-zero with a message naming the problem,
+//! and never prints the PIN. These run as subprocesses because PKCS#11 login state is
+//! per process: in this test process the token is already logged in.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::common::{signetd_bin, token};
+
+struct Outcome {
+    success: bool,
+    stderr: String,
+}
+
+/// Runs `signetd serve` with `[pkcs11]` set to `pkcs11` (and a throwaway socket).
+fn serve_with(pkcs11: &str) -> Outcome {
+    let t = token();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signetd.toml");
+    let socket = dir.path().join("s.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "{pkcs11}\n[listen]\nsocket = {:?}\nhttp = \"off\"\n",
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(signetd_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+        .env_remove("SIGNETD_TEST_MISSING_PIN")
+        .output()
+        .unwrap();
+    assert!(
+        !socket.exists(),
+        "a failed start must not leave a listening socket"
+    );
+    Outcome {
+        success: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn pkcs11(module: &str, token_line: &str, pin_line: &str) -> String {
+    format!("[pkcs11]\nmodule = {module:?}\n{token_line}\n{pin_line}\n")
+}
+
+#[test]
+fn a_wrong_pin_stops_start_up_without_revealing_any_pin() {
+    let t = token();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.pin");
+    std::fs::write(&wrong, "987654-wrong-pin").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let outcome = serve_with(&pkcs11(
+        t.var("SIGNETD_PKCS11_MODULE"),
+        &format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL")),
+        &format!("pin_file = {:?}", wrong.display().to_string()),
+    ));
+    assert!(!outcome.success);
+    assert!(
+        outcome.stderr.contains("pin_incorrect"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        !outcome.stderr.contains("987654-wrong-pin"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(!outcome.stderr.contains(&t.pin()), "{}", outcome.stderr);
+}
+
+#[test]
+fn a_missing_module_is_named() {
+    let t = token();
+    let outcome = serve_with(&pkcs11(
+        "/nonexistent/libno-such-pkcs11.so",
+        &format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL")),
+        &format!("pin_file = {:?}", t.var("SIGNETD_PIN_FILE")),
+    ));
+    assert!(!outcome.success);
+    assert!(
+        outcome.stderr.contains("pkcs11_module_unavailable")
+            && outcome.stderr.contains("/nonexistent/libno-such-pkcs11.so"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn a_token_that_does_not_exist_is_named_with_the_tokens_present() {
+    let t = token();
+    for selector in [
+        "token_label = \"no-such-token\"",
+        "token_uri = \"pkcs11:token=no-such-token\"",
+        "token_serial = \"0000\"",
+    ] {
+        let outcome = serve_with(&pkcs11(
+            t.var("SIGNETD_PKCS11_MODULE"),
+            selector,
+            &format!("pin_file = {:?}", t.var("SIGNETD_PIN_FILE")),
+        ));
+        assert!(!outcome.success);
+        assert!(
+            outcome.stderr.contains("token_not_found"),
+            "{}",
+            outcome.stderr
+        );
+        assert!(
+            outcome.stderr.contains(t.var("SIGNETD_TOKEN_LABEL")),
+            "lists present tokens: {}",
+            outcome.stderr
+        );
+    }
+}
+
+#[test]
+fn the_token_can_be_selected_by_serial_or_uri() {
+    // A wrong PIN proves the token was found (selection precedes login) without logging in.
+    let t = token();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.pin");
+    std::fs::write(&wrong, "000000").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uri = format!(
+        "token_uri = \"pkcs11:token={};serial={}\"",
+        t.var("SIGNETD_TOKEN_LABEL"),
+        t.var("SIGNETD_TOKEN_SERIAL")
+    );
+    for selector in [
+        format!("token_serial = {:?}", t.var("SIGNETD_TOKEN_SERIAL")),
+        uri,
+    ] {
+        let outcome = serve_with(&pkcs11(
+            t.var("SIGNETD_PKCS11_MODULE"),
+            &selector,
+            &format!("pin_file = {:?}", wrong.display().to_string()),
+        ));
+        assert!(
+            outcome.stderr.contains("pin_incorrect"),
+            "{selector}: {}",
+            outcome.stderr
+        );
+    }
+}
+
+#[test]
+fn config_problems_name_the_field() {
+    let t = token();
+    let module = t.var("SIGNETD_PKCS11_MODULE");
+    let label = format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL"));
+    let cases = [
+        (
+            pkcs11(module, &label, "pin_env = \"SIGNETD_TEST_MISSING_PIN\""),
+            "pkcs11.pin_env",
+        ),
+        (
+            format!(
+                "{}pin_timeout = 3\n",
+                pkcs11(module, &label, "pin_file = \"/x\"")
+            ),
+            "pin_timeout",
+        ),
+        (
+            pkcs11(module, &label, "pin_file = \"/nonexistent/pin\""),
+            "pkcs11.pin_file",
+        ),
+    ];
+    for (config, field) in cases {
+        let outcome = serve_with(&config);
+        assert!(!outcome.success);
+        assert!(
+            outcome.stderr.contains(field),
+            "{field}: {}",
+            outcome.stderr
+        );
+    }
+}
