@@ -33,6 +33,16 @@ enum Command {
     /// Talk to a running daemon as a client.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Ask a running daemon whether it is ready (its token answers); exits 0 if so.
+    Status {
+        /// The daemon's Unix socket.
+        #[arg(
+            long,
+            env = "SIGNETD_SOCKET",
+            default_value = "/run/signetd/signetd.sock"
+        )]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -164,6 +174,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(&args.config).await,
             Command::Keys(command) => keys_command(command).await,
             Command::Token(command) => token_command(command).await,
+            Command::Status { socket } => status(socket).await,
         }
     });
     match result {
@@ -220,6 +231,17 @@ async fn serve(config_path: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("signetd stopped");
     Ok(())
+}
+
+async fn status(socket: PathBuf) -> Result<(), String> {
+    let (code, body) = client::send(&Endpoint::Unix(socket), Method::GET, "/readyz", None).await?;
+    let body = String::from_utf8_lossy(&body);
+    if code.is_success() {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(format!("not ready (HTTP {}): {body}", code.as_u16()))
+    }
 }
 
 async fn shutdown_signal() {
