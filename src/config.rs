@@ -431,6 +431,13 @@ allowed_uids = [1000]
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let c = Config::parse(include_str!("../config.example.toml")).unwrap();
+        assert_eq!(c.issuers.len(), 2);
+        assert_eq!(c.issuer("agents").unwrap().algorithm, Algorithm::EdDsa);
+    }
+
+    #[test]
     fn defaults_are_safe() {
         let c = Config::parse(BASE).unwrap();
         let demo = c.issuer("demo").unwrap();
