@@ -1,0 +1,291 @@
+//! Throughput of signing and minting, as a ratio to the in-process PKCS#11 floor
+//! measured in the same run on the same token.
+//!
+//! Rows, each timed for `--seconds` (default 3):
+//! 1. the floor: raw `C_Sign` (cryptoki, no signetd code) on one session per thread, one
+//!    thread per worker session;
+//! 2. `Hsm::sign` through signetd's session pool, driven by concurrent async tasks;
+//! 3. `POST /v1/tokens` to a real daemon over its Unix socket, keep-alive connections.
+//!
+//! Run with `scripts/bench.sh` (or `cargo bench --bench throughput -- --help`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use signetd::hsm::{Hsm, SignInput};
+use signetd::{Algorithm, Config, Service, api};
+
+struct Options {
+    seconds: f64,
+    connections: usize,
+    algorithm: Algorithm,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        seconds: 3.0,
+        connections: 16,
+        algorithm: Algorithm::Es256,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--seconds" => o.seconds = value.parse().expect("--seconds N"),
+            "--connections" => o.connections = value.parse().expect("--connections N"),
+            "--algorithm" => o.algorithm = value.parse().expect("--algorithm ES256|EdDSA"),
+            "--bench" => {
+                i += 1;
+                continue;
+            }
+            "--help" | "-h" => {
+                println!("throughput [--seconds N] [--connections N] [--algorithm ES256|EdDSA]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn main() {
+    let o = options();
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("bash")
+        .arg(format!("{root}/softhsm/init-token.sh"))
+        .arg(dir.path().join("token"))
+        .args(["signetd-bench", "--format", "env"])
+        .output()
+        .expect("run softhsm/init-token.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env: std::collections::HashMap<String, String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.into(), v.into())))
+        .collect();
+    // SAFETY: no other thread exists yet, so nothing can read the environment concurrently.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &env["SOFTHSM2_CONF"]) };
+    let sessions = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let config_text = format!(
+        "[pkcs11]\nmodule = {:?}\ntoken_label = \"signetd-bench\"\npin_file = {:?}\nsessions = {sessions}\n\
+         [issuers.bench]\niss = \"https://bench\"\nalgorithm = \"{}\"\naudiences = [\"api\"]\nallowed_uids = [{}]\n",
+        env["SIGNETD_PKCS11_MODULE"],
+        env["SIGNETD_PIN_FILE"],
+        o.algorithm,
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let hsm =
+        Arc::new(Hsm::open(Config::parse(&config_text).unwrap().hsm_settings().unwrap()).unwrap());
+    let key = runtime
+        .block_on(signetd::keys::store::generate(&hsm, "bench", o.algorithm))
+        .unwrap();
+    let duration = Duration::from_secs_f64(o.seconds);
+    println!(
+        "signetd throughput: {} on SoftHSM2, {sessions} worker sessions, {} s per row",
+        o.algorithm, o.seconds
+    );
+
+    let pin = std::fs::read_to_string(&env["SIGNETD_PIN_FILE"]).unwrap();
+    let floor = raw_floor(
+        &env["SIGNETD_PKCS11_MODULE"],
+        pin.trim_end(),
+        &key.kid,
+        o.algorithm,
+        sessions,
+        duration,
+    );
+    row("C_Sign in-process (floor)", floor, floor);
+
+    let pool = runtime.block_on(pool_rate(&hsm, &key, o.algorithm, sessions * 8, duration));
+    row("Hsm::sign via the session pool", pool, floor);
+
+    let mint = runtime.block_on(mint_rate(
+        &config_text,
+        hsm.clone(),
+        o.connections,
+        duration,
+    ));
+    row(
+        &format!("POST /v1/tokens over UDS ({} conns)", o.connections),
+        mint,
+        floor,
+    );
+}
+
+fn row(name: &str, rate: f64, floor: f64) {
+    println!(
+        "{name:<42} {rate:>10.0} ops/s   {:>5.2}x floor",
+        rate / floor
+    );
+}
+
+fn input(algorithm: Algorithm) -> Vec<u8> {
+    match algorithm {
+        Algorithm::Es256 => vec![7u8; 32],
+        Algorithm::EdDsa => b"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJiZW5jaCJ9".to_vec(),
+    }
+}
+
+/// Raw cryptoki, one session per thread: what any PKCS#11 program gets from this token.
+fn raw_floor(
+    module: &str,
+    pin: &str,
+    kid: &str,
+    algorithm: Algorithm,
+    threads: usize,
+    duration: Duration,
+) -> f64 {
+    let ctx = Pkcs11::new(module).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .map(|i| i.label() == "signetd-bench")
+                .unwrap_or(false)
+        })
+        .unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (ctx, count) = (ctx.clone(), count.clone());
+            scope.spawn(move || {
+                let session = ctx.open_rw_session(slot).unwrap();
+                let _ = session.login(UserType::User, Some(&pin.to_string().into()));
+                let key = session
+                    .find_objects(&[
+                        Attribute::Class(ObjectClass::PRIVATE_KEY),
+                        Attribute::Id(kid.as_bytes().to_vec()),
+                    ])
+                    .unwrap()[0];
+                let mechanism = match algorithm {
+                    Algorithm::Es256 => Mechanism::Ecdsa,
+                    Algorithm::EdDsa => {
+                        Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+                            cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+                        ))
+                    }
+                };
+                let data = input(algorithm);
+                while started.elapsed() < duration {
+                    session.sign(&mechanism, key, &data).unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn pool_rate(
+    hsm: &Arc<Hsm>,
+    key: &signetd::keys::StoredKey,
+    algorithm: Algorithm,
+    tasks: usize,
+    duration: Duration,
+) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (hsm, count, objects) = (hsm.clone(), count.clone(), key.objects);
+        handles.push(tokio::spawn(async move {
+            let sign_input = match algorithm {
+                Algorithm::Es256 => SignInput::Digest([7u8; 32]),
+                Algorithm::EdDsa => SignInput::Message(input(algorithm)),
+            };
+            while started.elapsed() < duration {
+                hsm.sign(objects, algorithm, sign_input.clone())
+                    .await
+                    .unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn mint_rate(
+    config_text: &str,
+    hsm: Arc<Hsm>,
+    connections: usize,
+    duration: Duration,
+) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("bench.sock");
+    let config = Config::parse(&format!("{config_text}\n[listen]\nhttp = \"off\"\n")).unwrap();
+    let listeners = api::Listeners {
+        unix: api::bind_unix(&socket, 0o600).unwrap(),
+        http: None,
+        max_connections: 1024,
+    };
+    let service = Arc::new(Service::start(config, hsm).await.unwrap());
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = tokio::spawn(api::serve(listeners, service, {
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    }));
+    let count = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let (socket, count, failed) = (socket.clone(), count.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let body = Bytes::from_static(br#"{"issuer":"bench","aud":"api","sub":"bench"}"#);
+            while started.elapsed() < duration {
+                sender.ready().await.unwrap();
+                let request = hyper::Request::post("/v1/tokens")
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let ok = response.status().is_success();
+                response.into_body().collect().await.unwrap();
+                if !ok {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    stop.notify_one();
+    server.await.unwrap();
+    assert!(
+        !failed.load(Ordering::Relaxed),
+        "a mint failed during the benchmark"
+    );
+    rate
+}
