@@ -237,7 +237,7 @@ async fn mint_rate(
     let socket = dir.path().join("bench.sock");
     let config = Config::parse(&format!("{config_text}\n[listen]\nhttp = \"off\"\n")).unwrap();
     let listeners = api::Listeners {
-        unix: api::bind_unix(&socket, 0o600).unwrap(),
+        unix: api::bind_unix(&socket, 0o600).unwrap().0,
         http: None,
         max_connections: 1024,
     };

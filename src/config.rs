@@ -116,14 +116,16 @@ pub struct IssuerConfig {
     /// Peer primary gids allowed to use this issuer.
     #[serde(default)]
     pub allowed_gids: Vec<u32>,
-    /// Whether allowed callers may also use `POST /v1/sign` with this issuer's key
-    /// (default false: a raw signature over a forged JWT would bypass the claims policy).
+    /// Makes this a raw-signing issuer (default false): its callers may use
+    /// `POST /v1/sign`, it never mints JWTs, and its keys are kept out of the JWKS.
+    /// Raw signatures and JWTs never share a key: a raw signature over a JWT the caller
+    /// wrote would otherwise verify as a token of any issuer in the JWKS.
     #[serde(default)]
     pub raw_sign: bool,
 }
 
 fn default_sessions() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(64))
 }
 fn default_timeout_ms() -> u64 {
     10_000
@@ -229,8 +231,18 @@ impl Config {
                 "must be at most 30, so verifiers see a revocation within 30 seconds",
             ));
         }
+        let mut seen_iss = std::collections::HashMap::new();
         for (name, issuer) in &self.issuers {
             issuer.validate(name)?;
+            if let Some(other) = seen_iss.insert(issuer.iss.as_str(), name) {
+                return Err(field_error(
+                    format!("issuers.{name}.iss"),
+                    format!(
+                        "{:?} is also the iss of issuer {other}; each issuer needs its own",
+                        issuer.iss
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -489,6 +501,10 @@ allowed_uids = [1000]
         assert!(e.contains("pkcs11.token_uri") && !e.contains('9'), "{e}");
         let e = err(&BASE.replace("allowed_uids = [1000]", "allowed_uids = []"));
         assert!(e.contains("no caller is allowed"), "{e}");
+        let e = err(&format!(
+            "{BASE}\n[issuers.twin]\niss = \"https://issuer.example\"\naudiences = [\"a\"]\nallowed_uids = [1]\n"
+        ));
+        assert!(e.contains("issuers.twin.iss") && e.contains("demo"), "{e}");
         let e = err(&BASE.replace("[issuers.demo]", "[issuers.Demo]"));
         assert!(e.contains("issuers.Demo"), "{e}");
         let e = err(&format!("{BASE}\n[listen]\nhttp = \"nowhere\"\n"));

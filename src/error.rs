@@ -19,6 +19,9 @@ pub enum Error {
     /// The request did not declare `Content-Type: application/json`.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within the time allowed")]
+    RequestTimeout,
     /// The body exceeds the size limit.
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(usize),
@@ -28,9 +31,15 @@ pub enum Error {
     /// The caller is known but the issuer's policy does not name it.
     #[error("caller is not allowed to use issuer {0:?}")]
     CallerNotAllowed(String),
-    /// `POST /v1/sign` on an issuer that does not allow raw signatures.
-    #[error("issuer {0:?} does not allow raw signatures (raw_sign = false)")]
+    /// No issuer's policy names the caller at all.
+    #[error("caller is not allowed to use any issuer")]
+    CallerUnknown,
+    /// `POST /v1/sign` on a JWT issuer: JWT keys never make raw signatures.
+    #[error("issuer {0:?} mints JWTs and does not make raw signatures (raw_sign = false)")]
     RawSignDisabled(String),
+    /// `POST /v1/tokens` on a raw-signing issuer: raw-signing keys never sign JWTs.
+    #[error("issuer {0:?} makes raw signatures and does not mint JWTs (raw_sign = true)")]
+    MintDisabled(String),
     /// No such issuer in the config.
     #[error("unknown issuer {0:?}")]
     UnknownIssuer(String),
@@ -90,9 +99,11 @@ impl Error {
             Error::InvalidRequest(_) => "invalid_request",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::BodyTooLarge(_) => "body_too_large",
+            Error::RequestTimeout => "request_timeout",
             Error::Unauthenticated => "unauthenticated",
-            Error::CallerNotAllowed(_) => "caller_not_allowed",
+            Error::CallerNotAllowed(_) | Error::CallerUnknown => "caller_not_allowed",
             Error::RawSignDisabled(_) => "raw_sign_disabled",
+            Error::MintDisabled(_) => "mint_disabled",
             Error::UnknownIssuer(_) => "unknown_issuer",
             Error::UnknownKey(_) => "unknown_key",
             Error::NotFound => "not_found",

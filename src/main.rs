@@ -200,7 +200,7 @@ async fn open(config_path: &Path) -> Result<(Config, Arc<Hsm>), String> {
 async fn serve(config_path: &Path) -> Result<(), String> {
     let (config, hsm) = open(config_path).await?;
     let socket = config.listen.socket.clone();
-    let unix = api::bind_unix(&socket, config.listen.socket_mode)
+    let (unix, socket_file) = api::bind_unix(&socket, config.listen.socket_mode)
         .map_err(|e| format!("listen.socket: {e}"))?;
     let http = match config.listen.http {
         Some(addr) => {
@@ -228,7 +228,7 @@ async fn serve(config_path: &Path) -> Result<(), String> {
     );
     tracing::info!(socket = %socket.display(), http = ?http_addr, "signetd serving");
     api::serve(listeners, service, shutdown_signal()).await;
-    let _ = std::fs::remove_file(&socket);
+    socket_file.remove();
     tracing::info!("signetd stopped");
     Ok(())
 }

@@ -52,6 +52,17 @@ pub enum Action {
     RawSign,
 }
 
+/// Whether any issuer names this local caller. Checked before a request body is read,
+/// so processes that may use no issuer cannot tie up the daemon with slow bodies.
+pub fn is_named_anywhere<'a>(
+    issuers: impl IntoIterator<Item = &'a IssuerConfig>,
+    peer: &PeerCredentials,
+) -> bool {
+    issuers
+        .into_iter()
+        .any(|i| i.allowed_uids.contains(&peer.uid) || i.allowed_gids.contains(&peer.gid))
+}
+
 /// Allows `caller` to perform `action` for issuer `name`, or says why not.
 ///
 /// The caller must be local and named by uid or primary gid. Root gets no exemption:
@@ -68,8 +79,9 @@ pub fn authorize(
     if !issuer.allowed_uids.contains(&peer.uid) && !issuer.allowed_gids.contains(&peer.gid) {
         return Err(Error::CallerNotAllowed(name.to_string()));
     }
-    if action == Action::RawSign && !issuer.raw_sign {
-        return Err(Error::RawSignDisabled(name.to_string()));
+    match (action, issuer.raw_sign) {
+        (Action::RawSign, false) => Err(Error::RawSignDisabled(name.to_string())),
+        (Action::Mint, true) => Err(Error::MintDisabled(name.to_string())),
+        _ => Ok(()),
     }
-    Ok(())
 }

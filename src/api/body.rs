@@ -12,6 +12,10 @@ use crate::policy::Caller;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// How long a client may take to send its body. Without a deadline, a caller trickling
+/// bytes could hold connection slots forever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A JSON body. Requires `Content-Type: application/json`; at most [`MAX_BODY_BYTES`].
 pub struct ApiJson<T>(pub T);
 
@@ -19,7 +23,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        match axum::Json::<T>::from_request(request, state).await {
+        let parsed = tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            axum::Json::<T>::from_request(request, state),
+        )
+        .await
+        .map_err(|_| Error::RequestTimeout)?;
+        match parsed {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType),
             Err(JsonRejection::JsonSyntaxError(e)) => Err(Error::MalformedJson(e.body_text())),

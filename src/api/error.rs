@@ -12,10 +12,14 @@ pub fn status(error: &Error) -> StatusCode {
     match error {
         Error::MalformedJson(_) | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Error::CallerNotAllowed(_) | Error::RawSignDisabled(_) => StatusCode::FORBIDDEN,
+        Error::CallerNotAllowed(_)
+        | Error::CallerUnknown
+        | Error::RawSignDisabled(_)
+        | Error::MintDisabled(_) => StatusCode::FORBIDDEN,
         Error::UnknownIssuer(_) | Error::UnknownKey(_) | Error::NotFound => StatusCode::NOT_FOUND,
         Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::AudienceNotAllowed(_)
         | Error::TtlExceedsMax { .. }

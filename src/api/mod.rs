@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,10 +21,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use transport::bind_unix;
+pub use transport::{SocketFile, bind_unix};
 
 use crate::error::Error;
-use crate::policy::Caller;
+use crate::policy::{self, Caller};
 use crate::service::Service;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -45,8 +45,12 @@ pub fn router(service: Arc<Service>) -> Router {
     let signing = Router::new()
         .route("/v1/tokens", post(handlers::mint))
         .route("/v1/sign", post(handlers::sign))
-        // Authenticate before reading a body: anonymous callers get 401 whatever they send.
-        .route_layer(middleware::from_fn(require_local_caller));
+        // Authenticate before reading a body: anonymous callers get 401 whatever they
+        // send, and local callers that no issuer names get 403.
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            require_known_caller,
+        ));
     Router::new()
         .merge(signing)
         .route("/.well-known/jwks.json", get(handlers::jwks))
@@ -60,9 +64,19 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
-async fn require_local_caller(caller: Caller, request: Request, next: Next) -> Response {
+async fn require_known_caller(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    request: Request,
+    next: Next,
+) -> Response {
     match caller {
-        Caller::Local(_) => next.run(request).await,
+        Caller::Local(peer)
+            if policy::is_named_anywhere(service.config().issuers.values(), &peer) =>
+        {
+            next.run(request).await
+        }
+        Caller::Local(_) => Error::CallerUnknown.into_response(),
         Caller::Anonymous(_) => Error::Unauthenticated.into_response(),
     }
 }

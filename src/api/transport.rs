@@ -6,8 +6,8 @@
 //! its in-flight request.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,11 +68,39 @@ impl Acceptor for TcpListener {
     }
 }
 
+/// The socket file a daemon created, identified by device and inode so that shutdown
+/// removes this file and not one a successor daemon bound at the same path.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// Removes the socket file if it is still the one this daemon created.
+    pub fn remove(self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot remove socket file");
+                }
+            }
+            _ => {
+                tracing::info!(path = %self.path.display(), "socket file was replaced; leaving it")
+            }
+        }
+    }
+}
+
 /// Binds the Unix socket at `path` with permission bits `mode`.
 ///
-/// A socket file left by a daemon that died is replaced; a live one (something accepts
-/// connections on it) or any other kind of file is an error, never silently removed.
-pub fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+/// The socket is bound inside a private (0700) staging directory beside `path`, given its
+/// mode, and only then renamed into place: no one can connect while it still has the
+/// umask's permissions. A socket file left by a daemon that died is replaced; a live one
+/// (something accepts connections on it) or any other kind of file is an error, never
+/// silently removed.
+pub fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFile)> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(io::Error::new(
@@ -86,12 +114,42 @@ pub fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
                 format!("another process is listening on {}", path.display()),
             ));
         }
-        std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map_or("socket".into(), |n| n.to_string_lossy());
+    let staging = parent.join(format!(
+        ".{name}.{}.{}.bind",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    let staged = staging.join("s");
+    let bound = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staged, path)?;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok((listener, meta))
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&staging);
+    let (listener, meta) = bound.map_err(|e: io::Error| {
+        io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+    })?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    Ok((listener, file))
 }
 
 /// Accepts connections until `shutdown`, serving each with `router`.

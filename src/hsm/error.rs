@@ -11,7 +11,7 @@ use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
 
 /// What went wrong talking to the PKCS#11 module or token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HsmError {
     /// The module (shared library) could not be loaded.
     #[error("cannot load PKCS#11 module {}: {reason}", path.display())]
@@ -62,6 +62,9 @@ pub enum HsmError {
     /// The token does not support what was asked (an algorithm, a mechanism).
     #[error("not supported by this token: {0}")]
     Unsupported(String),
+    /// A worker has no session: it was lost and could not yet be reopened.
+    #[error("no PKCS#11 session: {0}")]
+    NoSession(String),
     /// The worker pool is gone (the daemon is shutting down).
     #[error("the PKCS#11 session pool has shut down")]
     PoolClosed,
@@ -84,6 +87,7 @@ impl HsmError {
             HsmError::Call { .. }
             | HsmError::Library(_)
             | HsmError::Malformed(_)
+            | HsmError::NoSession(_)
             | HsmError::PoolClosed => "hsm_unavailable",
         }
     }

@@ -1,7 +1,7 @@
 //! The PKCS#11 room: the only module that imports `cryptoki`.
 //!
 //! [`Hsm::open`] loads the module, initializes it with OS locking, selects the token,
-//! and starts a [`session_pool`] of worker threads that each own one logged-in session.
+//! and starts a session pool of worker threads that each own one logged-in session.
 //! Every other method hands a small job to that pool and awaits its reply, so async
 //! handlers never block on the token. Handles are resolved by the callers once
 //! ([`Hsm::key_pairs`] at start-up) and reused for every request.
@@ -155,10 +155,16 @@ impl Hsm {
             .await
     }
 
-    /// Asks a worker for its session state: proves a worker is free and the token answers.
+    /// Asks a worker for its session state: proves a worker is free, the token answers,
+    /// and the session is still logged in.
     pub async fn ping(&self) -> Result<(), HsmError> {
         self.pool
-            .run(|s| s.get_session_info().map(|_| ()).map_err(HsmError::from))
+            .run(|s| match s.get_session_info()?.session_state() {
+                cryptoki::session::SessionState::RwUser => Ok(()),
+                other => Err(HsmError::NoSession(format!(
+                    "session is {other:?}, not logged in"
+                ))),
+            })
             .await
     }
 }

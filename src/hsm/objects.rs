@@ -85,9 +85,11 @@ pub(crate) fn key_pairs(
     session: &Session,
     label_prefix: &str,
 ) -> Result<Vec<Result<KeyPairInfo, UnreadableKey>>, HsmError> {
+    // Only private objects: anyone with a public session could plant public ones.
     let privates = session.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Token(true),
+        Attribute::Private(true),
     ])?;
     let mut found = Vec::new();
     for private in privates {
@@ -264,6 +266,8 @@ pub(crate) fn data_objects(
 ) -> Result<Vec<DataObject>, HsmError> {
     let handles = session.find_objects(&[
         Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
         Attribute::Application(application.as_bytes().to_vec()),
     ])?;
     let mut found = Vec::with_capacity(handles.len());

@@ -42,15 +42,18 @@ pub struct KeyRegistry {
 
 impl KeyRegistry {
     /// Builds the registry from the token's inventory. Keys of issuers that are not in
-    /// the config are kept (retrievable by kid) but neither used nor published.
+    /// the config are kept (retrievable by kid) but neither used nor published; keys of
+    /// raw-signing issuers are used but kept out of the JWKS, so no JWT verifier ever
+    /// trusts a key that signs caller-chosen bytes.
     pub fn build(inventory: Inventory, issuers: &BTreeMap<String, IssuerConfig>) -> Self {
         let mut by_kid = HashMap::new();
         let mut active: HashMap<String, Arc<StoredKey>> = HashMap::new();
         let mut jwks = JwkSet::default();
+        let mut conflicted = Vec::new();
         for key in inventory.keys {
             let key = Arc::new(key);
             let configured = issuers.get(&key.issuer);
-            if configured.is_some() && key.state.is_published() {
+            if configured.is_some_and(|i| !i.raw_sign) && key.state.is_published() {
                 jwks.keys.push(key.jwk());
             }
             if let Some(issuer) = configured.filter(|_| key.state == KeyState::Active) {
@@ -61,13 +64,17 @@ impl KeyRegistry {
                         key.algorithm, issuer.algorithm, key.algorithm
                     );
                 }
-                // Inventory is sorted by creation time, so the newest active key wins.
-                if let Some(older) = active.insert(key.issuer.clone(), key.clone()) {
-                    tracing::warn!(issuer = %key.issuer, older = %older.kid, newer = %key.kid,
-                        "two active keys; signing with the newer");
+                if let Some(other) = active.insert(key.issuer.clone(), key.clone()) {
+                    conflicted.push((key.issuer.clone(), other.kid.clone(), key.kid.clone()));
                 }
             }
             by_kid.insert(key.kid.clone(), key);
+        }
+        // Two active keys mean the token was changed behind signetd's back: sign with
+        // neither rather than guess, and say so.
+        for (issuer, one, other) in conflicted {
+            active.remove(&issuer);
+            tracing::error!(%issuer, %one, %other, "issuer has two active keys; it will not sign until one is retired");
         }
         KeyRegistry {
             by_kid,

@@ -108,6 +108,14 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
             }
         };
         let kid = String::from_utf8_lossy(&pair.id).into_owned();
+        if !pair.attributes.is_hardware_bound() {
+            records.remove(&kid);
+            inventory.problems.push(format!(
+                "key {kid} ({}) could leave the token or was not generated in it ({:?}); it is neither used nor published",
+                pair.label, pair.attributes
+            ));
+            continue;
+        }
         let Some((record, handle)) = records.remove(&kid) else {
             inventory.problems.push(format!(
                 "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published",

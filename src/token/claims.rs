@@ -85,11 +85,9 @@ pub fn build(policy: &IssuerConfig, request: &MintRequest, now: u64) -> Result<C
     {
         return Err(Error::ForbiddenClaim(claim.clone()));
     }
-    if let Some(claim) = policy
-        .required_claims
-        .iter()
-        .find(|c| !request.claims.contains_key(*c))
-    {
+    // A null value does not satisfy a requirement: `{"nonce": null}` carries no nonce.
+    let present = |c: &String| request.claims.get(c).is_some_and(|v| !v.is_null());
+    if let Some(claim) = policy.required_claims.iter().find(|c| !present(c)) {
         return Err(Error::MissingClaim(claim.clone()));
     }
     let size = serde_json::to_vec(&request.claims).map_or(usize::MAX, |v| v.len());
@@ -222,6 +220,10 @@ allowed_uids = [1]
             ),
             (
                 serde_json::json!({"issuer":"demo","aud":"api","claims":{}}),
+                "missing_claim",
+            ),
+            (
+                serde_json::json!({"issuer":"demo","aud":"api","claims":{"nonce":null}}),
                 "missing_claim",
             ),
             (

@@ -87,9 +87,16 @@ pub fn verify(
     else {
         return Err(malformed("a compact JWS has three parts"));
     };
-    let header: Header = unb64(h)
+    let header_json: Map<String, Value> = unb64(h)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| malformed("header is not base64url JSON"))?;
+    // RFC 7515 §4.1.11: a verifier must reject critical extensions it does not understand,
+    // and this one understands none.
+    if header_json.contains_key("crit") {
+        return Err(malformed("header has critical extensions (crit)"));
+    }
+    let header: Header = serde_json::from_value(Value::Object(header_json))
+        .map_err(|_| malformed("header fields have the wrong types"))?;
     if !matches!(header.alg.as_str(), "ES256" | "EdDSA") {
         return Err(VerifyError::AlgorithmNotAllowed(header.alg));
     }
@@ -121,15 +128,17 @@ fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<
             .ok_or(VerifyError::MissingClaim(name))
     };
     let (iat, exp) = (number("iat")?, number("exp")?);
-    if exp + expected.leeway <= expected.now {
+    // Saturating: claims are attacker-chosen numbers and must not overflow the checks.
+    let latest_acceptable = expected.now.saturating_add(expected.leeway);
+    if exp.saturating_add(expected.leeway) <= expected.now {
         return Err(VerifyError::Expired);
     }
-    if iat > expected.now + expected.leeway {
+    if iat > latest_acceptable {
         return Err(VerifyError::NotYetValid);
     }
     if let Some(nbf) = claims.get("nbf") {
         let nbf = nbf.as_u64().ok_or(VerifyError::MissingClaim("nbf"))?;
-        if nbf > expected.now + expected.leeway {
+        if nbf > latest_acceptable {
             return Err(VerifyError::NotYetValid);
         }
     }
@@ -226,6 +235,24 @@ mod tests {
         assert_eq!(
             verify(&other_kid, &keys, &at(120)).unwrap_err().code(),
             "unknown_key"
+        );
+        let huge = token(
+            &secret,
+            header,
+            r#"{"iss":"i","aud":"a","iat":100,"exp":18446744073709551615}"#,
+        );
+        assert_eq!(
+            verify(&huge, &keys, &at(120)).unwrap_err(),
+            VerifyError::LifetimeTooLong
+        );
+        let crit = token(
+            &secret,
+            r#"{"alg":"ES256","kid":"k","crit":["exp"]}"#,
+            claims,
+        );
+        assert_eq!(
+            verify(&crit, &keys, &at(120)).unwrap_err().code(),
+            "malformed_token"
         );
         let long = token(
             &secret,

@@ -4,7 +4,7 @@ use hyper::Method;
 use serde_json::json;
 use signetd::Algorithm;
 
-use crate::common::{TestDaemon, generate_key, issuer_toml, my_uid};
+use crate::common::{RawConnection, TestDaemon, generate_key, issuer_toml, my_uid, post_head};
 
 /// Request headers, then body, then the expected status and error code.
 type RawCase<'a> = (&'a [(&'a str, &'a str)], Vec<u8>, u16, &'a str);
@@ -253,5 +253,60 @@ async fn another_uid_on_the_socket_is_refused_and_an_allowed_gid_is_admitted() {
             .count(),
         2,
         "a compact JWS"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_no_issuer_names_is_refused_before_its_body_is_read() {
+    let config = format!(
+        "[issuers.bad-early]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [{}]\n",
+        my_uid() + 1
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let mut conn = RawConnection::open(&daemon.socket).await;
+    // Headers promise a body that never comes; the answer must not wait for it.
+    conn.send(post_head(1000).as_bytes()).await;
+    let (status, json) = tokio::time::timeout(std::time::Duration::from_secs(5), conn.reply())
+        .await
+        .expect("answered without waiting for the body");
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (403, Some("caller_not_allowed"))
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_times_out_and_the_daemon_keeps_serving() {
+    generate_key("bad-slow", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&issuer_toml("bad-slow", Algorithm::Es256)).await;
+    let mut conn = RawConnection::open(&daemon.socket).await;
+    conn.send(format!("{}{{\"issuer\":", post_head(100)).as_bytes())
+        .await;
+    let (status, json) = conn.reply().await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (408, Some("request_timeout"))
+    );
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"bad-slow","aud":"api"}))
+        .await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn an_oversized_chunked_body_is_refused() {
+    generate_key("bad-chunked", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&issuer_toml("bad-chunked", Algorithm::Es256)).await;
+    let mut conn = RawConnection::open(&daemon.socket).await;
+    conn.send(b"POST /v1/tokens HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n").await;
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, " ".repeat(16 * 1024));
+    for _ in 0..5 {
+        conn.send(chunk.as_bytes()).await;
+    }
+    conn.send(b"0\r\n\r\n").await;
+    let (status, json) = conn.reply().await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
     );
 }

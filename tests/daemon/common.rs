@@ -106,12 +106,17 @@ pub fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
 }
 
-/// An `[issuers.NAME]` table allowing this process's uid, with raw signing on.
+/// An `[issuers.NAME]` JWT issuer allowing this process's uid.
 pub fn issuer_toml(name: &str, algorithm: Algorithm) -> String {
     format!(
-        "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{algorithm}\"\naudiences = [\"api\", \"web\"]\nallowed_uids = [{}]\nraw_sign = true\n",
+        "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{algorithm}\"\naudiences = [\"api\", \"web\"]\nallowed_uids = [{}]\n",
         my_uid()
     )
+}
+
+/// An `[issuers.NAME]` raw-signing issuer allowing this process's uid.
+pub fn raw_issuer_toml(name: &str, algorithm: Algorithm) -> String {
+    format!("{}raw_sign = true\n", issuer_toml(name, algorithm))
 }
 
 /// Generates the first key of `issuer` in the test token.
@@ -143,7 +148,7 @@ impl TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signetd.sock");
         let listeners = api::Listeners {
-            unix: api::bind_unix(&socket, socket_mode).unwrap(),
+            unix: api::bind_unix(&socket, socket_mode).unwrap().0,
             http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
             max_connections: 64,
         };
@@ -292,4 +297,61 @@ pub fn decode_parts(token: &str) -> (Value, Value) {
 /// The signetd binary built for these tests.
 pub fn signetd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_signetd")
+}
+
+/// A raw HTTP/1.1 conversation over the Unix socket, for requests a well-behaved client
+/// library would not send: trickled or chunked bodies, headers without a body.
+pub struct RawConnection(tokio::net::UnixStream);
+
+impl RawConnection {
+    pub async fn open(socket: &Path) -> Self {
+        RawConnection(tokio::net::UnixStream::connect(socket).await.unwrap())
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        tokio::io::AsyncWriteExt::write_all(&mut self.0, bytes)
+            .await
+            .unwrap();
+    }
+
+    /// Reads one response: status and JSON body (by Content-Length).
+    pub async fn reply(&mut self) -> (u16, Value) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = self.0.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "connection closed before a response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let status = head[9..12].parse().unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < head_end + length {
+            let n = self.0.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        (
+            status,
+            serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// The head of a `POST /v1/tokens` with a JSON body of `length` bytes.
+pub fn post_head(length: usize) -> String {
+    format!(
+        "POST /v1/tokens HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
 }

@@ -128,3 +128,62 @@ async fn pyjwt_verifies_es256_tokens_against_the_served_jwks() {
 async fn pyjwt_verifies_eddsa_tokens_against_the_served_jwks() {
     check("interop-ed", Algorithm::EdDsa).await;
 }
+
+/// A raw-signing caller signs a JWT of its own making that claims another issuer's
+/// `iss`. Neither PyJWT nor signetd's verifier may accept it: the raw key is not in the
+/// JWKS, and naming a JWT key's kid does not make the raw key's signature verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_signature_cannot_pass_as_a_token_of_any_issuer() {
+    let jwt_kid = generate_key("interop-victim", Algorithm::Es256).await;
+    let raw_kid = generate_key("interop-forger", Algorithm::Es256).await;
+    let config = format!(
+        "{}{}raw_sign = true\n",
+        issuer_toml("interop-victim", Algorithm::Es256),
+        issuer_toml("interop-forger", Algorithm::Es256)
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let now = signetd::service::unix_now();
+    let claims = json!({"iss":"https://interop-victim.example","aud":"api","sub":"admin","iat":now,"exp":now + 30,"jti":"forged"});
+    for kid in [&raw_kid, &jwt_kid] {
+        let header = json!({"alg":"ES256","typ":"JWT","kid":kid});
+        let input = format!(
+            "{}.{}",
+            signetd::token::jws::b64(header.to_string()),
+            signetd::token::jws::b64(claims.to_string())
+        );
+        let reply = daemon
+            .post(
+                "/v1/sign",
+                &json!({"issuer":"interop-forger","message": signetd::token::jws::b64(&input)}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+        let forged = format!("{input}.{}", reply.json["signature"].as_str().unwrap());
+        let verdict = tokio::task::block_in_place(|| {
+            pyjwt_verify(
+                &daemon,
+                &forged,
+                "https://interop-victim.example",
+                "api",
+                60,
+                Algorithm::Es256,
+            )
+        });
+        assert!(
+            !verdict.valid,
+            "PyJWT accepted a forged token under kid {kid}"
+        );
+        let jwks: signetd::keys::JwkSet =
+            serde_json::from_slice(&daemon.get("/.well-known/jwks.json").await.raw).unwrap();
+        let expected = signetd::token::verify::Expected {
+            now,
+            leeway: 5,
+            ..Default::default()
+        };
+        let err = signetd::token::verify::verify(&forged, &jwks, &expected).unwrap_err();
+        assert!(
+            matches!(err.code(), "unknown_key" | "bad_signature"),
+            "{err}"
+        );
+    }
+}

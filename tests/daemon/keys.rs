@@ -154,33 +154,6 @@ async fn incomplete_keys_are_reported_and_never_published() {
 }
 
 #[tokio::test]
-async fn keys_and_their_state_survive_a_restart() {
-    let kid = generate_key("keys-restart", Algorithm::EdDsa).await;
-    let config = issuer_toml("keys-restart", Algorithm::EdDsa);
-    let first = TestDaemon::start(&config).await;
-    let minted = first
-        .post("/v1/tokens", &json!({"issuer":"keys-restart","aud":"api"}))
-        .await;
-    let token = minted.json["token"].as_str().unwrap().to_string();
-    first.shutdown().await;
-
-    let second = TestDaemon::start(&config).await;
-    let jwks: signetd::keys::JwkSet =
-        serde_json::from_slice(&second.get("/.well-known/jwks.json").await.raw).unwrap();
-    let expected = signetd::token::verify::Expected {
-        now: signetd::service::unix_now(),
-        leeway: 5,
-        ..Default::default()
-    };
-    signetd::token::verify::verify(&token, &jwks, &expected)
-        .expect("a token minted before the restart verifies after it");
-    let again = second
-        .post("/v1/tokens", &json!({"issuer":"keys-restart","aud":"api"}))
-        .await;
-    assert_eq!(again.json["kid"], kid.as_str());
-}
-
-#[tokio::test]
 async fn keys_cli_generates_once_and_lists_with_attributes() {
     let t = token();
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use hyper::Method;
 use serde_json::json;
 use signetd::Algorithm;
 
-use crate::common::{TestDaemon, generate_key, issuer_toml};
+use crate::common::{RawConnection, TestDaemon, generate_key, issuer_toml, post_head};
 
 #[tokio::test]
 async fn jwks_is_cacheable_and_revalidates_by_etag() {
@@ -154,11 +154,31 @@ async fn tcp_callers_cannot_mint_or_sign_whatever_they_send() {
 }
 
 #[tokio::test]
-async fn shutdown_drains_and_stops_accepting() {
-    let daemon = TestDaemon::start("").await;
+async fn shutdown_finishes_the_request_in_flight_and_stops_accepting() {
+    generate_key("pub-drain", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&issuer_toml("pub-drain", Algorithm::Es256)).await;
     let socket = daemon.socket.clone();
-    assert_eq!(daemon.get("/healthz").await.status, 200);
-    daemon.shutdown().await;
-    // The listener is closed: nothing accepts on the socket any more.
-    assert!(tokio::net::UnixStream::connect(&socket).await.is_err());
+    let body = json!({"issuer":"pub-drain","aud":"api"}).to_string();
+    let (first, second) = body.split_at(10);
+    let mut conn = RawConnection::open(&socket).await;
+    conn.send(format!("{}{first}", post_head(body.len())).as_bytes())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let stopping = tokio::spawn(daemon.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::UnixStream::connect(&socket).await.is_err(),
+        "no new connections while draining"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits for the request in flight"
+    );
+
+    conn.send(second.as_bytes()).await;
+    let (status, reply) = conn.reply().await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["token"].as_str().unwrap().starts_with("eyJ"));
+    stopping.await.unwrap();
 }

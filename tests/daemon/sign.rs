@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use signetd::Algorithm;
 use signetd::token::jws::{b64, unb64};
 
-use crate::common::{TestDaemon, generate_key, issuer_toml, my_uid};
+use crate::common::{TestDaemon, generate_key, issuer_toml, raw_issuer_toml};
 
 async fn public_jwk(daemon: &TestDaemon, kid: &str) -> signetd::keys::Jwk {
     let reply = daemon.get(&format!("/v1/keys/{kid}")).await;
@@ -16,7 +16,7 @@ async fn public_jwk(daemon: &TestDaemon, kid: &str) -> signetd::keys::Jwk {
 #[tokio::test]
 async fn es256_signs_a_digest_in_jws_and_der_form() {
     let kid = generate_key("sign-es", Algorithm::Es256).await;
-    let daemon = TestDaemon::start(&issuer_toml("sign-es", Algorithm::Es256)).await;
+    let daemon = TestDaemon::start(&raw_issuer_toml("sign-es", Algorithm::Es256)).await;
     let message = b"attested build output";
     let digest = Sha256::digest(message);
 
@@ -76,7 +76,7 @@ async fn es256_signs_a_digest_in_jws_and_der_form() {
 #[tokio::test]
 async fn eddsa_signs_a_message_and_refuses_digests_and_der() {
     let kid = generate_key("sign-ed", Algorithm::EdDsa).await;
-    let daemon = TestDaemon::start(&issuer_toml("sign-ed", Algorithm::EdDsa)).await;
+    let daemon = TestDaemon::start(&raw_issuer_toml("sign-ed", Algorithm::EdDsa)).await;
     let reply = daemon
         .post(
             "/v1/sign",
@@ -108,7 +108,7 @@ async fn eddsa_signs_a_message_and_refuses_digests_and_der() {
 #[tokio::test]
 async fn sign_input_must_be_exactly_one_well_formed_value() {
     generate_key("sign-bad", Algorithm::Es256).await;
-    let daemon = TestDaemon::start(&issuer_toml("sign-bad", Algorithm::Es256)).await;
+    let daemon = TestDaemon::start(&raw_issuer_toml("sign-bad", Algorithm::Es256)).await;
     for body in [
         json!({"issuer":"sign-bad","digest": b64([0u8; 31])}),
         json!({"issuer":"sign-bad","digest": "not base64!"}),
@@ -126,23 +126,39 @@ async fn sign_input_must_be_exactly_one_well_formed_value() {
 }
 
 #[tokio::test]
-async fn raw_signing_is_off_unless_the_issuer_enables_it() {
-    generate_key("sign-off", Algorithm::Es256).await;
+async fn raw_signing_and_minting_never_share_a_key() {
+    generate_key("sign-jwt", Algorithm::Es256).await;
+    let raw_kid = generate_key("sign-raw", Algorithm::Es256).await;
     let config = format!(
-        "[issuers.sign-off]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [{}]\n",
-        my_uid()
+        "{}{}",
+        issuer_toml("sign-jwt", Algorithm::Es256),
+        raw_issuer_toml("sign-raw", Algorithm::Es256)
     );
     let daemon = TestDaemon::start(&config).await;
     let reply = daemon
         .post(
             "/v1/sign",
-            &json!({"issuer":"sign-off","digest": b64([1u8; 32])}),
+            &json!({"issuer":"sign-jwt","digest": b64([1u8; 32])}),
         )
         .await;
     assert_eq!((reply.status, reply.code()), (403, "raw_sign_disabled"));
-    // Minting with the same issuer is still allowed.
     let reply = daemon
-        .post("/v1/tokens", &json!({"issuer":"sign-off","aud":"api"}))
+        .post("/v1/tokens", &json!({"issuer":"sign-raw","aud":"api"}))
+        .await;
+    assert_eq!((reply.status, reply.code()), (403, "mint_disabled"));
+    // The raw-signing key is described by kid, but JWT verifiers never see it.
+    assert_eq!(daemon.get(&format!("/v1/keys/{raw_kid}")).await.status, 200);
+    let jwks = daemon.get("/.well-known/jwks.json").await;
+    assert!(
+        jwks.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != raw_kid.as_str())
+    );
+    // Minting with the JWT issuer is unaffected.
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer":"sign-jwt","aud":"api"}))
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
 }

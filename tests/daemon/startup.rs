@@ -179,3 +179,97 @@ fn config_problems_name_the_field() {
         );
     }
 }
+
+/// A real daemon process is killed with SIGKILL and started again: a new C_Initialize,
+/// login and handle lookup find the same key, and a token minted before the crash still
+/// verifies against the JWKS served after it.
+#[tokio::test]
+async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
+    let t = token();
+    crate::common::generate_key("start-restart", signetd::Algorithm::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("d.sock");
+    let config = dir.path().join("signetd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[listen]\nsocket = {:?}\nhttp = \"off\"\n{}",
+            t.pkcs11_toml(),
+            socket.display().to_string(),
+            crate::common::issuer_toml("start-restart", signetd::Algorithm::Es256)
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(signetd_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let start = || {
+        let mut child = Command::new(signetd_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if cli(&["status"]).0 {
+                return child;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon did not become ready");
+    };
+
+    let mut first = start();
+    let (ok, token) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
+    assert!(ok);
+    first.kill().unwrap(); // SIGKILL: no graceful shutdown, the socket file stays behind
+    first.wait().unwrap();
+    assert!(socket.exists());
+
+    let mut second = start(); // replaces the stale socket
+    let (ok, verdict) = cli(&[
+        "token",
+        "verify",
+        "--iss",
+        "https://start-restart.example",
+        "--aud",
+        "api",
+        &token,
+    ]);
+    assert!(
+        ok,
+        "a token from before the crash verifies after it: {verdict}"
+    );
+    let (ok, again) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
+    assert!(ok);
+    let kid = |t: &str| crate::common::decode_parts(t).0["kid"].clone();
+    assert_eq!(
+        kid(&token),
+        kid(&again),
+        "the same key signs after the restart"
+    );
+    terminate(&mut second);
+}
+
+/// Stops a daemon with SIGTERM (graceful) through the `kill` command and waits for it.
+fn terminate(child: &mut std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+}
