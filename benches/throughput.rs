@@ -93,7 +93,13 @@ fn main() {
     let hsm =
         Arc::new(Hsm::open(Config::parse(&config_text).unwrap().hsm_settings().unwrap()).unwrap());
     let key = runtime
-        .block_on(signetd::keys::store::generate(&hsm, "bench", o.algorithm))
+        .block_on(async {
+            let pair = signetd::attest::ca::create_key(&hsm).await?;
+            signetd::attest::ca::self_sign(&hsm, &pair, "signetd bench CA", 1).await?;
+            signetd::keys::store::generate(&hsm, "bench", o.algorithm, 1)
+                .await
+                .map_err(|e| signetd::attest::AttestError::BadChain(e.to_string()))
+        })
         .unwrap();
     let duration = Duration::from_secs_f64(o.seconds);
     println!(

@@ -12,9 +12,11 @@ Sets up signetd on a throwaway SoftHSM2 token and shows it working:
   1. installs SoftHSM2 if it is missing (as root; otherwise prints the command)
   2. builds signetd (cargo build --release)
   3. creates a dev token and config under .dev/ (git-ignored), or reuses them
-  4. generates an ES256 key for the issuer "demo" inside the token, if it has none
+    4. creates a self-signed attestation CA in the token, and an attested ES256 key for
+     the issuer "demo", if they are missing
   5. starts the daemon on .dev/signetd.sock (and http://127.0.0.1:8750 for the JWKS)
-  6. mints a token over the Unix socket and verifies it against the served JWKS
+    6. mints a token over the Unix socket, verifies it against the served JWKS, and checks
+     the key's attestation chain
 
 Then it keeps the daemon in the foreground, with its log, until Ctrl-C.
 
@@ -97,8 +99,15 @@ else
     echo "reusing .dev/signetd.toml"
 fi
 
-# 4. Issuer key ------------------------------------------------------------------------
-say "Issuer key for \"demo\" (generated inside the token, never extractable)"
+# 4. Attestation CA and issuer key ---------------------------------------------------------
+say "Attestation CA (a P-256 key in the token, self-signed for this demo)"
+if "$signetd" attest status --config "$config" --json | grep -q '"state":"missing"'; then
+    "$signetd" attest init-ca --config "$config" --self-signed --subject "signetd quickstart CA"
+else
+    "$signetd" attest status --config "$config"
+fi
+
+say "Issuer key for \"demo\" (generated inside the token, never extractable, attested)"
 "$signetd" keys generate --config "$config" --issuer demo --if-missing
 "$signetd" keys list --config "$config" --issuer demo
 
@@ -136,7 +145,13 @@ say "Verifying it against the JWKS served on http://$http_addr/.well-known/jwks.
 "$signetd" token verify --jwks-url "http://$http_addr/.well-known/jwks.json" \
     --iss https://demo.signetd.invalid --aud demo-api --max-ttl 60 "$token"
 
-say "Done: key in the token, token minted over the socket, verified against the JWKS"
+say "Checking the key's attestation chain from the JWKS against the CA"
+kid=$("$signetd" keys list --config "$config" --issuer demo --json | sed -n 's/.*"kid": "\([^"]*\)".*/\1/p' | head -n 1)
+"$signetd" attest export --config "$config" --out "$dev/public" >/dev/null
+"$signetd" attest verify --root "$dev/public/root.pem" \
+    --jwks-url "http://$http_addr/.well-known/jwks.json" --kid "$kid"
+
+say "Done: attested key in the token, token minted over the socket, verified against the JWKS"
 if [[ $once -eq 1 ]]; then
     stop_daemon
     echo "daemon stopped (--once)."

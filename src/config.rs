@@ -30,6 +30,9 @@ pub struct Config {
     /// How the JWKS is published.
     #[serde(default)]
     pub jwks: JwksConfig,
+    /// Attestation certificates.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -85,6 +88,28 @@ pub struct JwksConfig {
     /// `Cache-Control: max-age` of the JWKS, in seconds (default 15, at most 30).
     #[serde(default = "default_jwks_max_age")]
     pub max_age_seconds: u32,
+}
+
+/// `[attestation]`: the certificates signetd issues to keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// Validity of each key's attestation certificate, in days (default 1825). It should
+    /// outlast the key's life, retirement included, so old tokens stay checkable.
+    #[serde(default = "default_key_certificate_days")]
+    pub key_certificate_days: u32,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        AttestationConfig {
+            key_certificate_days: default_key_certificate_days(),
+        }
+    }
+}
+
+fn default_key_certificate_days() -> u32 {
+    1825
 }
 
 /// `[issuers.NAME]`: one token issuer's policy.
@@ -224,6 +249,12 @@ impl Config {
         }
         if listen.max_connections == 0 {
             return Err(field_error("listen.max_connections", "must be at least 1"));
+        }
+        if !(1..=36_500).contains(&self.attestation.key_certificate_days) {
+            return Err(field_error(
+                "attestation.key_certificate_days",
+                "must be between 1 and 36500",
+            ));
         }
         if self.jwks.max_age_seconds > 30 {
             return Err(field_error(

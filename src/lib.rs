@@ -43,6 +43,8 @@
 
 pub mod algorithm;
 pub mod api;
+pub mod attest;
+pub mod ceremony;
 pub mod client;
 pub mod config;
 pub mod error;

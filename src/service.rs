@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::algorithm::Algorithm;
+use crate::attest::{self, AttestError, CaState, certificate};
 use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes, SignInput};
@@ -90,18 +91,22 @@ pub struct KeyView {
     pub jwk: Jwk,
     /// What the token reports about the private key.
     pub token_attributes: KeyAttributes,
+    /// The key's attestation certificate, PEM.
+    pub certificate: String,
 }
 
-impl From<&StoredKey> for KeyView {
-    fn from(key: &StoredKey) -> Self {
+impl KeyView {
+    /// Describes `key`; its JWK carries the attestation chain `ca_chain`.
+    pub fn new(key: &StoredKey, ca_chain: &[Vec<u8>]) -> Self {
         KeyView {
             kid: key.kid.clone(),
             issuer: key.issuer.clone(),
             alg: key.algorithm,
             state: key.state,
             created_at: key.created_at,
-            jwk: key.jwk(),
+            jwk: key.jwk(ca_chain),
             token_attributes: key.attributes,
+            certificate: certificate::to_pem(std::slice::from_ref(&key.certificate)),
         }
     }
 }
@@ -129,11 +134,23 @@ impl Service {
     /// Takes inventory of the token and builds the key registry. Anything odd in the
     /// token is logged loudly; nothing is deleted.
     pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
+        let ca_chain = match attest::ca::load(&hsm).await {
+            Ok(CaState::Ready(ca)) => ca.chain,
+            Ok(_) | Err(AttestError::NoCa | AttestError::CaNotCertified) => {
+                tracing::error!("{}", AttestError::NoCa);
+                Vec::new()
+            }
+            Err(AttestError::Hsm(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!("the attestation CA is unusable: {e}");
+                Vec::new()
+            }
+        };
         let inventory = keys::store::inventory(&hsm).await?;
         for problem in &inventory.problems {
             tracing::error!(token = %hsm.token().label, "{problem}");
         }
-        let registry = KeyRegistry::build(inventory, &config.issuers);
+        let registry = KeyRegistry::build(inventory, &config.issuers, ca_chain);
         for name in config.issuers.keys() {
             match registry.active(name) {
                 Some(key) => {
@@ -244,10 +261,11 @@ impl Service {
 
     /// Every key the token holds.
     pub fn keys(&self) -> Vec<KeyView> {
+        let chain = self.keys.ca_chain();
         self.keys
             .all()
             .into_iter()
-            .map(|k| KeyView::from(k.as_ref()))
+            .map(|k| KeyView::new(k, chain))
             .collect()
     }
 
@@ -255,8 +273,19 @@ impl Service {
     pub fn key(&self, kid: &str) -> Result<KeyView, Error> {
         self.keys
             .get(kid)
-            .map(|k| KeyView::from(k.as_ref()))
+            .map(|k| KeyView::new(k, self.keys.ca_chain()))
             .ok_or_else(|| Error::UnknownKey(kid.to_string()))
+    }
+
+    /// A key's attestation chain as PEM: its certificate, then the CA chain.
+    pub fn attestation_pem(&self, kid: &str) -> Result<String, Error> {
+        let key = self
+            .keys
+            .get(kid)
+            .ok_or_else(|| Error::UnknownKey(kid.to_string()))?;
+        let mut chain = vec![key.certificate.clone()];
+        chain.extend_from_slice(self.keys.ca_chain());
+        Ok(certificate::to_pem(&chain))
     }
 
     /// Whether the token answers.

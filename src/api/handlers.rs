@@ -70,6 +70,13 @@ pub async fn key(State(svc): Svc, Path(kid): Path<String>) -> Result<Json<KeyVie
     svc.key(&kid).map(Json)
 }
 
+/// `GET /v1/keys/{kid}/attestation`: the key's certificate, then the CA chain, as PEM.
+pub async fn attestation(State(svc): Svc, Path(kid): Path<String>) -> Result<Response, Error> {
+    let pem = svc.attestation_pem(&kid)?;
+    let content_type = HeaderValue::from_static("application/pem-certificate-chain");
+    Ok(([(header::CONTENT_TYPE, content_type)], pem).into_response())
+}
+
 /// `GET /healthz`: the process serves requests.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))

@@ -56,6 +56,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .route("/v1/keys", get(handlers::keys))
         .route("/v1/keys/{kid}", get(handlers::key))
+        .route("/v1/keys/{kid}/attestation", get(handlers::attestation))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{HsmError, TokenSelector};
 
 /// Who the token says it is; published with keys and, later, in attestation certificates.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct TokenIdentity {
     /// `CK_TOKEN_INFO.label`, padding trimmed.
     pub label: String,

@@ -10,6 +10,7 @@ mod context;
 mod error;
 mod key_management;
 mod objects;
+pub mod provision;
 mod session_pool;
 mod signing;
 mod uri;
@@ -22,7 +23,9 @@ use secrecy::SecretString;
 
 pub use context::TokenIdentity;
 pub use error::HsmError;
-pub use objects::{DataHandle, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
+pub use objects::{
+    CertificateObject, DataObject, KeyAttributes, KeyPairInfo, ObjectRef, UnreadableKey,
+};
 pub use signing::SignInput;
 pub use uri::TokenSelector;
 
@@ -128,7 +131,7 @@ impl Hsm {
         application: &str,
         label: String,
         value: Vec<u8>,
-    ) -> Result<DataHandle, HsmError> {
+    ) -> Result<ObjectRef, HsmError> {
         let application = application.to_string();
         self.pool
             .run(move |s| objects::create_data(s, &application, &label, &value))
@@ -140,6 +143,51 @@ impl Hsm {
         let application = application.to_string();
         self.pool
             .run(move |s| objects::data_objects(s, &application))
+            .await
+    }
+
+    /// The key pair with `CKA_ID` = `id`, if the token has one.
+    pub async fn key_pair_by_id(&self, id: Vec<u8>) -> Result<Option<KeyPairInfo>, HsmError> {
+        self.pool
+            .run(move |s| objects::key_pair_by_id(s, &id))
+            .await
+    }
+
+    /// Stores a DER certificate as a private token object.
+    pub async fn create_certificate(
+        &self,
+        id: Vec<u8>,
+        label: String,
+        subject_der: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<ObjectRef, HsmError> {
+        self.pool
+            .run(move |s| objects::create_certificate(s, &id, &label, &subject_der, &value))
+            .await
+    }
+
+    /// Every certificate object whose label starts with `label_prefix`.
+    pub async fn certificates(
+        &self,
+        label_prefix: &str,
+    ) -> Result<Vec<CertificateObject>, HsmError> {
+        let prefix = label_prefix.to_string();
+        self.pool
+            .run(move |s| objects::certificates(s, &prefix))
+            .await
+    }
+
+    /// Replaces the value of a data object.
+    pub async fn update_data(&self, object: ObjectRef, value: Vec<u8>) -> Result<(), HsmError> {
+        self.pool
+            .run(move |s| objects::update_value(s, object, &value))
+            .await
+    }
+
+    /// Destroys a data or certificate object.
+    pub async fn destroy_object(&self, object: ObjectRef) -> Result<(), HsmError> {
+        self.pool
+            .run(move |s| s.destroy_object(object.0).map_err(HsmError::from))
             .await
     }
 

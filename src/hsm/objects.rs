@@ -3,7 +3,9 @@
 //! Searches happen at start-up and for operator commands only; requests use handles
 //! resolved here once.
 
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::Session;
 
 use super::key_management::{ED25519_PARAMS, EDWARDS25519_NAME, P256_PARAMS};
@@ -61,7 +63,7 @@ pub struct DataObject {
     /// `CKA_VALUE`.
     pub value: Vec<u8>,
     /// Handle, to update or destroy it.
-    pub handle: DataHandle,
+    pub handle: ObjectRef,
 }
 
 /// A signetd key whose objects could not be read; reported, never skipped silently.
@@ -73,9 +75,22 @@ pub struct UnreadableKey {
     pub error: HsmError,
 }
 
-/// Handle of a data object.
+/// Handle of a data or certificate object, to update or destroy it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataHandle(pub(crate) ObjectHandle);
+pub struct ObjectRef(pub(crate) ObjectHandle);
+
+/// An X.509 `CKO_CERTIFICATE` object.
+#[derive(Clone, Debug)]
+pub struct CertificateObject {
+    /// `CKA_LABEL`.
+    pub label: String,
+    /// `CKA_ID`.
+    pub id: Vec<u8>,
+    /// `CKA_VALUE`: the DER certificate.
+    pub value: Vec<u8>,
+    /// Handle, to destroy it.
+    pub handle: ObjectRef,
+}
 
 /// Every private key whose label starts with `label_prefix`, with its public half.
 ///
@@ -246,7 +261,7 @@ pub(crate) fn create_data(
     application: &str,
     label: &str,
     value: &[u8],
-) -> Result<DataHandle, HsmError> {
+) -> Result<ObjectRef, HsmError> {
     let handle = session.create_object(&[
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
@@ -256,7 +271,7 @@ pub(crate) fn create_data(
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Value(value.to_vec()),
     ])?;
-    Ok(DataHandle(handle))
+    Ok(ObjectRef(handle))
 }
 
 /// Every data object of `application`.
@@ -286,8 +301,114 @@ pub(crate) fn data_objects(
         found.push(DataObject {
             label: label.unwrap_or_default(),
             value: value.unwrap_or_default(),
-            handle: DataHandle(handle),
+            handle: ObjectRef(handle),
         });
     }
     Ok(found)
+}
+
+/// The key pair whose private half is a private token object with `CKA_ID` = `id`.
+pub(crate) fn key_pair_by_id(
+    session: &Session,
+    id: &[u8],
+) -> Result<Option<KeyPairInfo>, HsmError> {
+    let privates = session.find_objects(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Id(id.to_vec()),
+    ])?;
+    match privates.as_slice() {
+        [] => Ok(None),
+        [private] => {
+            let public = find_public(session, *private)?;
+            describe_pair(
+                session,
+                KeyObjects {
+                    private: *private,
+                    public,
+                },
+            )
+            .map(Some)
+        }
+        more => Err(HsmError::Malformed(format!(
+            "{} private keys share one CKA_ID",
+            more.len()
+        ))),
+    }
+}
+
+/// Creates a private X.509 certificate token object.
+///
+/// Certificates are public data, but a private object can only be created by the logged-in
+/// user: no one with a public session can plant one beside a key.
+pub(crate) fn create_certificate(
+    session: &Session,
+    id: &[u8],
+    label: &str,
+    subject_der: &[u8],
+    value: &[u8],
+) -> Result<ObjectRef, HsmError> {
+    let handle = session.create_object(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::CertificateType(CertificateType::X_509),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Modifiable(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Subject(subject_der.to_vec()),
+        Attribute::Value(value.to_vec()),
+    ])?;
+    Ok(ObjectRef(handle))
+}
+
+/// Every private X.509 certificate object whose label starts with `label_prefix`.
+pub(crate) fn certificates(
+    session: &Session,
+    label_prefix: &str,
+) -> Result<Vec<CertificateObject>, HsmError> {
+    let handles = session.find_objects(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::Token(true),
+        Attribute::Private(true),
+    ])?;
+    let mut found = Vec::new();
+    for handle in handles {
+        let (mut label, mut id, mut value) = (String::new(), Vec::new(), Vec::new());
+        for attribute in session.get_attributes(
+            handle,
+            &[
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::Value,
+            ],
+        )? {
+            match attribute {
+                Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
+                Attribute::Id(v) => id = v,
+                Attribute::Value(v) => value = v,
+                _ => {}
+            }
+        }
+        if label.starts_with(label_prefix) {
+            found.push(CertificateObject {
+                label,
+                id,
+                value,
+                handle: ObjectRef(handle),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Replaces the `CKA_VALUE` of a data object.
+pub(crate) fn update_value(
+    session: &Session,
+    object: ObjectRef,
+    value: &[u8],
+) -> Result<(), HsmError> {
+    session.update_attributes(object.0, &[Attribute::Value(value.to_vec())])?;
+    Ok(())
 }

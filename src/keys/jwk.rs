@@ -24,6 +24,12 @@ pub struct Jwk {
     /// Always `sig`.
     #[serde(rename = "use")]
     pub use_: String,
+    /// The attestation chain: the key's certificate, then the CA chain (standard base64 DER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    /// base64url SHA-256 of the key's certificate.
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
 }
 
 /// A JWK Set: `{"keys":[...]}`.
@@ -54,7 +60,20 @@ impl Jwk {
             kid: kid.to_string(),
             alg: algorithm.jws_name().to_string(),
             use_: "sig".to_string(),
+            x5c: None,
+            x5t_s256: None,
         }
+    }
+
+    /// Attaches the attestation chain (key certificate first, DER).
+    pub fn with_chain(mut self, chain: &[Vec<u8>]) -> Self {
+        use base64::Engine;
+        let standard = base64::engine::general_purpose::STANDARD;
+        self.x5c = Some(chain.iter().map(|der| standard.encode(der)).collect());
+        self.x5t_s256 = chain
+            .first()
+            .map(|der| b64(crate::attest::profile::thumbprint(der)));
+        self
     }
 
     /// Verifies a JWS signature (raw `r‖s` for ES256) over `message` with this key.

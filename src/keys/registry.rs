@@ -35,6 +35,7 @@ impl Published {
 /// Keys by kid, the active key of each issuer, and the JWKS.
 #[derive(Debug)]
 pub struct KeyRegistry {
+    ca_chain: Vec<Vec<u8>>,
     by_kid: HashMap<String, Arc<StoredKey>>,
     active: HashMap<String, Arc<StoredKey>>,
     jwks: Published,
@@ -45,7 +46,14 @@ impl KeyRegistry {
     /// the config are kept (retrievable by kid) but neither used nor published; keys of
     /// raw-signing issuers are used but kept out of the JWKS, so no JWT verifier ever
     /// trusts a key that signs caller-chosen bytes.
-    pub fn build(inventory: Inventory, issuers: &BTreeMap<String, IssuerConfig>) -> Self {
+    ///
+    /// `ca_chain` is the attestation CA's certificate and the chain above it; every JWK
+    /// carries it after its own certificate in `x5c`.
+    pub fn build(
+        inventory: Inventory,
+        issuers: &BTreeMap<String, IssuerConfig>,
+        ca_chain: Vec<Vec<u8>>,
+    ) -> Self {
         let mut by_kid = HashMap::new();
         let mut active: HashMap<String, Arc<StoredKey>> = HashMap::new();
         let mut jwks = JwkSet::default();
@@ -54,7 +62,7 @@ impl KeyRegistry {
             let key = Arc::new(key);
             let configured = issuers.get(&key.issuer);
             if configured.is_some_and(|i| !i.raw_sign) && key.state.is_published() {
-                jwks.keys.push(key.jwk());
+                jwks.keys.push(key.jwk(&ca_chain));
             }
             if let Some(issuer) = configured.filter(|_| key.state == KeyState::Active) {
                 if issuer.algorithm != key.algorithm {
@@ -77,6 +85,7 @@ impl KeyRegistry {
             tracing::error!(%issuer, %one, %other, "issuer has two active keys; it will not sign until one is retired");
         }
         KeyRegistry {
+            ca_chain,
             by_kid,
             active,
             jwks: Published::render(&jwks),
@@ -100,6 +109,11 @@ impl KeyRegistry {
             (&a.issuer, a.created_at, &a.kid).cmp(&(&b.issuer, b.created_at, &b.kid))
         });
         keys
+    }
+
+    /// The attestation CA's certificate and the chain above it (DER).
+    pub fn ca_chain(&self) -> &[Vec<u8>] {
+        &self.ca_chain
     }
 
     /// The rendered JWKS.

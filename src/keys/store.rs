@@ -1,5 +1,12 @@
-//! The token as the key database: generating keys with their state records, and taking
-//! inventory of what the token holds.
+//! The token as the key database: generating attested keys with their state records,
+//! taking inventory of what the token holds, and the operator's repair and lifecycle
+//! steps.
+//!
+//! A complete key is four token objects: the key pair, its attestation certificate
+//! (`signetd-cert/KID`) and its state record (`signetd-state/KID`). Generation creates
+//! them in that order and destroys what it made if a later step fails. If the process
+//! dies between steps, [`inventory`] reports the incomplete key, which is never used or
+//! published, and [`finish`] or [`destroy_incomplete`] completes or undoes it.
 
 use std::collections::HashMap;
 
@@ -9,9 +16,10 @@ use time::OffsetDateTime;
 use super::jwk::Jwk;
 use super::state::{self, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
-use crate::hsm::{DataHandle, Hsm, HsmError, KeyAttributes, KeyObjects};
+use crate::attest::{self, AttestError, AttestationCa};
+use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyObjects, KeyPairInfo, ObjectRef};
 
-/// A key pair in the token together with its lifecycle record.
+/// A complete key in the token: key pair, attestation certificate and lifecycle record.
 #[derive(Clone, Debug)]
 pub struct StoredKey {
     /// The key id.
@@ -31,32 +39,40 @@ pub struct StoredKey {
     /// Handles of the key objects.
     pub objects: KeyObjects,
     /// Handle of the state record.
-    pub record: DataHandle,
+    pub record: ObjectRef,
+    /// The key's attestation certificate (DER), issued by the attestation CA.
+    pub certificate: Vec<u8>,
 }
 
 impl StoredKey {
-    /// The public JWK of this key.
-    pub fn jwk(&self) -> Jwk {
-        Jwk::from_public_key(self.algorithm, &self.kid, &self.public_key)
+    /// The public JWK of this key, with its attestation chain (`ca_chain` is the CA's
+    /// certificate and the chain above it).
+    pub fn jwk(&self, ca_chain: &[Vec<u8>]) -> Jwk {
+        let mut chain = vec![self.certificate.clone()];
+        chain.extend_from_slice(ca_chain);
+        Jwk::from_public_key(self.algorithm, &self.kid, &self.public_key).with_chain(&chain)
     }
 }
 
 /// Everything signetd found in the token, and everything it could not make sense of.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    /// Usable keys with their records.
+    /// Complete, usable keys.
     pub keys: Vec<StoredKey>,
     /// Keys or records that are incomplete or unreadable, described for the operator.
     /// They are reported at every start and never deleted automatically.
     pub problems: Vec<String>,
 }
 
-/// Why a key could not be generated.
+/// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {
     /// The token failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    /// Attestation failed (no CA, or a key that could leave the token).
+    #[error(transparent)]
+    Attest(#[from] AttestError),
     /// The issuer already signs with a key; replacing it is a rotation.
     #[error(
         "issuer {issuer:?} already has active key {kid}; replacing it is a rotation, not a generation"
@@ -67,16 +83,22 @@ pub enum KeyStoreError {
         /// Its active key.
         kid: String,
     },
-    /// The token made a key that could leave it; it was destroyed.
-    #[error(
-        "the token generated a key that is not sensitive, never-extractable and local ({0:?}); it was destroyed"
-    )]
-    NotHardwareBound(KeyAttributes),
+    /// A rotation needs a key to rotate from, and only one next key at a time.
+    #[error("cannot prepare a rotation for issuer {issuer:?}: {why}")]
+    Rotation {
+        /// The issuer.
+        issuer: String,
+        /// Why not.
+        why: String,
+    },
+    /// No key with this id, or not in a state the operation applies to.
+    #[error("{0}")]
+    Key(String),
 }
 
-/// Reads every signetd key pair and state record from the token.
+/// Reads every signetd key pair, certificate and state record from the token.
 pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
-    let mut records: HashMap<String, (KeyRecord, DataHandle)> = HashMap::new();
+    let mut records: HashMap<String, (KeyRecord, ObjectRef)> = HashMap::new();
     let mut inventory = Inventory::default();
     for object in hsm.data_objects(state::APPLICATION).await? {
         let Some(kid) = object.label.strip_prefix(state::STATE_LABEL_PREFIX) else {
@@ -96,6 +118,17 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
             )),
         }
     }
+    let mut certificates: HashMap<String, Vec<u8>> = hsm
+        .certificates(attest::ca::KEY_CERT_PREFIX)
+        .await?
+        .into_iter()
+        .map(|c| {
+            (
+                c.label[attest::ca::KEY_CERT_PREFIX.len()..].to_string(),
+                c.value,
+            )
+        })
+        .collect();
     for pair in hsm.key_pairs(state::KEY_LABEL_PREFIX).await? {
         let pair = match pair {
             Ok(pair) => pair,
@@ -108,39 +141,12 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
             }
         };
         let kid = String::from_utf8_lossy(&pair.id).into_owned();
-        if !pair.attributes.is_hardware_bound() {
-            records.remove(&kid);
-            inventory.problems.push(format!(
-                "key {kid} ({}) could leave the token or was not generated in it ({:?}); it is neither used nor published",
-                pair.label, pair.attributes
-            ));
-            continue;
+        let record = records.remove(&kid);
+        let certificate = certificates.remove(&kid);
+        match complete(&kid, pair, record, certificate) {
+            Ok(key) => inventory.keys.push(key),
+            Err(problem) => inventory.problems.push(problem),
         }
-        let Some((record, handle)) = records.remove(&kid) else {
-            inventory.problems.push(format!(
-                "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published",
-                pair.label
-            ));
-            continue;
-        };
-        if record.alg != pair.algorithm || pair.label != state::key_label(&record.issuer, &kid) {
-            inventory.problems.push(format!(
-                "key {kid}: the token holds a {} key labelled {:?} but its record says {} for issuer {}",
-                pair.algorithm, pair.label, record.alg, record.issuer
-            ));
-            continue;
-        }
-        inventory.keys.push(StoredKey {
-            kid,
-            issuer: record.issuer,
-            algorithm: pair.algorithm,
-            state: record.state,
-            created_at: record.created_at,
-            public_key: pair.public_key,
-            attributes: pair.attributes,
-            objects: pair.objects,
-            record: handle,
-        });
     }
     for (kid, (record, _)) in records {
         inventory.problems.push(format!(
@@ -154,14 +160,72 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
     Ok(inventory)
 }
 
-/// Generates the first key of `issuer` in the token, active at once.
-///
-/// Nothing is left half-written: if the key cannot be read back as hardware-bound, or its
-/// state record cannot be stored, the key pair is destroyed again.
+/// Assembles a complete key, or describes what is wrong with it.
+fn complete(
+    kid: &str,
+    pair: KeyPairInfo,
+    record: Option<(KeyRecord, ObjectRef)>,
+    certificate: Option<Vec<u8>>,
+) -> Result<StoredKey, String> {
+    let finish_or_undo = format!(
+        "finish with `signetd keys finish --kid {kid}` or undo with `signetd keys destroy-incomplete --kid {kid}`"
+    );
+    if !pair.attributes.is_hardware_bound() {
+        return Err(format!(
+            "key {kid} ({}) could leave the token or was not generated in it ({:?}); it is neither used nor published",
+            pair.label, pair.attributes
+        ));
+    }
+    let Some((record, handle)) = record else {
+        return Err(format!(
+            "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published: {finish_or_undo}",
+            pair.label
+        ));
+    };
+    if record.alg != pair.algorithm || pair.label != state::key_label(&record.issuer, kid) {
+        return Err(format!(
+            "key {kid}: the token holds a {} key labelled {:?} but its record says {} for issuer {}",
+            pair.algorithm, pair.label, record.alg, record.issuer
+        ));
+    }
+    let Some(certificate) = certificate else {
+        return Err(format!(
+            "key {kid} of issuer {} has no attestation certificate; it is neither used nor published: {finish_or_undo}",
+            record.issuer
+        ));
+    };
+    let certifies_key = attest::verify::parse(&certificate).is_ok_and(|c| {
+        c.tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+            == pair.public_key
+    });
+    if !certifies_key {
+        return Err(format!(
+            "key {kid}: its attestation certificate is not for this key; it is neither used nor published"
+        ));
+    }
+    Ok(StoredKey {
+        kid: kid.to_string(),
+        issuer: record.issuer,
+        algorithm: pair.algorithm,
+        state: record.state,
+        created_at: record.created_at,
+        public_key: pair.public_key,
+        attributes: pair.attributes,
+        objects: pair.objects,
+        record: handle,
+        certificate,
+    })
+}
+
+/// Generates the first key of `issuer` in the token, attested and active at once.
 pub async fn generate(
     hsm: &Hsm,
     issuer: &str,
     algorithm: Algorithm,
+    certificate_days: u32,
 ) -> Result<StoredKey, KeyStoreError> {
     let existing = inventory(hsm).await?;
     if let Some(active) = existing
@@ -174,6 +238,67 @@ pub async fn generate(
             kid: active.kid.clone(),
         });
     }
+    let ca = attest::ca::ready(hsm).await?;
+    create(
+        hsm,
+        &ca,
+        issuer,
+        algorithm,
+        KeyState::Active,
+        certificate_days,
+    )
+    .await
+}
+
+/// Generates the next key of `issuer` as `pending`: published at once, not yet signing.
+/// Activating it, and retiring the current key, is the lifecycle's job.
+pub async fn prepare_rotation(
+    hsm: &Hsm,
+    issuer: &str,
+    algorithm: Algorithm,
+    certificate_days: u32,
+) -> Result<StoredKey, KeyStoreError> {
+    let existing = inventory(hsm).await?;
+    let of_issuer = |state| {
+        existing
+            .keys
+            .iter()
+            .find(|k| k.issuer == issuer && k.state == state)
+    };
+    let rotation = |why: String| KeyStoreError::Rotation {
+        issuer: issuer.to_string(),
+        why,
+    };
+    if of_issuer(KeyState::Active).is_none() {
+        return Err(rotation(
+            "it has no active key; generate its first key instead".to_string(),
+        ));
+    }
+    if let Some(pending) = of_issuer(KeyState::Pending) {
+        return Err(rotation(format!("key {} is already pending", pending.kid)));
+    }
+    let ca = attest::ca::ready(hsm).await?;
+    create(
+        hsm,
+        &ca,
+        issuer,
+        algorithm,
+        KeyState::Pending,
+        certificate_days,
+    )
+    .await
+}
+
+/// Key pair, then certificate, then record; whatever was made is destroyed if a later
+/// step fails, so nothing is left half-written.
+async fn create(
+    hsm: &Hsm,
+    ca: &AttestationCa,
+    issuer: &str,
+    algorithm: Algorithm,
+    state: KeyState,
+    certificate_days: u32,
+) -> Result<StoredKey, KeyStoreError> {
     let now = OffsetDateTime::now_utc();
     let kid = new_kid(issuer, now);
     let pair = hsm
@@ -183,16 +308,20 @@ pub async fn generate(
             state::key_label(issuer, &kid),
         )
         .await?;
-    if !pair.attributes.is_hardware_bound() {
-        hsm.destroy_key_pair(pair.objects).await?;
-        return Err(KeyStoreError::NotHardwareBound(pair.attributes));
-    }
+    let (certificate, cert_object) =
+        match attest::ca::attest_key(hsm, ca, &pair, &kid, issuer, certificate_days).await {
+            Ok(done) => done,
+            Err(e) => {
+                undo(hsm, &kid, pair.objects, None).await;
+                return Err(e.into());
+            }
+        };
     let record = KeyRecord {
         v: 1,
         kid: kid.clone(),
         issuer: issuer.to_string(),
         alg: algorithm,
-        state: KeyState::Active,
+        state,
         created_at: now.unix_timestamp().max(0) as u64,
     };
     let value = serde_json::to_vec(&record).expect("a key record always serializes");
@@ -202,9 +331,7 @@ pub async fn generate(
     {
         Ok(handle) => handle,
         Err(e) => {
-            if let Err(undo) = hsm.destroy_key_pair(pair.objects).await {
-                tracing::error!(%kid, error = %undo, "cannot destroy key after failing to store its record");
-            }
+            undo(hsm, &kid, pair.objects, Some(cert_object)).await;
             return Err(e.into());
         }
     };
@@ -218,6 +345,155 @@ pub async fn generate(
         attributes: pair.attributes,
         objects: pair.objects,
         record: handle,
+        certificate,
+    })
+}
+
+async fn undo(hsm: &Hsm, kid: &str, keys: KeyObjects, certificate: Option<ObjectRef>) {
+    if let Some(object) = certificate {
+        if let Err(e) = hsm.destroy_object(object).await {
+            tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key");
+        }
+    }
+    if let Err(e) = hsm.destroy_key_pair(keys).await {
+        tracing::error!(%kid, error = %e, "cannot destroy an incomplete key");
+    }
+}
+
+/// The key pair labelled as a signetd key with this kid, and the issuer its label names.
+async fn find_pair(hsm: &Hsm, kid: &str) -> Result<(KeyPairInfo, String), KeyStoreError> {
+    let pair = hsm
+        .key_pair_by_id(kid.as_bytes().to_vec())
+        .await?
+        .ok_or_else(|| KeyStoreError::Key(format!("no key {kid} in the token")))?;
+    let issuer = pair
+        .label
+        .strip_prefix(state::KEY_LABEL_PREFIX)
+        .and_then(|rest| rest.strip_suffix(&format!("/{kid}")))
+        .ok_or_else(|| {
+            KeyStoreError::Key(format!(
+                "key {kid} is not labelled as a signetd key ({:?})",
+                pair.label
+            ))
+        })?
+        .to_string();
+    Ok((pair, issuer))
+}
+
+/// Completes a key whose generation was interrupted: issues its missing certificate and
+/// writes its missing record (`pending` if its issuer already has an active key, else
+/// `active`). A key that could leave the token is refused and nothing is written.
+pub async fn finish(
+    hsm: &Hsm,
+    kid: &str,
+    certificate_days: u32,
+) -> Result<StoredKey, KeyStoreError> {
+    let (pair, issuer) = find_pair(hsm, kid).await?;
+    let has_cert = !hsm
+        .certificates(&format!("{}{kid}", attest::ca::KEY_CERT_PREFIX))
+        .await?
+        .is_empty();
+    let existing = inventory(hsm).await?;
+    if let Some(key) = existing.keys.iter().find(|k| k.kid == kid) {
+        return Err(KeyStoreError::Key(format!(
+            "key {} is complete ({:?}); nothing to finish",
+            key.kid, key.state
+        )));
+    }
+    if !has_cert {
+        let ca = attest::ca::ready(hsm).await?;
+        attest::ca::attest_key(hsm, &ca, &pair, kid, &issuer, certificate_days).await?;
+    }
+    let has_record = hsm
+        .data_objects(state::APPLICATION)
+        .await?
+        .iter()
+        .any(|o| o.label == format!("{}{kid}", state::STATE_LABEL_PREFIX));
+    if !has_record {
+        let active_exists = existing
+            .keys
+            .iter()
+            .any(|k| k.issuer == issuer && k.state == KeyState::Active);
+        let record = KeyRecord {
+            v: 1,
+            kid: kid.to_string(),
+            issuer: issuer.clone(),
+            alg: pair.algorithm,
+            state: if active_exists {
+                KeyState::Pending
+            } else {
+                KeyState::Active
+            },
+            created_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
+        };
+        let value = serde_json::to_vec(&record).expect("a key record always serializes");
+        hsm.create_data(state::APPLICATION, record.label(), value)
+            .await?;
+    }
+    inventory(hsm)
+        .await?
+        .keys
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| {
+            KeyStoreError::Key(format!(
+                "key {kid} is still incomplete; see `signetd keys list`"
+            ))
+        })
+}
+
+/// Destroys a key whose generation never completed (no certificate or no record), with
+/// whatever parts of it exist. A complete key is never destroyed this way.
+pub async fn destroy_incomplete(hsm: &Hsm, kid: &str) -> Result<(), KeyStoreError> {
+    let (pair, _) = find_pair(hsm, kid).await?;
+    if inventory(hsm).await?.keys.iter().any(|k| k.kid == kid) {
+        return Err(KeyStoreError::Key(format!(
+            "key {kid} is complete; signetd destroys only incomplete keys (retire or revoke it instead)"
+        )));
+    }
+    for cert in hsm
+        .certificates(&format!("{}{kid}", attest::ca::KEY_CERT_PREFIX))
+        .await?
+    {
+        hsm.destroy_object(cert.handle).await?;
+    }
+    for record in hsm.data_objects(state::APPLICATION).await? {
+        if record.label == format!("{}{kid}", state::STATE_LABEL_PREFIX) {
+            hsm.destroy_object(record.handle).await?;
+        }
+    }
+    hsm.destroy_key_pair(pair.objects).await?;
+    Ok(())
+}
+
+/// Moves a key to `to`; only `active -> retired` and `pending -> retired` here (the
+/// lifecycle adds the rest).
+pub async fn retire(hsm: &Hsm, kid: &str) -> Result<StoredKey, KeyStoreError> {
+    let inventory = inventory(hsm).await?;
+    let key = inventory
+        .keys
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| KeyStoreError::Key(format!("no complete key {kid} in the token")))?;
+    if !matches!(key.state, KeyState::Active | KeyState::Pending) {
+        return Err(KeyStoreError::Key(format!(
+            "key {kid} is {:?}; only active or pending keys retire",
+            key.state
+        )));
+    }
+    let record = KeyRecord {
+        v: 1,
+        kid: key.kid.clone(),
+        issuer: key.issuer.clone(),
+        alg: key.algorithm,
+        state: KeyState::Retired,
+        created_at: key.created_at,
+    };
+    hsm.update_data(key.record, serde_json::to_vec(&record).expect("serializes"))
+        .await?;
+    Ok(StoredKey {
+        state: KeyState::Retired,
+        ..key
     })
 }
 

@@ -119,9 +119,27 @@ pub fn raw_issuer_toml(name: &str, algorithm: Algorithm) -> String {
     format!("{}raw_sign = true\n", issuer_toml(name, algorithm))
 }
 
-/// Generates the first key of `issuer` in the test token.
+static CA: tokio::sync::OnceCell<signetd::attest::AttestationCa> =
+    tokio::sync::OnceCell::const_new();
+
+/// The test token's attestation CA, created (self-signed) on first use.
+pub async fn ca() -> &'static signetd::attest::AttestationCa {
+    CA.get_or_init(|| async {
+        let hsm = hsm();
+        let pair = signetd::attest::ca::create_key(&hsm)
+            .await
+            .expect("create the test CA key");
+        signetd::attest::ca::self_sign(&hsm, &pair, "signetd test CA", 30)
+            .await
+            .expect("self-sign the test CA")
+    })
+    .await
+}
+
+/// Generates and attests the first key of `issuer` in the test token.
 pub async fn generate_key(issuer: &str, algorithm: Algorithm) -> String {
-    signetd::keys::store::generate(&hsm(), issuer, algorithm)
+    ca().await;
+    signetd::keys::store::generate(&hsm(), issuer, algorithm, 30)
         .await
         .unwrap()
         .kid

@@ -80,7 +80,7 @@ async fn pkcs11_tool_sees_every_private_key_sensitive_never_extractable_and_loca
 #[tokio::test]
 async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated() {
     let kid = generate_key("keys-twice", Algorithm::Es256).await;
-    match keys::store::generate(&hsm(), "keys-twice", Algorithm::Es256).await {
+    match keys::store::generate(&hsm(), "keys-twice", Algorithm::Es256, 30).await {
         Err(KeyStoreError::ActiveKeyExists { kid: active, .. }) => assert_eq!(active, kid),
         other => panic!("expected ActiveKeyExists, got {other:?}"),
     }
@@ -156,6 +156,7 @@ async fn incomplete_keys_are_reported_and_never_published() {
 #[tokio::test]
 async fn keys_cli_generates_once_and_lists_with_attributes() {
     let t = token();
+    crate::common::ca().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("signetd.toml");
     std::fs::write(
@@ -183,7 +184,10 @@ async fn keys_cli_generates_once_and_lists_with_attributes() {
     };
     let (ok, stdout, stderr) = run(&["keys", "generate", "--issuer", "keys-cli"]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("generated EdDSA key keys-cli-"), "{stdout}");
+    assert!(
+        stdout.contains("generated and attested EdDSA key keys-cli-"),
+        "{stdout}"
+    );
     let (ok, _, stderr) = run(&["keys", "generate", "--issuer", "keys-cli"]);
     assert!(!ok && stderr.contains("already has active key"), "{stderr}");
     let (ok, stdout, _) = run(&["keys", "generate", "--issuer", "keys-cli", "--if-missing"]);

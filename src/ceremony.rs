@@ -1,0 +1,246 @@
+//! Ceremony transcripts: who did what to which token, and what was created, signed by
+//! the attestation CA key so an auditor can check it long afterwards.
+//!
+//! A transcript file is a JWS in the flattened JSON serialization (RFC 7515 §7.2.2) plus
+//! a readable copy: `{"protected", "payload", "signature", "transcript"}`. The protected
+//! header carries the CA chain in `x5c`; verification anchors it at the operator's root,
+//! checks the signature, and requires the readable copy to equal the signed payload.
+//! Ceremonies before the CA exists (token initialization) write a *pending* transcript,
+//! without `protected` and `signature`, which the root ceremony signs once the CA exists.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::algorithm::Algorithm;
+use crate::attest::{self, AttestationCa};
+use crate::hsm::{Hsm, SignInput, TokenIdentity};
+use crate::token::jws::{b64, unb64};
+
+/// The operator who ran a ceremony, as the system reports them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Operator {
+    /// `$SUDO_USER`, `$USER` or `$LOGNAME`, else "unknown".
+    pub user: String,
+    /// The effective uid.
+    pub uid: u32,
+    /// The host name.
+    pub host: String,
+}
+
+impl Operator {
+    /// The operator of this process.
+    pub fn current() -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let user = ["SUDO_USER", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "unknown".to_string());
+        Operator {
+            user,
+            uid: std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid()),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "unknown".to_string(), |h| h.trim().to_string()),
+        }
+    }
+}
+
+/// Something a ceremony created or changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Created {
+    /// What it is: `attestation-ca-certificate`, `issuer-key`, `key-state`, ...
+    pub kind: String,
+    /// Its identity: a kid, a subject, a token label.
+    pub id: String,
+    /// SHA-256 (hex) of its certificate or public key, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Anything else worth recording.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What a ceremony did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Transcript {
+    /// Format version: 1.
+    pub version: u32,
+    /// Which ceremony: `init-token`, `root`, `issuer-key`, `rotate`, `retire`.
+    pub ceremony: String,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub finished_at: String,
+    /// Who ran it.
+    pub operator: Operator,
+    /// The token it acted on.
+    pub token: TokenIdentity,
+    /// What was created or changed.
+    pub created: Vec<Created>,
+    /// `completed`, or what failed.
+    pub outcome: String,
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Transcript {
+    /// Starts a transcript of `ceremony` on `token`.
+    pub fn start(ceremony: &str, token: &TokenIdentity) -> Self {
+        let started = now();
+        Transcript {
+            version: 1,
+            ceremony: ceremony.to_string(),
+            started_at: started.clone(),
+            finished_at: started,
+            operator: Operator::current(),
+            token: token.clone(),
+            created: Vec::new(),
+            outcome: "completed".to_string(),
+        }
+    }
+
+    /// Records the end and the outcome.
+    pub fn finish(mut self, outcome: Result<(), String>) -> Self {
+        self.finished_at = now();
+        if let Err(why) = outcome {
+            self.outcome = format!("failed: {why}");
+        }
+        self
+    }
+}
+
+fn payload_of(transcript: &Transcript) -> Vec<u8> {
+    serde_json::to_vec(transcript).expect("a transcript serializes")
+}
+
+fn write(path: &Path, value: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).expect("serializes") + "\n";
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes a transcript, signed by the CA if one is given, else pending.
+pub async fn write_transcript(
+    path: &Path,
+    transcript: &Transcript,
+    signer: Option<(&Hsm, &AttestationCa)>,
+) -> Result<(), String> {
+    let payload = payload_of(transcript);
+    let mut file = json!({"payload": b64(&payload), "transcript": transcript});
+    if let Some((hsm, ca)) = signer {
+        let (protected, signature) = sign(hsm, ca, &payload).await?;
+        file["protected"] = json!(protected);
+        file["signature"] = json!(signature);
+    }
+    write(path, &file)
+}
+
+async fn sign(hsm: &Hsm, ca: &AttestationCa, payload: &[u8]) -> Result<(String, String), String> {
+    let standard = base64::engine::general_purpose::STANDARD;
+    let x5c: Vec<String> = ca.chain.iter().map(|c| standard.encode(c)).collect();
+    let header = json!({"alg": "ES256", "typ": "signetd-transcript+json", "x5c": x5c});
+    let protected = b64(serde_json::to_vec(&header).expect("serializes"));
+    let input = format!("{protected}.{}", b64(payload));
+    let signature = hsm
+        .sign(
+            attest::ca::signing_key(ca),
+            Algorithm::Es256,
+            SignInput::Message(input.into_bytes()),
+        )
+        .await
+        .map_err(|e| format!("cannot sign the transcript: {e}"))?;
+    Ok((protected, b64(signature)))
+}
+
+/// Signs a pending transcript in place. Returns false if it was already signed.
+pub async fn sign_pending(path: &Path, hsm: &Hsm, ca: &AttestationCa) -> Result<bool, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut file: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    if file.get("signature").is_some() {
+        return Ok(false);
+    }
+    let payload = file["payload"]
+        .as_str()
+        .and_then(unb64)
+        .ok_or_else(|| format!("{} has no payload", path.display()))?;
+    let transcript: Transcript = serde_json::from_slice(&payload)
+        .map_err(|e| format!("{}: the payload is not a transcript: {e}", path.display()))?;
+    if file["transcript"] != serde_json::to_value(&transcript).expect("serializes") {
+        return Err(format!(
+            "{}: the readable copy differs from the payload; not signing",
+            path.display()
+        ));
+    }
+    let (protected, signature) = sign(hsm, ca, &payload).await?;
+    file["protected"] = json!(protected);
+    file["signature"] = json!(signature);
+    write(path, &file)?;
+    Ok(true)
+}
+
+/// Verifies a transcript file against the operator's root and returns the transcript.
+pub fn verify(text: &str, root_der: &[u8]) -> Result<Transcript, String> {
+    let file: Value =
+        serde_json::from_str(text).map_err(|e| format!("the transcript is not JSON: {e}"))?;
+    let field = |name: &str| file.get(name).and_then(Value::as_str);
+    let payload_b64 = field("payload").ok_or("the transcript has no payload")?;
+    let (Some(protected), Some(signature)) = (field("protected"), field("signature")) else {
+        return Err("transcript is unsigned (pending): sign it with `signetd ceremony sign` once the CA exists".to_string());
+    };
+    let header: Value = unb64(protected)
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or("the protected header is not base64url JSON")?;
+    if header["alg"] != "ES256" {
+        return Err(format!("unexpected algorithm {}", header["alg"]));
+    }
+    let standard = base64::engine::general_purpose::STANDARD;
+    let chain: Vec<Vec<u8>> = header["x5c"]
+        .as_array()
+        .ok_or("the protected header has no x5c chain")?
+        .iter()
+        .map(|c| {
+            c.as_str()
+                .and_then(|s| standard.decode(s).ok())
+                .ok_or("x5c holds a non-base64 entry")
+        })
+        .collect::<Result<_, _>>()?;
+    let (verdict, certs) = attest::verify::verify_chain(&chain, root_der, SystemTime::now());
+    if let Some(failure) = verdict.first_failure() {
+        return Err(format!(
+            "the signing CA's chain is not trusted: {}: {}",
+            failure.name, failure.detail
+        ));
+    }
+    let ca_key = certs[0]
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(ca_key)
+        .map_err(|_| "the CA key is not P-256")?;
+    let signature = unb64(signature)
+        .and_then(|s| p256::ecdsa::Signature::from_slice(&s).ok())
+        .ok_or("the signature is malformed")?;
+    let input = format!("{protected}.{payload_b64}");
+    p256::ecdsa::signature::Verifier::verify(&key, input.as_bytes(), &signature).map_err(|_| {
+        "signature does not verify: the signed payload or header was changed".to_string()
+    })?;
+    let payload = unb64(payload_b64).ok_or("the payload is not base64url")?;
+    let transcript: Transcript = serde_json::from_slice(&payload)
+        .map_err(|e| format!("the signed payload is not a transcript: {e}"))?;
+    if file.get("transcript") != Some(&serde_json::to_value(&transcript).expect("serializes")) {
+        return Err("readable copy differs from the signed payload".to_string());
+    }
+    Ok(transcript)
+}

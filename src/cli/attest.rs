@@ -1,0 +1,364 @@
+//! `signetd attest`: the attestation CA, and verifying attestations.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use base64::Engine;
+use clap::Subcommand;
+use serde_json::json;
+use signetd::attest::certificate::{from_pem, to_pem};
+use signetd::attest::{self, CaState, verify};
+use signetd::ceremony::{Created, Transcript};
+use signetd::keys::{JwkSet, KeyRegistry};
+
+use super::{ConfigArg, TranscriptArg, record, sha256_hex};
+
+/// Attestation commands.
+#[derive(Subcommand)]
+pub enum AttestCommand {
+    /// Show the attestation CA's state: missing, awaiting-certificate or ready.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the attestation CA key in the token and certify it: self-signed, or a
+    /// PKCS#10 request for the operator's CA (then `import-chain`). `--undo` destroys a
+    /// CA key that was never certified.
+    InitCa {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Certify the CA key with a self-signed certificate.
+        #[arg(long, conflicts_with_all = ["csr", "undo"], required_unless_present_any = ["csr", "undo"])]
+        self_signed: bool,
+        /// Write a certificate request for the operator's CA to this file (PEM).
+        #[arg(long, conflicts_with = "undo")]
+        csr: Option<PathBuf>,
+        /// Destroy a CA key that was never certified.
+        #[arg(long)]
+        undo: bool,
+        /// The CA's common name.
+        #[arg(long, default_value = "signetd attestation CA")]
+        subject: String,
+        /// Validity of a self-signed CA certificate, in days.
+        #[arg(long, default_value_t = 7300)]
+        days: u32,
+        #[command(flatten)]
+        transcript: TranscriptArg,
+    },
+    /// Import the chain the operator's CA returned (PEM: the CA's certificate first,
+    /// then the certificates above it).
+    ImportChain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The chain file.
+        chain: PathBuf,
+        #[command(flatten)]
+        transcript: TranscriptArg,
+    },
+    /// Write the public bundle for verifiers: root.pem, ca-chain.pem, keys/KID.pem, jwks.json.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a key's attestation chain against a trusted root; prints each check.
+    Verify {
+        /// The trusted root certificate (PEM).
+        #[arg(long)]
+        root: PathBuf,
+        /// Take the chain from this JWKS URL's key `--kid`.
+        #[arg(long, conflicts_with = "jwks_file")]
+        jwks_url: Option<String>,
+        /// Take the chain (or, with --chain, the key to compare) from this JWKS file.
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        /// The key id in the JWKS.
+        #[arg(long)]
+        kid: Option<String>,
+        /// A PEM chain: key certificate first.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Check validity at this time (seconds since the epoch) instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+}
+
+/// Runs an attest command.
+pub async fn run(command: AttestCommand) -> Result<(), String> {
+    match command {
+        AttestCommand::Status { config, json } => status(config, json).await,
+        AttestCommand::InitCa {
+            config,
+            self_signed,
+            csr,
+            undo,
+            subject,
+            days,
+            transcript,
+        } => {
+            let (_, hsm) = super::open(&config.config).await?;
+            if undo {
+                attest::ca::destroy_uncertified(&hsm)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("destroyed the uncertified attestation CA key");
+                return Ok(());
+            }
+            let mut log = Transcript::start("root", hsm.token());
+            let outcome = async {
+                let pair = match attest::ca::load(&hsm).await.map_err(|e| e.to_string())? {
+                    CaState::Ready(_) => return Err(attest::AttestError::CaExists(String::new()).to_string()),
+                    CaState::KeyOnly(pair) => {
+                        println!("resuming: the attestation CA key exists but is not certified yet");
+                        pair
+                    }
+                    CaState::Missing => {
+                        let pair = attest::ca::create_key(&hsm).await.map_err(|e| e.to_string())?;
+                        println!("generated the attestation CA key (P-256, non-extractable)");
+                        pair
+                    }
+                };
+                log.created.push(Created {
+                    kind: "attestation-ca-key".to_string(),
+                    id: String::from_utf8_lossy(attest::ca::CA_ID).into_owned(),
+                    sha256: Some(sha256_hex(&pair.public_key)),
+                    detail: "public key sha256".to_string(),
+                });
+                if self_signed {
+                    let ca = attest::ca::self_sign(&hsm, &pair, &subject, days).await.map_err(|e| e.to_string())?;
+                    println!("self-signed attestation CA certificate, valid {days} days");
+                    log.created.push(Created {
+                        kind: "attestation-ca-certificate".to_string(),
+                        id: subject.clone(),
+                        sha256: Some(sha256_hex(&ca.chain[0])),
+                        detail: "self-signed".to_string(),
+                    });
+                } else if let Some(path) = &csr {
+                    let request = attest::ca::request(&hsm, &pair, &subject).await.map_err(|e| e.to_string())?;
+                    let pem = der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &request)
+                        .map_err(|e| e.to_string())?;
+                    std::fs::write(path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    println!("certificate request written to {}; import the chain with `signetd attest import-chain`", path.display());
+                    log.created.push(Created {
+                        kind: "attestation-ca-request".to_string(),
+                        id: subject.clone(),
+                        sha256: Some(sha256_hex(&request)),
+                        detail: format!("written to {}", path.display()),
+                    });
+                }
+                Ok(())
+            }
+            .await;
+            record(&transcript, log, Some(&hsm), outcome).await
+        }
+        AttestCommand::ImportChain {
+            config,
+            chain,
+            transcript,
+        } => {
+            let (_, hsm) = super::open(&config.config).await?;
+            let text = std::fs::read_to_string(&chain)
+                .map_err(|e| format!("cannot read {}: {e}", chain.display()))?;
+            let certs = from_pem(&text)?;
+            let mut log = Transcript::start("root", hsm.token());
+            let outcome = async {
+                let pair = match attest::ca::load(&hsm).await.map_err(|e| e.to_string())? {
+                    CaState::KeyOnly(pair) => pair,
+                    CaState::Missing => return Err(attest::AttestError::NoCa.to_string()),
+                    CaState::Ready(_) => {
+                        return Err(attest::AttestError::CaExists(String::new()).to_string());
+                    }
+                };
+                let ca = attest::ca::import_chain(&hsm, &pair, certs)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "imported a chain of {} certificates; the attestation CA is ready",
+                    ca.chain.len()
+                );
+                for cert in &ca.chain {
+                    log.created.push(Created {
+                        kind: "attestation-ca-chain".to_string(),
+                        id: verify::parse(cert)
+                            .map(|c| c.tbs_certificate.subject.to_string())
+                            .unwrap_or_default(),
+                        sha256: Some(sha256_hex(cert)),
+                        detail: String::new(),
+                    });
+                }
+                Ok(())
+            }
+            .await;
+            record(&transcript, log, Some(&hsm), outcome).await
+        }
+        AttestCommand::Export { config, out } => export(config, out).await,
+        AttestCommand::Verify {
+            root,
+            jwks_url,
+            jwks_file,
+            kid,
+            chain,
+            at,
+        } => verify_command(root, jwks_url, jwks_file, kid, chain, at).await,
+    }
+}
+
+async fn status(config: ConfigArg, as_json: bool) -> Result<(), String> {
+    let (_, hsm) = super::open(&config.config).await?;
+    let state = attest::ca::load(&hsm).await.map_err(|e| e.to_string())?;
+    let report = match &state {
+        CaState::Missing => json!({"state": "missing"}),
+        CaState::KeyOnly(pair) => {
+            json!({"state": "awaiting-certificate", "public_key_sha256": sha256_hex(&pair.public_key)})
+        }
+        CaState::Ready(ca) => {
+            let cert = verify::parse(&ca.chain[0])?;
+            json!({
+                "state": "ready",
+                "subject": cert.tbs_certificate.subject.to_string(),
+                "sha256": sha256_hex(&ca.chain[0]),
+                "not_after": cert.tbs_certificate.validity.not_after.to_string(),
+                "chain_length": ca.chain.len(),
+            })
+        }
+    };
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "attestation CA: {}",
+            report["state"].as_str().unwrap_or("?")
+        );
+        for (k, v) in report
+            .as_object()
+            .expect("an object")
+            .iter()
+            .filter(|(k, _)| *k != "state")
+        {
+            println!(
+                "  {k}: {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn export(config: ConfigArg, out: PathBuf) -> Result<(), String> {
+    let (config, hsm) = super::open(&config.config).await?;
+    let ca = attest::ca::ready(&hsm).await.map_err(|e| e.to_string())?;
+    let inventory = signetd::keys::store::inventory(&hsm)
+        .await
+        .map_err(|e| e.to_string())?;
+    let write = |name: &std::path::Path, text: &str| {
+        std::fs::write(name, text).map_err(|e| format!("cannot write {}: {e}", name.display()))
+    };
+    std::fs::create_dir_all(out.join("keys"))
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    write(&out.join("root.pem"), &to_pem(&[ca.top().to_vec()]))?;
+    write(&out.join("ca-chain.pem"), &ca.chain_pem())?;
+    for key in &inventory.keys {
+        let mut chain = vec![key.certificate.clone()];
+        chain.extend(ca.chain.iter().cloned());
+        write(
+            &out.join("keys").join(format!("{}.pem", key.kid)),
+            &to_pem(&chain),
+        )?;
+    }
+    let count = inventory.keys.len();
+    let registry = KeyRegistry::build(inventory, &config.issuers, ca.chain.clone());
+    write(
+        &out.join("jwks.json"),
+        &String::from_utf8_lossy(&registry.jwks().body),
+    )?;
+    println!(
+        "exported the root, the CA chain, {count} key chains and the JWKS to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+async fn verify_command(
+    root: PathBuf,
+    jwks_url: Option<String>,
+    jwks_file: Option<PathBuf>,
+    kid: Option<String>,
+    chain_file: Option<PathBuf>,
+    at: Option<u64>,
+) -> Result<(), String> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let root_der = from_pem(&read(&root)?)?.remove(0);
+    let jwks: Option<JwkSet> = match (&jwks_url, &jwks_file) {
+        (Some(url), _) => Some(super::token::fetch_jwks(None, Some(url)).await?),
+        (None, Some(file)) => Some(
+            serde_json::from_str(&read(file)?)
+                .map_err(|e| format!("the JWKS is not valid: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let jwk = match (&jwks, &kid) {
+        (Some(set), Some(kid)) => Some(
+            set.keys
+                .iter()
+                .find(|k| &k.kid == kid)
+                .cloned()
+                .ok_or_else(|| format!("the JWKS has no key {kid:?}"))?,
+        ),
+        (Some(_), None) => return Err("--kid names the key to check in the JWKS".to_string()),
+        _ => None,
+    };
+    let chain = match (&chain_file, &jwk) {
+        (Some(file), _) => from_pem(&read(file)?)?,
+        (None, Some(jwk)) => {
+            let standard = base64::engine::general_purpose::STANDARD;
+            jwk.x5c
+                .as_ref()
+                .ok_or_else(|| format!("key {} has no x5c chain", jwk.kid))?
+                .iter()
+                .map(|c| {
+                    standard
+                        .decode(c)
+                        .map_err(|_| "x5c holds a non-base64 entry".to_string())
+                })
+                .collect::<Result<_, _>>()?
+        }
+        (None, None) => {
+            return Err(
+                "give --chain, or a JWKS (--jwks-url or --jwks-file) and --kid".to_string(),
+            );
+        }
+    };
+    let when = at.map_or_else(SystemTime::now, |s| {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
+    });
+    let verdict = verify::verify_key_attestation(&chain, &root_der, jwk.as_ref(), when);
+    for check in &verdict.checks {
+        println!(
+            "{} {}: {}",
+            if check.ok { "ok  " } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+    }
+    match verdict.first_failure() {
+        None if verdict.ok() => {
+            println!("verdict: valid");
+            Ok(())
+        }
+        failure => {
+            let why = failure.map_or("no checks ran".to_string(), |f| {
+                format!("{}: {}", f.name, f.detail)
+            });
+            println!("verdict: INVALID ({why})");
+            Err(format!("attestation is invalid: {why}"))
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! `signetd keys`: issuer keys, directly on the token.
+
+use clap::Subcommand;
+use serde_json::json;
+use signetd::Algorithm;
+use signetd::ceremony::{Created, Transcript};
+use signetd::keys::{self, KeyStoreError, StoredKey};
+use signetd::service::KeyView;
+
+use super::{ConfigArg, TranscriptArg, record, sha256_hex};
+
+/// Key commands.
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Generate and attest the first signing key of an issuer inside the token, active at
+    /// once. Needs the attestation CA. A running daemon picks the key up when restarted.
+    Generate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The issuer (a name under [issuers] in the config).
+        #[arg(long)]
+        issuer: String,
+        /// Override the issuer's configured algorithm.
+        #[arg(long)]
+        algorithm: Option<Algorithm>,
+        /// Succeed without generating if the issuer already has an active key.
+        #[arg(long)]
+        if_missing: bool,
+        #[command(flatten)]
+        transcript: TranscriptArg,
+    },
+    /// Generate and attest the next key of an issuer as `pending`: published at once,
+    /// signing once the lifecycle activates it.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The issuer.
+        #[arg(long)]
+        issuer: String,
+        #[command(flatten)]
+        transcript: TranscriptArg,
+    },
+    /// Mark an active or pending key `retired`: it stops signing and stays published.
+    Retire {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key id.
+        #[arg(long)]
+        kid: String,
+        #[command(flatten)]
+        transcript: TranscriptArg,
+    },
+    /// Complete a key whose generation was interrupted (issue its certificate, write its record).
+    Finish {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key id.
+        #[arg(long)]
+        kid: String,
+    },
+    /// Undo a key whose generation was interrupted; complete keys are never destroyed.
+    DestroyIncomplete {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key id.
+        #[arg(long)]
+        kid: String,
+    },
+    /// List signetd's keys in the token, with state and token attributes, and report
+    /// anything incomplete.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only keys of this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn created(key: &StoredKey, kind: &str) -> Created {
+    Created {
+        kind: kind.to_string(),
+        id: key.kid.clone(),
+        sha256: Some(sha256_hex(&key.certificate)),
+        detail: format!(
+            "issuer {}, {}, state {:?}",
+            key.issuer, key.algorithm, key.state
+        )
+        .to_lowercase(),
+    }
+}
+
+/// Runs a keys command.
+pub async fn run(command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Generate {
+            config,
+            issuer,
+            algorithm,
+            if_missing,
+            transcript,
+        } => {
+            let (config, hsm) = super::open(&config.config).await?;
+            let issuer_config = config.issuer(&issuer).ok_or_else(|| {
+                format!("unknown issuer {issuer:?}: add [issuers.{issuer}] to the config first")
+            })?;
+            let algorithm = algorithm.unwrap_or(issuer_config.algorithm);
+            let days = config.attestation.key_certificate_days;
+            let mut log = Transcript::start("issuer-key", hsm.token());
+            let outcome = match keys::store::generate(&hsm, &issuer, algorithm, days).await {
+                Ok(key) => {
+                    println!(
+                        "generated and attested {} key {} for issuer {issuer} (active)",
+                        key.algorithm, key.kid
+                    );
+                    log.created.push(created(&key, "issuer-key"));
+                    Ok(())
+                }
+                Err(KeyStoreError::ActiveKeyExists { kid, .. }) if if_missing => {
+                    println!("issuer {issuer} already has active key {kid}; nothing generated");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            record(&transcript, log, Some(&hsm), outcome).await
+        }
+        KeysCommand::Rotate {
+            config,
+            issuer,
+            transcript,
+        } => {
+            let (config, hsm) = super::open(&config.config).await?;
+            let issuer_config = config
+                .issuer(&issuer)
+                .ok_or_else(|| format!("unknown issuer {issuer:?}"))?;
+            let mut log = Transcript::start("rotate", hsm.token());
+            let outcome = keys::store::prepare_rotation(
+                &hsm,
+                &issuer,
+                issuer_config.algorithm,
+                config.attestation.key_certificate_days,
+            )
+            .await
+            .map(|key| {
+                println!(
+                    "generated and attested {} key {} for issuer {issuer} (pending)",
+                    key.algorithm, key.kid
+                );
+                log.created.push(created(&key, "issuer-key"));
+            })
+            .map_err(|e| e.to_string());
+            record(&transcript, log, Some(&hsm), outcome).await
+        }
+        KeysCommand::Retire {
+            config,
+            kid,
+            transcript,
+        } => {
+            let (_, hsm) = super::open(&config.config).await?;
+            let mut log = Transcript::start("retire", hsm.token());
+            let outcome = keys::store::retire(&hsm, &kid)
+                .await
+                .map(|key| {
+                    println!("key {} of issuer {} is retired", key.kid, key.issuer);
+                    log.created.push(created(&key, "key-state"));
+                })
+                .map_err(|e| e.to_string());
+            record(&transcript, log, Some(&hsm), outcome).await
+        }
+        KeysCommand::Finish { config, kid } => {
+            let (config, hsm) = super::open(&config.config).await?;
+            let key = keys::store::finish(&hsm, &kid, config.attestation.key_certificate_days)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "key {} of issuer {} is complete ({:?})",
+                key.kid, key.issuer, key.state
+            );
+            Ok(())
+        }
+        KeysCommand::DestroyIncomplete { config, kid } => {
+            let (_, hsm) = super::open(&config.config).await?;
+            keys::store::destroy_incomplete(&hsm, &kid)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("destroyed incomplete key {kid}");
+            Ok(())
+        }
+        KeysCommand::List {
+            config,
+            issuer,
+            json,
+        } => {
+            let (_, hsm) = super::open(&config.config).await?;
+            let inventory = keys::store::inventory(&hsm)
+                .await
+                .map_err(|e| e.to_string())?;
+            let chain = match signetd::attest::ca::load(&hsm).await {
+                Ok(signetd::attest::CaState::Ready(ca)) => ca.chain,
+                _ => Vec::new(),
+            };
+            let shown: Vec<KeyView> = inventory
+                .keys
+                .iter()
+                .filter(|k| issuer.as_deref().is_none_or(|i| i == k.issuer))
+                .map(|k| KeyView::new(k, &chain))
+                .collect();
+            if json {
+                let out =
+                    json!({"token": hsm.token(), "keys": shown, "problems": inventory.problems});
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("serializes")
+                );
+                return Ok(());
+            }
+            println!(
+                "token {:?} (serial {})",
+                hsm.token().label,
+                hsm.token().serial
+            );
+            println!(
+                "{:<36} {:<16} {:<6} {:<8} HARDWARE-BOUND",
+                "KID", "ISSUER", "ALG", "STATE"
+            );
+            for key in &shown {
+                let state = serde_json::to_value(key.state).expect("serializes");
+                println!(
+                    "{:<36} {:<16} {:<6} {:<8} {}",
+                    key.kid,
+                    key.issuer,
+                    key.alg,
+                    state.as_str().unwrap_or("?"),
+                    if key.token_attributes.is_hardware_bound() {
+                        "yes"
+                    } else {
+                        "NO"
+                    }
+                );
+            }
+            for problem in &inventory.problems {
+                println!("problem: {problem}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The `signetd` command line: one module per command group, sharing how to open the
+//! token from a config and how to record a ceremony transcript.
+
+pub mod attest;
+pub mod ceremony;
+pub mod keys;
+pub mod serve;
+pub mod token;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use signetd::Config;
+use signetd::attest::AttestationCa;
+use signetd::ceremony::{Transcript, write_transcript};
+use signetd::hsm::Hsm;
+
+/// `--config`, shared by every command that opens the token.
+#[derive(Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        env = "SIGNETD_CONFIG",
+        default_value = "/etc/signetd/signetd.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// `--transcript`, shared by every ceremony step.
+#[derive(Args)]
+pub struct TranscriptArg {
+    /// Write a transcript of this step, signed by the attestation CA, to this file.
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+}
+
+/// Loads the config and logs in to the token.
+pub async fn open(config_path: &Path) -> Result<(Config, Arc<Hsm>), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let settings = config.hsm_settings().map_err(|e| e.to_string())?;
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(settings))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e} ({})", e.code()))?;
+    Ok((config, Arc::new(hsm)))
+}
+
+/// Finishes and writes a transcript if one was asked for, signed when the CA is ready.
+/// The step's own outcome is returned unchanged, so a failed step still leaves a record.
+pub async fn record<T>(
+    arg: &TranscriptArg,
+    transcript: Transcript,
+    hsm: Option<&Hsm>,
+    outcome: Result<T, String>,
+) -> Result<T, String> {
+    let Some(path) = &arg.transcript else {
+        return outcome;
+    };
+    let transcript = transcript.finish(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+    let ca: Option<AttestationCa> = match hsm {
+        Some(hsm) => signetd::attest::ca::ready(hsm).await.ok(),
+        None => None,
+    };
+    let signer = hsm.zip(ca.as_ref());
+    write_transcript(path, &transcript, signer).await?;
+    let kind = if signer.is_some() {
+        "signed"
+    } else {
+        "pending (unsigned)"
+    };
+    eprintln!("transcript ({kind}) written to {}", path.display());
+    outcome
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    signetd::service::hex(&sha2::Sha256::digest(bytes))
+}

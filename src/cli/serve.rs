@@ -1,0 +1,67 @@
+//! `signetd serve` and `signetd status`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::Method;
+use signetd::client::{self, Endpoint};
+use signetd::{Service, api};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(config_path: &Path) -> Result<(), String> {
+    let (config, hsm) = super::open(config_path).await?;
+    let socket = config.listen.socket.clone();
+    let (unix, socket_file) = api::bind_unix(&socket, config.listen.socket_mode)
+        .map_err(|e| format!("listen.socket: {e}"))?;
+    let http = match config.listen.http {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "HTTP listener is not on loopback; it serves public endpoints only");
+            }
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("listen.http: cannot bind {addr}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let listeners = api::Listeners {
+        unix,
+        http,
+        max_connections: config.listen.max_connections,
+    };
+    let http_addr = listeners.http.as_ref().and_then(|l| l.local_addr().ok());
+    let service = Arc::new(
+        Service::start(config, hsm)
+            .await
+            .map_err(|e| format!("{e} ({})", e.code()))?,
+    );
+    tracing::info!(socket = %socket.display(), http = ?http_addr, "signetd serving");
+    api::serve(listeners, service, shutdown_signal()).await;
+    socket_file.remove();
+    tracing::info!("signetd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Asks a running daemon whether it is ready.
+pub async fn status(socket: PathBuf) -> Result<(), String> {
+    let (code, body) = client::send(&Endpoint::Unix(socket), Method::GET, "/readyz", None).await?;
+    let body = String::from_utf8_lossy(&body);
+    if code.is_success() {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(format!("not ready (HTTP {}): {body}", code.as_u16()))
+    }
+}
