@@ -177,13 +177,6 @@ impl Hsm {
             .await
     }
 
-    /// Replaces the value of a data object.
-    pub async fn update_data(&self, object: ObjectRef, value: Vec<u8>) -> Result<(), HsmError> {
-        self.pool
-            .run(move |s| objects::update_value(s, object, &value))
-            .await
-    }
-
     /// Destroys a data or certificate object.
     pub async fn destroy_object(&self, object: ObjectRef) -> Result<(), HsmError> {
         self.pool

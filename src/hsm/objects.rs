@@ -402,13 +402,3 @@ pub(crate) fn certificates(
     }
     Ok(found)
 }
-
-/// Replaces the `CKA_VALUE` of a data object.
-pub(crate) fn update_value(
-    session: &Session,
-    object: ObjectRef,
-    value: &[u8],
-) -> Result<(), HsmError> {
-    session.update_attributes(object.0, &[Attribute::Value(value.to_vec())])?;
-    Ok(())
-}

@@ -56,6 +56,11 @@ pub struct KeyRecord {
     pub state: KeyState,
     /// When the key was generated, seconds since the epoch.
     pub created_at: u64,
+    /// Incremented at every state change. Tokens may not allow rewriting a data object
+    /// (SoftHSM2 does not), so a change writes a new record before destroying the old;
+    /// if both survive a crash, the higher revision is the truth.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl KeyRecord {

@@ -106,7 +106,22 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
         };
         match serde_json::from_slice::<KeyRecord>(&object.value) {
             Ok(record) if record.kid == kid => {
-                records.insert(kid.to_string(), (record, object.handle));
+                let newer = records
+                    .get(kid)
+                    .is_none_or(|(have, _)| record.revision > have.revision);
+                let stale = if newer {
+                    records
+                        .insert(kid.to_string(), (record, object.handle))
+                        .map(|(r, _)| r)
+                } else {
+                    Some(record)
+                };
+                if let Some(stale) = stale {
+                    inventory.problems.push(format!(
+                        "key {kid} has a superseded state record (revision {}, {:?}) left by an interrupted update; the newest is used",
+                        stale.revision, stale.state
+                    ));
+                }
             }
             Ok(record) => inventory.problems.push(format!(
                 "state record {:?} names key {:?}; ignoring it",
@@ -323,6 +338,7 @@ async fn create(
         alg: algorithm,
         state,
         created_at: now.unix_timestamp().max(0) as u64,
+        revision: 0,
     };
     let value = serde_json::to_vec(&record).expect("a key record always serializes");
     let handle = match hsm
@@ -425,6 +441,7 @@ pub async fn finish(
                 KeyState::Active
             },
             created_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
+            revision: 0,
         };
         let value = serde_json::to_vec(&record).expect("a key record always serializes");
         hsm.create_data(state::APPLICATION, record.label(), value)
@@ -481,20 +498,41 @@ pub async fn retire(hsm: &Hsm, kid: &str) -> Result<StoredKey, KeyStoreError> {
             key.state
         )));
     }
+    let current = hsm
+        .data_objects(state::APPLICATION)
+        .await?
+        .into_iter()
+        .find(|o| o.handle == key.record)
+        .and_then(|o| serde_json::from_slice::<KeyRecord>(&o.value).ok())
+        .ok_or_else(|| {
+            KeyStoreError::Key(format!("the state record of key {kid} is unreadable"))
+        })?;
     let record = KeyRecord {
-        v: 1,
-        kid: key.kid.clone(),
-        issuer: key.issuer.clone(),
-        alg: key.algorithm,
         state: KeyState::Retired,
-        created_at: key.created_at,
+        revision: current.revision + 1,
+        ..current
     };
-    hsm.update_data(key.record, serde_json::to_vec(&record).expect("serializes"))
-        .await?;
+    let handle = replace_record(hsm, key.record, &record).await?;
     Ok(StoredKey {
         state: KeyState::Retired,
+        record: handle,
         ..key
     })
+}
+
+/// Writes `record` as a new data object, then destroys the one it supersedes. A crash in
+/// between leaves both; inventory then uses the higher revision and reports the other.
+async fn replace_record(
+    hsm: &Hsm,
+    old: ObjectRef,
+    record: &KeyRecord,
+) -> Result<ObjectRef, KeyStoreError> {
+    let value = serde_json::to_vec(record).expect("a key record always serializes");
+    let handle = hsm
+        .create_data(state::APPLICATION, record.label(), value)
+        .await?;
+    hsm.destroy_object(old).await?;
+    Ok(handle)
 }
 
 /// `ISSUER-YYYYMMDD-RANDOM`: sortable by day for operators, unique by 32 random bits.

@@ -1,5 +1,6 @@
 //! Integration tests: a real daemon on a real socket against a real SoftHSM2 token.
 
+mod attestation;
 mod bad_input;
 mod common;
 mod interop;
