@@ -25,7 +25,7 @@ use crate::token::jws::{b64, unb64};
 /// The operator who ran a ceremony, as the system reports them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Operator {
-    /// `$SUDO_USER`, `$USER` or `$LOGNAME`, else "unknown".
+        /// `$SUDO_USER`, `$USER` or `$LOGNAME`, else the uid's name in `/etc/passwd`.
     pub user: String,
     /// The effective uid.
     pub uid: u32,
@@ -36,14 +36,24 @@ pub struct Operator {
 impl Operator {
     /// The operator of this process.
     pub fn current() -> Self {
-        use std::os::unix::fs::MetadataExt;
+                use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+        let from_passwd = || {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
+            })
+        };
         let user = ["SUDO_USER", "USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .or_else(from_passwd)
             .unwrap_or_else(|| "unknown".to_string());
         Operator {
             user,
-            uid: std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid()),
+            uid,
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map_or_else(|_| "unknown".to_string(), |h| h.trim().to_string()),
         }
