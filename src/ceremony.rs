@@ -25,7 +25,7 @@ use crate::token::jws::{b64, unb64};
 /// The operator who ran a ceremony, as the system reports them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Operator {
-        /// `$SUDO_USER`, `$USER` or `$LOGNAME`, else the uid's name in `/etc/passwd`.
+    /// `$SUDO_USER`, `$USER` or `$LOGNAME`, else the uid's name in `/etc/passwd`.
     pub user: String,
     /// The effective uid.
     pub uid: u32,
@@ -36,7 +36,7 @@ pub struct Operator {
 impl Operator {
     /// The operator of this process.
     pub fn current() -> Self {
-                use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::MetadataExt;
         let uid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
         let from_passwd = || {
             let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -232,11 +232,7 @@ pub fn verify(text: &str, root_der: &[u8]) -> Result<Transcript, String> {
             failure.name, failure.detail
         ));
     }
-    let ca_key = certs[0]
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes();
+    let ca_key = certs[0].public_key();
     let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(ca_key)
         .map_err(|_| "the CA key is not P-256")?;
     let signature = unb64(signature)

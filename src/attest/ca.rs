@@ -116,13 +116,7 @@ pub async fn load(hsm: &Hsm) -> Result<CaState, AttestError> {
         .collect();
     above.sort_by(|a, b| a.label.cmp(&b.label));
     let cert = verify::parse(&own.value).map_err(AttestError::BadChain)?;
-    if cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes()
-        != pair.public_key
-    {
+    if cert.public_key() != pair.public_key {
         return Err(AttestError::BadChain(
             "the stored CA certificate is not for the CA key".to_string(),
         ));
@@ -215,13 +209,7 @@ pub async fn import_chain(
         .first()
         .ok_or_else(|| AttestError::BadChain("the chain is empty".to_string()))?;
     let cert = verify::parse(first).map_err(AttestError::BadChain)?;
-    if cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes()
-        != pair.public_key
-    {
+    if cert.public_key() != pair.public_key {
         return Err(AttestError::BadChain(
             "the first certificate is not for this token's attestation CA key".to_string(),
         ));

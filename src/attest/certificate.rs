@@ -122,6 +122,16 @@ pub struct Certificate {
     pub signature: BitString,
 }
 
+impl Certificate {
+    /// The subject public key's bytes (a SEC1 point, or the raw Ed25519 key).
+    pub fn public_key(&self) -> &[u8] {
+        self.tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+    }
+}
+
 /// PEM-encodes DER certificates, one block each.
 pub fn to_pem(certificates: &[Vec<u8>]) -> String {
     certificates

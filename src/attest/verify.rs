@@ -283,7 +283,7 @@ pub fn verify_key_attestation(
     verdict.check("signetd attestation extension", decoded);
 
     if let Some(jwk) = jwk {
-        let cert_key = spki.subject_public_key.raw_bytes();
+        let cert_key = leaf.public_key();
         let jwk_key = match (jwk.kty.as_str(), jwk.y.as_deref()) {
             ("EC", Some(y)) => [
                 vec![0x04],

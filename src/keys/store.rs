@@ -45,6 +45,27 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
+    /// A complete key from its parts as the token holds them.
+    fn assemble(
+        pair: KeyPairInfo,
+        record: KeyRecord,
+        handle: ObjectRef,
+        certificate: Vec<u8>,
+    ) -> Self {
+        StoredKey {
+            kid: record.kid,
+            issuer: record.issuer,
+            algorithm: pair.algorithm,
+            state: record.state,
+            created_at: record.created_at,
+            public_key: pair.public_key,
+            attributes: pair.attributes,
+            objects: pair.objects,
+            record: handle,
+            certificate,
+        }
+    }
+
     /// The public JWK of this key, with its attestation chain (`ca_chain` is the CA's
     /// certificate and the chain above it).
     pub fn jwk(&self, ca_chain: &[Vec<u8>]) -> Jwk {
@@ -209,30 +230,14 @@ fn complete(
             record.issuer
         ));
     };
-    let certifies_key = attest::verify::parse(&certificate).is_ok_and(|c| {
-        c.tbs_certificate
-            .subject_public_key_info
-            .subject_public_key
-            .raw_bytes()
-            == pair.public_key
-    });
+    let certifies_key =
+        attest::verify::parse(&certificate).is_ok_and(|c| c.public_key() == pair.public_key);
     if !certifies_key {
         return Err(format!(
             "key {kid}: its attestation certificate is not for this key; it is neither used nor published"
         ));
     }
-    Ok(StoredKey {
-        kid: kid.to_string(),
-        issuer: record.issuer,
-        algorithm: pair.algorithm,
-        state: record.state,
-        created_at: record.created_at,
-        public_key: pair.public_key,
-        attributes: pair.attributes,
-        objects: pair.objects,
-        record: handle,
-        certificate,
-    })
+    Ok(StoredKey::assemble(pair, record, handle, certificate))
 }
 
 /// Generates the first key of `issuer` in the token, attested and active at once.
@@ -351,18 +356,7 @@ async fn create(
             return Err(e.into());
         }
     };
-    Ok(StoredKey {
-        kid,
-        issuer: issuer.to_string(),
-        algorithm,
-        state: record.state,
-        created_at: record.created_at,
-        public_key: pair.public_key,
-        attributes: pair.attributes,
-        objects: pair.objects,
-        record: handle,
-        certificate,
-    })
+    Ok(StoredKey::assemble(pair, record, handle, certificate))
 }
 
 async fn undo(hsm: &Hsm, kid: &str, keys: KeyObjects, certificate: Option<ObjectRef>) {

@@ -123,27 +123,21 @@ async fn concurrent_mints_all_succeed_with_distinct_jtis() {
 async fn token_mint_cli_talks_to_the_daemon_socket() {
     generate_key("mint-cli", Algorithm::Es256).await;
     let daemon = TestDaemon::start(&issuer_toml("mint-cli", Algorithm::Es256)).await;
-    let socket = daemon.socket.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(crate::common::signetd_bin())
-            .args([
-                "token", "mint", "--issuer", "mint-cli", "--aud", "api", "--sub", "bob",
-            ])
-            .args([
-                "--claim",
-                "nonce=abc",
-                "--claim",
-                "level=3",
-                "--ttl",
-                "20",
-                "--socket",
-            ])
-            .arg(&socket)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = mint_cli(
+        &daemon,
+        &[
+            "--issuer",
+            "mint-cli",
+            "--aud",
+            "api",
+            "--sub",
+            "bob",
+            "--claim",
+            "nonce=abc",
+        ],
+        &["--claim", "level=3", "--ttl", "20"],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -165,28 +159,30 @@ async fn token_mint_cli_talks_to_the_daemon_socket() {
     );
 
     // A refusal comes back as a clear message and a failing exit status.
-    let socket = daemon.socket.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(crate::common::signetd_bin())
-            .args([
-                "token",
-                "mint",
-                "--issuer",
-                "mint-cli",
-                "--aud",
-                "elsewhere",
-                "--socket",
-            ])
-            .arg(&socket)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = mint_cli(
+        &daemon,
+        &["--issuer", "mint-cli", "--aud", "elsewhere"],
+        &[],
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("audience_not_allowed") && stderr.contains("422"),
         "{stderr}"
     );
+}
+
+/// Runs `signetd token mint ARGS... --socket <daemon's socket>` off the async runtime.
+async fn mint_cli(daemon: &TestDaemon, args: &[&str], more: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(crate::common::signetd_bin());
+    command
+        .args(["token", "mint"])
+        .args(args)
+        .args(more)
+        .arg("--socket")
+        .arg(&daemon.socket);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
