@@ -33,6 +33,15 @@ pub struct Config {
     /// Attestation certificates.
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// Who may call the lifecycle API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Key rotation timing.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    /// `POST /v1/verify`.
+    #[serde(default)]
+    pub verify: VerifyConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -112,6 +121,80 @@ fn default_key_certificate_days() -> u32 {
     1825
 }
 
+/// `[admin]`: callers (by peer uid or primary gid on the Unix socket) allowed to
+/// generate, rotate, retire and revoke keys and revoke tokens over the API. Empty (the
+/// default) means nobody: lifecycle calls then go through the CLI only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin uids.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// Admin primary gids.
+    #[serde(default)]
+    pub allowed_gids: Vec<u32>,
+}
+
+/// `[lifecycle]`: when rotated keys start signing and retired keys leave the JWKS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// How long a new key is published before it signs (default 30; at least
+    /// `jwks.max_age_seconds`, so every verifier's cached JWKS has it first).
+    #[serde(default = "default_prepublish")]
+    pub prepublish_seconds: u64,
+    /// How often the daemon applies due transitions and re-reads the token (default 5).
+    #[serde(default = "default_tick")]
+    pub tick_seconds: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            prepublish_seconds: default_prepublish(),
+            tick_seconds: default_tick(),
+        }
+    }
+}
+
+fn default_prepublish() -> u64 {
+    30
+}
+fn default_tick() -> u64 {
+    5
+}
+
+/// `[verify]`: the verify endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Callers (uid, on the Unix socket) allowed to consume tokens with `single_use`;
+    /// anyone may verify without it. Default: nobody.
+    #[serde(default)]
+    pub single_use_uids: Vec<u32>,
+    /// Callers (primary gid) allowed to consume tokens with `single_use`.
+    #[serde(default)]
+    pub single_use_gids: Vec<u32>,
+    /// Most unexpired single-use jtis remembered (default 1,000,000); when full,
+    /// single-use verification is refused rather than forgetting one.
+    #[serde(default = "default_replay_capacity")]
+    pub replay_capacity: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            single_use_uids: Vec::new(),
+            single_use_gids: Vec::new(),
+            replay_capacity: default_replay_capacity(),
+        }
+    }
+}
+
+fn default_replay_capacity() -> usize {
+    1_000_000
+}
+
 /// `[issuers.NAME]`: one token issuer's policy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +230,9 @@ pub struct IssuerConfig {
     /// wrote would otherwise verify as a token of any issuer in the JWKS.
     #[serde(default)]
     pub raw_sign: bool,
+    /// Rotate automatically when the active key is this old, in seconds (default: never).
+    #[serde(default)]
+    pub rotation_period_seconds: Option<u64>,
 }
 
 fn default_sessions() -> usize {
@@ -255,6 +341,34 @@ impl Config {
                 "attestation.key_certificate_days",
                 "must be between 1 and 36500",
             ));
+        }
+        if self.lifecycle.prepublish_seconds < u64::from(self.jwks.max_age_seconds) {
+            return Err(field_error(
+                "lifecycle.prepublish_seconds",
+                format!(
+                    "must be at least jwks.max_age_seconds ({}): verifiers must see a key before it signs",
+                    self.jwks.max_age_seconds
+                ),
+            ));
+        }
+        if !(1..=60).contains(&self.lifecycle.tick_seconds) {
+            return Err(field_error(
+                "lifecycle.tick_seconds",
+                "must be between 1 and 60",
+            ));
+        }
+        if self.verify.replay_capacity == 0 {
+            return Err(field_error("verify.replay_capacity", "must be at least 1"));
+        }
+        for (name, issuer) in &self.issuers {
+            if let Some(period) = issuer.rotation_period_seconds {
+                if period <= self.lifecycle.prepublish_seconds + issuer.max_ttl_seconds {
+                    return Err(field_error(
+                        format!("issuers.{name}.rotation_period_seconds"),
+                        "must exceed lifecycle.prepublish_seconds plus the issuer's max_ttl_seconds",
+                    ));
+                }
+            }
         }
         if self.jwks.max_age_seconds > 30 {
             return Err(field_error(

@@ -83,6 +83,15 @@ pub enum Error {
     /// The issuer has no active key to sign with.
     #[error("issuer {0:?} has no active key; generate one with `signetd keys generate`")]
     NoActiveKey(String),
+    /// A token given to `POST /v1/verify` is not valid; the code says why.
+    #[error("{0}")]
+    InvalidToken(#[from] crate::token::verify::VerifyError),
+    /// A lifecycle call from a caller that is not an admin.
+    #[error("only admins may change keys or revocations")]
+    NotAdmin,
+    /// A lifecycle call that the key's state does not allow.
+    #[error("{0}")]
+    Conflict(String),
     /// The token or its module failed; details are logged, not returned.
     #[error("the key store is unavailable")]
     Hsm(#[from] HsmError),
@@ -115,6 +124,9 @@ impl Error {
             Error::ForbiddenClaim(_) => "forbidden_claim",
             Error::ClaimsTooLarge { .. } => "claims_too_large",
             Error::NoActiveKey(_) => "no_active_key",
+            Error::InvalidToken(e) => e.code(),
+            Error::NotAdmin => "not_admin",
+            Error::Conflict(_) => "invalid_state",
             Error::Hsm(HsmError::Timeout(_)) => "hsm_timeout",
             Error::Hsm(_) => "hsm_unavailable",
             Error::Internal(_) => "internal",

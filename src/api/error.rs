@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::token::verify::VerifyError;
 
 /// The HTTP status of each error.
 pub fn status(error: &Error) -> StatusCode {
@@ -27,6 +28,10 @@ pub fn status(error: &Error) -> StatusCode {
         | Error::MissingClaim(_)
         | Error::ForbiddenClaim(_)
         | Error::ClaimsTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::InvalidToken(VerifyError::ReplayStoreFull) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::InvalidToken(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::NotAdmin => StatusCode::FORBIDDEN,
+        Error::Conflict(_) => StatusCode::CONFLICT,
         Error::NoActiveKey(_) | Error::Hsm(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -10,7 +10,11 @@ use serde_json::json;
 
 use super::body::ApiJson;
 use crate::error::Error;
+use crate::keys::revocation::RevokedToken;
+use crate::keys::{KeyState, Published};
 use crate::policy::Caller;
+use crate::service::admin::{GenerateRequest, RevokeTokenRequest};
+use crate::service::verify::{Verified, VerifyRequest};
 use crate::service::{KeyView, MintedToken, Service, SignRequest, SignedData};
 use crate::token::MintRequest;
 
@@ -36,10 +40,20 @@ pub async fn sign(
 
 /// `GET /.well-known/jwks.json`: cacheable for the configured lifetime, revalidated by ETag.
 pub async fn jwks(State(svc): Svc, headers: HeaderMap) -> Response {
-    let published = svc.jwks();
-    let cache = HeaderValue::from_str(&format!("public, max-age={}", svc.jwks_max_age()))
+    published(&svc.jwks(), svc.jwks_max_age(), &headers)
+}
+
+/// `GET /v1/revocations`: revoked keys and unexpired revoked tokens, cached like the JWKS.
+pub async fn revocations(State(svc): Svc, headers: HeaderMap) -> Response {
+    published(&svc.revocations(), svc.jwks_max_age(), &headers)
+}
+
+/// A published document with `Cache-Control`, a strong `ETag`, and `304` when the
+/// client's `If-None-Match` already names it.
+fn published(document: &Published, max_age: u32, headers: &HeaderMap) -> Response {
+    let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .expect("a number is a valid header value");
-    let etag = HeaderValue::from_str(&published.etag).expect("an etag is a valid header value");
+    let etag = HeaderValue::from_str(&document.etag).expect("an etag is a valid header value");
     let fresh = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -47,7 +61,7 @@ pub async fn jwks(State(svc): Svc, headers: HeaderMap) -> Response {
         .flat_map(|v| v.split(','))
         .any(|tag| {
             let tag = tag.trim();
-            tag == "*" || tag.trim_start_matches("W/") == published.etag
+            tag == "*" || tag.trim_start_matches("W/") == document.etag
         });
     let common = [(header::CACHE_CONTROL, cache), (header::ETAG, etag)];
     if fresh {
@@ -57,7 +71,65 @@ pub async fn jwks(State(svc): Svc, headers: HeaderMap) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    (common, [content_type], published.body.to_vec()).into_response()
+    (common, [content_type], document.body.to_vec()).into_response()
+}
+
+/// `POST /v1/verify`.
+pub async fn verify(
+    State(svc): Svc,
+    caller: Caller,
+    ApiJson(request): ApiJson<VerifyRequest>,
+) -> Result<Json<Verified>, Error> {
+    svc.verify(&caller, request).await.map(Json)
+}
+
+/// `POST /v1/keys` (admins).
+pub async fn admin_generate(
+    State(svc): Svc,
+    caller: Caller,
+    ApiJson(request): ApiJson<GenerateRequest>,
+) -> Result<Json<KeyView>, Error> {
+    svc.admin_generate(&caller, &request.issuer).await.map(Json)
+}
+
+/// `POST /v1/issuers/{name}/rotate` (admins).
+pub async fn admin_rotate(
+    State(svc): Svc,
+    caller: Caller,
+    Path(issuer): Path<String>,
+) -> Result<Json<KeyView>, Error> {
+    svc.admin_rotate(&caller, &issuer).await.map(Json)
+}
+
+/// `POST /v1/keys/{kid}/retire` (admins).
+pub async fn admin_retire(
+    State(svc): Svc,
+    caller: Caller,
+    Path(kid): Path<String>,
+) -> Result<Json<KeyView>, Error> {
+    svc.admin_set_state(&caller, &kid, KeyState::Retired)
+        .await
+        .map(Json)
+}
+
+/// `POST /v1/keys/{kid}/revoke` (admins).
+pub async fn admin_revoke(
+    State(svc): Svc,
+    caller: Caller,
+    Path(kid): Path<String>,
+) -> Result<Json<KeyView>, Error> {
+    svc.admin_set_state(&caller, &kid, KeyState::Revoked)
+        .await
+        .map(Json)
+}
+
+/// `POST /v1/revocations` (admins): revoke a token by jti.
+pub async fn admin_revoke_token(
+    State(svc): Svc,
+    caller: Caller,
+    ApiJson(request): ApiJson<RevokeTokenRequest>,
+) -> Result<Json<RevokedToken>, Error> {
+    svc.admin_revoke_token(&caller, request).await.map(Json)
 }
 
 /// `GET /v1/keys`.

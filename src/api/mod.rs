@@ -51,8 +51,22 @@ pub fn router(service: Arc<Service>) -> Router {
             service.clone(),
             require_known_caller,
         ));
+    let admin = Router::new()
+        .route("/v1/keys", post(handlers::admin_generate))
+        .route("/v1/issuers/{name}/rotate", post(handlers::admin_rotate))
+        .route("/v1/keys/{kid}/retire", post(handlers::admin_retire))
+        .route("/v1/keys/{kid}/revoke", post(handlers::admin_revoke))
+        .route("/v1/revocations", post(handlers::admin_revoke_token))
+        // Admins are checked before any body is read.
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            require_admin,
+        ));
     Router::new()
         .merge(signing)
+        .merge(admin)
+        .route("/v1/verify", post(handlers::verify))
+        .route("/v1/revocations", get(handlers::revocations))
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .route("/v1/keys", get(handlers::keys))
         .route("/v1/keys/{kid}", get(handlers::key))
@@ -63,6 +77,19 @@ pub fn router(service: Arc<Service>) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .with_state(service)
+}
+
+async fn require_admin(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    request: Request,
+    next: Next,
+) -> Response {
+    match caller {
+        Caller::Anonymous(_) => Error::Unauthenticated.into_response(),
+        _ if service.is_admin(&caller) => next.run(request).await,
+        _ => Error::NotAdmin.into_response(),
+    }
 }
 
 async fn require_known_caller(

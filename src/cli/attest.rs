@@ -272,7 +272,7 @@ async fn export(config: ConfigArg, out: PathBuf) -> Result<(), String> {
         )?;
     }
     let count = inventory.keys.len();
-    let registry = KeyRegistry::build(inventory, &config.issuers, ca.chain.clone());
+    let registry = KeyRegistry::build(inventory, &config.issuers, ca.chain.clone(), Vec::new(), 0);
     write(
         &out.join("jwks.json"),
         &String::from_utf8_lossy(&registry.jwks().body),

@@ -38,7 +38,7 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
             .map_err(|e| format!("{e} ({})", e.code()))?,
     );
     tracing::info!(socket = %socket.display(), http = ?http_addr, "signetd serving");
-    api::serve(listeners, service, shutdown_signal()).await;
+    signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
     tracing::info!("signetd stopped");
     Ok(())

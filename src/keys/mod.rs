@@ -4,6 +4,7 @@
 
 pub mod jwk;
 pub mod registry;
+pub mod revocation;
 pub mod state;
 pub mod store;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::jwk::JwkSet;
+use super::revocation::RevokedToken;
 use super::state::KeyState;
 use super::store::{Inventory, StoredKey};
 use crate::config::IssuerConfig;
@@ -36,6 +37,8 @@ impl Published {
 #[derive(Debug)]
 pub struct KeyRegistry {
     ca_chain: Vec<Vec<u8>>,
+    revoked_tokens: HashMap<String, u64>,
+    revocations: Published,
     by_kid: HashMap<String, Arc<StoredKey>>,
     active: HashMap<String, Arc<StoredKey>>,
     jwks: Published,
@@ -49,10 +52,15 @@ impl KeyRegistry {
     ///
     /// `ca_chain` is the attestation CA's certificate and the chain above it; every JWK
     /// carries it after its own certificate in `x5c`.
+    ///
+    /// `revoked` are the token revocations stored in the token; those of expired tokens
+    /// (as of `now`) are left out.
     pub fn build(
         inventory: Inventory,
         issuers: &BTreeMap<String, IssuerConfig>,
         ca_chain: Vec<Vec<u8>>,
+        revoked: Vec<RevokedToken>,
+        now: u64,
     ) -> Self {
         let mut by_kid = HashMap::new();
         let mut active: HashMap<String, Arc<StoredKey>> = HashMap::new();
@@ -84,8 +92,18 @@ impl KeyRegistry {
             active.remove(&issuer);
             tracing::error!(%issuer, %one, %other, "issuer has two active keys; it will not sign until one is retired");
         }
+        let revoked: Vec<RevokedToken> = revoked.into_iter().filter(|r| r.exp >= now).collect();
+        let revoked_keys: Vec<serde_json::Value> = by_kid
+            .values()
+            .filter(|k| k.state == KeyState::Revoked)
+            .map(|k| serde_json::json!({"kid": k.kid, "issuer": k.issuer, "revoked_at": k.changed_at}))
+            .collect();
+        let revocations =
+            Published::render(&serde_json::json!({"keys": revoked_keys, "tokens": revoked}));
         KeyRegistry {
             ca_chain,
+            revoked_tokens: revoked.into_iter().map(|r| (r.jti, r.exp)).collect(),
+            revocations,
             by_kid,
             active,
             jwks: Published::render(&jwks),
@@ -114,6 +132,16 @@ impl KeyRegistry {
     /// The attestation CA's certificate and the chain above it (DER).
     pub fn ca_chain(&self) -> &[Vec<u8>] {
         &self.ca_chain
+    }
+
+    /// Whether a token with this `jti` is revoked.
+    pub fn is_token_revoked(&self, jti: &str) -> bool {
+        self.revoked_tokens.contains_key(jti)
+    }
+
+    /// The rendered revocation list: `{"keys":[...],"tokens":[...]}`.
+    pub fn revocations(&self) -> &Published {
+        &self.revocations
     }
 
     /// The rendered JWKS.

@@ -31,6 +31,19 @@ pub enum KeyState {
 }
 
 impl KeyState {
+    /// Whether a key may move from `self` to `to`. Revocation is always possible (a
+    /// compromise can surface at any time); everything else only moves forward.
+    pub fn may_become(self, to: KeyState) -> bool {
+        use KeyState::*;
+        matches!(
+            (self, to),
+            (Pending, Active)
+                | (Pending | Active, Retired)
+                | (Retired, Archived)
+                | (Pending | Active | Retired | Archived, Revoked)
+        )
+    }
+
     /// Whether verifiers should find this key in the JWKS.
     pub fn is_published(self) -> bool {
         matches!(
@@ -61,6 +74,20 @@ pub struct KeyRecord {
     /// if both survive a crash, the higher revision is the truth.
     #[serde(default)]
     pub revision: u64,
+    /// When the key entered its current state, seconds since the epoch (0: at creation).
+    #[serde(default)]
+    pub changed_at: u64,
+}
+
+impl KeyRecord {
+    /// When the key entered its current state.
+    pub fn state_since(&self) -> u64 {
+        if self.changed_at == 0 {
+            self.created_at
+        } else {
+            self.changed_at
+        }
+    }
 }
 
 impl KeyRecord {

@@ -42,6 +42,8 @@ pub struct StoredKey {
     pub record: ObjectRef,
     /// The key's attestation certificate (DER), issued by the attestation CA.
     pub certificate: Vec<u8>,
+    /// When it entered its current state, seconds since the epoch.
+    pub changed_at: u64,
 }
 
 impl StoredKey {
@@ -53,6 +55,7 @@ impl StoredKey {
         certificate: Vec<u8>,
     ) -> Self {
         StoredKey {
+            changed_at: record.state_since(),
             kid: record.kid,
             issuer: record.issuer,
             algorithm: pair.algorithm,
@@ -344,6 +347,7 @@ async fn create(
         state,
         created_at: now.unix_timestamp().max(0) as u64,
         revision: 0,
+        changed_at: 0,
     };
     let value = serde_json::to_vec(&record).expect("a key record always serializes");
     let handle = match hsm
@@ -436,6 +440,7 @@ pub async fn finish(
             },
             created_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
             revision: 0,
+            changed_at: 0,
         };
         let value = serde_json::to_vec(&record).expect("a key record always serializes");
         hsm.create_data(state::APPLICATION, record.label(), value)
@@ -477,18 +482,17 @@ pub async fn destroy_incomplete(hsm: &Hsm, kid: &str) -> Result<(), KeyStoreErro
     Ok(())
 }
 
-/// Moves a key to `to`; only `active -> retired` and `pending -> retired` here (the
-/// lifecycle adds the rest).
-pub async fn retire(hsm: &Hsm, kid: &str) -> Result<StoredKey, KeyStoreError> {
-    let inventory = inventory(hsm).await?;
-    let key = inventory
+/// Moves a key to state `to`, if [`KeyState::may_become`] allows it.
+pub async fn transition(hsm: &Hsm, kid: &str, to: KeyState) -> Result<StoredKey, KeyStoreError> {
+    let key = inventory(hsm)
+        .await?
         .keys
         .into_iter()
         .find(|k| k.kid == kid)
         .ok_or_else(|| KeyStoreError::Key(format!("no complete key {kid} in the token")))?;
-    if !matches!(key.state, KeyState::Active | KeyState::Pending) {
+    if !key.state.may_become(to) {
         return Err(KeyStoreError::Key(format!(
-            "key {kid} is {:?}; only active or pending keys retire",
+            "key {kid} is {:?} and cannot become {to:?}",
             key.state
         )));
     }
@@ -502,16 +506,23 @@ pub async fn retire(hsm: &Hsm, kid: &str) -> Result<StoredKey, KeyStoreError> {
             KeyStoreError::Key(format!("the state record of key {kid} is unreadable"))
         })?;
     let record = KeyRecord {
-        state: KeyState::Retired,
+        state: to,
         revision: current.revision + 1,
+        changed_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
         ..current
     };
     let handle = replace_record(hsm, key.record, &record).await?;
     Ok(StoredKey {
-        state: KeyState::Retired,
+        state: to,
         record: handle,
+        changed_at: record.changed_at,
         ..key
     })
+}
+
+/// Stops an active or pending key signing; it stays published until its tokens expire.
+pub async fn retire(hsm: &Hsm, kid: &str) -> Result<StoredKey, KeyStoreError> {
+    transition(hsm, kid, KeyState::Retired).await
 }
 
 /// Writes `record` as a new data object, then destroys the one it supersedes. A crash in

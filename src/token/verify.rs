@@ -39,6 +39,23 @@ pub enum VerifyError {
     /// `aud` does not contain the expected audience.
     #[error("audience does not match")]
     WrongAudience,
+    /// The key that signed the token is revoked.
+    #[error("the signing key is revoked")]
+    KeyRevoked,
+    /// The token's `jti` is revoked.
+    #[error("the token is revoked")]
+    TokenRevoked,
+    /// A single-use token was verified before.
+    #[error("the token was already used (replay)")]
+    Replayed,
+    /// A single-use token issued before the daemon started: whether it was used is unknown.
+    #[error(
+        "the token was issued before the verifier started, so its single use cannot be guaranteed"
+    )]
+    IssuedBeforeRestart,
+    /// The replay store is full; single use cannot be guaranteed.
+    #[error("too many single-use tokens are live; cannot guarantee single use")]
+    ReplayStoreFull,
 }
 
 impl VerifyError {
@@ -55,6 +72,11 @@ impl VerifyError {
             VerifyError::LifetimeTooLong => "lifetime_too_long",
             VerifyError::WrongIssuer => "wrong_issuer",
             VerifyError::WrongAudience => "wrong_audience",
+            VerifyError::KeyRevoked => "key_revoked",
+            VerifyError::TokenRevoked => "token_revoked",
+            VerifyError::Replayed => "replayed",
+            VerifyError::IssuedBeforeRestart => "issued_before_restart",
+            VerifyError::ReplayStoreFull => "replay_store_full",
         }
     }
 }

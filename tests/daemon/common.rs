@@ -173,7 +173,7 @@ impl TestDaemon {
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
         let service = Arc::new(Service::start(config, hsm()).await.unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(api::serve(listeners, service, async {
+        let served = tokio::spawn(signetd::daemon::run(listeners, service, async {
             let _ = stopped.await;
         }));
         TestDaemon {
@@ -372,4 +372,60 @@ pub fn post_head(length: usize) -> String {
     format!(
         "POST /v1/tokens HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
     )
+}
+
+/// Signs any JWS with a key of the test token, as only someone holding the token could:
+/// lets tests hand the verifier tokens the daemon would never mint.
+pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
+    use signetd::token::jws::b64;
+    let inventory = signetd::keys::store::inventory(&hsm()).await.unwrap();
+    let key = inventory
+        .keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .expect("a key of the test token");
+    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let signature = hsm()
+        .sign(
+            key.objects,
+            key.algorithm,
+            signetd::hsm::SignInput::Message(input.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    format!("{input}.{}", b64(signature))
+}
+
+/// Config tables that make this process's uid an admin and a single-use verifier, with a
+/// fast lifecycle: JWKS cached 1 s, keys published 2 s before they sign, a 1 s tick.
+pub fn lifecycle_toml() -> String {
+    let uid = my_uid();
+    format!(
+        "[admin]\nallowed_uids = [{uid}]\n[verify]\nsingle_use_uids = [{uid}]\n\
+         [jwks]\nmax_age_seconds = 1\n[lifecycle]\nprepublish_seconds = 2\ntick_seconds = 1\n"
+    )
+}
+
+/// One request to any daemon's Unix socket (for daemons run as subprocesses).
+pub async fn request_unix(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Reply {
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    match body {
+        Some(body) => {
+            let bytes = serde_json::to_vec(body).unwrap();
+            exchange(
+                stream,
+                method,
+                path,
+                &[("content-type", "application/json")],
+                &bytes,
+            )
+            .await
+        }
+        None => exchange(stream, method, path, &[], b"").await,
+    }
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod interop;
 mod keys;
+mod lifecycle;
 mod mint;
 mod publish;
 mod sign;

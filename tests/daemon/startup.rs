@@ -197,6 +197,7 @@ async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
             t.pkcs11_toml(),
             socket.display().to_string(),
             crate::common::issuer_toml("start-restart", signetd::Algorithm::Es256)
+                + &crate::common::lifecycle_toml()
         ),
     )
     .unwrap();
@@ -234,6 +235,22 @@ async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
     let mut first = start();
     let (ok, token) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
     assert!(ok);
+    // Lifecycle state and a token revocation, made just before the crash.
+    let (_, revoked) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
+    let jti = crate::common::decode_parts(&revoked).1["jti"].clone();
+    let post = |path: &'static str, body: serde_json::Value| {
+        let socket = socket.clone();
+        async move { crate::common::request_unix(&socket, hyper::Method::POST, path, Some(&body)).await }
+    };
+    assert_eq!(
+        post("/v1/revocations", serde_json::json!({"jti": jti}))
+            .await
+            .status,
+        200
+    );
+    let rotated = post("/v1/issuers/start-restart/rotate", serde_json::json!({})).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.json);
+    let pending = rotated.json["kid"].as_str().unwrap().to_string();
     first.kill().unwrap(); // SIGKILL: no graceful shutdown, the socket file stays behind
     first.wait().unwrap();
     assert!(socket.exists());
@@ -259,6 +276,33 @@ async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
         kid(&token),
         kid(&again),
         "the same key signs after the restart"
+    );
+    let get = |path: String| {
+        let socket = socket.clone();
+        async move { crate::common::request_unix(&socket, hyper::Method::GET, &path, None).await }
+    };
+    let revocations = get("/v1/revocations".to_string()).await;
+    assert!(
+        revocations.json["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["jti"] == jti),
+        "{:?}",
+        revocations.json
+    );
+    let verdict = crate::common::request_unix(
+        &socket,
+        hyper::Method::POST,
+        "/v1/verify",
+        Some(&serde_json::json!({"token": revoked, "audience": "api"})),
+    )
+    .await;
+    assert_eq!(verdict.code(), "token_revoked");
+    let state = get(format!("/v1/keys/{pending}")).await.json["state"].clone();
+    assert!(
+        state == "pending" || state == "active",
+        "the rotation survived: {state}"
     );
     terminate(&mut second);
 }

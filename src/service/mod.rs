@@ -1,9 +1,13 @@
 //! The facade a handler calls: validate, authorize, sign.
 //!
 //! Handlers know HTTP; the HSM layer knows PKCS#11; this module knows what a request
-//! means. Every method takes the [`Caller`] the transport established.
+//! means. Every method takes the [`Caller`] the transport established. [`verify`] is the
+//! verifier for gateways; [`admin`] the lifecycle API.
 
-use std::sync::Arc;
+pub mod admin;
+pub mod verify;
+
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +20,7 @@ use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes, SignInput};
 use crate::keys::{self, Jwk, KeyRegistry, KeyState, Published, StoredKey};
 use crate::policy::{self, Action, Caller};
+use crate::token::replay::ReplayStore;
 use crate::token::{self, MintRequest, jws};
 
 /// A minted token, as `POST /v1/tokens` returns it.
@@ -127,30 +132,46 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct Service {
     config: Config,
     hsm: Arc<Hsm>,
-    keys: KeyRegistry,
+    keys: RwLock<Arc<KeyRegistry>>,
+    /// The inventory problems last reported, so reloads log only new ones.
+    problems: Mutex<Vec<String>>,
+    /// Single-use jtis seen by `verify`.
+    replay: ReplayStore,
+}
+
+/// Reads the CA chain and the inventory and builds a registry.
+async fn build_registry(config: &Config, hsm: &Hsm) -> Result<(KeyRegistry, Vec<String>), Error> {
+    let ca_chain = match attest::ca::load(hsm).await {
+        Ok(CaState::Ready(ca)) => ca.chain,
+        Ok(_) | Err(AttestError::NoCa | AttestError::CaNotCertified) => {
+            tracing::error!("{}", AttestError::NoCa);
+            Vec::new()
+        }
+        Err(AttestError::Hsm(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!("the attestation CA is unusable: {e}");
+            Vec::new()
+        }
+    };
+    let mut inventory = keys::store::inventory(hsm).await?;
+    let problems = std::mem::take(&mut inventory.problems);
+    let revoked = keys::revocation::list(hsm)
+        .await?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let registry = KeyRegistry::build(inventory, &config.issuers, ca_chain, revoked, unix_now());
+    Ok((registry, problems))
 }
 
 impl Service {
     /// Takes inventory of the token and builds the key registry. Anything odd in the
     /// token is logged loudly; nothing is deleted.
     pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
-        let ca_chain = match attest::ca::load(&hsm).await {
-            Ok(CaState::Ready(ca)) => ca.chain,
-            Ok(_) | Err(AttestError::NoCa | AttestError::CaNotCertified) => {
-                tracing::error!("{}", AttestError::NoCa);
-                Vec::new()
-            }
-            Err(AttestError::Hsm(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::error!("the attestation CA is unusable: {e}");
-                Vec::new()
-            }
-        };
-        let inventory = keys::store::inventory(&hsm).await?;
-        for problem in &inventory.problems {
+        let (registry, problems) = build_registry(&config, &hsm).await?;
+        for problem in &problems {
             tracing::error!(token = %hsm.token().label, "{problem}");
         }
-        let registry = KeyRegistry::build(inventory, &config.issuers, ca_chain);
         for name in config.issuers.keys() {
             match registry.active(name) {
                 Some(key) => {
@@ -162,10 +183,38 @@ impl Service {
             }
         }
         Ok(Service {
+            keys: RwLock::new(Arc::new(registry)),
+            problems: Mutex::new(problems),
+            replay: ReplayStore::new(config.verify.replay_capacity, unix_now()),
             config,
             hsm,
-            keys: registry,
         })
+    }
+
+    /// Takes inventory again and swaps in the new registry: after a lifecycle change, and
+    /// periodically so changes made with the CLI while the daemon runs take effect.
+    /// Problems are logged when they first appear.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let (registry, problems) = build_registry(&self.config, &self.hsm).await?;
+        {
+            let mut known = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+            for problem in problems.iter().filter(|p| !known.contains(p)) {
+                tracing::error!(token = %self.hsm.token().label, "{problem}");
+            }
+            *known = problems;
+        }
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        Ok(())
+    }
+
+    /// The registry as of now; cheap (an `Arc` clone under a read lock).
+    pub fn registry(&self) -> Arc<KeyRegistry> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The token in use.
+    pub fn hsm(&self) -> &Arc<Hsm> {
+        &self.hsm
     }
 
     /// The config the service runs with.
@@ -179,9 +228,10 @@ impl Service {
             .ok_or_else(|| Error::UnknownIssuer(name.to_string()))
     }
 
-    fn active_key(&self, name: &str) -> Result<&Arc<StoredKey>, Error> {
-        self.keys
+    fn active_key(&self, name: &str) -> Result<Arc<StoredKey>, Error> {
+        self.registry()
             .active(name)
+            .cloned()
             .ok_or_else(|| Error::NoActiveKey(name.to_string()))
     }
 
@@ -249,9 +299,14 @@ impl Service {
         })
     }
 
+    /// The published revocation list.
+    pub fn revocations(&self) -> Published {
+        self.registry().revocations().clone()
+    }
+
     /// The published JWKS.
-    pub fn jwks(&self) -> &Published {
-        self.keys.jwks()
+    pub fn jwks(&self) -> Published {
+        self.registry().jwks().clone()
     }
 
     /// `Cache-Control: max-age` for published documents.
@@ -261,30 +316,31 @@ impl Service {
 
     /// Every key the token holds.
     pub fn keys(&self) -> Vec<KeyView> {
-        let chain = self.keys.ca_chain();
-        self.keys
+        let registry = self.registry();
+        registry
             .all()
             .into_iter()
-            .map(|k| KeyView::new(k, chain))
+            .map(|k| KeyView::new(k, registry.ca_chain()))
             .collect()
     }
 
     /// One key by id, whatever its state.
     pub fn key(&self, kid: &str) -> Result<KeyView, Error> {
-        self.keys
+        let registry = self.registry();
+        registry
             .get(kid)
-            .map(|k| KeyView::new(k, self.keys.ca_chain()))
+            .map(|k| KeyView::new(k, registry.ca_chain()))
             .ok_or_else(|| Error::UnknownKey(kid.to_string()))
     }
 
     /// A key's attestation chain as PEM: its certificate, then the CA chain.
     pub fn attestation_pem(&self, kid: &str) -> Result<String, Error> {
-        let key = self
-            .keys
+        let registry = self.registry();
+        let key = registry
             .get(kid)
             .ok_or_else(|| Error::UnknownKey(kid.to_string()))?;
         let mut chain = vec![key.certificate.clone()];
-        chain.extend_from_slice(self.keys.ca_chain());
+        chain.extend_from_slice(registry.ca_chain());
         Ok(certificate::to_pem(&chain))
     }
 

@@ -1,0 +1,93 @@
+//! The key lifecycle: applies due transitions on a timer.
+//!
+//! Every `lifecycle.tick_seconds`, for each issuer:
+//! - a `pending` key published for `lifecycle.prepublish_seconds` becomes `active`, and
+//!   the previous active key `retired` (retired first: a crash in between leaves a
+//!   pending key and no active one, which the next tick completes);
+//! - a `retired` key whose last token has expired (`max_ttl_seconds` plus the verify
+//!   leeway after it retired) is `archived`: out of the JWKS, still served by kid;
+//! - with `rotation_period_seconds`, an active key that old gets a pending successor.
+//!
+//! Then expired token revocations are pruned and the registry is rebuilt from the
+//! token, which also picks up changes made with the CLI. At no point does the JWKS lack
+//! a key that signed an unexpired token: keys are published before they sign and stay
+//! published until everything they signed has expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::keys::{KeyState, revocation, store};
+use crate::service::verify::LEEWAY_SECONDS;
+use crate::service::{Service, unix_now};
+
+/// Runs [`tick`] every `lifecycle.tick_seconds` until `shutdown`.
+pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
+    let period = Duration::from_secs(service.config().lifecycle.tick_seconds);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match tick(&service, unix_now()).await {
+            Ok(changes) => {
+                for change in changes {
+                    tracing::info!("lifecycle: {change}");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, code = e.code(), "lifecycle tick failed"),
+        }
+    }
+}
+
+/// Applies every transition due at `now`; returns what changed.
+pub async fn tick(service: &Service, now: u64) -> Result<Vec<String>, Error> {
+    let config = service.config();
+    let hsm = service.hsm();
+    let registry = service.registry();
+    let mut changes = Vec::new();
+    for (name, issuer) in &config.issuers {
+        let keys: Vec<_> = registry
+            .all()
+            .into_iter()
+            .filter(|k| &k.issuer == name)
+            .collect();
+        let active = keys.iter().find(|k| k.state == KeyState::Active);
+        let pending = keys.iter().find(|k| k.state == KeyState::Pending);
+        if let Some(next) =
+            pending.filter(|p| p.changed_at + config.lifecycle.prepublish_seconds <= now)
+        {
+            if let Some(current) = active {
+                store::transition(hsm, &current.kid, KeyState::Retired).await?;
+                changes.push(format!("{name}: retired {}", current.kid));
+            }
+            store::transition(hsm, &next.kid, KeyState::Active).await?;
+            changes.push(format!("{name}: activated {}", next.kid));
+        } else if let (Some(period), Some(current), None) =
+            (issuer.rotation_period_seconds, active, pending)
+        {
+            if current.changed_at + period <= now {
+                let days = config.attestation.key_certificate_days;
+                let next = store::prepare_rotation(hsm, name, issuer.algorithm, days).await?;
+                changes.push(format!(
+                    "{name}: rotation period reached; {} is pending",
+                    next.kid
+                ));
+            }
+        }
+        for retired in keys.iter().filter(|k| k.state == KeyState::Retired) {
+            if retired.changed_at + issuer.max_ttl_seconds + LEEWAY_SECONDS < now {
+                store::transition(hsm, &retired.kid, KeyState::Archived).await?;
+                changes.push(format!("{name}: archived {}", retired.kid));
+            }
+        }
+    }
+    let pruned = revocation::prune(hsm, now).await?;
+    if pruned > 0 {
+        changes.push(format!("pruned {pruned} expired token revocations"));
+    }
+    service.reload().await?;
+    Ok(changes)
+}

@@ -1,0 +1,131 @@
+//! The lifecycle API: generating, rotating, retiring and revoking keys, and revoking
+//! tokens. Admins only (`[admin]` in the config); every change is logged with its caller
+//! and takes effect in the registry before the call returns.
+
+use serde::Deserialize;
+
+use super::{KeyView, Service, unix_now};
+use crate::error::Error;
+use crate::keys::revocation::{self, RevokedToken};
+use crate::keys::{KeyState, KeyStoreError, store};
+use crate::policy::Caller;
+use crate::token::HARD_MAX_TTL_SECONDS;
+
+/// The body of `POST /v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// The issuer that gets its first key.
+    pub issuer: String,
+}
+
+/// The body of `POST /v1/revocations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    /// The `jti` to revoke.
+    pub jti: String,
+    /// The token's `exp`, so the revocation is listed exactly as long as needed; default
+    /// now plus the hard TTL cap, which outlives any token signetd mints.
+    #[serde(default)]
+    pub exp: Option<u64>,
+}
+
+impl From<KeyStoreError> for Error {
+    fn from(e: KeyStoreError) -> Self {
+        match e {
+            KeyStoreError::Hsm(e) => Error::Hsm(e),
+            other => Error::Conflict(other.to_string()),
+        }
+    }
+}
+
+impl Service {
+    /// Whether `caller` is an admin.
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        let admin = &self.config().admin;
+        matches!(caller, Caller::Local(p) if admin.allowed_uids.contains(&p.uid) || admin.allowed_gids.contains(&p.gid))
+    }
+
+    fn require_admin(&self, caller: &Caller) -> Result<(), Error> {
+        match caller {
+            Caller::Anonymous(_) => Err(Error::Unauthenticated),
+            _ if self.is_admin(caller) => Ok(()),
+            _ => Err(Error::NotAdmin),
+        }
+    }
+
+    async fn view(&self, kid: &str) -> Result<KeyView, Error> {
+        self.reload().await?;
+        self.key(kid)
+    }
+
+    /// Generates an issuer's first key (`POST /v1/keys`).
+    pub async fn admin_generate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
+        self.require_admin(caller)?;
+        let config = self
+            .config()
+            .issuer(issuer)
+            .ok_or_else(|| Error::UnknownIssuer(issuer.to_string()))?;
+        let days = self.config().attestation.key_certificate_days;
+        let key = store::generate(self.hsm(), issuer, config.algorithm, days).await?;
+        tracing::info!(%caller, %issuer, kid = %key.kid, "admin generated a key");
+        self.view(&key.kid).await
+    }
+
+    /// Generates the issuer's next key as pending (`POST /v1/issuers/{name}/rotate`); the
+    /// lifecycle activates it after the pre-publication delay.
+    pub async fn admin_rotate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
+        self.require_admin(caller)?;
+        let config = self
+            .config()
+            .issuer(issuer)
+            .ok_or_else(|| Error::UnknownIssuer(issuer.to_string()))?;
+        let days = self.config().attestation.key_certificate_days;
+        let key = store::prepare_rotation(self.hsm(), issuer, config.algorithm, days).await?;
+        tracing::info!(%caller, %issuer, kid = %key.kid, "admin started a rotation");
+        self.view(&key.kid).await
+    }
+
+    /// Retires (`POST /v1/keys/{kid}/retire`) or revokes (`.../revoke`) a key.
+    pub async fn admin_set_state(
+        &self,
+        caller: &Caller,
+        kid: &str,
+        to: KeyState,
+    ) -> Result<KeyView, Error> {
+        self.require_admin(caller)?;
+        if self.registry().get(kid).is_none() {
+            return Err(Error::UnknownKey(kid.to_string()));
+        }
+        store::transition(self.hsm(), kid, to).await?;
+        tracing::warn!(%caller, %kid, state = ?to, "admin changed a key's state");
+        self.view(kid).await
+    }
+
+    /// Revokes a token by `jti` (`POST /v1/revocations`).
+    pub async fn admin_revoke_token(
+        &self,
+        caller: &Caller,
+        request: RevokeTokenRequest,
+    ) -> Result<RevokedToken, Error> {
+        self.require_admin(caller)?;
+        let now = unix_now();
+        let latest = now + HARD_MAX_TTL_SECONDS;
+        let exp = request.exp.unwrap_or(latest);
+        if request.jti.is_empty() || request.jti.len() > 128 || exp > latest {
+            return Err(Error::InvalidRequest(format!(
+                "jti must be 1 to 128 characters and exp at most {latest} (now plus the hard TTL cap)"
+            )));
+        }
+        let revoked = RevokedToken {
+            jti: request.jti,
+            exp,
+            revoked_at: now,
+        };
+        revocation::revoke(self.hsm(), &revoked).await?;
+        tracing::warn!(%caller, jti = %revoked.jti, "admin revoked a token");
+        self.reload().await?;
+        Ok(revoked)
+    }
+}

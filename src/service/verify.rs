@@ -1,0 +1,120 @@
+//! `POST /v1/verify`: a verifier for gateways, with revocation and single use.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Service, unix_now};
+use crate::error::Error;
+use crate::keys::{JwkSet, KeyState};
+use crate::policy::Caller;
+use crate::token::jws::{Header, unb64};
+use crate::token::replay::ReplayRefusal;
+use crate::token::verify::{self, Expected, VerifyError};
+
+/// Clock skew accepted on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECONDS: u64 = 5;
+
+/// The body of `POST /v1/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The compact JWS.
+    pub token: String,
+    /// The audience the caller expects; `aud` must contain it.
+    pub audience: String,
+    /// Reject a second verification of the same `jti` (needs permission).
+    #[serde(default)]
+    pub single_use: bool,
+}
+
+/// A valid token, as `POST /v1/verify` returns it.
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    /// Always true; failures are errors with a code.
+    pub valid: bool,
+    /// The token's claims.
+    pub claims: Map<String, Value>,
+    /// The key that signed it.
+    pub kid: String,
+    /// The issuer (config name) whose key it is.
+    pub issuer: String,
+}
+
+/// The `kid` a token names, read before anything is trusted.
+fn kid_of(token: &str) -> Result<String, VerifyError> {
+    token
+        .split('.')
+        .next()
+        .and_then(unb64)
+        .and_then(|h| serde_json::from_slice::<Header>(&h).ok())
+        .and_then(|h| h.kid)
+        .ok_or_else(|| VerifyError::Malformed("the header has no kid".to_string()))
+}
+
+impl Service {
+    /// Verifies a token minted by this daemon: signature with the key its `kid` names,
+    /// an allowed algorithm, key and token not revoked, `exp`/`nbf`/`iat` within
+    /// [`LEEWAY_SECONDS`], lifetime within the issuer's maximum, the expected audience,
+    /// and, on request, single use.
+    pub async fn verify(&self, caller: &Caller, request: VerifyRequest) -> Result<Verified, Error> {
+        if request.single_use && !self.may_consume(caller) {
+            return Err(Error::CallerNotAllowed(
+                "single-use verification".to_string(),
+            ));
+        }
+        let registry = self.registry();
+        let kid = kid_of(&request.token)?;
+        let key = registry
+            .get(&kid)
+            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
+        // A raw-signing key never signs JWTs: treat it as unknown.
+        let issuer = self
+            .config()
+            .issuer(&key.issuer)
+            .filter(|i| !i.raw_sign)
+            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
+        let now = unix_now();
+        let expected = Expected {
+            issuer: Some(&issuer.iss),
+            audience: Some(&request.audience),
+            max_ttl: Some(issuer.max_ttl_seconds),
+            now,
+            leeway: LEEWAY_SECONDS,
+        };
+        let keys = JwkSet {
+            keys: vec![key.jwk(&[])],
+        };
+        let (_, claims) = verify::verify(&request.token, &keys, &expected)?;
+        if key.state == KeyState::Revoked {
+            return Err(VerifyError::KeyRevoked.into());
+        }
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .ok_or(VerifyError::MissingClaim("jti"))?;
+        if registry.is_token_revoked(jti) {
+            return Err(VerifyError::TokenRevoked.into());
+        }
+        if request.single_use {
+            let number = |name| claims.get(name).and_then(Value::as_u64).unwrap_or_default();
+            self.replay
+                .use_once(jti, number("iat"), number("exp"), now, LEEWAY_SECONDS)
+                .map_err(|refusal| match refusal {
+                    ReplayRefusal::Replayed => VerifyError::Replayed,
+                    ReplayRefusal::IssuedBeforeStart => VerifyError::IssuedBeforeRestart,
+                    ReplayRefusal::Full => VerifyError::ReplayStoreFull,
+                })?;
+        }
+        Ok(Verified {
+            valid: true,
+            claims,
+            kid,
+            issuer: key.issuer.clone(),
+        })
+    }
+
+    fn may_consume(&self, caller: &Caller) -> bool {
+        let verify = &self.config().verify;
+        matches!(caller, Caller::Local(p) if verify.single_use_uids.contains(&p.uid) || verify.single_use_gids.contains(&p.gid))
+    }
+}

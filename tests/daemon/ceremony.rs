@@ -1,0 +1,919 @@
+//! Key ceremonies end to end: the scripts in scripts/ceremony/ drive the real `signetd`
+//! binary against a fresh SoftHSM2 token per test, and independent tools (openssl,
+//! pkilint, Python's cryptography + asn1crypto) check what they produce.
+//!
+//! Self-contained: every test makes its own token with `softhsm/init-token.sh` in its
+//! own temp dir, runs every command in that dir and passes `SOFTHSM2_CONF` to each
+//! subprocess. Nothing here touches the process environment or the shared test token.
+//! Command lines are written as one string, split on whitespace: every path in them is
+//! relative to the temp dir, or a temp path checked to hold no whitespace.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts success; returns stdout.
+#[track_caller]
+fn ok(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Asserts failure; returns stdout and stderr together.
+#[track_caller]
+fn fails(what: &str, out: Output) -> String {
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{what} should fail:\n{all}");
+    all
+}
+
+// ---------------------------------------------------------------- a fresh token
+
+/// A fresh SoftHSM2 token in its own temp dir, with `signetd.toml` (an ES256 issuer
+/// `es`, an EdDSA issuer `ed`, the socket `signetd.sock`, no HTTP listener) and the
+/// transcript directory `ceremonies/` beside it.
+struct Ceremony {
+    dir: TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Ceremony {
+    fn new(label: &str) -> Ceremony {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            !dir.path().to_str().unwrap().contains(char::is_whitespace),
+            "these tests need a temp dir without whitespace: set TMPDIR"
+        );
+        let out = Command::new("bash")
+            .arg(repo_root().join("softhsm/init-token.sh"))
+            .arg(dir.path().join("token"))
+            .args([label, "--format", "env"])
+            .output()
+            .expect("run softhsm/init-token.sh (scripts/test.sh installs softhsm2)");
+        let env = ok("softhsm/init-token.sh", out)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c = Ceremony { dir, env };
+        let uid = fs::metadata("/proc/self").unwrap().uid();
+        let issuer = |name: &str, alg: &str| {
+            format!(
+                "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{alg}\"\n\
+                 audiences = [\"api\"]\nallowed_uids = [{uid}]\n"
+            )
+        };
+        let toml = format!(
+            "[pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\nsessions = 2\n\n\
+             [listen]\nsocket = {:?}\nsocket_mode = 0o600\nhttp = \"off\"\n\n{}\n{}",
+            c.var("SIGNETD_PKCS11_MODULE"),
+            c.var("SIGNETD_TOKEN_LABEL"),
+            c.var("SIGNETD_PIN_FILE"),
+            c.path("signetd.sock").to_str().unwrap(),
+            issuer("es", "ES256"),
+            issuer("ed", "EdDSA"),
+        );
+        fs::write(c.path("signetd.toml"), toml).unwrap();
+        c
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("init-token.sh did not print {name}"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn json(&self, name: &str) -> Value {
+        serde_json::from_str(&self.read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// `program args...` with this token's SoftHSM2 config, run in the temp dir.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args.split_whitespace())
+            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .env_remove("SIGNETD_CONFIG")
+            .env_remove("SIGNETD_SOCKET")
+            .env_remove("SIGNETD_TRANSCRIPT_DIR")
+            .current_dir(self.dir.path());
+        command
+    }
+
+    fn signetd(&self, args: &str) -> Output {
+        let signetd = env!("CARGO_BIN_EXE_signetd");
+        self.command(signetd, args).output().unwrap()
+    }
+
+    #[track_caller]
+    fn signetd_ok(&self, args: &str) -> String {
+        ok(&format!("signetd {args}"), self.signetd(args))
+    }
+
+    #[track_caller]
+    fn signetd_fails(&self, args: &str) -> String {
+        fails(&format!("signetd {args}"), self.signetd(args))
+    }
+
+    /// `scripts/ceremony/SCRIPT ARGS --signetd BIN --transcript-dir ceremonies`, plus
+    /// `--config signetd.toml` for every script but init-token.sh.
+    fn script(&self, script: &str, args: &str) -> Output {
+        let mut command = self.command("bash", "");
+        command
+            .arg(repo_root().join("scripts/ceremony").join(script))
+            .args(args.split_whitespace())
+            .args(["--signetd", env!("CARGO_BIN_EXE_signetd")])
+            .args(["--transcript-dir", "ceremonies"]);
+        if script != "init-token.sh" {
+            command.args(["--config", "signetd.toml"]);
+        }
+        command.output().unwrap()
+    }
+
+    #[track_caller]
+    fn run(&self, script: &str, args: &str) -> String {
+        ok(&format!("{script} {args}"), self.script(script, args))
+    }
+
+    #[track_caller]
+    fn run_fails(&self, script: &str, args: &str) -> String {
+        fails(&format!("{script} {args}"), self.script(script, args))
+    }
+
+    /// The attestation CA's state, from `attest status --json`.
+    fn ca_state(&self) -> String {
+        let out = self.signetd_ok("attest status --config signetd.toml --json");
+        let status: Value = serde_json::from_str(&out).expect("attest status --json is JSON");
+        status["state"].as_str().unwrap().to_string()
+    }
+
+    /// `keys list --json`.
+    fn keys(&self) -> Value {
+        let out = self.signetd_ok("keys list --config signetd.toml --json");
+        serde_json::from_str(&out).expect("keys list --json is JSON")
+    }
+
+    /// The kids of an issuer's keys in `state`.
+    fn kids(&self, issuer: &str, state: &str) -> Vec<String> {
+        let keys = self.keys();
+        let keys = keys["keys"].as_array().unwrap().iter();
+        keys.filter(|k| k["issuer"] == issuer && k["state"] == state)
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The one key of `issuer` in `state`.
+    fn kid(&self, issuer: &str, state: &str) -> String {
+        let kids = self.kids(issuer, state);
+        assert_eq!(kids.len(), 1, "{issuer} {state}: {}", self.keys());
+        kids[0].clone()
+    }
+
+    /// The transcript files, as paths relative to the temp dir, sorted.
+    fn transcripts(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.path("ceremonies")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".json"))
+            .map(|name| format!("ceremonies/{name}"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A self-signed CA, an ES256 key for `es` and an EdDSA key for `ed`, exported to
+    /// `export/`.
+    fn ready_with_keys(&self) {
+        self.run("root.sh", "");
+        self.run("issuer-key.sh", "--issuer es");
+        self.run("issuer-key.sh", "--issuer ed");
+        self.run("export-public.sh", "--out export");
+    }
+}
+
+/// The base64 bodies of the certificates in a PEM text, whitespace removed.
+fn pem_blocks(pem: &str) -> Vec<String> {
+    let blocks = pem.split("-----BEGIN CERTIFICATE-----").skip(1);
+    blocks
+        .map(|b| {
+            b.split("-----END")
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect()
+        })
+        .collect()
+}
+
+fn to_pem(blocks: &[String]) -> String {
+    let pem = |b: &String| {
+        let lines: Vec<&str> = (0..b.len())
+            .step_by(64)
+            .map(|i| &b[i..(i + 64).min(b.len())])
+            .collect();
+        let body = lines.join("\n");
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    };
+    blocks.iter().map(pem).collect()
+}
+
+// ---------------------------------------------------------------- a daemon subprocess
+
+/// `signetd serve` as a child process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(c: &Ceremony) -> Daemon {
+        let log = fs::File::create(c.path("serve.log")).unwrap();
+        let child = c
+            .command(env!("CARGO_BIN_EXE_signetd"), "serve --config signetd.toml")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = daemon.0.try_wait().unwrap() {
+                panic!("signetd serve exited ({status}):\n{}", c.read("serve.log"));
+            }
+            if c.signetd("status --socket signetd.sock").status.success() {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "signetd serve was not ready within 20 s:\n{}",
+                c.read("serve.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` over a Unix socket (HTTP/1.1, `Connection: close`): status and body.
+fn get_over_socket(socket: &Path, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    let timeout = Some(Duration::from_secs(10));
+    stream.set_read_timeout(timeout).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let split = split.expect("a response head");
+    let head = text(&raw[..split]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let (mut decoded, mut rest) = (Vec::new(), &body[..]);
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = text(&rest[..eol]);
+            let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = decoded;
+    }
+    (status, body)
+}
+
+// ---------------------------------------------------------------- (a) every ceremony
+
+/// Every ceremony script end to end on one token, each leaving a transcript that
+/// verifies against the exported root; the daemon then serves every published key with
+/// its x5c chain, and mints with the keys the ceremonies made.
+#[test]
+fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
+    let c = Ceremony::new("cer-e2e");
+
+    // Token ceremony, in verify mode: the token exists already.
+    let args = format!(
+        "--module {} --label {} --so-pin-file {} --pin-file {}",
+        c.var("SIGNETD_PKCS11_MODULE"),
+        c.var("SIGNETD_TOKEN_LABEL"),
+        c.var("SIGNETD_SO_PIN_FILE"),
+        c.var("SIGNETD_PIN_FILE"),
+    );
+    let out = c.run("init-token.sh", &args);
+    assert!(out.to_lowercase().contains("verified"), "{out}");
+    let files = c.transcripts();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let init_token = files[0].clone();
+    assert!(
+        init_token.starts_with("ceremonies/init-token-"),
+        "{init_token}"
+    );
+    let pending = c.json(&init_token);
+    assert!(
+        pending.get("signature").is_none() && pending.get("protected").is_none(),
+        "the token ceremony's transcript is pending: {pending}"
+    );
+    fs::copy(c.path(&init_token), c.path("init-token-pending.json")).unwrap();
+
+    // Root ceremony: a dry run shows the commands and changes nothing.
+    let plan = c.run("root.sh", "--dry-run");
+    for step in [
+        "attest init-ca --config signetd.toml --self-signed",
+        "ceremony sign",
+    ] {
+        assert!(plan.contains(step), "the plan shows {step}: {plan}");
+    }
+    assert_eq!(c.ca_state(), "missing");
+    assert_eq!(c.transcripts().len(), 1, "a dry run writes no transcript");
+
+    let out = c.run("root.sh", "");
+    assert!(
+        out.contains("missing"),
+        "root.sh reports the state first: {out}"
+    );
+    assert_eq!(c.ca_state(), "ready");
+    let signed = c.json(&init_token);
+    assert!(
+        signed["signature"].is_string() && signed["protected"].is_string(),
+        "root.sh signed the pending token transcript: {signed}"
+    );
+
+    // Issuer keys (a dry run first), a rotation, and retiring the rotated-in key.
+    let plan = c.run("issuer-key.sh", "--issuer es --dry-run");
+    assert!(
+        plan.contains("keys generate --config signetd.toml --issuer es"),
+        "{plan}"
+    );
+    assert!(
+        c.kids("es", "active").is_empty(),
+        "a dry run generates nothing"
+    );
+    c.run("issuer-key.sh", "--issuer es");
+    c.run("issuer-key.sh", "--issuer ed");
+    let es = c.kid("es", "active");
+    let ed = c.kid("ed", "active");
+    c.run("rotate.sh", "--issuer es");
+    let next = c.kid("es", "pending");
+    let plan = c.run("retire.sh", &format!("--kid {next} --dry-run"));
+    let step = format!("keys retire --config signetd.toml --kid {next}");
+    assert!(plan.contains(&step), "{plan}");
+    assert_eq!(c.kid("es", "pending"), next, "a dry run retires nothing");
+    c.run("retire.sh", &format!("--kid {next}"));
+    assert_eq!(c.kid("es", "retired"), next);
+    let published = [&es, &ed, &next];
+
+    // Export: every key verifies, and SHA256SUMS covers the bundle.
+    let out = c.run("export-public.sh", "--out export");
+    assert_eq!(out.matches("verdict: valid").count(), 3, "{out}");
+    let sums = c.read("export/SHA256SUMS");
+    for kid in published {
+        assert!(sums.contains(&format!("keys/{kid}.pem")), "{sums}");
+    }
+    for f in ["root.pem", "ca-chain.pem", "jwks.json"] {
+        assert!(sums.contains(f), "{sums}");
+    }
+    let mut check = c.command("sha256sum", "-c SHA256SUMS");
+    check.current_dir(c.path("export"));
+    ok("sha256sum -c SHA256SUMS", check.output().unwrap());
+
+    // Every transcript verifies against the exported root; each ceremony left one.
+    let files = c.transcripts();
+    assert_eq!(files.len(), 6, "{files:?}");
+    let mut ceremonies = BTreeSet::new();
+    for file in &files {
+        let shown = c.signetd_ok(&format!("ceremony verify {file} --root export/root.pem"));
+        let readable = c.json(file)["transcript"].clone();
+        let ceremony = readable["ceremony"].as_str().unwrap().to_string();
+        let prefix = format!("ceremonies/{ceremony}-");
+        assert!(file.starts_with(&prefix), "{file}: {readable}");
+        assert_eq!(readable["outcome"], "completed", "{readable}");
+        assert!(
+            shown.contains(&ceremony),
+            "ceremony verify prints it: {shown}"
+        );
+        ceremonies.insert(ceremony);
+    }
+    let expected = ["init-token", "root", "issuer-key", "rotate", "retire"];
+    assert_eq!(ceremonies, BTreeSet::from(expected.map(String::from)));
+    // The token ceremony's transcript as init-token.sh left it proves nothing.
+    let refused = c.signetd_fails("ceremony verify init-token-pending.json --root export/root.pem");
+    assert!(refused.contains("unsigned (pending)"), "{refused}");
+
+    // The daemon publishes every key with the exported chain as x5c, and signs.
+    let _daemon = Daemon::start(&c);
+    let (status, body) = get_over_socket(&c.path("signetd.sock"), "/.well-known/jwks.json");
+    assert_eq!(status, 200, "{}", text(&body));
+    fs::write(c.path("served-jwks.json"), &body).unwrap();
+    let jwks: Value = serde_json::from_slice(&body).unwrap();
+    for kid in published {
+        let keys = jwks["keys"].as_array().unwrap();
+        let jwk = keys.iter().find(|k| k["kid"] == kid.as_str());
+        let jwk = jwk.unwrap_or_else(|| panic!("the served JWKS lacks {kid}: {jwks}"));
+        let x5c = jwk["x5c"].as_array();
+        let x5c = x5c.unwrap_or_else(|| panic!("no x5c: {jwk}"));
+        let x5c: Vec<&str> = x5c.iter().map(|c| c.as_str().unwrap()).collect();
+        let exported = pem_blocks(&c.read(&format!("export/keys/{kid}.pem")));
+        assert_eq!(x5c, exported, "{kid}: the served x5c is the exported chain");
+        assert!(jwk["x5t#S256"].is_string(), "{jwk}");
+        let out = c.signetd_ok(&format!(
+            "attest verify --root export/root.pem --jwks-file served-jwks.json --kid {kid}"
+        ));
+        assert!(out.contains("verdict: valid"), "{out}");
+    }
+    for issuer in ["es", "ed"] {
+        let socket = "--socket signetd.sock";
+        let token = c.signetd_ok(&format!("token mint {socket} --issuer {issuer} --aud api"));
+        let iss = format!("https://{issuer}.example");
+        let token = token.trim();
+        c.signetd_ok(&format!(
+            "token verify {socket} --iss {iss} --aud api {token}"
+        ));
+    }
+}
+
+// ---------------------------------------------------------------- (b) the CSR path
+
+/// The operator's CA: P-256, ecdsa-with-SHA256; the attestation CA it certifies gets
+/// CA:TRUE (critical) and keyCertSign.
+const OPERATOR_CA_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+O = Example Operator
+CN = Example Operator Root CA
+[v3_root]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[v3_signetd_ca]
+basicConstraints = critical, CA:true, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+";
+
+/// `openssl ARGS` in the temp dir.
+#[track_caller]
+fn openssl(c: &Ceremony, args: &str) -> String {
+    let out = c.command("openssl", args).output();
+    ok(
+        &format!("openssl {args}"),
+        out.expect("run openssl (scripts/test.sh installs it)"),
+    )
+}
+
+/// The root ceremony through the operator's own CA: a CSR out, a chain back. Keys then
+/// verify against the operator's root, which `attest export` names as the root.
+#[test]
+fn the_csr_path_chains_keys_to_the_operators_root() {
+    let c = Ceremony::new("cer-csr");
+    let out = c.run("root.sh", "--csr attestation-ca.csr");
+    assert!(out.contains("--import"), "root.sh says how to go on: {out}");
+    assert_eq!(c.ca_state(), "awaiting-certificate");
+    let files = c.transcripts();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let csr_transcript = c.json(&files[0]);
+    assert!(
+        csr_transcript.get("signature").is_none(),
+        "pending until the CA is certified"
+    );
+    let refused = c.run_fails("issuer-key.sh", "--issuer es");
+    assert!(
+        refused.contains("awaiting-certificate"),
+        "no key before the CA: {refused}"
+    );
+
+    fs::write(c.path("operator.cnf"), OPERATOR_CA_CNF).unwrap();
+    openssl(
+        &c,
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out operator.key",
+    );
+    openssl(
+        &c,
+        "req -x509 -new -key operator.key -sha256 -days 3650 -config operator.cnf \
+         -extensions v3_root -set_serial 0x4a3c9e1f0b7d42c6a1e8f3b2d4c6e8a1 -out operator-root.pem",
+    );
+    openssl(&c, "req -in attestation-ca.csr -noout -verify");
+    openssl(
+        &c,
+        "x509 -req -in attestation-ca.csr -CA operator-root.pem -CAkey operator.key -sha256 \
+         -days 1825 -extfile operator.cnf -extensions v3_signetd_ca \
+         -set_serial 0x5b2d8f0e1c6a4b3f92d7e6c5b4a39281 -out signetd-ca.pem",
+    );
+    let operator_root = c.read("operator-root.pem");
+    fs::write(
+        c.path("chain.pem"),
+        c.read("signetd-ca.pem") + &operator_root,
+    )
+    .unwrap();
+
+    c.run("root.sh", "--import chain.pem");
+    assert_eq!(c.ca_state(), "ready");
+    for file in c.transcripts() {
+        let signed = c.json(&file)["signature"].is_string();
+        assert!(signed, "{file} is signed once the CA is ready");
+    }
+
+    c.run("issuer-key.sh", "--issuer es");
+    let kid = c.kid("es", "active");
+    c.run("export-public.sh", "--out export");
+    assert_eq!(
+        pem_blocks(&c.read("export/root.pem")),
+        pem_blocks(&operator_root)
+    );
+    let chain = pem_blocks(&c.read(&format!("export/keys/{kid}.pem")));
+    assert_eq!(chain.len(), 3, "key, attestation CA, operator root");
+
+    let out = c.signetd_ok(&format!(
+        "attest verify --root operator-root.pem --chain export/keys/{kid}.pem \
+         --jwks-file export/jwks.json --kid {kid}"
+    ));
+    assert!(out.contains("verdict: valid"), "{out}");
+    fs::write(c.path("leaf.pem"), to_pem(&chain[..1])).unwrap();
+    fs::write(c.path("untrusted.pem"), to_pem(&chain[1..2])).unwrap();
+    let out = openssl(
+        &c,
+        "verify -x509_strict -CAfile operator-root.pem -untrusted untrusted.pem leaf.pem",
+    );
+    assert!(out.contains(": OK"), "{out}");
+    for file in c.transcripts() {
+        c.signetd_ok(&format!("ceremony verify {file} --root operator-root.pem"));
+    }
+}
+
+// ---------------------------------------------------------------- (c), (d) independent checks
+
+/// The Python of the test venv (pkilint, asn1crypto, cryptography): `SIGNETD_TEST_PYTHON`
+/// (scripts/test.sh sets it), else `python3`. Missing tools fail the test: it must not
+/// pass by not running.
+fn venv_python() -> String {
+    let python = std::env::var("SIGNETD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let probe = Command::new(&python)
+        .args(["-c", "import pkilint, asn1crypto, cryptography"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => python,
+        _ => panic!(
+            "{python} cannot import pkilint, asn1crypto and cryptography: run scripts/test.sh, \
+             which installs tests/interop/requirements.txt into target/test-venv, or set \
+             SIGNETD_TEST_PYTHON to a Python that has them"
+        ),
+    }
+}
+
+/// openssl (`-x509_strict`) and pkilint (RFC 5280, issuer/subject) find nothing at
+/// WARNING or above in the exported certificates.
+#[test]
+fn exported_certificates_pass_openssl_and_pkilint() {
+    let python = venv_python();
+    let c = Ceremony::new("cer-lint");
+    c.ready_with_keys();
+    let script = repo_root().join("tests/interop/check_certs.sh");
+    let mut check = c.command("bash", "");
+    check
+        .arg(script)
+        .arg("export")
+        .env("SIGNETD_TEST_PYTHON", python);
+    let out = ok(
+        "tests/interop/check_certs.sh export",
+        check.output().unwrap(),
+    );
+    assert!(out.contains(" 0 failed"), "{out}");
+    assert_eq!(
+        out.matches("ok   openssl verify -x509_strict").count(),
+        2,
+        "{out}"
+    );
+    let linted = out
+        .matches("ok   pkilint RFC 5280: key certificate")
+        .count();
+    assert_eq!(linted, 2, "{out}");
+}
+
+/// Python's cryptography finds the signetd extension and asn1crypto decodes it: the
+/// attributes the token reported, the key's type and curve, its kid and the token.
+#[test]
+fn an_independent_decoder_reads_the_attestation_extension() {
+    let python = venv_python();
+    let c = Ceremony::new("cer-decode");
+    c.ready_with_keys();
+    let decoder = repo_root().join("tests/interop/decode_attestation.py");
+    for (issuer, key_type, curve) in [("es", 3, "1.2.840.10045.3.1.7"), ("ed", 64, "1.3.101.112")] {
+        let kid = c.kid(issuer, "active");
+        let mut decode = c.command(&python, "");
+        decode.arg(&decoder).arg(format!("export/keys/{kid}.pem"));
+        let out = ok("decode_attestation.py", decode.output().unwrap());
+        let decoded: Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(decoded["version"], 1, "{decoded}");
+        assert_eq!(decoded["proof_level"], "operator", "{decoded}");
+        let attributes = &decoded["key_attributes"];
+        for (name, value) in [
+            ("local", true),
+            ("never_extractable", true),
+            ("always_sensitive", true),
+            ("extractable", false),
+            ("sensitive", true),
+        ] {
+            assert_eq!(attributes[name], value, "{name}: {decoded}");
+        }
+        assert_eq!(decoded["key_type"], key_type, "{decoded}");
+        assert_eq!(decoded["curve"], curve, "{decoded}");
+        assert_eq!(decoded["key_id"], kid.as_str(), "{decoded}");
+        let token = &decoded["token"];
+        assert_eq!(
+            token["serial_number"],
+            c.var("SIGNETD_TOKEN_SERIAL"),
+            "{decoded}"
+        );
+        assert_eq!(token["label"], c.var("SIGNETD_TOKEN_LABEL"), "{decoded}");
+        assert_eq!(token["manufacturer"], "SoftHSM project", "{decoded}");
+        let model = token["model"].as_str().unwrap();
+        assert!(model.starts_with("SoftHSM"), "{decoded}");
+        // The arc docs/attestation.md documents: the design's UUID under the GUID arc.
+        let oid = "1.2.840.113556.1.8000.2554.49378.63801.33630.17446.36373.11347875.10197280.1";
+        assert_eq!(decoded["oid"], oid, "{decoded}");
+    }
+}
+
+// ---------------------------------------------------------------- (e) what must fail
+
+#[test]
+fn a_key_certificate_with_a_flipped_signature_byte_fails_verification() {
+    let c = Ceremony::new("cer-flip");
+    c.ready_with_keys();
+    let chain_file = format!("export/keys/{}.pem", c.kid("es", "active"));
+    let verify = |chain: &str| {
+        c.signetd(&format!(
+            "attest verify --root export/root.pem --chain {chain}"
+        ))
+    };
+    let good = ok("the untouched chain verifies", verify(&chain_file));
+    assert!(good.contains("verdict: valid"), "{good}");
+
+    // A certificate ends with its signature: flip a bit of the last octet.
+    let mut chain = pem_blocks(&c.read(&chain_file));
+    let mut der = STANDARD.decode(&chain[0]).unwrap();
+    *der.last_mut().unwrap() ^= 0x01;
+    chain[0] = STANDARD.encode(&der);
+    fs::write(c.path("flipped.pem"), to_pem(&chain)).unwrap();
+    let verdict = fails(
+        "attest verify of a flipped signature",
+        verify("flipped.pem"),
+    );
+    assert!(verdict.contains("verdict: INVALID"), "{verdict}");
+    assert!(verdict.contains("signature does not verify"), "{verdict}");
+}
+
+#[test]
+fn a_chain_to_another_root_fails_verification() {
+    let c = Ceremony::new("cer-root-a");
+    c.ready_with_keys();
+    // Another token's self-signed CA, with the same default subject.
+    let other = Ceremony::new("cer-root-b");
+    other.run("root.sh", "");
+    other.run("export-public.sh", "--out export");
+    fs::copy(other.path("export/root.pem"), c.path("other-root.pem")).unwrap();
+    assert_ne!(c.read("export/root.pem"), c.read("other-root.pem"));
+
+    let kid = c.kid("es", "active");
+    let verify = format!("attest verify --root other-root.pem --chain export/keys/{kid}.pem");
+    let verdict = c.signetd_fails(&verify);
+    assert!(verdict.contains("verdict: INVALID"), "{verdict}");
+    assert!(
+        verdict.contains("FAIL anchored at the trusted root"),
+        "{verdict}"
+    );
+
+    // Transcripts are anchored the same way.
+    let transcript = c.transcripts().pop().unwrap();
+    let verify = format!("ceremony verify {transcript} --root other-root.pem");
+    let refused = c.signetd_fails(&verify);
+    assert!(refused.contains("trusted root"), "{refused}");
+}
+
+#[test]
+fn a_jwks_whose_key_differs_from_its_certificate_fails_verification() {
+    let c = Ceremony::new("cer-jwk");
+    c.run("root.sh", "");
+    c.run("issuer-key.sh", "--issuer es");
+    c.run("rotate.sh", "--issuer es");
+    c.run("export-public.sh", "--out export");
+    let active = c.kid("es", "active");
+    let pending = c.kid("es", "pending");
+    // Give the active key's JWK the pending key's point: a valid P-256 key, just not
+    // the certified one.
+    let mut jwks = c.json("export/jwks.json");
+    let keys = jwks["keys"].as_array_mut().unwrap();
+    let other = keys
+        .iter()
+        .find(|k| k["kid"] == pending.as_str())
+        .unwrap()
+        .clone();
+    let jwk = keys
+        .iter_mut()
+        .find(|k| k["kid"] == active.as_str())
+        .unwrap();
+    jwk["x"] = other["x"].clone();
+    jwk["y"] = other["y"].clone();
+    fs::write(c.path("bad-jwks.json"), serde_json::to_vec(&jwks).unwrap()).unwrap();
+
+    // With the chain from a file, and with the chain from the JWKS's own x5c.
+    for chain in [format!("--chain export/keys/{active}.pem"), String::new()] {
+        let verdict = c.signetd_fails(&format!(
+            "attest verify --root export/root.pem {chain} --jwks-file bad-jwks.json --kid {active}"
+        ));
+        assert!(verdict.contains("verdict: INVALID"), "{verdict}");
+        assert!(verdict.contains("differs"), "{verdict}");
+    }
+}
+
+#[test]
+fn tampered_transcripts_fail_verification() {
+    let c = Ceremony::new("cer-tamper");
+    c.ready_with_keys();
+    let transcripts = c.transcripts();
+    let original = transcripts
+        .iter()
+        .find(|f| f.contains("/issuer-key-"))
+        .unwrap();
+    c.signetd_ok(&format!(
+        "ceremony verify {original} --root export/root.pem"
+    ));
+    let transcript = c.json(original);
+    let verify = |name: &str, value: &Value| {
+        fs::write(c.path(name), serde_json::to_vec_pretty(value).unwrap()).unwrap();
+        c.signetd_fails(&format!("ceremony verify {name} --root export/root.pem"))
+    };
+
+    // One field of the readable copy edited.
+    let mut edited = transcript.clone();
+    edited["transcript"]["outcome"] = Value::from("failed: nothing happened");
+    let refused = verify("readable-edited.json", &edited);
+    assert!(
+        refused.contains("readable copy differs from the signed payload"),
+        "{refused}"
+    );
+
+    // The payload edited, with the readable copy kept equal to it.
+    let payload = transcript["payload"].as_str().unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    payload["operator"]["uid"] = Value::from(4242);
+    let mut edited = transcript.clone();
+    edited["payload"] = Value::from(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap()));
+    edited["transcript"] = payload;
+    let refused = verify("payload-edited.json", &edited);
+    assert!(refused.contains("signature does not verify"), "{refused}");
+
+    // The signature removed: a pending transcript proves nothing.
+    let mut stripped = transcript.clone();
+    let object = stripped.as_object_mut().unwrap();
+    object.remove("signature");
+    object.remove("protected");
+    let refused = verify("stripped.json", &stripped);
+    assert!(
+        refused.contains("transcript is unsigned (pending)"),
+        "{refused}"
+    );
+}
+
+// ---------------------------------------------------------------- (f), (g) recovery
+
+/// An interrupted root ceremony (the CA key made, never certified) is reported with the
+/// ways forward, and `root.sh --undo` clears it so a fresh root ceremony succeeds.
+#[test]
+fn an_interrupted_root_ceremony_is_reported_and_undone() {
+    let c = Ceremony::new("cer-undo");
+    c.signetd_ok("attest init-ca --config signetd.toml --csr lost.csr");
+    assert_eq!(c.ca_state(), "awaiting-certificate");
+
+    let report = c.run_fails("root.sh", "");
+    assert!(report.contains("awaiting-certificate"), "{report}");
+    for way in ["--import CHAIN.pem", "--resume", "--csr NEW.pem", "--undo"] {
+        assert!(report.contains(way), "root.sh offers {way}: {report}");
+    }
+    assert_eq!(
+        c.ca_state(),
+        "awaiting-certificate",
+        "reporting changes nothing"
+    );
+
+    let plan = c.run("root.sh", "--undo --dry-run");
+    assert!(
+        plan.contains("attest init-ca --config signetd.toml --undo"),
+        "{plan}"
+    );
+    assert_eq!(
+        c.ca_state(),
+        "awaiting-certificate",
+        "a dry run changes nothing"
+    );
+
+    c.run("root.sh", "--undo");
+    assert_eq!(c.ca_state(), "missing");
+    c.run("root.sh", "--self-signed");
+    assert_eq!(c.ca_state(), "ready");
+
+    let refused = c.run_fails("root.sh", "--undo");
+    assert!(
+        refused.contains("never destroys a certified CA"),
+        "{refused}"
+    );
+    assert_eq!(c.ca_state(), "ready");
+}
+
+/// A key pair without state record or certificate (what an interrupted generation
+/// leaves) stops the key ceremonies, which name the commands that finish or undo it;
+/// once it is undone, the ceremony goes ahead.
+#[test]
+fn an_incomplete_key_stops_the_key_ceremonies_until_it_is_undone() {
+    let c = Ceremony::new("cer-incomplete");
+    c.run("root.sh", "");
+    let kid = "es-20260101-0badc0de";
+    let id_hex: String = kid.bytes().map(|b| format!("{b:02x}")).collect();
+    let keygen = format!(
+        "--module {} --token-label {} --login --keypairgen --key-type EC:prime256v1 \
+         --usage-sign --id {id_hex} --label signetd/es/{kid}",
+        c.var("SIGNETD_PKCS11_MODULE"),
+        c.var("SIGNETD_TOKEN_LABEL"),
+    );
+    let mut keygen = c.command("pkcs11-tool", &keygen);
+    keygen.args(["--pin", c.read("token/user.pin").trim()]);
+    let out = keygen
+        .output()
+        .expect("run pkcs11-tool (scripts/test.sh installs opensc)");
+    ok("pkcs11-tool --keypairgen", out);
+    let problems = c.keys()["problems"].to_string();
+    assert!(problems.contains(kid), "{problems}");
+
+    for (script, args) in [
+        ("issuer-key.sh", "--issuer es"),
+        ("rotate.sh", "--issuer es"),
+        ("issuer-key.sh", "--issuer es --dry-run"),
+    ] {
+        let report = c.run_fails(script, args);
+        for command in ["keys finish", "keys destroy-incomplete"] {
+            let line = format!("{command} --config signetd.toml --kid {kid}");
+            assert!(report.contains(&line), "{script} names `{line}`: {report}");
+        }
+    }
+    assert!(c.kids("es", "active").is_empty(), "nothing was generated");
+
+    c.signetd_ok(&format!(
+        "keys destroy-incomplete --config signetd.toml --kid {kid}"
+    ));
+    assert_eq!(c.keys()["problems"], Value::Array(vec![]));
+    c.run("issuer-key.sh", "--issuer es");
+    c.kid("es", "active");
+}
