@@ -50,6 +50,17 @@ pub enum KeysCommand {
         #[command(flatten)]
         transcript: TranscriptArg,
     },
+    /// Revoke a key (compromise): out of the JWKS at once and listed in revocations. A
+    /// running daemon applies it within one lifecycle tick.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key id.
+        #[arg(long)]
+        kid: String,
+        #[command(flatten)]
+        transcript: TranscriptArg,
+    },
     /// Complete a key whose generation was interrupted (issue its certificate, write its record).
     Finish {
         #[command(flatten)]
@@ -165,6 +176,22 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 .await
                 .map(|key| {
                     println!("key {} of issuer {} is retired", key.kid, key.issuer);
+                    log.created.push(created(&key, "key-state"));
+                })
+                .map_err(|e| e.to_string());
+            record(&transcript, log, Some(&hsm), outcome).await
+        }
+        KeysCommand::Revoke {
+            config,
+            kid,
+            transcript,
+        } => {
+            let (_, hsm) = super::open(&config.config).await?;
+            let mut log = Transcript::start("revoke", hsm.token());
+            let outcome = keys::store::transition(&hsm, &kid, keys::KeyState::Revoked)
+                .await
+                .map(|key| {
+                    println!("key {} of issuer {} is revoked", key.kid, key.issuer);
                     log.created.push(created(&key, "key-state"));
                 })
                 .map_err(|e| e.to_string());

@@ -450,3 +450,47 @@ async fn pyjwt_rejects_no_token_minted_across_two_rotations() {
         "two rotations: three keys signed: {summary}"
     );
 }
+
+/// An operator revokes a key with the CLI, in another process, while the daemon runs:
+/// the daemon's next lifecycle tick re-reads the token and drops the key.
+#[tokio::test]
+async fn a_key_revoked_with_the_cli_leaves_a_running_daemon_within_a_tick() {
+    let t = crate::common::token();
+    let kid = generate_key("life-cli", Algorithm::Es256).await;
+    let tables = format!(
+        "{}{}",
+        issuer_toml("life-cli", Algorithm::Es256),
+        lifecycle_toml()
+    );
+    let daemon = TestDaemon::start(&tables).await;
+    assert!(kids(&daemon.get("/.well-known/jwks.json").await).contains(&kid));
+    let config = daemon.dir.path().join("signetd.toml");
+    std::fs::write(&config, format!("{}\n{tables}", t.pkcs11_toml())).unwrap();
+    let out = std::process::Command::new(crate::common::signetd_bin())
+        .args(["keys", "revoke", "--kid", &kid, "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        eventually(5, async || !kids(
+            &daemon.get("/.well-known/jwks.json").await
+        )
+        .contains(&kid))
+        .await,
+        "the daemon did not pick up the revocation"
+    );
+    let listed = daemon.get("/v1/revocations").await;
+    assert!(
+        listed.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid.as_str())
+    );
+}
