@@ -57,6 +57,12 @@ pub struct KeyObjects {
 /// A logged-in connection to one token, with its pool of sessions.
 pub struct Hsm {
     pool: SessionPool,
+    /// Serializes operations on the token's object store (search, create, destroy).
+    /// SoftHSM2 fails object creation (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT)
+    /// when another thread searches the store at the same moment; these operations are
+    /// rare (start-up, lifecycle ticks, operator commands), so they take turns. Signing
+    /// never takes this lock.
+    store: tokio::sync::Mutex<()>,
     token: TokenIdentity,
     module: PathBuf,
 }
@@ -78,6 +84,7 @@ impl Hsm {
         );
         Ok(Hsm {
             pool,
+            store: tokio::sync::Mutex::new(()),
             token,
             module: settings.module,
         })
@@ -100,19 +107,17 @@ impl Hsm {
         id: Vec<u8>,
         label: String,
     ) -> Result<KeyPairInfo, HsmError> {
-        self.pool
-            .run(move |s| key_management::generate(s, algorithm, &id, &label))
+        self.store_op(move |s| key_management::generate(s, algorithm, &id, &label))
             .await
     }
 
     /// Destroys both halves of a key pair (to undo an incomplete generation).
     pub async fn destroy_key_pair(&self, keys: KeyObjects) -> Result<(), HsmError> {
-        self.pool
-            .run(move |s| {
-                key_management::destroy(s, keys);
-                Ok(())
-            })
-            .await
+        self.store_op(move |s| {
+            key_management::destroy(s, keys);
+            Ok(())
+        })
+        .await
     }
 
     /// Every key pair whose private label starts with `label_prefix`. Pairs that cannot
@@ -122,7 +127,7 @@ impl Hsm {
         label_prefix: &str,
     ) -> Result<Vec<Result<KeyPairInfo, UnreadableKey>>, HsmError> {
         let prefix = label_prefix.to_string();
-        self.pool.run(move |s| objects::key_pairs(s, &prefix)).await
+        self.store_op(move |s| objects::key_pairs(s, &prefix)).await
     }
 
     /// Creates a private data object of `application`.
@@ -133,23 +138,20 @@ impl Hsm {
         value: Vec<u8>,
     ) -> Result<ObjectRef, HsmError> {
         let application = application.to_string();
-        self.pool
-            .run(move |s| objects::create_data(s, &application, &label, &value))
+        self.store_op(move |s| objects::create_data(s, &application, &label, &value))
             .await
     }
 
     /// Every data object of `application`.
     pub async fn data_objects(&self, application: &str) -> Result<Vec<DataObject>, HsmError> {
         let application = application.to_string();
-        self.pool
-            .run(move |s| objects::data_objects(s, &application))
+        self.store_op(move |s| objects::data_objects(s, &application))
             .await
     }
 
     /// The key pair with `CKA_ID` = `id`, if the token has one.
     pub async fn key_pair_by_id(&self, id: Vec<u8>) -> Result<Option<KeyPairInfo>, HsmError> {
-        self.pool
-            .run(move |s| objects::key_pair_by_id(s, &id))
+        self.store_op(move |s| objects::key_pair_by_id(s, &id))
             .await
     }
 
@@ -161,8 +163,7 @@ impl Hsm {
         subject_der: Vec<u8>,
         value: Vec<u8>,
     ) -> Result<ObjectRef, HsmError> {
-        self.pool
-            .run(move |s| objects::create_certificate(s, &id, &label, &subject_der, &value))
+        self.store_op(move |s| objects::create_certificate(s, &id, &label, &subject_der, &value))
             .await
     }
 
@@ -172,16 +173,24 @@ impl Hsm {
         label_prefix: &str,
     ) -> Result<Vec<CertificateObject>, HsmError> {
         let prefix = label_prefix.to_string();
-        self.pool
-            .run(move |s| objects::certificates(s, &prefix))
+        self.store_op(move |s| objects::certificates(s, &prefix))
             .await
     }
 
     /// Destroys a data or certificate object.
     pub async fn destroy_object(&self, object: ObjectRef) -> Result<(), HsmError> {
-        self.pool
-            .run(move |s| s.destroy_object(object.0).map_err(HsmError::from))
+        self.store_op(move |s| s.destroy_object(object.0).map_err(HsmError::from))
             .await
+    }
+
+    /// Runs an object-store operation, one at a time (see the `store` field).
+    async fn store_op<R, F>(&self, f: F) -> Result<R, HsmError>
+    where
+        F: FnOnce(&cryptoki::session::Session) -> Result<R, HsmError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let _turn = self.store.lock().await;
+        self.pool.run(f).await
     }
 
     /// Signs with the private half of `keys`.
