@@ -20,12 +20,94 @@ use tokio::sync::oneshot;
 
 /// The per-run token: created by `softhsm/init-token.sh`, which is itself under test.
 pub struct TestToken {
-    _dir: TempDir,
+    /// Where the token lives; removed on drop.
+    pub dir: TempDir,
     /// What `init-token.sh --format env` printed.
     pub env: HashMap<String, String>,
 }
 
 impl TestToken {
+    /// A new token under a temporary directory, made by `softhsm/init-token.sh`.
+    ///
+    /// Tests that run other processes against a token use one of these of their own:
+    /// SoftHSM2's file store does not hold up to several processes writing one token
+    /// while this process's parallel tests write it too.
+    pub fn create(label: &str) -> TestToken {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(repo_root().join("softhsm/init-token.sh"))
+            .arg(dir.path().join("token"))
+            .arg(label)
+            .args(["--format", "env"])
+            .output()
+            .expect(
+                "run softhsm/init-token.sh (is softhsm2 installed? scripts/test.sh installs it)",
+            );
+        assert!(
+            out.status.success(),
+            "init-token.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        TestToken { dir, env }
+    }
+
+    /// Runs the signetd binary against this token; returns success, stdout, stderr.
+    pub fn signetd(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(signetd_bin())
+            .args(args)
+            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Writes a config for this token: its `[pkcs11]` table, a socket in its directory,
+    /// HTTP off, and `rest`. Returns the config path and the socket path.
+    pub fn write_config(&self, rest: &str) -> (PathBuf, PathBuf) {
+        let config = self.dir.path().join("signetd.toml");
+        let socket = self.dir.path().join("d.sock");
+        let listen = format!(
+            "[listen]\nsocket = {:?}\nhttp = \"off\"\n",
+            socket.display().to_string()
+        );
+        std::fs::write(&config, format!("{}\n{listen}{rest}", self.pkcs11_toml())).unwrap();
+        (config, socket)
+    }
+
+    /// Starts `signetd serve` on this token and waits until it is ready.
+    pub fn serve(&self, config: &Path, socket: &Path) -> ServedDaemon {
+        let mut child = Command::new(signetd_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let socket_arg = socket.display().to_string();
+        for _ in 0..100 {
+            if self.signetd(&["status", "--socket", &socket_arg]).0 {
+                return ServedDaemon(child);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon did not become ready");
+    }
+
     pub fn var(&self, name: &str) -> &str {
         self.env
             .get(name)
@@ -59,36 +141,14 @@ static HSM: OnceLock<Arc<Hsm>> = OnceLock::new();
 
 pub fn token() -> &'static TestToken {
     TOKEN.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(repo_root().join("softhsm/init-token.sh"))
-            .arg(dir.path().join("token"))
-            .arg("signetd-test")
-            .args(["--format", "env"])
-            .output()
-            .expect(
-                "run softhsm/init-token.sh (is softhsm2 installed? scripts/test.sh installs it)",
-            );
-        assert!(
-            out.status.success(),
-            "init-token.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env: HashMap<String, String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
+        let TestToken { dir, env } = TestToken::create("signetd-test");
         // SAFETY: `set_var` is unsound only while another thread reads the environment
         // without std's lock. Rust code reads it through std (which takes that lock), and
         // the only C code here that reads it, SoftHSM2's C_Initialize, runs after this
         // returns: every test reaches PKCS#11 through this OnceLock, whose initializer
         // runs exactly once while other callers block on it.
         unsafe { std::env::set_var("SOFTHSM2_CONF", &env["SOFTHSM2_CONF"]) };
-        TestToken { _dir: dir, env }
+        TestToken { dir, env }
     })
 }
 
@@ -143,6 +203,38 @@ pub async fn generate_key(issuer: &str, algorithm: Algorithm) -> String {
         .await
         .unwrap()
         .kid
+}
+
+/// A `signetd serve` process; dropping it kills the process, so a failing test never
+/// leaves a daemon behind.
+pub struct ServedDaemon(pub std::process::Child);
+
+impl ServedDaemon {
+    /// SIGKILL, as a crash would.
+    pub fn crash(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for ServedDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A daemon served in-process; dropping it shuts it down.

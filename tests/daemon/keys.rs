@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use signetd::Algorithm;
 use signetd::keys::{self, KeyStoreError};
 
-use crate::common::{TestDaemon, generate_key, hsm, issuer_toml, signetd_bin, token};
+use crate::common::{TestDaemon, TestToken, generate_key, hsm, issuer_toml, token};
 
 /// `pkcs11-tool` (OpenSC), not our code, reads the private keys' attributes.
 #[tokio::test]
@@ -153,35 +153,18 @@ async fn incomplete_keys_are_reported_and_never_published() {
     assert_eq!(reply.code(), "no_active_key");
 }
 
-#[tokio::test]
-async fn keys_cli_generates_once_and_lists_with_attributes() {
-    let t = token();
-    crate::common::ca().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("signetd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n{}",
-            t.pkcs11_toml(),
-            issuer_toml("keys-cli", Algorithm::EdDsa)
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(signetd_bin())
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+#[test]
+fn keys_cli_generates_once_and_lists_with_attributes() {
+    let t = TestToken::create("keys-cli");
+    let (config, _) = t.write_config(&issuer_toml("keys-cli", Algorithm::EdDsa));
+    let config = config.display().to_string();
+    let run = |args: &[&str]| t.signetd(&[args, &["--config", &config]].concat());
+    let (ok, _, stderr) = run(&["keys", "generate", "--issuer", "keys-cli"]);
+    assert!(
+        !ok && stderr.contains("no attestation CA"),
+        "keys need the CA first: {stderr}"
+    );
+    assert!(run(&["attest", "init-ca", "--self-signed"]).0);
     let (ok, stdout, stderr) = run(&["keys", "generate", "--issuer", "keys-cli"]);
     assert!(ok, "{stderr}");
     assert!(
@@ -198,7 +181,7 @@ async fn keys_cli_generates_once_and_lists_with_attributes() {
     let (ok, stdout, stderr) = run(&["keys", "list", "--issuer", "keys-cli", "--json"]);
     assert!(ok, "{stderr}");
     let listed: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(listed["token"]["label"], t.var("SIGNETD_TOKEN_LABEL"));
+    assert_eq!(listed["token"]["label"], "keys-cli");
     let keys = listed["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["alg"], "EdDSA");

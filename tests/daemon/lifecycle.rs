@@ -419,25 +419,40 @@ async fn pyjwt_rejects_no_token_minted_across_two_rotations() {
         .spawn()
         .expect("run tests/interop/verify_stream.py (scripts/test.sh installs PyJWT)");
     let mut feed = verifier.stdin.take().unwrap();
-    let started = std::time::Instant::now();
-    let mut rotations = 0;
     let mut minted = 0;
-    while started.elapsed() < Duration::from_secs(11) {
-        let due = [Duration::from_millis(500), Duration::from_millis(5500)];
-        if rotations < 2 && started.elapsed() >= due[rotations] {
+    let mut signer = String::new();
+    // Mint continuously; rotate, keep minting until the next key signs, twice; then
+    // mint a little longer under the last key.
+    for round in 0..3 {
+        if round > 0 {
             let reply = daemon
                 .post("/v1/issuers/life-loop/rotate", &json!({}))
                 .await;
             assert_eq!(reply.status, 200, "{:?}", reply.json);
-            rotations += 1;
         }
-        let token = mint(&daemon, "life-loop").await["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        writeln!(feed, "{token}").unwrap();
-        minted += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        loop {
+            let reply = mint(&daemon, "life-loop").await;
+            writeln!(feed, "{}", reply["token"].as_str().unwrap()).unwrap();
+            minted += 1;
+            let kid = reply["kid"].as_str().unwrap().to_string();
+            let switched = kid != signer;
+            signer = kid;
+            if (round > 0 && switched) || (round == 0 && minted >= 20) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the rotated key never started signing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for _ in 0..20 {
+            let reply = mint(&daemon, "life-loop").await;
+            writeln!(feed, "{}", reply["token"].as_str().unwrap()).unwrap();
+            minted += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     drop(feed);
     let out = tokio::task::block_in_place(|| verifier.wait_with_output()).unwrap();
@@ -455,37 +470,47 @@ async fn pyjwt_rejects_no_token_minted_across_two_rotations() {
 /// the daemon's next lifecycle tick re-reads the token and drops the key.
 #[tokio::test]
 async fn a_key_revoked_with_the_cli_leaves_a_running_daemon_within_a_tick() {
-    let t = crate::common::token();
-    let kid = generate_key("life-cli", Algorithm::Es256).await;
-    let tables = format!(
+    let t = crate::common::TestToken::create("cli-revoke");
+    let (config, socket) = t.write_config(&format!(
         "{}{}",
         issuer_toml("life-cli", Algorithm::Es256),
         lifecycle_toml()
-    );
-    let daemon = TestDaemon::start(&tables).await;
-    assert!(kids(&daemon.get("/.well-known/jwks.json").await).contains(&kid));
-    let config = daemon.dir.path().join("signetd.toml");
-    std::fs::write(&config, format!("{}\n{tables}", t.pkcs11_toml())).unwrap();
-    let out = std::process::Command::new(crate::common::signetd_bin())
-        .args(["keys", "revoke", "--kid", &kid, "--config"])
-        .arg(&config)
-        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-        .output()
-        .unwrap();
+    ));
+    let config_arg = config.display().to_string();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        t.signetd(&[
+            "attest",
+            "init-ca",
+            "--self-signed",
+            "--config",
+            &config_arg
+        ])
+        .0
     );
-    assert!(
-        eventually(5, async || !kids(
-            &daemon.get("/.well-known/jwks.json").await
-        )
-        .contains(&kid))
-        .await,
-        "the daemon did not pick up the revocation"
-    );
-    let listed = daemon.get("/v1/revocations").await;
+    let (ok, out, _) = t.signetd(&[
+        "keys",
+        "generate",
+        "--issuer",
+        "life-cli",
+        "--config",
+        &config_arg,
+    ]);
+    assert!(ok);
+    // "generated and attested ES256 key KID for issuer ..."
+    let kid = out.split_whitespace().nth(5).unwrap().to_string();
+    assert!(kid.starts_with("life-cli-"), "{out}");
+    let _daemon = t.serve(&config, &socket);
+    let published = async || {
+        let jwks =
+            crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None).await;
+        kids(&jwks).contains(&kid)
+    };
+    assert!(published().await);
+    let (ok, _, stderr) = t.signetd(&["keys", "revoke", "--kid", &kid, "--config", &config_arg]);
+    assert!(ok, "{stderr}");
+    let dropped = eventually(5, async || !published().await).await;
+    let listed = crate::common::request_unix(&socket, Method::GET, "/v1/revocations", None).await;
+    assert!(dropped, "the daemon did not pick up the revocation");
     assert!(
         listed.json["keys"]
             .as_array()

@@ -181,81 +181,73 @@ fn config_problems_name_the_field() {
 }
 
 /// A real daemon process is killed with SIGKILL and started again: a new C_Initialize,
-/// login and handle lookup find the same key, and a token minted before the crash still
-/// verifies against the JWKS served after it.
+/// login and handle lookup find the same key, the lifecycle state and the token
+/// revocations, and a token minted before the crash still verifies after it.
 #[tokio::test]
 async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
-    let t = token();
-    crate::common::generate_key("start-restart", signetd::Algorithm::Es256).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("d.sock");
-    let config = dir.path().join("signetd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[listen]\nsocket = {:?}\nhttp = \"off\"\n{}",
-            t.pkcs11_toml(),
-            socket.display().to_string(),
-            crate::common::issuer_toml("start-restart", signetd::Algorithm::Es256)
-                + &crate::common::lifecycle_toml()
-        ),
-    )
-    .unwrap();
+    use hyper::Method;
+    use serde_json::json;
+    let t = crate::common::TestToken::create("restart");
+    let tables = crate::common::issuer_toml("start-restart", signetd::Algorithm::Es256)
+        + &crate::common::lifecycle_toml();
+    let (config, socket) = t.write_config(&tables);
+    let config_arg = config.display().to_string();
+    assert!(
+        t.signetd(&[
+            "attest",
+            "init-ca",
+            "--self-signed",
+            "--config",
+            &config_arg
+        ])
+        .0
+    );
+    assert!(
+        t.signetd(&[
+            "keys",
+            "generate",
+            "--issuer",
+            "start-restart",
+            "--config",
+            &config_arg
+        ])
+        .0
+    );
+    let socket_arg = socket.display().to_string();
     let cli = |args: &[&str]| {
-        let out = Command::new(signetd_bin())
-            .args(args)
-            .arg("--socket")
-            .arg(&socket)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
+        let (ok, out, _) = t.signetd(&[args, &["--socket", &socket_arg]].concat());
+        (ok, out)
     };
-    let start = || {
-        let mut child = Command::new(signetd_bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if cli(&["status"]).0 {
-                return child;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the daemon did not become ready");
+    let request = |method: Method, path: String, body: Option<serde_json::Value>| {
+        let socket = socket.clone();
+        async move { crate::common::request_unix(&socket, method, &path, body.as_ref()).await }
     };
 
-    let mut first = start();
+    let mut first = t.serve(&config, &socket);
     let (ok, token) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
     assert!(ok);
     // Lifecycle state and a token revocation, made just before the crash.
     let (_, revoked) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
     let jti = crate::common::decode_parts(&revoked).1["jti"].clone();
-    let post = |path: &'static str, body: serde_json::Value| {
-        let socket = socket.clone();
-        async move { crate::common::request_unix(&socket, hyper::Method::POST, path, Some(&body)).await }
-    };
-    assert_eq!(
-        post("/v1/revocations", serde_json::json!({"jti": jti}))
-            .await
-            .status,
-        200
-    );
-    let rotated = post("/v1/issuers/start-restart/rotate", serde_json::json!({})).await;
+    let reply = request(
+        Method::POST,
+        "/v1/revocations".into(),
+        Some(json!({"jti": jti})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    let rotated = request(
+        Method::POST,
+        "/v1/issuers/start-restart/rotate".into(),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.json);
     let pending = rotated.json["kid"].as_str().unwrap().to_string();
-    first.kill().unwrap(); // SIGKILL: no graceful shutdown, the socket file stays behind
-    first.wait().unwrap();
+    first.crash(); // SIGKILL: no graceful shutdown, the socket file stays behind
     assert!(socket.exists());
 
-    let mut second = start(); // replaces the stale socket
+    let mut second = t.serve(&config, &socket); // replaces the stale socket
     let (ok, verdict) = cli(&[
         "token",
         "verify",
@@ -269,51 +261,40 @@ async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
         ok,
         "a token from before the crash verifies after it: {verdict}"
     );
-    let (ok, again) = cli(&["token", "mint", "--issuer", "start-restart", "--aud", "api"]);
-    assert!(ok);
-    let kid = |t: &str| crate::common::decode_parts(t).0["kid"].clone();
-    assert_eq!(
-        kid(&token),
-        kid(&again),
-        "the same key signs after the restart"
+    let keys = request(Method::GET, "/v1/keys".into(), None).await;
+    let kid = crate::common::decode_parts(&token).0["kid"].clone();
+    assert!(
+        keys.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid),
+        "the same key is there"
     );
-    let get = |path: String| {
-        let socket = socket.clone();
-        async move { crate::common::request_unix(&socket, hyper::Method::GET, &path, None).await }
-    };
-    let revocations = get("/v1/revocations".to_string()).await;
+    let state = request(Method::GET, format!("/v1/keys/{pending}"), None)
+        .await
+        .json["state"]
+        .clone();
+    assert!(
+        state == "pending" || state == "active",
+        "the rotation survived: {state}"
+    );
+    let revocations = request(Method::GET, "/v1/revocations".into(), None).await;
     assert!(
         revocations.json["tokens"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["jti"] == jti),
+            .any(|r| r["jti"] == jti),
         "{:?}",
         revocations.json
     );
-    let verdict = crate::common::request_unix(
-        &socket,
-        hyper::Method::POST,
-        "/v1/verify",
-        Some(&serde_json::json!({"token": revoked, "audience": "api"})),
+    let verdict = request(
+        Method::POST,
+        "/v1/verify".into(),
+        Some(json!({"token": revoked, "audience": "api"})),
     )
     .await;
     assert_eq!(verdict.code(), "token_revoked");
-    let state = get(format!("/v1/keys/{pending}")).await.json["state"].clone();
-    assert!(
-        state == "pending" || state == "active",
-        "the rotation survived: {state}"
-    );
-    terminate(&mut second);
-}
-
-/// Stops a daemon with SIGTERM (graceful) through the `kill` command and waits for it.
-fn terminate(child: &mut std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    assert!(second.terminate().success(), "graceful shutdown exits 0");
 }
