@@ -336,7 +336,7 @@ fn get_over_socket(socket: &Path, path: &str) -> (u16, Vec<u8>) {
 
 /// Every ceremony script end to end on one token, each leaving a transcript that
 /// verifies against the exported root; the daemon then serves every published key with
-/// its x5c chain, and mints with the keys the ceremonies made.
+/// its x5c chain (and not the revoked one), and mints with the keys the ceremonies made.
 #[test]
 fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
     let c = Ceremony::new("cer-e2e");
@@ -411,10 +411,17 @@ fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
     c.run("retire.sh", &format!("--kid {next}"));
     assert_eq!(c.kid("es", "retired"), next);
     let published = [&es, &ed, &next];
+    // A second rotation, whose key is then revoked.
+    c.run("rotate.sh", "--issuer es");
+    let compromised = c.kid("es", "pending");
+    c.run("revoke.sh", &format!("--kid {compromised}"));
+    assert_eq!(c.kid("es", "revoked"), compromised);
 
     // Export: every key verifies, and SHA256SUMS covers the bundle.
     let out = c.run("export-public.sh", "--out export");
-    assert_eq!(out.matches("verdict: valid").count(), 3, "{out}");
+    let exported = fs::read_dir(c.path("export/keys")).unwrap().count();
+    assert!(exported >= published.len(), "{out}");
+    assert_eq!(out.matches("verdict: valid").count(), exported, "{out}");
     let sums = c.read("export/SHA256SUMS");
     for kid in published {
         assert!(sums.contains(&format!("keys/{kid}.pem")), "{sums}");
@@ -428,7 +435,7 @@ fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
 
     // Every transcript verifies against the exported root; each ceremony left one.
     let files = c.transcripts();
-    assert_eq!(files.len(), 6, "{files:?}");
+    assert_eq!(files.len(), 8, "{files:?}");
     let mut ceremonies = BTreeSet::new();
     for file in &files {
         let shown = c.signetd_ok(&format!("ceremony verify {file} --root export/root.pem"));
@@ -443,7 +450,14 @@ fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
         );
         ceremonies.insert(ceremony);
     }
-    let expected = ["init-token", "root", "issuer-key", "rotate", "retire"];
+    let expected = [
+        "init-token",
+        "root",
+        "issuer-key",
+        "rotate",
+        "retire",
+        "revoke",
+    ];
     assert_eq!(ceremonies, BTreeSet::from(expected.map(String::from)));
     // The token ceremony's transcript as init-token.sh left it proves nothing.
     let refused = c.signetd_fails("ceremony verify init-token-pending.json --root export/root.pem");
@@ -455,6 +469,16 @@ fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
     assert_eq!(status, 200, "{}", text(&body));
     fs::write(c.path("served-jwks.json"), &body).unwrap();
     let jwks: Value = serde_json::from_slice(&body).unwrap();
+    let served: Vec<&Value> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["kid"])
+        .collect();
+    assert!(
+        !served.contains(&&Value::from(compromised.as_str())),
+        "revoked: {jwks}"
+    );
     for kid in published {
         let keys = jwks["keys"].as_array().unwrap();
         let jwk = keys.iter().find(|k| k["kid"] == kid.as_str());

@@ -2,6 +2,7 @@
 
 mod attestation;
 mod bad_input;
+mod ceremony;
 mod common;
 mod interop;
 mod keys;

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Key ceremony: generate and attest an issuer's first signing key.
+set -euo pipefail
+
+# shellcheck source=scripts/ceremony/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<EOF
+Usage: scripts/ceremony/$CE_PROG --issuer NAME [--if-missing] [--force] [common options]
+
+Issuer key ceremony: generates the first signing key of issuer NAME inside the
+token, has the attestation CA certify it, and makes it active:
+
+  signetd keys generate --config F --issuer NAME --transcript T
+
+The issuer must be configured ([issuers.NAME]) and the attestation CA ready
+(scripts/ceremony/root.sh). The key's algorithm is the issuer's configured one.
+Before acting, keys left incomplete by an interrupted ceremony are reported
+with the commands that finish or undo them, and the ceremony stops.
+
+Options:
+  --issuer NAME   the issuer (a name under [issuers] in the config)
+  --if-missing    succeed without generating if the issuer already has an
+                  active key
+  --force         go ahead even if the token holds incomplete keys
+
+EOF
+    ce_common_help
+}
+
+issuer=""
+if_missing=0
+force=0
+
+while (($# > 0)); do
+    case "$1" in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --issuer)
+            ce_need_value "$@"
+            issuer=$2
+            shift 2
+            ;;
+        --issuer=*)
+            issuer=${1#*=}
+            shift
+            ;;
+        --if-missing)
+            if_missing=1
+            shift
+            ;;
+        --force)
+            force=1
+            shift
+            ;;
+        -*)
+            ce_common_option "$@" || ce_usage_error "unknown option: $1"
+            shift "$CE_SHIFT"
+            ;;
+        *) ce_usage_error "unexpected argument: $1" ;;
+    esac
+done
+[[ -n $issuer ]] || ce_usage_error "--issuer is required"
+
+ce_setup config
+ce_require_ready_ca
+ce_report_ca
+
+ce_say "Keys of issuer $issuer"
+ce_query keys list --config "$CE_CONFIG" --issuer "$issuer" || ce_die "'signetd keys list' failed"
+
+ce_stop_if_incomplete "$force"
+
+transcript=$(ce_transcript_path issuer-key)
+extra=()
+if ((if_missing)); then extra+=(--if-missing); fi
+
+ce_say "Issuer key ceremony: first key of $issuer"
+if ((CE_DRY_RUN)); then
+    printf 'plan:\n'
+fi
+if ! ce_step keys generate --config "$CE_CONFIG" --issuer "$issuer" "${extra[@]}" --transcript "$transcript"; then
+    printf '\n%s: generating the key failed (message above).\n' "$CE_PROG" >&2
+    ce_report_problems >/dev/null || true
+    printf 'Run %s again to see where things stand; see docs/ceremonies.md.\n' "$CE_PROG" >&2
+    exit 1
+fi
+
+if ((!CE_DRY_RUN)); then
+    if [[ -f $transcript ]]; then
+        ce_report_transcript "$transcript"
+    elif ((if_missing)); then
+        printf '\nNo transcript: nothing was generated.\n'
+    else
+        ce_report_transcript "$transcript"
+    fi
+    ce_say "Keys of issuer $issuer"
+    ce_query keys list --config "$CE_CONFIG" --issuer "$issuer"
+    printf '\nA running daemon picks the new key up within one lifecycle tick (lifecycle.tick_seconds).\n'
+else
+    ce_report_transcript "$transcript"
+fi
+ce_done "Issuer key ceremony finished"

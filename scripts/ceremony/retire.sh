@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Key ceremony: retire an issuer key.
+set -euo pipefail
+
+# shellcheck source=scripts/ceremony/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<EOF
+Usage: scripts/ceremony/$CE_PROG --kid KID [--force] [common options]
+
+Retirement ceremony: marks the active or pending key KID retired. A retired
+key never signs again. It stays in the JWKS until every token it signed has
+expired (the issuer's max_ttl_seconds plus 5 s), then is archived: out of the
+JWKS, still retrievable by kid with its attestation chain. For a compromised
+key, use scripts/ceremony/revoke.sh instead.
+
+  signetd keys retire --config F --kid KID --transcript T
+
+Retiring an issuer's active key leaves the issuer without a signing key until
+another key is active. Before acting, keys left incomplete by an interrupted
+ceremony are reported with the commands that finish or undo them, and the
+ceremony stops.
+
+Options:
+  --kid KID   the key to retire (see 'signetd keys list')
+  --force     go ahead even if the token holds incomplete keys
+
+EOF
+    ce_common_help
+}
+
+kid=""
+force=0
+
+while (($# > 0)); do
+    case "$1" in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --kid)
+            ce_need_value "$@"
+            kid=$2
+            shift 2
+            ;;
+        --kid=*)
+            kid=${1#*=}
+            shift
+            ;;
+        --force)
+            force=1
+            shift
+            ;;
+        -*)
+            ce_common_option "$@" || ce_usage_error "unknown option: $1"
+            shift "$CE_SHIFT"
+            ;;
+        *) ce_usage_error "unexpected argument: $1" ;;
+    esac
+done
+[[ -n $kid ]] || ce_usage_error "--kid is required"
+
+ce_setup config
+ce_report_ca
+
+ce_say "Keys"
+ce_query keys list --config "$CE_CONFIG" || ce_die "'signetd keys list' failed"
+
+ce_stop_if_incomplete "$force"
+
+transcript=$(ce_transcript_path retire)
+
+ce_say "Retirement ceremony: key $kid"
+if ((CE_DRY_RUN)); then
+    printf 'plan:\n'
+fi
+if ! ce_step keys retire --config "$CE_CONFIG" --kid "$kid" --transcript "$transcript"; then
+    printf '\n%s: retiring %s failed (message above); see docs/ceremonies.md.\n' "$CE_PROG" "$kid" >&2
+    exit 1
+fi
+
+ce_report_transcript "$transcript"
+if ((!CE_DRY_RUN)); then
+    ce_say "Keys"
+    ce_query keys list --config "$CE_CONFIG"
+    printf '\nA running daemon stops signing with %s within one lifecycle tick.\n' "$kid"
+fi
+ce_done "Retirement ceremony finished"

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Key ceremony: revoke a compromised issuer key.
+set -euo pipefail
+
+# shellcheck source=scripts/ceremony/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<EOF
+Usage: scripts/ceremony/$CE_PROG --kid KID [--force] [common options]
+
+Revocation ceremony, for a compromised key: marks KID revoked, whatever its
+state. It never signs again and leaves the JWKS at once; /v1/revocations lists
+it, and /v1/verify rejects the tokens it signed (key_revoked). It stays
+retrievable by kid with its attestation chain. Revocation cannot be undone.
+For a key that is merely replaced, use scripts/ceremony/retire.sh.
+
+  signetd keys revoke --config F --kid KID --transcript T
+
+Revoking an issuer's active key leaves the issuer unable to mint until another
+key is active (scripts/ceremony/rotate.sh, or issuer-key.sh if it has none).
+Before acting, keys left incomplete by an interrupted ceremony are reported
+with the commands that finish or undo them, and the ceremony stops.
+
+Options:
+  --kid KID   the key to revoke (see 'signetd keys list')
+  --force     go ahead even if the token holds incomplete keys
+
+EOF
+    ce_common_help
+}
+
+kid=""
+force=0
+
+while (($# > 0)); do
+    case "$1" in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --kid)
+            ce_need_value "$@"
+            kid=$2
+            shift 2
+            ;;
+        --kid=*)
+            kid=${1#*=}
+            shift
+            ;;
+        --force)
+            force=1
+            shift
+            ;;
+        -*)
+            ce_common_option "$@" || ce_usage_error "unknown option: $1"
+            shift "$CE_SHIFT"
+            ;;
+        *) ce_usage_error "unexpected argument: $1" ;;
+    esac
+done
+[[ -n $kid ]] || ce_usage_error "--kid is required"
+
+ce_setup config
+ce_report_ca
+
+ce_say "Keys"
+ce_query keys list --config "$CE_CONFIG" || ce_die "'signetd keys list' failed"
+
+ce_stop_if_incomplete "$force"
+
+transcript=$(ce_transcript_path revoke)
+
+ce_say "Revocation ceremony: key $kid"
+if ((CE_DRY_RUN)); then
+    printf 'plan:\n'
+fi
+if ! ce_step keys revoke --config "$CE_CONFIG" --kid "$kid" --transcript "$transcript"; then
+    printf '\n%s: revoking %s failed (message above); see docs/ceremonies.md.\n' "$CE_PROG" "$kid" >&2
+    exit 1
+fi
+
+ce_report_transcript "$transcript"
+if ((!CE_DRY_RUN)); then
+    ce_say "Keys"
+    ce_query keys list --config "$CE_CONFIG"
+    printf '\nA running daemon drops %s from the JWKS within one lifecycle tick.\n' "$kid"
+    printf 'Export and publish the public bundle again (scripts/ceremony/export-public.sh).\n'
+fi
+ce_done "Revocation ceremony finished"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Key ceremony: generate and attest an issuer's next key, published ahead of use.
+set -euo pipefail
+
+# shellcheck source=scripts/ceremony/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<EOF
+Usage: scripts/ceremony/$CE_PROG --issuer NAME [--force] [common options]
+
+Rotation ceremony: generates the next key of issuer NAME inside the token,
+has the attestation CA certify it, and records it as pending: published in
+the JWKS (with its x5c chain) so verifiers can cache it, but not signing yet.
+The current active key keeps signing. The running daemon activates the
+pending key once it has been published for lifecycle.prepublish_seconds, and
+retires the old one.
+
+  signetd keys rotate --config F --issuer NAME --transcript T
+
+An issuer has at most one pending key. Before acting, keys left incomplete by
+an interrupted ceremony are reported with the commands that finish or undo
+them, and the ceremony stops.
+
+Options:
+  --issuer NAME   the issuer (a name under [issuers] in the config)
+  --force         go ahead even if the token holds incomplete keys
+
+EOF
+    ce_common_help
+}
+
+issuer=""
+force=0
+
+while (($# > 0)); do
+    case "$1" in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --issuer)
+            ce_need_value "$@"
+            issuer=$2
+            shift 2
+            ;;
+        --issuer=*)
+            issuer=${1#*=}
+            shift
+            ;;
+        --force)
+            force=1
+            shift
+            ;;
+        -*)
+            ce_common_option "$@" || ce_usage_error "unknown option: $1"
+            shift "$CE_SHIFT"
+            ;;
+        *) ce_usage_error "unexpected argument: $1" ;;
+    esac
+done
+[[ -n $issuer ]] || ce_usage_error "--issuer is required"
+
+ce_setup config
+ce_require_ready_ca
+ce_report_ca
+
+ce_say "Keys of issuer $issuer"
+ce_query keys list --config "$CE_CONFIG" --issuer "$issuer" || ce_die "'signetd keys list' failed"
+
+ce_stop_if_incomplete "$force"
+
+transcript=$(ce_transcript_path rotate)
+
+ce_say "Rotation ceremony: next key of $issuer (pending)"
+if ((CE_DRY_RUN)); then
+    printf 'plan:\n'
+fi
+if ! ce_step keys rotate --config "$CE_CONFIG" --issuer "$issuer" --transcript "$transcript"; then
+    printf '\n%s: preparing the rotation failed (message above).\n' "$CE_PROG" >&2
+    ce_report_problems >/dev/null || true
+    printf 'Run %s again to see where things stand; see docs/ceremonies.md.\n' "$CE_PROG" >&2
+    exit 1
+fi
+
+ce_report_transcript "$transcript"
+if ((!CE_DRY_RUN)); then
+    ce_say "Keys of issuer $issuer"
+    ce_query keys list --config "$CE_CONFIG" --issuer "$issuer"
+    printf '\nThe new key is pending. A running daemon publishes it within one lifecycle tick\n'
+    printf 'and activates it after lifecycle.prepublish_seconds, retiring the old key.\n'
+    printf 'Publish the new attestation material with scripts/ceremony/export-public.sh.\n'
+fi
+ce_done "Rotation ceremony finished"
