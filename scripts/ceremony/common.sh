@@ -355,3 +355,35 @@ ce_done() {
         ce_say "$*"
     fi
 }
+
+# ce_key_ceremony NAME TITLE FORCE SIGNETD-ARGS...
+# The body every key ceremony shares, after `ce_setup config` (which settles
+# CE_CONFIG, so call it before expanding SIGNETD-ARGS): require a ready CA when
+# CE_REQUIRE_CA=1, report the CA and the keys (`keys list` with the arguments
+# in CE_KEYS_FILTER), stop on incomplete keys unless FORCE is 1, then run
+# `signetd SIGNETD-ARGS... --transcript T` as the step TITLE. On failure it
+# says where to look and exits 1; on success CE_TRANSCRIPT names the transcript.
+CE_REQUIRE_CA=0
+CE_KEYS_FILTER=()
+ce_key_ceremony() {
+    local name=$1 title=$2 force=$3
+    shift 3
+    if ((CE_REQUIRE_CA)); then
+        ce_require_ready_ca
+    fi
+    ce_report_ca
+    ce_say "Keys"
+    ce_query keys list --config "$CE_CONFIG" "${CE_KEYS_FILTER[@]}" || ce_die "'signetd keys list' failed"
+    ce_stop_if_incomplete "$force"
+    CE_TRANSCRIPT=$(ce_transcript_path "$name")
+    ce_say "$title"
+    if ((CE_DRY_RUN)); then
+        printf 'plan:\n'
+    fi
+    if ! ce_step "$@" --transcript "$CE_TRANSCRIPT"; then
+        printf '\n%s: %s failed (message above).\n' "$CE_PROG" "$title" >&2
+        ce_report_problems >/dev/null || true
+        printf 'Run %s again to see where things stand; see docs/ceremonies.md.\n' "$CE_PROG" >&2
+        exit 1
+    fi
+}

@@ -66,28 +66,13 @@ done
 [[ -n $issuer ]] || ce_usage_error "--issuer is required"
 
 ce_setup config
-ce_require_ready_ca
-ce_report_ca
-
-ce_say "Keys of issuer $issuer"
-ce_query keys list --config "$CE_CONFIG" --issuer "$issuer" || ce_die "'signetd keys list' failed"
-
-ce_stop_if_incomplete "$force"
-
-transcript=$(ce_transcript_path issuer-key)
+CE_REQUIRE_CA=1
+CE_KEYS_FILTER=(--issuer "$issuer")
 extra=()
 if ((if_missing)); then extra+=(--if-missing); fi
-
-ce_say "Issuer key ceremony: first key of $issuer"
-if ((CE_DRY_RUN)); then
-    printf 'plan:\n'
-fi
-if ! ce_step keys generate --config "$CE_CONFIG" --issuer "$issuer" "${extra[@]}" --transcript "$transcript"; then
-    printf '\n%s: generating the key failed (message above).\n' "$CE_PROG" >&2
-    ce_report_problems >/dev/null || true
-    printf 'Run %s again to see where things stand; see docs/ceremonies.md.\n' "$CE_PROG" >&2
-    exit 1
-fi
+ce_key_ceremony issuer-key "Issuer key ceremony: first key of $issuer" "$force" \
+    keys generate --config "$CE_CONFIG" --issuer "$issuer" "${extra[@]}"
+transcript=$CE_TRANSCRIPT
 
 if ((!CE_DRY_RUN)); then
     if [[ -f $transcript ]]; then

@@ -62,23 +62,8 @@ done
 [[ -n $kid ]] || ce_usage_error "--kid is required"
 
 ce_setup config
-ce_report_ca
-
-ce_say "Keys"
-ce_query keys list --config "$CE_CONFIG" || ce_die "'signetd keys list' failed"
-
-ce_stop_if_incomplete "$force"
-
-transcript=$(ce_transcript_path revoke)
-
-ce_say "Revocation ceremony: key $kid"
-if ((CE_DRY_RUN)); then
-    printf 'plan:\n'
-fi
-if ! ce_step keys revoke --config "$CE_CONFIG" --kid "$kid" --transcript "$transcript"; then
-    printf '\n%s: revoking %s failed (message above); see docs/ceremonies.md.\n' "$CE_PROG" "$kid" >&2
-    exit 1
-fi
+ce_key_ceremony revoke "Revocation ceremony: key $kid" "$force" keys revoke --config "$CE_CONFIG" --kid "$kid"
+transcript=$CE_TRANSCRIPT
 
 ce_report_transcript "$transcript"
 if ((!CE_DRY_RUN)); then

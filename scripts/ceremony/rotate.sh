@@ -62,26 +62,11 @@ done
 [[ -n $issuer ]] || ce_usage_error "--issuer is required"
 
 ce_setup config
-ce_require_ready_ca
-ce_report_ca
-
-ce_say "Keys of issuer $issuer"
-ce_query keys list --config "$CE_CONFIG" --issuer "$issuer" || ce_die "'signetd keys list' failed"
-
-ce_stop_if_incomplete "$force"
-
-transcript=$(ce_transcript_path rotate)
-
-ce_say "Rotation ceremony: next key of $issuer (pending)"
-if ((CE_DRY_RUN)); then
-    printf 'plan:\n'
-fi
-if ! ce_step keys rotate --config "$CE_CONFIG" --issuer "$issuer" --transcript "$transcript"; then
-    printf '\n%s: preparing the rotation failed (message above).\n' "$CE_PROG" >&2
-    ce_report_problems >/dev/null || true
-    printf 'Run %s again to see where things stand; see docs/ceremonies.md.\n' "$CE_PROG" >&2
-    exit 1
-fi
+CE_REQUIRE_CA=1
+CE_KEYS_FILTER=(--issuer "$issuer")
+ce_key_ceremony rotate "Rotation ceremony: next key of $issuer (pending)" "$force" \
+    keys rotate --config "$CE_CONFIG" --issuer "$issuer"
+transcript=$CE_TRANSCRIPT
 
 ce_report_transcript "$transcript"
 if ((!CE_DRY_RUN)); then
