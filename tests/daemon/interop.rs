@@ -187,3 +187,72 @@ async fn a_raw_signature_cannot_pass_as_a_token_of_any_issuer() {
         );
     }
 }
+
+/// After a key or a jti is revoked and the cache lifetime has passed, a PyJWT verifier
+/// that refetches the JWKS and checks signetd's revocation list rejects the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyjwt_rejects_revoked_keys_and_tokens_once_the_cache_lifetime_has_passed() {
+    generate_key("interop-rev", Algorithm::Es256).await;
+    let kid = generate_key("interop-rev-key", Algorithm::Es256).await;
+    let config = format!(
+        "{}{}{}",
+        issuer_toml("interop-rev", Algorithm::Es256),
+        issuer_toml("interop-rev-key", Algorithm::Es256),
+        crate::common::lifecycle_toml()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let check = |token: &str, iss: &str| {
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/interop/verify_jwt.py"))
+            .args([
+                "--jwks-url",
+                &format!("http://{}/.well-known/jwks.json", daemon.http),
+            ])
+            .args([
+                "--revocations-url",
+                &format!("http://{}/v1/revocations", daemon.http),
+            ])
+            .args(["--iss", iss, "--aud", "api", "--max-ttl", "60", token])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mint = async |issuer: &str| {
+        daemon
+            .post("/v1/tokens", &json!({"issuer": issuer, "aud": "api"}))
+            .await
+            .json
+    };
+    let by_jti = mint("interop-rev").await;
+    let by_key = mint("interop-rev-key").await;
+    let (jti_token, key_token) = (
+        by_jti["token"].as_str().unwrap(),
+        by_key["token"].as_str().unwrap(),
+    );
+    let (ok, why) = tokio::task::block_in_place(|| check(jti_token, "https://interop-rev.example"));
+    assert!(ok, "valid before revocation: {why}");
+
+    let revoked = daemon
+        .post(
+            "/v1/revocations",
+            &json!({"jti": by_jti["jti"], "exp": by_jti["expires_at"]}),
+        )
+        .await;
+    assert_eq!(revoked.status, 200);
+    assert_eq!(
+        daemon
+            .post(&format!("/v1/keys/{kid}/revoke"), &json!({}))
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the 1 s cache lifetime
+    let (ok, why) = tokio::task::block_in_place(|| check(jti_token, "https://interop-rev.example"));
+    assert!(!ok && why.contains("revoked"), "{why}");
+    let (ok, why) =
+        tokio::task::block_in_place(|| check(key_token, "https://interop-rev-key.example"));
+    assert!(!ok && why.contains("INVALID"), "{why}");
+}

@@ -519,3 +519,30 @@ async fn a_key_revoked_with_the_cli_leaves_a_running_daemon_within_a_tick() {
             .any(|k| k["kid"] == kid.as_str())
     );
 }
+
+/// With `rotation_period_seconds`, the lifecycle rotates on its own: a pending successor
+/// appears when the active key reaches that age, and signs after pre-publication.
+#[tokio::test]
+async fn an_issuer_with_a_rotation_period_rotates_on_its_own() {
+    let first = generate_key("life-auto", Algorithm::Es256).await;
+    let config = format!(
+        "{}max_ttl_seconds = 1\nrotation_period_seconds = 4\n{}",
+        issuer_toml("life-auto", Algorithm::Es256),
+        lifecycle_toml()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    assert!(
+        eventually(20, async || mint(&daemon, "life-auto").await["kid"]
+            != first.as_str())
+        .await,
+        "no automatic rotation"
+    );
+    let keys = daemon.get("/v1/keys").await;
+    let mine: Vec<&Value> = keys.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["issuer"] == "life-auto")
+        .collect();
+    assert!(mine.len() >= 2, "{mine:?}");
+}

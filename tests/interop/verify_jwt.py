@@ -24,6 +24,7 @@ import argparse
 import ipaddress
 import json
 import os
+import urllib.request
 import sys
 from typing import Any, NoReturn
 from urllib.parse import urlparse
@@ -58,6 +59,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-ttl", required=True, type=int, metavar="N", help="maximum allowed exp - iat, in seconds")
     parser.add_argument("--alg", default="ES256", choices=ALGORITHMS, help="expected JWS algorithm (default: ES256)")
     parser.add_argument("--leeway", type=int, default=0, metavar="S", help="clock-skew leeway in seconds for exp/iat (default: 0)")
+    parser.add_argument(
+        "--revocations-url",
+        metavar="URL",
+        help="also reject the token if signetd's revocation list (GET /v1/revocations) names its kid or jti",
+    )
     parser.add_argument("token", nargs="?", default="-", metavar="TOKEN", help='the JWT; read from stdin if absent or "-"')
     args = parser.parse_args(argv)
     if args.max_ttl <= 0:
@@ -171,7 +177,25 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
         raise Invalid(f"{type(e).__name__}: {e}") from e
 
     check_lifetime(claims, args.max_ttl)
+    if args.revocations_url:
+        check_revocations(args.revocations_url, kid, claims.get("jti"))
     return claims
+
+
+def check_revocations(url: str, kid: str, jti: Any) -> None:
+    """A gateway's revocation check: signetd lists revoked keys and tokens."""
+    if is_loopback_url(url):
+        for var in PROXY_VARS:
+            os.environ.pop(var, None)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            listed = json.load(response)
+    except OSError as e:
+        raise Invalid(f"cannot fetch revocations from {url}: {e}") from e
+    if any(entry.get("kid") == kid for entry in listed.get("keys", [])):
+        raise Invalid(f"key {kid} is revoked")
+    if any(entry.get("jti") == jti for entry in listed.get("tokens", [])):
+        raise Invalid(f"token {jti} is revoked")
 
 
 def main(argv: list[str]) -> int:
