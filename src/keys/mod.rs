@@ -2,6 +2,7 @@
 //! public forms. The token is the only store ([`store`]); [`registry`] is the daemon's
 //! in-memory view of it, built at start-up.
 
+pub mod inventory;
 pub mod jwk;
 pub mod registry;
 pub mod revocation;

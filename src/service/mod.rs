@@ -139,22 +139,27 @@ pub struct Service {
     replay: ReplayStore,
 }
 
-/// Reads the CA chain and the inventory and builds a registry.
+/// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
+/// among them, are returned for the caller to log once.
 async fn build_registry(config: &Config, hsm: &Hsm) -> Result<(KeyRegistry, Vec<String>), Error> {
+    let mut inventory = keys::store::inventory(hsm).await?;
+    let mut problems = std::mem::take(&mut inventory.problems);
     let ca_chain = match attest::ca::load(hsm).await {
         Ok(CaState::Ready(ca)) => ca.chain,
-        Ok(_) | Err(AttestError::NoCa | AttestError::CaNotCertified) => {
-            tracing::error!("{}", AttestError::NoCa);
+        Ok(CaState::Missing) | Err(AttestError::NoCa) => {
+            problems.push(AttestError::NoCa.to_string());
+            Vec::new()
+        }
+        Ok(CaState::KeyOnly(_)) | Err(AttestError::CaNotCertified) => {
+            problems.push(AttestError::CaNotCertified.to_string());
             Vec::new()
         }
         Err(AttestError::Hsm(e)) => return Err(e.into()),
         Err(e) => {
-            tracing::error!("the attestation CA is unusable: {e}");
+            problems.push(format!("the attestation CA is unusable: {e}"));
             Vec::new()
         }
     };
-    let mut inventory = keys::store::inventory(hsm).await?;
-    let problems = std::mem::take(&mut inventory.problems);
     let revoked = keys::revocation::list(hsm)
         .await?
         .into_iter()

@@ -1,0 +1,131 @@
+//! `[issuers.NAME]`: one token issuer's policy, and its validation.
+
+use serde::Deserialize;
+
+use super::{ConfigError, field_error};
+use crate::algorithm::Algorithm;
+use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
+
+/// `[issuers.NAME]`: one token issuer's policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` claim of every token this issuer mints.
+    pub iss: String,
+    /// `ES256` (default) or `EdDSA`.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: Algorithm,
+    /// Longest token lifetime a caller may ask for (default 60, hard cap 3600).
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl_seconds: u64,
+    /// Audiences a caller may put in `aud`; at least one.
+    pub audiences: Vec<String>,
+    /// Custom claims every mint request must carry (e.g. `nonce`).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Custom claims no mint request may carry.
+    #[serde(default)]
+    pub forbidden_claims: Vec<String>,
+    /// Largest serialized size of the custom claims, in bytes (default 4096).
+    #[serde(default = "default_max_claims_bytes")]
+    pub max_claims_bytes: usize,
+    /// Peer uids (from `SO_PEERCRED`) allowed to use this issuer.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// Peer primary gids allowed to use this issuer.
+    #[serde(default)]
+    pub allowed_gids: Vec<u32>,
+    /// Makes this a raw-signing issuer (default false): its callers may use
+    /// `POST /v1/sign`, it never mints JWTs, and its keys are kept out of the JWKS.
+    /// Raw signatures and JWTs never share a key: a raw signature over a JWT the caller
+    /// wrote would otherwise verify as a token of any issuer in the JWKS.
+    #[serde(default)]
+    pub raw_sign: bool,
+    /// Rotate automatically when the active key is this old, in seconds (default: never).
+    #[serde(default)]
+    pub rotation_period_seconds: Option<u64>,
+}
+
+fn default_algorithm() -> Algorithm {
+    Algorithm::Es256
+}
+fn default_max_ttl() -> u64 {
+    60
+}
+fn default_max_claims_bytes() -> usize {
+    4096
+}
+
+impl IssuerConfig {
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let field = |f: &str| format!("issuers.{name}.{f}");
+        if !is_issuer_name(name) {
+            return Err(field_error(
+                format!("issuers.{name}"),
+                "issuer names are 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit",
+            ));
+        }
+        if self.iss.trim().is_empty() {
+            return Err(field_error(field("iss"), "must not be empty"));
+        }
+        if !(1..=HARD_MAX_TTL_SECONDS).contains(&self.max_ttl_seconds) {
+            return Err(field_error(
+                field("max_ttl_seconds"),
+                format!(
+                    "{} is outside 1..={HARD_MAX_TTL_SECONDS} (the hard cap)",
+                    self.max_ttl_seconds
+                ),
+            ));
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(|a| a.is_empty()) {
+            return Err(field_error(
+                field("audiences"),
+                "list at least one non-empty audience",
+            ));
+        }
+        for (list, what) in [
+            (&self.required_claims, "required_claims"),
+            (&self.forbidden_claims, "forbidden_claims"),
+        ] {
+            if let Some(claim) = list.iter().find(|c| RESERVED_CLAIMS.contains(&c.as_str())) {
+                return Err(field_error(
+                    field(what),
+                    format!("{claim:?} is a registered claim the daemon or request fields own"),
+                ));
+            }
+        }
+        if let Some(claim) = self
+            .required_claims
+            .iter()
+            .find(|c| self.forbidden_claims.contains(c))
+        {
+            return Err(field_error(
+                field("forbidden_claims"),
+                format!("{claim:?} is also required"),
+            ));
+        }
+        if !(64..=65_536).contains(&self.max_claims_bytes) {
+            return Err(field_error(
+                field("max_claims_bytes"),
+                "must be between 64 and 65536",
+            ));
+        }
+        if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
+            return Err(field_error(
+                field("allowed_uids"),
+                "no caller is allowed: list the uids or gids that may use this issuer",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Issuer names appear in key labels and URLs, so they are kept plain.
+pub fn is_issuer_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=32).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}

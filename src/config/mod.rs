@@ -1,0 +1,335 @@
+//! The daemon's TOML configuration.
+//!
+//! Every table denies unknown fields, so a typo fails at start instead of silently
+//! weakening a policy. [`Config::load`] parses and validates; every error names the field.
+//! The PIN is not part of the parsed config: only where to find it is, and
+//! [`Config::hsm_settings`] reads it straight into a `SecretString`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::hsm::HsmSettings;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The PKCS#11 module, token and PIN.
+    pub pkcs11: Pkcs11Config,
+    /// Where the daemon listens.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// How the JWKS is published.
+    #[serde(default)]
+    pub jwks: JwksConfig,
+    /// Attestation certificates.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    /// Who may call the lifecycle API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Key rotation timing.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    /// `POST /v1/verify`.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+    /// Token issuers by name (`[issuers.NAME]`).
+    #[serde(default)]
+    pub issuers: BTreeMap<String, IssuerConfig>,
+}
+
+/// `[listen]`: the Unix socket for issuers and the HTTP listener for public endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Path of the Unix socket (default `/run/signetd/signetd.sock`).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Permission bits of the socket (default `0o660`).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: u32,
+    /// Address of the plain HTTP listener for public endpoints (default
+    /// `127.0.0.1:8750`), or `"off"`.
+    #[serde(default = "default_http", deserialize_with = "http_address")]
+    pub http: Option<SocketAddr>,
+    /// Most connections served at once, per listener (default 1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// `[jwks]`: publication of public keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// `Cache-Control: max-age` of the JWKS, in seconds (default 15, at most 30).
+    #[serde(default = "default_jwks_max_age")]
+    pub max_age_seconds: u32,
+}
+
+/// `[attestation]`: the certificates signetd issues to keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// Validity of each key's attestation certificate, in days (default 1825). It should
+    /// outlast the key's life, retirement included, so old tokens stay checkable.
+    #[serde(default = "default_key_certificate_days")]
+    pub key_certificate_days: u32,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        AttestationConfig {
+            key_certificate_days: default_key_certificate_days(),
+        }
+    }
+}
+
+fn default_key_certificate_days() -> u32 {
+    1825
+}
+
+/// `[admin]`: callers (by peer uid or primary gid on the Unix socket) allowed to
+/// generate, rotate, retire and revoke keys and revoke tokens over the API. Empty (the
+/// default) means nobody: lifecycle calls then go through the CLI only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin uids.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// Admin primary gids.
+    #[serde(default)]
+    pub allowed_gids: Vec<u32>,
+}
+
+/// `[lifecycle]`: when rotated keys start signing and retired keys leave the JWKS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// How long a new key is published before it signs (default 30; at least
+    /// `jwks.max_age_seconds`, so every verifier's cached JWKS has it first).
+    #[serde(default = "default_prepublish")]
+    pub prepublish_seconds: u64,
+    /// How often the daemon applies due transitions and re-reads the token (default 5).
+    #[serde(default = "default_tick")]
+    pub tick_seconds: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            prepublish_seconds: default_prepublish(),
+            tick_seconds: default_tick(),
+        }
+    }
+}
+
+fn default_prepublish() -> u64 {
+    30
+}
+fn default_tick() -> u64 {
+    5
+}
+
+/// `[verify]`: the verify endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Callers (uid, on the Unix socket) allowed to consume tokens with `single_use`;
+    /// anyone may verify without it. Default: nobody.
+    #[serde(default)]
+    pub single_use_uids: Vec<u32>,
+    /// Callers (primary gid) allowed to consume tokens with `single_use`.
+    #[serde(default)]
+    pub single_use_gids: Vec<u32>,
+    /// Most unexpired single-use jtis remembered (default 1,000,000); when full,
+    /// single-use verification is refused rather than forgetting one.
+    #[serde(default = "default_replay_capacity")]
+    pub replay_capacity: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            single_use_uids: Vec::new(),
+            single_use_gids: Vec::new(),
+            replay_capacity: default_replay_capacity(),
+        }
+    }
+}
+
+fn default_replay_capacity() -> usize {
+    1_000_000
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/signetd/signetd.sock")
+}
+fn default_socket_mode() -> u32 {
+    0o660
+}
+fn default_http() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 8750)))
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_jwks_max_age() -> u32 {
+    15
+}
+fn http_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address like \"127.0.0.1:8750\" or \"off\""
+        ))
+    })
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            socket: default_socket(),
+            socket_mode: default_socket_mode(),
+            http: default_http(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        JwksConfig {
+            max_age_seconds: default_jwks_max_age(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the field at fault in its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn field_error(field: impl std::fmt::Display, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{field}: {why}"))
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.pkcs11.validate()?;
+        let listen = &self.listen;
+        if listen.socket.as_os_str().is_empty() {
+            return Err(field_error("listen.socket", "must not be empty"));
+        }
+        if listen.socket_mode > 0o777 {
+            return Err(field_error(
+                "listen.socket_mode",
+                "must be permission bits, at most 0o777",
+            ));
+        }
+        if listen.max_connections == 0 {
+            return Err(field_error("listen.max_connections", "must be at least 1"));
+        }
+        if !(1..=36_500).contains(&self.attestation.key_certificate_days) {
+            return Err(field_error(
+                "attestation.key_certificate_days",
+                "must be between 1 and 36500",
+            ));
+        }
+        if self.lifecycle.prepublish_seconds < u64::from(self.jwks.max_age_seconds) {
+            return Err(field_error(
+                "lifecycle.prepublish_seconds",
+                format!(
+                    "must be at least jwks.max_age_seconds ({}): verifiers must see a key before it signs",
+                    self.jwks.max_age_seconds
+                ),
+            ));
+        }
+        if !(1..=60).contains(&self.lifecycle.tick_seconds) {
+            return Err(field_error(
+                "lifecycle.tick_seconds",
+                "must be between 1 and 60",
+            ));
+        }
+        if self.verify.replay_capacity == 0 {
+            return Err(field_error("verify.replay_capacity", "must be at least 1"));
+        }
+        for (name, issuer) in &self.issuers {
+            if let Some(period) = issuer.rotation_period_seconds {
+                if period <= self.lifecycle.prepublish_seconds + issuer.max_ttl_seconds {
+                    return Err(field_error(
+                        format!("issuers.{name}.rotation_period_seconds"),
+                        "must exceed lifecycle.prepublish_seconds plus the issuer's max_ttl_seconds",
+                    ));
+                }
+            }
+        }
+        if self.jwks.max_age_seconds > 30 {
+            return Err(field_error(
+                "jwks.max_age_seconds",
+                "must be at most 30, so verifiers see a revocation within 30 seconds",
+            ));
+        }
+        let mut seen_iss = std::collections::HashMap::new();
+        for (name, issuer) in &self.issuers {
+            issuer.validate(name)?;
+            if let Some(other) = seen_iss.insert(issuer.iss.as_str(), name) {
+                return Err(field_error(
+                    format!("issuers.{name}.iss"),
+                    format!(
+                        "{:?} is also the iss of issuer {other}; each issuer needs its own",
+                        issuer.iss
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The issuer named `name`, if configured.
+    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
+        self.issuers.get(name)
+    }
+
+    /// Resolves the token selector and reads the PIN into a secret.
+    pub fn hsm_settings(&self) -> Result<HsmSettings, ConfigError> {
+        let p = &self.pkcs11;
+        Ok(HsmSettings {
+            module: p.module.clone(),
+            token: p.selector()?,
+            pin: p.read_pin()?,
+            sessions: p.sessions,
+            timeout: Duration::from_millis(p.timeout_ms),
+        })
+    }
+}
+
+mod issuer;
+mod pkcs11;
+#[cfg(test)]
+mod tests;
+
+pub use issuer::{IssuerConfig, is_issuer_name};
+pub use pkcs11::Pkcs11Config;

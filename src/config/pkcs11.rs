@@ -1,0 +1,123 @@
+//! `[pkcs11]`: the module, the token, and where the PIN comes from.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{ConfigError, field_error};
+use crate::hsm::TokenSelector;
+
+/// `[pkcs11]`: which module and token, and where the user PIN comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// Select the token by its label.
+    pub token_label: Option<String>,
+    /// Select the token by its serial number.
+    pub token_serial: Option<String>,
+    /// Select the token by a PKCS#11 URI (RFC 7512), e.g. `pkcs11:token=signetd;serial=1a2b`.
+    pub token_uri: Option<String>,
+    /// File holding the user PIN (trailing whitespace ignored); must not be world-readable.
+    pub pin_file: Option<PathBuf>,
+    /// Name of an environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// Worker threads, each owning one session (default: number of CPUs).
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// How long a request waits for the token, in milliseconds (default 10000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_sessions() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(64))
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+impl Pkcs11Config {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.module.as_os_str().is_empty() {
+            return Err(field_error(
+                "pkcs11.module",
+                "must name the PKCS#11 module file",
+            ));
+        }
+        self.selector()?;
+        match (&self.pin_file, &self.pin_env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(field_error(
+                    "pkcs11",
+                    "set exactly one of pin_file, pin_env",
+                ));
+            }
+        }
+        if !(1..=64).contains(&self.sessions) {
+            return Err(field_error("pkcs11.sessions", "must be between 1 and 64"));
+        }
+        if !(100..=120_000).contains(&self.timeout_ms) {
+            return Err(field_error(
+                "pkcs11.timeout_ms",
+                "must be between 100 and 120000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token selector from whichever of label, serial or URI is set.
+    pub fn selector(&self) -> Result<TokenSelector, ConfigError> {
+        let given = [&self.token_label, &self.token_serial, &self.token_uri];
+        if given.iter().filter(|v| v.is_some()).count() != 1 {
+            return Err(field_error(
+                "pkcs11",
+                "set exactly one of token_label, token_serial, token_uri",
+            ));
+        }
+        if let Some(uri) = &self.token_uri {
+            return TokenSelector::from_uri(uri).map_err(|e| field_error("pkcs11.token_uri", e));
+        }
+        Ok(TokenSelector {
+            label: self.token_label.clone(),
+            serial: self.token_serial.clone(),
+            ..TokenSelector::default()
+        })
+    }
+
+    /// Reads the PIN. Messages name where it was looked for, never what it is.
+    pub(super) fn read_pin(&self) -> Result<SecretString, ConfigError> {
+        let pin = if let Some(path) = &self.pin_file {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| field_error("pkcs11.pin_file", format!("{}: {e}", path.display())))?;
+            if meta.permissions().mode() & 0o007 != 0 {
+                return Err(field_error(
+                    "pkcs11.pin_file",
+                    format!(
+                        "{} is accessible to other users; chmod o-rwx it",
+                        path.display()
+                    ),
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| field_error("pkcs11.pin_file", format!("{}: {e}", path.display())))?;
+            SecretString::from(text.trim_end().to_string())
+        } else {
+            let name = self.pin_env.as_deref().unwrap_or_default();
+            let text = std::env::var(name).map_err(|_| {
+                field_error(
+                    "pkcs11.pin_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            SecretString::from(text.trim_end().to_string())
+        };
+        if secrecy::ExposeSecret::expose_secret(&pin).is_empty() {
+            return Err(field_error("pkcs11", "the user PIN is empty"));
+        }
+        Ok(pin)
+    }
+}

@@ -1,0 +1,117 @@
+//! Config parsing and validation: defaults, unknown fields, field-named errors, the PIN.
+
+use super::*;
+use crate::algorithm::Algorithm;
+use std::os::unix::fs::PermissionsExt;
+
+const BASE: &str = r#"
+[pkcs11]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "t"
+pin_env = "SIGNETD_TEST_UNUSED_PIN"
+
+[issuers.demo]
+iss = "https://issuer.example"
+audiences = ["api"]
+allowed_uids = [1000]
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let c = Config::parse(include_str!("../../config.example.toml")).unwrap();
+    assert_eq!(c.issuers.len(), 2);
+    assert_eq!(c.issuer("agents").unwrap().algorithm, Algorithm::EdDsa);
+}
+
+#[test]
+fn defaults_are_safe() {
+    let c = Config::parse(BASE).unwrap();
+    let demo = c.issuer("demo").unwrap();
+    assert_eq!(demo.max_ttl_seconds, 60);
+    assert_eq!(demo.algorithm, Algorithm::Es256);
+    assert!(!demo.raw_sign);
+    assert_eq!(c.listen.http, Some("127.0.0.1:8750".parse().unwrap()));
+    assert_eq!(c.listen.socket_mode, 0o660);
+    assert_eq!(c.jwks.max_age_seconds, 15);
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_name() {
+    let e = err(&BASE.replace("allowed_uids", "allowed_uid"));
+    assert!(e.contains("allowed_uid"), "{e}");
+    let e = err(&format!("{BASE}\n[listen]\nsockett = \"/x\"\n"));
+    assert!(e.contains("sockett"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_field() {
+    let e = err(&BASE.replace(
+        "allowed_uids = [1000]",
+        "allowed_uids = [1000]\nmax_ttl_seconds = 7200",
+    ));
+    assert!(
+        e.contains("issuers.demo.max_ttl_seconds") && e.contains("3600"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("audiences = [\"api\"]", "audiences = []"));
+    assert!(e.contains("issuers.demo.audiences"), "{e}");
+    let e = err(&BASE.replace(
+        "allowed_uids = [1000]",
+        "required_claims = [\"exp\"]\nallowed_uids = [1]",
+    ));
+    assert!(
+        e.contains("issuers.demo.required_claims") && e.contains("exp"),
+        "{e}"
+    );
+    let e = err(&BASE.replace(
+        "token_label = \"t\"",
+        "token_label = \"t\"\ntoken_serial = \"s\"",
+    ));
+    assert!(e.contains("token_label, token_serial, token_uri"), "{e}");
+    let e = err(&BASE.replace(
+        "token_label = \"t\"",
+        "token_uri = \"pkcs11:token=t?pin-value=9\"",
+    ));
+    assert!(e.contains("pkcs11.token_uri") && !e.contains('9'), "{e}");
+    let e = err(&BASE.replace("allowed_uids = [1000]", "allowed_uids = []"));
+    assert!(e.contains("no caller is allowed"), "{e}");
+    let e = err(&format!(
+        "{BASE}\n[issuers.twin]\niss = \"https://issuer.example\"\naudiences = [\"a\"]\nallowed_uids = [1]\n"
+    ));
+    assert!(e.contains("issuers.twin.iss") && e.contains("demo"), "{e}");
+    let e = err(&BASE.replace("[issuers.demo]", "[issuers.Demo]"));
+    assert!(e.contains("issuers.Demo"), "{e}");
+    let e = err(&format!("{BASE}\n[listen]\nhttp = \"nowhere\"\n"));
+    assert!(e.contains("nowhere"), "{e}");
+    let e = err(&BASE.replace("audiences", "algorithm = \"HS256\"\naudiences"));
+    assert!(e.contains("HS256"), "{e}");
+}
+
+#[test]
+fn pin_file_must_not_be_world_readable_and_is_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("user.pin");
+    std::fs::write(&pin, "s3cret-pin-value\n").unwrap();
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = BASE.replace(
+        "pin_env = \"SIGNETD_TEST_UNUSED_PIN\"",
+        &format!("pin_file = {:?}", pin.display().to_string()),
+    );
+    let config = Config::parse(&text).unwrap();
+    let e = config.hsm_settings().err().unwrap().to_string();
+    assert!(
+        e.contains("pkcs11.pin_file") && !e.contains("s3cret"),
+        "{e}"
+    );
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let settings = config.hsm_settings().unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&settings.pin),
+        "s3cret-pin-value"
+    );
+    assert!(!format!("{settings:?}").contains("s3cret"));
+}

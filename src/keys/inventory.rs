@@ -1,0 +1,206 @@
+//! Reading the token: which keys exist, and which are complete.
+//!
+//! A complete key is four token objects: the key pair, its attestation certificate
+//! (`signetd-cert/KID`) and its state record (`signetd-state/KID`). [`inventory`] returns
+//! the complete ones and describes everything else as a problem for the operator;
+//! incomplete keys are never used, published or deleted automatically.
+
+use std::collections::HashMap;
+
+use super::jwk::Jwk;
+use super::state::{self, KeyRecord, KeyState};
+use crate::algorithm::Algorithm;
+use crate::attest;
+use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyObjects, KeyPairInfo, ObjectRef};
+
+/// A complete key in the token: key pair, attestation certificate and lifecycle record.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    /// The key id.
+    pub kid: String,
+    /// The issuer it belongs to.
+    pub issuer: String,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its lifecycle state.
+    pub state: KeyState,
+    /// When it was generated, seconds since the epoch.
+    pub created_at: u64,
+    /// The public key (SEC1 uncompressed point, or 32 Ed25519 bytes).
+    pub public_key: Vec<u8>,
+    /// What the token reports about the private key.
+    pub attributes: KeyAttributes,
+    /// Handles of the key objects.
+    pub objects: KeyObjects,
+    /// Handle of the state record.
+    pub record: ObjectRef,
+    /// The key's attestation certificate (DER), issued by the attestation CA.
+    pub certificate: Vec<u8>,
+    /// When it entered its current state, seconds since the epoch.
+    pub changed_at: u64,
+}
+
+impl StoredKey {
+    /// A complete key from its parts as the token holds them.
+    pub(super) fn assemble(
+        pair: KeyPairInfo,
+        record: KeyRecord,
+        handle: ObjectRef,
+        certificate: Vec<u8>,
+    ) -> Self {
+        StoredKey {
+            changed_at: record.state_since(),
+            kid: record.kid,
+            issuer: record.issuer,
+            algorithm: pair.algorithm,
+            state: record.state,
+            created_at: record.created_at,
+            public_key: pair.public_key,
+            attributes: pair.attributes,
+            objects: pair.objects,
+            record: handle,
+            certificate,
+        }
+    }
+
+    /// The public JWK of this key, with its attestation chain (`ca_chain` is the CA's
+    /// certificate and the chain above it).
+    pub fn jwk(&self, ca_chain: &[Vec<u8>]) -> Jwk {
+        let mut chain = vec![self.certificate.clone()];
+        chain.extend_from_slice(ca_chain);
+        Jwk::from_public_key(self.algorithm, &self.kid, &self.public_key).with_chain(&chain)
+    }
+}
+
+/// Everything signetd found in the token, and everything it could not make sense of.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Complete, usable keys.
+    pub keys: Vec<StoredKey>,
+    /// Keys or records that are incomplete or unreadable, described for the operator.
+    /// They are reported at every start and never deleted automatically.
+    pub problems: Vec<String>,
+}
+
+/// Reads every signetd key pair, certificate and state record from the token.
+pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
+    let mut records: HashMap<String, (KeyRecord, ObjectRef)> = HashMap::new();
+    let mut inventory = Inventory::default();
+    for object in hsm.data_objects(state::APPLICATION).await? {
+        let Some(kid) = object.label.strip_prefix(state::STATE_LABEL_PREFIX) else {
+            continue;
+        };
+        match serde_json::from_slice::<KeyRecord>(&object.value) {
+            Ok(record) if record.kid == kid => {
+                let newer = records
+                    .get(kid)
+                    .is_none_or(|(have, _)| record.revision > have.revision);
+                let stale = if newer {
+                    records
+                        .insert(kid.to_string(), (record, object.handle))
+                        .map(|(r, _)| r)
+                } else {
+                    Some(record)
+                };
+                if let Some(stale) = stale {
+                    inventory.problems.push(format!(
+                        "key {kid} has a superseded state record (revision {}, {:?}) left by an interrupted update; the newest is used",
+                        stale.revision, stale.state
+                    ));
+                }
+            }
+            Ok(record) => inventory.problems.push(format!(
+                "state record {:?} names key {:?}; ignoring it",
+                object.label, record.kid
+            )),
+            Err(e) => inventory.problems.push(format!(
+                "state record {:?} is unreadable: {e}",
+                object.label
+            )),
+        }
+    }
+    let mut certificates: HashMap<String, Vec<u8>> = hsm
+        .certificates(attest::ca::KEY_CERT_PREFIX)
+        .await?
+        .into_iter()
+        .map(|c| {
+            (
+                c.label[attest::ca::KEY_CERT_PREFIX.len()..].to_string(),
+                c.value,
+            )
+        })
+        .collect();
+    for pair in hsm.key_pairs(state::KEY_LABEL_PREFIX).await? {
+        let pair = match pair {
+            Ok(pair) => pair,
+            Err(unreadable) => {
+                inventory.problems.push(format!(
+                    "key {:?} is unreadable: {}",
+                    unreadable.label, unreadable.error
+                ));
+                continue;
+            }
+        };
+        let kid = String::from_utf8_lossy(&pair.id).into_owned();
+        let record = records.remove(&kid);
+        let certificate = certificates.remove(&kid);
+        match complete(&kid, pair, record, certificate) {
+            Ok(key) => inventory.keys.push(key),
+            Err(problem) => inventory.problems.push(problem),
+        }
+    }
+    for (kid, (record, _)) in records {
+        inventory.problems.push(format!(
+            "key {kid} of issuer {} ({:?}) has a state record but its key objects are missing from the token",
+            record.issuer, record.state
+        ));
+    }
+    inventory
+        .keys
+        .sort_by(|a, b| (&a.issuer, a.created_at, &a.kid).cmp(&(&b.issuer, b.created_at, &b.kid)));
+    Ok(inventory)
+}
+
+/// Assembles a complete key, or describes what is wrong with it.
+fn complete(
+    kid: &str,
+    pair: KeyPairInfo,
+    record: Option<(KeyRecord, ObjectRef)>,
+    certificate: Option<Vec<u8>>,
+) -> Result<StoredKey, String> {
+    let finish_or_undo = format!(
+        "finish with `signetd keys finish --kid {kid}` or undo with `signetd keys destroy-incomplete --kid {kid}`"
+    );
+    if !pair.attributes.is_hardware_bound() {
+        return Err(format!(
+            "key {kid} ({}) could leave the token or was not generated in it ({:?}); it is neither used nor published",
+            pair.label, pair.attributes
+        ));
+    }
+    let Some((record, handle)) = record else {
+        return Err(format!(
+            "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published: {finish_or_undo}",
+            pair.label
+        ));
+    };
+    if record.alg != pair.algorithm || pair.label != state::key_label(&record.issuer, kid) {
+        return Err(format!(
+            "key {kid}: the token holds a {} key labelled {:?} but its record says {} for issuer {}",
+            pair.algorithm, pair.label, record.alg, record.issuer
+        ));
+    }
+    let Some(certificate) = certificate else {
+        return Err(format!(
+            "key {kid} of issuer {} has no attestation certificate; it is neither used nor published: {finish_or_undo}",
+            record.issuer
+        ));
+    };
+    let certifies_key =
+        attest::verify::parse(&certificate).is_ok_and(|c| c.public_key() == pair.public_key);
+    if !certifies_key {
+        return Err(format!(
+            "key {kid}: its attestation certificate is not for this key; it is neither used nor published"
+        ));
+    }
+    Ok(StoredKey::assemble(pair, record, handle, certificate))
+}
