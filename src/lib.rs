@@ -8,11 +8,15 @@
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret |
 //! | [`error`] | the domain [`error::Error`] with its stable codes |
 //! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, signing. The only importer of `cryptoki` |
-//! | [`keys`] | key identity and state in the token, the in-memory registry, JWKs |
-//! | [`token`] | JWS encoding, the claims policy, verification |
+//! | [`keys`] | the token as key database: inventory, generation, states, revocations; the in-memory registry; JWKs |
+//! | [`attest`] | the attestation CA in the token, key certificates, the signetd extension, chain verification |
+//! | [`ceremony`] | signed ceremony transcripts |
+//! | [`token`] | JWS encoding, the claims policy, verification, the replay store |
 //! | [`policy`] | who the caller is and what an issuer lets it do |
-//! | [`service`] | the facade handlers call: validate, authorize, sign |
+//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`] |
+//! | [`lifecycle`] | the timer that activates, archives and rotates keys and re-reads the token |
 //! | [`api`] | the axum router, handlers, the one error-to-HTTP mapping, transports |
+//! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
 //! | [`client`] | the CLI's small HTTP client |
 //!
 //! # One request, end to end
@@ -35,8 +39,9 @@
 //! 5. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
 //!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`.
 //!
-//! Public keys are published by [`keys::KeyRegistry`], built from the token at start-up:
-//! the token is the only key database.
+//! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
+//! and at every [`lifecycle`] tick and swapped in atomically: the token is the only key
+//! database. Every published key carries its [`attest`] chain in `x5c`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
