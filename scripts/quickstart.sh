@@ -12,10 +12,10 @@ Sets up signetd on a throwaway SoftHSM2 token and shows it working:
   1. installs SoftHSM2 if it is missing (as root; otherwise prints the command)
   2. builds signetd (cargo build --release)
   3. creates a dev token and config under .dev/ (git-ignored), or reuses them
-    4. creates a self-signed attestation CA in the token, and an attested ES256 key for
+  4. creates a self-signed attestation CA in the token, and an attested ES256 key for
      the issuer "demo", if they are missing
   5. starts the daemon on .dev/signetd.sock (and http://127.0.0.1:8750 for the JWKS)
-    6. mints a token over the Unix socket, verifies it against the served JWKS, and checks
+  6. mints a token over the Unix socket, verifies it against the served JWKS, and checks
      the key's attestation chain
 
 Then it keeps the daemon in the foreground, with its log, until Ctrl-C.

@@ -26,7 +26,9 @@ pub enum Error {
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(usize),
     /// The caller has no identity this endpoint accepts.
-    #[error("signing and minting need an authenticated caller: use the Unix socket")]
+    #[error(
+        "this endpoint needs an authenticated caller: use the Unix socket (mutual TLS is not available yet)"
+    )]
     Unauthenticated,
     /// The caller is known but the issuer's policy does not name it.
     #[error("caller is not allowed to use issuer {0:?}")]

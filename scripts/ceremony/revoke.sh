@@ -18,7 +18,8 @@ For a key that is merely replaced, use scripts/ceremony/retire.sh.
   signetd keys revoke --config F --kid KID --transcript T
 
 Revoking an issuer's active key leaves the issuer unable to mint until another
-key is active (scripts/ceremony/rotate.sh, or issuer-key.sh if it has none).
+key is active: a pending key is activated by the daemon after pre-publication;
+otherwise run scripts/ceremony/issuer-key.sh (rotate.sh needs an active key).
 Before acting, keys left incomplete by an interrupted ceremony are reported
 with the commands that finish or undo them, and the ceremony stops.
 

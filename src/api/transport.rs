@@ -119,6 +119,16 @@ pub fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFile
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    if !parent.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the socket's directory {} does not exist; create it (for example mkdir -m 0750 {})",
+                parent.display(),
+                parent.display()
+            ),
+        ));
+    }
     let name = path
         .file_name()
         .map_or("socket".into(), |n| n.to_string_lossy());

@@ -197,7 +197,12 @@ pub fn verify_chain(
     });
     verdict.check(
         "issuers are CA certificates",
-        can_issue.map(|()| "ok".to_string()),
+        can_issue.map(|()| {
+            format!(
+                "{} issuing certificate(s) with cA and keyCertSign",
+                cas.len()
+            )
+        }),
     );
     let mut all: Vec<&Certificate> = certs.iter().collect();
     all.push(&root);
@@ -313,7 +318,7 @@ pub fn verify_key_attestation(
             verdict.check(
                 "x5t#S256 matches the key certificate",
                 if ok {
-                    Ok("ok".to_string())
+                    Ok("the JWK's thumbprint is its certificate's".to_string())
                 } else {
                     Err("x5t#S256 does not match x5c[0]".to_string())
                 },

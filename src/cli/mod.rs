@@ -44,7 +44,16 @@ pub async fn open(config_path: &Path) -> Result<(Config, Arc<Hsm>), String> {
     let hsm = tokio::task::spawn_blocking(move || Hsm::open(settings))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{e} ({})", e.code()))?;
+        .map_err(|e| {
+            let hint = if e.code() == "token_not_found"
+                && config.pkcs11.module.to_string_lossy().contains("softhsm")
+            {
+                "; with SoftHSM2, check that SOFTHSM2_CONF names the token's softhsm2.conf"
+            } else {
+                ""
+            };
+            format!("{e} ({}){hint}", e.code())
+        })?;
     Ok((config, Arc::new(hsm)))
 }
 

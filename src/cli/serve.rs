@@ -31,13 +31,17 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         http,
         max_connections: config.listen.max_connections,
     };
-    let http_addr = listeners.http.as_ref().and_then(|l| l.local_addr().ok());
+    let http_addr = listeners
+        .http
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
     let service = Arc::new(
         Service::start(config, hsm)
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?,
     );
-    tracing::info!(socket = %socket.display(), http = ?http_addr, "signetd serving");
+    tracing::info!(socket = %socket.display(), http = %http_addr, "signetd serving");
     signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
     tracing::info!("signetd stopped");

@@ -40,16 +40,18 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a JWT offline against a JWKS fetched from a daemon; prints the claims.
+    /// Verify a JWT's signature, lifetime and (when given) iss and aud offline, against a
+    /// JWKS fetched from a daemon; prints the claims. It does not check revocations:
+    /// gateways should call POST /v1/verify.
     Verify {
-        /// Fetch the JWKS over the daemon's Unix socket.
+        /// Fetch the JWKS over the daemon's Unix socket (the default, unless --jwks-url).
         #[arg(
             long,
-            conflicts_with = "jwks_url",
-            required_unless_present = "jwks_url"
+            env = "SIGNETD_SOCKET",
+            default_value = "/run/signetd/signetd.sock"
         )]
-        socket: Option<PathBuf>,
-        /// Fetch the JWKS from this http:// URL.
+        socket: PathBuf,
+        /// Fetch the JWKS from this http:// URL instead.
         #[arg(long)]
         jwks_url: Option<String>,
         /// Require this `iss`.
@@ -115,6 +117,12 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
                 body["ttl_seconds"] = json!(ttl);
             }
             let body = serde_json::to_vec(&body).expect("serializes");
+            if socket.to_string_lossy().contains("://") {
+                return Err(format!(
+                    "--socket takes the path of the daemon's Unix socket, not {:?}: tokens are minted only over the socket",
+                    socket.display()
+                ));
+            }
             let (status, response) = client::send(
                 &Endpoint::Unix(socket),
                 Method::POST,
@@ -153,7 +161,15 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
             } else {
                 token
             };
-            let keys = fetch_jwks(socket, jwks_url.as_deref()).await?;
+            let keys = match &jwks_url {
+                Some(url) => fetch_jwks(None, Some(url)).await?,
+                None => fetch_jwks(Some(socket), None).await?,
+            };
+            for (given, what) in [(iss.is_some(), "--iss"), (aud.is_some(), "--aud")] {
+                if !given {
+                    eprintln!("warning: {what} not given, so it is not checked");
+                }
+            }
             let expected = Expected {
                 issuer: iss.as_deref(),
                 audience: aud.as_deref(),

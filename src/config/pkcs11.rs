@@ -90,31 +90,41 @@ impl Pkcs11Config {
 
     /// Reads the PIN. Messages name where it was looked for, never what it is.
     pub(super) fn read_pin(&self) -> Result<SecretString, ConfigError> {
-        let pin = if let Some(path) = &self.pin_file {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| field_error("pkcs11.pin_file", format!("{}: {e}", path.display())))?;
-            if meta.permissions().mode() & 0o007 != 0 {
+        use std::io::Read;
+        use zeroize::Zeroize;
+        let mut text = if let Some(path) = &self.pin_file {
+            let fail = |e: std::io::Error| {
+                field_error("pkcs11.pin_file", format!("{}: {e}", path.display()))
+            };
+            // Check the permissions of the file we read, not of whatever the path names a
+            // moment earlier; and fail closed on any group or other access, since callers
+            // often share signetd's group (the socket's).
+            let mut file = std::fs::File::open(path).map_err(fail)?;
+            let mode = file.metadata().map_err(fail)?.permissions().mode();
+            if mode & 0o077 != 0 {
                 return Err(field_error(
                     "pkcs11.pin_file",
                     format!(
-                        "{} is accessible to other users; chmod o-rwx it",
-                        path.display()
+                        "{} has mode {:o}: group or others can access it; chmod 600 it",
+                        path.display(),
+                        mode & 0o777
                     ),
                 ));
             }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| field_error("pkcs11.pin_file", format!("{}: {e}", path.display())))?;
-            SecretString::from(text.trim_end().to_string())
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(fail)?;
+            text
         } else {
             let name = self.pin_env.as_deref().unwrap_or_default();
-            let text = std::env::var(name).map_err(|_| {
+            std::env::var(name).map_err(|_| {
                 field_error(
                     "pkcs11.pin_env",
                     format!("environment variable {name} is not set"),
                 )
-            })?;
-            SecretString::from(text.trim_end().to_string())
+            })?
         };
+        let pin = SecretString::from(text.trim_end());
+        text.zeroize();
         if secrecy::ExposeSecret::expose_secret(&pin).is_empty() {
             return Err(field_error("pkcs11", "the user PIN is empty"));
         }

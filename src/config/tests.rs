@@ -107,6 +107,12 @@ fn pin_file_must_not_be_world_readable_and_is_never_shown() {
         e.contains("pkcs11.pin_file") && !e.contains("s3cret"),
         "{e}"
     );
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = config.hsm_settings().err().unwrap().to_string();
+    assert!(
+        e.contains("group or others") && e.contains("640"),
+        "group access is refused too: {e}"
+    );
     std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
     let settings = config.hsm_settings().unwrap();
     assert_eq!(

@@ -99,7 +99,7 @@ pub async fn prepare_rotation(
     };
     if of_issuer(KeyState::Active).is_none() {
         return Err(rotation(
-            "it has no active key; generate its first key instead".to_string(),
+            "it has no active key to rotate from; generate a new one with `signetd keys generate` (scripts/ceremony/issuer-key.sh)".to_string(),
         ));
     }
     if let Some(pending) = of_issuer(KeyState::Pending) {

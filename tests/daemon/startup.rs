@@ -298,3 +298,52 @@ async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
     assert_eq!(verdict.code(), "token_revoked");
     assert!(second.terminate().success(), "graceful shutdown exits 0");
 }
+
+#[test]
+fn a_missing_socket_directory_and_a_url_for_a_socket_are_named() {
+    let t = token();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signetd.toml");
+    let socket = dir.path().join("no-such-dir").join("s.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[listen]\nsocket = {:?}\nhttp = \"off\"\n",
+            t.pkcs11_toml(),
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(signetd_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("does not exist")
+            && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+
+    let out = Command::new(signetd_bin())
+        .args([
+            "token",
+            "mint",
+            "--issuer",
+            "x",
+            "--aud",
+            "y",
+            "--socket",
+            "http://127.0.0.1:8750",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Unix socket"),
+        "{stderr}"
+    );
+}
