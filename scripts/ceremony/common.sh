@@ -387,3 +387,52 @@ ce_key_ceremony() {
         exit 1
     fi
 }
+
+# ce_parse_key_args FLAG [SWITCH] -- "$@"
+# The command line every key ceremony takes: FLAG VALUE (--kid or --issuer, required),
+# --force, the common options, -h/--help (calls the script's usage), and optionally one
+# script-specific boolean SWITCH (such as --if-missing). Sets CE_KEY_VALUE, CE_FORCE
+# and CE_SWITCH, which the calling script reads.
+# shellcheck disable=SC2034
+ce_parse_key_args() {
+    local flag=$1 switch=""
+    shift
+    if [[ $1 != "--" ]]; then
+        switch=$1
+        shift
+    fi
+    shift # --
+    CE_KEY_VALUE="" CE_FORCE=0 CE_SWITCH=0
+    while (($# > 0)); do
+        case "$1" in
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            "$flag")
+                ce_need_value "$@"
+                CE_KEY_VALUE=$2
+                shift 2
+                ;;
+            "$flag"=*)
+                CE_KEY_VALUE=${1#*=}
+                shift
+                ;;
+            --force)
+                CE_FORCE=1
+                shift
+                ;;
+            -*)
+                if [[ -n $switch && $1 == "$switch" ]]; then
+                    CE_SWITCH=1
+                    shift
+                    continue
+                fi
+                ce_common_option "$@" || ce_usage_error "unknown option: $1"
+                shift "$CE_SHIFT"
+                ;;
+            *) ce_usage_error "unexpected argument: $1" ;;
+        esac
+    done
+    [[ -n $CE_KEY_VALUE ]] || ce_usage_error "$flag is required"
+}

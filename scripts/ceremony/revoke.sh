@@ -31,36 +31,9 @@ EOF
     ce_common_help
 }
 
-kid=""
-force=0
-
-while (($# > 0)); do
-    case "$1" in
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        --kid)
-            ce_need_value "$@"
-            kid=$2
-            shift 2
-            ;;
-        --kid=*)
-            kid=${1#*=}
-            shift
-            ;;
-        --force)
-            force=1
-            shift
-            ;;
-        -*)
-            ce_common_option "$@" || ce_usage_error "unknown option: $1"
-            shift "$CE_SHIFT"
-            ;;
-        *) ce_usage_error "unexpected argument: $1" ;;
-    esac
-done
-[[ -n $kid ]] || ce_usage_error "--kid is required"
+ce_parse_key_args --kid -- "$@"
+kid=$CE_KEY_VALUE
+force=$CE_FORCE
 
 ce_setup config
 ce_key_ceremony revoke "Revocation ceremony: key $kid" "$force" keys revoke --config "$CE_CONFIG" --kid "$kid"

@@ -30,36 +30,9 @@ EOF
     ce_common_help
 }
 
-issuer=""
-force=0
-
-while (($# > 0)); do
-    case "$1" in
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        --issuer)
-            ce_need_value "$@"
-            issuer=$2
-            shift 2
-            ;;
-        --issuer=*)
-            issuer=${1#*=}
-            shift
-            ;;
-        --force)
-            force=1
-            shift
-            ;;
-        -*)
-            ce_common_option "$@" || ce_usage_error "unknown option: $1"
-            shift "$CE_SHIFT"
-            ;;
-        *) ce_usage_error "unexpected argument: $1" ;;
-    esac
-done
-[[ -n $issuer ]] || ce_usage_error "--issuer is required"
+ce_parse_key_args --issuer -- "$@"
+issuer=$CE_KEY_VALUE
+force=$CE_FORCE
 
 ce_setup config
 CE_REQUIRE_CA=1

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::json;
 use signetd::Algorithm;
 use signetd::ceremony::{Created, Transcript};
-use signetd::keys::{self, KeyStoreError, StoredKey};
+use signetd::keys::{self, KeyState, KeyStoreError, StoredKey};
 use signetd::service::KeyView;
 
 use super::{ConfigArg, TranscriptArg, record, sha256_hex};
@@ -104,6 +104,31 @@ fn created(key: &StoredKey, kind: &str) -> Created {
     }
 }
 
+/// Moves a key to `state` on the token, recording the `ceremony`.
+async fn change_state(
+    config: &ConfigArg,
+    kid: &str,
+    state: KeyState,
+    ceremony: &str,
+    transcript: &TranscriptArg,
+) -> Result<(), String> {
+    let (_, hsm) = super::open(&config.config).await?;
+    let mut log = Transcript::start(ceremony, hsm.token());
+    let outcome = keys::store::transition(&hsm, kid, state)
+        .await
+        .map(|key| {
+            println!(
+                "key {} of issuer {} is {}",
+                key.kid,
+                key.issuer,
+                format!("{state:?}").to_lowercase()
+            );
+            log.created.push(created(&key, "key-state"));
+        })
+        .map_err(|e| e.to_string());
+    record(transcript, log, Some(&hsm), outcome).await
+}
+
 /// Runs a keys command.
 pub async fn run(command: KeysCommand) -> Result<(), String> {
     match command {
@@ -169,34 +194,12 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             config,
             kid,
             transcript,
-        } => {
-            let (_, hsm) = super::open(&config.config).await?;
-            let mut log = Transcript::start("retire", hsm.token());
-            let outcome = keys::store::retire(&hsm, &kid)
-                .await
-                .map(|key| {
-                    println!("key {} of issuer {} is retired", key.kid, key.issuer);
-                    log.created.push(created(&key, "key-state"));
-                })
-                .map_err(|e| e.to_string());
-            record(&transcript, log, Some(&hsm), outcome).await
-        }
+        } => change_state(&config, &kid, KeyState::Retired, "retire", &transcript).await,
         KeysCommand::Revoke {
             config,
             kid,
             transcript,
-        } => {
-            let (_, hsm) = super::open(&config.config).await?;
-            let mut log = Transcript::start("revoke", hsm.token());
-            let outcome = keys::store::transition(&hsm, &kid, keys::KeyState::Revoked)
-                .await
-                .map(|key| {
-                    println!("key {} of issuer {} is revoked", key.kid, key.issuer);
-                    log.created.push(created(&key, "key-state"));
-                })
-                .map_err(|e| e.to_string());
-            record(&transcript, log, Some(&hsm), outcome).await
-        }
+        } => change_state(&config, &kid, KeyState::Revoked, "revoke", &transcript).await,
         KeysCommand::Finish { config, kid } => {
             let (config, hsm) = super::open(&config.config).await?;
             let key = keys::store::finish(&hsm, &kid, config.attestation.key_certificate_days)

@@ -325,11 +325,6 @@ pub async fn transition(hsm: &Hsm, kid: &str, to: KeyState) -> Result<StoredKey,
     })
 }
 
-/// Stops an active or pending key signing; it stays published until its tokens expire.
-pub async fn retire(hsm: &Hsm, kid: &str) -> Result<StoredKey, KeyStoreError> {
-    transition(hsm, kid, KeyState::Retired).await
-}
-
 /// Writes `record` as a new data object, then destroys the one it supersedes. A crash in
 /// between leaves both; inventory then uses the higher revision and reports the other.
 async fn replace_record(

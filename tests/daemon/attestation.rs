@@ -220,7 +220,9 @@ async fn a_pending_key_is_published_but_does_not_sign_and_a_retired_key_stays_re
     );
     daemon.shutdown().await;
 
-    keys::store::retire(&hsm, &first).await.unwrap();
+    keys::store::transition(&hsm, &first, keys::KeyState::Retired)
+        .await
+        .unwrap();
     let daemon = TestDaemon::start(&issuer_toml("att-life", Algorithm::Es256)).await;
     let key = daemon.get(&format!("/v1/keys/{first}")).await;
     assert_eq!(
