@@ -22,6 +22,9 @@ use crate::attest::{self, AttestationCa};
 use crate::hsm::{Hsm, SignInput, TokenIdentity};
 use crate::token::jws::{b64, unb64};
 
+/// The `typ` of a transcript's protected header.
+pub const TRANSCRIPT_TYP: &str = "signetd-transcript+json";
+
 /// The operator who ran a ceremony, as the system reports them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Operator {
@@ -157,7 +160,7 @@ pub async fn write_transcript(
 async fn sign(hsm: &Hsm, ca: &AttestationCa, payload: &[u8]) -> Result<(String, String), String> {
     let standard = base64::engine::general_purpose::STANDARD;
     let x5c: Vec<String> = ca.chain.iter().map(|c| standard.encode(c)).collect();
-    let header = json!({"alg": "ES256", "typ": "signetd-transcript+json", "x5c": x5c});
+    let header = json!({"alg": "ES256", "typ": TRANSCRIPT_TYP, "x5c": x5c});
     let protected = b64(serde_json::to_vec(&header).expect("serializes"));
     let input = format!("{protected}.{}", b64(payload));
     let signature = hsm
@@ -190,6 +193,20 @@ pub async fn sign_pending(path: &Path, hsm: &Hsm, ca: &AttestationCa) -> Result<
         return Err(format!(
             "{}: the readable copy differs from the payload; not signing",
             path.display()
+        ));
+    }
+    // Only ceremonies that necessarily ran before the CA was certified, on this token
+    // (initializing it, and the root ceremony's CSR step), are signed after the fact:
+    // anything else would let whoever can write the transcript directory obtain a CA
+    // signature on content of their choosing.
+    if !matches!(transcript.ceremony.as_str(), "init-token" | "root")
+        || &transcript.token != hsm.token()
+    {
+        return Err(format!(
+            "{}: only pending init-token and root transcripts of this token are signed after the fact (this is {} on {:?})",
+            path.display(),
+            transcript.ceremony,
+            transcript.token.label
         ));
     }
     let (protected, signature) = sign(hsm, ca, &payload).await?;
@@ -230,6 +247,18 @@ pub fn verify(text: &str, root_der: &[u8]) -> Result<Transcript, String> {
         return Err(format!(
             "the signing CA's chain is not trusted: {}: {}",
             failure.name, failure.detail
+        ));
+    }
+    // Any certificate under the root has a key; only the attestation CA's may sign
+    // transcripts. Without this check, an issuer key (whose raw-signing callers can sign
+    // arbitrary bytes) could vouch for a forged transcript.
+    if !attest::verify::is_attestation_ca(&certs[0]) {
+        return Err("the transcript is not signed by an attestation CA certificate".to_string());
+    }
+    if header["typ"] != TRANSCRIPT_TYP {
+        return Err(format!(
+            "the protected header's typ is {}, not {TRANSCRIPT_TYP}",
+            header["typ"]
         ));
     }
     let ca_key = certs[0].public_key();

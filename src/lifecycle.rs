@@ -43,51 +43,80 @@ pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
 }
 
 /// Applies every transition due at `now`; returns what changed.
+///
+/// Plans from the token as it is now (not from the last snapshot), takes each issuer's
+/// steps separately so one issuer's failure cannot stall the others, and always ends by
+/// reloading the registry.
 pub async fn tick(service: &Service, now: u64) -> Result<Vec<String>, Error> {
-    let config = service.config();
-    let hsm = service.hsm();
-    let registry = service.registry();
+    let _turn = service.lifecycle_turn().await;
+    service.reload().await?;
     let mut changes = Vec::new();
-    for (name, issuer) in &config.issuers {
-        let keys: Vec<_> = registry
-            .all()
-            .into_iter()
-            .filter(|k| &k.issuer == name)
-            .collect();
-        let active = keys.iter().find(|k| k.state == KeyState::Active);
-        let pending = keys.iter().find(|k| k.state == KeyState::Pending);
-        if let Some(next) =
-            pending.filter(|p| p.changed_at + config.lifecycle.prepublish_seconds <= now)
-        {
-            if let Some(current) = active {
-                store::transition(hsm, &current.kid, KeyState::Retired).await?;
-                changes.push(format!("{name}: retired {}", current.kid));
-            }
-            store::transition(hsm, &next.kid, KeyState::Active).await?;
-            changes.push(format!("{name}: activated {}", next.kid));
-        } else if let (Some(period), Some(current), None) =
-            (issuer.rotation_period_seconds, active, pending)
-        {
-            if current.changed_at + period <= now {
-                let days = config.attestation.key_certificate_days;
-                let next = store::prepare_rotation(hsm, name, issuer.algorithm, days).await?;
-                changes.push(format!(
-                    "{name}: rotation period reached; {} is pending",
-                    next.kid
-                ));
-            }
-        }
-        for retired in keys.iter().filter(|k| k.state == KeyState::Retired) {
-            if retired.changed_at + issuer.max_ttl_seconds + LEEWAY_SECONDS < now {
-                store::transition(hsm, &retired.kid, KeyState::Archived).await?;
-                changes.push(format!("{name}: archived {}", retired.kid));
-            }
+    for name in service.config().issuers.keys() {
+        if let Err(e) = issuer_step(service, name, now, &mut changes).await {
+            tracing::error!(issuer = %name, error = %e, code = e.code(), "lifecycle step failed; retrying next tick");
         }
     }
-    let pruned = revocation::prune(hsm, now).await?;
-    if pruned > 0 {
-        changes.push(format!("pruned {pruned} expired token revocations"));
+    match revocation::prune(service.hsm(), now.saturating_sub(LEEWAY_SECONDS)).await {
+        Ok(0) => {}
+        Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
+        Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),
     }
     service.reload().await?;
     Ok(changes)
+}
+
+/// The transitions due for one issuer.
+async fn issuer_step(
+    service: &Service,
+    name: &str,
+    now: u64,
+    changes: &mut Vec<String>,
+) -> Result<(), Error> {
+    let config = service.config();
+    let issuer = &config.issuers[name];
+    let hsm = service.hsm();
+    let tick = config.lifecycle.tick_seconds;
+    let registry = service.registry();
+    let keys: Vec<_> = registry
+        .all()
+        .into_iter()
+        .filter(|k| k.issuer == name)
+        .collect();
+    let active = keys.iter().find(|k| k.state == KeyState::Active);
+    let pending = keys.iter().find(|k| k.state == KeyState::Pending);
+    // A key made outside the daemon (the CLI) is published at the next reload, up to a
+    // tick after it was made: count that tick too, so it is always published for the
+    // full pre-publication delay before it signs.
+    let published_long_enough = |k: &&&std::sync::Arc<crate::keys::StoredKey>| {
+        k.changed_at + config.lifecycle.prepublish_seconds + tick <= now
+    };
+    if let Some(next) = pending.filter(published_long_enough) {
+        if let Some(current) = active {
+            store::transition(hsm, &current.kid, KeyState::Retired).await?;
+            changes.push(format!("{name}: retired {}", current.kid));
+        }
+        store::transition(hsm, &next.kid, KeyState::Active).await?;
+        changes.push(format!("{name}: activated {}", next.kid));
+    } else if let (Some(period), Some(current), None) =
+        (issuer.rotation_period_seconds, active, pending)
+    {
+        if current.changed_at + period <= now {
+            let days = config.attestation.key_certificate_days;
+            let next = store::prepare_rotation(hsm, name, issuer.algorithm, days).await?;
+            changes.push(format!(
+                "{name}: rotation period reached; {} is pending",
+                next.kid
+            ));
+        }
+    }
+    // A key retired with the CLI may still sign until the daemon's next reload, a tick
+    // later: its last token can expire that much after max_ttl.
+    let grace = issuer.max_ttl_seconds + LEEWAY_SECONDS + tick;
+    for retired in keys.iter().filter(|k| k.state == KeyState::Retired) {
+        if retired.changed_at + grace < now {
+            store::transition(hsm, &retired.kid, KeyState::Archived).await?;
+            changes.push(format!("{name}: archived {}", retired.kid));
+        }
+    }
+    Ok(())
 }

@@ -214,6 +214,13 @@ pub async fn import_chain(
             "the first certificate is not for this token's attestation CA key".to_string(),
         ));
     }
+    if !verify::is_attestation_ca(&cert) {
+        return Err(AttestError::BadChain(
+            "the CA's certificate must be a CA certificate (basicConstraints cA) with keyCertSign and \
+             digitalSignature key usage: the CA key signs certificates and ceremony transcripts"
+                .to_string(),
+        ));
+    }
     let top = chain.last().expect("non-empty").clone();
     let (verdict, _) = verify::verify_chain(&chain, &top, SystemTime::now());
     if let Some(failure) = verdict.first_failure() {

@@ -98,6 +98,17 @@ fn subject_cn(cert: &Certificate) -> String {
     cert.tbs_certificate.subject.to_string()
 }
 
+/// Whether `cert` is an attestation CA certificate: cA, allowed to sign certificates and
+/// other data (keyCertSign and digitalSignature), and not a key certificate (no signetd
+/// key attestation extension). Only such a certificate may sign ceremony transcripts.
+pub fn is_attestation_ca(cert: &Certificate) -> bool {
+    let ca = basic_constraints(cert).is_some_and(|(_, b)| b.ca);
+    let usage = key_usage(cert).is_some_and(|(_, k)| {
+        k.0.contains(KeyUsages::KeyCertSign) && k.0.contains(KeyUsages::DigitalSignature)
+    });
+    ca && usage && cert.tbs_certificate.extension(&extension::oid()).is_none()
+}
+
 fn basic_constraints(cert: &Certificate) -> Option<(bool, BasicConstraints)> {
     let e = cert
         .tbs_certificate

@@ -92,9 +92,14 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
         };
         match serde_json::from_slice::<KeyRecord>(&object.value) {
             Ok(record) if record.kid == kid => {
-                let newer = records
-                    .get(kid)
-                    .is_none_or(|(have, _)| record.revision > have.revision);
+                // The higher revision wins; on a tie (two writers raced), revocation wins: it is
+                // terminal, and losing it would silently trust a compromised key.
+                let newer = records.get(kid).is_none_or(|(have, _)| {
+                    record.revision > have.revision
+                        || (record.revision == have.revision
+                            && record.state == KeyState::Revoked
+                            && have.state != KeyState::Revoked)
+                });
                 let stale = if newer {
                     records
                         .insert(kid.to_string(), (record, object.handle))

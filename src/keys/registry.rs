@@ -92,7 +92,11 @@ impl KeyRegistry {
             active.remove(&issuer);
             tracing::error!(%issuer, %one, %other, "issuer has two active keys; it will not sign until one is retired");
         }
-        let revoked: Vec<RevokedToken> = revoked.into_iter().filter(|r| r.exp >= now).collect();
+        let leeway = crate::token::VERIFY_LEEWAY_SECONDS;
+        let revoked: Vec<RevokedToken> = revoked
+            .into_iter()
+            .filter(|r| r.exp + leeway >= now)
+            .collect();
         let revoked_keys: Vec<serde_json::Value> = by_kid
             .values()
             .filter(|k| k.state == KeyState::Revoked)

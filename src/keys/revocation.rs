@@ -39,10 +39,17 @@ pub async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, ObjectRef)>, HsmError>
         .collect())
 }
 
-/// Records a revocation (idempotent: revoking a jti twice keeps one record).
-pub async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<(), HsmError> {
-    if list(hsm).await?.iter().any(|(r, _)| r.jti == revoked.jti) {
-        return Ok(());
+/// Records a revocation. Revoking a jti again keeps one record with the later `exp`
+/// (the new one is written before the old is destroyed), and returns what is stored.
+pub async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, HsmError> {
+    let existing = list(hsm)
+        .await?
+        .into_iter()
+        .find(|(r, _)| r.jti == revoked.jti);
+    if let Some((stored, _)) = &existing {
+        if stored.exp >= revoked.exp {
+            return Ok(stored.clone());
+        }
     }
     let value = serde_json::to_vec(revoked).expect("a revocation serializes");
     hsm.create_data(
@@ -51,7 +58,10 @@ pub async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<(), HsmError> {
         value,
     )
     .await?;
-    Ok(())
+    if let Some((_, handle)) = existing {
+        hsm.destroy_object(handle).await?;
+    }
+    Ok(revoked.clone())
 }
 
 /// Destroys revocations of tokens that have expired; returns how many.

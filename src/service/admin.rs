@@ -63,6 +63,7 @@ impl Service {
     /// Generates an issuer's first key (`POST /v1/keys`).
     pub async fn admin_generate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
+        let _turn = self.lifecycle_turn().await;
         let config = self
             .config()
             .issuer(issuer)
@@ -77,6 +78,7 @@ impl Service {
     /// lifecycle activates it after the pre-publication delay.
     pub async fn admin_rotate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
+        let _turn = self.lifecycle_turn().await;
         let config = self
             .config()
             .issuer(issuer)
@@ -95,6 +97,7 @@ impl Service {
         to: KeyState,
     ) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
+        let _turn = self.lifecycle_turn().await;
         if self.registry().get(kid).is_none() {
             return Err(Error::UnknownKey(kid.to_string()));
         }
@@ -110,12 +113,13 @@ impl Service {
         request: RevokeTokenRequest,
     ) -> Result<RevokedToken, Error> {
         self.require_admin(caller)?;
+        let _turn = self.lifecycle_turn().await;
         let now = unix_now();
         let latest = now + HARD_MAX_TTL_SECONDS;
         let exp = request.exp.unwrap_or(latest);
-        if request.jti.is_empty() || request.jti.len() > 128 || exp > latest {
+        if request.jti.is_empty() || request.jti.len() > 128 || exp > latest || exp < now {
             return Err(Error::InvalidRequest(format!(
-                "jti must be 1 to 128 characters and exp at most {latest} (now plus the hard TTL cap)"
+                "jti must be 1 to 128 characters and exp between now ({now}) and {latest} (now plus the hard TTL cap)"
             )));
         }
         let revoked = RevokedToken {
@@ -123,7 +127,7 @@ impl Service {
             exp,
             revoked_at: now,
         };
-        revocation::revoke(self.hsm(), &revoked).await?;
+        let revoked = revocation::revoke(self.hsm(), &revoked).await?;
         tracing::warn!(%caller, jti = %revoked.jti, "admin revoked a token");
         self.reload().await?;
         Ok(revoked)

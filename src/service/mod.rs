@@ -137,6 +137,9 @@ pub struct Service {
     problems: Mutex<Vec<String>>,
     /// Single-use jtis seen by `verify`.
     replay: ReplayStore,
+    /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
+    /// same state (two pending keys, a revocation overwritten by a retirement).
+    lifecycle: tokio::sync::Mutex<()>,
 }
 
 /// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
@@ -191,6 +194,7 @@ impl Service {
             keys: RwLock::new(Arc::new(registry)),
             problems: Mutex::new(problems),
             replay: ReplayStore::new(config.verify.replay_capacity, unix_now()),
+            lifecycle: tokio::sync::Mutex::new(()),
             config,
             hsm,
         })
@@ -215,6 +219,12 @@ impl Service {
     /// The registry as of now; cheap (an `Arc` clone under a read lock).
     pub fn registry(&self) -> Arc<KeyRegistry> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for the lifecycle's turn: held by a tick or an admin call while it changes
+    /// key states.
+    pub async fn lifecycle_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lifecycle.lock().await
     }
 
     /// The token in use.

@@ -12,7 +12,7 @@ use crate::token::replay::ReplayRefusal;
 use crate::token::verify::{self, Expected, VerifyError};
 
 /// Clock skew accepted on `exp`, `nbf` and `iat`.
-pub const LEEWAY_SECONDS: u64 = 5;
+pub const LEEWAY_SECONDS: u64 = crate::token::VERIFY_LEEWAY_SECONDS;
 
 /// The body of `POST /v1/verify`.
 #[derive(Debug, Deserialize)]
@@ -85,8 +85,14 @@ impl Service {
             keys: vec![key.jwk(&[])],
         };
         let (_, claims) = verify::verify(&request.token, &keys, &expected)?;
-        if key.state == KeyState::Revoked {
-            return Err(VerifyError::KeyRevoked.into());
+        match key.state {
+            KeyState::Active | KeyState::Retired => {}
+            KeyState::Revoked => return Err(VerifyError::KeyRevoked.into()),
+            // A pending key has not signed yet, and an archived key's tokens have all
+            // expired: neither is trusted, as neither is in the JWKS.
+            KeyState::Pending | KeyState::Archived => {
+                return Err(VerifyError::UnknownKey(kid).into());
+            }
         }
         let jti = claims
             .get("jti")

@@ -11,6 +11,10 @@ pub mod verify;
 
 pub use claims::{Audience, ClaimsSet, MintRequest};
 
+/// Clock skew verifiers accept on `exp`, `nbf` and `iat`; revocations are kept this much
+/// past a token's `exp` for the same reason.
+pub const VERIFY_LEEWAY_SECONDS: u64 = 5;
+
 /// No issuer may mint tokens that live longer than this, whatever its config says.
 pub const HARD_MAX_TTL_SECONDS: u64 = 3600;
 

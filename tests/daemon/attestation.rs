@@ -247,3 +247,36 @@ async fn a_pending_key_is_published_but_does_not_sign_and_a_retired_key_stays_re
         "no_active_key"
     );
 }
+
+/// A transcript signed with an issuer key, whose chain also leads to the root, must not
+/// pass as signed by the attestation CA: raw-signing callers can make such a signature.
+#[tokio::test]
+async fn a_transcript_signed_by_an_issuer_key_is_not_a_ca_signature() {
+    let kid = generate_key("att-forge", Algorithm::Es256).await;
+    let ca = ca().await;
+    let hsm = hsm();
+    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
+    let standard = base64::engine::general_purpose::STANDARD;
+    let mut x5c = vec![standard.encode(&key.certificate)];
+    x5c.extend(ca.chain.iter().map(|c| standard.encode(c)));
+    let transcript = signetd::ceremony::Transcript::start("root", hsm.token()).finish(Ok(()));
+    let payload = serde_json::to_vec(&transcript).unwrap();
+    let header = json!({"alg": "ES256", "typ": signetd::ceremony::TRANSCRIPT_TYP, "x5c": x5c});
+    let forged =
+        crate::common::sign_as(&kid, &header, &serde_json::from_slice(&payload).unwrap()).await;
+    let parts: Vec<&str> = forged.split('.').collect();
+    let file = json!({"protected": parts[0], "payload": parts[1], "signature": parts[2], "transcript": transcript});
+    let err = signetd::ceremony::verify(&file.to_string(), ca.top()).unwrap_err();
+    assert!(
+        err.contains("not signed by an attestation CA certificate"),
+        "{err}"
+    );
+    // The same check passes a transcript the CA signed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.json");
+    signetd::ceremony::write_transcript(&path, &transcript, Some((&hsm, ca)))
+        .await
+        .unwrap();
+    signetd::ceremony::verify(&std::fs::read_to_string(&path).unwrap(), ca.top()).unwrap();
+}

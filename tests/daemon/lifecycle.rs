@@ -344,6 +344,34 @@ async fn revocations_leave_the_jwks_at_once_and_are_listed_with_caching_headers(
     assert_eq!(revoked.status, 200, "{:?}", revoked.json);
     let listed = daemon.get("/v1/revocations").await;
     assert_ne!(listed.header("etag"), etag);
+    // Revoking again with a later exp extends the listing; an exp in the past is refused.
+    let later = minted["expires_at"].as_u64().unwrap() + 100;
+    let again = daemon
+        .post(
+            "/v1/revocations",
+            &json!({"jti": minted["jti"], "exp": later}),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.json["exp"].as_u64()),
+        (200, Some(later))
+    );
+    let past = daemon
+        .post("/v1/revocations", &json!({"jti": "old", "exp": 1000}))
+        .await;
+    assert_eq!((past.status, past.code()), (400, "invalid_request"));
+    let listed = daemon.get("/v1/revocations").await;
+    let entries: Vec<&Value> = listed.json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["jti"] == minted["jti"])
+        .collect();
+    assert_eq!(
+        (entries.len(), entries[0]["exp"].as_u64()),
+        (1, Some(later)),
+        "one record, with the later exp"
+    );
     assert!(
         listed.json["tokens"]
             .as_array()
