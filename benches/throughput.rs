@@ -96,9 +96,15 @@ fn main() {
         .block_on(async {
             let pair = signetd::attest::ca::create_key(&hsm).await?;
             signetd::attest::ca::self_sign(&hsm, &pair, "signetd bench CA", 1).await?;
-            signetd::keys::store::generate(&hsm, "bench", o.algorithm, 1)
-                .await
-                .map_err(|e| signetd::attest::AttestError::BadChain(e.to_string()))
+            signetd::keys::store::generate(
+                &hsm,
+                "bench",
+                o.algorithm,
+                signetd::keys::KeyPurpose::Jwt,
+                1,
+            )
+            .await
+            .map_err(|e| signetd::attest::AttestError::BadChain(e.to_string()))
         })
         .unwrap();
     let duration = Duration::from_secs_f64(o.seconds);

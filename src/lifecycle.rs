@@ -102,7 +102,9 @@ async fn issuer_step(
     {
         if current.changed_at + period <= now {
             let days = config.attestation.key_certificate_days;
-            let next = store::prepare_rotation(hsm, name, issuer.algorithm, days).await?;
+            let next =
+                store::prepare_rotation(hsm, name, issuer.algorithm, issuer.key_purpose(), days)
+                    .await?;
             changes.push(format!(
                 "{name}: rotation period reached; {} is pending",
                 next.kid

@@ -146,7 +146,15 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             let algorithm = algorithm.unwrap_or(issuer_config.algorithm);
             let days = config.attestation.key_certificate_days;
             let mut log = Transcript::start("issuer-key", hsm.token());
-            let outcome = match keys::store::generate(&hsm, &issuer, algorithm, days).await {
+            let outcome = match keys::store::generate(
+                &hsm,
+                &issuer,
+                algorithm,
+                issuer_config.key_purpose(),
+                days,
+            )
+            .await
+            {
                 Ok(key) => {
                     println!(
                         "generated and attested {} key {} for issuer {issuer} (active)",
@@ -177,6 +185,7 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 &hsm,
                 &issuer,
                 issuer_config.algorithm,
+                issuer_config.key_purpose(),
                 config.attestation.key_certificate_days,
             )
             .await

@@ -57,6 +57,15 @@ fn default_max_claims_bytes() -> usize {
 }
 
 impl IssuerConfig {
+    /// What this issuer's keys sign: raw bytes for a raw-signing issuer, else JWTs.
+    pub fn key_purpose(&self) -> crate::keys::KeyPurpose {
+        if self.raw_sign {
+            crate::keys::KeyPurpose::Raw
+        } else {
+            crate::keys::KeyPurpose::Jwt
+        }
+    }
+
     pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let field = |f: &str| format!("issuers.{name}.{f}");
         if !is_issuer_name(name) {

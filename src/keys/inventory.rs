@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::jwk::Jwk;
-use super::state::{self, KeyRecord, KeyState};
+use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest;
 use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyObjects, KeyPairInfo, ObjectRef};
@@ -38,6 +38,8 @@ pub struct StoredKey {
     pub certificate: Vec<u8>,
     /// When it entered its current state, seconds since the epoch.
     pub changed_at: u64,
+    /// What it signs.
+    pub purpose: KeyPurpose,
 }
 
 impl StoredKey {
@@ -50,6 +52,7 @@ impl StoredKey {
     ) -> Self {
         StoredKey {
             changed_at: record.state_since(),
+            purpose: record.purpose,
             kid: record.kid,
             issuer: record.issuer,
             algorithm: pair.algorithm,

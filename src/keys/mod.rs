@@ -11,5 +11,5 @@ pub mod store;
 
 pub use jwk::{Jwk, JwkSet};
 pub use registry::{KeyRegistry, Published};
-pub use state::{KeyRecord, KeyState};
+pub use state::{KeyPurpose, KeyRecord, KeyState};
 pub use store::{Inventory, KeyStoreError, StoredKey};

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::jwk::JwkSet;
 use super::revocation::RevokedToken;
-use super::state::KeyState;
+use super::state::{KeyPurpose, KeyState};
 use super::store::{Inventory, StoredKey};
 use crate::config::IssuerConfig;
 
@@ -69,7 +69,8 @@ impl KeyRegistry {
         for key in inventory.keys {
             let key = Arc::new(key);
             let configured = issuers.get(&key.issuer);
-            if configured.is_some_and(|i| !i.raw_sign) && key.state.is_published() {
+            let jwt_key = key.purpose == KeyPurpose::Jwt && configured.is_some_and(|i| !i.raw_sign);
+            if jwt_key && key.state.is_published() {
                 jwks.keys.push(key.jwk(&ca_chain));
             }
             if let Some(issuer) = configured.filter(|_| key.state == KeyState::Active) {

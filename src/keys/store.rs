@@ -9,7 +9,7 @@
 use rand::RngCore;
 use time::OffsetDateTime;
 
-use super::state::{self, KeyRecord, KeyState};
+use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, AttestationCa};
 use crate::hsm::{Hsm, HsmError, KeyObjects, KeyPairInfo, ObjectRef};
@@ -53,6 +53,7 @@ pub async fn generate(
     hsm: &Hsm,
     issuer: &str,
     algorithm: Algorithm,
+    purpose: KeyPurpose,
     certificate_days: u32,
 ) -> Result<StoredKey, KeyStoreError> {
     let existing = inventory(hsm).await?;
@@ -72,6 +73,7 @@ pub async fn generate(
         &ca,
         issuer,
         algorithm,
+        purpose,
         KeyState::Active,
         certificate_days,
     )
@@ -84,6 +86,7 @@ pub async fn prepare_rotation(
     hsm: &Hsm,
     issuer: &str,
     algorithm: Algorithm,
+    purpose: KeyPurpose,
     certificate_days: u32,
 ) -> Result<StoredKey, KeyStoreError> {
     let existing = inventory(hsm).await?;
@@ -111,6 +114,7 @@ pub async fn prepare_rotation(
         &ca,
         issuer,
         algorithm,
+        purpose,
         KeyState::Pending,
         certificate_days,
     )
@@ -124,6 +128,7 @@ async fn create(
     ca: &AttestationCa,
     issuer: &str,
     algorithm: Algorithm,
+    purpose: KeyPurpose,
     state: KeyState,
     certificate_days: u32,
 ) -> Result<StoredKey, KeyStoreError> {
@@ -153,6 +158,7 @@ async fn create(
         created_at: now.unix_timestamp().max(0) as u64,
         revision: 0,
         changed_at: 0,
+        purpose,
     };
     let value = serde_json::to_vec(&record).expect("a key record always serializes");
     let handle = match hsm
@@ -246,6 +252,10 @@ pub async fn finish(
             created_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
             revision: 0,
             changed_at: 0,
+            // An interrupted generation's purpose is unknown: JWT, the purpose that
+            // is never trusted with caller-chosen bytes (a raw-signing issuer will
+            // refuse it; destroy it and generate again).
+            purpose: KeyPurpose::Jwt,
         };
         let value = serde_json::to_vec(&record).expect("a key record always serializes");
         hsm.create_data(state::APPLICATION, record.label(), value)

@@ -69,7 +69,14 @@ impl Service {
             .issuer(issuer)
             .ok_or_else(|| Error::UnknownIssuer(issuer.to_string()))?;
         let days = self.config().attestation.key_certificate_days;
-        let key = store::generate(self.hsm(), issuer, config.algorithm, days).await?;
+        let key = store::generate(
+            self.hsm(),
+            issuer,
+            config.algorithm,
+            config.key_purpose(),
+            days,
+        )
+        .await?;
         tracing::info!(%caller, %issuer, kid = %key.kid, "admin generated a key");
         self.view(&key.kid).await
     }
@@ -84,7 +91,14 @@ impl Service {
             .issuer(issuer)
             .ok_or_else(|| Error::UnknownIssuer(issuer.to_string()))?;
         let days = self.config().attestation.key_certificate_days;
-        let key = store::prepare_rotation(self.hsm(), issuer, config.algorithm, days).await?;
+        let key = store::prepare_rotation(
+            self.hsm(),
+            issuer,
+            config.algorithm,
+            config.key_purpose(),
+            days,
+        )
+        .await?;
         tracing::info!(%caller, %issuer, kid = %key.kid, "admin started a rotation");
         self.view(&key.kid).await
     }

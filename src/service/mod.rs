@@ -18,7 +18,7 @@ use crate::attest::{self, AttestError, CaState, certificate};
 use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes, SignInput};
-use crate::keys::{self, Jwk, KeyRegistry, KeyState, Published, StoredKey};
+use crate::keys::{self, Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
 use crate::policy::{self, Action, Caller};
 use crate::token::replay::ReplayStore;
 use crate::token::{self, MintRequest, jws};
@@ -90,6 +90,8 @@ pub struct KeyView {
     pub alg: Algorithm,
     /// Lifecycle state.
     pub state: KeyState,
+    /// What the key signs: `jwt` or `raw`.
+    pub purpose: KeyPurpose,
     /// Generation time, seconds since the epoch.
     pub created_at: u64,
     /// The public JWK.
@@ -108,6 +110,7 @@ impl KeyView {
             issuer: key.issuer.clone(),
             alg: key.algorithm,
             state: key.state,
+            purpose: key.purpose,
             created_at: key.created_at,
             jwk: key.jwk(ca_chain),
             token_attributes: key.attributes,
@@ -256,6 +259,10 @@ impl Service {
         policy::authorize(&request.issuer, issuer, caller, Action::Mint)?;
         let claims = token::claims::build(issuer, &request, unix_now())?;
         let key = self.active_key(&request.issuer)?;
+        if key.purpose != KeyPurpose::Jwt {
+            tracing::error!(issuer = %request.issuer, kid = %key.kid, "the active key was generated for raw signatures; it never signs JWTs");
+            return Err(Error::NoActiveKey(request.issuer));
+        }
         let header = jws::Header::jwt(key.algorithm, &key.kid);
         let signing_input = jws::signing_input(&header, &claims.payload);
         let signature = self
@@ -284,6 +291,10 @@ impl Service {
         let issuer = self.issuer(&request.issuer)?;
         policy::authorize(&request.issuer, issuer, caller, Action::RawSign)?;
         let key = self.active_key(&request.issuer)?;
+        if key.purpose != KeyPurpose::Raw {
+            // A JWT key never signs caller-chosen bytes, whatever the config says now.
+            return Err(Error::RawSignDisabled(request.issuer));
+        }
         let input = sign_input(key.algorithm, &request)?;
         if request.format == SignatureFormat::Der && key.algorithm != Algorithm::Es256 {
             return Err(Error::InvalidRequest(

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::{Service, unix_now};
 use crate::error::Error;
-use crate::keys::{JwkSet, KeyState};
+use crate::keys::{JwkSet, KeyPurpose, KeyState};
 use crate::policy::Caller;
 use crate::token::jws::{Header, unb64};
 use crate::token::replay::ReplayRefusal;
@@ -71,7 +71,7 @@ impl Service {
         let issuer = self
             .config()
             .issuer(&key.issuer)
-            .filter(|i| !i.raw_sign)
+            .filter(|i| !i.raw_sign && key.purpose == KeyPurpose::Jwt)
             .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
         let now = unix_now();
         let expected = Expected {

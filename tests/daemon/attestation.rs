@@ -192,11 +192,24 @@ async fn a_key_that_could_leave_the_token_is_never_attested() {
 async fn a_pending_key_is_published_but_does_not_sign_and_a_retired_key_stays_retrievable() {
     let first = generate_key("att-life", Algorithm::Es256).await;
     let hsm = hsm();
-    let next = keys::store::prepare_rotation(&hsm, "att-life", Algorithm::Es256, 30)
-        .await
-        .unwrap();
+    let next = keys::store::prepare_rotation(
+        &hsm,
+        "att-life",
+        Algorithm::Es256,
+        keys::KeyPurpose::Jwt,
+        30,
+    )
+    .await
+    .unwrap();
     assert!(matches!(
-        keys::store::prepare_rotation(&hsm, "att-life", Algorithm::Es256, 30).await,
+        keys::store::prepare_rotation(
+            &hsm,
+            "att-life",
+            Algorithm::Es256,
+            keys::KeyPurpose::Jwt,
+            30
+        )
+        .await,
         Err(KeyStoreError::Rotation { .. })
     ));
     let daemon = TestDaemon::start(&issuer_toml("att-life", Algorithm::Es256)).await;

@@ -135,7 +135,7 @@ async fn pyjwt_verifies_eddsa_tokens_against_the_served_jwks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_signature_cannot_pass_as_a_token_of_any_issuer() {
     let jwt_kid = generate_key("interop-victim", Algorithm::Es256).await;
-    let raw_kid = generate_key("interop-forger", Algorithm::Es256).await;
+    let raw_kid = crate::common::generate_raw_key("interop-forger", Algorithm::Es256).await;
     let config = format!(
         "{}{}raw_sign = true\n",
         issuer_toml("interop-victim", Algorithm::Es256),

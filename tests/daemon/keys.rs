@@ -80,7 +80,15 @@ async fn pkcs11_tool_sees_every_private_key_sensitive_never_extractable_and_loca
 #[tokio::test]
 async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated() {
     let kid = generate_key("keys-twice", Algorithm::Es256).await;
-    match keys::store::generate(&hsm(), "keys-twice", Algorithm::Es256, 30).await {
+    match keys::store::generate(
+        &hsm(),
+        "keys-twice",
+        Algorithm::Es256,
+        keys::KeyPurpose::Jwt,
+        30,
+    )
+    .await
+    {
         Err(KeyStoreError::ActiveKeyExists { kid: active, .. }) => assert_eq!(active, kid),
         other => panic!("expected ActiveKeyExists, got {other:?}"),
     }

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use signetd::Algorithm;
 use signetd::token::jws::{b64, unb64};
 
-use crate::common::{TestDaemon, generate_key, issuer_toml, raw_issuer_toml};
+use crate::common::{TestDaemon, generate_key, generate_raw_key, issuer_toml, raw_issuer_toml};
 
 async fn public_jwk(daemon: &TestDaemon, kid: &str) -> signetd::keys::Jwk {
     let reply = daemon.get(&format!("/v1/keys/{kid}")).await;
@@ -15,7 +15,7 @@ async fn public_jwk(daemon: &TestDaemon, kid: &str) -> signetd::keys::Jwk {
 
 #[tokio::test]
 async fn es256_signs_a_digest_in_jws_and_der_form() {
-    let kid = generate_key("sign-es", Algorithm::Es256).await;
+    let kid = generate_raw_key("sign-es", Algorithm::Es256).await;
     let daemon = TestDaemon::start(&raw_issuer_toml("sign-es", Algorithm::Es256)).await;
     let message = b"attested build output";
     let digest = Sha256::digest(message);
@@ -75,7 +75,7 @@ async fn es256_signs_a_digest_in_jws_and_der_form() {
 
 #[tokio::test]
 async fn eddsa_signs_a_message_and_refuses_digests_and_der() {
-    let kid = generate_key("sign-ed", Algorithm::EdDsa).await;
+    let kid = generate_raw_key("sign-ed", Algorithm::EdDsa).await;
     let daemon = TestDaemon::start(&raw_issuer_toml("sign-ed", Algorithm::EdDsa)).await;
     let reply = daemon
         .post(
@@ -107,7 +107,7 @@ async fn eddsa_signs_a_message_and_refuses_digests_and_der() {
 
 #[tokio::test]
 async fn sign_input_must_be_exactly_one_well_formed_value() {
-    generate_key("sign-bad", Algorithm::Es256).await;
+    generate_raw_key("sign-bad", Algorithm::Es256).await;
     let daemon = TestDaemon::start(&raw_issuer_toml("sign-bad", Algorithm::Es256)).await;
     for body in [
         json!({"issuer":"sign-bad","digest": b64([0u8; 31])}),
@@ -128,7 +128,7 @@ async fn sign_input_must_be_exactly_one_well_formed_value() {
 #[tokio::test]
 async fn raw_signing_and_minting_never_share_a_key() {
     generate_key("sign-jwt", Algorithm::Es256).await;
-    let raw_kid = generate_key("sign-raw", Algorithm::Es256).await;
+    let raw_kid = generate_raw_key("sign-raw", Algorithm::Es256).await;
     let config = format!(
         "{}{}",
         issuer_toml("sign-jwt", Algorithm::Es256),
@@ -161,4 +161,44 @@ async fn raw_signing_and_minting_never_share_a_key() {
         .post("/v1/tokens", &json!({"issuer":"sign-jwt","aud":"api"}))
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
+}
+
+/// A key generated for raw signatures stays one when the operator later turns
+/// `raw_sign` off: it is not published, does not mint, and verifies no JWT.
+#[tokio::test]
+async fn a_raw_signing_key_is_never_trusted_for_jwts_even_if_the_config_changes() {
+    let kid = generate_raw_key("sign-flip", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&format!(
+        "{}{}",
+        issuer_toml("sign-flip", Algorithm::Es256),
+        crate::common::lifecycle_toml()
+    ))
+    .await;
+    let jwks = daemon.get("/.well-known/jwks.json").await;
+    assert!(
+        jwks.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != kid.as_str())
+    );
+    assert_eq!(
+        daemon.get(&format!("/v1/keys/{kid}")).await.json["purpose"],
+        "raw"
+    );
+    let mint = daemon
+        .post("/v1/tokens", &json!({"issuer": "sign-flip", "aud": "api"}))
+        .await;
+    assert_eq!((mint.status, mint.code()), (503, "no_active_key"));
+    let now = signetd::service::unix_now();
+    let forged = crate::common::sign_as(
+        &kid,
+        &json!({"alg": "ES256", "typ": "JWT", "kid": kid}),
+        &json!({"iss": "https://sign-flip.example", "aud": "api", "iat": now, "exp": now + 30, "jti": "f"}),
+    )
+    .await;
+    let verdict = daemon
+        .post("/v1/verify", &json!({"token": forged, "audience": "api"}))
+        .await;
+    assert_eq!((verdict.status, verdict.code()), (422, "unknown_key"));
 }
