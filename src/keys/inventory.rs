@@ -85,6 +85,15 @@ pub struct Inventory {
     pub problems: Vec<String>,
 }
 
+impl Inventory {
+    /// A key of `issuer` in `state` (the first, if several).
+    pub fn of_issuer(&self, issuer: &str, state: KeyState) -> Option<&StoredKey> {
+        self.keys
+            .iter()
+            .find(|k| k.issuer == issuer && k.state == state)
+    }
+}
+
 /// Reads every signetd key pair, certificate and state record from the token.
 pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
     let mut records: HashMap<String, (KeyRecord, ObjectRef)> = HashMap::new();

@@ -57,11 +57,7 @@ pub async fn generate(
     certificate_days: u32,
 ) -> Result<StoredKey, KeyStoreError> {
     let existing = inventory(hsm).await?;
-    if let Some(active) = existing
-        .keys
-        .iter()
-        .find(|k| k.issuer == issuer && k.state == KeyState::Active)
-    {
+    if let Some(active) = existing.of_issuer(issuer, KeyState::Active) {
         return Err(KeyStoreError::ActiveKeyExists {
             issuer: issuer.to_string(),
             kid: active.kid.clone(),
@@ -90,12 +86,7 @@ pub async fn prepare_rotation(
     certificate_days: u32,
 ) -> Result<StoredKey, KeyStoreError> {
     let existing = inventory(hsm).await?;
-    let of_issuer = |state| {
-        existing
-            .keys
-            .iter()
-            .find(|k| k.issuer == issuer && k.state == state)
-    };
+    let of_issuer = |state| existing.of_issuer(issuer, state);
     let rotation = |why: String| KeyStoreError::Rotation {
         issuer: issuer.to_string(),
         why,
@@ -235,10 +226,7 @@ pub async fn finish(
         .iter()
         .any(|o| o.label == format!("{}{kid}", state::STATE_LABEL_PREFIX));
     if !has_record {
-        let active_exists = existing
-            .keys
-            .iter()
-            .any(|k| k.issuer == issuer && k.state == KeyState::Active);
+        let active_exists = existing.of_issuer(&issuer, KeyState::Active).is_some();
         let record = KeyRecord {
             v: 1,
             kid: kid.to_string(),

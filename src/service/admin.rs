@@ -62,44 +62,33 @@ impl Service {
 
     /// Generates an issuer's first key (`POST /v1/keys`).
     pub async fn admin_generate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
-        self.require_admin(caller)?;
-        let _turn = self.lifecycle_turn().await;
-        let config = self
-            .config()
-            .issuer(issuer)
-            .ok_or_else(|| Error::UnknownIssuer(issuer.to_string()))?;
-        let days = self.config().attestation.key_certificate_days;
-        let key = store::generate(
-            self.hsm(),
-            issuer,
-            config.algorithm,
-            config.key_purpose(),
-            days,
-        )
-        .await?;
-        tracing::info!(%caller, %issuer, kid = %key.kid, "admin generated a key");
-        self.view(&key.kid).await
+        self.admin_new_key(caller, issuer, false).await
     }
 
     /// Generates the issuer's next key as pending (`POST /v1/issuers/{name}/rotate`); the
     /// lifecycle activates it after the pre-publication delay.
     pub async fn admin_rotate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
+        self.admin_new_key(caller, issuer, true).await
+    }
+
+    /// An issuer's first key, or (`rotate`) its next, pending key.
+    async fn admin_new_key(
+        &self,
+        caller: &Caller,
+        issuer: &str,
+        rotate: bool,
+    ) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
         let _turn = self.lifecycle_turn().await;
-        let config = self
-            .config()
-            .issuer(issuer)
-            .ok_or_else(|| Error::UnknownIssuer(issuer.to_string()))?;
+        let config = self.issuer(issuer)?;
+        let (hsm, algorithm, purpose) = (self.hsm(), config.algorithm, config.key_purpose());
         let days = self.config().attestation.key_certificate_days;
-        let key = store::prepare_rotation(
-            self.hsm(),
-            issuer,
-            config.algorithm,
-            config.key_purpose(),
-            days,
-        )
-        .await?;
-        tracing::info!(%caller, %issuer, kid = %key.kid, "admin started a rotation");
+        let key = if rotate {
+            store::prepare_rotation(hsm, issuer, algorithm, purpose, days).await?
+        } else {
+            store::generate(hsm, issuer, algorithm, purpose, days).await?
+        };
+        tracing::info!(%caller, %issuer, kid = %key.kid, rotate, "admin added a key");
         self.view(&key.kid).await
     }
 

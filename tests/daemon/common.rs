@@ -196,19 +196,26 @@ pub async fn ca() -> &'static signetd::attest::AttestationCa {
     .await
 }
 
-/// Generates and attests the first key of `issuer` in the test token.
+/// Generates and attests the first (JWT) key of `issuer` in the test token.
 pub async fn generate_key(issuer: &str, algorithm: Algorithm) -> String {
+    generate_key_for(issuer, algorithm, signetd::keys::KeyPurpose::Jwt).await
+}
+
+/// Generates and attests the first key of a raw-signing `issuer` in the test token.
+pub async fn generate_raw_key(issuer: &str, algorithm: Algorithm) -> String {
+    generate_key_for(issuer, algorithm, signetd::keys::KeyPurpose::Raw).await
+}
+
+async fn generate_key_for(
+    issuer: &str,
+    algorithm: Algorithm,
+    purpose: signetd::keys::KeyPurpose,
+) -> String {
     ca().await;
-    signetd::keys::store::generate(
-        &hsm(),
-        issuer,
-        algorithm,
-        signetd::keys::KeyPurpose::Jwt,
-        30,
-    )
-    .await
-    .unwrap()
-    .kid
+    signetd::keys::store::generate(&hsm(), issuer, algorithm, purpose, 30)
+        .await
+        .unwrap()
+        .kid
 }
 
 /// A `signetd serve` process; dropping it kills the process, so a failing test never
@@ -241,21 +248,6 @@ impl Drop for ServedDaemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Generates and attests the first key of a raw-signing `issuer` in the test token.
-pub async fn generate_raw_key(issuer: &str, algorithm: Algorithm) -> String {
-    ca().await;
-    signetd::keys::store::generate(
-        &hsm(),
-        issuer,
-        algorithm,
-        signetd::keys::KeyPurpose::Raw,
-        30,
-    )
-    .await
-    .unwrap()
-    .kid
 }
 
 /// A daemon served in-process; dropping it shuts it down.
