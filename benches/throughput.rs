@@ -5,7 +5,11 @@
 //! 1. the floor: raw `C_Sign` (cryptoki, no signetd code) on one session per thread, one
 //!    thread per worker session;
 //! 2. `Hsm::sign` through signetd's session pool, driven by concurrent async tasks;
-//! 3. `POST /v1/tokens` to a real daemon over its Unix socket, keep-alive connections.
+//! 3. `POST /v1/tokens` to a real daemon over its Unix socket, keep-alive connections,
+//!    without an audit log (the cost of everything else);
+//! 4. the same with the audit log on disk (under `target/`), as the daemon always runs:
+//!    the difference between rows 3 and 4 is what auditing costs, and the row reports
+//!    how many records shared each fsync.
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench throughput -- --help`).
 
@@ -20,6 +24,7 @@ use cryptoki::session::UserType;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use signetd::audit::{AuditLog, AuditStats};
 use signetd::hsm::{Hsm, SignInput};
 use signetd::{Algorithm, Config, Service, api};
 
@@ -127,16 +132,37 @@ fn main() {
     let pool = runtime.block_on(pool_rate(&hsm, &key, o.algorithm, sessions * 8, duration));
     row("Hsm::sign via the session pool", pool, floor);
 
-    let mint = runtime.block_on(mint_rate(
+    let (bare, _) = runtime.block_on(mint_rate(
         &config_text,
         hsm.clone(),
+        None,
         o.connections,
         duration,
     ));
     row(
-        &format!("POST /v1/tokens over UDS ({} conns)", o.connections),
-        mint,
+        &format!("POST /v1/tokens, no audit ({} conns)", o.connections),
+        bare,
         floor,
+    );
+    let audit_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (audited, stats) = runtime.block_on(mint_rate(
+        &config_text,
+        hsm.clone(),
+        Some(audit_dir.path()),
+        o.connections,
+        duration,
+    ));
+    row(
+        &format!("POST /v1/tokens, audited ({} conns)", o.connections),
+        audited,
+        floor,
+    );
+    println!(
+        "audit cost: {:.1}% of mint throughput; {:.1} records per fsync ({} records, {} writes)",
+        (1.0 - audited / bare) * 100.0,
+        stats.records as f64 / stats.writes.max(1) as f64,
+        stats.records,
+        stats.writes
     );
 }
 
@@ -239,23 +265,35 @@ async fn pool_rate(
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Mints over a real socket for `duration`; audited into `audit_dir` if given.
 async fn mint_rate(
     config_text: &str,
     hsm: Arc<Hsm>,
+    audit_dir: Option<&std::path::Path>,
     connections: usize,
     duration: Duration,
-) -> f64 {
+) -> (f64, AuditStats) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bench.sock");
-    let config = Config::parse(&format!("{config_text}\n[listen]\nhttp = \"off\"\n")).unwrap();
+    let audit_table = audit_dir.map_or_else(String::new, |d| {
+        format!("[audit]\ndir = {:?}\n", d.display().to_string())
+    });
+    let config = Config::parse(&format!(
+        "{config_text}\n[listen]\nhttp = \"off\"\n{audit_table}"
+    ))
+    .unwrap();
     let listeners = api::Listeners {
         unix: api::bind_unix(&socket, 0o600).unwrap().0,
         http: None,
         max_connections: 1024,
     };
-    let service = Arc::new(Service::start(config, hsm).await.unwrap());
+    let audit = match audit_dir {
+        Some(_) => AuditLog::open(&config, hsm.clone()).await.unwrap(),
+        None => AuditLog::discarding(),
+    };
+    let service = Arc::new(Service::with_audit(config, hsm, audit).await.unwrap());
     let stop = Arc::new(tokio::sync::Notify::new());
-    let server = tokio::spawn(api::serve(listeners, service, {
+    let server = tokio::spawn(api::serve(listeners, service.clone(), {
         let stop = stop.clone();
         async move { stop.notified().await }
     }));
@@ -295,9 +333,10 @@ async fn mint_rate(
     let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     stop.notify_one();
     server.await.unwrap();
+    let stats = service.audit().stats();
     assert!(
         !failed.load(Ordering::Relaxed),
         "a mint failed during the benchmark"
     );
-    rate
+    (rate, stats)
 }

@@ -15,8 +15,8 @@ Sets up signetd on a throwaway SoftHSM2 token and shows it working:
   4. creates a self-signed attestation CA in the token, and an attested ES256 key for
      the issuer "demo", if they are missing
   5. starts the daemon on .dev/signetd.sock (and http://127.0.0.1:8750 for the JWKS)
-  6. mints a token over the Unix socket, verifies it against the served JWKS, and checks
-     the key's attestation chain
+  6. mints a token over the Unix socket, verifies it against the served JWKS, checks
+     the key's attestation chain, and finds the token's record in the audit log
 
 Then it keeps the daemon in the foreground, with its log, until Ctrl-C.
 
@@ -87,6 +87,9 @@ socket = "$socket"
 socket_mode = 0o600
 http = "$http_addr"
 
+[audit]
+dir = "$dev/audit"
+
 [issuers.demo]
 iss = "https://demo.signetd.invalid"
 algorithm = "ES256"
@@ -97,6 +100,11 @@ EOF
     echo "config written to .dev/signetd.toml"
 else
     echo "reusing .dev/signetd.toml"
+    if ! grep -q '^\[audit\]' "$config"; then
+        # Configs from before the audit log: give the log a place under .dev/.
+        printf '\n[audit]\ndir = "%s"\n' "$dev/audit" >>"$config"
+        echo "added an [audit] table (dir .dev/audit) to .dev/signetd.toml"
+    fi
 fi
 
 # 4. Attestation CA and issuer key ---------------------------------------------------------
@@ -151,10 +159,15 @@ kid=$("$signetd" keys list --config "$config" --issuer demo --json | sed -n 's/.
 "$signetd" attest verify --root "$dev/public/root.pem" \
     --jwks-url "http://$http_addr/.well-known/jwks.json" --kid "$kid"
 
-say "Done: attested key in the token, token minted over the socket, verified against the JWKS"
+say "Finding the token's record in the audit log (.dev/audit), by the SHA-256 of the token"
+token_sha256=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
+"$signetd" audit find --root "$dev/public/root.pem" --token-sha256 "$token_sha256" "$dev/audit"
+
+say "Done: attested key in the token, token minted over the socket, verified against the JWKS, audited"
 if [[ $once -eq 1 ]]; then
     stop_daemon
-    echo "daemon stopped (--once)."
+    echo "daemon stopped (--once); its last audit record and checkpoint are written:"
+    "$signetd" audit verify --root "$dev/public/root.pem" "$dev/audit"
     exit 0
 fi
 

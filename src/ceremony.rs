@@ -11,15 +11,13 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::algorithm::Algorithm;
-use crate::attest::{self, AttestationCa};
-use crate::hsm::{Hsm, SignInput, TokenIdentity};
+use crate::attest::{self, AttestationCa, signed};
+use crate::hsm::{Hsm, TokenIdentity};
 use crate::token::jws::{b64, unb64};
 
 /// The `typ` of a transcript's protected header.
@@ -158,20 +156,17 @@ pub async fn write_transcript(
 }
 
 async fn sign(hsm: &Hsm, ca: &AttestationCa, payload: &[u8]) -> Result<(String, String), String> {
-    let standard = base64::engine::general_purpose::STANDARD;
-    let x5c: Vec<String> = ca.chain.iter().map(|c| standard.encode(c)).collect();
-    let header = json!({"alg": "ES256", "typ": TRANSCRIPT_TYP, "x5c": x5c});
-    let protected = b64(serde_json::to_vec(&header).expect("serializes"));
-    let input = format!("{protected}.{}", b64(payload));
-    let signature = hsm
-        .sign(
-            attest::ca::signing_key(ca),
-            Algorithm::Es256,
-            SignInput::Message(input.into_bytes()),
-        )
-        .await
-        .map_err(|e| format!("cannot sign the transcript: {e}"))?;
-    Ok((protected, b64(signature)))
+    let parts = signed::sign(
+        hsm,
+        attest::ca::signing_key(ca),
+        TRANSCRIPT_TYP,
+        &ca.chain,
+        &[],
+        payload,
+    )
+    .await
+    .map_err(|e| format!("cannot sign the transcript: {e}"))?;
+    Ok((parts.protected, parts.signature))
 }
 
 /// Signs a pending transcript in place. Returns false if it was already signed.
@@ -225,53 +220,19 @@ pub fn verify(text: &str, root_der: &[u8]) -> Result<Transcript, String> {
     let (Some(protected), Some(signature)) = (field("protected"), field("signature")) else {
         return Err("transcript is unsigned (pending): sign it with `signetd ceremony sign` once the CA exists".to_string());
     };
-    let header: Value = unb64(protected)
-        .and_then(|h| serde_json::from_slice(&h).ok())
-        .ok_or("the protected header is not base64url JSON")?;
-    if header["alg"] != "ES256" {
-        return Err(format!("unexpected algorithm {}", header["alg"]));
-    }
-    let standard = base64::engine::general_purpose::STANDARD;
-    let chain: Vec<Vec<u8>> = header["x5c"]
-        .as_array()
-        .ok_or("the protected header has no x5c chain")?
-        .iter()
-        .map(|c| {
-            c.as_str()
-                .and_then(|s| standard.decode(s).ok())
-                .ok_or("x5c holds a non-base64 entry")
-        })
-        .collect::<Result<_, _>>()?;
-    let (verdict, certs) = attest::verify::verify_chain(&chain, root_der, SystemTime::now());
-    if let Some(failure) = verdict.first_failure() {
-        return Err(format!(
-            "the signing CA's chain is not trusted: {}: {}",
-            failure.name, failure.detail
-        ));
-    }
+    let jws = signed::JwsParts {
+        protected: protected.to_string(),
+        payload: payload_b64.to_string(),
+        signature: signature.to_string(),
+    };
+    let verified = signed::verify(&jws, TRANSCRIPT_TYP, root_der, SystemTime::now())?;
     // Any certificate under the root has a key; only the attestation CA's may sign
     // transcripts. Without this check, an issuer key (whose raw-signing callers can sign
     // arbitrary bytes) could vouch for a forged transcript.
-    if !attest::verify::is_attestation_ca(&certs[0]) {
+    if !attest::verify::is_attestation_ca(&verified.certificates[0]) {
         return Err("the transcript is not signed by an attestation CA certificate".to_string());
     }
-    if header["typ"] != TRANSCRIPT_TYP {
-        return Err(format!(
-            "the protected header's typ is {}, not {TRANSCRIPT_TYP}",
-            header["typ"]
-        ));
-    }
-    let ca_key = certs[0].public_key();
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(ca_key)
-        .map_err(|_| "the CA key is not P-256")?;
-    let signature = unb64(signature)
-        .and_then(|s| p256::ecdsa::Signature::from_slice(&s).ok())
-        .ok_or("the signature is malformed")?;
-    let input = format!("{protected}.{payload_b64}");
-    p256::ecdsa::signature::Verifier::verify(&key, input.as_bytes(), &signature).map_err(|_| {
-        "signature does not verify: the signed payload or header was changed".to_string()
-    })?;
-    let payload = unb64(payload_b64).ok_or("the payload is not base64url")?;
+    let payload = verified.payload;
     let transcript: Transcript = serde_json::from_slice(&payload)
         .map_err(|e| format!("the signed payload is not a transcript: {e}"))?;
     if file.get("transcript") != Some(&serde_json::to_value(&transcript).expect("serializes")) {

@@ -6,14 +6,36 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Listeners};
+use crate::audit::{CallerRecord, Entry, Event};
 use crate::lifecycle;
 use crate::service::Service;
 
-/// Serves until `shutdown` completes, then drains requests and stops the lifecycle.
+/// Serves until `shutdown` completes, then drains requests, stops the lifecycle, and
+/// closes the audit log with a `stop` record and a final checkpoint.
 pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
+    let token = service.hsm().token();
+    let started = Entry::new(Event::Start)
+        .caller(CallerRecord::internal("daemon"))
+        .detail(format!(
+            "signetd {} pid {}, token {:?} serial {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            token.label,
+            token.serial
+        ));
+    service.note(started).await;
+    // Sign the log's head at once: this also finds or generates the audit key, so a
+    // token without an attestation CA is reported at start, not at the first checkpoint.
+    if let Err(e) = service.audit().checkpoint().await {
+        tracing::error!(error = %e, "cannot sign an audit checkpoint at start; retrying with every checkpoint");
+    }
     let stop = CancellationToken::new();
     let timer = tokio::spawn(lifecycle::run(service.clone(), stop.clone()));
-    api::serve(listeners, service, shutdown).await;
+    api::serve(listeners, service.clone(), shutdown).await;
     stop.cancel();
     let _ = timer.await;
+    let stopped = Entry::new(Event::Stop).caller(CallerRecord::internal("daemon"));
+    if let Err(e) = service.audit().close(stopped).await {
+        tracing::error!(error = %e, "the audit log's stop record and final checkpoint were not written");
+    }
 }

@@ -94,6 +94,9 @@ pub enum Error {
     /// A lifecycle call that the key's state does not allow.
     #[error("{0}")]
     Conflict(String),
+    /// The audit log cannot be written, so nothing is signed; details are logged.
+    #[error("the audit log cannot be written; signing is refused until it can")]
+    AuditUnavailable,
     /// The token or its module failed; details are logged, not returned.
     #[error("the key store is unavailable")]
     Hsm(#[from] HsmError),
@@ -129,6 +132,7 @@ impl Error {
             Error::InvalidToken(e) => e.code(),
             Error::NotAdmin => "not_admin",
             Error::Conflict(_) => "invalid_state",
+            Error::AuditUnavailable => "audit_unavailable",
             Error::Hsm(HsmError::Timeout(_)) => "hsm_timeout",
             Error::Hsm(_) => "hsm_unavailable",
             Error::Internal(_) => "internal",

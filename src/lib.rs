@@ -49,6 +49,7 @@
 pub mod algorithm;
 pub mod api;
 pub mod attest;
+pub mod audit;
 pub mod ceremony;
 pub mod client;
 pub mod config;

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::CallerRecord;
 use crate::error::Error;
 use crate::keys::{KeyState, revocation, store};
+use crate::service::record::key_event;
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::service::{Service, unix_now};
 
@@ -93,9 +95,11 @@ async fn issuer_step(
     if let Some(next) = pending.filter(published_long_enough) {
         if let Some(current) = active {
             store::transition(hsm, &current.kid, KeyState::Retired).await?;
+            note(service, name, &current.kid, KeyState::Retired).await;
             changes.push(format!("{name}: retired {}", current.kid));
         }
         store::transition(hsm, &next.kid, KeyState::Active).await?;
+        note(service, name, &next.kid, KeyState::Active).await;
         changes.push(format!("{name}: activated {}", next.kid));
     } else if let (Some(period), Some(current), None) =
         (issuer.rotation_period_seconds, active, pending)
@@ -105,6 +109,7 @@ async fn issuer_step(
             let next =
                 store::prepare_rotation(hsm, name, issuer.algorithm, issuer.key_purpose(), days)
                     .await?;
+            note(service, name, &next.kid, KeyState::Pending).await;
             changes.push(format!(
                 "{name}: rotation period reached; {} is pending",
                 next.kid
@@ -117,8 +122,17 @@ async fn issuer_step(
     for retired in keys.iter().filter(|k| k.state == KeyState::Retired) {
         if retired.changed_at + grace < now {
             store::transition(hsm, &retired.kid, KeyState::Archived).await?;
+            note(service, name, &retired.kid, KeyState::Archived).await;
             changes.push(format!("{name}: archived {}", retired.kid));
         }
     }
     Ok(())
+}
+
+/// Records a change the lifecycle made.
+async fn note(service: &Service, issuer: &str, kid: &str, state: KeyState) {
+    let caller = CallerRecord::internal("lifecycle");
+    service
+        .note_key_change(key_event(state), caller, issuer, kid, state)
+        .await;
 }

@@ -26,6 +26,9 @@ enum Command {
     /// The attestation CA, and verifying key attestations.
     #[command(subcommand)]
     Attest(cli::attest::AttestCommand),
+    /// The audit log: verify it offline, find the record of a token.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
     /// Key ceremonies: token initialization and transcripts.
     #[command(subcommand)]
     Ceremony(cli::ceremony::CeremonyCommand),
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cli::serve::serve(&args.config).await,
             Command::Keys(command) => cli::keys::run(command).await,
             Command::Attest(command) => cli::attest::run(command).await,
+            Command::Audit(command) => cli::audit::run(command).await,
             Command::Ceremony(command) => cli::ceremony::run(command).await,
             Command::Token(command) => cli::token::run(command).await,
             Command::Status { socket } => cli::serve::status(socket).await,

@@ -8,6 +8,16 @@ use serde_json::json;
 use crate::error::Error;
 use crate::token::verify::VerifyError;
 
+/// The code and message of an error response, attached to the response so the audit
+/// middleware can record the refusal without parsing the body.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The stable code.
+    pub code: &'static str,
+    /// The message the client got.
+    pub message: String,
+}
+
 /// The HTTP status of each error.
 pub fn status(error: &Error) -> StatusCode {
     match error {
@@ -32,7 +42,9 @@ pub fn status(error: &Error) -> StatusCode {
         Error::InvalidToken(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotAdmin => StatusCode::FORBIDDEN,
         Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::NoActiveKey(_) | Error::Hsm(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::NoActiveKey(_) | Error::Hsm(_) | Error::AuditUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -50,7 +62,13 @@ impl IntoResponse for Error {
             }
             _ => tracing::debug!(code = self.code(), "request refused: {self}"),
         }
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (status, Json(body)).into_response()
+        let refusal = Refusal {
+            code: self.code(),
+            message: self.to_string(),
+        };
+        let body = json!({"error": {"code": refusal.code, "message": refusal.message}});
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(refusal);
+        response
     }
 }

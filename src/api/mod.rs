@@ -50,6 +50,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             require_known_caller,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            audit_refusals,
         ));
     let admin = Router::new()
         .route("/v1/keys", post(handlers::admin_generate))
@@ -61,6 +65,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             require_admin,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            audit_refusals,
         ));
     Router::new()
         .merge(signing)
@@ -77,6 +85,33 @@ pub fn router(service: Arc<Service>) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .with_state(service)
+}
+
+/// Records every refused signing or admin request (its caller, route and error code)
+/// before the refusal is sent. Successful requests are recorded by the service itself,
+/// with what they produced.
+async fn audit_refusals(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut what = format!("{} {}", request.method(), request.uri().path());
+    if what.len() > 200 {
+        let cut = (0..=200)
+            .rev()
+            .find(|&i| what.is_char_boundary(i))
+            .unwrap_or(0);
+        what.truncate(cut);
+        what.push('…');
+    }
+    let response = next.run(request).await;
+    if let Some(refusal) = response.extensions().get::<error::Refusal>() {
+        service
+            .note_refusal(&caller, what, refusal.code, &refusal.message)
+            .await;
+    }
+    response
 }
 
 async fn require_admin(

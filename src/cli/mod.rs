@@ -2,6 +2,7 @@
 //! token from a config and how to record a ceremony transcript.
 
 pub mod attest;
+pub mod audit;
 pub mod ceremony;
 pub mod keys;
 pub mod serve;

@@ -9,6 +9,7 @@ use signetd::{Service, api};
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config_path: &Path) -> Result<(), String> {
+    survive_file_size_limit()?;
     let (config, hsm) = super::open(config_path).await?;
     let socket = config.listen.socket.clone();
     let (unix, socket_file) = api::bind_unix(&socket, config.listen.socket_mode)
@@ -45,6 +46,21 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
     signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
     tracing::info!("signetd stopped");
+    Ok(())
+}
+
+/// A write past `RLIMIT_FSIZE` raises SIGXFSZ, whose default action kills the process.
+/// With a handler installed the write fails with `EFBIG` instead, which the audit log
+/// treats like a full disk: signing stops, public endpoints keep serving.
+fn survive_file_size_limit() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ))
+        .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
+    tokio::spawn(async move {
+        while xfsz.recv().await.is_some() {
+            tracing::warn!("a write exceeded the file size limit (SIGXFSZ)");
+        }
+    });
     Ok(())
 }
 

@@ -74,6 +74,14 @@ impl IssuerConfig {
                 "issuer names are 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit",
             ));
         }
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(field_error(
+                format!("issuers.{name}"),
+                format!(
+                    "issuer names starting with {RESERVED_PREFIX:?} are reserved for signetd's own keys (signetd-audit signs the audit log's checkpoints)"
+                ),
+            ));
+        }
         if self.iss.trim().is_empty() {
             return Err(field_error(field("iss"), "must not be empty"));
         }
@@ -128,6 +136,10 @@ impl IssuerConfig {
         Ok(())
     }
 }
+
+/// Issuer names with this prefix belong to signetd itself, such as
+/// [`crate::audit::AUDIT_ISSUER`]; no configured issuer may use one.
+pub const RESERVED_PREFIX: &str = "signetd-";
 
 /// Issuer names appear in key labels and URLs, so they are kept plain.
 pub fn is_issuer_name(name: &str) -> bool {

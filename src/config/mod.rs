@@ -38,6 +38,9 @@ pub struct Config {
     /// `POST /v1/verify`.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -134,6 +137,49 @@ fn default_prepublish() -> u64 {
 }
 fn default_tick() -> u64 {
     5
+}
+
+/// `[audit]`: the tamper-evident audit log (see `docs/audit.md`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of the log's segments (default `/var/lib/signetd/audit`). Created
+    /// (mode 0700) if missing; refused if group or others may write it.
+    #[serde(default = "default_audit_dir")]
+    pub dir: PathBuf,
+    /// A segment is closed and the next begun once it reaches this size (default 64 MiB).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// A signed checkpoint after this many records (default 1000).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// A signed checkpoint at least this often while records arrive (default 60).
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            dir: default_audit_dir(),
+            segment_bytes: default_segment_bytes(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_seconds: default_checkpoint_seconds(),
+        }
+    }
+}
+
+fn default_audit_dir() -> PathBuf {
+    PathBuf::from("/var/lib/signetd/audit")
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_checkpoint_seconds() -> u64 {
+    60
 }
 
 /// `[verify]`: the verify endpoint.
@@ -271,6 +317,28 @@ impl Config {
             return Err(field_error(
                 "lifecycle.tick_seconds",
                 "must be between 1 and 60",
+            ));
+        }
+        let audit = &self.audit;
+        if audit.dir.as_os_str().is_empty() {
+            return Err(field_error("audit.dir", "must not be empty"));
+        }
+        if !(4096..=1 << 40).contains(&audit.segment_bytes) {
+            return Err(field_error(
+                "audit.segment_bytes",
+                "must be between 4096 and 2^40",
+            ));
+        }
+        if !(1..=1_000_000).contains(&audit.checkpoint_every) {
+            return Err(field_error(
+                "audit.checkpoint_every",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=3600).contains(&audit.checkpoint_seconds) {
+            return Err(field_error(
+                "audit.checkpoint_seconds",
+                "must be between 1 and 3600",
             ));
         }
         if self.verify.replay_capacity == 0 {

@@ -45,6 +45,18 @@ pub enum KeyState {
     Revoked,
 }
 
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyState::Pending => "pending",
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+            KeyState::Archived => "archived",
+            KeyState::Revoked => "revoked",
+        })
+    }
+}
+
 impl KeyState {
     /// Whether a key may move from `self` to `to`. Revocation is always possible (a
     /// compromise can surface at any time); everything else only moves forward.

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
+use super::record::key_event;
 use super::{KeyView, Service, unix_now};
+use crate::audit::{Entry, Event};
 use crate::error::Error;
 use crate::keys::revocation::{self, RevokedToken};
 use crate::keys::{KeyState, KeyStoreError, store};
@@ -89,6 +91,13 @@ impl Service {
             store::generate(hsm, issuer, algorithm, purpose, days).await?
         };
         tracing::info!(%caller, %issuer, kid = %key.kid, rotate, "admin added a key");
+        let event = if rotate {
+            Event::KeyRotate
+        } else {
+            Event::KeyGenerate
+        };
+        self.note_key_change(event, caller.into(), issuer, &key.kid, key.state)
+            .await;
         self.view(&key.kid).await
     }
 
@@ -101,11 +110,13 @@ impl Service {
     ) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
         let _turn = self.lifecycle_turn().await;
-        if self.registry().get(kid).is_none() {
+        let Some(issuer) = self.registry().get(kid).map(|k| k.issuer.clone()) else {
             return Err(Error::UnknownKey(kid.to_string()));
-        }
+        };
         store::transition(self.hsm(), kid, to).await?;
         tracing::warn!(%caller, %kid, state = ?to, "admin changed a key's state");
+        self.note_key_change(key_event(to), caller.into(), &issuer, kid, to)
+            .await;
         self.view(kid).await
     }
 
@@ -132,6 +143,12 @@ impl Service {
         };
         let revoked = revocation::revoke(self.hsm(), &revoked).await?;
         tracing::warn!(%caller, jti = %revoked.jti, "admin revoked a token");
+        let mut entry = Entry::new(Event::TokenRevoke)
+            .caller(caller)
+            .ok()
+            .detail(format!("listed until {}", revoked.exp));
+        entry.jti = Some(revoked.jti.clone());
+        self.note(entry).await;
         self.reload().await?;
         Ok(revoked)
     }

@@ -1,12 +1,15 @@
-//! The facade a handler calls: validate, authorize, sign.
+//! The facade a handler calls: validate, authorize, sign, audit.
 //!
 //! Handlers know HTTP; the HSM layer knows PKCS#11; this module knows what a request
 //! means. Every method takes the [`Caller`] the transport established. [`verify`] is the
-//! verifier for gateways; [`admin`] the lifecycle API.
+//! verifier for gateways; [`admin`] the lifecycle API; [`record`] what goes into the
+//! audit log.
 
 pub mod admin;
+pub mod record;
 pub mod verify;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, CaState, certificate};
+use crate::audit::{AuditLog, Entry, Event};
 use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes, SignInput};
@@ -143,6 +147,11 @@ pub struct Service {
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
+    /// The audit log: nothing signed is returned before its record is durable.
+    audit: AuditLog,
+    /// Each key's state as last recorded, so a reload records changes made outside the
+    /// daemon exactly once.
+    recorded_states: Mutex<HashMap<String, KeyState>>,
 }
 
 /// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
@@ -176,9 +185,18 @@ async fn build_registry(config: &Config, hsm: &Hsm) -> Result<(KeyRegistry, Vec<
 }
 
 impl Service {
-    /// Takes inventory of the token and builds the key registry. Anything odd in the
-    /// token is logged loudly; nothing is deleted.
+    /// Opens the audit log (`[audit]`), takes inventory of the token and builds the key
+    /// registry. Anything odd in the token is logged loudly; nothing is deleted.
     pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
+        let audit = AuditLog::open(&config, hsm.clone()).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot open the audit log");
+            Error::AuditUnavailable
+        })?;
+        Self::with_audit(config, hsm, audit).await
+    }
+
+    /// [`Service::start`] with a log opened by the caller.
+    pub async fn with_audit(config: Config, hsm: Arc<Hsm>, audit: AuditLog) -> Result<Self, Error> {
         let (registry, problems) = build_registry(&config, &hsm).await?;
         for problem in &problems {
             tracing::error!(token = %hsm.token().label, "{problem}");
@@ -193,7 +211,14 @@ impl Service {
                 }
             }
         }
+        let recorded_states = registry
+            .all()
+            .iter()
+            .map(|k| (k.kid.clone(), k.state))
+            .collect();
         Ok(Service {
+            audit,
+            recorded_states: Mutex::new(recorded_states),
             keys: RwLock::new(Arc::new(registry)),
             problems: Mutex::new(problems),
             replay: ReplayStore::new(config.verify.replay_capacity, unix_now()),
@@ -215,7 +240,9 @@ impl Service {
             }
             *known = problems;
         }
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        let registry = Arc::new(registry);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
+        self.record_outside_changes(&registry).await;
         Ok(())
     }
 
@@ -263,6 +290,7 @@ impl Service {
             tracing::error!(issuer = %request.issuer, kid = %key.kid, "the active key was generated for raw signatures; it never signs JWTs");
             return Err(Error::NoActiveKey(request.issuer));
         }
+        self.audit_ready()?;
         let header = jws::Header::jwt(key.algorithm, &key.kid);
         let signing_input = jws::signing_input(&header, &claims.payload);
         let signature = self
@@ -275,6 +303,16 @@ impl Service {
             .await?;
         let token = jws::compact(&signing_input, &signature);
         let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
+        let mut entry = Entry::new(Event::Mint)
+            .caller(caller)
+            .issuer(&request.issuer)
+            .kid(&key.kid)
+            .ok();
+        entry.jti = Some(claims.jti.clone());
+        entry.token_sha256 = Some(token_sha256.clone());
+        // The token exists only in this function until its record is durable; if the
+        // record cannot be written, the token is dropped unseen.
+        self.record(entry).await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, jti = %claims.jti, %token_sha256, "minted token");
         Ok(MintedToken {
             token,
@@ -301,10 +339,11 @@ impl Service {
                 "format \"der\" applies to ES256 keys only".to_string(),
             ));
         }
-        let what = match &input {
-            SignInput::Digest(d) => hex(d),
+        let input_sha256 = match &input {
+            SignInput::Digest(d) => hex(&Sha256::digest(d)),
             SignInput::Message(m) => hex(&Sha256::digest(m)),
         };
+        self.audit_ready()?;
         let raw = self.hsm.sign(key.objects, key.algorithm, input).await?;
         let signature = match request.format {
             SignatureFormat::Jws => raw,
@@ -316,7 +355,15 @@ impl Service {
                 .as_bytes()
                 .to_vec(),
         };
-        tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, input_sha256 = %what, "signed data");
+        let mut entry = Entry::new(Event::Sign)
+            .caller(caller)
+            .issuer(&request.issuer)
+            .kid(&key.kid)
+            .ok();
+        entry.token_sha256 = Some(input_sha256.clone());
+        entry.signature_sha256 = Some(hex(&Sha256::digest(&signature)));
+        self.record(entry).await?;
+        tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, %input_sha256, "signed data");
         Ok(SignedData {
             signature: jws::b64(signature),
             kid: key.kid.clone(),
@@ -370,8 +417,9 @@ impl Service {
         Ok(certificate::to_pem(&chain))
     }
 
-    /// Whether the token answers.
+    /// Whether the token answers and the audit log takes records.
     pub async fn ready(&self) -> Result<(), Error> {
+        self.audit_ready()?;
         self.hsm.ping().await.map_err(Error::from)
     }
 }

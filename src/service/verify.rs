@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Service, unix_now};
+use sha2::{Digest, Sha256};
+
+use super::{Service, hex, unix_now};
+use crate::audit::{Entry, Event};
 use crate::error::Error;
 use crate::keys::{JwkSet, KeyPurpose, KeyState};
 use crate::policy::Caller;
@@ -56,7 +59,39 @@ impl Service {
     /// an allowed algorithm, key and token not revoked, `exp`/`nbf`/`iat` within
     /// [`LEEWAY_SECONDS`], lifetime within the issuer's maximum, the expected audience,
     /// and, on request, single use.
+    ///
+    /// A single-use verification is audited whatever its outcome, and succeeds only once
+    /// its record is durable.
     pub async fn verify(&self, caller: &Caller, request: VerifyRequest) -> Result<Verified, Error> {
+        if !request.single_use {
+            return self.check(caller, &request).await;
+        }
+        let token_sha256 = hex(&Sha256::digest(request.token.as_bytes()));
+        let mut entry = Entry::new(Event::Verify).caller(caller);
+        entry.token_sha256 = Some(token_sha256);
+        let result = match self.audit_ready() {
+            Ok(()) => self.check(caller, &request).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(verified) => {
+                let mut entry = entry.issuer(&verified.issuer).kid(&verified.kid).ok();
+                entry.jti = verified
+                    .claims
+                    .get("jti")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                self.record(entry).await?;
+                Ok(verified)
+            }
+            Err(e) => {
+                self.note(entry.refused(e.code(), &e)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn check(&self, caller: &Caller, request: &VerifyRequest) -> Result<Verified, Error> {
         if request.single_use && !self.may_consume(caller) {
             return Err(Error::CallerNotAllowed(
                 "single-use verification".to_string(),

@@ -89,11 +89,13 @@ impl Ceremony {
         };
         let toml = format!(
             "[pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\nsessions = 2\n\n\
-             [listen]\nsocket = {:?}\nsocket_mode = 0o600\nhttp = \"off\"\n\n{}\n{}",
+             [listen]\nsocket = {:?}\nsocket_mode = 0o600\nhttp = \"off\"\n\n\
+             [audit]\ndir = {:?}\n\n{}\n{}",
             c.var("SIGNETD_PKCS11_MODULE"),
             c.var("SIGNETD_TOKEN_LABEL"),
             c.var("SIGNETD_PIN_FILE"),
             c.path("signetd.sock").to_str().unwrap(),
+            c.path("audit").to_str().unwrap(),
             issuer("es", "ES256"),
             issuer("ed", "EdDSA"),
         );

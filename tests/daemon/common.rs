@@ -74,7 +74,8 @@ impl TestToken {
     }
 
     /// Writes a config for this token: its `[pkcs11]` table, a socket in its directory,
-    /// HTTP off, and `rest`. Returns the config path and the socket path.
+    /// HTTP off, an audit log in `audit/` (unless `rest` has an `[audit]` table), and
+    /// `rest`. Returns the config path and the socket path.
     pub fn write_config(&self, rest: &str) -> (PathBuf, PathBuf) {
         let config = self.dir.path().join("signetd.toml");
         let socket = self.dir.path().join("d.sock");
@@ -82,8 +83,14 @@ impl TestToken {
             "[listen]\nsocket = {:?}\nhttp = \"off\"\n",
             socket.display().to_string()
         );
+        let rest = with_audit_dir(rest, &self.audit_dir());
         std::fs::write(&config, format!("{}\n{listen}{rest}", self.pkcs11_toml())).unwrap();
         (config, socket)
+    }
+
+    /// The audit directory [`TestToken::write_config`] names.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
     }
 
     /// Starts `signetd serve` on this token and waits until it is ready.
@@ -129,6 +136,15 @@ impl TestToken {
             self.var("SIGNETD_TOKEN_LABEL"),
             self.var("SIGNETD_PIN_FILE"),
         )
+    }
+}
+
+/// `rest` with an `[audit]` table naming `dir`, unless it already has one.
+pub fn with_audit_dir(rest: &str, dir: &Path) -> String {
+    if rest.contains("[audit]") {
+        rest.to_string()
+    } else {
+        format!("{rest}\n[audit]\ndir = {:?}\n", dir.display().to_string())
     }
 }
 
@@ -266,9 +282,10 @@ impl TestDaemon {
     }
 
     pub async fn start_with_mode(rest: &str, socket_mode: u32) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let rest = with_audit_dir(rest, &dir.path().join("audit"));
         let config = Config::parse(&format!("{}\n{rest}", token().pkcs11_toml()))
             .expect("valid test config");
-        let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("signetd.sock");
         let listeners = api::Listeners {
             unix: api::bind_unix(&socket, socket_mode).unwrap().0,

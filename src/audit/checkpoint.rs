@@ -1,0 +1,120 @@
+//! Checkpoints: the chain's head signed by the audit key, an ES256 key of the reserved
+//! issuer [`AUDIT_ISSUER`], generated and attested in the token like every issuer key.
+//!
+//! A checkpoint is a compact JWS whose header carries the key's certificate chain in
+//! `x5c`, so `signetd audit verify --root` (or any JOSE library plus an X.509 verifier)
+//! can check it with nothing but the operator's root.
+
+use std::sync::Arc;
+
+use super::AuditError;
+use super::record::{CHECKPOINT_TYP, CheckpointClaims};
+use crate::algorithm::Algorithm;
+use crate::attest::{self, AttestError, signed};
+use crate::hsm::{Hsm, KeyObjects};
+use crate::keys::{KeyPurpose, KeyState, store};
+
+/// The issuer name of the audit key. Config issuers may not use it.
+pub const AUDIT_ISSUER: &str = "signetd-audit";
+
+/// The audit key, resolved once.
+#[derive(Clone, Debug)]
+struct AuditKey {
+    kid: String,
+    objects: KeyObjects,
+    chain: Vec<Vec<u8>>,
+}
+
+/// Signs checkpoints; finds (or, the first time, generates) the audit key on demand.
+pub struct CheckpointSigner {
+    hsm: Arc<Hsm>,
+    certificate_days: u32,
+    key: Option<AuditKey>,
+}
+
+impl CheckpointSigner {
+    /// A signer over `hsm`; a generated key's certificate is valid `certificate_days`.
+    pub fn new(hsm: Arc<Hsm>, certificate_days: u32) -> Self {
+        CheckpointSigner {
+            hsm,
+            certificate_days,
+            key: None,
+        }
+    }
+
+    /// The audit key's kid, and whether it was generated just now.
+    async fn resolve(&mut self) -> Result<(AuditKey, bool), AuditError> {
+        if let Some(key) = &self.key {
+            return Ok((key.clone(), false));
+        }
+        let unusable = |e: String| AuditError::NoKey(e);
+        let inventory = store::inventory(&self.hsm)
+            .await
+            .map_err(|e| unusable(e.to_string()))?;
+        let (stored, generated) = match inventory.of_issuer(AUDIT_ISSUER, KeyState::Active) {
+            Some(key) => (key.clone(), false),
+            None => {
+                let key = store::generate(
+                    &self.hsm,
+                    AUDIT_ISSUER,
+                    Algorithm::Es256,
+                    KeyPurpose::Raw,
+                    self.certificate_days,
+                )
+                .await
+                .map_err(|e| match e {
+                    store::KeyStoreError::Attest(AttestError::NoCa)
+                    | store::KeyStoreError::Attest(AttestError::CaNotCertified) => unusable(
+                        "there is no attestation CA to certify an audit key: run scripts/ceremony/root.sh (or `signetd attest init`)".to_string(),
+                    ),
+                    other => unusable(other.to_string()),
+                })?;
+                tracing::info!(kid = %key.kid, "generated the audit key");
+                (key, true)
+            }
+        };
+        if stored.algorithm != Algorithm::Es256 {
+            return Err(unusable(format!(
+                "audit key {} is {}, not ES256",
+                stored.kid, stored.algorithm
+            )));
+        }
+        let ca = attest::ca::ready(&self.hsm)
+            .await
+            .map_err(|e| unusable(e.to_string()))?;
+        let mut chain = vec![stored.certificate.clone()];
+        chain.extend(ca.chain);
+        let key = AuditKey {
+            kid: stored.kid.clone(),
+            objects: stored.objects,
+            chain,
+        };
+        self.key = Some(key.clone());
+        Ok((key, generated))
+    }
+
+    /// Signs `claims`. Returns the compact JWS and, if the audit key was generated to
+    /// do so, its kid.
+    pub async fn sign(
+        &mut self,
+        claims: &CheckpointClaims,
+    ) -> Result<(String, Option<String>), AuditError> {
+        let (key, generated) = self.resolve().await?;
+        let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let jws = signed::sign(
+            &self.hsm,
+            key.objects,
+            CHECKPOINT_TYP,
+            &key.chain,
+            &[("kid", &key.kid)],
+            &payload,
+        )
+        .await
+        .map_err(|e| {
+            // A lost session or a re-created key: look the key up again next time.
+            self.key = None;
+            AuditError::NoKey(format!("the token did not sign: {e}"))
+        })?;
+        Ok((jws.compact(), generated.then_some(key.kid)))
+    }
+}

@@ -1,0 +1,210 @@
+//! The audit room: an append-only, hash-chained log of everything the daemon signs and
+//! refuses, with checkpoints signed in the token.
+//!
+//! [`record`] is the line format; [`segment`] the files, the directory lock and crash
+//! recovery; [`writer`] the group-committing writer task; [`checkpoint`] the audit key
+//! and its signatures; [`verify`] checks a log offline (`signetd audit verify`). The
+//! format and the guarantees are in `docs/audit.md`.
+//!
+//! [`AuditLog::append`] returns only once the record is on disk: callers that return a
+//! token or a signature do so after it, and return nothing if it fails.
+
+pub mod checkpoint;
+pub mod record;
+pub mod segment;
+pub mod verify;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot};
+
+pub use checkpoint::AUDIT_ISSUER;
+pub use record::{CallerRecord, Entry, Event, Outcome};
+
+use crate::config::Config;
+use crate::hsm::Hsm;
+
+/// How many appends may wait for the writer before callers wait to queue.
+const QUEUE: usize = 16 * 1024;
+
+/// Why the log cannot take a record.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The log cannot be written now (disk full, permissions, the writer stopped).
+    #[error("the audit log cannot be written")]
+    Unavailable,
+    /// Opening the log failed.
+    #[error("audit log: {0}")]
+    Io(String),
+    /// The existing log's end is not a record.
+    #[error("audit log is damaged: {0}")]
+    Damaged(String),
+    /// No audit key can sign checkpoints.
+    #[error("audit key: {0}")]
+    NoKey(String),
+}
+
+/// Counters of what the writer has written since the log was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records made durable.
+    pub records: u64,
+    /// Writes (each one `write` and one `fdatasync`).
+    pub writes: u64,
+}
+
+/// The writer's health and counters, shared with every handle.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    healthy: AtomicBool,
+    records: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// A handle on the log; cheap to share behind an `Arc`.
+pub struct AuditLog {
+    inbox: Option<mpsc::Sender<writer::Message>>,
+    shared: Arc<Shared>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `config.audit.dir` and starts its writer on the
+    /// current tokio runtime. A torn record left by a crash is cut off, kept beside the
+    /// segments, and reported in the log's next record.
+    pub async fn open(config: &Config, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
+        let audit = &config.audit;
+        let dir = audit.dir.clone();
+        segment::prepare_dir(&dir)?;
+        let lock = segment::lock(&dir)?;
+        let (tail, torn) = segment::open_tail(&dir)?;
+        let mut notes = Vec::new();
+        if let Some(torn) = torn {
+            tracing::warn!(segment = %torn.segment.display(), bytes = torn.len, kept = %torn.kept.display(), "audit log ended in a torn record (a crash mid-write); cut it off and continuing");
+            notes.push(
+                Entry::new(Event::Recovered)
+                    .caller(CallerRecord::internal("audit"))
+                    .detail(format!(
+                        "the log ended in a torn record: cut {} bytes (sha256 {}) from {}, kept in {}",
+                        torn.len,
+                        torn.sha256,
+                        torn.segment.file_name().unwrap_or_default().to_string_lossy(),
+                        torn.kept.file_name().unwrap_or_default().to_string_lossy(),
+                    )),
+            );
+        }
+        let (segment, log_id, next_seq, head) = match tail {
+            Some(tail) => (tail.segment, tail.log_id, tail.last.seq + 1, tail.head),
+            None => {
+                let mut id = [0u8; 16];
+                rand::rngs::OsRng.fill_bytes(&mut id);
+                let segment = segment::Segment::create(&dir, 1)?;
+                (
+                    segment,
+                    crate::service::hex(&id),
+                    0,
+                    record::GENESIS_PREV.to_string(),
+                )
+            }
+        };
+        tracing::info!(dir = %dir.display(), %log_id, next_seq, "audit log open");
+        let shared = Arc::new(Shared {
+            healthy: AtomicBool::new(true),
+            ..Shared::default()
+        });
+        let schedule = writer::Schedule {
+            segment_bytes: audit.segment_bytes,
+            checkpoint_every: audit.checkpoint_every,
+            checkpoint_period: Duration::from_secs(audit.checkpoint_seconds),
+        };
+        let signer =
+            checkpoint::CheckpointSigner::new(hsm, config.attestation.key_certificate_days);
+        let writer = writer::Writer::new(
+            dir,
+            schedule,
+            lock,
+            segment,
+            log_id,
+            next_seq,
+            head,
+            signer,
+            shared.clone(),
+            notes,
+        );
+        let (inbox, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(writer.run(receiver));
+        Ok(AuditLog {
+            inbox: Some(inbox),
+            shared,
+        })
+    }
+
+    /// A log that records nothing, for benchmarks that measure what the real log costs.
+    /// The daemon never uses it: the config has no way to turn auditing off.
+    pub fn discarding() -> AuditLog {
+        AuditLog {
+            inbox: None,
+            shared: Arc::new(Shared {
+                healthy: AtomicBool::new(true),
+                ..Shared::default()
+            }),
+        }
+    }
+
+    /// Appends `entry` and waits until it is durable. Returns its sequence number.
+    pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
+        self.send(entry, writer::Message::Append).await
+    }
+
+    /// Writes a checkpoint over everything so far (generating the audit key first if
+    /// the token has none) and returns its `seq`.
+    pub async fn checkpoint(&self) -> Result<u64, AuditError> {
+        let Some(inbox) = &self.inbox else {
+            return Ok(0);
+        };
+        let (reply, replied) = oneshot::channel();
+        inbox
+            .send(writer::Message::Checkpoint(reply))
+            .await
+            .map_err(|_| AuditError::Unavailable)?;
+        replied.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Appends a final record (`stop`) and a checkpoint, and stops the writer. Later
+    /// appends fail with [`AuditError::Unavailable`].
+    pub async fn close(&self, entry: Entry) -> Result<u64, AuditError> {
+        self.send(entry, writer::Message::Close).await
+    }
+
+    async fn send(
+        &self,
+        entry: Entry,
+        message: fn(Entry, oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
+    ) -> Result<u64, AuditError> {
+        let Some(inbox) = &self.inbox else {
+            return Ok(0);
+        };
+        let (reply, replied) = oneshot::channel();
+        inbox
+            .send(message(entry, reply))
+            .await
+            .map_err(|_| AuditError::Unavailable)?;
+        replied.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Whether the last write succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    /// What the writer has written so far.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            records: self.shared.records.load(Ordering::Relaxed),
+            writes: self.shared.writes.load(Ordering::Relaxed),
+        }
+    }
+}

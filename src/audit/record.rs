@@ -1,0 +1,268 @@
+//! What one audit record says, and the exact line it is written as.
+//!
+//! A record is one line of JSON with its fields in a fixed order; absent fields are
+//! left out. The chain is over the line's exact bytes (without the newline), so a
+//! verifier needs no canonical form: `prev` is the lowercase hex SHA-256 of the previous
+//! line as it stands in the file.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::Caller;
+
+/// `prev` of the first record of a log.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The first record of a log: carries its random `log_id`.
+    Genesis,
+    /// The first record of every later segment: the log id and segment number.
+    SegmentStart,
+    /// A signed statement of the chain's head.
+    Checkpoint,
+    /// The writer found a torn record at the end of the log and removed it.
+    Recovered,
+    /// Writes work again after failing; says how many records were refused meanwhile.
+    Resumed,
+    /// The daemon started.
+    Start,
+    /// The daemon stopped.
+    Stop,
+    /// A JWT was minted (`POST /v1/tokens`).
+    Mint,
+    /// Bytes were signed (`POST /v1/sign`).
+    Sign,
+    /// A single-use verification consumed (or was refused) a jti.
+    Verify,
+    /// A signing or admin request was refused; `code` says why.
+    Refused,
+    /// An admin generated an issuer's first key.
+    KeyGenerate,
+    /// A pending successor key was generated (admin or rotation period).
+    KeyRotate,
+    /// A pending key became active.
+    KeyActivate,
+    /// A key was retired.
+    KeyRetire,
+    /// A retired key left the JWKS.
+    KeyArchive,
+    /// A key was revoked.
+    KeyRevoke,
+    /// A token was revoked by jti.
+    TokenRevoke,
+    /// A key appeared or changed state outside the daemon (the CLI, another process).
+    KeyObserved,
+}
+
+/// Whether the action happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It happened.
+    Ok,
+    /// It was refused; `code` is the stable error code the caller got.
+    Refused,
+}
+
+/// Who asked, as the transport established it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "snake_case")]
+pub enum CallerRecord {
+    /// A local process on the Unix socket.
+    Unix {
+        /// Peer uid.
+        uid: u32,
+        /// Peer primary gid.
+        gid: u32,
+        /// Peer pid, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+    },
+    /// An unauthenticated TCP peer.
+    Tcp {
+        /// Its address, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+    },
+    /// The daemon itself (`lifecycle`, `daemon`).
+    Internal {
+        /// Which part.
+        name: String,
+    },
+}
+
+impl CallerRecord {
+    /// The daemon's own part `name`.
+    pub fn internal(name: &str) -> Self {
+        CallerRecord::Internal {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl From<&Caller> for CallerRecord {
+    fn from(caller: &Caller) -> Self {
+        match caller {
+            Caller::Local(p) => CallerRecord::Unix {
+                uid: p.uid,
+                gid: p.gid,
+                pid: p.pid,
+            },
+            Caller::Anonymous(addr) => CallerRecord::Tcp {
+                addr: addr.map(|a| a.to_string()),
+            },
+        }
+    }
+}
+
+/// What a caller of the log supplies; the writer adds `seq`, `time` and `prev`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// What happened.
+    pub event: Event,
+    /// Who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<CallerRecord>,
+    /// The request, for refusals: `POST /v1/tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The issuer (config name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// The token's jti.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Lowercase hex SHA-256 of the exact compact token string (mint, verify), or of the
+    /// bytes the caller sent to be signed (`POST /v1/sign`: the decoded digest or message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    /// Lowercase hex SHA-256 of a raw signature as returned (`POST /v1/sign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_sha256: Option<String>,
+    /// Whether it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The stable error code of a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Free text: what changed, why it was refused. Never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    /// An entry for `event` with nothing else set.
+    pub fn new(event: Event) -> Self {
+        Entry {
+            event,
+            caller: None,
+            request: None,
+            issuer: None,
+            kid: None,
+            jti: None,
+            token_sha256: None,
+            signature_sha256: None,
+            outcome: None,
+            code: None,
+            detail: None,
+        }
+    }
+
+    /// Sets the caller.
+    pub fn caller(mut self, caller: impl Into<CallerRecord>) -> Self {
+        self.caller = Some(caller.into());
+        self
+    }
+
+    /// Sets the issuer.
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.to_string());
+        self
+    }
+
+    /// Sets the key id.
+    pub fn kid(mut self, kid: &str) -> Self {
+        self.kid = Some(kid.to_string());
+        self
+    }
+
+    /// Sets the outcome to `ok`.
+    pub fn ok(mut self) -> Self {
+        self.outcome = Some(Outcome::Ok);
+        self
+    }
+
+    /// Sets the outcome to `refused` with the error's code and message.
+    pub fn refused(mut self, code: &str, detail: impl fmt::Display) -> Self {
+        self.outcome = Some(Outcome::Refused);
+        self.code = Some(code.to_string());
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    /// Sets the detail.
+    pub fn detail(mut self, detail: impl fmt::Display) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+}
+
+/// One line of the log, as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the log, from 0 (the genesis record), never reused.
+    pub seq: u64,
+    /// When the writer wrote it, RFC 3339 UTC.
+    pub time: String,
+    /// The content.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// The log's random id (genesis and segment starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
+    /// The segment number (genesis and segment starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<u64>,
+    /// A checkpoint's compact JWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// SHA-256 of the previous line, or [`GENESIS_PREV`].
+    pub prev: String,
+}
+
+impl Record {
+    /// The line (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("a record always serializes")
+    }
+}
+
+/// The chain hash of a line: lowercase hex SHA-256 of its bytes, newline excluded.
+pub fn line_hash(line: &[u8]) -> String {
+    crate::service::hex(&Sha256::digest(line))
+}
+
+/// The checkpoint JWS payload: the head of the chain, signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointClaims {
+    /// The log it belongs to.
+    pub log_id: String,
+    /// The last record it covers: the one right before the checkpoint record.
+    pub seq: u64,
+    /// SHA-256 of that record's line, which is also the checkpoint record's `prev`.
+    pub head: String,
+    /// When it was signed, RFC 3339 UTC.
+    pub time: String,
+}
+
+/// The `typ` of a checkpoint's protected header.
+pub const CHECKPOINT_TYP: &str = "signetd-audit-checkpoint+json";

@@ -1,0 +1,291 @@
+//! The log's files: a directory of numbered segments, the lock that keeps a second
+//! writer out, and recovery of a torn last record at open.
+//!
+//! Segments are `segment-000001.jsonl`, `segment-000002.jsonl`, ...; only the highest is
+//! ever written. The directory is the operator's to archive: segments are never
+//! deleted by signetd.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::AuditError;
+use super::record::{Record, line_hash};
+
+/// The file name of segment `n`.
+pub fn segment_name(n: u64) -> String {
+    format!("segment-{n:06}.jsonl")
+}
+
+/// The segment number in a file name, if it is one.
+pub fn segment_number(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// The segments in `dir`, in order.
+pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = segment_number(e.file_name().to_str()?)?;
+            Some((n, e.path()))
+        })
+        .collect();
+    segments.sort();
+    Ok(segments)
+}
+
+fn io(what: impl std::fmt::Display, e: std::io::Error) -> AuditError {
+    AuditError::Io(format!("{what}: {e}"))
+}
+
+/// Creates `dir` (0700) if missing and refuses one that group or others may write: the
+/// log's integrity rests on nobody else replacing its files.
+pub fn prepare_dir(dir: &Path) -> Result<(), AuditError> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io(format!("cannot create {}", dir.display()), e))?;
+    }
+    let meta =
+        std::fs::metadata(dir).map_err(|e| io(format!("cannot read {}", dir.display()), e))?;
+    if !meta.is_dir() {
+        return Err(AuditError::Io(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if Some(meta.uid()) != me {
+        return Err(AuditError::Io(format!(
+            "{} belongs to uid {}, not to the user signetd runs as",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(AuditError::Io(format!(
+            "{} is writable by group or others (mode {:o}); chmod go-w it",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    Ok(())
+}
+
+/// The exclusive lock on a log directory, held for as long as it lives.
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] File);
+
+/// Takes the log's lock, or says that another process writes it.
+pub fn lock(dir: &Path) -> Result<DirLock, AuditError> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io(format!("cannot open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Io(format!(
+            "{} is in use by another signetd process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io(format!("cannot lock {}", path.display()), e))
+        }
+    }
+}
+
+/// fsyncs a directory, so a newly created file's entry survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(format!("cannot sync {}", dir.display()), e))
+}
+
+/// The segment being written.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its number.
+    pub number: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// The open file, positioned at the end.
+    pub file: File,
+    /// Its length in bytes: everything durable.
+    pub len: u64,
+}
+
+impl Segment {
+    /// Creates segment `number` in `dir`; it must not exist.
+    pub fn create(dir: &Path, number: u64) -> Result<Segment, AuditError> {
+        let path = dir.join(segment_name(number));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io(format!("cannot create {}", path.display()), e))?;
+        sync_dir(dir)?;
+        Ok(Segment {
+            number,
+            path,
+            file,
+            len: 0,
+        })
+    }
+
+    /// Writes `bytes` and makes them durable; on failure, cuts the file back to where it
+    /// was, so a failed write leaves no partial record. Returns `Err((write error,
+    /// whether the cut worked))`.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), (std::io::Error, bool)> {
+        let written = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let cut = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data())
+                    .is_ok();
+                Err((e, cut))
+            }
+        }
+    }
+}
+
+/// Where an existing log left off.
+#[derive(Debug)]
+pub struct Tail {
+    /// The segment to continue.
+    pub segment: Segment,
+    /// The log's id.
+    pub log_id: String,
+    /// The last durable record.
+    pub last: Record,
+    /// Its chain hash.
+    pub head: String,
+}
+
+/// A torn record cut from the end of the log at open.
+#[derive(Debug)]
+pub struct Torn {
+    /// The segment it was cut from.
+    pub segment: PathBuf,
+    /// How many bytes.
+    pub len: u64,
+    /// Their SHA-256.
+    pub sha256: String,
+    /// Where they were kept.
+    pub kept: PathBuf,
+}
+
+/// Opens the last segment of an existing log, or `None` for an empty directory.
+///
+/// A crash can leave part of a record after the last newline; it is cut off and kept
+/// in a `torn-*.bin` file beside the segments, and reported so the writer records it.
+/// Anything else odd (a last line that is not a record, a segment without a first
+/// record) refuses to open: `signetd audit verify` says what is wrong.
+pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError> {
+    let mut segments = list(dir).map_err(|e| io(format!("cannot list {}", dir.display()), e))?;
+    let Some((number, path)) = segments.pop() else {
+        return Ok((None, None));
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| io(format!("cannot open {}", path.display()), e))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| io(format!("cannot read {}", path.display()), e))?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut torn = None;
+    if complete < bytes.len() {
+        let removed = &bytes[complete..];
+        let keep = dir.join(format!(
+            "torn-{}-{}.bin",
+            segment_name(number).trim_end_matches(".jsonl"),
+            complete
+        ));
+        std::fs::write(&keep, removed).map_err(|e| {
+            io(
+                format!("cannot keep the torn record in {}", keep.display()),
+                e,
+            )
+        })?;
+        file.set_len(complete as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                io(
+                    format!("cannot cut the torn record from {}", path.display()),
+                    e,
+                )
+            })?;
+        torn = Some(Torn {
+            segment: path.clone(),
+            len: removed.len() as u64,
+            sha256: line_hash(removed),
+            kept: keep,
+        });
+        bytes.truncate(complete);
+    }
+    if bytes.is_empty() {
+        // A segment created but whose first record never became durable: drop it and
+        // continue the one before (or start the log afresh).
+        drop(file);
+        std::fs::remove_file(&path)
+            .map_err(|e| io(format!("cannot remove {}", path.display()), e))?;
+        let (tail, earlier) = open_tail(dir)?;
+        return Ok((tail, torn.or(earlier)));
+    }
+    let damaged = |why: &str| {
+        AuditError::Damaged(format!(
+            "{}: {why}; run `signetd audit verify {}` to see where",
+            path.display(),
+            dir.display()
+        ))
+    };
+    // Every line is complete here: the file ends with a newline.
+    let body = &bytes[..bytes.len() - 1];
+    let first = body.split(|&b| b == b'\n').next().unwrap_or_default();
+    let last_line = body.rsplit(|&b| b == b'\n').next().unwrap_or_default();
+    let first: Record =
+        serde_json::from_slice(first).map_err(|_| damaged("the first line is not a record"))?;
+    let last: Record =
+        serde_json::from_slice(last_line).map_err(|_| damaged("the last line is not a record"))?;
+    let log_id = first
+        .log_id
+        .clone()
+        .ok_or_else(|| damaged("the first record carries no log_id"))?;
+    file.seek(SeekFrom::End(0))
+        .map_err(|e| io(format!("cannot seek {}", path.display()), e))?;
+    let tail = Tail {
+        head: line_hash(last_line),
+        segment: Segment {
+            number,
+            path,
+            file,
+            len: bytes.len() as u64,
+        },
+        log_id,
+        last,
+    };
+    Ok((Some(tail), torn))
+}

@@ -1,0 +1,375 @@
+//! Offline verification of a log: every hash link across segments, every sequence
+//! number, every checkpoint's signature and the audit key's attestation chain. The first
+//! break is reported with its segment, line and sequence number.
+//!
+//! What it proves: with the chain intact and the last record covered by a checkpoint,
+//! no record up to that checkpoint was edited, removed, inserted or reordered since it
+//! was written, unless the audit key (which never leaves the token) signed the change.
+//! Records after the last checkpoint are chained but not yet signed; the summary says
+//! how many.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use der::Encode;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::checkpoint::AUDIT_ISSUER;
+use super::record::{CHECKPOINT_TYP, CheckpointClaims, GENESIS_PREV, line_hash};
+use super::segment;
+use crate::attest::{self, signed};
+
+/// Where in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// The line, from 1.
+    pub line: usize,
+    /// The record's sequence number, if it has one.
+    pub seq: Option<u64>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}", self.segment.display(), self.line)?;
+        if let Some(seq) = self.seq {
+            write!(f, " (seq {seq})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first thing wrong with a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Break {
+    /// Where.
+    pub at: Location,
+    /// What.
+    pub reason: String,
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.reason)
+    }
+}
+
+/// What a successful verification covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The log's id.
+    pub log_id: String,
+    /// Segments checked.
+    pub segments: usize,
+    /// Records checked.
+    pub records: u64,
+    /// Whether the first segment starts at the genesis record (else earlier segments
+    /// were not given, and the chain before them is unchecked).
+    pub from_genesis: bool,
+    /// The first and last sequence numbers.
+    pub seqs: (u64, u64),
+    /// Sequence numbers of the verified checkpoints.
+    pub checkpoints: Vec<u64>,
+    /// Kids of the audit keys that signed them.
+    pub audit_keys: Vec<String>,
+    /// Records after the last checkpoint: chained, not yet signed.
+    pub unsigned_tail: u64,
+}
+
+impl Summary {
+    /// The first checkpoint after `seq`, which covers it.
+    pub fn covering_checkpoint(&self, seq: u64) -> Option<u64> {
+        self.checkpoints.iter().copied().find(|&c| c > seq)
+    }
+}
+
+/// The segment files named by `inputs`: a directory stands for all its segments in
+/// order; files are taken as given.
+pub fn segment_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut paths = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let segments = segment::list(input)
+                .map_err(|e| format!("cannot list {}: {e}", input.display()))?;
+            if segments.is_empty() {
+                return Err(format!("{} holds no audit segments", input.display()));
+            }
+            paths.extend(segments.into_iter().map(|(_, p)| p));
+        } else {
+            paths.push(input.clone());
+        }
+    }
+    if paths.is_empty() {
+        return Err("no audit segments given".to_string());
+    }
+    Ok(paths)
+}
+
+/// The chain as checked so far.
+struct Chain<'a> {
+    root: &'a [u8],
+    log_id: Option<String>,
+    segment: u64,
+    next_seq: Option<u64>,
+    head: String,
+    /// Audit key certificates already checked, by DER: their kid or why not.
+    signers: HashMap<Vec<u8>, Result<String, String>>,
+    summary: Summary,
+}
+
+fn field<'v>(record: &'v Value, name: &str) -> Option<&'v str> {
+    record.get(name).and_then(Value::as_str)
+}
+
+fn time_of(record: &Value) -> Result<SystemTime, String> {
+    field(record, "time")
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .map(SystemTime::from)
+        .ok_or_else(|| "the record has no RFC 3339 time".to_string())
+}
+
+impl Chain<'_> {
+    /// Checks one line (newline excluded) at `at`; `first` when it opens a segment.
+    fn line(&mut self, line: &[u8], first: bool, at: &mut Location) -> Result<Value, String> {
+        let record: Value = serde_json::from_slice(line)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or("not a JSON record")?;
+        let seq = record
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or("the record has no seq")?;
+        at.seq = Some(seq);
+        let prev = field(&record, "prev").ok_or("the record has no prev")?;
+        let event = field(&record, "event").ok_or("the record has no event")?;
+        let starts = matches!(event, "genesis" | "segment_start");
+        if first != starts {
+            return Err(if first {
+                format!("a segment must begin with genesis or segment_start, not {event}")
+            } else {
+                format!("{event} in the middle of a segment")
+            });
+        }
+        if starts {
+            self.segment_header(&record, event, seq, prev)?;
+        }
+        if let Some(expected) = self.next_seq {
+            if seq > expected {
+                return Err(format!(
+                    "seq jumps from {} to {seq}: {} record(s) missing",
+                    expected - 1,
+                    seq - expected
+                ));
+            }
+            if seq < expected {
+                return Err(format!(
+                    "seq {seq} after seq {}: records reordered or repeated",
+                    expected - 1
+                ));
+            }
+            if prev != self.head {
+                return Err(format!(
+                    "prev does not match the hash of the record before it (seq {}): one of them was altered",
+                    expected - 1
+                ));
+            }
+        }
+        if event == "checkpoint" {
+            self.checkpoint(&record, seq, prev)?;
+            self.summary.checkpoints.push(seq);
+            self.summary.unsigned_tail = 0;
+        } else {
+            self.summary.unsigned_tail += 1;
+        }
+        if self.next_seq.is_none() {
+            self.summary.seqs.0 = seq;
+        }
+        self.summary.seqs.1 = seq;
+        self.summary.records += 1;
+        self.next_seq = Some(seq + 1);
+        self.head = line_hash(line);
+        Ok(record)
+    }
+
+    fn segment_header(
+        &mut self,
+        record: &Value,
+        event: &str,
+        seq: u64,
+        prev: &str,
+    ) -> Result<(), String> {
+        let log_id = field(record, "log_id").ok_or("the segment's first record has no log_id")?;
+        let number = record
+            .get("segment")
+            .and_then(Value::as_u64)
+            .ok_or("the segment's first record has no segment number")?;
+        match &self.log_id {
+            None => {
+                if event == "genesis" && (seq != 0 || prev != GENESIS_PREV || number != 1) {
+                    return Err(
+                        "a genesis record must have seq 0, segment 1 and a zero prev".to_string(),
+                    );
+                }
+                self.summary.from_genesis = event == "genesis";
+                self.log_id = Some(log_id.to_string());
+                self.summary.log_id = log_id.to_string();
+            }
+            Some(ours) => {
+                if event == "genesis" {
+                    return Err(
+                        "a second genesis record: this segment starts another log".to_string()
+                    );
+                }
+                if log_id != ours {
+                    return Err(format!(
+                        "this segment belongs to log {log_id}, not to log {ours}"
+                    ));
+                }
+                if number != self.segment + 1 {
+                    return Err(format!(
+                        "segment {number} follows segment {}: a segment is missing or out of order",
+                        self.segment
+                    ));
+                }
+            }
+        }
+        self.segment = number;
+        self.summary.segments += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, record: &Value, seq: u64, prev: &str) -> Result<(), String> {
+        let jws = field(record, "checkpoint")
+            .and_then(signed::JwsParts::from_compact)
+            .ok_or("the checkpoint has no compact JWS")?;
+        let at = time_of(record)?;
+        let verified = signed::verify(&jws, CHECKPOINT_TYP, self.root, at)
+            .map_err(|e| format!("checkpoint signature: {e}"))?;
+        let leaf = verified.chain[0].clone();
+        let root = self.root;
+        let signer = self
+            .signers
+            .entry(leaf)
+            .or_insert_with(|| audit_key(&verified.chain, root, at))
+            .clone()?;
+        if verified.header["kid"] != signer.as_str() {
+            return Err(format!(
+                "the checkpoint's kid is not the audit key {signer} whose certificate it carries"
+            ));
+        }
+        if !self.summary.audit_keys.contains(&signer) {
+            self.summary.audit_keys.push(signer);
+        }
+        let claims: CheckpointClaims = serde_json::from_slice(&verified.payload)
+            .map_err(|e| format!("the checkpoint's payload is not a checkpoint: {e}"))?;
+        if Some(&claims.log_id) != self.log_id.as_ref() {
+            return Err(format!(
+                "the checkpoint was signed for log {}, not this one",
+                claims.log_id
+            ));
+        }
+        if claims.seq + 1 != seq || claims.head != prev {
+            return Err(format!(
+                "the signed checkpoint covers seq {} with head {}, but the chain before it ends at seq {} with head {prev}: records before it were altered",
+                claims.seq,
+                claims.head,
+                seq.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `chain` certifies an audit key under `root`: an attested, hardware-bound
+/// key whose certificate names the reserved audit issuer. Returns its kid.
+fn audit_key(chain: &[Vec<u8>], root: &[u8], at: SystemTime) -> Result<String, String> {
+    let verdict = attest::verify::verify_key_attestation(chain, root, None, at);
+    if let Some(failure) = verdict.first_failure() {
+        return Err(format!(
+            "the checkpoint key's attestation fails: {}: {}",
+            failure.name, failure.detail
+        ));
+    }
+    let attestation = verdict
+        .attestation
+        .ok_or("the checkpoint key carries no attestation")?;
+    let kid = String::from_utf8(attestation.key_id.as_bytes().to_vec())
+        .map_err(|_| "the attested key id is not text")?;
+    let leaf = attest::verify::parse(&chain[0])?;
+    let expected = attest::profile::name(&[("CN", &kid), ("OU", AUDIT_ISSUER), ("O", "signetd")]);
+    if leaf.tbs_certificate.subject.to_der().ok() != expected.to_der().ok() {
+        return Err(format!(
+            "the checkpoint was signed by {}, which is not an audit key ({AUDIT_ISSUER})",
+            leaf.tbs_certificate.subject
+        ));
+    }
+    Ok(kid)
+}
+
+/// Verifies the segments at `paths`, in order, against the operator's root certificate
+/// (DER). `visit` sees every record that checked out, with its place and exact line.
+pub fn verify(
+    paths: &[PathBuf],
+    root_der: &[u8],
+    visit: &mut dyn FnMut(&Location, &Value, &[u8]),
+) -> Result<Summary, Break> {
+    let mut chain = Chain {
+        root: root_der,
+        log_id: None,
+        segment: 0,
+        next_seq: None,
+        head: String::new(),
+        signers: HashMap::new(),
+        summary: Summary::default(),
+    };
+    for path in paths {
+        verify_segment(path, &mut chain, visit)?;
+    }
+    Ok(chain.summary)
+}
+
+fn verify_segment(
+    path: &Path,
+    chain: &mut Chain<'_>,
+    visit: &mut dyn FnMut(&Location, &Value, &[u8]),
+) -> Result<(), Break> {
+    let mut at = Location {
+        segment: path.to_path_buf(),
+        line: 0,
+        seq: None,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Break {
+        at: at.clone(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    if bytes.is_empty() {
+        return Err(Break {
+            at,
+            reason: "the segment is empty".to_string(),
+        });
+    }
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        at.line += 1;
+        at.seq = None;
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(Break {
+                at,
+                reason: "the last line is incomplete (no newline): the segment was cut mid-record"
+                    .to_string(),
+            });
+        };
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        match chain.line(line, at.line == 1, &mut at) {
+            Ok(record) => visit(&at, &record, line),
+            Err(reason) => return Err(Break { at, reason }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! The one task that writes the log: group commit, checkpoints, segment roll-over,
+//! and what happens when the disk says no.
+//!
+//! Appends queue on a channel. The writer takes everything queued, gives each record its
+//! `seq`, `time` and `prev`, adds a checkpoint when one is due, and writes the batch with
+//! one `write` and one `fdatasync` on a blocking thread; only then does any caller hear
+//! back. While that fsync runs, new appends queue up for the next batch, so concurrent
+//! requests share the cost.
+//!
+//! A failed write is cut back out of the file (so no partial record stays), every
+//! caller in the batch gets [`AuditError::Unavailable`], and the log reports unhealthy
+//! until a write succeeds again. The writer retries every second on its own, so the log
+//! heals without traffic; the first record after an outage says how long it lasted and
+//! how many records were refused. If even the cut fails, the file's end is unknown and
+//! the writer refuses everything until restarted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::checkpoint::{AUDIT_ISSUER, CheckpointSigner};
+use super::record::{CallerRecord, CheckpointClaims, Entry, Event, Record, line_hash};
+use super::segment::{DirLock, Segment};
+use super::{AuditError, Shared};
+
+/// Most records in one batch.
+const MAX_BATCH: usize = 4096;
+/// How often an unhealthy log retries on its own.
+const RETRY_PERIOD: Duration = Duration::from_secs(1);
+/// How long after a failed checkpoint signature the next is tried.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
+
+/// A message to the writer.
+pub(super) enum Message {
+    /// Append a record; the reply carries its `seq` once it is durable.
+    Append(Entry, oneshot::Sender<Result<u64, AuditError>>),
+    /// Append a final record and a checkpoint, then stop.
+    Close(Entry, oneshot::Sender<Result<u64, AuditError>>),
+    /// Write a checkpoint now; the reply carries its `seq`.
+    Checkpoint(oneshot::Sender<Result<u64, AuditError>>),
+}
+
+/// When checkpoints are due.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Schedule {
+    pub segment_bytes: u64,
+    pub checkpoint_every: u64,
+    pub checkpoint_period: Duration,
+}
+
+/// Writes that failed, since when and how often.
+struct Outage {
+    since: String,
+    refused: u64,
+    error: String,
+}
+
+/// The writer's state: the end of the chain and the open segment.
+pub(super) struct Writer {
+    pub dir: PathBuf,
+    pub schedule: Schedule,
+    pub _lock: DirLock,
+    /// `None` only while a write runs on the blocking pool.
+    pub segment: Option<Segment>,
+    pub log_id: String,
+    pub next_seq: u64,
+    pub head: String,
+    pub since_checkpoint: u64,
+    pub signer: CheckpointSigner,
+    pub shared: Arc<Shared>,
+    /// Records to write before anything else (a recovery report).
+    pub notes: Vec<Entry>,
+    outage: Option<Outage>,
+    broken: bool,
+    /// Why the last checkpoint could not be signed.
+    checkpoint_error: Option<AuditError>,
+    last_checkpoint: Instant,
+    checkpoint_retry_at: Instant,
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The chain position a batch starts from, to roll back to if it fails.
+struct Snapshot {
+    next_seq: u64,
+    head: String,
+    since_checkpoint: u64,
+}
+
+impl Writer {
+    /// A writer continuing the chain at `next_seq` after `head`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: PathBuf,
+        schedule: Schedule,
+        lock: DirLock,
+        segment: Segment,
+        log_id: String,
+        next_seq: u64,
+        head: String,
+        signer: CheckpointSigner,
+        shared: Arc<Shared>,
+        notes: Vec<Entry>,
+    ) -> Self {
+        Writer {
+            dir,
+            schedule,
+            _lock: lock,
+            segment: Some(segment),
+            log_id,
+            next_seq,
+            head,
+            // Whatever came before the restart is covered by the next checkpoint.
+            since_checkpoint: 1,
+            signer,
+            shared,
+            notes,
+            outage: None,
+            broken: false,
+            checkpoint_error: None,
+            last_checkpoint: Instant::now(),
+            checkpoint_retry_at: Instant::now(),
+        }
+    }
+
+    /// Runs until the log is closed or every sender is gone.
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
+        loop {
+            let wake = self.next_wake();
+            let first = tokio::select! {
+                message = inbox.recv() => message,
+                () = tokio::time::sleep_until(wake) => {
+                    // Failures are logged and retried; nobody waits on this one.
+                    let _ = self.commit(Vec::new(), false).await;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
+                // Every handle dropped without a close: nothing more will come.
+                return;
+            };
+            let mut appends = Vec::new();
+            let mut closed = None;
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append(entry, reply) => appends.push((entry, reply)),
+                    Message::Checkpoint(reply) => checkpoints.push(reply),
+                    Message::Close(entry, reply) => {
+                        let (done, result) = oneshot::channel();
+                        appends.push((entry, done));
+                        closed = Some((result, reply));
+                        break;
+                    }
+                }
+                if appends.len() < MAX_BATCH {
+                    next = inbox.try_recv().ok();
+                }
+            }
+            let force = closed.is_some() || !checkpoints.is_empty();
+            let written = self.commit(appends, force).await;
+            for reply in checkpoints {
+                let result = match (&written, self.since_checkpoint) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(()), 0) => Ok(self.next_seq - 1),
+                    (Ok(()), _) => Err(self
+                        .checkpoint_error
+                        .clone()
+                        .unwrap_or(AuditError::Unavailable)),
+                };
+                let _ = reply.send(result);
+            }
+            if let Some((result, reply)) = closed {
+                // Release the directory lock before the closer hears back, so a new
+                // writer can open the log at once.
+                drop(self);
+                drop(inbox);
+                let result = result.await.unwrap_or(Err(AuditError::Unavailable));
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+
+    /// When the writer must act without an append: a retry while unhealthy, or a
+    /// checkpoint for records waiting longer than the checkpoint period.
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        if self.broken {
+            return far;
+        }
+        if self.outage.is_some() {
+            return Instant::now() + RETRY_PERIOD;
+        }
+        if self.since_checkpoint > 0 {
+            return (self.last_checkpoint + self.schedule.checkpoint_period)
+                .max(self.checkpoint_retry_at);
+        }
+        far
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            next_seq: self.next_seq,
+            head: self.head.clone(),
+            since_checkpoint: self.since_checkpoint,
+        }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) {
+        self.next_seq = snapshot.next_seq;
+        self.head = snapshot.head;
+        self.since_checkpoint = snapshot.since_checkpoint;
+    }
+
+    /// Formats one record onto `batch`, advancing the chain. Returns its seq.
+    fn push(
+        &mut self,
+        batch: &mut String,
+        record: impl FnOnce(u64, String, String) -> Record,
+    ) -> u64 {
+        let seq = self.next_seq;
+        let line = record(seq, now(), self.head.clone()).to_line();
+        self.head = line_hash(line.as_bytes());
+        self.next_seq += 1;
+        self.since_checkpoint += 1;
+        batch.push_str(&line);
+        batch.push('\n');
+        seq
+    }
+
+    fn push_entry(&mut self, batch: &mut String, entry: Entry) -> u64 {
+        self.push(batch, |seq, time, prev| Record {
+            seq,
+            time,
+            entry,
+            log_id: None,
+            segment: None,
+            checkpoint: None,
+            prev,
+        })
+    }
+
+    /// The first record of a segment: genesis for the first, a link for later ones.
+    fn push_header(&mut self, batch: &mut String, number: u64) {
+        let (log_id, genesis) = (self.log_id.clone(), self.next_seq == 0);
+        let event = if genesis {
+            Event::Genesis
+        } else {
+            Event::SegmentStart
+        };
+        self.push(batch, |seq, time, prev| Record {
+            seq,
+            time,
+            entry: Entry::new(event),
+            log_id: Some(log_id),
+            segment: Some(number),
+            checkpoint: None,
+            prev,
+        });
+    }
+
+    /// Adds a checkpoint over everything formatted so far, if the audit key can sign.
+    async fn push_checkpoint(&mut self, batch: &mut String, forced: bool) {
+        if !forced && Instant::now() < self.checkpoint_retry_at {
+            return;
+        }
+        self.checkpoint_error = None;
+        let claims = CheckpointClaims {
+            log_id: self.log_id.clone(),
+            seq: self.next_seq - 1,
+            head: self.head.clone(),
+            time: now(),
+        };
+        match self.signer.sign(&claims).await {
+            Ok((jws, generated)) => {
+                if let Some(kid) = generated {
+                    // The key's creation goes on record before its first signature
+                    // would, but after the head that signature covers: still chained.
+                    let entry = Entry::new(Event::KeyGenerate)
+                        .caller(CallerRecord::internal("audit"))
+                        .issuer(AUDIT_ISSUER)
+                        .kid(&kid)
+                        .ok()
+                        .detail("the audit key, for checkpoints");
+                    self.push_entry(batch, entry);
+                    // The checkpoint must cover that record too: sign again.
+                    return Box::pin(self.push_checkpoint(batch, true)).await;
+                }
+                self.push(batch, |seq, time, prev| Record {
+                    seq,
+                    time,
+                    entry: Entry::new(Event::Checkpoint),
+                    log_id: None,
+                    segment: None,
+                    checkpoint: Some(jws),
+                    prev,
+                });
+                self.since_checkpoint = 0;
+                self.last_checkpoint = Instant::now();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an audit checkpoint; records stay chained, the next checkpoint will cover them");
+                self.checkpoint_retry_at = Instant::now() + CHECKPOINT_RETRY;
+                self.checkpoint_error = Some(e);
+            }
+        }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.since_checkpoint >= self.schedule.checkpoint_every
+            || (self.since_checkpoint > 0
+                && self.last_checkpoint.elapsed() >= self.schedule.checkpoint_period)
+    }
+
+    /// Writes one batch: the segment header if the segment is new, notes, a resumption
+    /// report, the appends, and any due checkpoint; then answers every caller.
+    async fn commit(
+        &mut self,
+        appends: Vec<(Entry, oneshot::Sender<Result<u64, AuditError>>)>,
+        checkpoint: bool,
+    ) -> Result<(), AuditError> {
+        if self.broken {
+            for (_, reply) in appends {
+                let _ = reply.send(Err(AuditError::Unavailable));
+            }
+            return Err(AuditError::Unavailable);
+        }
+        let count = appends.len() as u64;
+        if let Err(e) = self.roll_if_full() {
+            self.failed(count, e.to_string());
+            for (_, reply) in appends {
+                let _ = reply.send(Err(AuditError::Unavailable));
+            }
+            return Err(AuditError::Unavailable);
+        }
+        let snapshot = self.snapshot();
+        let snapshot_seq = snapshot.next_seq;
+        let mut batch = String::new();
+        let segment = self
+            .segment
+            .as_ref()
+            .expect("a segment is open between batches");
+        let (fresh, number) = (segment.len == 0, segment.number);
+        if fresh {
+            self.push_header(&mut batch, number);
+        }
+        let notes = std::mem::take(&mut self.notes);
+        for note in notes.iter().cloned() {
+            self.push_entry(&mut batch, note);
+        }
+        if let Some(outage) = &self.outage {
+            let entry = Entry::new(Event::Resumed)
+                .caller(CallerRecord::internal("audit"))
+                .detail(format!(
+                    "writes failed from {} until now ({} records refused): {}",
+                    outage.since, outage.refused, outage.error
+                ));
+            self.push_entry(&mut batch, entry);
+        }
+        let mut replies = Vec::with_capacity(appends.len());
+        for (entry, reply) in appends {
+            let seq = self.push_entry(&mut batch, entry);
+            replies.push((seq, reply));
+            if self.since_checkpoint >= self.schedule.checkpoint_every {
+                self.push_checkpoint(&mut batch, false).await;
+            }
+        }
+        if checkpoint && self.since_checkpoint > 0 {
+            self.push_checkpoint(&mut batch, true).await;
+        } else if self.checkpoint_due() {
+            self.push_checkpoint(&mut batch, false).await;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut segment = self
+            .segment
+            .take()
+            .expect("a segment is open between batches");
+        let written = tokio::task::spawn_blocking(move || {
+            let result = segment.append(batch.as_bytes());
+            (segment, result)
+        })
+        .await;
+        let error = match written {
+            Ok((segment, result)) => {
+                self.segment = Some(segment);
+                match result {
+                    Ok(()) => None,
+                    Err((e, cut)) => {
+                        if !cut {
+                            self.broken = true;
+                            tracing::error!(
+                                "the audit log could not be cut back after a failed write; refusing all signing until signetd is restarted"
+                            );
+                        }
+                        Some(e.to_string())
+                    }
+                }
+            }
+            Err(join) => {
+                self.broken = true;
+                Some(format!("the write task failed: {join}"))
+            }
+        };
+        match error {
+            None => {
+                if self.outage.take().is_some() {
+                    tracing::warn!("the audit log is writable again; signing resumes");
+                }
+                self.shared.healthy.store(!self.broken, Ordering::SeqCst);
+                self.shared
+                    .records
+                    .fetch_add(self.next_seq - snapshot_seq, Ordering::Relaxed);
+                self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                for (seq, reply) in replies {
+                    let _ = reply.send(Ok(seq));
+                }
+                Ok(())
+            }
+            Some(e) => {
+                self.restore(snapshot);
+                self.notes = notes;
+                self.failed(count, e);
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(AuditError::Unavailable));
+                }
+                Err(AuditError::Unavailable)
+            }
+        }
+    }
+
+    fn failed(&mut self, refused: u64, error: String) {
+        if self.outage.is_none() {
+            tracing::error!(dir = %self.dir.display(), %error, "cannot write the audit log; signing is refused until it can");
+        }
+        let outage = self.outage.get_or_insert_with(|| Outage {
+            since: now(),
+            refused: 0,
+            error: error.clone(),
+        });
+        outage.refused += refused;
+        outage.error = error;
+        self.shared.healthy.store(false, Ordering::SeqCst);
+    }
+
+    /// Starts the next segment once the current one is full.
+    fn roll_if_full(&mut self) -> Result<(), AuditError> {
+        let segment = self
+            .segment
+            .as_ref()
+            .expect("a segment is open between batches");
+        if segment.len < self.schedule.segment_bytes {
+            return Ok(());
+        }
+        let next = Segment::create(&self.dir, segment.number + 1)?;
+        tracing::info!(segment = %next.path.display(), "audit log: new segment");
+        self.segment = Some(next);
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! What the service writes to the audit log, and when a failure to write it matters.
+//!
+//! Records of signatures ([`Service::record`]) fail closed: the request fails if the
+//! record cannot be written. Records of everything else ([`Service::note`]: refusals,
+//! key changes, start and stop) are written before the response too, but a failure is
+//! logged rather than turned into a different answer.
+
+use super::Service;
+use crate::audit::{AUDIT_ISSUER, AuditLog, CallerRecord, Entry, Event};
+use crate::error::Error;
+use crate::keys::{KeyRegistry, KeyState};
+use crate::policy::Caller;
+
+/// The audit event for a key entering `state`.
+pub fn key_event(state: KeyState) -> Event {
+    match state {
+        KeyState::Pending => Event::KeyRotate,
+        KeyState::Active => Event::KeyActivate,
+        KeyState::Retired => Event::KeyRetire,
+        KeyState::Archived => Event::KeyArchive,
+        KeyState::Revoked => Event::KeyRevoke,
+    }
+}
+
+impl Service {
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Refuses at once, before the token signs, while the log is known not to be
+    /// writable.
+    pub(super) fn audit_ready(&self) -> Result<(), Error> {
+        if self.audit.is_healthy() {
+            Ok(())
+        } else {
+            Err(Error::AuditUnavailable)
+        }
+    }
+
+    /// Appends a record that must be durable before the request may succeed.
+    pub(super) async fn record(&self, entry: Entry) -> Result<(), Error> {
+        let event = entry.event;
+        self.audit.append(entry).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, ?event, "audit record not written; the request fails");
+            Error::AuditUnavailable
+        })
+    }
+
+    /// Appends a record whose failure is logged, not returned.
+    pub async fn note(&self, entry: Entry) {
+        let event = entry.event;
+        if let Err(e) = self.audit.append(entry).await {
+            tracing::warn!(error = %e, ?event, "audit record not written");
+        }
+    }
+
+    /// Records a refused request: `request` is its method and path, `code` and
+    /// `message` what the client got.
+    pub async fn note_refusal(&self, caller: &Caller, request: String, code: &str, message: &str) {
+        let mut entry = Entry::new(Event::Refused)
+            .caller(caller)
+            .refused(code, message);
+        entry.request = Some(request);
+        self.note(entry).await;
+    }
+
+    /// Records a key the daemon moved to `state` (or generated in it), by `caller`.
+    pub async fn note_key_change(
+        &self,
+        event: Event,
+        caller: CallerRecord,
+        issuer: &str,
+        kid: &str,
+        state: KeyState,
+    ) {
+        self.recorded_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kid.to_string(), state);
+        let entry = Entry::new(event)
+            .caller(caller)
+            .issuer(issuer)
+            .kid(kid)
+            .ok()
+            .detail(format!("now {state}"));
+        self.note(entry).await;
+    }
+
+    /// Records keys that appeared or changed state since the last reload without the
+    /// daemon doing it: the CLI or a ceremony script, while the daemon ran. The audit key
+    /// is left out; the log records its generation itself.
+    pub(super) async fn record_outside_changes(&self, registry: &KeyRegistry) {
+        let changes: Vec<Entry> = {
+            let mut recorded = self
+                .recorded_states
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut changes = Vec::new();
+            for key in registry.all() {
+                let before = recorded.insert(key.kid.clone(), key.state);
+                if before == Some(key.state) || key.issuer == AUDIT_ISSUER {
+                    continue;
+                }
+                let detail = match before {
+                    Some(before) => format!("{before} -> {} outside the daemon", key.state),
+                    None => format!("new key, {}, made outside the daemon", key.state),
+                };
+                changes.push(
+                    Entry::new(Event::KeyObserved)
+                        .caller(CallerRecord::internal("token"))
+                        .issuer(&key.issuer)
+                        .kid(&key.kid)
+                        .ok()
+                        .detail(detail),
+                );
+            }
+            changes
+        };
+        for entry in changes {
+            self.note(entry).await;
+        }
+    }
+}
