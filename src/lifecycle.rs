@@ -103,18 +103,16 @@ async fn issuer_step(
         changes.push(format!("{name}: activated {}", next.kid));
     } else if let (Some(period), Some(current), None) =
         (issuer.rotation_period_seconds, active, pending)
+        && current.changed_at + period <= now
     {
-        if current.changed_at + period <= now {
-            let days = config.attestation.key_certificate_days;
-            let next =
-                store::prepare_rotation(hsm, name, issuer.algorithm, issuer.key_purpose(), days)
-                    .await?;
-            note(service, name, &next.kid, KeyState::Pending).await;
-            changes.push(format!(
-                "{name}: rotation period reached; {} is pending",
-                next.kid
-            ));
-        }
+        let days = config.attestation.key_certificate_days;
+        let next = store::prepare_rotation(hsm, name, issuer.algorithm, issuer.key_purpose(), days)
+            .await?;
+        note(service, name, &next.kid, KeyState::Pending).await;
+        changes.push(format!(
+            "{name}: rotation period reached; {} is pending",
+            next.kid
+        ));
     }
     // A key retired with the CLI may still sign until the daemon's next reload, a tick
     // later: its last token can expire that much after max_ttl.

@@ -2,7 +2,7 @@
 //! refuses, with checkpoints signed in the token.
 //!
 //! [`record`] is the line format; [`segment`] the files, the directory lock and crash
-//! recovery; [`writer`] the group-committing writer task; [`checkpoint`] the audit key
+//! recovery; `writer` the group-committing writer task; [`checkpoint`] the audit key
 //! and its signatures; [`verify`] checks a log offline (`signetd audit verify`). The
 //! format and the guarantees are in `docs/audit.md`.
 //!

@@ -161,7 +161,7 @@ impl Chain<'_> {
         if let Some(expected) = self.next_seq {
             if seq > expected {
                 return Err(format!(
-                    "seq jumps from {} to {seq}: {} record(s) missing",
+                    "seq jumps from {} to {seq}: {} record(s) missing or out of order",
                     expected - 1,
                     seq - expected
                 ));

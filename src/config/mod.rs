@@ -345,13 +345,13 @@ impl Config {
             return Err(field_error("verify.replay_capacity", "must be at least 1"));
         }
         for (name, issuer) in &self.issuers {
-            if let Some(period) = issuer.rotation_period_seconds {
-                if period <= self.lifecycle.prepublish_seconds + issuer.max_ttl_seconds {
-                    return Err(field_error(
-                        format!("issuers.{name}.rotation_period_seconds"),
-                        "must exceed lifecycle.prepublish_seconds plus the issuer's max_ttl_seconds",
-                    ));
-                }
+            if let Some(period) = issuer.rotation_period_seconds
+                && period <= self.lifecycle.prepublish_seconds + issuer.max_ttl_seconds
+            {
+                return Err(field_error(
+                    format!("issuers.{name}.rotation_period_seconds"),
+                    "must exceed lifecycle.prepublish_seconds plus the issuer's max_ttl_seconds",
+                ));
             }
         }
         if self.jwks.max_age_seconds > 30 {

@@ -46,10 +46,10 @@ pub async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, H
         .await?
         .into_iter()
         .find(|(r, _)| r.jti == revoked.jti);
-    if let Some((stored, _)) = &existing {
-        if stored.exp >= revoked.exp {
-            return Ok(stored.clone());
-        }
+    if let Some((stored, _)) = &existing
+        && stored.exp >= revoked.exp
+    {
+        return Ok(stored.clone());
     }
     let value = serde_json::to_vec(revoked).expect("a revocation serializes");
     hsm.create_data(

@@ -166,10 +166,10 @@ async fn create(
 }
 
 async fn undo(hsm: &Hsm, kid: &str, keys: KeyObjects, certificate: Option<ObjectRef>) {
-    if let Some(object) = certificate {
-        if let Err(e) = hsm.destroy_object(object).await {
-            tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key");
-        }
+    if let Some(object) = certificate
+        && let Err(e) = hsm.destroy_object(object).await
+    {
+        tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key");
     }
     if let Err(e) = hsm.destroy_key_pair(keys).await {
         tracing::error!(%kid, error = %e, "cannot destroy an incomplete key");

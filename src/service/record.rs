@@ -1,6 +1,6 @@
 //! What the service writes to the audit log, and when a failure to write it matters.
 //!
-//! Records of signatures ([`Service::record`]) fail closed: the request fails if the
+//! Records of signatures (`Service::record`) fail closed: the request fails if the
 //! record cannot be written. Records of everything else ([`Service::note`]: refusals,
 //! key changes, start and stop) are written before the response too, but a failure is
 //! logged rather than turned into a different answer.

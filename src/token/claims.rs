@@ -106,12 +106,12 @@ pub fn build(policy: &IssuerConfig, request: &MintRequest, now: u64) -> Result<C
     if let Some(aud) = audiences.iter().find(|a| !policy.audiences.contains(a)) {
         return Err(Error::AudienceNotAllowed(aud.clone()));
     }
-    if let Some(sub) = &request.sub {
-        if sub.is_empty() || sub.len() > MAX_SUB_BYTES {
-            return Err(Error::InvalidRequest(format!(
-                "sub must be 1 to {MAX_SUB_BYTES} bytes"
-            )));
-        }
+    if let Some(sub) = &request.sub
+        && (sub.is_empty() || sub.len() > MAX_SUB_BYTES)
+    {
+        return Err(Error::InvalidRequest(format!(
+            "sub must be 1 to {MAX_SUB_BYTES} bytes"
+        )));
     }
     let max = policy.max_ttl_seconds.min(HARD_MAX_TTL_SECONDS);
     let ttl = request.ttl_seconds.unwrap_or(max);

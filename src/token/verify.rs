@@ -167,10 +167,10 @@ fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<
     if exp <= iat || expected.max_ttl.is_some_and(|max| exp - iat > max) {
         return Err(VerifyError::LifetimeTooLong);
     }
-    if let Some(want) = expected.issuer {
-        if claims.get("iss").and_then(Value::as_str) != Some(want) {
-            return Err(VerifyError::WrongIssuer);
-        }
+    if let Some(want) = expected.issuer
+        && claims.get("iss").and_then(Value::as_str) != Some(want)
+    {
+        return Err(VerifyError::WrongIssuer);
     }
     if let Some(want) = expected.audience {
         let found = match claims.get("aud") {

@@ -95,7 +95,20 @@ impl TestToken {
 
     /// Starts `signetd serve` on this token and waits until it is ready.
     pub fn serve(&self, config: &Path, socket: &Path) -> ServedDaemon {
-        let mut child = Command::new(signetd_bin())
+        self.serve_under(&[], config, socket)
+    }
+
+    /// [`TestToken::serve`] run by a wrapper such as `prlimit --fsize=N`.
+    pub fn serve_under(&self, wrapper: &[&str], config: &Path, socket: &Path) -> ServedDaemon {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(signetd_bin());
+                c
+            }
+            None => Command::new(signetd_bin()),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
@@ -205,9 +218,21 @@ pub async fn ca() -> &'static signetd::attest::AttestationCa {
         let pair = signetd::attest::ca::create_key(&hsm)
             .await
             .expect("create the test CA key");
-        signetd::attest::ca::self_sign(&hsm, &pair, "signetd test CA", 30)
+        let ca = signetd::attest::ca::self_sign(&hsm, &pair, "signetd test CA", 30)
             .await
-            .expect("self-sign the test CA")
+            .expect("self-sign the test CA");
+        // The audit key too, once: otherwise the first daemons, started in parallel,
+        // would each try to generate it for their first checkpoint.
+        signetd::keys::store::generate(
+            &hsm,
+            signetd::audit::AUDIT_ISSUER,
+            Algorithm::Es256,
+            signetd::keys::KeyPurpose::Raw,
+            30,
+        )
+        .await
+        .expect("generate the audit key");
+        ca
     })
     .await
 }
@@ -550,4 +575,15 @@ pub async fn request_unix(
         }
         None => exchange(stream, method, path, &[], b"").await,
     }
+}
+
+/// Waits until `check` holds, ticking for at most `seconds`.
+pub async fn eventually(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..seconds * 10 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }

@@ -10,7 +10,9 @@ use signetd::Algorithm;
 use signetd::service::unix_now;
 use signetd::token::jws::b64;
 
-use crate::common::{TestDaemon, generate_key, issuer_toml, lifecycle_toml, my_uid, sign_as};
+use crate::common::{
+    TestDaemon, eventually, generate_key, issuer_toml, lifecycle_toml, my_uid, sign_as,
+};
 
 fn kids(reply: &crate::common::Reply) -> Vec<String> {
     reply.json["keys"]
@@ -41,17 +43,6 @@ async fn verify(
             &json!({"token": token, "audience": audience, "single_use": single_use}),
         )
         .await
-}
-
-/// Waits until `check` holds, ticking for at most `seconds`.
-async fn eventually(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..seconds * 10 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test]

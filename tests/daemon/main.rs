@@ -1,6 +1,7 @@
 //! Integration tests: a real daemon on a real socket against a real SoftHSM2 token.
 
 mod attestation;
+mod audit;
 mod bad_input;
 mod ceremony;
 mod common;

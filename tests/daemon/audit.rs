@@ -1,0 +1,762 @@
+//! The audit log: every signature leaves a durable record before it is returned, the
+//! log verifies, and any edit, deletion, reordering, truncation, forged checkpoint or
+//! foreign segment is found and named. Crash and disk-full behaviour run the real
+//! binary.
+
+use std::path::{Path, PathBuf};
+
+use hyper::Method;
+use serde_json::{Value, json};
+use signetd::Algorithm;
+use signetd::audit::verify::{self, Break, Summary};
+
+use crate::common::{
+    TestDaemon, TestToken, ca, eventually, generate_key, generate_raw_key, issuer_toml, my_uid,
+    raw_issuer_toml, request_unix, signetd_bin,
+};
+
+/// Every record of the log in `dir`, parsed, in order.
+fn records(dir: &Path) -> Vec<Value> {
+    verify::segment_paths(&[dir.to_path_buf()])
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    verify::segment_paths(&[dir.to_path_buf()]).unwrap()
+}
+
+/// Verifies the log in `dir` against the test CA.
+async fn check(dir: &Path) -> Result<Summary, Break> {
+    let root = ca().await.top().to_vec();
+    verify::verify(&segments(dir), &root, &mut |_, _, _| {})
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    signetd::service::hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Config for a small log: segments of 4 KiB, a checkpoint every 7 records.
+fn small_log(dir: &Path) -> String {
+    format!(
+        "[audit]\ndir = {:?}\nsegment_bytes = 4096\ncheckpoint_every = 7\n",
+        dir.display().to_string()
+    )
+}
+
+/// Runs a daemon writing a small log in `dir` while `clients` tasks mint concurrently
+/// (plus refusals and a single-use verification); returns the minted tokens.
+async fn write_log(dir: &Path, issuer: &str, clients: usize) -> Vec<String> {
+    generate_key(issuer, Algorithm::Es256).await;
+    let uid = my_uid();
+    let config = format!(
+        "{}{}[verify]\nsingle_use_uids = [{uid}]\n",
+        issuer_toml(issuer, Algorithm::Es256),
+        small_log(dir)
+    );
+    let daemon = std::sync::Arc::new(TestDaemon::start(&config).await);
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (daemon, issuer) = (daemon.clone(), issuer.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            for i in 0..6 {
+                let reply = daemon
+                    .post(
+                        "/v1/tokens",
+                        &json!({"issuer": issuer, "aud": "api", "sub": format!("c{client}-{i}")}),
+                    )
+                    .await;
+                assert_eq!(reply.status, 200, "{:?}", reply.json);
+                assert_eq!(
+                    reply.json["token_sha256"],
+                    sha256_hex(reply.json["token"].as_str().unwrap())
+                );
+                tokens.push(reply.json["token"].as_str().unwrap().to_string());
+            }
+            tokens
+        }));
+    }
+    let refused = daemon
+        .post(
+            "/v1/tokens",
+            &json!({"issuer": issuer, "aud": "not-allowed", "sub": "x"}),
+        )
+        .await;
+    assert_eq!(refused.code(), "audience_not_allowed");
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.extend(task.await.unwrap());
+    }
+    let consume = json!({"token": tokens[0], "audience": "api", "single_use": true});
+    assert_eq!(daemon.post("/v1/verify", &consume).await.status, 200);
+    assert_eq!(daemon.post("/v1/verify", &consume).await.code(), "replayed");
+    std::sync::Arc::into_inner(daemon)
+        .expect("every client is done")
+        .shutdown()
+        .await;
+    tokens
+}
+
+#[tokio::test]
+async fn a_log_written_under_concurrent_load_verifies_and_holds_every_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    let tokens = write_log(&log, "audit-load", 16).await;
+    let summary = check(&log).await.unwrap_or_else(|b| panic!("{b}"));
+    assert!(summary.from_genesis);
+    assert!(
+        summary.segments > 3,
+        "4 KiB segments roll over: {summary:?}"
+    );
+    assert!(summary.checkpoints.len() > 10, "{summary:?}");
+    assert_eq!(
+        summary.unsigned_tail, 0,
+        "a clean stop ends with a checkpoint"
+    );
+
+    let all = records(&log);
+    let text: String = segments(&log)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for token in &tokens {
+        let hash = sha256_hex(token);
+        let record = all
+            .iter()
+            .find(|r| r["token_sha256"] == hash.as_str() && r["event"] == "mint")
+            .unwrap_or_else(|| panic!("no mint record for {hash}"));
+        assert_eq!(record["outcome"], "ok");
+        assert_eq!(record["issuer"], "audit-load");
+        assert_eq!(record["caller"]["transport"], "unix");
+        assert_eq!(record["caller"]["uid"], my_uid());
+        // Never the token itself, nor its signature.
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(signature),
+            "a token's signature is in the log"
+        );
+    }
+    let refused: Vec<&Value> = all.iter().filter(|r| r["event"] == "refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["code"], "audience_not_allowed");
+    assert_eq!(refused[0]["request"], "POST /v1/tokens");
+    let verifies: Vec<&Value> = all.iter().filter(|r| r["event"] == "verify").collect();
+    assert_eq!(verifies.len(), 2, "{verifies:?}");
+    assert_eq!(verifies[0]["outcome"], "ok");
+    assert_eq!(verifies[0]["token_sha256"], sha256_hex(&tokens[0]).as_str());
+    assert_eq!(verifies[1]["code"], "replayed");
+    let events: Vec<&str> = all.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events[0], "genesis");
+    assert!(events.contains(&"start") && events[events.len() - 2] == "stop");
+    assert_eq!(events[events.len() - 1], "checkpoint");
+
+    // The CLI agrees, and finds a token's record by hash and by jti.
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, ca().await.chain_pem()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(signetd_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (root_arg, log_arg) = (root.to_str().unwrap(), log.to_str().unwrap());
+    let (ok, out) = run(&["audit", "verify", "--root", root_arg, log_arg]);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact"), "{out}");
+    let hash = sha256_hex(&tokens[3]);
+    let (ok, out) = run(&[
+        "audit",
+        "find",
+        "--root",
+        root_arg,
+        "--token-sha256",
+        &hash,
+        log_arg,
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("covered by the signed checkpoint"), "{out}");
+    assert!(out.contains(&hash), "{out}");
+    let (ok, out) = run(&[
+        "audit",
+        "find",
+        "--root",
+        root_arg,
+        "--jti",
+        "no-such-jti",
+        log_arg,
+    ]);
+    assert!(!ok && out.contains("no record with jti"), "{out}");
+}
+
+/// A copy of the log in `source`, changed by `tamper`, and the break verification finds.
+async fn tampered(source: &Path, tamper: impl FnOnce(&Path)) -> Break {
+    let copy = tempfile::tempdir().unwrap();
+    for segment in segments(source) {
+        std::fs::copy(&segment, copy.path().join(segment.file_name().unwrap())).unwrap();
+    }
+    tamper(copy.path());
+    match check(copy.path()).await {
+        Ok(summary) => panic!("tampering went unnoticed: {summary:?}"),
+        Err(b) => b,
+    }
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+fn segment_file(dir: &Path, n: u64) -> PathBuf {
+    dir.join(signetd::audit::segment::segment_name(n))
+}
+
+fn name_of(b: &Break) -> String {
+    b.at.segment
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// An attacker who edits a record and recomputes every later `prev`: the chain is
+/// consistent again, and only the signed checkpoints can tell.
+fn rechain(dir: &Path) {
+    let mut head: Option<String> = None;
+    for path in segments(dir) {
+        let mut lines = lines_of(&path);
+        for line in lines.iter_mut() {
+            if let Some(head) = &head {
+                // `prev` is always the last field.
+                let start = line.rfind("\"prev\":\"").unwrap() + "\"prev\":\"".len();
+                *line = format!("{}{head}\"}}", &line[..start]);
+            }
+            head = Some(sha256_hex(line));
+        }
+        write_lines(&path, &lines);
+    }
+}
+
+#[tokio::test]
+async fn tampering_is_found_and_its_place_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    write_log(&log, "audit-tamper", 4).await;
+    check(&log).await.unwrap_or_else(|b| panic!("{b}"));
+    assert!(segments(&log).len() >= 3);
+
+    // An edited field: the next record's prev no longer matches.
+    let b = tampered(&log, |d| {
+        let path = segment_file(d, 1);
+        let mut lines = lines_of(&path);
+        lines[2] = lines[2].replacen("\"seq\":2,", "\"seq\":2, ", 1);
+        write_lines(&path, &lines);
+    })
+    .await;
+    assert_eq!(
+        (name_of(&b).as_str(), b.at.line, b.at.seq),
+        ("segment-000001.jsonl", 4, Some(3)),
+        "{b}"
+    );
+    assert!(b.reason.contains("prev does not match"), "{b}");
+
+    // A deleted line.
+    let b = tampered(&log, |d| {
+        let path = segment_file(d, 1);
+        let mut lines = lines_of(&path);
+        lines.remove(4);
+        write_lines(&path, &lines);
+    })
+    .await;
+    assert_eq!((b.at.line, b.at.seq), (5, Some(5)), "{b}");
+    assert!(b.reason.contains("seq jumps from 3 to 5"), "{b}");
+
+    // Two swapped lines.
+    let b = tampered(&log, |d| {
+        let path = segment_file(d, 2);
+        let mut lines = lines_of(&path);
+        lines.swap(2, 3);
+        write_lines(&path, &lines);
+    })
+    .await;
+    assert_eq!(
+        (name_of(&b).as_str(), b.at.line),
+        ("segment-000002.jsonl", 3),
+        "{b}"
+    );
+    assert!(b.reason.contains("out of order"), "{b}");
+
+    // A segment cut mid-record.
+    let b = tampered(&log, |d| {
+        let path = segment_file(d, 2);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+    })
+    .await;
+    assert_eq!(name_of(&b), "segment-000002.jsonl", "{b}");
+    assert_eq!(b.at.line, lines_of(&segment_file(&log, 2)).len(), "{b}");
+    assert!(b.reason.contains("incomplete"), "{b}");
+
+    // A segment cut by whole records: the next segment no longer follows.
+    let b = tampered(&log, |d| {
+        let path = segment_file(d, 1);
+        let mut lines = lines_of(&path);
+        lines.truncate(lines.len() - 2);
+        write_lines(&path, &lines);
+    })
+    .await;
+    assert_eq!(
+        (name_of(&b).as_str(), b.at.line),
+        ("segment-000002.jsonl", 1),
+        "{b}"
+    );
+    assert!(b.reason.contains("2 record(s) missing"), "{b}");
+
+    // History rewritten and the chain recomputed: the next checkpoint's signature does
+    // not cover the new head.
+    let b = tampered(&log, |d| {
+        let path = segment_file(d, 1);
+        let mut lines = lines_of(&path);
+        let at = lines
+            .iter()
+            .position(|l| l.contains("\"event\":\"mint\""))
+            .unwrap();
+        lines[at] = lines[at].replacen("\"outcome\":\"ok\"", "\"outcome\":\"refused\"", 1);
+        write_lines(&path, &lines);
+        rechain(d);
+    })
+    .await;
+    let record = &records(&log)[b.at.seq.unwrap() as usize];
+    assert_eq!(record["event"], "checkpoint", "{b}");
+    assert!(b.reason.contains("records before it were altered"), "{b}");
+
+    // A checkpoint re-signed by a key outside the token, keeping the audit key's x5c.
+    let b = tampered(&log, |d| {
+        forge_checkpoint(d, |input| {
+            let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+            let signature: p256::ecdsa::Signature =
+                p256::ecdsa::signature::Signer::sign(&key, input);
+            signature.to_bytes().to_vec()
+        })
+    })
+    .await;
+    assert!(b.reason.contains("signature does not verify"), "{b}");
+
+    // A segment from another log in place of segment 2.
+    let other = dir.path().join("other");
+    write_log(&other, "audit-other", 4).await;
+    let b = tampered(&log, |d| {
+        std::fs::copy(segment_file(&other, 2), segment_file(d, 2)).unwrap();
+    })
+    .await;
+    assert_eq!(
+        (name_of(&b).as_str(), b.at.line),
+        ("segment-000002.jsonl", 1),
+        "{b}"
+    );
+    assert!(b.reason.contains("belongs to log"), "{b}");
+}
+
+/// Replaces the signature of segment 1's first checkpoint with `sign(signing input)`.
+fn forge_checkpoint(dir: &Path, sign: impl Fn(&[u8]) -> Vec<u8>) {
+    let path = segment_file(dir, 1);
+    let mut lines = lines_of(&path);
+    let at = lines
+        .iter()
+        .position(|l| l.contains("\"event\":\"checkpoint\""))
+        .unwrap();
+    let mut record: Value = serde_json::from_str(&lines[at]).unwrap();
+    let jws = record["checkpoint"].as_str().unwrap().to_string();
+    let (input, _) = jws.rsplit_once('.').unwrap();
+    let forged = format!(
+        "{input}.{}",
+        signetd::token::jws::b64(sign(input.as_bytes()))
+    );
+    record["checkpoint"] = json!(forged);
+    lines[at] = lines[at].replace(&jws, &forged);
+    write_lines(&path, &lines);
+    rechain(dir);
+}
+
+/// A raw-signing issuer's key is attested by the same CA and its callers choose what
+/// it signs: a checkpoint it signs (with its own valid chain) is still refused.
+#[tokio::test]
+async fn a_checkpoint_signed_by_an_issuer_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    write_log(&log, "audit-forge", 1).await;
+    let kid = generate_raw_key("audit-forger", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&raw_issuer_toml("audit-forger", Algorithm::Es256)).await;
+    let chain_pem = daemon.get(&format!("/v1/keys/{kid}/attestation")).await.raw;
+    let chain =
+        signetd::attest::certificate::from_pem(std::str::from_utf8(&chain_pem).unwrap()).unwrap();
+    // Rebuild segment 1's first checkpoint with the forger's chain and kid, signed by
+    // the forger's key through the daemon's own /v1/sign.
+    let path = segment_file(&log, 1);
+    let mut lines = lines_of(&path);
+    let at = lines
+        .iter()
+        .position(|l| l.contains("\"event\":\"checkpoint\""))
+        .unwrap();
+    let record: Value = serde_json::from_str(&lines[at]).unwrap();
+    let original = record["checkpoint"].as_str().unwrap().to_string();
+    let payload = original.split('.').nth(1).unwrap().to_string();
+    let standard = base64::engine::general_purpose::STANDARD;
+    let x5c: Vec<String> = chain
+        .iter()
+        .map(|c| base64::Engine::encode(&standard, c))
+        .collect();
+    let header =
+        json!({"alg": "ES256", "typ": "signetd-audit-checkpoint+json", "x5c": x5c, "kid": kid});
+    let protected = signetd::token::jws::b64(serde_json::to_vec(&header).unwrap());
+    let input = format!("{protected}.{payload}");
+    let signed = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer": "audit-forger", "message": signetd::token::jws::b64(&input)}),
+        )
+        .await;
+    assert_eq!(signed.status, 200, "{:?}", signed.json);
+    let forged = format!("{input}.{}", signed.json["signature"].as_str().unwrap());
+    lines[at] = lines[at].replace(&original, &forged);
+    write_lines(&path, &lines);
+    rechain(&log);
+    let b = check(&log).await.unwrap_err();
+    assert!(b.reason.contains("not an audit key"), "{b}");
+    daemon.shutdown().await;
+}
+
+/// A crash can leave half a record at the end. The next start cuts it off, keeps the
+/// bytes beside the log, says so in a `recovered` record, and continues the chain.
+#[tokio::test]
+async fn a_torn_last_record_is_cut_reported_and_the_chain_continues() {
+    generate_key("audit-torn", Algorithm::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    let config = format!(
+        "{}[audit]\ndir = {:?}\n",
+        issuer_toml("audit-torn", Algorithm::Es256),
+        log.display().to_string()
+    );
+    let mint = json!({"issuer": "audit-torn", "aud": "api", "sub": "a"});
+    let daemon = TestDaemon::start(&config).await;
+    assert_eq!(daemon.post("/v1/tokens", &mint).await.status, 200);
+    daemon.shutdown().await;
+    let torn = br#"{"seq":7,"time":"2026-11-22T00:00:00Z","event":"mi"#;
+    let segment = segment_file(&log, 1);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(torn);
+    std::fs::write(&segment, &bytes).unwrap();
+    assert!(check(&log).await.unwrap_err().reason.contains("incomplete"));
+
+    let daemon = TestDaemon::start(&config).await;
+    assert_eq!(daemon.post("/v1/tokens", &mint).await.status, 200);
+    daemon.shutdown().await;
+    let summary = check(&log).await.unwrap_or_else(|b| panic!("{b}"));
+    assert_eq!(summary.unsigned_tail, 0);
+    let all = records(&log);
+    let recovered = all
+        .iter()
+        .find(|r| r["event"] == "recovered")
+        .expect("a recovered record");
+    let detail = recovered["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("cut {} bytes", torn.len())),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&sha256_hex(std::str::from_utf8(torn).unwrap())),
+        "{detail}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("torn-"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), torn);
+    assert_eq!(all.iter().filter(|r| r["event"] == "mint").count(), 2);
+}
+
+/// Two daemons never write one log: the second is refused at start.
+#[tokio::test]
+async fn a_second_daemon_cannot_open_a_log_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    let config = format!("[audit]\ndir = {:?}\n", log.display().to_string());
+    let daemon = TestDaemon::start(&config).await;
+    let parsed = signetd::Config::parse(&format!(
+        "{}\n{config}",
+        crate::common::token().pkcs11_toml()
+    ))
+    .unwrap();
+    let second = signetd::audit::AuditLog::open(&parsed, crate::common::hsm()).await;
+    let error = second.err().expect("the log is locked").to_string();
+    assert!(
+        error.contains("in use by another signetd process"),
+        "{error}"
+    );
+    daemon.shutdown().await;
+}
+
+/// Key changes made by an admin, by the lifecycle timer, and outside the daemon are all
+/// on record, each with who made it.
+#[tokio::test]
+async fn key_changes_are_recorded_with_their_actor() {
+    let kid = generate_key("audit-life", Algorithm::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    let config = format!(
+        "{}{}[audit]\ndir = {:?}\n",
+        issuer_toml("audit-life", Algorithm::Es256),
+        crate::common::lifecycle_toml(),
+        log.display().to_string()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let rotated = daemon
+        .post("/v1/issuers/audit-life/rotate", &json!({}))
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.json);
+    let next = rotated.json["kid"].as_str().unwrap().to_string();
+    // The lifecycle activates it after pre-publication (2 s) and a tick.
+    let activated = eventually(15, async || {
+        records(&log)
+            .iter()
+            .any(|r| r["event"] == "key_activate" && r["kid"] == next.as_str())
+    })
+    .await;
+    assert!(activated, "no key_activate record");
+    // Outside the daemon: revoke the old key directly in the token.
+    signetd::keys::store::transition(
+        &crate::common::hsm(),
+        &kid,
+        signetd::keys::KeyState::Revoked,
+    )
+    .await
+    .unwrap();
+    let observed = eventually(10, async || {
+        records(&log)
+            .iter()
+            .any(|r| r["event"] == "key_observed" && r["kid"] == kid.as_str())
+    })
+    .await;
+    assert!(observed, "the outside revocation was not recorded");
+    let refused = daemon
+        .unix(Method::POST, "/v1/keys/no-such-kid/retire", &[], b"")
+        .await;
+    assert_eq!(refused.code(), "unknown_key");
+    daemon.shutdown().await;
+    check(&log).await.unwrap_or_else(|b| panic!("{b}"));
+    let all = records(&log);
+    let find = |event: &str, kid: &str| {
+        all.iter()
+            .find(|r| r["event"] == event && r["kid"] == kid)
+            .unwrap_or_else(|| panic!("no {event} record for {kid}"))
+    };
+    assert_eq!(find("key_rotate", &next)["caller"]["uid"], my_uid());
+    assert_eq!(find("key_retire", &kid)["caller"]["name"], "lifecycle");
+    assert_eq!(find("key_activate", &next)["caller"]["name"], "lifecycle");
+    assert_eq!(
+        find("key_observed", &kid)["detail"],
+        "retired -> revoked outside the daemon"
+    );
+    assert!(all.iter().any(|r| r["event"] == "refused"
+        && r["code"] == "unknown_key"
+        && r["request"] == "POST /v1/keys/no-such-kid/retire"));
+    // Each key change was recorded once, by whoever made it.
+    assert_eq!(
+        all.iter()
+            .filter(|r| r["kid"] == next.as_str()
+                && r["event"] != "key_rotate"
+                && r["event"] != "key_activate")
+            .count(),
+        0
+    );
+}
+
+/// Set-up for the tests that run the real binary: a fresh token with a CA, the key of
+/// `issuer`, the root exported, and a config with the log in `audit/`.
+struct Binary {
+    token: TestToken,
+    config: PathBuf,
+    socket: PathBuf,
+    root: PathBuf,
+}
+
+fn binary(label: &str, issuer: &str) -> Binary {
+    let token = TestToken::create(label);
+    let (config, socket) = token.write_config(&issuer_toml(issuer, Algorithm::Es256));
+    let c = config.to_str().unwrap();
+    let (ok, _, err) = token.signetd(&["attest", "init-ca", "--self-signed", "--config", c]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = token.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
+    assert!(ok, "{err}");
+    let public = token.dir.path().join("public");
+    let (ok, _, err) = token.signetd(&[
+        "attest",
+        "export",
+        "--config",
+        c,
+        "--out",
+        public.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    Binary {
+        root: public.join("root.pem"),
+        token,
+        config,
+        socket,
+    }
+}
+
+impl Binary {
+    fn verify(&self) -> (bool, String) {
+        let (ok, out, err) = self.token.signetd(&[
+            "audit",
+            "verify",
+            "--root",
+            self.root.to_str().unwrap(),
+            self.token.audit_dir().to_str().unwrap(),
+        ]);
+        (ok, out + &err)
+    }
+}
+
+/// SIGKILL in the middle of a minting loop, then a restart: the log verifies, and every
+/// token a client received has its record.
+#[tokio::test]
+async fn after_sigkill_mid_loop_every_received_token_has_its_record() {
+    let b = binary("audit-crash", "crash");
+    let mut daemon = b.token.serve(&b.config, &b.socket);
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let unexpected = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (socket, received, unexpected) =
+            (b.socket.clone(), received.clone(), unexpected.clone());
+        clients.push(tokio::spawn(async move {
+            let body = json!({"issuer": "crash", "aud": "api", "sub": "loop"});
+            loop {
+                // In a task of its own, so the request dying with the daemon (a panic in
+                // the test client) ends this loop instead of the test.
+                let reply =
+                    tokio::spawn({
+                        let (socket, body) = (socket.clone(), body.clone());
+                        async move {
+                            request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await
+                        }
+                    })
+                    .await;
+                match reply {
+                    Ok(reply) if reply.status == 200 => received
+                        .lock()
+                        .unwrap()
+                        .push(reply.json["token"].as_str().unwrap().to_string()),
+                    Ok(reply) => unexpected.lock().unwrap().push(reply.json),
+                    // The connection died with the daemon.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    while received.lock().unwrap().len() < 300 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    daemon.crash();
+    for client in clients {
+        let _ = client.await;
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(unexpected.lock().unwrap().is_empty(), "{unexpected:?}");
+
+    let mut daemon = b.token.serve(&b.config, &b.socket);
+    let after = request_unix(
+        &b.socket,
+        Method::POST,
+        "/v1/tokens",
+        Some(&json!({"issuer": "crash", "aud": "api", "sub": "after"})),
+    )
+    .await;
+    assert_eq!(after.status, 200);
+    assert!(daemon.terminate().success());
+
+    let (ok, out) = b.verify();
+    assert!(ok, "{out}");
+    let all = records(&b.token.audit_dir());
+    let minted: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|r| r["event"] == "mint")
+        .filter_map(|r| r["token_sha256"].as_str())
+        .collect();
+    for token in &received {
+        assert!(
+            minted.contains(sha256_hex(token).as_str()),
+            "a received token has no record"
+        );
+    }
+    assert_eq!(all.iter().filter(|r| r["event"] == "start").count(), 2);
+}
+
+/// A full disk (here a file-size limit, so the test needs no mount): minting is refused
+/// with `audit_unavailable` and the daemon reports not-ready, while the JWKS keeps
+/// serving; the log stays intact.
+#[tokio::test]
+async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
+    let b = binary("audit-full", "full");
+    let mut daemon = b
+        .token
+        .serve_under(&["prlimit", "--fsize=40000"], &b.config, &b.socket);
+    let body = json!({"issuer": "full", "aud": "api", "sub": "fill"});
+    let mut minted = 0;
+    let refused = loop {
+        let reply = request_unix(&b.socket, Method::POST, "/v1/tokens", Some(&body)).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        minted += 1;
+        assert!(minted < 1000, "the file-size limit never bit");
+    };
+    assert!(minted > 10, "only {minted} mints before the limit");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.code(), "audit_unavailable");
+    // The daemon keeps serving: public endpoints work, signing stays refused.
+    let jwks = request_unix(&b.socket, Method::GET, "/.well-known/jwks.json", None).await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.json["keys"].as_array().unwrap().len(), 1);
+    let ready = request_unix(&b.socket, Method::GET, "/readyz", None).await;
+    assert_eq!(ready.code(), "audit_unavailable");
+    let again = request_unix(&b.socket, Method::POST, "/v1/tokens", Some(&body)).await;
+    assert_eq!(again.code(), "audit_unavailable");
+    // What was written is intact: the failed writes were cut back out.
+    assert!(daemon.terminate().success());
+    let (ok, out) = b.verify();
+    assert!(ok, "{out}");
+    assert_eq!(
+        records(&b.token.audit_dir())
+            .iter()
+            .filter(|r| r["event"] == "mint")
+            .count(),
+        minted
+    );
+}
