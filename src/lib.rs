@@ -13,7 +13,8 @@
 //! | [`ceremony`] | signed ceremony transcripts |
 //! | [`token`] | JWS encoding, the claims policy, verification, the replay store |
 //! | [`policy`] | who the caller is and what an issuer lets it do |
-//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`] |
+//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], and what each records in the audit log |
+//! | [`audit`] | the hash-chained audit log: records, segments, the group-committing writer, checkpoints signed by the audit key, offline verification |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and re-reads the token |
 //! | [`api`] | the axum router, handlers, the one error-to-HTTP mapping, transports |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
@@ -36,8 +37,13 @@
 //! 4. [`hsm::Hsm::sign`] hashes the signing input on the host (ES256) and hands one
 //!    `C_Sign` on a handle resolved at start-up to a worker thread that owns a logged-in
 //!    session; the handler awaits the reply.
-//! 5. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
-//!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`.
+//! 5. The service appends a `mint` record (caller, issuer, kid, jti, SHA-256 of the token)
+//!    to the [`audit`] log and waits until the writer has fsynced it, together with
+//!    whatever other records arrived meanwhile. If it cannot be written, the token is
+//!    dropped and the request fails with `audit_unavailable`.
+//! 6. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
+//!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`, and
+//!    the router's audit middleware records the refusal with its code.
 //!
 //! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
 //! and at every [`lifecycle`] tick and swapped in atomically: the token is the only key

@@ -20,16 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use checkpoint::AUDIT_ISSUER;
 pub use record::{CallerRecord, Entry, Event, Outcome};
 
 use crate::config::Config;
 use crate::hsm::Hsm;
-
-/// How many appends may wait for the writer before callers wait to queue.
-const QUEUE: usize = 16 * 1024;
 
 /// Why the log cannot take a record.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -67,13 +64,15 @@ pub(crate) struct Shared {
 
 /// A handle on the log; cheap to share behind an `Arc`.
 pub struct AuditLog {
-    inbox: Option<mpsc::Sender<writer::Message>>,
+    /// Unbounded, but each sender waits for its reply, so the queue holds at most one
+    /// record per request in flight (capped by the listeners' connection limits).
+    inbox: Option<std::sync::mpsc::Sender<writer::Message>>,
     shared: Arc<Shared>,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log in `config.audit.dir` and starts its writer on the
-    /// current tokio runtime. A torn record left by a crash is cut off, kept beside the
+    /// Opens (or creates) the log in `config.audit.dir` and starts its writer thread,
+    /// which signs checkpoints through the current tokio runtime. A torn record left by a crash is cut off, kept beside the
     /// segments, and reported in the log's next record.
     pub async fn open(config: &Config, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
         let audit = &config.audit;
@@ -134,8 +133,12 @@ impl AuditLog {
             shared.clone(),
             notes,
         );
-        let (inbox, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(writer.run(receiver));
+        let (inbox, receiver) = std::sync::mpsc::channel();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("signetd-audit".to_string())
+            .spawn(move || writer.run(receiver, runtime))
+            .map_err(|e| AuditError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
             inbox: Some(inbox),
             shared,
@@ -168,7 +171,6 @@ impl AuditLog {
         let (reply, replied) = oneshot::channel();
         inbox
             .send(writer::Message::Checkpoint(reply))
-            .await
             .map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
     }
@@ -190,7 +192,6 @@ impl AuditLog {
         let (reply, replied) = oneshot::channel();
         inbox
             .send(message(entry, reply))
-            .await
             .map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
     }

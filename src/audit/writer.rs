@@ -1,10 +1,11 @@
 //! The one task that writes the log: group commit, checkpoints, segment roll-over,
 //! and what happens when the disk says no.
 //!
-//! Appends queue on a channel. The writer takes everything queued, gives each record its
-//! `seq`, `time` and `prev`, adds a checkpoint when one is due, and writes the batch with
-//! one `write` and one `fdatasync` on a blocking thread; only then does any caller hear
-//! back. While that fsync runs, new appends queue up for the next batch, so concurrent
+//! The writer is a thread of its own, so the write path never crosses the async
+//! runtime. Appends queue on a channel. The writer takes everything queued, gives each
+//! record its `seq`, `time` and `prev`, adds a checkpoint when one is due, and writes the
+//! batch with one `write` and one `fdatasync`; only then does any caller hear back.
+//! While that fsync runs, new appends queue up for the next batch, so concurrent
 //! requests share the cost.
 //!
 //! A failed write is cut back out of the file (so no partial record stays), every
@@ -17,12 +18,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 use super::checkpoint::{AUDIT_ISSUER, CheckpointSigner};
 use super::record::{CallerRecord, CheckpointClaims, Entry, Event, Record, line_hash};
@@ -66,8 +68,7 @@ pub(super) struct Writer {
     pub dir: PathBuf,
     pub schedule: Schedule,
     pub _lock: DirLock,
-    /// `None` only while a write runs on the blocking pool.
-    pub segment: Option<Segment>,
+    pub segment: Segment,
     pub log_id: String,
     pub next_seq: u64,
     pub head: String,
@@ -116,7 +117,7 @@ impl Writer {
             dir,
             schedule,
             _lock: lock,
-            segment: Some(segment),
+            segment,
             log_id,
             next_seq,
             head,
@@ -133,21 +134,20 @@ impl Writer {
         }
     }
 
-    /// Runs until the log is closed or every sender is gone.
-    pub async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
+    /// Runs until the log is closed or every sender is gone. `runtime` drives the
+    /// token calls that sign checkpoints.
+    pub fn run(mut self, inbox: Receiver<Message>, runtime: Handle) {
         loop {
-            let wake = self.next_wake();
-            let first = tokio::select! {
-                message = inbox.recv() => message,
-                () = tokio::time::sleep_until(wake) => {
+            let wait = self.next_wake().saturating_duration_since(Instant::now());
+            let first = match inbox.recv_timeout(wait) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) => {
                     // Failures are logged and retried; nobody waits on this one.
-                    let _ = self.commit(Vec::new(), false).await;
+                    let _ = self.commit(Vec::new(), false, &runtime);
                     continue;
                 }
-            };
-            let Some(first) = first else {
                 // Every handle dropped without a close: nothing more will come.
-                return;
+                Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut appends = Vec::new();
             let mut closed = None;
@@ -169,7 +169,7 @@ impl Writer {
                 }
             }
             let force = closed.is_some() || !checkpoints.is_empty();
-            let written = self.commit(appends, force).await;
+            let written = self.commit(appends, force, &runtime);
             for reply in checkpoints {
                 let result = match (&written, self.since_checkpoint) {
                     (Err(e), _) => Err(e.clone()),
@@ -181,12 +181,12 @@ impl Writer {
                 };
                 let _ = reply.send(result);
             }
-            if let Some((result, reply)) = closed {
+            if let Some((mut result, reply)) = closed {
                 // Release the directory lock before the closer hears back, so a new
                 // writer can open the log at once.
                 drop(self);
                 drop(inbox);
-                let result = result.await.unwrap_or(Err(AuditError::Unavailable));
+                let result = result.try_recv().unwrap_or(Err(AuditError::Unavailable));
                 let _ = reply.send(result);
                 return;
             }
@@ -272,7 +272,7 @@ impl Writer {
     }
 
     /// Adds a checkpoint over everything formatted so far, if the audit key can sign.
-    async fn push_checkpoint(&mut self, batch: &mut String, forced: bool) {
+    fn push_checkpoint(&mut self, batch: &mut String, forced: bool, runtime: &Handle) {
         if !forced && Instant::now() < self.checkpoint_retry_at {
             return;
         }
@@ -283,7 +283,7 @@ impl Writer {
             head: self.head.clone(),
             time: now(),
         };
-        match self.signer.sign(&claims).await {
+        match runtime.block_on(self.signer.sign(&claims)) {
             Ok((jws, generated)) => {
                 if let Some(kid) = generated {
                     // The key's creation goes on record before its first signature
@@ -296,7 +296,7 @@ impl Writer {
                         .detail("the audit key, for checkpoints");
                     self.push_entry(batch, entry);
                     // The checkpoint must cover that record too: sign again.
-                    return Box::pin(self.push_checkpoint(batch, true)).await;
+                    return self.push_checkpoint(batch, true, runtime);
                 }
                 self.push(batch, |seq, time, prev| Record {
                     seq,
@@ -326,10 +326,11 @@ impl Writer {
 
     /// Writes one batch: the segment header if the segment is new, notes, a resumption
     /// report, the appends, and any due checkpoint; then answers every caller.
-    async fn commit(
+    fn commit(
         &mut self,
         appends: Vec<(Entry, oneshot::Sender<Result<u64, AuditError>>)>,
         checkpoint: bool,
+        runtime: &Handle,
     ) -> Result<(), AuditError> {
         if self.broken {
             for (_, reply) in appends {
@@ -348,11 +349,7 @@ impl Writer {
         let snapshot = self.snapshot();
         let snapshot_seq = snapshot.next_seq;
         let mut batch = String::new();
-        let segment = self
-            .segment
-            .as_ref()
-            .expect("a segment is open between batches");
-        let (fresh, number) = (segment.len == 0, segment.number);
+        let (fresh, number) = (self.segment.len == 0, self.segment.number);
         if fresh {
             self.push_header(&mut batch, number);
         }
@@ -374,45 +371,27 @@ impl Writer {
             let seq = self.push_entry(&mut batch, entry);
             replies.push((seq, reply));
             if self.since_checkpoint >= self.schedule.checkpoint_every {
-                self.push_checkpoint(&mut batch, false).await;
+                self.push_checkpoint(&mut batch, false, runtime);
             }
         }
         if checkpoint && self.since_checkpoint > 0 {
-            self.push_checkpoint(&mut batch, true).await;
+            self.push_checkpoint(&mut batch, true, runtime);
         } else if self.checkpoint_due() {
-            self.push_checkpoint(&mut batch, false).await;
+            self.push_checkpoint(&mut batch, false, runtime);
         }
         if batch.is_empty() {
             return Ok(());
         }
-        let mut segment = self
-            .segment
-            .take()
-            .expect("a segment is open between batches");
-        let written = tokio::task::spawn_blocking(move || {
-            let result = segment.append(batch.as_bytes());
-            (segment, result)
-        })
-        .await;
-        let error = match written {
-            Ok((segment, result)) => {
-                self.segment = Some(segment);
-                match result {
-                    Ok(()) => None,
-                    Err((e, cut)) => {
-                        if !cut {
-                            self.broken = true;
-                            tracing::error!(
-                                "the audit log could not be cut back after a failed write; refusing all signing until signetd is restarted"
-                            );
-                        }
-                        Some(e.to_string())
-                    }
+        let error = match self.segment.append(batch.as_bytes()) {
+            Ok(()) => None,
+            Err((e, cut)) => {
+                if !cut {
+                    self.broken = true;
+                    tracing::error!(
+                        "the audit log could not be cut back after a failed write; refusing all signing until signetd is restarted"
+                    );
                 }
-            }
-            Err(join) => {
-                self.broken = true;
-                Some(format!("the write task failed: {join}"))
+                Some(e.to_string())
             }
         };
         match error {
@@ -458,16 +437,12 @@ impl Writer {
 
     /// Starts the next segment once the current one is full.
     fn roll_if_full(&mut self) -> Result<(), AuditError> {
-        let segment = self
-            .segment
-            .as_ref()
-            .expect("a segment is open between batches");
-        if segment.len < self.schedule.segment_bytes {
+        if self.segment.len < self.schedule.segment_bytes {
             return Ok(());
         }
-        let next = Segment::create(&self.dir, segment.number + 1)?;
+        let next = Segment::create(&self.dir, self.segment.number + 1)?;
         tracing::info!(segment = %next.path.display(), "audit log: new segment");
-        self.segment = Some(next);
+        self.segment = next;
         Ok(())
     }
 }
