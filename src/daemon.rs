@@ -17,11 +17,12 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     let started = Entry::new(Event::Start)
         .caller(CallerRecord::internal("daemon"))
         .detail(format!(
-            "signetd {} pid {}, token {:?} serial {}",
+            "signetd {} pid {}, token {:?} serial {}; keys: {}",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             token.label,
-            token.serial
+            token.serial,
+            service.key_states()
         ));
     service.note(started).await;
     // Sign the log's head at once: this also finds or generates the audit key, so a

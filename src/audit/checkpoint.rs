@@ -30,6 +30,8 @@ pub struct CheckpointSigner {
     hsm: Arc<Hsm>,
     certificate_days: u32,
     key: Option<AuditKey>,
+    /// A key generated here whose generation no checkpoint has reported yet.
+    unreported: Option<String>,
 }
 
 impl CheckpointSigner {
@@ -39,20 +41,26 @@ impl CheckpointSigner {
             hsm,
             certificate_days,
             key: None,
+            unreported: None,
         }
     }
 
-    /// The audit key's kid, and whether it was generated just now.
-    async fn resolve(&mut self) -> Result<(AuditKey, bool), AuditError> {
+    /// Forgets the resolved key, so the next signature looks it up again.
+    pub fn forget(&mut self) {
+        self.key = None;
+    }
+
+    /// The audit key, found or generated.
+    async fn resolve(&mut self) -> Result<AuditKey, AuditError> {
         if let Some(key) = &self.key {
-            return Ok((key.clone(), false));
+            return Ok(key.clone());
         }
         let unusable = |e: String| AuditError::NoKey(e);
         let inventory = store::inventory(&self.hsm)
             .await
             .map_err(|e| unusable(e.to_string()))?;
-        let (stored, generated) = match inventory.of_issuer(AUDIT_ISSUER, KeyState::Active) {
-            Some(key) => (key.clone(), false),
+        let stored = match inventory.of_issuer(AUDIT_ISSUER, KeyState::Active) {
+            Some(key) => key.clone(),
             None => {
                 let key = store::generate(
                     &self.hsm,
@@ -70,7 +78,8 @@ impl CheckpointSigner {
                     other => unusable(other.to_string()),
                 })?;
                 tracing::info!(kid = %key.kid, "generated the audit key");
-                (key, true)
+                self.unreported = Some(key.kid.clone());
+                key
             }
         };
         if stored.algorithm != Algorithm::Es256 {
@@ -90,7 +99,7 @@ impl CheckpointSigner {
             chain,
         };
         self.key = Some(key.clone());
-        Ok((key, generated))
+        Ok(key)
     }
 
     /// Signs `claims`. Returns the compact JWS and, if the audit key was generated to
@@ -99,7 +108,7 @@ impl CheckpointSigner {
         &mut self,
         claims: &CheckpointClaims,
     ) -> Result<(String, Option<String>), AuditError> {
-        let (key, generated) = self.resolve().await?;
+        let key = self.resolve().await?;
         let payload = serde_json::to_vec(claims).expect("claims serialize");
         let jws = signed::sign(
             &self.hsm,
@@ -115,6 +124,6 @@ impl CheckpointSigner {
             self.key = None;
             AuditError::NoKey(format!("the token did not sign: {e}"))
         })?;
-        Ok((jws.compact(), generated.then_some(key.kid)))
+        Ok((jws.compact(), self.unreported.take()))
     }
 }

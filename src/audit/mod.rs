@@ -62,11 +62,20 @@ pub(crate) struct Shared {
     writes: AtomicU64,
 }
 
+/// Where appends go.
+enum Sink {
+    /// The writer thread. Unbounded, but each sender waits for its reply, so the queue
+    /// holds at most one record per request in flight (capped by the connection limits).
+    Writer(std::sync::mpsc::Sender<writer::Message>),
+    /// Nowhere: benchmarks only.
+    Discard,
+    /// The log could not be opened: every append fails.
+    Unavailable,
+}
+
 /// A handle on the log; cheap to share behind an `Arc`.
 pub struct AuditLog {
-    /// Unbounded, but each sender waits for its reply, so the queue holds at most one
-    /// record per request in flight (capped by the listeners' connection limits).
-    inbox: Option<std::sync::mpsc::Sender<writer::Message>>,
+    sink: Sink,
     shared: Arc<Shared>,
 }
 
@@ -92,6 +101,17 @@ impl AuditLog {
                         torn.sha256,
                         torn.segment.file_name().unwrap_or_default().to_string_lossy(),
                         torn.kept.file_name().unwrap_or_default().to_string_lossy(),
+                    )),
+            );
+        }
+        if let Some(tail) = tail.as_ref().filter(|t| t.unsigned > 0) {
+            let last = tail.last.seq;
+            notes.push(
+                Entry::new(Event::Recovered)
+                    .caller(CallerRecord::internal("audit"))
+                    .detail(format!(
+                        "opened after an unclean stop: {} record(s) up to seq {last} followed the last checkpoint; the next checkpoint covers them, but no signature witnessed them before this restart",
+                        tail.unsigned
                     )),
             );
         }
@@ -140,7 +160,7 @@ impl AuditLog {
             .spawn(move || writer.run(receiver, runtime))
             .map_err(|e| AuditError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
-            inbox: Some(inbox),
+            sink: Sink::Writer(inbox),
             shared,
         })
     }
@@ -149,11 +169,20 @@ impl AuditLog {
     /// The daemon never uses it: the config has no way to turn auditing off.
     pub fn discarding() -> AuditLog {
         AuditLog {
-            inbox: None,
+            sink: Sink::Discard,
             shared: Arc::new(Shared {
                 healthy: AtomicBool::new(true),
                 ..Shared::default()
             }),
+        }
+    }
+
+    /// A log that could not be opened: every append fails and the log reports
+    /// unhealthy, so the daemon serves public endpoints and refuses to sign.
+    pub fn unavailable() -> AuditLog {
+        AuditLog {
+            sink: Sink::Unavailable,
+            shared: Arc::new(Shared::default()),
         }
     }
 
@@ -165,14 +194,23 @@ impl AuditLog {
     /// Writes a checkpoint over everything so far (generating the audit key first if
     /// the token has none) and returns its `seq`.
     pub async fn checkpoint(&self) -> Result<u64, AuditError> {
-        let Some(inbox) = &self.inbox else {
-            return Ok(0);
-        };
         let (reply, replied) = oneshot::channel();
-        inbox
-            .send(writer::Message::Checkpoint(reply))
-            .map_err(|_| AuditError::Unavailable)?;
+        match &self.sink {
+            Sink::Writer(inbox) => inbox
+                .send(writer::Message::Checkpoint(reply))
+                .map_err(|_| AuditError::Unavailable)?,
+            Sink::Discard => return Ok(0),
+            Sink::Unavailable => return Err(AuditError::Unavailable),
+        }
         replied.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Makes the writer look the audit key up again before its next checkpoint: the
+    /// key changed state in the token.
+    pub fn forget_key(&self) {
+        if let Sink::Writer(inbox) = &self.sink {
+            let _ = inbox.send(writer::Message::ForgetKey);
+        }
     }
 
     /// Appends a final record (`stop`) and a checkpoint, and stops the writer. Later
@@ -186,8 +224,10 @@ impl AuditLog {
         entry: Entry,
         message: fn(Entry, oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
     ) -> Result<u64, AuditError> {
-        let Some(inbox) = &self.inbox else {
-            return Ok(0);
+        let inbox = match &self.sink {
+            Sink::Writer(inbox) => inbox,
+            Sink::Discard => return Ok(0),
+            Sink::Unavailable => return Err(AuditError::Unavailable),
         };
         let (reply, replied) = oneshot::channel();
         inbox

@@ -141,7 +141,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
     /// Lowercase hex SHA-256 of the exact compact token string (mint, verify), or of the
-    /// bytes the caller sent to be signed (`POST /v1/sign`: the decoded digest or message).
+    /// message signed by `POST /v1/sign` (for a `digest` request, that digest itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_sha256: Option<String>,
     /// Lowercase hex SHA-256 of a raw signature as returned (`POST /v1/sign`).

@@ -126,16 +126,28 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `number` in `dir`; it must not exist.
+    /// Creates segment `number` in `dir`. An empty file of that name (left by an
+    /// earlier attempt whose directory sync failed) is reused; a non-empty one is an
+    /// error, never overwritten.
     pub fn create(dir: &Path, number: u64) -> Result<Segment, AuditError> {
         let path = dir.join(segment_name(number));
         let file = OpenOptions::new()
-            .create_new(true)
+            .create(true)
             .append(true)
             .read(true)
             .mode(0o600)
             .open(&path)
             .map_err(|e| io(format!("cannot create {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io(format!("cannot read {}", path.display()), e))?
+            .len();
+        if len != 0 {
+            return Err(AuditError::Damaged(format!(
+                "{} already exists and is not empty",
+                path.display()
+            )));
+        }
         sync_dir(dir)?;
         Ok(Segment {
             number,
@@ -181,6 +193,8 @@ pub struct Tail {
     pub last: Record,
     /// Its chain hash.
     pub head: String,
+    /// Records after the segment's last checkpoint (all of them if it has none).
+    pub unsigned: u64,
 }
 
 /// A torn record cut from the end of the log at open.
@@ -219,17 +233,7 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
     let mut torn = None;
     if complete < bytes.len() {
         let removed = &bytes[complete..];
-        let keep = dir.join(format!(
-            "torn-{}-{}.bin",
-            segment_name(number).trim_end_matches(".jsonl"),
-            complete
-        ));
-        std::fs::write(&keep, removed).map_err(|e| {
-            io(
-                format!("cannot keep the torn record in {}", keep.display()),
-                e,
-            )
-        })?;
+        let keep = keep_torn(dir, number, complete as u64, removed)?;
         file.set_len(complete as u64)
             .and_then(|()| file.sync_all())
             .map_err(|e| {
@@ -270,6 +274,11 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         serde_json::from_slice(first).map_err(|_| damaged("the first line is not a record"))?;
     let last: Record =
         serde_json::from_slice(last_line).map_err(|_| damaged("the last line is not a record"))?;
+    let unsigned = body
+        .split(|&b| b == b'\n')
+        .rev()
+        .take_while(|l| !l.windows(24).any(|w| w == br#""event":"checkpoint","#))
+        .count() as u64;
     let log_id = first
         .log_id
         .clone()
@@ -286,6 +295,47 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         },
         log_id,
         last,
+        unsigned,
     };
     Ok((Some(tail), torn))
+}
+
+/// Keeps the bytes of a torn record beside the log, durably, before they are cut: the
+/// evidence survives even if the process dies before it can record the cut.
+fn keep_torn(dir: &Path, segment: u64, offset: u64, bytes: &[u8]) -> Result<PathBuf, AuditError> {
+    let stem = format!(
+        "torn-{}-{offset}",
+        segment_name(segment).trim_end_matches(".jsonl")
+    );
+    for attempt in 0..100 {
+        let name = match attempt {
+            0 => format!("{stem}.bin"),
+            n => format!("{stem}.{n}.bin"),
+        };
+        let path = dir.join(name);
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        let mut file = match created {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(format!("cannot create {}", path.display()), e)),
+        };
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                io(
+                    format!("cannot keep the torn record in {}", path.display()),
+                    e,
+                )
+            })?;
+        sync_dir(dir)?;
+        return Ok(path);
+    }
+    Err(AuditError::Io(format!(
+        "too many {stem}.*.bin files in {}",
+        dir.display()
+    )))
 }

@@ -126,13 +126,6 @@ fn field<'v>(record: &'v Value, name: &str) -> Option<&'v str> {
     record.get(name).and_then(Value::as_str)
 }
 
-fn time_of(record: &Value) -> Result<SystemTime, String> {
-    field(record, "time")
-        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-        .map(SystemTime::from)
-        .ok_or_else(|| "the record has no RFC 3339 time".to_string())
-}
-
 impl Chain<'_> {
     /// Checks one line (newline excluded) at `at`; `first` when it opens a segment.
     fn line(&mut self, line: &[u8], first: bool, at: &mut Location) -> Result<Value, String> {
@@ -247,7 +240,13 @@ impl Chain<'_> {
         let jws = field(record, "checkpoint")
             .and_then(signed::JwsParts::from_compact)
             .ok_or("the checkpoint has no compact JWS")?;
-        let at = time_of(record)?;
+        // Certificates are checked as of the time inside the signed payload (read here
+        // unverified; a changed time fails the signature below).
+        let at = crate::token::jws::unb64(&jws.payload)
+            .and_then(|p| serde_json::from_slice::<CheckpointClaims>(&p).ok())
+            .and_then(|c| OffsetDateTime::parse(&c.time, &Rfc3339).ok())
+            .map(SystemTime::from)
+            .ok_or("the checkpoint's payload has no RFC 3339 time")?;
         let verified = signed::verify(&jws, CHECKPOINT_TYP, self.root, at)
             .map_err(|e| format!("checkpoint signature: {e}"))?;
         let leaf = verified.chain[0].clone();
@@ -313,9 +312,16 @@ fn audit_key(chain: &[Vec<u8>], root: &[u8], at: SystemTime) -> Result<String, S
 
 /// Verifies the segments at `paths`, in order, against the operator's root certificate
 /// (DER). `visit` sees every record that checked out, with its place and exact line.
+///
+/// A log must contain a signed checkpoint, and its last record must be one: records
+/// after the last checkpoint are chained but unsigned, so whoever can write the files
+/// could have rewritten them. `allow_unsigned_tail` accepts such a tail (a log still
+/// being written, or one whose final checkpoint could not be written); the summary
+/// says how long it is.
 pub fn verify(
     paths: &[PathBuf],
     root_der: &[u8],
+    allow_unsigned_tail: bool,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
 ) -> Result<Summary, Break> {
     let mut chain = Chain {
@@ -327,17 +333,40 @@ pub fn verify(
         signers: HashMap::new(),
         summary: Summary::default(),
     };
+    let mut end = None;
     for path in paths {
-        verify_segment(path, &mut chain, visit)?;
+        end = Some(verify_segment(path, &mut chain, visit)?);
     }
-    Ok(chain.summary)
+    let summary = chain.summary;
+    let at = end.expect("at least one segment");
+    if summary.checkpoints.is_empty() && !allow_unsigned_tail {
+        return Err(Break {
+            at,
+            reason: "the log holds no signed checkpoint: none of it is signed".to_string(),
+        });
+    }
+    if summary.unsigned_tail > 0 && !allow_unsigned_tail {
+        let last = summary.checkpoints.last().map_or_else(
+            || "the start".to_string(),
+            |seq| format!("the last checkpoint (seq {seq})"),
+        );
+        return Err(Break {
+            at,
+            reason: format!(
+                "the log ends with {} record(s) after {last} that no checkpoint signs: they could have been rewritten (a log still being written: --allow-unsigned-tail)",
+                summary.unsigned_tail
+            ),
+        });
+    }
+    Ok(summary)
 }
 
+/// Checks one segment; returns the place of its last record.
 fn verify_segment(
     path: &Path,
     chain: &mut Chain<'_>,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
-) -> Result<(), Break> {
+) -> Result<Location, Break> {
     let mut at = Location {
         segment: path.to_path_buf(),
         line: 0,
@@ -371,5 +400,5 @@ fn verify_segment(
             Err(reason) => return Err(Break { at, reason }),
         }
     }
-    Ok(())
+    Ok(at)
 }

@@ -46,6 +46,8 @@ pub(super) enum Message {
     Close(Entry, oneshot::Sender<Result<u64, AuditError>>),
     /// Write a checkpoint now; the reply carries its `seq`.
     Checkpoint(oneshot::Sender<Result<u64, AuditError>>),
+    /// Look the audit key up again before the next checkpoint.
+    ForgetKey,
 }
 
 /// When checkpoints are due.
@@ -81,6 +83,9 @@ pub(super) struct Writer {
     broken: bool,
     /// Why the last checkpoint could not be signed.
     checkpoint_error: Option<AuditError>,
+    /// An audit key generated during the batch being written, whose record must not be
+    /// lost if the write fails.
+    generated: Option<String>,
     last_checkpoint: Instant,
     checkpoint_retry_at: Instant,
 }
@@ -129,6 +134,7 @@ impl Writer {
             outage: None,
             broken: false,
             checkpoint_error: None,
+            generated: None,
             last_checkpoint: Instant::now(),
             checkpoint_retry_at: Instant::now(),
         }
@@ -157,6 +163,7 @@ impl Writer {
                 match message {
                     Message::Append(entry, reply) => appends.push((entry, reply)),
                     Message::Checkpoint(reply) => checkpoints.push(reply),
+                    Message::ForgetKey => self.signer.forget(),
                     Message::Close(entry, reply) => {
                         let (done, result) = oneshot::channel();
                         appends.push((entry, done));
@@ -286,15 +293,10 @@ impl Writer {
         match runtime.block_on(self.signer.sign(&claims)) {
             Ok((jws, generated)) => {
                 if let Some(kid) = generated {
+                    self.generated = Some(kid.clone());
                     // The key's creation goes on record before its first signature
                     // would, but after the head that signature covers: still chained.
-                    let entry = Entry::new(Event::KeyGenerate)
-                        .caller(CallerRecord::internal("audit"))
-                        .issuer(AUDIT_ISSUER)
-                        .kid(&kid)
-                        .ok()
-                        .detail("the audit key, for checkpoints");
-                    self.push_entry(batch, entry);
+                    self.push_entry(batch, generated_entry(&kid));
                     // The checkpoint must cover that record too: sign again.
                     return self.push_checkpoint(batch, true, runtime);
                 }
@@ -396,6 +398,7 @@ impl Writer {
         };
         match error {
             None => {
+                self.generated = None;
                 if self.outage.take().is_some() {
                     tracing::warn!("the audit log is writable again; signing resumes");
                 }
@@ -412,6 +415,9 @@ impl Writer {
             Some(e) => {
                 self.restore(snapshot);
                 self.notes = notes;
+                if let Some(kid) = self.generated.take() {
+                    self.notes.push(generated_entry(&kid));
+                }
                 self.failed(count, e);
                 for (_, reply) in replies {
                     let _ = reply.send(Err(AuditError::Unavailable));
@@ -445,4 +451,21 @@ impl Writer {
         self.segment = next;
         Ok(())
     }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closed, or the thread is ending for any reason: nothing more can be written.
+        self.shared.healthy.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The record of the audit key's generation.
+fn generated_entry(kid: &str) -> Entry {
+    Entry::new(Event::KeyGenerate)
+        .caller(CallerRecord::internal("audit"))
+        .issuer(AUDIT_ISSUER)
+        .kid(kid)
+        .ok()
+        .detail("the audit key, for checkpoints")
 }

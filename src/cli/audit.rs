@@ -39,6 +39,10 @@ pub struct LogArgs {
     /// certificate chain must lead to.
     #[arg(long)]
     root: PathBuf,
+    /// Accept records after the last checkpoint (a log still being written, or one
+    /// whose final checkpoint could not be written). They are chained but unsigned.
+    #[arg(long)]
+    allow_unsigned_tail: bool,
     /// The log directory, or segment files in order.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -74,14 +78,24 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                     summary.records, summary.seqs.0, summary.seqs.1, summary.log_id
                 ));
             }
+            let mut uncovered = false;
             for (at, line) in &found {
                 let seq = at.seq.unwrap_or_default();
                 let covered = match summary.covering_checkpoint(seq) {
                     Some(c) => format!("covered by the signed checkpoint at seq {c}"),
-                    None => "not yet covered by a signed checkpoint".to_string(),
+                    None => {
+                        uncovered = true;
+                        "not yet covered by a signed checkpoint".to_string()
+                    }
                 };
                 println!("{at}: {covered}");
                 println!("{line}");
+            }
+            if uncovered {
+                // Only reachable with --allow-unsigned-tail.
+                eprintln!(
+                    "note: a record after the last checkpoint proves nothing yet; look again after the next checkpoint"
+                );
             }
             Ok(())
         }
@@ -94,7 +108,8 @@ fn check(
 ) -> Result<Summary, String> {
     let root = read_root(&log.root)?;
     let paths = verify::segment_paths(&log.paths)?;
-    verify::verify(&paths, &root, visit).map_err(|b| format!("audit log broken at {b}"))
+    verify::verify(&paths, &root, log.allow_unsigned_tail, visit)
+        .map_err(|b| format!("audit log broken at {b}"))
 }
 
 fn read_root(path: &Path) -> Result<Vec<u8>, String> {

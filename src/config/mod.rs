@@ -323,10 +323,11 @@ impl Config {
         if audit.dir.as_os_str().is_empty() {
             return Err(field_error("audit.dir", "must not be empty"));
         }
-        if !(4096..=1 << 40).contains(&audit.segment_bytes) {
+        // The last segment is read whole at start, so it stays a sensible size.
+        if !(4096..=1 << 30).contains(&audit.segment_bytes) {
             return Err(field_error(
                 "audit.segment_bytes",
-                "must be between 4096 and 2^40",
+                "must be between 4096 and 1073741824 (1 GiB)",
             ));
         }
         if !(1..=1_000_000).contains(&audit.checkpoint_every) {

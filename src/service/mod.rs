@@ -188,10 +188,14 @@ impl Service {
     /// Opens the audit log (`[audit]`), takes inventory of the token and builds the key
     /// registry. Anything odd in the token is logged loudly; nothing is deleted.
     pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
-        let audit = AuditLog::open(&config, hsm.clone()).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot open the audit log");
-            Error::AuditUnavailable
-        })?;
+        // Without a log nothing may be signed, but verifiers still need the JWKS: start
+        // not-ready rather than not at all.
+        let audit = AuditLog::open(&config, hsm.clone())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused");
+                AuditLog::unavailable()
+            });
         Self::with_audit(config, hsm, audit).await
     }
 
@@ -339,8 +343,10 @@ impl Service {
                 "format \"der\" applies to ES256 keys only".to_string(),
             ));
         }
+        // What the key signs, hashed: an ES256 digest is already the SHA-256 of the
+        // message, so a message and its digest give the same record.
         let input_sha256 = match &input {
-            SignInput::Digest(d) => hex(&Sha256::digest(d)),
+            SignInput::Digest(d) => hex(d),
             SignInput::Message(m) => hex(&Sha256::digest(m)),
         };
         self.audit_ready()?;

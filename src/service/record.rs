@@ -65,6 +65,19 @@ impl Service {
         self.note(entry).await;
     }
 
+    /// The keys and their states, for the `start` record: changes made while the daemon
+    /// was stopped show as differences between consecutive starts.
+    pub fn key_states(&self) -> String {
+        let registry = self.registry();
+        let mut keys: Vec<String> = registry
+            .all()
+            .iter()
+            .map(|k| format!("{}={}", k.kid, k.state))
+            .collect();
+        keys.sort();
+        keys.join(" ")
+    }
+
     /// Records a key the daemon moved to `state` (or generated in it), by `caller`.
     pub async fn note_key_change(
         &self,
@@ -78,6 +91,9 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(kid.to_string(), state);
+        if issuer == AUDIT_ISSUER {
+            self.audit.forget_key();
+        }
         let entry = Entry::new(event)
             .caller(caller)
             .issuer(issuer)
@@ -88,8 +104,9 @@ impl Service {
     }
 
     /// Records keys that appeared or changed state since the last reload without the
-    /// daemon doing it: the CLI or a ceremony script, while the daemon ran. The audit key
-    /// is left out; the log records its generation itself.
+    /// daemon doing it: the CLI or a ceremony script, while the daemon ran. A new audit
+    /// key is left out (the log records its generation itself); any change to one makes
+    /// the writer look the key up again.
     pub(super) async fn record_outside_changes(&self, registry: &KeyRegistry) {
         let changes: Vec<Entry> = {
             let mut recorded = self
@@ -99,8 +116,14 @@ impl Service {
             let mut changes = Vec::new();
             for key in registry.all() {
                 let before = recorded.insert(key.kid.clone(), key.state);
-                if before == Some(key.state) || key.issuer == AUDIT_ISSUER {
+                if before == Some(key.state) {
                     continue;
+                }
+                if key.issuer == AUDIT_ISSUER {
+                    self.audit.forget_key();
+                    if before.is_none() {
+                        continue;
+                    }
                 }
                 let detail = match before {
                     Some(before) => format!("{before} -> {} outside the daemon", key.state),

@@ -37,7 +37,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 /// Verifies the log in `dir` against the test CA.
 async fn check(dir: &Path) -> Result<Summary, Break> {
     let root = ca().await.top().to_vec();
-    verify::verify(&segments(dir), &root, &mut |_, _, _| {})
+    verify::verify(&segments(dir), &root, false, &mut |_, _, _| {})
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -363,6 +363,20 @@ async fn tampering_is_found_and_its_place_named() {
     .await;
     assert!(b.reason.contains("signature does not verify"), "{b}");
 
+    // The final checkpoint removed (a rewritten tail would need that): the records
+    // after the last remaining checkpoint are not signed.
+    let b = tampered(&log, |d| {
+        let path = segments(d).pop().unwrap();
+        let mut lines = lines_of(&path);
+        assert!(lines.pop().unwrap().contains("\"event\":\"checkpoint\""));
+        write_lines(&path, &lines);
+    })
+    .await;
+    assert!(
+        b.reason.contains("record(s) after the last checkpoint")
+            && b.reason.contains("could have been rewritten"),
+        "{b}"
+    );
     // A segment from another log in place of segment 2.
     let other = dir.path().join("other");
     write_log(&other, "audit-other", 4).await;
@@ -499,6 +513,39 @@ async fn a_torn_last_record_is_cut_reported_and_the_chain_continues() {
     assert_eq!(all.iter().filter(|r| r["event"] == "mint").count(), 2);
 }
 
+/// A log that cannot be opened (here a directory others may write) does not stop the
+/// daemon: it serves the public endpoints, reports not-ready, and refuses to sign.
+#[tokio::test]
+async fn a_log_that_cannot_be_opened_leaves_the_daemon_serving_but_not_signing() {
+    use std::os::unix::fs::PermissionsExt;
+    generate_key("audit-unopened", Algorithm::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    std::fs::create_dir(&log).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = format!(
+        "{}[audit]\ndir = {:?}\n",
+        issuer_toml("audit-unopened", Algorithm::Es256),
+        log.display().to_string()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let mint = json!({"issuer": "audit-unopened", "aud": "api", "sub": "a"});
+    let refused = daemon.post("/v1/tokens", &mint).await;
+    assert_eq!((refused.status, refused.code()), (503, "audit_unavailable"));
+    assert_eq!(daemon.get("/readyz").await.code(), "audit_unavailable");
+    let jwks = daemon.get("/.well-known/jwks.json").await;
+    assert_eq!(jwks.status, 200);
+    assert!(
+        segments_in(&log).is_empty(),
+        "nothing is written to an unsafe directory"
+    );
+    daemon.shutdown().await;
+}
+
+fn segments_in(dir: &Path) -> Vec<(u64, PathBuf)> {
+    signetd::audit::segment::list(dir).unwrap()
+}
+
 /// Two daemons never write one log: the second is refused at start.
 #[tokio::test]
 async fn a_second_daemon_cannot_open_a_log_in_use() {
@@ -631,14 +678,12 @@ fn binary(label: &str, issuer: &str) -> Binary {
 }
 
 impl Binary {
-    fn verify(&self) -> (bool, String) {
-        let (ok, out, err) = self.token.signetd(&[
-            "audit",
-            "verify",
-            "--root",
-            self.root.to_str().unwrap(),
-            self.token.audit_dir().to_str().unwrap(),
-        ]);
+    fn verify(&self, extra: &[&str]) -> (bool, String) {
+        let dir = self.token.audit_dir();
+        let mut args = vec!["audit", "verify", "--root", self.root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(dir.to_str().unwrap());
+        let (ok, out, err) = self.token.signetd(&args);
         (ok, out + &err)
     }
 }
@@ -701,7 +746,7 @@ async fn after_sigkill_mid_loop_every_received_token_has_its_record() {
     assert_eq!(after.status, 200);
     assert!(daemon.terminate().success());
 
-    let (ok, out) = b.verify();
+    let (ok, out) = b.verify(&[]);
     assert!(ok, "{out}");
     let all = records(&b.token.audit_dir());
     let minted: std::collections::HashSet<&str> = all
@@ -748,10 +793,15 @@ async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
     assert_eq!(ready.code(), "audit_unavailable");
     let again = request_unix(&b.socket, Method::POST, "/v1/tokens", Some(&body)).await;
     assert_eq!(again.code(), "audit_unavailable");
-    // What was written is intact: the failed writes were cut back out.
+    // What was written is intact: the failed writes were cut back out. The final
+    // checkpoint could not be written either, so the mints are chained but unsigned:
+    // strict verification says so, and accepts them only when told to.
     assert!(daemon.terminate().success());
-    let (ok, out) = b.verify();
+    let (ok, out) = b.verify(&[]);
+    assert!(!ok && out.contains("no checkpoint signs"), "{out}");
+    let (ok, out) = b.verify(&["--allow-unsigned-tail"]);
     assert!(ok, "{out}");
+    assert!(out.contains("not yet signed"), "{out}");
     assert_eq!(
         records(&b.token.audit_dir())
             .iter()
