@@ -32,6 +32,7 @@ struct Options {
     seconds: f64,
     connections: usize,
     algorithm: Algorithm,
+    audit_dir: Option<std::path::PathBuf>,
 }
 
 fn options() -> Options {
@@ -39,6 +40,7 @@ fn options() -> Options {
         seconds: 3.0,
         connections: 16,
         algorithm: Algorithm::Es256,
+        audit_dir: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -48,12 +50,15 @@ fn options() -> Options {
             "--seconds" => o.seconds = value.parse().expect("--seconds N"),
             "--connections" => o.connections = value.parse().expect("--connections N"),
             "--algorithm" => o.algorithm = value.parse().expect("--algorithm ES256|EdDSA"),
+            "--audit-dir" => o.audit_dir = Some(value.into()),
             "--bench" => {
                 i += 1;
                 continue;
             }
             "--help" | "-h" => {
-                println!("throughput [--seconds N] [--connections N] [--algorithm ES256|EdDSA]");
+                println!(
+                    "throughput [--seconds N] [--connections N] [--algorithm ES256|EdDSA] [--audit-dir DIR]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -144,7 +149,12 @@ fn main() {
         bare,
         floor,
     );
-    let audit_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // On disk under target/ unless told where: the filesystem decides what fsync costs.
+    let parent = o
+        .audit_dir
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
+    let audit_dir = tempfile::tempdir_in(parent).unwrap();
     let (audited, stats) = runtime.block_on(mint_rate(
         &config_text,
         hsm.clone(),

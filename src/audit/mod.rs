@@ -222,7 +222,7 @@ impl AuditLog {
     async fn send(
         &self,
         entry: Entry,
-        message: fn(Entry, oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
+        message: fn(String, oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
     ) -> Result<u64, AuditError> {
         let inbox = match &self.sink {
             Sink::Writer(inbox) => inbox,
@@ -231,7 +231,7 @@ impl AuditLog {
         };
         let (reply, replied) = oneshot::channel();
         inbox
-            .send(message(entry, reply))
+            .send(message(entry.members(), reply))
             .map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
     }

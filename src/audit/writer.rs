@@ -27,7 +27,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::checkpoint::{AUDIT_ISSUER, CheckpointSigner};
-use super::record::{CallerRecord, CheckpointClaims, Entry, Event, Record, line_hash};
+use super::record::{self, CallerRecord, CheckpointClaims, Entry, Event, Extras, line_hash};
 use super::segment::{DirLock, Segment};
 use super::{AuditError, Shared};
 
@@ -40,10 +40,11 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 /// A message to the writer.
 pub(super) enum Message {
-    /// Append a record; the reply carries its `seq` once it is durable.
-    Append(Entry, oneshot::Sender<Result<u64, AuditError>>),
+    /// Append a record (its [`Entry::members`]); the reply carries its `seq` once it is
+    /// durable.
+    Append(String, oneshot::Sender<Result<u64, AuditError>>),
     /// Append a final record and a checkpoint, then stop.
-    Close(Entry, oneshot::Sender<Result<u64, AuditError>>),
+    Close(String, oneshot::Sender<Result<u64, AuditError>>),
     /// Write a checkpoint now; the reply carries its `seq`.
     Checkpoint(oneshot::Sender<Result<u64, AuditError>>),
     /// Look the audit key up again before the next checkpoint.
@@ -83,6 +84,8 @@ pub(super) struct Writer {
     broken: bool,
     /// Why the last checkpoint could not be signed.
     checkpoint_error: Option<AuditError>,
+    /// The time of the batch being formatted.
+    time: String,
     /// An audit key generated during the batch being written, whose record must not be
     /// lost if the write fails.
     generated: Option<String>,
@@ -135,6 +138,7 @@ impl Writer {
             broken: false,
             checkpoint_error: None,
             generated: None,
+            time: now(),
             last_checkpoint: Instant::now(),
             checkpoint_retry_at: Instant::now(),
         }
@@ -231,32 +235,21 @@ impl Writer {
         self.since_checkpoint = snapshot.since_checkpoint;
     }
 
-    /// Formats one record onto `batch`, advancing the chain. Returns its seq.
-    fn push(
-        &mut self,
-        batch: &mut String,
-        record: impl FnOnce(u64, String, String) -> Record,
-    ) -> u64 {
+    /// Formats one record with `members` onto `batch`, advancing the chain. Returns its
+    /// seq. Every record of a batch has the batch's time: when the writer wrote it.
+    fn push(&mut self, batch: &mut String, members: &str) -> u64 {
         let seq = self.next_seq;
-        let line = record(seq, now(), self.head.clone()).to_line();
-        self.head = line_hash(line.as_bytes());
+        let start = batch.len();
+        record::line(batch, seq, &self.time, members, &self.head);
+        self.head = line_hash(&batch.as_bytes()[start..]);
         self.next_seq += 1;
         self.since_checkpoint += 1;
-        batch.push_str(&line);
         batch.push('\n');
         seq
     }
 
     fn push_entry(&mut self, batch: &mut String, entry: Entry) -> u64 {
-        self.push(batch, |seq, time, prev| Record {
-            seq,
-            time,
-            entry,
-            log_id: None,
-            segment: None,
-            checkpoint: None,
-            prev,
-        })
+        self.push(batch, &entry.members())
     }
 
     /// The first record of a segment: genesis for the first, a link for later ones.
@@ -267,15 +260,12 @@ impl Writer {
         } else {
             Event::SegmentStart
         };
-        self.push(batch, |seq, time, prev| Record {
-            seq,
-            time,
-            entry: Entry::new(event),
-            log_id: Some(log_id),
+        let extras = Extras {
+            log_id: Some(&log_id),
             segment: Some(number),
             checkpoint: None,
-            prev,
-        });
+        };
+        self.push(batch, &(Entry::new(event).members() + &extras.members()));
     }
 
     /// Adds a checkpoint over everything formatted so far, if the audit key can sign.
@@ -300,15 +290,13 @@ impl Writer {
                     // The checkpoint must cover that record too: sign again.
                     return self.push_checkpoint(batch, true, runtime);
                 }
-                self.push(batch, |seq, time, prev| Record {
-                    seq,
-                    time,
-                    entry: Entry::new(Event::Checkpoint),
+                let extras = Extras {
                     log_id: None,
                     segment: None,
-                    checkpoint: Some(jws),
-                    prev,
-                });
+                    checkpoint: Some(&jws),
+                };
+                let members = Entry::new(Event::Checkpoint).members() + &extras.members();
+                self.push(batch, &members);
                 self.since_checkpoint = 0;
                 self.last_checkpoint = Instant::now();
             }
@@ -330,7 +318,7 @@ impl Writer {
     /// report, the appends, and any due checkpoint; then answers every caller.
     fn commit(
         &mut self,
-        appends: Vec<(Entry, oneshot::Sender<Result<u64, AuditError>>)>,
+        appends: Vec<(String, oneshot::Sender<Result<u64, AuditError>>)>,
         checkpoint: bool,
         runtime: &Handle,
     ) -> Result<(), AuditError> {
@@ -350,6 +338,7 @@ impl Writer {
         }
         let snapshot = self.snapshot();
         let snapshot_seq = snapshot.next_seq;
+        self.time = now();
         let mut batch = String::new();
         let (fresh, number) = (self.segment.len == 0, self.segment.number);
         if fresh {
@@ -370,7 +359,7 @@ impl Writer {
         }
         let mut replies = Vec::with_capacity(appends.len());
         for (entry, reply) in appends {
-            let seq = self.push_entry(&mut batch, entry);
+            let seq = self.push(&mut batch, &entry);
             replies.push((seq, reply));
             if self.since_checkpoint >= self.schedule.checkpoint_every {
                 self.push_checkpoint(&mut batch, false, runtime);
