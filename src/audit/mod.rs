@@ -16,7 +16,7 @@ pub mod verify;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::RngCore;
@@ -60,6 +60,21 @@ pub(crate) struct Shared {
     healthy: AtomicBool,
     records: AtomicU64,
     writes: AtomicU64,
+    /// Requests that will append a record soon (they are signing): the writer waits a
+    /// moment for them, so they share the next fsync instead of each paying one.
+    expected: AtomicUsize,
+}
+
+/// A promise to append a record soon, from [`AuditLog::expect`]; the writer counts the
+/// open ones. Kept until the record is queued (or the request fails).
+pub struct Expected {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.shared.expected.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Where appends go.
@@ -155,9 +170,13 @@ impl AuditLog {
         );
         let (inbox, receiver) = std::sync::mpsc::channel();
         let runtime = tokio::runtime::Handle::current();
+        let nice = audit.writer_nice;
         std::thread::Builder::new()
             .name("signetd-audit".to_string())
-            .spawn(move || writer.run(receiver, runtime))
+            .spawn(move || {
+                prioritize(nice);
+                writer.run(receiver, runtime)
+            })
             .map_err(|e| AuditError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
             sink: Sink::Writer(inbox),
@@ -188,7 +207,26 @@ impl AuditLog {
 
     /// Appends `entry` and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.send(entry, writer::Message::Append).await
+        self.send(entry, writer::Message::Append, None).await
+    }
+
+    /// Announces a record that will follow shortly (call before signing), so the writer
+    /// can gather it into the same fsync as others arriving now.
+    pub fn expect(&self) -> Expected {
+        self.shared.expected.fetch_add(1, Ordering::SeqCst);
+        Expected {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// [`AuditLog::append`] for a record announced with [`AuditLog::expect`].
+    pub async fn append_expected(
+        &self,
+        expected: Expected,
+        entry: Entry,
+    ) -> Result<u64, AuditError> {
+        self.send(entry, writer::Message::Append, Some(expected))
+            .await
     }
 
     /// Writes a checkpoint over everything so far (generating the audit key first if
@@ -216,13 +254,14 @@ impl AuditLog {
     /// Appends a final record (`stop`) and a checkpoint, and stops the writer. Later
     /// appends fail with [`AuditError::Unavailable`].
     pub async fn close(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.send(entry, writer::Message::Close).await
+        self.send(entry, writer::Message::Close, None).await
     }
 
     async fn send(
         &self,
         entry: Entry,
         message: fn(String, oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
+        expected: Option<Expected>,
     ) -> Result<u64, AuditError> {
         let inbox = match &self.sink {
             Sink::Writer(inbox) => inbox,
@@ -230,9 +269,10 @@ impl AuditLog {
             Sink::Unavailable => return Err(AuditError::Unavailable),
         };
         let (reply, replied) = oneshot::channel();
-        inbox
-            .send(message(entry.members(), reply))
-            .map_err(|_| AuditError::Unavailable)?;
+        let sent = inbox.send(message(entry.members(), reply));
+        // Queued: the writer no longer needs to wait for it.
+        drop(expected);
+        sent.map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
     }
 
@@ -247,5 +287,22 @@ impl AuditLog {
             records: self.shared.records.load(Ordering::Relaxed),
             writes: self.shared.writes.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Raises the calling thread's priority to `nice`, if the process may. The writer uses
+/// little CPU, but every signing request waits for its fsync: on busy CPUs, the wait for
+/// the writer to be scheduled after each fsync otherwise dominates.
+fn prioritize(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    match rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        Ok(()) => tracing::debug!(nice, "audit writer priority raised"),
+        Err(e) => tracing::info!(
+            nice,
+            error = %e,
+            "cannot raise the audit writer's priority (needs CAP_SYS_NICE, or LimitNICE=-10 under systemd); signing waits longer when CPUs are busy"
+        ),
     }
 }

@@ -37,6 +37,9 @@ const MAX_BATCH: usize = 4096;
 const RETRY_PERIOD: Duration = Duration::from_secs(1);
 /// How long after a failed checkpoint signature the next is tried.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
+/// Longest the writer waits for announced records before writing a batch. Shorter than
+/// a signature takes on most tokens; long enough that concurrent requests share fsyncs.
+const GATHER: Duration = Duration::from_micros(100);
 
 /// A message to the writer.
 pub(super) enum Message {
@@ -86,6 +89,8 @@ pub(super) struct Writer {
     checkpoint_error: Option<AuditError>,
     /// The time of the batch being formatted.
     time: String,
+    /// Until when the batch being gathered waits for announced records.
+    gather_until: Option<Instant>,
     /// An audit key generated during the batch being written, whose record must not be
     /// lost if the write fails.
     generated: Option<String>,
@@ -139,6 +144,7 @@ impl Writer {
             checkpoint_error: None,
             generated: None,
             time: now(),
+            gather_until: None,
             last_checkpoint: Instant::now(),
             checkpoint_retry_at: Instant::now(),
         }
@@ -176,9 +182,10 @@ impl Writer {
                     }
                 }
                 if appends.len() < MAX_BATCH {
-                    next = inbox.try_recv().ok();
+                    next = inbox.try_recv().ok().or_else(|| self.gather(&inbox));
                 }
             }
+            self.gather_until = None;
             let force = closed.is_some() || !checkpoints.is_empty();
             let written = self.commit(appends, force, &runtime);
             for reply in checkpoints {
@@ -202,6 +209,23 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// Waits, briefly, for a record that a request announced (it is being signed), so
+    /// it joins this batch's fsync. Only while some are announced: a lone request is
+    /// written at once.
+    fn gather(&mut self, inbox: &Receiver<Message>) -> Option<Message> {
+        let deadline = *self
+            .gather_until
+            .get_or_insert_with(|| Instant::now() + GATHER);
+        if self.shared.expected.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        inbox.recv_timeout(left).ok()
     }
 
     /// When the writer must act without an append: a retry while unhealthy, or a

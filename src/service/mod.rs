@@ -300,7 +300,7 @@ impl Service {
             tracing::error!(issuer = %request.issuer, kid = %key.kid, "the active key was generated for raw signatures; it never signs JWTs");
             return Err(Error::NoActiveKey(request.issuer));
         }
-        self.audit_ready()?;
+        let expected = self.audit_ready()?;
         let header = jws::Header::jwt(key.algorithm, &key.kid);
         let signing_input = jws::signing_input(&header, &claims.payload);
         let signature = self
@@ -322,7 +322,7 @@ impl Service {
         entry.token_sha256 = Some(token_sha256.clone());
         // The token exists only in this function until its record is durable; if the
         // record cannot be written, the token is dropped unseen.
-        self.record(entry).await?;
+        self.record(expected, entry).await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, jti = %claims.jti, %token_sha256, "minted token");
         Ok(MintedToken {
             token,
@@ -355,7 +355,7 @@ impl Service {
             SignInput::Digest(d) => hex(d),
             SignInput::Message(m) => hex(&Sha256::digest(m)),
         };
-        self.audit_ready()?;
+        let expected = self.audit_ready()?;
         let raw = self.hsm.sign(key.objects, key.algorithm, input).await?;
         let signature = match request.format {
             SignatureFormat::Jws => raw,
@@ -374,7 +374,7 @@ impl Service {
             .ok();
         entry.token_sha256 = Some(input_sha256.clone());
         entry.signature_sha256 = Some(hex(&Sha256::digest(&signature)));
-        self.record(entry).await?;
+        self.record(expected, entry).await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, %input_sha256, "signed data");
         Ok(SignedData {
             signature: jws::b64(signature),
@@ -431,7 +431,9 @@ impl Service {
 
     /// Whether the token answers and the audit log takes records.
     pub async fn ready(&self) -> Result<(), Error> {
-        self.audit_ready()?;
+        if !self.audit.is_healthy() {
+            return Err(Error::AuditUnavailable);
+        }
         self.hsm.ping().await.map_err(Error::from)
     }
 }

@@ -6,7 +6,7 @@
 //! logged rather than turned into a different answer.
 
 use super::Service;
-use crate::audit::{AUDIT_ISSUER, AuditLog, CallerRecord, Entry, Event};
+use crate::audit::{AUDIT_ISSUER, AuditLog, CallerRecord, Entry, Event, Expected};
 use crate::error::Error;
 use crate::keys::{KeyRegistry, KeyState};
 use crate::policy::Caller;
@@ -29,19 +29,20 @@ impl Service {
     }
 
     /// Refuses at once, before the token signs, while the log is known not to be
-    /// writable.
-    pub(super) fn audit_ready(&self) -> Result<(), Error> {
+    /// writable; otherwise announces the record that will follow the signature.
+    pub(super) fn audit_ready(&self) -> Result<Expected, Error> {
         if self.audit.is_healthy() {
-            Ok(())
+            Ok(self.audit.expect())
         } else {
             Err(Error::AuditUnavailable)
         }
     }
 
     /// Appends a record that must be durable before the request may succeed.
-    pub(super) async fn record(&self, entry: Entry) -> Result<(), Error> {
+    pub(super) async fn record(&self, expected: Expected, entry: Entry) -> Result<(), Error> {
         let event = entry.event;
-        self.audit.append(entry).await.map(|_| ()).map_err(|e| {
+        let appended = self.audit.append_expected(expected, entry).await;
+        appended.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, ?event, "audit record not written; the request fails");
             Error::AuditUnavailable
         })

@@ -70,18 +70,18 @@ impl Service {
         let mut entry = Entry::new(Event::Verify).caller(caller);
         entry.token_sha256 = Some(token_sha256);
         let result = match self.audit_ready() {
-            Ok(()) => self.check(caller, &request).await,
+            Ok(expected) => self.check(caller, &request).await.map(|v| (v, expected)),
             Err(e) => Err(e),
         };
         match result {
-            Ok(verified) => {
+            Ok((verified, expected)) => {
                 let mut entry = entry.issuer(&verified.issuer).kid(&verified.kid).ok();
                 entry.jti = verified
                     .claims
                     .get("jti")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                self.record(entry).await?;
+                self.record(expected, entry).await?;
                 Ok(verified)
             }
             Err(e) => {

@@ -266,45 +266,68 @@ async fn tampering_is_found_and_its_place_named() {
     check(&log).await.unwrap_or_else(|b| panic!("{b}"));
     assert!(segments(&log).len() >= 3);
 
+    // Edits and deletions go into the segment with the most records, whatever the
+    // sizes of the records before it.
+    let (busiest, lines) = segments(&log)
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                lines_of(p),
+            )
+        })
+        .max_by_key(|(_, lines)| lines.len())
+        .unwrap();
+    assert!(lines.len() >= 6, "{busiest} has {} lines", lines.len());
+    let seq_at = |i: usize| {
+        serde_json::from_str::<Value>(&lines[i]).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+
     // An edited field: the next record's prev no longer matches.
     let b = tampered(&log, |d| {
-        let path = segment_file(d, 1);
-        let mut lines = lines_of(&path);
-        lines[2] = lines[2].replacen("\"seq\":2,", "\"seq\":2, ", 1);
-        write_lines(&path, &lines);
+        let path = d.join(&busiest);
+        let mut edited = lines_of(&path);
+        edited[2] = edited[2].replacen("\"seq\":", "\"seq\": ", 1);
+        write_lines(&path, &edited);
     })
     .await;
     assert_eq!(
-        (name_of(&b).as_str(), b.at.line, b.at.seq),
-        ("segment-000001.jsonl", 4, Some(3)),
+        (name_of(&b), b.at.line, b.at.seq),
+        (busiest.clone(), 4, Some(seq_at(3))),
         "{b}"
     );
     assert!(b.reason.contains("prev does not match"), "{b}");
 
     // A deleted line.
     let b = tampered(&log, |d| {
-        let path = segment_file(d, 1);
-        let mut lines = lines_of(&path);
-        lines.remove(4);
-        write_lines(&path, &lines);
-    })
-    .await;
-    assert_eq!((b.at.line, b.at.seq), (5, Some(5)), "{b}");
-    assert!(b.reason.contains("seq jumps from 3 to 5"), "{b}");
-
-    // Two swapped lines.
-    let b = tampered(&log, |d| {
-        let path = segment_file(d, 2);
-        let mut lines = lines_of(&path);
-        lines.swap(2, 3);
-        write_lines(&path, &lines);
+        let path = d.join(&busiest);
+        let mut edited = lines_of(&path);
+        edited.remove(3);
+        write_lines(&path, &edited);
     })
     .await;
     assert_eq!(
-        (name_of(&b).as_str(), b.at.line),
-        ("segment-000002.jsonl", 3),
+        (name_of(&b), b.at.line, b.at.seq),
+        (busiest.clone(), 4, Some(seq_at(4))),
         "{b}"
     );
+    assert!(
+        b.reason
+            .contains(&format!("seq jumps from {} to {}", seq_at(2), seq_at(4))),
+        "{b}"
+    );
+
+    // Two swapped lines.
+    let b = tampered(&log, |d| {
+        let path = d.join(&busiest);
+        let mut edited = lines_of(&path);
+        edited.swap(2, 3);
+        write_lines(&path, &edited);
+    })
+    .await;
+    assert_eq!((name_of(&b), b.at.line), (busiest.clone(), 3), "{b}");
     assert!(b.reason.contains("out of order"), "{b}");
 
     // A segment cut mid-record.

@@ -161,6 +161,11 @@ async fn shutdown_finishes_the_request_in_flight_and_stops_accepting() {
     let body = json!({"issuer":"pub-drain","aud":"api"}).to_string();
     let (first, second) = body.split_at(10);
     let mut conn = RawConnection::open(&socket).await;
+    // One whole request first, so the connection is surely accepted and being served
+    // (under load, accepting can lag) before the partial one and the shutdown.
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    assert_eq!(conn.reply().await.0, 200);
     conn.send(format!("{}{first}", post_head(body.len())).as_bytes())
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
