@@ -229,7 +229,7 @@ fn members<T: Serialize>(value: &T) -> String {
 }
 
 impl Entry {
-    /// This entry's members for [`line`]. Callers serialize their own entries, so the
+    /// This entry's members for [`line()`]. Callers serialize their own entries, so the
     /// writer's thread only assembles lines and hashes them.
     pub fn members(&self) -> String {
         members(self)
@@ -251,7 +251,7 @@ pub struct Extras<'a> {
 }
 
 impl Extras<'_> {
-    /// These members for [`line`].
+    /// These members for [`line()`].
     pub fn members(&self) -> String {
         members(self)
     }
