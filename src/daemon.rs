@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Listeners};
-use crate::audit::{CallerRecord, Entry, Event};
+use crate::audit::{AuditError, CallerRecord, Entry, Event};
 use crate::lifecycle;
 use crate::service::Service;
 
@@ -27,8 +27,14 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     service.note(started).await;
     // Sign the log's head at once: this also finds or generates the audit key, so a
     // token without an attestation CA is reported at start, not at the first checkpoint.
-    if let Err(e) = service.audit().checkpoint().await {
-        tracing::error!(error = %e, "cannot sign an audit checkpoint at start; retrying with every checkpoint");
+    match service.audit().checkpoint().await {
+        Ok(_) => {}
+        Err(AuditError::Unavailable) => {
+            tracing::error!("the audit log is unavailable: signing is refused")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign an audit checkpoint at start; retrying with every checkpoint")
+        }
     }
     let stop = CancellationToken::new();
     let timer = tokio::spawn(lifecycle::run(service.clone(), stop.clone()));

@@ -207,7 +207,7 @@ impl AuditLog {
 
     /// Appends `entry` and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.send(entry, writer::Message::Append, None).await
+        self.send(entry, false, None).await
     }
 
     /// Announces a record that will follow shortly (call before signing), so the writer
@@ -225,8 +225,7 @@ impl AuditLog {
         expected: Expected,
         entry: Entry,
     ) -> Result<u64, AuditError> {
-        self.send(entry, writer::Message::Append, Some(expected))
-            .await
+        self.send(entry, false, Some(expected)).await
     }
 
     /// Writes a checkpoint over everything so far (generating the audit key first if
@@ -254,13 +253,13 @@ impl AuditLog {
     /// Appends a final record (`stop`) and a checkpoint, and stops the writer. Later
     /// appends fail with [`AuditError::Unavailable`].
     pub async fn close(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.send(entry, writer::Message::Close, None).await
+        self.send(entry, true, None).await
     }
 
     async fn send(
         &self,
         entry: Entry,
-        message: fn(String, oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
+        close: bool,
         expected: Option<Expected>,
     ) -> Result<u64, AuditError> {
         let inbox = match &self.sink {
@@ -269,10 +268,13 @@ impl AuditLog {
             Sink::Unavailable => return Err(AuditError::Unavailable),
         };
         let (reply, replied) = oneshot::channel();
-        let sent = inbox.send(message(entry.members(), reply));
-        // Queued: the writer no longer needs to wait for it.
-        drop(expected);
-        sent.map_err(|_| AuditError::Unavailable)?;
+        let members = entry.members();
+        let message = if close {
+            writer::Message::Close(members, reply)
+        } else {
+            writer::Message::Append(members, expected, reply)
+        };
+        inbox.send(message).map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
     }
 

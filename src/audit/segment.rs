@@ -274,11 +274,10 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         serde_json::from_slice(first).map_err(|_| damaged("the first line is not a record"))?;
     let last: Record =
         serde_json::from_slice(last_line).map_err(|_| damaged("the last line is not a record"))?;
-    let unsigned = body
-        .split(|&b| b == b'\n')
-        .rev()
-        .take_while(|l| !l.windows(24).any(|w| w == br#""event":"checkpoint","#))
-        .count() as u64;
+    let unsigned = match last_checkpoint(body, &segments)? {
+        Some(checkpoint) => last.seq.saturating_sub(checkpoint),
+        None => last.seq + 1,
+    };
     let log_id = first
         .log_id
         .clone()
@@ -298,6 +297,30 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         unsigned,
     };
     Ok((Some(tail), torn))
+}
+
+/// The seq of the log's last checkpoint: searched from the end of `body` (the last
+/// segment), then of the `earlier` segments, newest first.
+fn last_checkpoint(body: &[u8], earlier: &[(u64, PathBuf)]) -> Result<Option<u64>, AuditError> {
+    let find = |bytes: &[u8]| {
+        bytes
+            .split(|&b| b == b'\n')
+            .rev()
+            .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+            .find(|r| r.entry.event == super::record::Event::Checkpoint)
+            .map(|r| r.seq)
+    };
+    if let Some(seq) = find(body) {
+        return Ok(Some(seq));
+    }
+    for (_, path) in earlier.iter().rev() {
+        let bytes =
+            std::fs::read(path).map_err(|e| io(format!("cannot read {}", path.display()), e))?;
+        if let Some(seq) = find(&bytes) {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
 }
 
 /// Keeps the bytes of a torn record beside the log, durably, before they are cut: the

@@ -338,7 +338,16 @@ pub fn verify(
         end = Some(verify_segment(path, &mut chain, visit)?);
     }
     let summary = chain.summary;
-    let at = end.expect("at least one segment");
+    let Some(at) = end else {
+        return Err(Break {
+            at: Location {
+                segment: PathBuf::new(),
+                line: 0,
+                seq: None,
+            },
+            reason: "no audit segments given".to_string(),
+        });
+    };
     if summary.checkpoints.is_empty() && !allow_unsigned_tail {
         return Err(Break {
             at,

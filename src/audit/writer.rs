@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use super::checkpoint::{AUDIT_ISSUER, CheckpointSigner};
 use super::record::{self, CallerRecord, CheckpointClaims, Entry, Event, Extras, line_hash};
 use super::segment::{DirLock, Segment};
-use super::{AuditError, Shared};
+use super::{AuditError, Expected, Shared};
 
 /// Most records in one batch.
 const MAX_BATCH: usize = 4096;
@@ -45,7 +45,13 @@ const GATHER: Duration = Duration::from_micros(100);
 pub(super) enum Message {
     /// Append a record (its [`Entry::members`]); the reply carries its `seq` once it is
     /// durable.
-    Append(String, oneshot::Sender<Result<u64, AuditError>>),
+    /// The writer drops the [`Expected`] as it takes the message, before it decides
+    /// whether to wait for more.
+    Append(
+        String,
+        Option<Expected>,
+        oneshot::Sender<Result<u64, AuditError>>,
+    ),
     /// Append a final record and a checkpoint, then stop.
     Close(String, oneshot::Sender<Result<u64, AuditError>>),
     /// Write a checkpoint now; the reply carries its `seq`.
@@ -171,7 +177,10 @@ impl Writer {
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
-                    Message::Append(entry, reply) => appends.push((entry, reply)),
+                    Message::Append(entry, expected, reply) => {
+                        drop(expected);
+                        appends.push((entry, reply));
+                    }
                     Message::Checkpoint(reply) => checkpoints.push(reply),
                     Message::ForgetKey => self.signer.forget(),
                     Message::Close(entry, reply) => {

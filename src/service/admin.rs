@@ -81,6 +81,7 @@ impl Service {
         rotate: bool,
     ) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
+        self.audit_healthy()?;
         let _turn = self.lifecycle_turn().await;
         let config = self.issuer(issuer)?;
         let (hsm, algorithm, purpose) = (self.hsm(), config.algorithm, config.key_purpose());
@@ -109,6 +110,7 @@ impl Service {
         to: KeyState,
     ) -> Result<KeyView, Error> {
         self.require_admin(caller)?;
+        self.audit_healthy()?;
         let _turn = self.lifecycle_turn().await;
         let Some(issuer) = self.registry().get(kid).map(|k| k.issuer.clone()) else {
             return Err(Error::UnknownKey(kid.to_string()));
@@ -127,6 +129,7 @@ impl Service {
         request: RevokeTokenRequest,
     ) -> Result<RevokedToken, Error> {
         self.require_admin(caller)?;
+        self.audit_healthy()?;
         let _turn = self.lifecycle_turn().await;
         let now = unix_now();
         let latest = now + HARD_MAX_TTL_SECONDS;

@@ -431,9 +431,7 @@ impl Service {
 
     /// Whether the token answers and the audit log takes records.
     pub async fn ready(&self) -> Result<(), Error> {
-        if !self.audit.is_healthy() {
-            return Err(Error::AuditUnavailable);
-        }
+        self.audit_healthy()?;
         self.hsm.ping().await.map_err(Error::from)
     }
 }

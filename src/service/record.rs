@@ -31,8 +31,15 @@ impl Service {
     /// Refuses at once, before the token signs, while the log is known not to be
     /// writable; otherwise announces the record that will follow the signature.
     pub(super) fn audit_ready(&self) -> Result<Expected, Error> {
+        self.audit_healthy().map(|()| self.audit.expect())
+    }
+
+    /// Refuses while the log cannot take records: before signing, and before key and
+    /// revocation changes, since every change leaves a record. (The CLI stays available
+    /// for emergencies; the next `start` record lists every key's state.)
+    pub(super) fn audit_healthy(&self) -> Result<(), Error> {
         if self.audit.is_healthy() {
-            Ok(self.audit.expect())
+            Ok(())
         } else {
             Err(Error::AuditUnavailable)
         }

@@ -533,6 +533,9 @@ async fn a_torn_last_record_is_cut_reported_and_the_chain_continues() {
         .collect();
     assert_eq!(kept.len(), 1);
     assert_eq!(std::fs::read(kept[0].path()).unwrap(), torn);
+    // The first run stopped cleanly (its last record was a checkpoint), so the torn
+    // record is the only thing to report.
+    assert_eq!(all.iter().filter(|r| r["event"] == "recovered").count(), 1);
     assert_eq!(all.iter().filter(|r| r["event"] == "mint").count(), 2);
 }
 
@@ -547,8 +550,9 @@ async fn a_log_that_cannot_be_opened_leaves_the_daemon_serving_but_not_signing()
     std::fs::create_dir(&log).unwrap();
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).unwrap();
     let config = format!(
-        "{}[audit]\ndir = {:?}\n",
+        "{}[admin]\nallowed_uids = [{}]\n[audit]\ndir = {:?}\n",
         issuer_toml("audit-unopened", Algorithm::Es256),
+        my_uid(),
         log.display().to_string()
     );
     let daemon = TestDaemon::start(&config).await;
@@ -556,6 +560,14 @@ async fn a_log_that_cannot_be_opened_leaves_the_daemon_serving_but_not_signing()
     let refused = daemon.post("/v1/tokens", &mint).await;
     assert_eq!((refused.status, refused.code()), (503, "audit_unavailable"));
     assert_eq!(daemon.get("/readyz").await.code(), "audit_unavailable");
+    let rotate = daemon
+        .post("/v1/issuers/audit-unopened/rotate", &json!({}))
+        .await;
+    assert_eq!(
+        rotate.code(),
+        "audit_unavailable",
+        "no key change without a record"
+    );
     let jwks = daemon.get("/.well-known/jwks.json").await;
     assert_eq!(jwks.status, 200);
     assert!(
@@ -784,6 +796,13 @@ async fn after_sigkill_mid_loop_every_received_token_has_its_record() {
         );
     }
     assert_eq!(all.iter().filter(|r| r["event"] == "start").count(), 2);
+    // The kill left records no checkpoint had signed: the restart says so.
+    assert!(
+        all.iter()
+            .any(|r| r["event"] == "recovered"
+                && r["detail"].as_str().unwrap().contains("unclean stop")),
+        "no record of the unclean stop"
+    );
 }
 
 /// A full disk (here a file-size limit, so the test needs no mount): minting is refused
