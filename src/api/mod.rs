@@ -50,10 +50,6 @@ pub fn router(service: Arc<Service>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             require_known_caller,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            audit_refusals,
         ));
     let admin = Router::new()
         .route("/v1/keys", post(handlers::admin_generate))
@@ -65,14 +61,16 @@ pub fn router(service: Arc<Service>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             require_admin,
-        ))
+        ));
+    // Outermost on both: refusals by the checks above are recorded too.
+    let audited = signing
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             audit_refusals,
         ));
     Router::new()
-        .merge(signing)
-        .merge(admin)
+        .merge(audited)
         .route("/v1/verify", post(handlers::verify))
         .route("/v1/revocations", get(handlers::revocations))
         .route("/.well-known/jwks.json", get(handlers::jwks))

@@ -93,6 +93,16 @@ async fn write_log(dir: &Path, issuer: &str, clients: usize) -> Vec<String> {
         )
         .await;
     assert_eq!(refused.code(), "audience_not_allowed");
+    // Refused before any handler runs: an anonymous TCP caller.
+    let anonymous = daemon
+        .tcp(
+            Method::POST,
+            "/v1/tokens",
+            &[("content-type", "application/json")],
+            br#"{"issuer":"x","aud":"api"}"#,
+        )
+        .await;
+    assert_eq!(anonymous.code(), "unauthenticated");
     let mut tokens = Vec::new();
     for task in tasks {
         tokens.extend(task.await.unwrap());
@@ -147,9 +157,18 @@ async fn a_log_written_under_concurrent_load_verifies_and_holds_every_token() {
         );
     }
     let refused: Vec<&Value> = all.iter().filter(|r| r["event"] == "refused").collect();
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(refused[0]["code"], "audience_not_allowed");
-    assert_eq!(refused[0]["request"], "POST /v1/tokens");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let audience = refused
+        .iter()
+        .find(|r| r["code"] == "audience_not_allowed")
+        .expect("the policy refusal");
+    assert_eq!(audience["request"], "POST /v1/tokens");
+    assert_eq!(audience["caller"]["uid"], my_uid());
+    let anonymous = refused
+        .iter()
+        .find(|r| r["code"] == "unauthenticated")
+        .expect("the refusal before the handler");
+    assert_eq!(anonymous["caller"]["transport"], "tcp");
     let verifies: Vec<&Value> = all.iter().filter(|r| r["event"] == "verify").collect();
     assert_eq!(verifies.len(), 2, "{verifies:?}");
     assert_eq!(verifies[0]["outcome"], "ok");
