@@ -207,7 +207,9 @@ impl AuditLog {
 
     /// Appends `entry` and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.send(entry, false, None).await
+        let members = entry.members();
+        self.request(|reply| writer::Message::Append(members, None, reply))
+            .await
     }
 
     /// Announces a record that will follow shortly (call before signing), so the writer
@@ -225,21 +227,15 @@ impl AuditLog {
         expected: Expected,
         entry: Entry,
     ) -> Result<u64, AuditError> {
-        self.send(entry, false, Some(expected)).await
+        let members = entry.members();
+        self.request(|reply| writer::Message::Append(members, Some(expected), reply))
+            .await
     }
 
     /// Writes a checkpoint over everything so far (generating the audit key first if
     /// the token has none) and returns its `seq`.
     pub async fn checkpoint(&self) -> Result<u64, AuditError> {
-        let (reply, replied) = oneshot::channel();
-        match &self.sink {
-            Sink::Writer(inbox) => inbox
-                .send(writer::Message::Checkpoint(reply))
-                .map_err(|_| AuditError::Unavailable)?,
-            Sink::Discard => return Ok(0),
-            Sink::Unavailable => return Err(AuditError::Unavailable),
-        }
-        replied.await.map_err(|_| AuditError::Unavailable)?
+        self.request(writer::Message::Checkpoint).await
     }
 
     /// Makes the writer look the audit key up again before its next checkpoint: the
@@ -253,14 +249,16 @@ impl AuditLog {
     /// Appends a final record (`stop`) and a checkpoint, and stops the writer. Later
     /// appends fail with [`AuditError::Unavailable`].
     pub async fn close(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.send(entry, true, None).await
+        let members = entry.members();
+        self.request(|reply| writer::Message::Close(members, reply))
+            .await
     }
 
-    async fn send(
+    /// Sends the writer the message `make` builds around a reply channel, and waits
+    /// for the reply.
+    async fn request(
         &self,
-        entry: Entry,
-        close: bool,
-        expected: Option<Expected>,
+        make: impl FnOnce(oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
     ) -> Result<u64, AuditError> {
         let inbox = match &self.sink {
             Sink::Writer(inbox) => inbox,
@@ -268,13 +266,9 @@ impl AuditLog {
             Sink::Unavailable => return Err(AuditError::Unavailable),
         };
         let (reply, replied) = oneshot::channel();
-        let members = entry.members();
-        let message = if close {
-            writer::Message::Close(members, reply)
-        } else {
-            writer::Message::Append(members, expected, reply)
-        };
-        inbox.send(message).map_err(|_| AuditError::Unavailable)?;
+        inbox
+            .send(make(reply))
+            .map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
     }
 
