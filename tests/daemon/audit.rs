@@ -708,11 +708,8 @@ struct Binary {
 fn binary(label: &str, issuer: &str) -> Binary {
     let token = TestToken::create(label);
     let (config, socket) = token.write_config(&issuer_toml(issuer, Algorithm::Es256));
+    token.init_ca_and_key(&config, issuer);
     let c = config.to_str().unwrap();
-    let (ok, _, err) = token.signetd(&["attest", "init-ca", "--self-signed", "--config", c]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = token.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
-    assert!(ok, "{err}");
     let public = token.dir.path().join("public");
     let (ok, _, err) = token.signetd(&[
         "attest",

@@ -88,6 +88,20 @@ impl TestToken {
         (config, socket)
     }
 
+    /// With the real CLI: a self-signed attestation CA, then the first key of `issuer`.
+    /// Returns the key's kid.
+    pub fn init_ca_and_key(&self, config: &Path, issuer: &str) -> String {
+        let c = config.to_str().unwrap();
+        let (ok, _, err) = self.signetd(&["attest", "init-ca", "--self-signed", "--config", c]);
+        assert!(ok, "{err}");
+        let (ok, out, err) = self.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
+        assert!(ok, "{err}");
+        // "generated and attested ES256 key KID for issuer ..."
+        let kid = out.split_whitespace().nth(5).unwrap().to_string();
+        assert!(kid.starts_with(&format!("{issuer}-")), "{out}");
+        kid
+    }
+
     /// The audit directory [`TestToken::write_config`] names.
     pub fn audit_dir(&self) -> PathBuf {
         self.dir.path().join("audit")

@@ -496,28 +496,7 @@ async fn a_key_revoked_with_the_cli_leaves_a_running_daemon_within_a_tick() {
         lifecycle_toml()
     ));
     let config_arg = config.display().to_string();
-    assert!(
-        t.signetd(&[
-            "attest",
-            "init-ca",
-            "--self-signed",
-            "--config",
-            &config_arg
-        ])
-        .0
-    );
-    let (ok, out, _) = t.signetd(&[
-        "keys",
-        "generate",
-        "--issuer",
-        "life-cli",
-        "--config",
-        &config_arg,
-    ]);
-    assert!(ok);
-    // "generated and attested ES256 key KID for issuer ..."
-    let kid = out.split_whitespace().nth(5).unwrap().to_string();
-    assert!(kid.starts_with("life-cli-"), "{out}");
+    let kid = t.init_ca_and_key(&config, "life-cli");
     let _daemon = t.serve(&config, &socket);
     let published = async || {
         let jwks =

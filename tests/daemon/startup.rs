@@ -191,28 +191,7 @@ async fn keys_survive_a_killed_daemon_and_a_fresh_start() {
     let tables = crate::common::issuer_toml("start-restart", signetd::Algorithm::Es256)
         + &crate::common::lifecycle_toml();
     let (config, socket) = t.write_config(&tables);
-    let config_arg = config.display().to_string();
-    assert!(
-        t.signetd(&[
-            "attest",
-            "init-ca",
-            "--self-signed",
-            "--config",
-            &config_arg
-        ])
-        .0
-    );
-    assert!(
-        t.signetd(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "start-restart",
-            "--config",
-            &config_arg
-        ])
-        .0
-    );
+    t.init_ca_and_key(&config, "start-restart");
     let socket_arg = socket.display().to_string();
     let cli = |args: &[&str]| {
         let (ok, out, _) = t.signetd(&[args, &["--socket", &socket_arg]].concat());
