@@ -62,6 +62,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod hsm;
+pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod policy;

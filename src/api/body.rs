@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::policy::Caller;
+use crate::identity::Principal;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,14 +44,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// The caller the transport attached to the request. A request without one is anonymous:
 /// failing closed if a transport ever forgets to attach it.
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(parts
             .extensions
-            .get::<Caller>()
+            .get::<Principal>()
             .cloned()
-            .unwrap_or(Caller::Anonymous(None)))
+            .unwrap_or(Principal::Anonymous(None)))
     }
 }

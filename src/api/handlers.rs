@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::body::ApiJson;
 use crate::error::Error;
+use crate::identity::Principal;
 use crate::keys::revocation::RevokedToken;
 use crate::keys::{KeyState, Published};
-use crate::policy::Caller;
 use crate::service::admin::{GenerateRequest, RevokeTokenRequest};
 use crate::service::verify::{Verified, VerifyRequest};
 use crate::service::{KeyView, MintedToken, Service, SignRequest, SignedData};
@@ -23,7 +23,7 @@ type Svc = State<Arc<Service>>;
 /// `POST /v1/tokens`.
 pub async fn mint(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     ApiJson(request): ApiJson<MintRequest>,
 ) -> Result<Json<MintedToken>, Error> {
     svc.mint(&caller, request).await.map(Json)
@@ -32,7 +32,7 @@ pub async fn mint(
 /// `POST /v1/sign`.
 pub async fn sign(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     ApiJson(request): ApiJson<SignRequest>,
 ) -> Result<Json<SignedData>, Error> {
     svc.sign(&caller, request).await.map(Json)
@@ -77,7 +77,7 @@ fn published(document: &Published, max_age: u32, headers: &HeaderMap) -> Respons
 /// `POST /v1/verify`.
 pub async fn verify(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Result<Json<Verified>, Error> {
     svc.verify(&caller, request).await.map(Json)
@@ -86,7 +86,7 @@ pub async fn verify(
 /// `POST /v1/keys` (admins).
 pub async fn admin_generate(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     ApiJson(request): ApiJson<GenerateRequest>,
 ) -> Result<Json<KeyView>, Error> {
     svc.admin_generate(&caller, &request.issuer).await.map(Json)
@@ -95,7 +95,7 @@ pub async fn admin_generate(
 /// `POST /v1/issuers/{name}/rotate` (admins).
 pub async fn admin_rotate(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     Path(issuer): Path<String>,
 ) -> Result<Json<KeyView>, Error> {
     svc.admin_rotate(&caller, &issuer).await.map(Json)
@@ -104,7 +104,7 @@ pub async fn admin_rotate(
 /// `POST /v1/keys/{kid}/retire` (admins).
 pub async fn admin_retire(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     Path(kid): Path<String>,
 ) -> Result<Json<KeyView>, Error> {
     svc.admin_set_state(&caller, &kid, KeyState::Retired)
@@ -115,7 +115,7 @@ pub async fn admin_retire(
 /// `POST /v1/keys/{kid}/revoke` (admins).
 pub async fn admin_revoke(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     Path(kid): Path<String>,
 ) -> Result<Json<KeyView>, Error> {
     svc.admin_set_state(&caller, &kid, KeyState::Revoked)
@@ -126,7 +126,7 @@ pub async fn admin_revoke(
 /// `POST /v1/revocations` (admins): revoke a token by jti.
 pub async fn admin_revoke_token(
     State(svc): Svc,
-    caller: Caller,
+    caller: Principal,
     ApiJson(request): ApiJson<RevokeTokenRequest>,
 ) -> Result<Json<RevokedToken>, Error> {
     svc.admin_revoke_token(&caller, request).await.map(Json)

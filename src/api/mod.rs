@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 
 pub use transport::{SocketFile, bind_unix};
 
-use crate::error::Error;
-use crate::policy::{self, Caller};
+use crate::identity::Principal;
+use crate::policy::Action;
 use crate::service::Service;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -90,7 +90,7 @@ pub fn router(service: Arc<Service>) -> Router {
 /// with what they produced.
 async fn audit_refusals(
     State(service): State<Arc<Service>>,
-    caller: Caller,
+    caller: Principal,
     request: Request,
     next: Next,
 ) -> Response {
@@ -112,34 +112,36 @@ async fn audit_refusals(
     response
 }
 
-async fn require_admin(
+/// Refuses, before any body is read, a principal that `action` does not allow.
+async fn admit(
     State(service): State<Arc<Service>>,
-    caller: Caller,
+    principal: Principal,
+    action: Action<'static>,
     request: Request,
     next: Next,
 ) -> Response {
-    match caller {
-        Caller::Anonymous(_) => Error::Unauthenticated.into_response(),
-        _ if service.is_admin(&caller) => next.run(request).await,
-        _ => Error::NotAdmin.into_response(),
+    match service.policy().decide(&principal, action) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn require_known_caller(
-    State(service): State<Arc<Service>>,
-    caller: Caller,
+async fn require_admin(
+    state: State<Arc<Service>>,
+    principal: Principal,
     request: Request,
     next: Next,
 ) -> Response {
-    match caller {
-        Caller::Local(peer)
-            if policy::is_named_anywhere(service.config().issuers.values(), &peer) =>
-        {
-            next.run(request).await
-        }
-        Caller::Local(_) => Error::CallerUnknown.into_response(),
-        Caller::Anonymous(_) => Error::Unauthenticated.into_response(),
-    }
+    admit(state, principal, Action::Admin, request, next).await
+}
+
+async fn require_known_caller(
+    state: State<Arc<Service>>,
+    principal: Principal,
+    request: Request,
+    next: Next,
+) -> Response {
+    admit(state, principal, Action::UseSigningRoutes, request, next).await
 }
 
 /// Serves `service` on `listeners` until `shutdown` completes, then stops accepting and

@@ -1,6 +1,6 @@
 //! Listeners and the accept loop shared by both transports.
 //!
-//! Each transport turns an accepted connection into a stream and a [`Caller`]; the loop
+//! Each transport turns an accepted connection into a stream and a [`Principal`]; the loop
 //! caps concurrent connections with a semaphore, attaches the caller to every request
 //! on that connection, and on shutdown stops accepting and lets each connection finish
 //! its in-flight request.
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::policy::{Caller, PeerCredentials};
+use crate::identity::{PeerCredentials, Principal};
 
 /// A client must send its request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,13 +33,13 @@ pub(crate) trait Acceptor: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Waits for the next connection. `Ok(None)` drops a connection whose identity
     /// could not be established.
-    fn accept(&self) -> impl Future<Output = io::Result<Option<(Self::Io, Caller)>>> + Send;
+    fn accept(&self) -> impl Future<Output = io::Result<Option<(Self::Io, Principal)>>> + Send;
 }
 
 impl Acceptor for UnixListener {
     type Io = tokio::net::UnixStream;
 
-    async fn accept(&self) -> io::Result<Option<(Self::Io, Caller)>> {
+    async fn accept(&self) -> io::Result<Option<(Self::Io, Principal)>> {
         let (stream, _) = UnixListener::accept(self).await?;
         // Without the kernel's word on who connected, refuse the connection.
         match stream.peer_cred() {
@@ -49,7 +49,7 @@ impl Acceptor for UnixListener {
                     gid: cred.gid(),
                     pid: cred.pid(),
                 };
-                Ok(Some((stream, Caller::Local(peer))))
+                Ok(Some((stream, Principal::Local(peer))))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read peer credentials; closing connection");
@@ -62,9 +62,9 @@ impl Acceptor for UnixListener {
 impl Acceptor for TcpListener {
     type Io = tokio::net::TcpStream;
 
-    async fn accept(&self) -> io::Result<Option<(Self::Io, Caller)>> {
+    async fn accept(&self) -> io::Result<Option<(Self::Io, Principal)>> {
         let (stream, addr) = TcpListener::accept(self).await?;
-        Ok(Some((stream, Caller::Anonymous(Some(addr)))))
+        Ok(Some((stream, Principal::Anonymous(Some(addr)))))
     }
 }
 

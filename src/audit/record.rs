@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::policy::Caller;
+use crate::identity::Principal;
 
 /// `prev` of the first record of a log.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -83,6 +83,20 @@ pub enum CallerRecord {
         #[serde(skip_serializing_if = "Option::is_none")]
         pid: Option<i32>,
     },
+    /// A remote peer that presented a verified client certificate.
+    Tls {
+        /// Its address, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+        /// The certificate's SPIFFE ID, if it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        spiffe_id: Option<String>,
+        /// The certificate's DNS names.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dns: Vec<String>,
+        /// Lowercase hex SHA-256 of the certificate's DER.
+        cert_sha256: String,
+    },
     /// An unauthenticated TCP peer.
     Tcp {
         /// Its address, when known.
@@ -105,15 +119,21 @@ impl CallerRecord {
     }
 }
 
-impl From<&Caller> for CallerRecord {
-    fn from(caller: &Caller) -> Self {
+impl From<&Principal> for CallerRecord {
+    fn from(caller: &Principal) -> Self {
         match caller {
-            Caller::Local(p) => CallerRecord::Unix {
+            Principal::Local(p) => CallerRecord::Unix {
                 uid: p.uid,
                 gid: p.gid,
                 pid: p.pid,
             },
-            Caller::Anonymous(addr) => CallerRecord::Tcp {
+            Principal::Remote { addr, certificate } => CallerRecord::Tls {
+                addr: addr.map(|a| a.to_string()),
+                spiffe_id: certificate.spiffe_id.clone(),
+                dns: certificate.dns_names.clone(),
+                cert_sha256: crate::service::hex(&certificate.sha256),
+            },
+            Principal::Anonymous(addr) => CallerRecord::Tcp {
                 addr: addr.map(|a| a.to_string()),
             },
         }

@@ -11,6 +11,9 @@ use signetd::{Service, api};
 pub async fn serve(config_path: &Path) -> Result<(), String> {
     survive_file_size_limit()?;
     let (config, hsm) = super::open(config_path).await?;
+    for deprecation in &config.deprecations {
+        tracing::warn!(config = %config_path.display(), "{deprecation}");
+    }
     let socket = config.listen.socket.clone();
     let (unix, socket_file) = api::bind_unix(&socket, config.listen.socket_mode)
         .map_err(|e| format!("listen.socket: {e}"))?;

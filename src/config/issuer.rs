@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, field_error};
 use crate::algorithm::Algorithm;
+use crate::identity::CallerSelector;
 use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
 
 /// `[issuers.NAME]`: one token issuer's policy.
@@ -29,12 +30,15 @@ pub struct IssuerConfig {
     /// Largest serialized size of the custom claims, in bytes (default 4096).
     #[serde(default = "default_max_claims_bytes")]
     pub max_claims_bytes: usize,
-    /// Peer uids (from `SO_PEERCRED`) allowed to use this issuer.
+    /// Who may use this issuer ([`CallerSelector`]s such as `"uid:1000"`).
     #[serde(default)]
-    pub allowed_uids: Vec<u32>,
-    /// Peer primary gids allowed to use this issuer.
-    #[serde(default)]
-    pub allowed_gids: Vec<u32>,
+    pub callers: Vec<CallerSelector>,
+    /// The form before `callers`: folded into it when the config is loaded.
+    #[serde(default, rename = "allowed_uids")]
+    pub(super) legacy_uids: Vec<u32>,
+    /// The form before `callers`: folded into it when the config is loaded.
+    #[serde(default, rename = "allowed_gids")]
+    pub(super) legacy_gids: Vec<u32>,
     /// Makes this a raw-signing issuer (default false): its callers may use
     /// `POST /v1/sign`, it never mints JWTs, and its keys are kept out of the JWKS.
     /// Raw signatures and JWTs never share a key: a raw signature over a JWT the caller
@@ -127,10 +131,10 @@ impl IssuerConfig {
                 "must be between 64 and 65536",
             ));
         }
-        if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
+        if self.callers.is_empty() {
             return Err(field_error(
-                field("allowed_uids"),
-                "no caller is allowed: list the uids or gids that may use this issuer",
+                field("callers"),
+                "no caller is allowed: list who may use this issuer, e.g. callers = [\"uid:1000\", \"gid:50\"]",
             ));
         }
         Ok(())

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::hsm::HsmSettings;
+use crate::identity::CallerSelector;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -44,6 +45,10 @@ pub struct Config {
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// What the file says in a form that still works but is deprecated, one line each,
+    /// for the daemon to log at start.
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 /// `[listen]`: the Unix socket for issuers and the HTTP listener for public endpoints.
@@ -96,18 +101,21 @@ fn default_key_certificate_days() -> u32 {
     1825
 }
 
-/// `[admin]`: callers (by peer uid or primary gid on the Unix socket) allowed to
-/// generate, rotate, retire and revoke keys and revoke tokens over the API. Empty (the
-/// default) means nobody: lifecycle calls then go through the CLI only.
+/// `[admin]`: callers allowed to generate, rotate, retire and revoke keys and revoke
+/// tokens over the API. Empty (the default) means nobody: lifecycle calls then go
+/// through the CLI only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Admin uids.
+    /// Who is an admin ([`CallerSelector`]s such as `"uid:0"`).
     #[serde(default)]
-    pub allowed_uids: Vec<u32>,
-    /// Admin primary gids.
-    #[serde(default)]
-    pub allowed_gids: Vec<u32>,
+    pub callers: Vec<CallerSelector>,
+    /// The form before `callers`: folded into it when the config is loaded.
+    #[serde(default, rename = "allowed_uids")]
+    legacy_uids: Vec<u32>,
+    /// The form before `callers`: folded into it when the config is loaded.
+    #[serde(default, rename = "allowed_gids")]
+    legacy_gids: Vec<u32>,
 }
 
 /// `[lifecycle]`: when rotated keys start signing and retired keys leave the JWKS.
@@ -196,13 +204,16 @@ fn default_writer_nice() -> i32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
-    /// Callers (uid, on the Unix socket) allowed to consume tokens with `single_use`;
-    /// anyone may verify without it. Default: nobody.
+    /// Who may consume tokens with `single_use` ([`CallerSelector`]s); anyone may
+    /// verify without it. Default: nobody.
     #[serde(default)]
-    pub single_use_uids: Vec<u32>,
-    /// Callers (primary gid) allowed to consume tokens with `single_use`.
-    #[serde(default)]
-    pub single_use_gids: Vec<u32>,
+    pub single_use_callers: Vec<CallerSelector>,
+    /// The form before `single_use_callers`: folded into it when the config is loaded.
+    #[serde(default, rename = "single_use_uids")]
+    legacy_uids: Vec<u32>,
+    /// The form before `single_use_callers`: folded into it when the config is loaded.
+    #[serde(default, rename = "single_use_gids")]
+    legacy_gids: Vec<u32>,
     /// Most unexpired single-use jtis remembered (default 1,000,000); when full,
     /// single-use verification is refused rather than forgetting one.
     #[serde(default = "default_replay_capacity")]
@@ -212,8 +223,9 @@ pub struct VerifyConfig {
 impl Default for VerifyConfig {
     fn default() -> Self {
         VerifyConfig {
-            single_use_uids: Vec::new(),
-            single_use_gids: Vec::new(),
+            single_use_callers: Vec::new(),
+            legacy_uids: Vec::new(),
+            legacy_gids: Vec::new(),
             replay_capacity: default_replay_capacity(),
         }
     }
@@ -288,7 +300,8 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.fold_legacy_callers();
         config.validate()?;
         Ok(config)
     }
@@ -393,6 +406,41 @@ impl Config {
         Ok(())
     }
 
+    /// Folds the uid/gid lists of earlier versions into the `callers` lists, noting each
+    /// table that used them with the line that replaces them.
+    fn fold_legacy_callers(&mut self) {
+        let mut notes = Vec::new();
+        let admin = &mut self.admin;
+        fold(
+            "admin",
+            "callers",
+            ("allowed_uids", &mut admin.legacy_uids),
+            ("allowed_gids", &mut admin.legacy_gids),
+            &mut admin.callers,
+            &mut notes,
+        );
+        let verify = &mut self.verify;
+        fold(
+            "verify",
+            "single_use_callers",
+            ("single_use_uids", &mut verify.legacy_uids),
+            ("single_use_gids", &mut verify.legacy_gids),
+            &mut verify.single_use_callers,
+            &mut notes,
+        );
+        for (name, issuer) in &mut self.issuers {
+            fold(
+                &format!("issuers.{name}"),
+                "callers",
+                ("allowed_uids", &mut issuer.legacy_uids),
+                ("allowed_gids", &mut issuer.legacy_gids),
+                &mut issuer.callers,
+                &mut notes,
+            );
+        }
+        self.deprecations = notes;
+    }
+
     /// The issuer named `name`, if configured.
     pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
         self.issuers.get(name)
@@ -409,6 +457,38 @@ impl Config {
             timeout: Duration::from_millis(p.timeout_ms),
         })
     }
+}
+
+/// Moves one table's legacy uid and gid lists into its selector list `key`, and notes
+/// the replacement line if there were any.
+fn fold(
+    table: &str,
+    key: &str,
+    (uids_key, uids): (&str, &mut Vec<u32>),
+    (gids_key, gids): (&str, &mut Vec<u32>),
+    callers: &mut Vec<CallerSelector>,
+    notes: &mut Vec<String>,
+) {
+    if uids.is_empty() && gids.is_empty() {
+        return;
+    }
+    let legacy = uids
+        .drain(..)
+        .map(CallerSelector::Uid)
+        .chain(gids.drain(..).map(CallerSelector::Gid));
+    for selector in legacy {
+        if !callers.contains(&selector) {
+            callers.push(selector);
+        }
+    }
+    let list = callers
+        .iter()
+        .map(|c| format!("{:?}", c.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    notes.push(format!(
+        "[{table}] {uids_key}/{gids_key} are deprecated and will be removed: write {key} = [{list}]"
+    ));
 }
 
 mod issuer;

@@ -13,7 +13,7 @@ pin_env = "SIGNETD_TEST_UNUSED_PIN"
 [issuers.demo]
 iss = "https://issuer.example"
 audiences = ["api"]
-allowed_uids = [1000]
+callers = ["uid:1000"]
 "#;
 
 fn err(text: &str) -> String {
@@ -41,8 +41,8 @@ fn defaults_are_safe() {
 
 #[test]
 fn unknown_fields_are_refused_with_their_name() {
-    let e = err(&BASE.replace("allowed_uids", "allowed_uid"));
-    assert!(e.contains("allowed_uid"), "{e}");
+    let e = err(&BASE.replace("callers", "caller"));
+    assert!(e.contains("caller"), "{e}");
     let e = err(&format!("{BASE}\n[listen]\nsockett = \"/x\"\n"));
     assert!(e.contains("sockett"), "{e}");
 }
@@ -50,8 +50,8 @@ fn unknown_fields_are_refused_with_their_name() {
 #[test]
 fn bad_values_name_the_field() {
     let e = err(&BASE.replace(
-        "allowed_uids = [1000]",
-        "allowed_uids = [1000]\nmax_ttl_seconds = 7200",
+        "callers = [\"uid:1000\"]",
+        "callers = [\"uid:1000\"]\nmax_ttl_seconds = 7200",
     ));
     assert!(
         e.contains("issuers.demo.max_ttl_seconds") && e.contains("3600"),
@@ -60,8 +60,8 @@ fn bad_values_name_the_field() {
     let e = err(&BASE.replace("audiences = [\"api\"]", "audiences = []"));
     assert!(e.contains("issuers.demo.audiences"), "{e}");
     let e = err(&BASE.replace(
-        "allowed_uids = [1000]",
-        "required_claims = [\"exp\"]\nallowed_uids = [1]",
+        "callers = [\"uid:1000\"]",
+        "required_claims = [\"exp\"]\ncallers = [\"uid:1\"]",
     ));
     assert!(
         e.contains("issuers.demo.required_claims") && e.contains("exp"),
@@ -77,10 +77,10 @@ fn bad_values_name_the_field() {
         "token_uri = \"pkcs11:token=t?pin-value=9\"",
     ));
     assert!(e.contains("pkcs11.token_uri") && !e.contains('9'), "{e}");
-    let e = err(&BASE.replace("allowed_uids = [1000]", "allowed_uids = []"));
+    let e = err(&BASE.replace("callers = [\"uid:1000\"]", "callers = []"));
     assert!(e.contains("no caller is allowed"), "{e}");
     let e = err(&format!(
-        "{BASE}\n[issuers.twin]\niss = \"https://issuer.example\"\naudiences = [\"a\"]\nallowed_uids = [1]\n"
+        "{BASE}\n[issuers.twin]\niss = \"https://issuer.example\"\naudiences = [\"a\"]\ncallers = [\"uid:1\"]\n"
     ));
     assert!(e.contains("issuers.twin.iss") && e.contains("demo"), "{e}");
     let e = err(&BASE.replace("[issuers.demo]", "[issuers.Demo]"));

@@ -8,9 +8,10 @@ use super::record::key_event;
 use super::{KeyView, Service, unix_now};
 use crate::audit::{Entry, Event};
 use crate::error::Error;
+use crate::identity::Principal;
 use crate::keys::revocation::{self, RevokedToken};
 use crate::keys::{KeyState, KeyStoreError, store};
-use crate::policy::Caller;
+use crate::policy::Action;
 use crate::token::HARD_MAX_TTL_SECONDS;
 
 /// The body of `POST /v1/keys`.
@@ -43,18 +44,8 @@ impl From<KeyStoreError> for Error {
 }
 
 impl Service {
-    /// Whether `caller` is an admin.
-    pub fn is_admin(&self, caller: &Caller) -> bool {
-        let admin = &self.config().admin;
-        matches!(caller, Caller::Local(p) if admin.allowed_uids.contains(&p.uid) || admin.allowed_gids.contains(&p.gid))
-    }
-
-    fn require_admin(&self, caller: &Caller) -> Result<(), Error> {
-        match caller {
-            Caller::Anonymous(_) => Err(Error::Unauthenticated),
-            _ if self.is_admin(caller) => Ok(()),
-            _ => Err(Error::NotAdmin),
-        }
+    fn require_admin(&self, caller: &Principal) -> Result<(), Error> {
+        self.policy().decide(caller, Action::Admin)
     }
 
     async fn view(&self, kid: &str) -> Result<KeyView, Error> {
@@ -63,20 +54,20 @@ impl Service {
     }
 
     /// Generates an issuer's first key (`POST /v1/keys`).
-    pub async fn admin_generate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
+    pub async fn admin_generate(&self, caller: &Principal, issuer: &str) -> Result<KeyView, Error> {
         self.admin_new_key(caller, issuer, false).await
     }
 
     /// Generates the issuer's next key as pending (`POST /v1/issuers/{name}/rotate`); the
     /// lifecycle activates it after the pre-publication delay.
-    pub async fn admin_rotate(&self, caller: &Caller, issuer: &str) -> Result<KeyView, Error> {
+    pub async fn admin_rotate(&self, caller: &Principal, issuer: &str) -> Result<KeyView, Error> {
         self.admin_new_key(caller, issuer, true).await
     }
 
     /// An issuer's first key, or (`rotate`) its next, pending key.
     async fn admin_new_key(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         issuer: &str,
         rotate: bool,
     ) -> Result<KeyView, Error> {
@@ -105,7 +96,7 @@ impl Service {
     /// Retires (`POST /v1/keys/{kid}/retire`) or revokes (`.../revoke`) a key.
     pub async fn admin_set_state(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         kid: &str,
         to: KeyState,
     ) -> Result<KeyView, Error> {
@@ -125,7 +116,7 @@ impl Service {
     /// Revokes a token by `jti` (`POST /v1/revocations`).
     pub async fn admin_revoke_token(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         request: RevokeTokenRequest,
     ) -> Result<RevokedToken, Error> {
         self.require_admin(caller)?;

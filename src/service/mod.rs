@@ -1,7 +1,7 @@
 //! The facade a handler calls: validate, authorize, sign, audit.
 //!
 //! Handlers know HTTP; the HSM layer knows PKCS#11; this module knows what a request
-//! means. Every method takes the [`Caller`] the transport established. [`verify`] is the
+//! means. Every method takes the [`Principal`] the transport established. [`verify`] is the
 //! verifier for gateways; [`admin`] the lifecycle API; [`record`] what goes into the
 //! audit log.
 
@@ -22,8 +22,9 @@ use crate::audit::{AuditLog, Entry, Event};
 use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes, SignInput};
+use crate::identity::Principal;
 use crate::keys::{self, Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
-use crate::policy::{self, Action, Caller};
+use crate::policy::{Action, Policy};
 use crate::token::replay::ReplayStore;
 use crate::token::{self, MintRequest, jws};
 
@@ -144,6 +145,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The daemon's request-level logic over one token and one config.
 pub struct Service {
     config: Config,
+    /// Who may do what, from `config`.
+    policy: Policy,
     hsm: Arc<Hsm>,
     keys: RwLock<Arc<KeyRegistry>>,
     /// The inventory problems last reported, so reloads log only new ones.
@@ -233,6 +236,7 @@ impl Service {
             problems: Mutex::new(problems),
             replay: ReplayStore::new(config.verify.replay_capacity, unix_now()),
             lifecycle: tokio::sync::Mutex::new(()),
+            policy: Policy::new(&config),
             config,
             hsm,
         })
@@ -272,6 +276,11 @@ impl Service {
         &self.hsm
     }
 
+    /// Who may do what.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The config the service runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -291,9 +300,13 @@ impl Service {
     }
 
     /// Mints a JWT for `caller` under the issuer's policy.
-    pub async fn mint(&self, caller: &Caller, request: MintRequest) -> Result<MintedToken, Error> {
+    pub async fn mint(
+        &self,
+        caller: &Principal,
+        request: MintRequest,
+    ) -> Result<MintedToken, Error> {
         let issuer = self.issuer(&request.issuer)?;
-        policy::authorize(&request.issuer, issuer, caller, Action::Mint)?;
+        self.policy.decide(caller, Action::Mint(&request.issuer))?;
         let claims = token::claims::build(issuer, &request, unix_now())?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Jwt {
@@ -335,9 +348,14 @@ impl Service {
 
     /// Signs a digest or message with the issuer's active key, if the issuer allows raw
     /// signatures and names the caller.
-    pub async fn sign(&self, caller: &Caller, request: SignRequest) -> Result<SignedData, Error> {
-        let issuer = self.issuer(&request.issuer)?;
-        policy::authorize(&request.issuer, issuer, caller, Action::RawSign)?;
+    pub async fn sign(
+        &self,
+        caller: &Principal,
+        request: SignRequest,
+    ) -> Result<SignedData, Error> {
+        self.issuer(&request.issuer)?;
+        self.policy
+            .decide(caller, Action::RawSign(&request.issuer))?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Raw {
             // A JWT key never signs caller-chosen bytes, whatever the config says now.

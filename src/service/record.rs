@@ -8,8 +8,8 @@
 use super::Service;
 use crate::audit::{AUDIT_ISSUER, AuditLog, CallerRecord, Entry, Event, Expected};
 use crate::error::Error;
+use crate::identity::Principal;
 use crate::keys::{KeyRegistry, KeyState};
-use crate::policy::Caller;
 
 /// The audit event for a key entering `state`.
 pub fn key_event(state: KeyState) -> Event {
@@ -65,7 +65,13 @@ impl Service {
 
     /// Records a refused request: `request` is its method and path, `code` and
     /// `message` what the client got.
-    pub async fn note_refusal(&self, caller: &Caller, request: String, code: &str, message: &str) {
+    pub async fn note_refusal(
+        &self,
+        caller: &Principal,
+        request: String,
+        code: &str,
+        message: &str,
+    ) {
         let mut entry = Entry::new(Event::Refused)
             .caller(caller)
             .refused(code, message);

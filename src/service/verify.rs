@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use super::{Service, hex, unix_now};
 use crate::audit::{Entry, Event};
 use crate::error::Error;
+use crate::identity::Principal;
 use crate::keys::{JwkSet, KeyPurpose, KeyState};
-use crate::policy::Caller;
+use crate::policy::Action;
 use crate::token::jws::{Header, unb64};
 use crate::token::replay::ReplayRefusal;
 use crate::token::verify::{self, Expected, VerifyError};
@@ -62,7 +63,11 @@ impl Service {
     ///
     /// A single-use verification is audited whatever its outcome, and succeeds only once
     /// its record is durable.
-    pub async fn verify(&self, caller: &Caller, request: VerifyRequest) -> Result<Verified, Error> {
+    pub async fn verify(
+        &self,
+        caller: &Principal,
+        request: VerifyRequest,
+    ) -> Result<Verified, Error> {
         if !request.single_use {
             return self.check(caller, &request).await;
         }
@@ -91,11 +96,9 @@ impl Service {
         }
     }
 
-    async fn check(&self, caller: &Caller, request: &VerifyRequest) -> Result<Verified, Error> {
-        if request.single_use && !self.may_consume(caller) {
-            return Err(Error::CallerNotAllowed(
-                "single-use verification".to_string(),
-            ));
+    async fn check(&self, caller: &Principal, request: &VerifyRequest) -> Result<Verified, Error> {
+        if request.single_use {
+            self.policy().decide(caller, Action::SingleUseVerify)?;
         }
         let registry = self.registry();
         let kid = kid_of(&request.token)?;
@@ -152,10 +155,5 @@ impl Service {
             kid,
             issuer: key.issuer.clone(),
         })
-    }
-
-    fn may_consume(&self, caller: &Caller) -> bool {
-        let verify = &self.config().verify;
-        matches!(caller, Caller::Local(p) if verify.single_use_uids.contains(&p.uid) || verify.single_use_gids.contains(&p.gid))
     }
 }

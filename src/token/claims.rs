@@ -161,7 +161,7 @@ audiences = ["api", "web"]
 required_claims = ["nonce"]
 forbidden_claims = ["admin"]
 max_claims_bytes = 100
-allowed_uids = [1]
+callers = ["uid:1"]
 "#;
         Config::parse(text).unwrap().issuers.remove("demo").unwrap()
     }
