@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::attest::{self, AttestationCa, signed};
 use crate::hsm::{Hsm, TokenIdentity};
-use crate::token::jws::{b64, unb64};
+use crate::util::{b64, unb64};
 
 /// The `typ` of a transcript's protected header.
 pub const TRANSCRIPT_TYP: &str = "signetd-transcript+json";

@@ -6,6 +6,8 @@
 //! PKCS#11 call failed, and why) stay in [`Error::Hsm`]'s source and go to the log only.
 
 use crate::hsm::HsmError;
+use crate::signer::SignError;
+use crate::store::StoreError;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,12 @@ pub enum Error {
     /// The token or its module failed; details are logged, not returned.
     #[error("the key store is unavailable")]
     Hsm(#[from] HsmError),
+    /// The signer could not sign; details are logged, not returned.
+    #[error("the key store is unavailable")]
+    Signer(#[from] SignError),
+    /// The state store failed; details are logged, not returned.
+    #[error("the state store is unavailable")]
+    Store(#[from] StoreError),
     /// A bug or an impossible state; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -135,6 +143,9 @@ impl Error {
             Error::AuditUnavailable => "audit_unavailable",
             Error::Hsm(HsmError::Timeout(_)) => "hsm_timeout",
             Error::Hsm(_) => "hsm_unavailable",
+            Error::Signer(SignError::Timeout(_)) => "hsm_timeout",
+            Error::Signer(_) => "hsm_unavailable",
+            Error::Store(_) => "store_unavailable",
             Error::Internal(_) => "internal",
         }
     }

@@ -67,7 +67,10 @@ pub mod keys;
 pub mod lifecycle;
 pub mod policy;
 pub mod service;
+pub mod signer;
+pub mod store;
 pub mod token;
+pub mod util;
 
 pub use algorithm::Algorithm;
 pub use config::Config;

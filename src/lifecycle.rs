@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::CallerRecord;
 use crate::error::Error;
-use crate::keys::{KeyState, revocation, store};
+use crate::keys::{KeyState, store};
 use crate::service::record::key_event;
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::service::{Service, unix_now};
@@ -63,7 +63,11 @@ pub async fn tick(service: &Service, now: u64) -> Result<Vec<String>, Error> {
             tracing::error!(issuer = %name, error = %e, code = e.code(), "lifecycle step failed; retrying next tick");
         }
     }
-    match revocation::prune(service.hsm(), now.saturating_sub(LEEWAY_SECONDS)).await {
+    match service
+        .revocation_store()
+        .prune(now.saturating_sub(LEEWAY_SECONDS))
+        .await
+    {
         Ok(0) => {}
         Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
         Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),

@@ -42,9 +42,11 @@ pub fn status(error: &Error) -> StatusCode {
         Error::InvalidToken(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotAdmin => StatusCode::FORBIDDEN,
         Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::NoActiveKey(_) | Error::Hsm(_) | Error::AuditUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Error::NoActiveKey(_)
+        | Error::Hsm(_)
+        | Error::Signer(_)
+        | Error::Store(_)
+        | Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -56,6 +58,12 @@ impl IntoResponse for Error {
         match &self {
             Error::Hsm(detail) => {
                 tracing::error!(code = self.code(), error = %detail, "token operation failed")
+            }
+            Error::Signer(detail) => {
+                tracing::error!(code = self.code(), error = %detail, "signing failed")
+            }
+            Error::Store(detail) => {
+                tracing::error!(code = self.code(), error = %detail, "state store failed")
             }
             Error::Internal(detail) => {
                 tracing::error!(code = self.code(), error = %detail, "internal error")

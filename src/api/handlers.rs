@@ -11,11 +11,11 @@ use serde_json::json;
 use super::body::ApiJson;
 use crate::error::Error;
 use crate::identity::Principal;
-use crate::keys::revocation::RevokedToken;
 use crate::keys::{KeyState, Published};
 use crate::service::admin::{GenerateRequest, RevokeTokenRequest};
 use crate::service::verify::{Verified, VerifyRequest};
 use crate::service::{KeyView, MintedToken, Service, SignRequest, SignedData};
+use crate::store::RevokedToken;
 use crate::token::MintRequest;
 
 type Svc = State<Arc<Service>>;

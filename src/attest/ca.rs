@@ -16,7 +16,8 @@ use super::extension::KeyAttestation;
 use super::profile::{self, CaSigner, KeySubject};
 use super::verify;
 use crate::algorithm::Algorithm;
-use crate::hsm::{Hsm, HsmError, KeyObjects, KeyPairInfo, ObjectRef};
+use crate::hsm::{Hsm, HsmError, KeyPairInfo, ObjectRef};
+use crate::signer::SignError;
 
 /// `CKA_ID` of the CA key pair and its certificate objects.
 pub const CA_ID: &[u8] = b"signetd-attestation-ca";
@@ -35,6 +36,9 @@ pub enum AttestError {
     /// The token failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    /// The CA key could not sign.
+    #[error(transparent)]
+    Sign(#[from] SignError),
     /// There is no attestation CA yet.
     #[error(
         "the token has no attestation CA: run scripts/ceremony/root.sh (or `signetd attest init-ca`)"
@@ -124,7 +128,7 @@ pub async fn load(hsm: &Hsm) -> Result<CaState, AttestError> {
     let signer = CaSigner {
         name: cert.tbs_certificate.subject.clone(),
         key_id: profile::key_identifier(&cert.tbs_certificate.subject_public_key_info),
-        objects: pair.objects,
+        kid: ca_kid(),
     };
     let mut chain = vec![own.value];
     chain.extend(above.into_iter().map(|c| c.value));
@@ -159,7 +163,7 @@ pub async fn create_key(hsm: &Hsm) -> Result<KeyPairInfo, AttestError> {
         .generate_key_pair(Algorithm::Es256, CA_ID.to_vec(), CA_KEY_LABEL.to_string())
         .await?;
     if !pair.attributes.is_hardware_bound() {
-        hsm.destroy_key_pair(pair.objects).await?;
+        hsm.destroy_key_pair(pair.id).await?;
         return Err(AttestError::NotHardwareBound {
             kid: "attestation CA".to_string(),
             attributes: pair.attributes,
@@ -171,7 +175,7 @@ pub async fn create_key(hsm: &Hsm) -> Result<KeyPairInfo, AttestError> {
 /// Destroys a CA key that was never certified (undoing an interrupted root ceremony).
 pub async fn destroy_uncertified(hsm: &Hsm) -> Result<(), AttestError> {
     match load(hsm).await? {
-        CaState::KeyOnly(pair) => Ok(hsm.destroy_key_pair(pair.objects).await?),
+        CaState::KeyOnly(pair) => Ok(hsm.destroy_key_pair(pair.id).await?),
         CaState::Missing => Err(AttestError::NoCa),
         CaState::Ready(_) => Err(AttestError::CaExists(
             "; a certified CA is never destroyed by signetd".to_string(),
@@ -187,14 +191,14 @@ pub async fn self_sign(
     days: u32,
 ) -> Result<AttestationCa, AttestError> {
     let name = profile::name(&[("CN", subject), ("O", "signetd")]);
-    let cert = profile::self_signed_ca(hsm, pair.objects, &pair.public_key, name, days).await?;
+    let cert = profile::self_signed_ca(hsm, &ca_kid(), &pair.public_key, name, days).await?;
     store_chain(hsm, pair, vec![cert]).await
 }
 
 /// A PKCS#10 request (DER) for the CA key, for the operator's own CA.
 pub async fn request(hsm: &Hsm, pair: &KeyPairInfo, subject: &str) -> Result<Vec<u8>, AttestError> {
     let name = profile::name(&[("CN", subject), ("O", "signetd")]);
-    Ok(profile::ca_request(hsm, pair.objects, &pair.public_key, name).await?)
+    Ok(profile::ca_request(hsm, &ca_kid(), &pair.public_key, name).await?)
 }
 
 /// Imports the chain the operator's CA returned: the CA's certificate first, then the
@@ -316,7 +320,12 @@ pub async fn attest_key(
     Ok((cert, object))
 }
 
-/// The CA's key objects, for signing transcripts.
-pub fn signing_key(ca: &AttestationCa) -> KeyObjects {
-    ca.signer.objects
+/// The CA key's id, for signing transcripts through the signer port.
+pub fn signing_key(ca: &AttestationCa) -> &str {
+    &ca.signer.kid
+}
+
+/// [`CA_ID`] as the key id the signer port takes.
+fn ca_kid() -> String {
+    String::from_utf8_lossy(CA_ID).into_owned()
 }

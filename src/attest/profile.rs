@@ -22,7 +22,7 @@ use x509_cert::time::{Time, Validity};
 use super::certificate::{Certificate, Extension, Oid, TbsCertificate};
 use super::extension::{self, ID_ED25519, KeyAttestation, PRIME256V1};
 use crate::algorithm::Algorithm;
-use crate::hsm::{Hsm, KeyObjects, SignInput};
+use crate::signer::{SignError, SignInput, Signer};
 
 /// id-ecPublicKey.
 pub const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -37,8 +37,8 @@ pub struct CaSigner {
     pub name: Name,
     /// The CA's subject key identifier.
     pub key_id: Vec<u8>,
-    /// The CA key pair in the token.
-    pub objects: KeyObjects,
+    /// The key id (`CKA_ID`) of the CA key pair in the token.
+    pub kid: String,
 }
 
 /// The SubjectPublicKeyInfo of a public key as the token returns it.
@@ -131,16 +131,15 @@ pub fn name(attributes: &[(&str, &str)]) -> Name {
 
 /// Signs a TBS structure with the CA key and assembles the certificate (DER).
 async fn sign_tbs(
-    hsm: &Hsm,
-    ca: KeyObjects,
+    signer: &dyn Signer,
+    ca: &str,
     tbs: TbsCertificate,
-) -> Result<Vec<u8>, crate::hsm::HsmError> {
+) -> Result<Vec<u8>, SignError> {
     let tbs_der = tbs.to_der().expect("a TBS certificate encodes");
-    let raw = hsm
+    let raw = signer
         .sign(ca, Algorithm::Es256, SignInput::Message(tbs_der))
         .await?;
-    let signature = p256::ecdsa::Signature::from_slice(&raw)
-        .map_err(|e| crate::hsm::HsmError::Malformed(format!("CA signature: {e}")))?;
+    let signature = ecdsa_signature(&raw)?;
     let certificate = Certificate {
         tbs_certificate: tbs,
         signature_algorithm: ecdsa_sha256(),
@@ -151,12 +150,12 @@ async fn sign_tbs(
 
 /// The self-signed certificate of the attestation CA.
 pub async fn self_signed_ca(
-    hsm: &Hsm,
-    objects: KeyObjects,
+    signer: &dyn Signer,
+    kid: &str,
     public_key: &[u8],
     subject: Name,
     days: u32,
-) -> Result<Vec<u8>, crate::hsm::HsmError> {
+) -> Result<Vec<u8>, SignError> {
     let spki = spki(Algorithm::Es256, public_key);
     let key_id = key_identifier(&spki);
     let tbs = TbsCertificate {
@@ -171,7 +170,7 @@ pub async fn self_signed_ca(
         subject_unique_id: None,
         extensions: Some(ca_extensions(&key_id)),
     };
-    sign_tbs(hsm, objects, tbs).await
+    sign_tbs(signer, kid, tbs).await
 }
 
 fn ca_extensions(key_id: &[u8]) -> Vec<Extension> {
@@ -200,11 +199,11 @@ fn ca_extensions(key_id: &[u8]) -> Vec<Extension> {
 /// A PKCS#10 request for the attestation CA key, signed by it, asking for the CA
 /// extensions signetd needs (an operator's CA may add its own).
 pub async fn ca_request(
-    hsm: &Hsm,
-    objects: KeyObjects,
+    signer: &dyn Signer,
+    kid: &str,
     public_key: &[u8],
     subject: Name,
-) -> Result<Vec<u8>, crate::hsm::HsmError> {
+) -> Result<Vec<u8>, SignError> {
     let spki = spki(Algorithm::Es256, public_key);
     let key_id = key_identifier(&spki);
     let requested = ca_extensions(&key_id).to_der().expect("extensions encode");
@@ -226,11 +225,10 @@ pub async fn ca_request(
         attributes,
     };
     let info_der = info.to_der().expect("a request encodes");
-    let raw = hsm
-        .sign(objects, Algorithm::Es256, SignInput::Message(info_der))
+    let raw = signer
+        .sign(kid, Algorithm::Es256, SignInput::Message(info_der))
         .await?;
-    let signature = p256::ecdsa::Signature::from_slice(&raw)
-        .map_err(|e| crate::hsm::HsmError::Malformed(format!("CA signature: {e}")))?;
+    let signature = ecdsa_signature(&raw)?;
     let request = CertReq {
         info,
         algorithm: ecdsa_sha256(),
@@ -255,11 +253,11 @@ pub struct KeySubject<'a> {
 
 /// Issues a key's attestation certificate, signed by the CA.
 pub async fn key_certificate(
-    hsm: &Hsm,
+    signer: &dyn Signer,
     ca: &CaSigner,
     key: &KeySubject<'_>,
     days: u32,
-) -> Result<Vec<u8>, crate::hsm::HsmError> {
+) -> Result<Vec<u8>, SignError> {
     let spki = spki(key.algorithm, key.public_key);
     let key_id = key_identifier(&spki);
     let extensions = vec![
@@ -308,7 +306,13 @@ pub async fn key_certificate(
         subject_unique_id: None,
         extensions: Some(extensions),
     };
-    sign_tbs(hsm, ca.objects, tbs).await
+    sign_tbs(signer, &ca.kid, tbs).await
+}
+
+/// The signer's raw `r‖s` as an ECDSA signature, for DER encoding.
+fn ecdsa_signature(raw: &[u8]) -> Result<p256::ecdsa::Signature, SignError> {
+    p256::ecdsa::Signature::from_slice(raw)
+        .map_err(|e| SignError::Unavailable(format!("the CA key made an invalid signature: {e}")))
 }
 
 /// SHA-256 of a DER certificate, the `x5t#S256` thumbprint.

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::certificate::Certificate;
 use crate::algorithm::Algorithm;
-use crate::hsm::{Hsm, KeyObjects, SignInput};
-use crate::token::jws::{b64, unb64};
+use crate::signer::{SignError, SignInput, Signer};
+use crate::util::{b64, unb64};
 
 /// A JWS's three parts, base64url: protected header, payload, signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,16 +46,17 @@ impl JwsParts {
     }
 }
 
-/// Signs `payload` with the ES256 key `objects`, whose certificate chain (its own
-/// certificate first) is `chain`. `extra` fields (such as `kid`) join the header.
+/// Signs `payload` with the ES256 key `kid`, whose certificate chain (its own
+/// certificate first) is `chain`. `extra` fields (such as the header's `kid`) join the
+/// header.
 pub async fn sign(
-    hsm: &Hsm,
-    objects: KeyObjects,
+    signer: &dyn Signer,
+    kid: &str,
     typ: &str,
     chain: &[Vec<u8>],
     extra: &[(&str, &str)],
     payload: &[u8],
-) -> Result<JwsParts, crate::hsm::HsmError> {
+) -> Result<JwsParts, SignError> {
     let x5c: Vec<String> = chain.iter().map(|c| STANDARD.encode(c)).collect();
     let mut header = json!({"alg": "ES256", "typ": typ, "x5c": x5c});
     for (name, value) in extra {
@@ -64,9 +65,9 @@ pub async fn sign(
     let protected = b64(serde_json::to_vec(&header).expect("a header serializes"));
     let payload = b64(payload);
     let input = format!("{protected}.{payload}");
-    let signature = hsm
+    let signature = signer
         .sign(
-            objects,
+            kid,
             Algorithm::Es256,
             SignInput::Message(input.into_bytes()),
         )

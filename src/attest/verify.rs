@@ -12,7 +12,7 @@ use super::certificate::{Certificate, Oid};
 use super::extension::{self, CKK_EC, CKK_EC_EDWARDS, ID_ED25519, KeyAttestation, PRIME256V1};
 use super::profile::{ECDSA_WITH_SHA256, ID_EC_PUBLIC_KEY};
 use crate::keys::Jwk;
-use crate::token::jws::b64;
+use crate::util::b64;
 
 /// One named check and its outcome.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -303,11 +303,11 @@ pub fn verify_key_attestation(
         let jwk_key = match (jwk.kty.as_str(), jwk.y.as_deref()) {
             ("EC", Some(y)) => [
                 vec![0x04],
-                crate::token::jws::unb64(&jwk.x).unwrap_or_default(),
-                crate::token::jws::unb64(y).unwrap_or_default(),
+                crate::util::unb64(&jwk.x).unwrap_or_default(),
+                crate::util::unb64(y).unwrap_or_default(),
             ]
             .concat(),
-            _ => crate::token::jws::unb64(&jwk.x).unwrap_or_default(),
+            _ => crate::util::unb64(&jwk.x).unwrap_or_default(),
         };
         let same_key = if cert_key == jwk_key.as_slice() {
             Ok("the certificate certifies the JWK's key".to_string())

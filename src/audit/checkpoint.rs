@@ -11,7 +11,7 @@ use super::AuditError;
 use super::record::{CHECKPOINT_TYP, CheckpointClaims};
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, signed};
-use crate::hsm::{Hsm, KeyObjects};
+use crate::hsm::Hsm;
 use crate::keys::{KeyPurpose, KeyState, store};
 
 /// The issuer name of the audit key. Config issuers may not use it.
@@ -21,7 +21,6 @@ pub const AUDIT_ISSUER: &str = "signetd-audit";
 #[derive(Clone, Debug)]
 struct AuditKey {
     kid: String,
-    objects: KeyObjects,
     chain: Vec<Vec<u8>>,
 }
 
@@ -95,7 +94,6 @@ impl CheckpointSigner {
         chain.extend(ca.chain);
         let key = AuditKey {
             kid: stored.kid.clone(),
-            objects: stored.objects,
             chain,
         };
         self.key = Some(key.clone());
@@ -111,8 +109,8 @@ impl CheckpointSigner {
         let key = self.resolve().await?;
         let payload = serde_json::to_vec(claims).expect("claims serialize");
         let jws = signed::sign(
-            &self.hsm,
-            key.objects,
+            &*self.hsm,
+            &key.kid,
             CHECKPOINT_TYP,
             &key.chain,
             &[("kid", &key.kid)],

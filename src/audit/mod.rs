@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod record;
 pub mod segment;
+mod sink;
 pub mod verify;
 mod writer;
 
@@ -24,6 +25,7 @@ use tokio::sync::oneshot;
 
 pub use checkpoint::AUDIT_ISSUER;
 pub use record::{CallerRecord, Entry, Event, Outcome};
+pub use sink::AuditSink;
 
 use crate::config::Config;
 use crate::hsm::Hsm;
@@ -138,7 +140,7 @@ impl AuditLog {
                 let segment = segment::Segment::create(&dir, 1)?;
                 (
                     segment,
-                    crate::service::hex(&id),
+                    crate::util::hex(&id),
                     0,
                     record::GENESIS_PREV.to_string(),
                 )

@@ -131,7 +131,7 @@ impl From<&Principal> for CallerRecord {
                 addr: addr.map(|a| a.to_string()),
                 spiffe_id: certificate.spiffe_id.clone(),
                 dns: certificate.dns_names.clone(),
-                cert_sha256: crate::service::hex(&certificate.sha256),
+                cert_sha256: crate::util::hex(&certificate.sha256),
             },
             Principal::Anonymous(addr) => CallerRecord::Tcp {
                 addr: addr.map(|a| a.to_string()),
@@ -319,7 +319,7 @@ impl Record {
 
 /// The chain hash of a line: lowercase hex SHA-256 of its bytes, newline excluded.
 pub fn line_hash(line: &[u8]) -> String {
-    crate::service::hex(&Sha256::digest(line))
+    crate::util::hex(&Sha256::digest(line))
 }
 
 /// The checkpoint JWS payload: the head of the chain, signed.

@@ -242,7 +242,7 @@ impl Chain<'_> {
             .ok_or("the checkpoint has no compact JWS")?;
         // Certificates are checked as of the time inside the signed payload (read here
         // unverified; a changed time fails the signature below).
-        let at = crate::token::jws::unb64(&jws.payload)
+        let at = crate::util::unb64(&jws.payload)
             .and_then(|p| serde_json::from_slice::<CheckpointClaims>(&p).ok())
             .and_then(|c| OffsetDateTime::parse(&c.time, &Rfc3339).ok())
             .map(SystemTime::from)

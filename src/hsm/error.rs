@@ -10,6 +10,8 @@ use std::time::Duration;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
 
+use crate::signer::SignError;
+
 /// What went wrong talking to the PKCS#11 module or token.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum HsmError {
@@ -107,6 +109,29 @@ impl HsmError {
                 ..
             }
         )
+    }
+}
+
+impl HsmError {
+    /// True when an object handle no longer names an object: the key must be looked up
+    /// again by its id.
+    pub fn stale_handle(&self) -> bool {
+        matches!(
+            self,
+            HsmError::Call {
+                rv: RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                ..
+            }
+        )
+    }
+}
+
+impl From<HsmError> for SignError {
+    fn from(e: HsmError) -> Self {
+        match e {
+            HsmError::Timeout(limit) => SignError::Timeout(limit),
+            other => SignError::Unavailable(other.to_string()),
+        }
     }
 }
 

@@ -5,16 +5,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::Session;
 
-use super::objects::{self, KeyPairInfo};
-use super::{HsmError, KeyObjects};
+use super::HsmError;
+use super::curve::{ED25519_PARAMS, P256_PARAMS};
+use super::objects::{self, KeyObjects, KeyPairInfo};
 use crate::algorithm::Algorithm;
-
-/// DER of the named curve OID prime256v1 (1.2.840.10045.3.1.7), the `CKA_EC_PARAMS` of P-256.
-pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-/// DER of the OID id-Ed25519 (1.3.101.112), the `CKA_EC_PARAMS` of Ed25519 keys.
-pub(crate) const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
-/// DER PrintableString "edwards25519", how PKCS#11 v3.0 tokens may name the same curve.
-pub(crate) const EDWARDS25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 
 /// Generates a key pair for `algorithm` inside the token.
 ///
@@ -30,7 +24,7 @@ pub(crate) fn generate(
     algorithm: Algorithm,
     id: &[u8],
     label: &str,
-) -> Result<KeyPairInfo, HsmError> {
+) -> Result<(KeyPairInfo, KeyObjects), HsmError> {
     let (mechanism, params) = match algorithm {
         Algorithm::Es256 => (Mechanism::EccKeyPairGen, P256_PARAMS),
         Algorithm::EdDsa => (Mechanism::EccEdwardsKeyPairGen, ED25519_PARAMS),
@@ -63,7 +57,7 @@ pub(crate) fn generate(
     let keys = KeyObjects { private, public };
     // Read back what the token actually made rather than trusting the template.
     match objects::describe_pair(session, keys) {
-        Ok(info) => Ok(info),
+        Ok(info) => Ok((info, keys)),
         Err(e) => {
             destroy(session, keys);
             Err(e)

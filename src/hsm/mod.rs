@@ -3,11 +3,17 @@
 //! [`Hsm::open`] loads the module, initializes it with OS locking, selects the token,
 //! and starts a session pool of worker threads that each own one logged-in session.
 //! Every other method hands a small job to that pool and awaits its reply, so async
-//! handlers never block on the token. Handles are resolved by the callers once
-//! ([`Hsm::key_pairs`] at start-up) and reused for every request.
+//! handlers never block on the token.
+//!
+//! No PKCS#11 object handle leaves this module. Keys are named by their `CKA_ID` (for
+//! issuer keys, the kid); [`Hsm`] implements the [`Signer`] port by mapping the id to
+//! the private key's handle, kept once found and looked up again when the token says it
+//! is stale.
 
 mod context;
+mod curve;
 mod error;
+mod handles;
 mod key_management;
 mod objects;
 pub mod provision;
@@ -18,7 +24,8 @@ mod uri;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cryptoki::object::ObjectHandle;
+use std::sync::Arc;
+
 use secrecy::SecretString;
 
 pub use context::TokenIdentity;
@@ -26,11 +33,17 @@ pub use error::HsmError;
 pub use objects::{
     CertificateObject, DataObject, KeyAttributes, KeyPairInfo, ObjectRef, UnreadableKey,
 };
-pub use signing::SignInput;
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
+use crate::signer::{SignError, SignInput, Signer};
+use crate::util::BoxFuture;
+use handles::{Handles, SigningHandle};
+use objects::KeyObjects;
 use session_pool::SessionPool;
+
+/// `CKA_APPLICATION` of signetd's data objects (key state records, revocations).
+pub const DATA_APPLICATION: &str = "signetd";
 
 /// Everything needed to reach the token. `Debug` shows the PIN as redacted.
 #[derive(Debug)]
@@ -47,13 +60,6 @@ pub struct HsmSettings {
     pub timeout: Duration,
 }
 
-/// Handles of the two halves of a key pair, valid for the life of the [`Hsm`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyObjects {
-    pub(crate) private: ObjectHandle,
-    pub(crate) public: ObjectHandle,
-}
-
 /// A logged-in connection to one token, with its pool of sessions.
 pub struct Hsm {
     pool: SessionPool,
@@ -63,6 +69,8 @@ pub struct Hsm {
     /// rare (start-up, lifecycle ticks, operator commands), so they take turns. Signing
     /// never takes this lock.
     store: tokio::sync::Mutex<()>,
+    /// Private key handles by `CKA_ID`, for signing.
+    handles: Handles,
     token: TokenIdentity,
     module: PathBuf,
 }
@@ -85,6 +93,7 @@ impl Hsm {
         Ok(Hsm {
             pool,
             store: tokio::sync::Mutex::new(()),
+            handles: Handles::default(),
             token,
             module: settings.module,
         })
@@ -107,14 +116,21 @@ impl Hsm {
         id: Vec<u8>,
         label: String,
     ) -> Result<KeyPairInfo, HsmError> {
-        self.store_op(move |s| key_management::generate(s, algorithm, &id, &label))
-            .await
+        let (info, objects) = self
+            .store_op(move |s| key_management::generate(s, algorithm, &id, &label))
+            .await?;
+        self.remember(&info, objects);
+        Ok(info)
     }
 
-    /// Destroys both halves of a key pair (to undo an incomplete generation).
-    pub async fn destroy_key_pair(&self, keys: KeyObjects) -> Result<(), HsmError> {
+    /// Destroys both halves of the key pair with `CKA_ID` `id` (to undo an incomplete
+    /// generation); a pair that is not there is nothing to destroy.
+    pub async fn destroy_key_pair(&self, id: Vec<u8>) -> Result<(), HsmError> {
+        self.handles.remove(&id);
         self.store_op(move |s| {
-            key_management::destroy(s, keys);
+            if let Some((_, keys)) = objects::key_pair_by_id(s, &id)? {
+                key_management::destroy(s, keys);
+            }
             Ok(())
         })
         .await
@@ -127,7 +143,18 @@ impl Hsm {
         label_prefix: &str,
     ) -> Result<Vec<Result<KeyPairInfo, UnreadableKey>>, HsmError> {
         let prefix = label_prefix.to_string();
-        self.store_op(move |s| objects::key_pairs(s, &prefix)).await
+        let found = self
+            .store_op(move |s| objects::key_pairs(s, &prefix))
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|entry| {
+                entry.map(|(info, objects)| {
+                    self.remember(&info, objects);
+                    info
+                })
+            })
+            .collect())
     }
 
     /// Creates a private data object of `application`.
@@ -151,8 +178,31 @@ impl Hsm {
 
     /// The key pair with `CKA_ID` = `id`, if the token has one.
     pub async fn key_pair_by_id(&self, id: Vec<u8>) -> Result<Option<KeyPairInfo>, HsmError> {
-        self.store_op(move |s| objects::key_pair_by_id(s, &id))
-            .await
+        let found = self
+            .store_op(move |s| objects::key_pair_by_id(s, &id))
+            .await?;
+        Ok(found.map(|(info, objects)| {
+            self.remember(&info, objects);
+            info
+        }))
+    }
+
+    /// Keeps the private key's handle of a pair just read from the token, for signing.
+    fn remember(&self, info: &KeyPairInfo, objects: KeyObjects) {
+        let handle = SigningHandle {
+            handle: objects.private,
+            algorithm: info.algorithm,
+        };
+        self.handles.insert(&info.id, handle);
+    }
+
+    /// The signing handle of key `id`: kept, or looked up in the token now.
+    async fn signing_handle(&self, id: &[u8]) -> Result<Option<SigningHandle>, HsmError> {
+        if let Some(handle) = self.handles.get(id) {
+            return Ok(Some(handle));
+        }
+        self.key_pair_by_id(id.to_vec()).await?;
+        Ok(self.handles.get(id))
     }
 
     /// Stores a DER certificate as a private token object.
@@ -193,16 +243,45 @@ impl Hsm {
         self.pool.run(f).await
     }
 
-    /// Signs with the private half of `keys`.
+    /// Signs `input` with key `kid` (its `CKA_ID`), which must be an `algorithm` key.
+    ///
+    /// One `C_Sign` on a kept handle. If the token says the handle is stale, the key is
+    /// looked up again by its id and the signature tried once more: signing has no side
+    /// effect in the token, so repeating it is safe.
     pub async fn sign(
         &self,
-        keys: KeyObjects,
+        kid: &str,
         algorithm: Algorithm,
         input: SignInput,
-    ) -> Result<Vec<u8>, HsmError> {
-        self.pool
-            .run(move |s| signing::sign(s, keys.private, algorithm, &input))
-            .await
+    ) -> Result<Vec<u8>, SignError> {
+        let id = kid.as_bytes();
+        let input = Arc::new(input);
+        let mut kept = self.handles.get(id).is_some();
+        loop {
+            let handle = self
+                .signing_handle(id)
+                .await?
+                .ok_or_else(|| SignError::UnknownKey(kid.to_string()))?;
+            if handle.algorithm != algorithm {
+                return Err(SignError::WrongAlgorithm {
+                    kid: kid.to_string(),
+                    expected: algorithm,
+                });
+            }
+            let job_input = input.clone();
+            let signed = self
+                .pool
+                .run(move |s| signing::sign(s, handle.handle, algorithm, &job_input))
+                .await;
+            match signed {
+                Err(e) if kept && e.stale_handle() => {
+                    tracing::warn!(%kid, error = %e, "signing key handle is stale; looking the key up again");
+                    self.handles.remove(id);
+                    kept = false;
+                }
+                other => return other.map_err(SignError::from),
+            }
+        }
     }
 
     /// Asks a worker for its session state: proves a worker is free, the token answers,
@@ -216,5 +295,16 @@ impl Hsm {
                 ))),
             })
             .await
+    }
+}
+
+impl Signer for Hsm {
+    fn sign<'a>(
+        &'a self,
+        kid: &'a str,
+        algorithm: Algorithm,
+        input: SignInput,
+    ) -> BoxFuture<'a, Result<Vec<u8>, SignError>> {
+        Box::pin(Hsm::sign(self, kid, algorithm, input))
     }
 }

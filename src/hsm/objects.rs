@@ -1,15 +1,16 @@
 //! Finding signetd's objects and reading their attributes (PKCS#11 §5.7).
 //!
-//! Searches happen at start-up and for operator commands only; requests use handles
-//! resolved here once.
+//! Searches happen at start-up, at lifecycle ticks and for operator commands; requests
+//! use handles that [`super::handles`] keeps. Handles never leave `hsm`: what the rest of
+//! signetd sees ([`KeyPairInfo`]) names a key by its `CKA_ID`.
 
 use cryptoki::object::{
     Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::Session;
 
-use super::key_management::{ED25519_PARAMS, EDWARDS25519_NAME, P256_PARAMS};
-use super::{HsmError, KeyObjects};
+use super::HsmError;
+use super::curve::{ED25519_PARAMS, EDWARDS25519_NAME, P256_PARAMS};
 use crate::algorithm::Algorithm;
 
 /// Security attributes of a private key as the token reports them.
@@ -51,9 +52,18 @@ pub struct KeyPairInfo {
     pub public_key: Vec<u8>,
     /// What the token reports about the private key.
     pub attributes: KeyAttributes,
-    /// Handles of both halves.
-    pub objects: KeyObjects,
 }
+
+/// Handles of the two halves of a key pair. Private to `hsm`: handles can go stale (a
+/// token removed and re-inserted), so only this room holds them, and looks them up again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyObjects {
+    pub(crate) private: ObjectHandle,
+    pub(crate) public: ObjectHandle,
+}
+
+/// A key pair as a search found it: what it is, and its handles.
+pub(crate) type FoundPair = (KeyPairInfo, KeyObjects);
 
 /// A `CKO_DATA` object of one application.
 #[derive(Clone, Debug)]
@@ -99,7 +109,7 @@ pub struct CertificateObject {
 pub(crate) fn key_pairs(
     session: &Session,
     label_prefix: &str,
-) -> Result<Vec<Result<KeyPairInfo, UnreadableKey>>, HsmError> {
+) -> Result<Vec<Result<FoundPair, UnreadableKey>>, HsmError> {
     // Only private objects: anyone with a public session could plant public ones.
     let privates = session.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -119,7 +129,10 @@ pub(crate) fn key_pairs(
             continue;
         }
         let entry = find_public(session, private)
-            .and_then(|public| describe_pair(session, KeyObjects { private, public }))
+            .and_then(|public| {
+                let objects = KeyObjects { private, public };
+                describe_pair(session, objects).map(|info| (info, objects))
+            })
             .map_err(|error| UnreadableKey { label, error });
         found.push(entry);
     }
@@ -213,7 +226,6 @@ pub(crate) fn describe_pair(
         public_key: decode_point(algorithm, &point)?,
         algorithm,
         attributes,
-        objects,
     })
 }
 
@@ -311,7 +323,7 @@ pub(crate) fn data_objects(
 pub(crate) fn key_pair_by_id(
     session: &Session,
     id: &[u8],
-) -> Result<Option<KeyPairInfo>, HsmError> {
+) -> Result<Option<(KeyPairInfo, KeyObjects)>, HsmError> {
     let privates = session.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Token(true),
@@ -321,15 +333,11 @@ pub(crate) fn key_pair_by_id(
     match privates.as_slice() {
         [] => Ok(None),
         [private] => {
-            let public = find_public(session, *private)?;
-            describe_pair(
-                session,
-                KeyObjects {
-                    private: *private,
-                    public,
-                },
-            )
-            .map(Some)
+            let objects = KeyObjects {
+                private: *private,
+                public: find_public(session, *private)?,
+            };
+            describe_pair(session, objects).map(|info| Some((info, objects)))
         }
         more => Err(HsmError::Malformed(format!(
             "{} private keys share one CKA_ID",

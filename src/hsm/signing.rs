@@ -1,4 +1,4 @@
-//! Signing (PKCS#11 §5.13): one `C_Sign` per request on a resolved handle.
+//! Signing (PKCS#11 §5.13): one `C_Sign` per request on a kept handle.
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -7,16 +7,7 @@ use cryptoki::session::Session;
 
 use super::HsmError;
 use crate::algorithm::Algorithm;
-
-/// What to sign.
-#[derive(Clone, Debug)]
-pub enum SignInput {
-    /// A SHA-256 digest computed by the caller (ES256 only): signed with `CKM_ECDSA`.
-    Digest([u8; 32]),
-    /// A message: ES256 hashes it on the host first (the token only sees the digest);
-    /// EdDSA signs it whole with `CKM_EDDSA`, as Ed25519 requires.
-    Message(Vec<u8>),
-}
+use crate::signer::SignInput;
 
 /// Signs `input` with the private key `key` of `algorithm`; returns the JWS form (raw
 /// `r‖s` for ES256, the 64-byte signature for Ed25519).

@@ -11,7 +11,7 @@ use super::jwk::Jwk;
 use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest;
-use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyObjects, KeyPairInfo, ObjectRef};
+use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyPairInfo, ObjectRef};
 
 /// A complete key in the token: key pair, attestation certificate and lifecycle record.
 #[derive(Clone, Debug)]
@@ -30,9 +30,7 @@ pub struct StoredKey {
     pub public_key: Vec<u8>,
     /// What the token reports about the private key.
     pub attributes: KeyAttributes,
-    /// Handles of the key objects.
-    pub objects: KeyObjects,
-    /// Handle of the state record.
+    /// The state record, to replace it on a state change.
     pub record: ObjectRef,
     /// The key's attestation certificate (DER), issued by the attestation CA.
     pub certificate: Vec<u8>,
@@ -60,7 +58,6 @@ impl StoredKey {
             created_at: record.created_at,
             public_key: pair.public_key,
             attributes: pair.attributes,
-            objects: pair.objects,
             record: handle,
             certificate,
         }

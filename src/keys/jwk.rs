@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
-use crate::token::jws::{b64, unb64};
+use crate::util::{b64, unb64};
 
 /// A public JWK as signetd publishes it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

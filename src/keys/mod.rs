@@ -5,7 +5,6 @@
 pub mod inventory;
 pub mod jwk;
 pub mod registry;
-pub mod revocation;
 pub mod state;
 pub mod store;
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::jwk::JwkSet;
-use super::revocation::RevokedToken;
 use super::state::{KeyPurpose, KeyState};
 use super::store::{Inventory, StoredKey};
 use crate::config::IssuerConfig;
+use crate::store::RevokedToken;
 
 /// A response body rendered once, with its strong `ETag`.
 #[derive(Clone, Debug)]
@@ -25,7 +25,7 @@ impl Published {
     fn render<T: serde::Serialize>(value: &T) -> Self {
         let body = serde_json::to_vec(value).expect("published documents always serialize");
         let digest = Sha256::digest(&body);
-        let etag = format!("\"{}\"", crate::token::jws::b64(&digest[..18]));
+        let etag = format!("\"{}\"", crate::util::b64(&digest[..18]));
         Published {
             body: body.into(),
             etag,

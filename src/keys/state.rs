@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::algorithm::Algorithm;
 
 /// `CKA_APPLICATION` of signetd's data objects.
-pub const APPLICATION: &str = "signetd";
+pub use crate::hsm::DATA_APPLICATION as APPLICATION;
 /// Prefix of the `CKA_LABEL` of every signetd key object: `signetd/ISSUER/KID`.
 pub const KEY_LABEL_PREFIX: &str = "signetd/";
 /// Prefix of the `CKA_LABEL` of every state record: `signetd-state/KID`.

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, AttestationCa};
-use crate::hsm::{Hsm, HsmError, KeyObjects, KeyPairInfo, ObjectRef};
+use crate::hsm::{Hsm, HsmError, KeyPairInfo, ObjectRef};
 
 pub use super::inventory::{Inventory, StoredKey, inventory};
 
@@ -136,7 +136,7 @@ async fn create(
         match attest::ca::attest_key(hsm, ca, &pair, &kid, issuer, certificate_days).await {
             Ok(done) => done,
             Err(e) => {
-                undo(hsm, &kid, pair.objects, None).await;
+                undo(hsm, &kid, None).await;
                 return Err(e.into());
             }
         };
@@ -158,20 +158,20 @@ async fn create(
     {
         Ok(handle) => handle,
         Err(e) => {
-            undo(hsm, &kid, pair.objects, Some(cert_object)).await;
+            undo(hsm, &kid, Some(cert_object)).await;
             return Err(e.into());
         }
     };
     Ok(StoredKey::assemble(pair, record, handle, certificate))
 }
 
-async fn undo(hsm: &Hsm, kid: &str, keys: KeyObjects, certificate: Option<ObjectRef>) {
+async fn undo(hsm: &Hsm, kid: &str, certificate: Option<ObjectRef>) {
     if let Some(object) = certificate
         && let Err(e) = hsm.destroy_object(object).await
     {
         tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key");
     }
-    if let Err(e) = hsm.destroy_key_pair(keys).await {
+    if let Err(e) = hsm.destroy_key_pair(kid.as_bytes().to_vec()).await {
         tracing::error!(%kid, error = %e, "cannot destroy an incomplete key");
     }
 }
@@ -281,7 +281,7 @@ pub async fn destroy_incomplete(hsm: &Hsm, kid: &str) -> Result<(), KeyStoreErro
             hsm.destroy_object(record.handle).await?;
         }
     }
-    hsm.destroy_key_pair(pair.objects).await?;
+    hsm.destroy_key_pair(pair.id).await?;
     Ok(())
 }
 

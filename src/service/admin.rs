@@ -9,9 +9,9 @@ use super::{KeyView, Service, unix_now};
 use crate::audit::{Entry, Event};
 use crate::error::Error;
 use crate::identity::Principal;
-use crate::keys::revocation::{self, RevokedToken};
 use crate::keys::{KeyState, KeyStoreError, store};
 use crate::policy::Action;
+use crate::store::RevokedToken;
 use crate::token::HARD_MAX_TTL_SECONDS;
 
 /// The body of `POST /v1/keys`.
@@ -135,7 +135,7 @@ impl Service {
             exp,
             revoked_at: now,
         };
-        let revoked = revocation::revoke(self.hsm(), &revoked).await?;
+        let revoked = self.revocation_store().revoke(&revoked).await?;
         tracing::warn!(%caller, jti = %revoked.jti, "admin revoked a token");
         let mut entry = Entry::new(Event::TokenRevoke)
             .caller(caller)

@@ -8,24 +8,25 @@
 pub mod admin;
 pub mod record;
 pub mod verify;
+pub mod wiring;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, CaState, certificate};
-use crate::audit::{AuditLog, Entry, Event};
+use crate::audit::{AuditSink, Entry, Event};
 use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
-use crate::hsm::{Hsm, KeyAttributes, SignInput};
+use crate::hsm::{Hsm, KeyAttributes};
 use crate::identity::Principal;
 use crate::keys::{self, Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
 use crate::policy::{Action, Policy};
-use crate::token::replay::ReplayStore;
+use crate::signer::{SignInput, Signer};
+use crate::store::{ReplayStore, RevocationStore};
 use crate::token::{self, MintRequest, jws};
 
 /// A minted token, as `POST /v1/tokens` returns it.
@@ -124,23 +125,7 @@ impl KeyView {
     }
 }
 
-/// Seconds since the epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        text.push(DIGITS[usize::from(b >> 4)] as char);
-        text.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    text
-}
+pub use crate::util::{hex, unix_now};
 
 /// The daemon's request-level logic over one token and one config.
 pub struct Service {
@@ -151,13 +136,17 @@ pub struct Service {
     keys: RwLock<Arc<KeyRegistry>>,
     /// The inventory problems last reported, so reloads log only new ones.
     problems: Mutex<Vec<String>>,
+    /// Makes the signatures: the token, by key id.
+    signer: Arc<dyn Signer>,
     /// Single-use jtis seen by `verify`.
-    replay: ReplayStore,
+    replay: Arc<dyn ReplayStore>,
+    /// Revoked tokens.
+    revocations: Arc<dyn RevocationStore>,
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
     /// The audit log: nothing signed is returned before its record is durable.
-    audit: AuditLog,
+    audit: Arc<dyn AuditSink>,
     /// Each key's state as last recorded, so a reload records changes made outside the
     /// daemon exactly once.
     recorded_states: Mutex<HashMap<String, KeyState>>,
@@ -165,7 +154,11 @@ pub struct Service {
 
 /// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
 /// among them, are returned for the caller to log once.
-async fn build_registry(config: &Config, hsm: &Hsm) -> Result<(KeyRegistry, Vec<String>), Error> {
+async fn build_registry(
+    config: &Config,
+    hsm: &Hsm,
+    revocations: &dyn RevocationStore,
+) -> Result<(KeyRegistry, Vec<String>), Error> {
     let mut inventory = keys::store::inventory(hsm).await?;
     let mut problems = std::mem::take(&mut inventory.problems);
     let ca_chain = match attest::ca::load(hsm).await {
@@ -184,33 +177,23 @@ async fn build_registry(config: &Config, hsm: &Hsm) -> Result<(KeyRegistry, Vec<
             Vec::new()
         }
     };
-    let revoked = keys::revocation::list(hsm)
-        .await?
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    let revoked = revocations.list().await?;
     let registry = KeyRegistry::build(inventory, &config.issuers, ca_chain, revoked, unix_now());
     Ok((registry, problems))
 }
 
 impl Service {
-    /// Opens the audit log (`[audit]`), takes inventory of the token and builds the key
-    /// registry. Anything odd in the token is logged loudly; nothing is deleted.
+    /// Builds the ports from the config ([`wiring::Ports::from_config`]: the audit log
+    /// among them), takes inventory of the token and builds the key registry. Anything
+    /// odd in the token is logged loudly; nothing is deleted.
     pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
-        // Without a log nothing may be signed, but verifiers still need the JWKS: start
-        // not-ready rather than not at all.
-        let audit = AuditLog::open(&config, hsm.clone())
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused");
-                AuditLog::unavailable()
-            });
-        Self::with_audit(config, hsm, audit).await
+        let ports = wiring::Ports::from_config(&config, &hsm).await;
+        Self::new(config, hsm, ports).await
     }
 
-    /// [`Service::start`] with a log opened by the caller.
-    pub async fn with_audit(config: Config, hsm: Arc<Hsm>, audit: AuditLog) -> Result<Self, Error> {
-        let (registry, problems) = build_registry(&config, &hsm).await?;
+    /// A service over `hsm` (the key store) and `ports`.
+    pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
+        let (registry, problems) = build_registry(&config, &hsm, &*ports.revocations).await?;
         for problem in &problems {
             tracing::error!(token = %hsm.token().label, "{problem}");
         }
@@ -230,11 +213,13 @@ impl Service {
             .map(|k| (k.kid.clone(), k.state))
             .collect();
         Ok(Service {
-            audit,
+            audit: ports.audit,
+            signer: ports.signer,
+            revocations: ports.revocations,
             recorded_states: Mutex::new(recorded_states),
             keys: RwLock::new(Arc::new(registry)),
             problems: Mutex::new(problems),
-            replay: ReplayStore::new(config.verify.replay_capacity, unix_now()),
+            replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             policy: Policy::new(&config),
             config,
@@ -246,7 +231,8 @@ impl Service {
     /// periodically so changes made with the CLI while the daemon runs take effect.
     /// Problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
-        let (registry, problems) = build_registry(&self.config, &self.hsm).await?;
+        let (registry, problems) =
+            build_registry(&self.config, &self.hsm, &*self.revocations).await?;
         {
             let mut known = self.problems.lock().unwrap_or_else(|p| p.into_inner());
             for problem in problems.iter().filter(|p| !known.contains(p)) {
@@ -274,6 +260,11 @@ impl Service {
     /// The token in use.
     pub fn hsm(&self) -> &Arc<Hsm> {
         &self.hsm
+    }
+
+    /// Revoked tokens.
+    pub fn revocation_store(&self) -> &dyn RevocationStore {
+        &*self.revocations
     }
 
     /// Who may do what.
@@ -317,9 +308,9 @@ impl Service {
         let header = jws::Header::jwt(key.algorithm, &key.kid);
         let signing_input = jws::signing_input(&header, &claims.payload);
         let signature = self
-            .hsm
+            .signer
             .sign(
-                key.objects,
+                &key.kid,
                 key.algorithm,
                 SignInput::Message(signing_input.clone().into_bytes()),
             )
@@ -374,7 +365,7 @@ impl Service {
             SignInput::Message(m) => hex(&Sha256::digest(m)),
         };
         let expected = self.audit_ready()?;
-        let raw = self.hsm.sign(key.objects, key.algorithm, input).await?;
+        let raw = self.signer.sign(&key.kid, key.algorithm, input).await?;
         let signature = match request.format {
             SignatureFormat::Jws => raw,
             SignatureFormat::Der => p256::ecdsa::Signature::from_slice(&raw)
@@ -395,7 +386,7 @@ impl Service {
         self.record(expected, entry).await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, %input_sha256, "signed data");
         Ok(SignedData {
-            signature: jws::b64(signature),
+            signature: crate::util::b64(signature),
             kid: key.kid.clone(),
             alg: key.algorithm,
             format: request.format,
@@ -456,7 +447,7 @@ impl Service {
 
 fn sign_input(algorithm: Algorithm, request: &SignRequest) -> Result<SignInput, Error> {
     let decode = |field: &str, text: &str| {
-        jws::unb64(text).ok_or_else(|| {
+        crate::util::unb64(text).ok_or_else(|| {
             Error::InvalidRequest(format!("{field} is not base64url without padding"))
         })
     };

@@ -6,7 +6,7 @@
 //! logged rather than turned into a different answer.
 
 use super::Service;
-use crate::audit::{AUDIT_ISSUER, AuditLog, CallerRecord, Entry, Event, Expected};
+use crate::audit::{AUDIT_ISSUER, AuditSink, CallerRecord, Entry, Event, Expected};
 use crate::error::Error;
 use crate::identity::Principal;
 use crate::keys::{KeyRegistry, KeyState};
@@ -24,13 +24,13 @@ pub fn key_event(state: KeyState) -> Event {
 
 impl Service {
     /// The audit log.
-    pub fn audit(&self) -> &AuditLog {
-        &self.audit
+    pub fn audit(&self) -> &dyn AuditSink {
+        &*self.audit
     }
 
     /// Refuses at once, before the token signs, while the log is known not to be
     /// writable; otherwise announces the record that will follow the signature.
-    pub(super) fn audit_ready(&self) -> Result<Expected, Error> {
+    pub(super) fn audit_ready(&self) -> Result<Option<Expected>, Error> {
         self.audit_healthy().map(|()| self.audit.expect())
     }
 
@@ -46,9 +46,13 @@ impl Service {
     }
 
     /// Appends a record that must be durable before the request may succeed.
-    pub(super) async fn record(&self, expected: Expected, entry: Entry) -> Result<(), Error> {
+    pub(super) async fn record(
+        &self,
+        expected: Option<Expected>,
+        entry: Entry,
+    ) -> Result<(), Error> {
         let event = entry.event;
-        let appended = self.audit.append_expected(expected, entry).await;
+        let appended = self.audit.append(entry, expected).await;
         appended.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, ?event, "audit record not written; the request fails");
             Error::AuditUnavailable
@@ -58,7 +62,7 @@ impl Service {
     /// Appends a record whose failure is logged, not returned.
     pub async fn note(&self, entry: Entry) {
         let event = entry.event;
-        if let Err(e) = self.audit.append(entry).await {
+        if let Err(e) = self.audit.append(entry, None).await {
             tracing::warn!(error = %e, ?event, "audit record not written");
         }
     }

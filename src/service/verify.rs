@@ -11,9 +11,10 @@ use crate::error::Error;
 use crate::identity::Principal;
 use crate::keys::{JwkSet, KeyPurpose, KeyState};
 use crate::policy::Action;
-use crate::token::jws::{Header, unb64};
-use crate::token::replay::ReplayRefusal;
+use crate::store::ReplayRefusal;
+use crate::token::jws::Header;
 use crate::token::verify::{self, Expected, VerifyError};
+use crate::util::unb64;
 
 /// Clock skew accepted on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = crate::token::VERIFY_LEEWAY_SECONDS;
@@ -143,6 +144,7 @@ impl Service {
             let number = |name| claims.get(name).and_then(Value::as_u64).unwrap_or_default();
             self.replay
                 .use_once(jti, number("iat"), number("exp"), now, LEEWAY_SECONDS)
+                .await
                 .map_err(|refusal| match refusal {
                     ReplayRefusal::Replayed => VerifyError::Replayed,
                     ReplayRefusal::IssuedBeforeStart => VerifyError::IssuedBeforeRestart,

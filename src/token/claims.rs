@@ -4,10 +4,10 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::jws::b64;
 use super::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
 use crate::config::IssuerConfig;
 use crate::error::Error;
+use crate::util::b64;
 
 /// Longest `sub` accepted, in bytes.
 const MAX_SUB_BYTES: usize = 256;
@@ -182,7 +182,7 @@ callers = ["uid:1"]
         assert_eq!(claims["exp"], 1_030);
         assert_eq!(set.exp, 1_030);
         assert_eq!(claims["jti"], set.jti.as_str());
-        assert_eq!(super::super::jws::unb64(&set.jti).unwrap().len(), 16);
+        assert_eq!(crate::util::unb64(&set.jti).unwrap().len(), 16);
         assert_eq!(claims["nonce"], "n");
         let again = build(&policy(), &r, 1_000).unwrap();
         assert_ne!(again.jti, set.jti);

@@ -1,20 +1,9 @@
 //! The JWS compact serialization (RFC 7515 §7.1).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
-
-/// base64url without padding, as JOSE uses everywhere.
-pub fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Decodes base64url without padding.
-pub fn unb64(text: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(text).ok()
-}
+pub use crate::util::{b64, unb64};
 
 /// The protected header signetd writes. The daemon alone chooses every field.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -6,7 +6,6 @@
 
 pub mod claims;
 pub mod jws;
-pub mod replay;
 pub mod verify;
 
 pub use claims::{Audience, ClaimsSet, MintRequest};

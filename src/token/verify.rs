@@ -3,8 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::jws::{Header, unb64};
+use super::jws::Header;
 use crate::keys::JwkSet;
+use crate::util::unb64;
 
 /// Why a token was rejected; each has a stable code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -190,7 +191,8 @@ mod tests {
     use super::*;
     use crate::algorithm::Algorithm;
     use crate::keys::Jwk;
-    use crate::token::jws::{self, b64};
+    use crate::token::jws;
+    use crate::util::b64;
     use p256::ecdsa::signature::Signer;
 
     fn setup() -> (p256::ecdsa::SigningKey, JwkSet) {

@@ -548,9 +548,9 @@ pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
     let signature = hsm()
         .sign(
-            key.objects,
+            &key.kid,
             key.algorithm,
-            signetd::hsm::SignInput::Message(input.clone().into_bytes()),
+            signetd::signer::SignInput::Message(input.clone().into_bytes()),
         )
         .await
         .unwrap();

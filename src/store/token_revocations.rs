@@ -1,29 +1,47 @@
-//! Revoked tokens, kept in the token as one small `CKO_DATA` object each
-//! (`signetd-revoked/JTI`) until the token they revoke has expired. Like key states,
-//! they survive restarts and travel with token backups.
+//! The [`RevocationStore`] in the PKCS#11 token: one small `CKO_DATA` object per revoked
+//! token (`signetd-revoked/JTI`) until the token it revokes has expired. Like key
+//! states, revocations survive restarts and travel with token backups.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use super::state::APPLICATION;
-use crate::hsm::{Hsm, HsmError, ObjectRef};
+use super::{RevocationStore, RevokedToken, StoreError};
+use crate::hsm::{DATA_APPLICATION as APPLICATION, Hsm, HsmError, ObjectRef};
+use crate::util::BoxFuture;
 
 /// Prefix of the labels of token revocations.
 pub const REVOKED_PREFIX: &str = "signetd-revoked/";
 
-/// A revoked token.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RevokedToken {
-    /// The token's `jti`.
-    pub jti: String,
-    /// The token's `exp`: the revocation is listed until then.
-    pub exp: u64,
-    /// When it was revoked, seconds since the epoch.
-    pub revoked_at: u64,
+/// Revocations as data objects in the token.
+pub struct TokenRevocations {
+    hsm: Arc<Hsm>,
+}
+
+impl TokenRevocations {
+    /// Revocations kept in `hsm`'s token.
+    pub fn new(hsm: Arc<Hsm>) -> Self {
+        TokenRevocations { hsm }
+    }
+}
+
+impl RevocationStore for TokenRevocations {
+    fn revoke<'a>(
+        &'a self,
+        revoked: &'a RevokedToken,
+    ) -> BoxFuture<'a, Result<RevokedToken, StoreError>> {
+        Box::pin(async move { Ok(revoke(&self.hsm, revoked).await?) })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<RevokedToken>, StoreError>> {
+        Box::pin(async move { Ok(list(&self.hsm).await?.into_iter().map(|(r, _)| r).collect()) })
+    }
+
+    fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { Ok(prune(&self.hsm, before).await?) })
+    }
 }
 
 /// Every stored revocation, with its object handle.
-pub async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, ObjectRef)>, HsmError> {
+async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, ObjectRef)>, HsmError> {
     Ok(hsm
         .data_objects(APPLICATION)
         .await?
@@ -41,7 +59,7 @@ pub async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, ObjectRef)>, HsmError>
 
 /// Records a revocation. Revoking a jti again keeps one record with the later `exp`
 /// (the new one is written before the old is destroyed), and returns what is stored.
-pub async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, HsmError> {
+async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, HsmError> {
     let existing = list(hsm)
         .await?
         .into_iter()
@@ -64,8 +82,8 @@ pub async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, H
     Ok(revoked.clone())
 }
 
-/// Destroys revocations of tokens that have expired; returns how many.
-pub async fn prune(hsm: &Hsm, now: u64) -> Result<usize, HsmError> {
+/// Destroys revocations of tokens that expired before `now`; returns how many.
+async fn prune(hsm: &Hsm, now: u64) -> Result<usize, HsmError> {
     let mut pruned = 0;
     for (revoked, handle) in list(hsm).await? {
         if revoked.exp < now {

@@ -1,5 +1,5 @@
-//! The single-use (replay) store of `POST /v1/verify`: every `jti` verified with
-//! `single_use` is remembered until its token expires.
+//! The in-memory [`ReplayStore`]: every `jti` verified with `single_use` is remembered
+//! until its token expires.
 //!
 //! It lives in memory, bounded by expiry and by a capacity it never exceeds: when full,
 //! it refuses rather than forget (an evicted jti could be replayed). A restart must not
@@ -10,16 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// Why a single-use check failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayRefusal {
-    /// The jti was verified before.
-    Replayed,
-    /// The token was issued before the store existed (before the daemon started).
-    IssuedBeforeStart,
-    /// The store holds its capacity of unexpired jtis.
-    Full,
-}
+use super::{ReplayRefusal, ReplayStore};
+use crate::util::BoxFuture;
 
 #[derive(Default)]
 struct Seen {
@@ -27,27 +19,25 @@ struct Seen {
     by_expiry: BTreeMap<u64, Vec<String>>,
 }
 
-/// Remembers single-use jtis until they expire.
-pub struct ReplayStore {
+/// Remembers single-use jtis in memory until they expire.
+pub struct MemoryReplayStore {
     seen: Mutex<Seen>,
     capacity: usize,
     started_at: u64,
 }
 
-impl ReplayStore {
+impl MemoryReplayStore {
     /// A store that holds at most `capacity` jtis and refuses tokens issued before
     /// `started_at` (seconds since the epoch).
     pub fn new(capacity: usize, started_at: u64) -> Self {
-        ReplayStore {
+        MemoryReplayStore {
             seen: Mutex::new(Seen::default()),
             capacity,
             started_at,
         }
     }
 
-    /// Records `jti` as used, or says why it may not be used. `exp` bounds how long it
-    /// is remembered (plus `leeway`, since verifiers accept it that much longer).
-    pub fn use_once(
+    fn check(
         &self,
         jti: &str,
         iat: u64,
@@ -93,29 +83,74 @@ impl ReplayStore {
     }
 }
 
+impl ReplayStore for MemoryReplayStore {
+    fn use_once<'a>(
+        &'a self,
+        jti: &'a str,
+        iat: u64,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    ) -> BoxFuture<'a, Result<(), ReplayRefusal>> {
+        Box::pin(std::future::ready(self.check(jti, iat, exp, now, leeway)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    #[test]
-    fn a_jti_is_used_once_until_it_expires_and_capacity_is_never_exceeded() {
-        let store = ReplayStore::new(2, 100);
-        assert_eq!(store.use_once("a", 100, 160, 110, 5), Ok(()));
+    #[tokio::test]
+    async fn a_jti_is_used_once_until_it_expires_and_capacity_is_never_exceeded() {
+        let memory = MemoryReplayStore::new(2, 100);
+        let store: &dyn ReplayStore = &memory;
+        assert_eq!(store.use_once("a", 100, 160, 110, 5).await, Ok(()));
         assert_eq!(
-            store.use_once("a", 100, 160, 120, 5),
+            store.use_once("a", 100, 160, 120, 5).await,
             Err(ReplayRefusal::Replayed)
         );
-        assert_eq!(store.use_once("b", 100, 170, 120, 5), Ok(()));
+        assert_eq!(store.use_once("b", 100, 170, 120, 5).await, Ok(()));
         assert_eq!(
-            store.use_once("c", 100, 170, 120, 5),
+            store.use_once("c", 100, 170, 120, 5).await,
             Err(ReplayRefusal::Full)
         );
         // Once "a" (exp 160) is past exp + leeway, it is forgotten and room is made.
-        assert_eq!(store.use_once("c", 100, 170, 166, 5), Ok(()));
-        assert_eq!(store.len(), 2);
+        assert_eq!(store.use_once("c", 100, 170, 166, 5).await, Ok(()));
+        assert_eq!(memory.len(), 2);
         assert_eq!(
-            store.use_once("d", 99, 170, 120, 5),
+            store.use_once("d", 99, 170, 120, 5).await,
             Err(ReplayRefusal::IssuedBeforeStart)
         );
+    }
+
+    #[tokio::test]
+    async fn an_expired_jti_stays_refused_within_the_leeway() {
+        let store = MemoryReplayStore::new(10, 0);
+        assert_eq!(store.use_once("a", 1, 100, 50, 5).await, Ok(()));
+        // Verifiers accept the token until exp + leeway, so it is remembered that long.
+        assert_eq!(
+            store.use_once("a", 1, 100, 104, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
+        assert_eq!(store.use_once("a", 1, 100, 106, 5).await, Ok(()));
+    }
+
+    #[test]
+    fn concurrent_uses_of_one_jti_succeed_exactly_once() {
+        let store = Arc::new(MemoryReplayStore::new(100, 0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.check("same", 1, 100, 10, 5))
+            })
+            .collect();
+        let accepted = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(accepted, 1);
     }
 }

@@ -1,0 +1,70 @@
+//! The audit port: what the service needs from an audit log.
+//!
+//! [`AuditLog`] is the implementation the daemon uses; benchmarks that measure what
+//! auditing costs bring their own sink that keeps nothing. The daemon's config has no
+//! way to ask for such a sink.
+
+use super::{AuditError, AuditLog, Entry, Expected};
+use crate::util::BoxFuture;
+
+/// Where audit records go. Every method that returns a sequence number returns only
+/// once the record is durable.
+pub trait AuditSink: Send + Sync {
+    /// Announces a record that will follow shortly (call before signing), so the sink
+    /// can gather it with others into one write. `None` if the sink does not gather.
+    fn expect(&self) -> Option<Expected>;
+
+    /// Appends `entry` (announced by `expected`, if it was) and waits until it is
+    /// durable. Returns its sequence number.
+    fn append(
+        &self,
+        entry: Entry,
+        expected: Option<Expected>,
+    ) -> BoxFuture<'_, Result<u64, AuditError>>;
+
+    /// Writes a signed checkpoint over everything so far.
+    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>>;
+
+    /// Appends a final record and a checkpoint; later appends fail.
+    fn close(&self, entry: Entry) -> BoxFuture<'_, Result<u64, AuditError>>;
+
+    /// The audit key changed state in the token: look it up again before the next
+    /// checkpoint.
+    fn forget_key(&self);
+
+    /// Whether the last write succeeded (signing is refused while it did not).
+    fn is_healthy(&self) -> bool;
+}
+
+impl AuditSink for AuditLog {
+    fn expect(&self) -> Option<Expected> {
+        Some(AuditLog::expect(self))
+    }
+
+    fn append(
+        &self,
+        entry: Entry,
+        expected: Option<Expected>,
+    ) -> BoxFuture<'_, Result<u64, AuditError>> {
+        match expected {
+            Some(expected) => Box::pin(self.append_expected(expected, entry)),
+            None => Box::pin(AuditLog::append(self, entry)),
+        }
+    }
+
+    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>> {
+        Box::pin(AuditLog::checkpoint(self))
+    }
+
+    fn close(&self, entry: Entry) -> BoxFuture<'_, Result<u64, AuditError>> {
+        Box::pin(AuditLog::close(self, entry))
+    }
+
+    fn forget_key(&self) {
+        AuditLog::forget_key(self);
+    }
+
+    fn is_healthy(&self) -> bool {
+        AuditLog::is_healthy(self)
+    }
+}

@@ -1,0 +1,57 @@
+//! The signer port: what the rest of signetd needs from the HSM to make a signature.
+//!
+//! A key is named by its key id (the `kid`, which is also its PKCS#11 `CKA_ID`), never
+//! by an object handle: the PKCS#11 implementation ([`crate::hsm::Hsm`]) maps ids to
+//! handles itself and looks a handle up again when the token says it is stale. The
+//! service, the attestation CA and the audit log's checkpoints all sign through this
+//! trait, so unit tests can put a fake behind it.
+
+use std::time::Duration;
+
+use crate::algorithm::Algorithm;
+use crate::util::BoxFuture;
+
+/// What to sign.
+#[derive(Clone, Debug)]
+pub enum SignInput {
+    /// A SHA-256 digest computed by the caller (ES256 only).
+    Digest([u8; 32]),
+    /// A message: ES256 hashes it on the host first (the token only sees the digest);
+    /// EdDSA signs it whole, as Ed25519 requires.
+    Message(Vec<u8>),
+}
+
+/// Why a signature could not be made. The text is for the log: clients get a coarse
+/// code only.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SignError {
+    /// The signer has no key with this id (it was deleted, or never existed).
+    #[error("no signing key with id {0:?}")]
+    UnknownKey(String),
+    /// The key exists but is of another algorithm than the caller expects.
+    #[error("key {kid:?} is not an {expected} key")]
+    WrongAlgorithm {
+        /// The key id.
+        kid: String,
+        /// The algorithm the caller asked for.
+        expected: Algorithm,
+    },
+    /// The signer did not answer in time.
+    #[error("the signer did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The signer failed; the detail says how (which PKCS#11 function, which code).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Signs with keys it holds, by key id.
+pub trait Signer: Send + Sync {
+    /// Signs `input` with key `kid` of `algorithm`. Returns the JWS form of the
+    /// signature: raw `r‖s` for ES256, the 64-byte signature for Ed25519.
+    fn sign<'a>(
+        &'a self,
+        kid: &'a str,
+        algorithm: Algorithm,
+        input: SignInput,
+    ) -> BoxFuture<'a, Result<Vec<u8>, SignError>>;
+}

@@ -1,0 +1,86 @@
+//! The state room: what signetd remembers besides its keys, behind ports.
+//!
+//! [`ReplayStore`] remembers the `jti`s consumed by single-use verification;
+//! [`RevocationStore`] keeps revoked tokens until they expire. The service holds each
+//! as a trait object built by `service::wiring`, so another implementation (a database
+//! shared by replicas) replaces one file, not the callers.
+//!
+//! Today's implementations: [`MemoryReplayStore`] (process memory, refusing tokens
+//! issued before the daemon started) and [`TokenRevocations`] (data objects in the
+//! PKCS#11 token).
+
+mod memory_replay;
+mod token_revocations;
+
+use serde::{Deserialize, Serialize};
+
+pub use memory_replay::MemoryReplayStore;
+pub use token_revocations::{REVOKED_PREFIX, TokenRevocations};
+
+use crate::hsm::HsmError;
+use crate::util::BoxFuture;
+
+/// Why a single-use check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayRefusal {
+    /// The jti was verified before.
+    Replayed,
+    /// The token was issued before the store existed (before the daemon started).
+    IssuedBeforeStart,
+    /// The store holds its capacity of unexpired jtis.
+    Full,
+}
+
+/// Remembers which single-use tokens were consumed.
+pub trait ReplayStore: Send + Sync {
+    /// Records `jti` as used, or says why it may not be used. `exp` bounds how long it
+    /// is remembered (plus `leeway`, since verifiers accept the token that much
+    /// longer). Of concurrent calls with one `jti`, exactly one succeeds.
+    fn use_once<'a>(
+        &'a self,
+        jti: &'a str,
+        iat: u64,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    ) -> BoxFuture<'a, Result<(), ReplayRefusal>>;
+}
+
+/// A revoked token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedToken {
+    /// The token's `jti`.
+    pub jti: String,
+    /// The token's `exp`: the revocation is listed until then.
+    pub exp: u64,
+    /// When it was revoked, seconds since the epoch.
+    pub revoked_at: u64,
+}
+
+/// The state store failed; the text is for the log.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the state store failed: {0}")]
+pub struct StoreError(pub String);
+
+impl From<HsmError> for StoreError {
+    fn from(e: HsmError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Keeps revoked tokens until they expire.
+pub trait RevocationStore: Send + Sync {
+    /// Records a revocation. Revoking a jti again keeps one record with the later
+    /// `exp`; returns what is stored.
+    fn revoke<'a>(
+        &'a self,
+        revoked: &'a RevokedToken,
+    ) -> BoxFuture<'a, Result<RevokedToken, StoreError>>;
+
+    /// Every stored revocation.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<RevokedToken>, StoreError>>;
+
+    /// Forgets revocations of tokens that expired before `before`; returns how many.
+    fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
