@@ -1,4 +1,4 @@
-//! The signature algorithms signetd signs with.
+//! The signature algorithms signetd signs with, and what a key signs ([`KeyPurpose`]).
 //!
 //! Deliberately closed: never `none`, never an HMAC. Adding one means adding its key
 //! generation template, its PKCS#11 mechanism and its JWK form, so the compiler points at
@@ -54,4 +54,19 @@ impl FromStr for Algorithm {
             )),
         }
     }
+}
+
+/// What a key signs, fixed when it is generated.
+///
+/// Recorded per key rather than read from the issuer's current config: a key that ever
+/// signed caller-chosen bytes must never become trusted for JWTs, even if an operator
+/// later flips the issuer's `raw_sign` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// Signs JWTs the daemon mints; published in the JWKS.
+    #[default]
+    Jwt,
+    /// Signs caller-supplied bytes (`POST /v1/sign`); never in the JWKS.
+    Raw,
 }

@@ -62,11 +62,11 @@ fn default_max_claims_bytes() -> usize {
 
 impl IssuerConfig {
     /// What this issuer's keys sign: raw bytes for a raw-signing issuer, else JWTs.
-    pub fn key_purpose(&self) -> crate::keys::KeyPurpose {
+    pub fn key_purpose(&self) -> crate::algorithm::KeyPurpose {
         if self.raw_sign {
-            crate::keys::KeyPurpose::Raw
+            crate::algorithm::KeyPurpose::Raw
         } else {
-            crate::keys::KeyPurpose::Jwt
+            crate::algorithm::KeyPurpose::Jwt
         }
     }
 

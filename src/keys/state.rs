@@ -14,20 +14,7 @@ pub const KEY_LABEL_PREFIX: &str = "signetd/";
 /// Prefix of the `CKA_LABEL` of every state record: `signetd-state/KID`.
 pub const STATE_LABEL_PREFIX: &str = "signetd-state/";
 
-/// What a key signs, fixed when it is generated.
-///
-/// Recorded per key rather than read from the issuer's current config: a key that ever
-/// signed caller-chosen bytes must never become trusted for JWTs, even if an operator
-/// later flips the issuer's `raw_sign` setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyPurpose {
-    /// Signs JWTs the daemon mints; published in the JWKS.
-    #[default]
-    Jwt,
-    /// Signs caller-supplied bytes (`POST /v1/sign`); never in the JWKS.
-    Raw,
-}
+pub use crate::algorithm::KeyPurpose;
 
 /// Where a key is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
