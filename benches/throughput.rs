@@ -11,7 +11,12 @@
 //!    the difference between rows 3 and 4 is what auditing costs, and the row reports
 //!    how many records shared each fsync.
 //!
-//! Run with `scripts/bench.sh` (or `cargo bench --bench throughput -- --help`).
+//! Run with `scripts/bench.sh` (or `cargo bench --bench throughput -- --help`). The token,
+//! the daemon and the client are the integration tests' harness.
+
+#[allow(dead_code)]
+#[path = "../tests/daemon/common.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,15 +26,15 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
-use http_body_util::{BodyExt, Full};
+use hyper::Method;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use signetd::audit::{AuditError, AuditLog, AuditSink, AuditStats, Entry, Expected};
+use signetd::client::{Connection, Endpoint};
 use signetd::hsm::Hsm;
 use signetd::service::wiring::Ports;
 use signetd::signer::SignInput;
 use signetd::util::BoxFuture;
-use signetd::{Algorithm, Config, Service, api};
+use signetd::{Algorithm, Service};
 
 struct Options {
     seconds: f64,
@@ -73,63 +78,30 @@ fn options() -> Options {
 
 fn main() {
     let o = options();
-    let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new("bash")
-        .arg(format!("{root}/softhsm/init-token.sh"))
-        .arg(dir.path().join("token"))
-        .args(["signetd-bench", "--format", "env"])
-        .output()
-        .expect("run softhsm/init-token.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env: std::collections::HashMap<String, String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.into(), v.into())))
-        .collect();
-    // SAFETY: no other thread exists yet, so nothing can read the environment concurrently.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", &env["SOFTHSM2_CONF"]) };
     let sessions = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let token = common::token();
     let config_text = format!(
-        "[pkcs11]\nmodule = {:?}\ntoken_label = \"signetd-bench\"\npin_file = {:?}\nsessions = {sessions}\n\
-         [issuers.bench]\niss = \"https://bench\"\nalgorithm = \"{}\"\naudiences = [\"api\"]\nallowed_uids = [{}]\n",
-        env["SIGNETD_PKCS11_MODULE"],
-        env["SIGNETD_PIN_FILE"],
-        o.algorithm,
-        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()),
+        "{}{}",
+        token.pkcs11_toml_with(sessions),
+        common::issuer_toml("bench", o.algorithm)
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let hsm =
-        Arc::new(Hsm::open(Config::parse(&config_text).unwrap().hsm_settings().unwrap()).unwrap());
-    let key = runtime
-        .block_on(async {
-            let pair = signetd::attest::ca::create_key(&hsm).await?;
-            signetd::attest::ca::self_sign(&hsm, &pair, "signetd bench CA", 1).await?;
-            signetd::keys::store::generate(
-                &hsm,
-                "bench",
-                o.algorithm,
-                signetd::keys::KeyPurpose::Jwt,
-                1,
-            )
-            .await
-            .map_err(|e| signetd::attest::AttestError::BadChain(e.to_string()))
-        })
-        .unwrap();
+    let hsm = common::hsm_with_sessions(sessions);
+    let key = runtime.block_on(common::generate_key_for(
+        "bench",
+        o.algorithm,
+        signetd::keys::KeyPurpose::Jwt,
+    ));
     let duration = Duration::from_secs_f64(o.seconds);
     println!(
         "signetd throughput: {} on SoftHSM2, {sessions} worker sessions, {} s per row",
         o.algorithm, o.seconds
     );
 
-    let pin = std::fs::read_to_string(&env["SIGNETD_PIN_FILE"]).unwrap();
     let floor = raw_floor(
-        &env["SIGNETD_PKCS11_MODULE"],
-        pin.trim_end(),
+        token.var("SIGNETD_PKCS11_MODULE"),
+        token.var("SIGNETD_TOKEN_LABEL"),
+        &token.pin(),
         &key.kid,
         o.algorithm,
         sessions,
@@ -213,6 +185,7 @@ fn input(algorithm: Algorithm) -> Vec<u8> {
 /// Raw cryptoki, one session per thread: what any PKCS#11 program gets from this token.
 fn raw_floor(
     module: &str,
+    label: &str,
     pin: &str,
     kid: &str,
     algorithm: Algorithm,
@@ -227,7 +200,7 @@ fn raw_floor(
         .into_iter()
         .find(|s| {
             ctx.get_token_info(*s)
-                .map(|i| i.label() == "signetd-bench")
+                .map(|i| i.label().trim_end() == label)
                 .unwrap_or(false)
         })
         .unwrap();
@@ -302,19 +275,10 @@ async fn mint_rate(
     duration: Duration,
 ) -> (f64, AuditStats) {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("bench.sock");
     let audit_table = audit_dir.map_or_else(String::new, |d| {
         format!("[audit]\ndir = {:?}\n", d.display().to_string())
     });
-    let config = Config::parse(&format!(
-        "{config_text}\n[listen]\nhttp = \"off\"\n{audit_table}"
-    ))
-    .unwrap();
-    let listeners = api::Listeners {
-        unix: api::bind_unix(&socket, 0o600).unwrap().0,
-        http: None,
-        max_connections: 1024,
-    };
+    let config = common::daemon_config(config_text, &audit_table, &dir);
     let log = match audit_dir {
         Some(_) => Some(Arc::new(
             AuditLog::open(&config, hsm.clone()).await.unwrap(),
@@ -327,35 +291,24 @@ async fn mint_rate(
     };
     let ports = Ports::with_audit(&config, &hsm, sink);
     let service = Arc::new(Service::new(config, hsm, ports).await.unwrap());
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let server = tokio::spawn(api::serve(listeners, service.clone(), {
-        let stop = stop.clone();
-        async move { stop.notified().await }
-    }));
+    let daemon = common::TestDaemon::serve(dir, service, 0o600).await;
     let count = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..connections {
-        let (socket, count, failed) = (socket.clone(), count.clone(), failed.clone());
+        let endpoint = Endpoint::Unix(daemon.socket.clone());
+        let (count, failed) = (count.clone(), failed.clone());
         clients.push(tokio::spawn(async move {
-            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut connection = Connection::open(&endpoint).await.unwrap();
             let body = Bytes::from_static(br#"{"issuer":"bench","aud":"api","sub":"bench"}"#);
+            let json = [("content-type", "application/json")];
             while started.elapsed() < duration {
-                sender.ready().await.unwrap();
-                let request = hyper::Request::post("/v1/tokens")
-                    .header("host", "localhost")
-                    .header("content-type", "application/json")
-                    .body(Full::new(body.clone()))
+                let response = connection
+                    .request(Method::POST, "/v1/tokens", &json, body.clone())
+                    .await
                     .unwrap();
-                let response = sender.send_request(request).await.unwrap();
-                let ok = response.status().is_success();
-                response.into_body().collect().await.unwrap();
-                if !ok {
+                if !response.status.is_success() {
                     failed.store(true, Ordering::Relaxed);
                 }
                 count.fetch_add(1, Ordering::Relaxed);
@@ -366,8 +319,7 @@ async fn mint_rate(
         client.await.unwrap();
     }
     let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    stop.notify_one();
-    server.await.unwrap();
+    daemon.shutdown().await;
     let stats = log.map(|l| l.stats()).unwrap_or_default();
     assert!(
         !failed.load(Ordering::Relaxed),

@@ -65,7 +65,7 @@ signetd="$root/target/release/signetd"
 
 # 3. Dev token and config ----------------------------------------------------------
 say "Dev token in .dev/token"
-token_env=$(bash softhsm/init-token.sh "$dev/token" signetd-dev --format env)
+token_env=$(bash softhsm/init-token.sh "$dev/token" signetd-dev --format env --signetd "$signetd")
 declare -A tok
 while IFS='=' read -r key value; do tok[$key]=$value; done <<<"$token_env"
 export SOFTHSM2_CONF=${tok[SOFTHSM2_CONF]}
@@ -109,7 +109,7 @@ fi
 
 # 4. Attestation CA and issuer key ---------------------------------------------------------
 say "Attestation CA (a P-256 key in the token, self-signed for this demo)"
-if "$signetd" attest status --config "$config" --json | grep -q '"state":"missing"'; then
+if [[ $("$signetd" attest status --config "$config" --format state) == missing ]]; then
     "$signetd" attest init-ca --config "$config" --self-signed --subject "signetd quickstart CA"
 else
     "$signetd" attest status --config "$config"
@@ -154,7 +154,7 @@ say "Verifying it against the JWKS served on http://$http_addr/.well-known/jwks.
     --iss https://demo.signetd.invalid --aud demo-api --max-ttl 60 "$token"
 
 say "Checking the key's attestation chain from the JWKS against the CA"
-kid=$("$signetd" keys list --config "$config" --issuer demo --json | sed -n 's/.*"kid": "\([^"]*\)".*/\1/p' | head -n 1)
+kid=$("$signetd" keys list --config "$config" --issuer demo --format kids | head -n 1)
 "$signetd" attest export --config "$config" --out "$dev/public" >/dev/null
 "$signetd" attest verify --root "$dev/public/root.pem" \
     --jwks-url "http://$http_addr/.well-known/jwks.json" --kid "$kid"

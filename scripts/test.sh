@@ -6,7 +6,7 @@ shopt -s inherit_errexit
 PROG=${0##*/}
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 
-usage() {
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     cat <<EOF
 Usage: scripts/$PROG [CARGO TEST ARGS...]
 
@@ -31,39 +31,22 @@ Examples:
 Environment:
   PYTHON   interpreter used to create the venv (default: python3)
 EOF
-}
+    exit 0
+fi
 
-case "${1:-}" in
-    -h | --help)
-        usage
-        exit 0
-        ;;
-    *) ;;
-esac
-
-log() {
-    printf '==> %s\n' "$*" >&2
-}
-
+log() { printf '==> %s\n' "$*" >&2; }
 die() {
     printf '%s: error: %s\n' "$PROG" "$*" >&2
     exit 1
 }
 
 cd "$REPO_ROOT"
-
 PYTHON=${PYTHON:-python3}
 VENV_DIR="$REPO_ROOT/target/test-venv"
 REQUIREMENTS="$REPO_ROOT/tests/interop/requirements.txt"
 STAMP="$VENV_DIR/.signetd-requirements.sha256"
 
 # ---------------------------------------------------------------- system packages
-
-python_can_venv() {
-    command -v "$PYTHON" >/dev/null 2>&1 || return 1
-    # Debian splits ensurepip (needed by 'python3 -m venv') into python3-venv.
-    "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1
-}
 
 missing_packages() {
     local -a pkgs=()
@@ -72,73 +55,46 @@ missing_packages() {
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     if ! command -v "$PYTHON" >/dev/null 2>&1; then
         pkgs+=(python3 python3-venv)
-    elif ! python_can_venv; then
+    elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        # Debian splits ensurepip (needed by 'python3 -m venv') into python3-venv.
         pkgs+=(python3-venv)
     fi
-    if ((${#pkgs[@]} > 0)); then
-        printf '%s\n' "${pkgs[*]}"
-    fi
+    printf '%s' "${pkgs[*]}"
 }
 
-ensure_system_packages() {
-    local missing
-    missing=$(missing_packages)
-    if [[ -z $missing ]]; then
-        return
-    fi
-    local -a pkgs
-    read -r -a pkgs <<<"$missing"
+missing=$(missing_packages)
+if [[ -n $missing ]]; then
     if ((EUID != 0)); then
-        printf '%s: missing system packages: %s\n' "$PROG" "${pkgs[*]}" >&2
-        printf 'Install them with:\n\n    sudo apt-get update && sudo apt-get install -y %s\n\n' "${pkgs[*]}" >&2
+        printf '%s: missing system packages: %s\n' "$PROG" "$missing" >&2
+        printf 'Install them with:\n\n    sudo apt-get update && sudo apt-get install -y %s\n\n' "$missing" >&2
         exit 1
     fi
     command -v apt-get >/dev/null 2>&1 ||
-        die "missing system packages (${pkgs[*]}) and apt-get is not available; install them by hand"
-    log "installing system packages: ${pkgs[*]}"
+        die "missing system packages ($missing) and apt-get is not available; install them by hand"
+    log "installing system packages: $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q </dev/null || die "'apt-get update' failed"
-    apt-get install -y -q --no-install-recommends "${pkgs[@]}" </dev/null ||
-        die "'apt-get install -y ${pkgs[*]}' failed"
-    missing=$(missing_packages)
-    if [[ $missing == *python3* ]]; then
-        die "'$PYTHON -m venv' still does not work after installing ${pkgs[*]}; if PYTHON or python3 on PATH is not Debian's python3, give it venv/ensurepip support or set PYTHON=/usr/bin/python3"
+    # shellcheck disable=SC2086 # one word per package
+    apt-get install -y -q --no-install-recommends $missing </dev/null ||
+        die "'apt-get install -y $missing' failed"
+    still=$(missing_packages)
+    if [[ $still == *python3* ]]; then
+        die "'$PYTHON -m venv' still does not work after installing $missing; if PYTHON or python3 on PATH is not Debian's python3, give it venv/ensurepip support or set PYTHON=/usr/bin/python3"
     fi
-    [[ -z $missing ]] || die "still missing after apt-get install: $missing (check PATH=$PATH)"
-}
-
-ensure_system_packages
+    [[ -z $still ]] || die "still missing after apt-get install: $still (check PATH=$PATH)"
+fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH; install a Rust toolchain (rustup) first"
 
 # ---------------------------------------------------------------- python venv
 
-venv_works() {
-    [[ -x $VENV_DIR/bin/python ]] &&
-        "$VENV_DIR/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' >/dev/null 2>&1
-}
-
-ensure_venv() {
-    [[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS not found"
-    local want have=""
-    want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-
-    if ! venv_works; then
-        if [[ -e $VENV_DIR ]]; then
-            log "recreating broken Python venv at target/test-venv"
-            rm -rf -- "$VENV_DIR"
-        else
-            log "creating Python venv at target/test-venv"
-        fi
-        mkdir -p -- "$REPO_ROOT/target"
-        "$PYTHON" -m venv "$VENV_DIR" || die "'$PYTHON -m venv $VENV_DIR' failed"
-    fi
-
-    if [[ -f $STAMP ]]; then
-        have=$(<"$STAMP")
-    fi
-    if [[ $have == "$want" ]]; then
-        return
-    fi
+want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+if ! "$VENV_DIR/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' >/dev/null 2>&1; then
+    log "creating Python venv at target/test-venv"
+    rm -rf -- "$VENV_DIR"
+    mkdir -p -- "$REPO_ROOT/target"
+    "$PYTHON" -m venv "$VENV_DIR" || die "'$PYTHON -m venv $VENV_DIR' failed"
+fi
+if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
     log "installing tests/interop/requirements.txt into target/test-venv"
     rm -f -- "$STAMP"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip install \
@@ -146,14 +102,11 @@ ensure_venv() {
         die "pip install -r tests/interop/requirements.txt failed"
     "$VENV_DIR/bin/python" -c 'import jwt, cryptography, asn1crypto, pkilint' ||
         die "the venv at $VENV_DIR cannot import jwt, cryptography, asn1crypto and pkilint after installing"
-    local tool
     for tool in lint_pkix_cert lint_pkix_signer_signee_cert_chain; do
         [[ -x $VENV_DIR/bin/$tool ]] || die "pkilint installed no $VENV_DIR/bin/$tool"
     done
     printf '%s\n' "$want" >"$STAMP"
-}
-
-ensure_venv
+fi
 export SIGNETD_TEST_PYTHON="$VENV_DIR/bin/python"
 
 # ---------------------------------------------------------------- cargo test
@@ -161,17 +114,13 @@ export SIGNETD_TEST_PYTHON="$VENV_DIR/bin/python"
 log "cargo test --locked $*"
 log_file=$(mktemp "${TMPDIR:-/tmp}/signetd-test.XXXXXX")
 trap 'rm -f -- "$log_file"' EXIT
-
 if [[ -t 1 && -z ${CARGO_TERM_COLOR:-} ]]; then
     export CARGO_TERM_COLOR=always
 fi
 
 start=$SECONDS
-set +e
-cargo test --locked "$@" 2>&1 | tee "$log_file"
-status=${PIPESTATUS[0]}
-set -e
-elapsed=$((SECONDS - start))
+status=0
+cargo test --locked "$@" 2>&1 | tee "$log_file" || status=${PIPESTATUS[0]}
 
 # Add up libtest's "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines.
 counts=$(sed 's/\x1b\[[0-9;]*m//g' "$log_file" | awk '
@@ -185,10 +134,9 @@ counts=$(sed 's/\x1b\[[0-9;]*m//g' "$log_file" | awk '
     }
     END { printf "%d passed, %d failed, %d ignored in %d test suites", passed, failed, ignored, suites }
 ')
-
 if ((status == 0)); then
-    printf '%s: PASS (cargo test: %s; %ss)\n' "$PROG" "$counts" "$elapsed"
+    printf '%s: PASS (cargo test: %s; %ss)\n' "$PROG" "$counts" "$((SECONDS - start))"
 else
-    printf '%s: FAIL (cargo test exited with status %s: %s; %ss)\n' "$PROG" "$status" "$counts" "$elapsed"
+    printf '%s: FAIL (cargo test exited with status %s: %s; %ss)\n' "$PROG" "$status" "$counts" "$((SECONDS - start))"
 fi
 exit "$status"

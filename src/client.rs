@@ -1,11 +1,12 @@
-//! A minimal HTTP/1.1 client for the CLI: talks to the daemon over its Unix socket, or
-//! fetches a JWKS over plain HTTP.
+//! The one HTTP/1.1 client of signetd: the CLI, the integration tests and the benchmark
+//! all talk to a daemon through it, over its Unix socket or over TCP.
 
 use std::path::PathBuf;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
@@ -40,62 +41,126 @@ pub fn parse_http_url(url: &str) -> Result<(Endpoint, String), String> {
     Ok((Endpoint::Tcp(authority), path.to_string()))
 }
 
-/// Sends one request and returns the status and body.
+/// A whole response.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// One keep-alive HTTP/1.1 connection; its requests are sent one after another.
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    /// Connects to `endpoint`.
+    pub async fn open(endpoint: &Endpoint) -> Result<Connection, String> {
+        match endpoint {
+            Endpoint::Unix(socket) => {
+                let stream = UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+                Self::handshake(stream, "localhost").await
+            }
+            Endpoint::Tcp(authority) => {
+                let stream = TcpStream::connect(authority)
+                    .await
+                    .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+                Self::handshake(stream, authority).await
+            }
+        }
+    }
+
+    async fn handshake<S>(stream: S, host: &str) -> Result<Connection, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Connection {
+            sender,
+            host: host.to_string(),
+        })
+    }
+
+    /// Sends one request with `headers` (a `host` header is always added) and `body`,
+    /// and reads the whole response.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, String> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("the connection closed: {e}"))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the response failed: {e}"))?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Sends one request on a connection of its own.
+pub async fn request(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Response, String> {
+    Connection::open(endpoint)
+        .await?
+        .request(method, path, headers, body)
+        .await
+}
+
+/// Sends one request, with a JSON body if given, and returns the status and body.
 pub async fn send(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
     json_body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Bytes), String> {
-    match endpoint {
-        Endpoint::Unix(path_) => {
-            let stream = UnixStream::connect(path_)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", path_.display()))?;
-            exchange(stream, "localhost", method, path, json_body).await
-        }
-        Endpoint::Tcp(authority) => {
-            let stream = TcpStream::connect(authority)
-                .await
-                .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-            exchange(stream, authority, method, path, json_body).await
-        }
-    }
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    stream: S,
-    host: &str,
-    method: Method,
-    path: &str,
-    json_body: Option<Vec<u8>>,
-) -> Result<(StatusCode, Bytes), String> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host);
-    if json_body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading the response failed: {e}"))?
-        .to_bytes();
-    Ok((status, body))
+    let headers: &[(&str, &str)] = match json_body {
+        Some(_) => &[("content-type", "application/json")],
+        None => &[],
+    };
+    let body = Bytes::from(json_body.unwrap_or_default());
+    let response = request(endpoint, method, path, headers, body).await?;
+    Ok((response.status, response.body))
 }
 
 #[cfg(test)]

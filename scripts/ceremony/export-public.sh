@@ -20,11 +20,10 @@ auditors into DIR (which must be new or empty):
   DIR/jwks.json        the JWKS of the published keys of JWT issuers, each
                        with x5c and x5t#S256
 
-then checks every DIR/keys/KID.pem against DIR/root.pem, and the JWKS entry
-of each key in it:
+then checks every DIR/keys/KID.pem against DIR/root.pem, and against its
+JWKS entry when it is published, and that every published key has its chain:
 
-  signetd attest verify --root DIR/root.pem --chain DIR/keys/KID.pem \\
-      [--jwks-file DIR/jwks.json --kid KID]
+  signetd attest verify --root DIR/root.pem --bundle DIR
 
 writes DIR/SHA256SUMS (check it with: cd DIR && sha256sum -c SHA256SUMS), and
 verifies the signed transcripts in the transcript directory against
@@ -81,10 +80,10 @@ if ((CE_DRY_RUN)); then
     printf 'plan:\n'
 fi
 ce_step attest export --config "$CE_CONFIG" --out "$out" || ce_die "'signetd attest export' failed (message above)"
+verify=(attest verify --root "$out/root.pem" --bundle "$out")
 
 if ((CE_DRY_RUN)); then
-    printf '  then (read-only): for each %s/keys/KID.pem: %s\n' "$out" \
-        "$(ce_show "$CE_SIGNETD" attest verify --root "$out/root.pem" --chain "$out/keys/KID.pem" --jwks-file "$out/jwks.json" --kid KID)"
+    printf '  then (read-only): %s\n' "$(ce_show "$CE_SIGNETD" "${verify[@]}")"
     printf '  then: write %s/SHA256SUMS; verify the signed transcripts in %s with %s\n' "$out" "$CE_TRANSCRIPT_DIR" \
         "$(ce_show "$CE_SIGNETD" ceremony verify TRANSCRIPT --root "$out/root.pem")"
     ce_done "Export"
@@ -95,92 +94,41 @@ for f in root.pem ca-chain.pem jwks.json; do
     [[ -s $out/$f ]] || ce_die "signetd attest export wrote no $out/$f"
 done
 
-# ---------------------------------------------------------------- verify each key
-
 ce_say "Verifying every key certificate against $out/root.pem"
-if command -v jq >/dev/null 2>&1; then
-    mapfile -t published < <(jq -r '.keys[]?.kid // empty' "$out/jwks.json")
-else
-    mapfile -t published < <(python3 -c '
-import json, sys
-for key in json.load(open(sys.argv[1])).get("keys", []):
-    if key.get("kid"):
-        print(key["kid"])
-' "$out/jwks.json")
-fi
-declare -A in_jwks=()
-for kid in "${published[@]}"; do
-    in_jwks[$kid]=1
-done
-
+printf '$ %s\n' "$(ce_show "$CE_SIGNETD" "${verify[@]}")"
 failures=0
-checked=0
+ce_query "${verify[@]}" || failures=$((failures + 1))
 shopt -s nullglob
 key_files=("$out"/keys/*.pem)
+transcript_files=("$CE_TRANSCRIPT_DIR"/*.json)
 shopt -u nullglob
-for pem in "${key_files[@]}"; do
-    kid=$(basename -- "$pem" .pem)
-    args=(attest verify --root "$out/root.pem" --chain "$pem")
-    if [[ -n ${in_jwks[$kid]:-} ]]; then
-        args+=(--jwks-file "$out/jwks.json" --kid "$kid")
-        unset "in_jwks[$kid]"
-    fi
-    printf '\n$ %s\n' "$(ce_show "$CE_SIGNETD" "${args[@]}")"
-    checked=$((checked + 1))
-    if ! ce_query "${args[@]}"; then
-        failures=$((failures + 1))
-        ce_note "FAILED: $pem does not verify against $out/root.pem"
-    fi
-done
-for kid in "${!in_jwks[@]}"; do
-    failures=$((failures + 1))
-    ce_note "FAILED: $out/jwks.json publishes $kid but there is no $out/keys/$kid.pem"
-done
-if ((checked == 0)); then
-    ce_note "warning: no key certificates in $out/keys (no complete keys yet?)"
-fi
-
-# ---------------------------------------------------------------- checksums
 
 ce_say "Writing $out/SHA256SUMS"
 (
     cd -- "$out"
-    files=(root.pem ca-chain.pem jwks.json)
-    shopt -s nullglob
-    files+=(keys/*.pem)
-    sha256sum -- "${files[@]}" >SHA256SUMS.tmp
+    sha256sum -- root.pem ca-chain.pem jwks.json "${key_files[@]#"$out/"}" >SHA256SUMS.tmp
     mv -f -- SHA256SUMS.tmp SHA256SUMS
     sha256sum --quiet -c SHA256SUMS
 ) || ce_die "cannot write $out/SHA256SUMS"
 cat -- "$out/SHA256SUMS"
 
-# ---------------------------------------------------------------- transcripts
-
 ce_say "Checking the transcripts in $CE_TRANSCRIPT_DIR against $out/root.pem"
+declare -A pending=()
+while IFS= read -r t; do pending[$t]=1; done < <(ce_pending_transcripts)
 transcripts=0
-if [[ -d $CE_TRANSCRIPT_DIR ]]; then
-    mapfile -t pending < <(ce_pending_transcripts)
-    declare -A is_pending=()
-    for t in "${pending[@]}"; do
-        is_pending[$t]=1
-    done
-    shopt -s nullglob
-    all=("$CE_TRANSCRIPT_DIR"/*.json)
-    shopt -u nullglob
-    for t in "${all[@]}"; do
-        if [[ -n ${is_pending[$t]:-} ]]; then
-            ce_note "warning: $t is pending (unsigned): sign it with scripts/ceremony/root.sh (or signetd ceremony sign)"
-            continue
-        fi
-        transcripts=$((transcripts + 1))
-        if verdict=$(ce_query ceremony verify "$t" --root "$out/root.pem" 2>&1 >/dev/null); then
-            printf 'ok   %s\n' "$t"
-        else
-            failures=$((failures + 1))
-            printf 'FAIL %s: %s\n' "$t" "$verdict"
-        fi
-    done
-fi
+for t in "${transcript_files[@]}"; do
+    if [[ -n ${pending[$t]:-} ]]; then
+        ce_note "warning: $t is pending (unsigned): sign it with scripts/ceremony/root.sh (or signetd ceremony sign)"
+        continue
+    fi
+    transcripts=$((transcripts + 1))
+    if verdict=$(ce_query ceremony verify "$t" --root "$out/root.pem" 2>&1 >/dev/null); then
+        printf 'ok   %s\n' "$t"
+    else
+        failures=$((failures + 1))
+        printf 'FAIL %s: %s\n' "$t" "$verdict"
+    fi
+done
 if ((transcripts == 0)); then
     printf 'no signed transcripts in %s\n' "$CE_TRANSCRIPT_DIR"
 fi
@@ -188,4 +136,4 @@ fi
 if ((failures > 0)); then
     ce_die "$failures check(s) failed (see above); do not publish $out"
 fi
-ce_done "Export ceremony finished: $checked key certificate(s) and $transcripts transcript(s) verified; publish $out"
+ce_done "Export ceremony finished: ${#key_files[@]} key certificate(s) and $transcripts transcript(s) verified; publish $out"

@@ -80,54 +80,17 @@ done
 [[ -n $label ]] || ce_usage_error "--label is required"
 [[ -n $so_pin_file ]] || ce_usage_error "--so-pin-file is required"
 [[ -n $pin_file ]] || ce_usage_error "--pin-file is required"
-
-label_bytes=$(printf '%s' "$label" | wc -c)
-((label_bytes <= 32)) || ce_usage_error "--label is $label_bytes bytes long; PKCS#11 token labels are at most 32 bytes"
-
-find_softhsm_module() {
-    local candidate
-    for candidate in \
-        /usr/lib/softhsm/libsofthsm2.so \
-        /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
-        /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so \
-        /usr/local/lib/softhsm/libsofthsm2.so; do
-        if [[ -f $candidate ]]; then
-            printf '%s\n' "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
-
-if [[ -z $module ]]; then
-    if [[ -n ${SIGNETD_PKCS11_MODULE:-} ]]; then
-        module=$SIGNETD_PKCS11_MODULE
-    else
-        module=$(find_softhsm_module) ||
-            ce_die "no --module given and SoftHSM2's libsofthsm2.so is not in /usr/lib/softhsm, /usr/lib/x86_64-linux-gnu/softhsm, /usr/lib/aarch64-linux-gnu/softhsm or /usr/local/lib/softhsm; give your HSM's PKCS#11 module with --module"
-    fi
-fi
-[[ -f $module ]] || ce_die "PKCS#11 module not found: $module"
-
 for f in "$so_pin_file" "$pin_file"; do
-    [[ -f $f ]] || ce_die "PIN file not found: $f"
-    [[ -r $f ]] || ce_die "PIN file not readable: $f"
-    # Refuse PIN files that any user could read (signetd refuses them too).
-    perms=$(stat -c '%a' -- "$f")
-    if ((8#$perms & 8#007)); then
-        ce_die "PIN file $f has mode $perms: other users can access it; chmod 600 (or 640) it first"
-    fi
+    [[ -f $f && -r $f ]] || ce_die "PIN file not found or not readable: $f"
 done
-
-if [[ $module == *softhsm* && -z ${SOFTHSM2_CONF:-} ]]; then
-    ce_note "warning: SOFTHSM2_CONF is not set; SoftHSM2 will use its system-wide config (/etc/softhsm/softhsm2.conf)"
-fi
+# signetd checks the label and the PIN files' modes, and finds SoftHSM2's module.
+module_args=()
+if [[ -n $module ]]; then module_args=(--module "$module"); fi
 
 ce_setup noconfig
-
 transcript=$(ce_transcript_path init-token)
 
-ce_say "Token ceremony: token '$label' through $module"
+ce_say "Token ceremony: token '$label' through ${module:-${SIGNETD_PKCS11_MODULE:-SoftHSM2}}"
 if [[ -n ${SOFTHSM2_CONF:-} ]]; then
     printf 'SOFTHSM2_CONF=%s\n' "$SOFTHSM2_CONF"
 fi
@@ -135,8 +98,9 @@ if ((CE_DRY_RUN)); then
     printf 'plan:\n'
 fi
 
-if ! ce_step ceremony init-token --module "$module" --label "$label" \
-    --so-pin-file "$so_pin_file" --pin-file "$pin_file" --transcript "$transcript"; then
+if ! out=$(ce_step ceremony init-token "${module_args[@]}" --label "$label" \
+    --so-pin-file "$so_pin_file" --pin-file "$pin_file" --format env --transcript "$transcript"); then
+    printf '%s\n' "$out"
     cat >&2 <<EOF
 
 $CE_PROG: 'signetd ceremony init-token' failed (message above); nothing else was run.
@@ -148,9 +112,11 @@ $CE_PROG: 'signetd ceremony init-token' failed (message above); nothing else was
 EOF
     exit 1
 fi
+printf '%s\n' "$out"
 
 ce_report_transcript "$transcript"
 if ((!CE_DRY_RUN)); then
+    module=$(sed -n 's/^SIGNETD_PKCS11_MODULE=//p' <<<"$out")
     cat <<EOF
 The transcript is pending (unsigned): scripts/ceremony/root.sh signs it with
 the attestation CA key once the CA exists. Keep it in $CE_TRANSCRIPT_DIR.

@@ -42,37 +42,15 @@ EOF
     ce_common_help
 }
 
-mode=""
-csr_out=""
-chain_in=""
-subject=""
-days=""
-
+mode="" csr_out="" chain_in="" subject="" days=""
 set_mode() {
-    if [[ -n $mode && $mode != "$1" ]]; then
-        ce_usage_error "choose one of --self-signed, --csr, --import, --resume and --undo"
-    fi
+    [[ -z $mode || $mode == "$1" ]] || ce_usage_error "choose one of --self-signed, --csr, --import, --resume and --undo"
     mode=$1
 }
-
 while (($# > 0)); do
     case "$1" in
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        --self-signed)
-            set_mode self-signed
-            shift
-            ;;
-        --resume)
-            set_mode resume
-            shift
-            ;;
-        --undo)
-            set_mode undo
-            shift
-            ;;
+        -h | --help) usage && exit 0 ;;
+        --self-signed | --resume | --undo) set_mode "${1#--}" && shift ;;
         --csr | --import | --subject | --days)
             ce_need_value "$@"
             case "$1" in
@@ -110,10 +88,8 @@ fi
 
 ce_setup config
 
-subject_args=()
-if [[ -n $subject ]]; then subject_args+=(--subject "$subject"); fi
-days_args=()
-if [[ -n $days ]]; then days_args+=(--days "$days"); fi
+subject_args=(${subject:+--subject "$subject"})
+days_args=(${days:+--days "$days"})
 
 # What to do when the CA key exists but has no certificate.
 awaiting_help() {

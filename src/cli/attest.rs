@@ -1,6 +1,6 @@
 //! `signetd attest`: the attestation CA, and verifying attestations.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -20,9 +20,12 @@ pub enum AttestCommand {
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print JSON.
-        #[arg(long)]
+        /// Print JSON (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// `text`, `json`, or `state`: the state alone, for scripts.
+        #[arg(long, value_enum)]
+        format: Option<StatusFormat>,
     },
     /// Create the attestation CA key in the token and certify it: self-signed, or a
     /// PKCS#10 request for the operator's CA (then `import-chain`). `--undo` destroys a
@@ -83,16 +86,42 @@ pub enum AttestCommand {
         /// A PEM chain: key certificate first.
         #[arg(long)]
         chain: Option<PathBuf>,
+        /// Verify a whole `attest export` directory instead: every `keys/KID.pem` against
+        /// its `root.pem` (and against its `jwks.json` entry, if published), and that
+        /// every key the JWKS publishes has its chain.
+        #[arg(long, conflicts_with_all = ["jwks_url", "jwks_file", "kid", "chain"])]
+        bundle: Option<PathBuf>,
         /// Check validity at this time (seconds since the epoch) instead of now.
         #[arg(long)]
         at: Option<u64>,
     },
 }
 
+/// How `attest status` reports.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+    /// The state alone: missing, awaiting-certificate or ready.
+    State,
+}
+
 /// Runs an attest command.
 pub async fn run(command: AttestCommand) -> Result<(), String> {
     match command {
-        AttestCommand::Status { config, json } => status(config, json).await,
+        AttestCommand::Status {
+            config,
+            json,
+            format,
+        } => {
+            let format = match (json, format) {
+                (true, _) => StatusFormat::Json,
+                (false, format) => format.unwrap_or(StatusFormat::Text),
+            };
+            status(config, format).await
+        }
         AttestCommand::InitCa {
             config,
             self_signed,
@@ -200,16 +229,23 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
         AttestCommand::Export { config, out } => export(config, out).await,
         AttestCommand::Verify {
             root,
+            at,
+            bundle: Some(dir),
+            ..
+        } => verify_bundle(&root, &dir, at),
+        AttestCommand::Verify {
+            root,
             jwks_url,
             jwks_file,
             kid,
             chain,
             at,
+            bundle: None,
         } => verify_command(root, jwks_url, jwks_file, kid, chain, at).await,
     }
 }
 
-async fn status(config: ConfigArg, as_json: bool) -> Result<(), String> {
+async fn status(config: ConfigArg, format: StatusFormat) -> Result<(), String> {
     let (_, hsm) = super::open(&config.config).await?;
     let state = attest::ca::load(&hsm).await.map_err(|e| e.to_string())?;
     let report = match &state {
@@ -228,8 +264,10 @@ async fn status(config: ConfigArg, as_json: bool) -> Result<(), String> {
             })
         }
     };
-    if as_json {
+    if let StatusFormat::Json = format {
         println!("{report}");
+    } else if let StatusFormat::State = format {
+        println!("{}", report["state"].as_str().unwrap_or("?"));
     } else {
         println!(
             "attestation CA: {}",
@@ -336,10 +374,18 @@ async fn verify_command(
             );
         }
     };
-    let when = at.map_or_else(SystemTime::now, |s| {
+    let verdict = verify::verify_key_attestation(&chain, &root_der, jwk.as_ref(), when(at));
+    report_verdict(&verdict)
+}
+
+fn when(at: Option<u64>) -> SystemTime {
+    at.map_or_else(SystemTime::now, |s| {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
-    });
-    let verdict = verify::verify_key_attestation(&chain, &root_der, jwk.as_ref(), when);
+    })
+}
+
+/// Prints each check and the verdict; an invalid verdict is the error.
+fn report_verdict(verdict: &verify::Verdict) -> Result<(), String> {
     for check in &verdict.checks {
         println!(
             "{} {}: {}",
@@ -360,5 +406,71 @@ async fn verify_command(
             println!("verdict: INVALID ({why})");
             Err(format!("attestation is invalid: {why}"))
         }
+    }
+}
+
+/// `attest verify --bundle DIR`: what verifiers will be handed, checked as they would.
+fn verify_bundle(root: &Path, dir: &Path, at: Option<u64>) -> Result<(), String> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let root_der = from_pem(&read(root)?)?.remove(0);
+    let jwks: JwkSet = serde_json::from_str(&read(&dir.join("jwks.json"))?)
+        .map_err(|e| format!("{}/jwks.json is not a valid JWKS: {e}", dir.display()))?;
+    let mut chains: Vec<PathBuf> = std::fs::read_dir(dir.join("keys"))
+        .map_err(|e| format!("cannot read {}/keys: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    chains.sort();
+    let mut failures = Vec::new();
+    for path in &chains {
+        let kid = path.file_stem().unwrap_or_default().to_string_lossy();
+        let jwk = jwks.keys.iter().find(|k| k.kid == kid);
+        let compared = if jwk.is_some() {
+            " and its JWKS entry"
+        } else {
+            " (not in the JWKS)"
+        };
+        println!("\n== {kid}: {}{compared}", path.display());
+        let verdict = from_pem(&read(path)?)
+            .map(|chain| verify::verify_key_attestation(&chain, &root_der, jwk, when(at)))
+            .and_then(|verdict| report_verdict(&verdict));
+        if let Err(e) = verdict {
+            failures.push(format!("{}: {e}", path.display()));
+        }
+    }
+    for jwk in &jwks.keys {
+        if !chains
+            .iter()
+            .any(|p| p.file_stem() == Some(jwk.kid.as_ref()))
+        {
+            println!(
+                "FAIL {}: published in the JWKS without keys/{}.pem",
+                jwk.kid, jwk.kid
+            );
+            failures.push(format!("{} has no chain", jwk.kid));
+        }
+    }
+    if chains.is_empty() {
+        eprintln!(
+            "warning: no key certificates in {}/keys (no complete keys yet?)",
+            dir.display()
+        );
+    }
+    if failures.is_empty() {
+        println!(
+            "\n{} key certificate(s) in {} verified against {}",
+            chains.len(),
+            dir.display(),
+            root.display()
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{} check(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        ))
     }
 }

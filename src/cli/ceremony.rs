@@ -1,8 +1,9 @@
 //! `signetd ceremony`: token initialization and transcripts.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use secrecy::SecretString;
 use signetd::attest::certificate::from_pem;
 use signetd::ceremony::{self, Created, Transcript};
@@ -16,10 +17,10 @@ pub enum CeremonyCommand {
     /// Initialize a blank token (C_InitToken, C_InitPIN) with a label and PINs read from
     /// files, or verify that the token with that label exists and the user PIN works.
     InitToken {
-        /// The PKCS#11 module.
-        #[arg(long)]
-        module: PathBuf,
-        /// The token label.
+        /// The PKCS#11 module (default: SoftHSM2's libsofthsm2.so, found in the usual places).
+        #[arg(long, env = "SIGNETD_PKCS11_MODULE")]
+        module: Option<PathBuf>,
+        /// The token label (at most 32 bytes).
         #[arg(long)]
         label: String,
         /// File holding the security officer PIN.
@@ -28,8 +29,22 @@ pub enum CeremonyCommand {
         /// File holding the user PIN.
         #[arg(long)]
         pin_file: PathBuf,
+        /// Refuse to initialize the token if the module already has a token with another
+        /// label (one SoftHSM2 store per token).
+        #[arg(long)]
+        sole: bool,
+        /// `text`, or `env`: KEY=VALUE lines (SIGNETD_PKCS11_MODULE, SIGNETD_TOKEN_LABEL,
+        /// SIGNETD_TOKEN_SERIAL, SIGNETD_TOKEN_SETUP) for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         #[command(flatten)]
         transcript: TranscriptArg,
+    },
+    /// List the pending (unsigned) transcripts among the `*.json` files of a directory,
+    /// one path per line.
+    Pending {
+        /// The transcript directory (a missing one holds none).
+        dir: PathBuf,
     },
     /// Sign pending transcripts (written before the attestation CA existed) with the CA key.
     Sign {
@@ -49,10 +64,76 @@ pub enum CeremonyCommand {
     },
 }
 
-fn read_pin(path: &PathBuf) -> Result<SecretString, String> {
+/// How `init-token` reports.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// A sentence for people.
+    Text,
+    /// KEY=VALUE lines for scripts.
+    Env,
+}
+
+/// Where distributions install SoftHSM2's module.
+const SOFTHSM_MODULES: [&str; 4] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+fn softhsm_module() -> Result<PathBuf, String> {
+    SOFTHSM_MODULES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no --module given and SoftHSM2's libsofthsm2.so is in none of {}; install softhsm2, or give your HSM's PKCS#11 module with --module",
+                SOFTHSM_MODULES.join(", ")
+            )
+        })
+}
+
+/// softhsm2-util pads labels with spaces to 32 bytes, so surrounding whitespace could
+/// not be told apart when the token is looked up again.
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > 32 {
+        return Err(format!(
+            "--label is {} bytes long; PKCS#11 token labels are 1 to 32 bytes",
+            label.len()
+        ));
+    }
+    if label.chars().any(char::is_control) || label.trim() != label {
+        return Err(format!(
+            "--label {label:?} must not hold control characters nor start or end with whitespace"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a PIN file, refusing one that other users can read (the daemon refuses those too).
+fn read_pin(path: &Path) -> Result<SecretString, String> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("PIN file {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "PIN file {} has mode {:o}: other users can access it; chmod 600 (or 640) it first",
+            path.display(),
+            mode & 0o777
+        ));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(SecretString::from(text.trim_end()))
+}
+
+/// Whether a transcript file is still unsigned; `None` if it is not JSON.
+fn is_pending(path: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let file: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(file.get("signature").is_none())
 }
 
 /// Runs a ceremony command.
@@ -63,20 +144,43 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
             label,
             so_pin_file,
             pin_file,
+            sole,
+            format,
             transcript,
         } => {
+            check_label(&label)?;
+            let module = match module {
+                Some(module) => module,
+                None => softhsm_module()?,
+            };
+            if module.to_string_lossy().contains("softhsm")
+                && std::env::var_os("SOFTHSM2_CONF").is_none()
+            {
+                eprintln!(
+                    "warning: SOFTHSM2_CONF is not set; SoftHSM2 will use its system-wide config (/etc/softhsm/softhsm2.conf)"
+                );
+            }
             let (so_pin, pin) = (read_pin(&so_pin_file)?, read_pin(&pin_file)?);
-            let task_label = label.clone();
+            let (task_label, task_module) = (label.clone(), module.clone());
             let (setup, identity) = tokio::task::spawn_blocking(move || {
-                provision::init_or_verify(&module, &task_label, &so_pin, &pin)
+                provision::init_or_verify(&task_module, &task_label, &so_pin, &pin, sole)
             })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{e} ({})", e.code()))?;
-            println!(
-                "token {:?} (serial {}): {setup:?}",
-                identity.label, identity.serial
-            );
+            match format {
+                Format::Text => println!(
+                    "token {:?} (serial {}): {setup:?}",
+                    identity.label, identity.serial
+                ),
+                Format::Env => {
+                    let setup = serde_json::to_value(setup).expect("serializes");
+                    println!("SIGNETD_PKCS11_MODULE={}", module.display());
+                    println!("SIGNETD_TOKEN_LABEL={}", identity.label);
+                    println!("SIGNETD_TOKEN_SERIAL={}", identity.serial);
+                    println!("SIGNETD_TOKEN_SETUP={}", setup.as_str().unwrap_or("?"));
+                }
+            }
             let mut log = Transcript::start("init-token", &identity);
             log.created.push(Created {
                 kind: "token".to_string(),
@@ -85,6 +189,24 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
                 detail: format!("{setup:?} (serial {})", identity.serial).to_lowercase(),
             });
             record(&transcript, log, None, Ok(())).await
+        }
+        CeremonyCommand::Pending { dir } => {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return Ok(());
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+                .collect();
+            files.sort();
+            for file in files {
+                match is_pending(&file) {
+                    Some(true) => println!("{}", file.display()),
+                    Some(false) => {}
+                    None => eprintln!("warning: {} is not valid JSON; skipped", file.display()),
+                }
+            }
+            Ok(())
         }
         CeremonyCommand::Sign {
             config,

@@ -85,10 +85,67 @@ pub enum KeysCommand {
         /// Only keys of this issuer.
         #[arg(long)]
         issuer: Option<String>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Print JSON instead of a table (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// `table`, `json`, `kids` (one kid per line), or `problems`: the incomplete
+        /// keys with the commands that finish or undo each; nothing when there are none.
+        #[arg(long, value_enum)]
+        format: Option<ListFormat>,
     },
+}
+
+/// How `keys list` reports.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// A table for people.
+    Table,
+    /// One JSON object: the token, the keys, the problems.
+    Json,
+    /// The kids alone, one per line.
+    Kids,
+    /// What an interrupted ceremony left behind, and how to finish or undo it.
+    Problems,
+}
+
+/// The report of `keys list --format problems`, naming the commands with `config`.
+fn problems_report(problems: &[String], config: &std::path::Path) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "the token holds {} incomplete or unusable key(s):\n",
+        problems.len()
+    );
+    let mut kids: Vec<&str> = Vec::new();
+    for problem in problems {
+        out += &format!("  - {problem}\n");
+        let kid = problem
+            .strip_prefix("key ")
+            .and_then(|rest| {
+                rest.split(|c: char| !(c.is_ascii_alphanumeric() || "._~-".contains(c)))
+                    .next()
+            })
+            .filter(|kid| !kid.is_empty());
+        if let Some(kid) = kid.filter(|kid| !kids.contains(kid)) {
+            kids.push(kid);
+        }
+    }
+    if !kids.is_empty() {
+        let signetd = std::env::args()
+            .next()
+            .unwrap_or_else(|| "signetd".to_string());
+        let config = config.display();
+        out += "\nAn interrupted key generation is finished or undone with:\n";
+        for kid in kids {
+            out += &format!("  finish: {signetd} keys finish --config {config} --kid {kid}\n");
+            out += &format!(
+                "  undo:   {signetd} keys destroy-incomplete --config {config} --kid {kid}\n"
+            );
+        }
+        out += "(see docs/ceremonies.md, \"Recovering from a failure midway\")\n";
+    }
+    out
 }
 
 fn created(key: &StoredKey, kind: &str) -> Created {
@@ -232,8 +289,14 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             config,
             issuer,
             json,
+            format,
         } => {
-            let (_, hsm) = super::open(&config.config).await?;
+            let format = match (json, format) {
+                (true, _) => ListFormat::Json,
+                (false, format) => format.unwrap_or(ListFormat::Table),
+            };
+            let config_path = config.config;
+            let (_, hsm) = super::open(&config_path).await?;
             let inventory = keys::store::inventory(&hsm)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -247,7 +310,18 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 .filter(|k| issuer.as_deref().is_none_or(|i| i == k.issuer))
                 .map(|k| KeyView::new(k, &chain))
                 .collect();
-            if json {
+            match format {
+                ListFormat::Kids => {
+                    shown.iter().for_each(|key| println!("{}", key.kid));
+                    return Ok(());
+                }
+                ListFormat::Problems => {
+                    print!("{}", problems_report(&inventory.problems, &config_path));
+                    return Ok(());
+                }
+                ListFormat::Json | ListFormat::Table => {}
+            }
+            if format == ListFormat::Json {
                 let out =
                     json!({"token": hsm.token(), "keys": shown, "problems": inventory.problems});
                 println!(
@@ -285,5 +359,38 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::problems_report;
+    use std::path::Path;
+
+    #[test]
+    fn problems_name_the_commands_for_each_incomplete_key_once() {
+        assert_eq!(problems_report(&[], Path::new("c.toml")), "");
+        let problems = [
+            "key es-1 has no certificate".to_string(),
+            "key es-1 has no state record".to_string(),
+            "state record \"x\" is unreadable: eof".to_string(),
+        ];
+        let report = problems_report(&problems, Path::new("c.toml"));
+        assert!(
+            report.starts_with("the token holds 3 incomplete"),
+            "{report}"
+        );
+        assert_eq!(
+            report
+                .matches("keys finish --config c.toml --kid es-1\n")
+                .count(),
+            1
+        );
+        assert_eq!(
+            report
+                .matches("keys destroy-incomplete --config c.toml --kid es-1\n")
+                .count(),
+            1
+        );
     }
 }

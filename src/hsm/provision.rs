@@ -22,12 +22,15 @@ pub enum TokenSetup {
 }
 
 /// Initializes the first uninitialized token as `label`, or verifies the existing token
-/// with that label by logging in with the user PIN.
+/// with that label by logging in with the user PIN. With `sole`, a token of another
+/// label already present is an error rather than a neighbour: a throwaway SoftHSM2
+/// store keeps its PIN files beside it, so it must hold one token only.
 pub fn init_or_verify(
     module: &Path,
     label: &str,
     so_pin: &SecretString,
     user_pin: &SecretString,
+    sole: bool,
 ) -> Result<(TokenSetup, TokenIdentity), HsmError> {
     let ctx = context::load(module)?;
     let selector = TokenSelector {
@@ -43,6 +46,14 @@ pub fn init_or_verify(
             }
             let _ = session.logout();
             return Ok((TokenSetup::Verified, identity));
+        }
+        Err(HsmError::TokenNotFound { present, .. }) if sole && present != "none" => {
+            return Err(HsmError::TokenNotFound {
+                selector: format!(
+                    "{label:?} in a store that holds another token (use one per token)"
+                ),
+                present,
+            });
         }
         Err(HsmError::TokenNotFound { .. }) => {}
         Err(e) => return Err(e),

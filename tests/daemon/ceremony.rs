@@ -2,29 +2,26 @@
 //! binary against a fresh SoftHSM2 token per test, and independent tools (openssl,
 //! pkilint, Python's cryptography + asn1crypto) check what they produce.
 //!
-//! Self-contained: every test makes its own token with `softhsm/init-token.sh` in its
-//! own temp dir, runs every command in that dir and passes `SOFTHSM2_CONF` to each
-//! subprocess. Nothing here touches the process environment or the shared test token.
-//! Command lines are written as one string, split on whitespace: every path in them is
-//! relative to the temp dir, or a temp path checked to hold no whitespace.
+//! Self-contained: every test makes its own token with the harness (`TestToken`, which
+//! runs `softhsm/init-token.sh`) in its own temp dir, runs every command in that dir and
+//! passes `SOFTHSM2_CONF` to each subprocess. Nothing here touches the process
+//! environment or the shared test token. Command lines are written as one string, split
+//! on whitespace: every path in them is relative to the temp dir, or a temp path checked
+//! to hold no whitespace.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hyper::Method;
 use serde_json::Value;
-use tempfile::TempDir;
+use signetd::Algorithm;
 
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::{TestToken, issuer_toml, repo_root, request_unix_blocking, signetd_bin};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -56,61 +53,31 @@ fn fails(what: &str, out: Output) -> String {
 /// A fresh SoftHSM2 token in its own temp dir, with `signetd.toml` (an ES256 issuer
 /// `es`, an EdDSA issuer `ed`, the socket `signetd.sock`, no HTTP listener) and the
 /// transcript directory `ceremonies/` beside it.
-struct Ceremony {
-    dir: TempDir,
-    env: HashMap<String, String>,
+struct Ceremony(TestToken);
+
+impl Deref for Ceremony {
+    type Target = TestToken;
+    fn deref(&self) -> &TestToken {
+        &self.0
+    }
 }
 
 impl Ceremony {
     fn new(label: &str) -> Ceremony {
-        let dir = tempfile::tempdir().unwrap();
+        let token = TestToken::create(label);
         assert!(
-            !dir.path().to_str().unwrap().contains(char::is_whitespace),
+            !token
+                .dir
+                .path()
+                .to_str()
+                .unwrap()
+                .contains(char::is_whitespace),
             "these tests need a temp dir without whitespace: set TMPDIR"
         );
-        let out = Command::new("bash")
-            .arg(repo_root().join("softhsm/init-token.sh"))
-            .arg(dir.path().join("token"))
-            .args([label, "--format", "env"])
-            .output()
-            .expect("run softhsm/init-token.sh (scripts/test.sh installs softhsm2)");
-        let env = ok("softhsm/init-token.sh", out)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let c = Ceremony { dir, env };
-        let uid = fs::metadata("/proc/self").unwrap().uid();
-        let issuer = |name: &str, alg: &str| {
-            format!(
-                "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{alg}\"\n\
-                 audiences = [\"api\"]\nallowed_uids = [{uid}]\n"
-            )
-        };
-        let toml = format!(
-            "[pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\nsessions = 2\n\n\
-             [listen]\nsocket = {:?}\nsocket_mode = 0o600\nhttp = \"off\"\n\n\
-             [audit]\ndir = {:?}\n\n{}\n{}",
-            c.var("SIGNETD_PKCS11_MODULE"),
-            c.var("SIGNETD_TOKEN_LABEL"),
-            c.var("SIGNETD_PIN_FILE"),
-            c.path("signetd.sock").to_str().unwrap(),
-            c.path("audit").to_str().unwrap(),
-            issuer("es", "ES256"),
-            issuer("ed", "EdDSA"),
+        token.write_config(
+            &(issuer_toml("es", Algorithm::Es256) + &issuer_toml("ed", Algorithm::EdDsa)),
         );
-        fs::write(c.path("signetd.toml"), toml).unwrap();
-        c
-    }
-
-    fn var(&self, name: &str) -> &str {
-        self.env
-            .get(name)
-            .unwrap_or_else(|| panic!("init-token.sh did not print {name}"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Ceremony(token)
     }
 
     fn read(&self, name: &str) -> String {
@@ -121,22 +88,8 @@ impl Ceremony {
         serde_json::from_str(&self.read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
-    /// `program args...` with this token's SoftHSM2 config, run in the temp dir.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &str) -> Command {
-        let mut command = Command::new(program);
-        command
-            .args(args.split_whitespace())
-            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
-            .env_remove("SIGNETD_CONFIG")
-            .env_remove("SIGNETD_SOCKET")
-            .env_remove("SIGNETD_TRANSCRIPT_DIR")
-            .current_dir(self.dir.path());
-        command
-    }
-
     fn signetd(&self, args: &str) -> Output {
-        let signetd = env!("CARGO_BIN_EXE_signetd");
-        self.command(signetd, args).output().unwrap()
+        self.command(signetd_bin(), args).output().unwrap()
     }
 
     #[track_caller]
@@ -156,7 +109,7 @@ impl Ceremony {
         command
             .arg(repo_root().join("scripts/ceremony").join(script))
             .args(args.split_whitespace())
-            .args(["--signetd", env!("CARGO_BIN_EXE_signetd")])
+            .args(["--signetd", signetd_bin()])
             .args(["--transcript-dir", "ceremonies"]);
         if script != "init-token.sh" {
             command.args(["--config", "signetd.toml"]);
@@ -255,83 +208,10 @@ fn to_pem(blocks: &[String]) -> String {
 
 // ---------------------------------------------------------------- a daemon subprocess
 
-/// `signetd serve` as a child process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(c: &Ceremony) -> Daemon {
-        let log = fs::File::create(c.path("serve.log")).unwrap();
-        let child = c
-            .command(env!("CARGO_BIN_EXE_signetd"), "serve --config signetd.toml")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut daemon = Daemon(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = daemon.0.try_wait().unwrap() {
-                panic!("signetd serve exited ({status}):\n{}", c.read("serve.log"));
-            }
-            if c.signetd("status --socket signetd.sock").status.success() {
-                return daemon;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "signetd serve was not ready within 20 s:\n{}",
-                c.read("serve.log")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET path` over a Unix socket (HTTP/1.1, `Connection: close`): status and body.
+/// `GET path` over a Unix socket: status and body.
 fn get_over_socket(socket: &Path, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    let timeout = Some(Duration::from_secs(10));
-    stream.set_read_timeout(timeout).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
-    let split = split.expect("a response head");
-    let head = text(&raw[..split]).to_ascii_lowercase();
-    let status = head[9..12].parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let (mut decoded, mut rest) = (Vec::new(), &body[..]);
-        loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = text(&rest[..eol]);
-            let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
-            if size == 0 {
-                break;
-            }
-            decoded.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-            rest = &rest[eol + 2 + size + 2..];
-        }
-        body = decoded;
-    }
-    (status, body)
+    let reply = request_unix_blocking(socket, Method::GET, path);
+    (reply.status, reply.raw.to_vec())
 }
 
 // ---------------------------------------------------------------- (a) every ceremony
@@ -466,7 +346,7 @@ fn every_ceremony_runs_end_to_end_with_a_verifiable_transcript() {
     assert!(refused.contains("unsigned (pending)"), "{refused}");
 
     // The daemon publishes every key with the exported chain as x5c, and signs.
-    let _daemon = Daemon::start(&c);
+    let _daemon = c.serve(&c.path("signetd.toml"), &c.path("signetd.sock"));
     let (status, body) = get_over_socket(&c.path("signetd.sock"), "/.well-known/jwks.json");
     assert_eq!(status, 200, "{}", text(&body));
     fs::write(c.path("served-jwks.json"), &body).unwrap();

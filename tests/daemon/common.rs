@@ -1,24 +1,27 @@
-//! The test harness: one throwaway SoftHSM2 token per test run, and real daemons served
-//! in-process on temporary Unix sockets and loopback TCP ports.
+//! The test harness, shared by every integration test and the benchmark
+//! (`benches/throughput.rs` includes this file): one way to set up a SoftHSM2 token
+//! (`softhsm/init-token.sh`, itself under test), one daemon served in-process, one
+//! `signetd serve` subprocess, and one HTTP client, the CLI's own (`signetd::client`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
+use hyper::Method;
 use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use signetd::client::{self, Endpoint};
 use signetd::hsm::Hsm;
 use signetd::{Algorithm, Config, Service, api};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-/// The per-run token: created by `softhsm/init-token.sh`, which is itself under test.
+/// A throwaway token: created by `softhsm/init-token.sh` under `dir/token`, with room
+/// beside it for a config, a socket, an audit log and whatever a test writes.
 pub struct TestToken {
     /// Where the token lives; removed on drop.
     pub dir: TempDir,
@@ -38,14 +41,12 @@ impl TestToken {
             .arg(repo_root().join("softhsm/init-token.sh"))
             .arg(dir.path().join("token"))
             .arg(label)
-            .args(["--format", "env"])
+            .args(["--format", "env", "--signetd", signetd_bin()])
             .output()
-            .expect(
-                "run softhsm/init-token.sh (is softhsm2 installed? scripts/test.sh installs it)",
-            );
+            .expect("run softhsm/init-token.sh");
         assert!(
             out.status.success(),
-            "init-token.sh failed: {}",
+            "init-token.sh failed (is softhsm2 installed? scripts/test.sh installs it): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let env = String::from_utf8(out.stdout)
@@ -59,13 +60,29 @@ impl TestToken {
         TestToken { dir, env }
     }
 
+    /// A path in the token's temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `program args...` (split on whitespace) run in the token's directory with its
+    /// SoftHSM2 config, and none of the defaults signetd and its scripts read from the
+    /// environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args.split_whitespace())
+            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .env_remove("SIGNETD_CONFIG")
+            .env_remove("SIGNETD_SOCKET")
+            .env_remove("SIGNETD_TRANSCRIPT_DIR")
+            .current_dir(self.dir.path());
+        command
+    }
+
     /// Runs the signetd binary against this token; returns success, stdout, stderr.
     pub fn signetd(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(signetd_bin())
-            .args(args)
-            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
-            .output()
-            .unwrap();
+        let out = self.signetd_output(args);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -73,12 +90,17 @@ impl TestToken {
         )
     }
 
+    /// Runs the signetd binary against this token.
+    pub fn signetd_output(&self, args: &[&str]) -> Output {
+        self.command(signetd_bin(), "").args(args).output().unwrap()
+    }
+
     /// Writes a config for this token: its `[pkcs11]` table, a socket in its directory,
     /// HTTP off, an audit log in `audit/` (unless `rest` has an `[audit]` table), and
     /// `rest`. Returns the config path and the socket path.
     pub fn write_config(&self, rest: &str) -> (PathBuf, PathBuf) {
-        let config = self.dir.path().join("signetd.toml");
-        let socket = self.dir.path().join("d.sock");
+        let config = self.path("signetd.toml");
+        let socket = self.path("signetd.sock");
         let listen = format!(
             "[listen]\nsocket = {:?}\nhttp = \"off\"\n",
             socket.display().to_string()
@@ -112,34 +134,49 @@ impl TestToken {
         self.serve_under(&[], config, socket)
     }
 
-    /// [`TestToken::serve`] run by a wrapper such as `prlimit --fsize=N`.
+    /// [`TestToken::serve`] run by a wrapper such as `prlimit --fsize=N`. The daemon's
+    /// output goes to `serve.log` in the token's directory.
     pub fn serve_under(&self, wrapper: &[&str], config: &Path, socket: &Path) -> ServedDaemon {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
-                let mut c = Command::new(program);
+                let mut c = self.command(program, "");
                 c.args(args).arg(signetd_bin());
                 c
             }
-            None => Command::new(signetd_bin()),
+            None => self.command(signetd_bin(), ""),
         };
-        let mut child = command
+        let log_path = self.path("serve.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = command
             .args(["serve", "--config"])
             .arg(config)
-            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
+        let mut daemon = ServedDaemon(child);
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let socket_arg = socket.display().to_string();
-        for _ in 0..100 {
-            if self.signetd(&["status", "--socket", &socket_arg]).0 {
-                return ServedDaemon(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = daemon.0.try_wait().unwrap() {
+                panic!("signetd serve exited ({status}):\n{}", log());
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            if self.signetd(&["status", "--socket", &socket_arg]).0 {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "signetd serve was not ready within 20 s:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the daemon did not become ready");
     }
 
     pub fn var(&self, name: &str) -> &str {
@@ -157,8 +194,13 @@ impl TestToken {
 
     /// The `[pkcs11]` table for this token.
     pub fn pkcs11_toml(&self) -> String {
+        self.pkcs11_toml_with(2)
+    }
+
+    /// The `[pkcs11]` table for this token, with `sessions` worker sessions.
+    pub fn pkcs11_toml_with(&self, sessions: usize) -> String {
         format!(
-            "[pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\nsessions = 2\n",
+            "[pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\nsessions = {sessions}\n",
             self.var("SIGNETD_PKCS11_MODULE"),
             self.var("SIGNETD_TOKEN_LABEL"),
             self.var("SIGNETD_PIN_FILE"),
@@ -197,8 +239,14 @@ pub fn token() -> &'static TestToken {
 
 /// The one logged-in PKCS#11 context of this test process.
 pub fn hsm() -> Arc<Hsm> {
+    hsm_with_sessions(2)
+}
+
+/// [`hsm`], opened with `sessions` worker sessions if this is its first use (the
+/// benchmark asks for one per CPU).
+pub fn hsm_with_sessions(sessions: usize) -> Arc<Hsm> {
     HSM.get_or_init(|| {
-        let config = Config::parse(&format!("{}\n", token().pkcs11_toml())).unwrap();
+        let config = Config::parse(&token().pkcs11_toml_with(sessions)).unwrap();
         Arc::new(Hsm::open(config.hsm_settings().unwrap()).expect("log in to the test token"))
     })
     .clone()
@@ -253,28 +301,32 @@ pub async fn ca() -> &'static signetd::attest::AttestationCa {
 
 /// Generates and attests the first (JWT) key of `issuer` in the test token.
 pub async fn generate_key(issuer: &str, algorithm: Algorithm) -> String {
-    generate_key_for(issuer, algorithm, signetd::keys::KeyPurpose::Jwt).await
+    generate_key_for(issuer, algorithm, signetd::keys::KeyPurpose::Jwt)
+        .await
+        .kid
 }
 
 /// Generates and attests the first key of a raw-signing `issuer` in the test token.
 pub async fn generate_raw_key(issuer: &str, algorithm: Algorithm) -> String {
-    generate_key_for(issuer, algorithm, signetd::keys::KeyPurpose::Raw).await
+    generate_key_for(issuer, algorithm, signetd::keys::KeyPurpose::Raw)
+        .await
+        .kid
 }
 
-async fn generate_key_for(
+/// Generates and attests the first key of `issuer` in the test token, after the CA.
+pub async fn generate_key_for(
     issuer: &str,
     algorithm: Algorithm,
     purpose: signetd::keys::KeyPurpose,
-) -> String {
+) -> signetd::keys::StoredKey {
     ca().await;
     signetd::keys::store::generate(&hsm(), issuer, algorithm, purpose, 30)
         .await
         .unwrap()
-        .kid
 }
 
-/// A `signetd serve` process; dropping it kills the process, so a failing test never
-/// leaves a daemon behind.
+/// A `signetd serve` process; dropping it stops the process (SIGTERM, then SIGKILL
+/// after 10 s), so a failing test never leaves a daemon behind.
 pub struct ServedDaemon(pub std::process::Child);
 
 impl ServedDaemon {
@@ -286,30 +338,47 @@ impl ServedDaemon {
 
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        assert!(self.signal_term());
         self.0.wait().unwrap()
+    }
+
+    fn signal_term(&self) -> bool {
+        let pid = self.0.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success())
     }
 }
 
 impl Drop for ServedDaemon {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        if self.signal_term() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-/// A daemon served in-process; dropping it shuts it down.
+/// A daemon served in-process, as `signetd serve` runs it ([`signetd::daemon::run`]),
+/// on a temporary Unix socket and a loopback TCP port; dropping it shuts it down.
 pub struct TestDaemon {
     pub socket: PathBuf,
     pub http: SocketAddr,
     pub dir: TempDir,
+    /// Read by the benchmark, for its audit statistics.
+    #[allow(dead_code)]
+    pub service: Arc<Service>,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
 }
@@ -322,25 +391,30 @@ impl TestDaemon {
 
     pub async fn start_with_mode(rest: &str, socket_mode: u32) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
-        let rest = with_audit_dir(rest, &dir.path().join("audit"));
-        let config = Config::parse(&format!("{}\n{rest}", token().pkcs11_toml()))
-            .expect("valid test config");
+        let config = daemon_config(&token().pkcs11_toml(), rest, &dir);
+        let service = Arc::new(Service::start(config, hsm()).await.unwrap());
+        Self::serve(dir, service, socket_mode).await
+    }
+
+    /// Serves `service`, made by the caller (the benchmark gives it a log that discards
+    /// records), on a socket in `dir`.
+    pub async fn serve(dir: TempDir, service: Arc<Service>, socket_mode: u32) -> TestDaemon {
         let socket = dir.path().join("signetd.sock");
         let listeners = api::Listeners {
             unix: api::bind_unix(&socket, socket_mode).unwrap().0,
             http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            max_connections: 64,
+            max_connections: 1024,
         };
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
-        let service = Arc::new(Service::start(config, hsm()).await.unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(signetd::daemon::run(listeners, service, async {
+        let served = tokio::spawn(signetd::daemon::run(listeners, service.clone(), async {
             let _ = stopped.await;
         }));
         TestDaemon {
             socket,
             http,
             dir,
+            service,
             stop: Some(stop),
             served: Some(served),
         }
@@ -360,8 +434,8 @@ impl TestDaemon {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
-        exchange(stream, method, path, headers, body).await
+        let endpoint = Endpoint::Unix(self.socket.clone());
+        request(&endpoint, method, path, headers, body).await
     }
 
     /// A request over TCP.
@@ -372,20 +446,13 @@ impl TestDaemon {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        exchange(stream, method, path, headers, body).await
+        let endpoint = Endpoint::Tcp(self.http.to_string());
+        request(&endpoint, method, path, headers, body).await
     }
 
     /// `POST` JSON over the Unix socket.
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
-        let body = serde_json::to_vec(body).unwrap();
-        self.unix(
-            Method::POST,
-            path,
-            &[("content-type", "application/json")],
-            &body,
-        )
-        .await
+        request_unix(&self.socket, Method::POST, path, Some(body)).await
     }
 
     /// `GET` over the Unix socket.
@@ -400,6 +467,13 @@ impl Drop for TestDaemon {
             let _ = stop.send(());
         }
     }
+}
+
+/// The config of an in-process daemon: `pkcs11` and `rest`, with an audit log in `dir`
+/// unless `rest` has an `[audit]` table.
+pub fn daemon_config(pkcs11: &str, rest: &str, dir: &TempDir) -> Config {
+    let rest = with_audit_dir(rest, &dir.path().join("audit"));
+    Config::parse(&format!("{pkcs11}\n{rest}")).expect("valid test config")
 }
 
 /// A response, with the body parsed as JSON when it is JSON.
@@ -425,40 +499,28 @@ impl Reply {
     }
 }
 
-async fn exchange<S>(
-    stream: S,
+/// One request through the CLI's client, on a connection of its own.
+pub async fn request(
+    endpoint: &Endpoint,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Reply
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let raw = response.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    Reply {
-        status,
+) -> Reply {
+    let response = client::request(
+        endpoint,
+        method,
+        path,
         headers,
-        raw,
-        json,
+        Bytes::copy_from_slice(body),
+    )
+    .await
+    .unwrap();
+    Reply {
+        status: response.status.as_u16(),
+        json: serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        headers: response.headers,
+        raw: response.body,
     }
 }
 
@@ -574,21 +636,24 @@ pub async fn request_unix(
     path: &str,
     body: Option<&Value>,
 ) -> Reply {
-    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let endpoint = Endpoint::Unix(socket.to_path_buf());
     match body {
         Some(body) => {
             let bytes = serde_json::to_vec(body).unwrap();
-            exchange(
-                stream,
-                method,
-                path,
-                &[("content-type", "application/json")],
-                &bytes,
-            )
-            .await
+            let json = [("content-type", "application/json")];
+            request(&endpoint, method, path, &json, &bytes).await
         }
-        None => exchange(stream, method, path, &[], b"").await,
+        None => request(&endpoint, method, path, &[], b"").await,
     }
+}
+
+/// [`request_unix`] for tests that are not async: on a runtime of its own.
+pub fn request_unix_blocking(socket: &Path, method: Method, path: &str) -> Reply {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(request_unix(socket, method, path, None))
 }
 
 /// Waits until `check` holds, ticking for at most `seconds`.
