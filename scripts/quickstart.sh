@@ -95,7 +95,7 @@ iss = "https://demo.signetd.invalid"
 algorithm = "ES256"
 max_ttl_seconds = 60
 audiences = ["demo-api"]
-allowed_uids = [$(id -u)]
+callers = ["uid:$(id -u)"]
 EOF
     echo "config written to .dev/signetd.toml"
 else

@@ -59,7 +59,7 @@ async fn write_log(dir: &Path, issuer: &str, clients: usize) -> Vec<String> {
     generate_key(issuer, Algorithm::Es256).await;
     let uid = my_uid();
     let config = format!(
-        "{}{}[verify]\nsingle_use_uids = [{uid}]\n",
+        "{}{}[verify]\nsingle_use_callers = [\"uid:{uid}\"]\n",
         issuer_toml(issuer, Algorithm::Es256),
         small_log(dir)
     );
@@ -569,7 +569,7 @@ async fn a_log_that_cannot_be_opened_leaves_the_daemon_serving_but_not_signing()
     std::fs::create_dir(&log).unwrap();
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).unwrap();
     let config = format!(
-        "{}[admin]\nallowed_uids = [{}]\n[audit]\ndir = {:?}\n",
+        "{}[admin]\ncallers = [\"uid:{}\"]\n[audit]\ndir = {:?}\n",
         issuer_toml("audit-unopened", Algorithm::Es256),
         my_uid(),
         log.display().to_string()

@@ -171,7 +171,7 @@ async fn each_bad_mint_request_has_its_code_and_the_daemon_keeps_serving() {
 async fn a_caller_whose_uid_the_policy_excludes_is_refused() {
     generate_key("bad-uid", Algorithm::Es256).await;
     let config = format!(
-        "[issuers.bad-uid]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [{}]\nraw_sign = true\n",
+        "[issuers.bad-uid]\niss = \"https://x\"\naudiences = [\"api\"]\ncallers = [\"uid:{}\"]\nraw_sign = true\n",
         my_uid() + 1
     );
     let daemon = TestDaemon::start(&config).await;
@@ -209,8 +209,8 @@ async fn another_uid_on_the_socket_is_refused_and_an_allowed_gid_is_admitted() {
     generate_key("bad-other", Algorithm::Es256).await;
     generate_key("bad-group", Algorithm::Es256).await;
     let config = format!(
-        "[issuers.bad-other]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [0]\n\
-         [issuers.bad-group]\niss = \"https://y\"\naudiences = [\"api\"]\nallowed_gids = [{NOBODY}]\n"
+        "[issuers.bad-other]\niss = \"https://x\"\naudiences = [\"api\"]\ncallers = [\"uid:0\"]\n\
+         [issuers.bad-group]\niss = \"https://y\"\naudiences = [\"api\"]\ncallers = [\"gid:{NOBODY}\"]\n"
     );
     let daemon = TestDaemon::start_with_mode(&config, 0o666).await;
     // Let nobody reach the socket inside the test's private directory.
@@ -259,7 +259,7 @@ async fn another_uid_on_the_socket_is_refused_and_an_allowed_gid_is_admitted() {
 #[tokio::test]
 async fn a_caller_no_issuer_names_is_refused_before_its_body_is_read() {
     let config = format!(
-        "[issuers.bad-early]\niss = \"https://x\"\naudiences = [\"api\"]\nallowed_uids = [{}]\n",
+        "[issuers.bad-early]\niss = \"https://x\"\naudiences = [\"api\"]\ncallers = [\"uid:{}\"]\n",
         my_uid() + 1
     );
     let daemon = TestDaemon::start(&config).await;

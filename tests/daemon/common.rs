@@ -260,7 +260,7 @@ pub fn my_uid() -> u32 {
 /// An `[issuers.NAME]` JWT issuer allowing this process's uid.
 pub fn issuer_toml(name: &str, algorithm: Algorithm) -> String {
     format!(
-        "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{algorithm}\"\naudiences = [\"api\", \"web\"]\nallowed_uids = [{}]\n",
+        "[issuers.{name}]\niss = \"https://{name}.example\"\nalgorithm = \"{algorithm}\"\naudiences = [\"api\", \"web\"]\ncallers = [\"uid:{}\"]\n",
         my_uid()
     )
 }
@@ -624,7 +624,7 @@ pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
 pub fn lifecycle_toml() -> String {
     let uid = my_uid();
     format!(
-        "[admin]\nallowed_uids = [{uid}]\n[verify]\nsingle_use_uids = [{uid}]\n\
+        "[admin]\ncallers = [\"uid:{uid}\"]\n[verify]\nsingle_use_callers = [\"uid:{uid}\"]\n\
          [jwks]\nmax_age_seconds = 1\n[lifecycle]\nprepublish_seconds = 2\ntick_seconds = 1\n"
     )
 }

@@ -210,7 +210,7 @@ async fn verify_rejects_each_bad_token_with_its_own_code() {
 async fn lifecycle_calls_need_an_admin() {
     generate_key("life-admin", Algorithm::Es256).await;
     let config = format!(
-        "{}[admin]\nallowed_uids = [{}]\n",
+        "{}[admin]\ncallers = [\"uid:{}\"]\n",
         issuer_toml("life-admin", Algorithm::Es256),
         my_uid() + 1
     );
