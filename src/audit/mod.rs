@@ -149,33 +149,33 @@ impl AuditLog {
             healthy: AtomicBool::new(true),
             ..Shared::default()
         });
-        let schedule = writer::Schedule {
-            segment_bytes: audit.segment_bytes,
-            checkpoint_every: audit.checkpoint_every,
-            checkpoint_period: Duration::from_secs(audit.checkpoint_seconds),
-        };
-        let signer =
-            checkpoint::CheckpointSigner::new(hsm, config.attestation.key_certificate_days);
-        let writer = writer::Writer::new(
-            dir,
-            schedule,
-            lock,
-            segment,
-            log_id,
-            next_seq,
-            head,
-            signer,
-            shared.clone(),
-            notes,
-        );
-        let (inbox, receiver) = std::sync::mpsc::channel();
         let runtime = tokio::runtime::Handle::current();
+        let writer = writer::Writer::new(writer::Parts {
+            store: Box::new(writer::SegmentFiles::new(
+                dir,
+                lock,
+                segment,
+                audit.segment_bytes,
+            )),
+            chain: writer::Chain::new(log_id, next_seq, head, notes),
+            cadence: writer::Cadence {
+                every: audit.checkpoint_every,
+                period: Duration::from_secs(audit.checkpoint_seconds),
+            },
+            signer: Box::new(checkpoint::CheckpointSigner::new(
+                hsm,
+                config.attestation.key_certificate_days,
+                runtime,
+            )),
+            shared: shared.clone(),
+        });
+        let (inbox, receiver) = std::sync::mpsc::channel();
         let nice = audit.writer_nice;
         std::thread::Builder::new()
             .name("signetd-audit".to_string())
             .spawn(move || {
                 prioritize(nice);
-                writer.run(receiver, runtime)
+                writer.run(receiver)
             })
             .map_err(|e| AuditError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
