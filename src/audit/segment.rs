@@ -161,23 +161,43 @@ impl Segment {
     /// was, so a failed write leaves no partial record. Returns `Err((write error,
     /// whether the cut worked))`.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), (std::io::Error, bool)> {
-        let written = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let cut = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.sync_data())
-                    .is_ok();
-                Err((e, cut))
-            }
+        append_or_cut(&mut self.file, &mut self.len, bytes)
+    }
+}
+
+/// What an append does to a file; a trait so a test can fail a write partway.
+trait AppendFile {
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    fn sync_data(&self) -> std::io::Result<()>;
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+}
+
+impl AppendFile for File {
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        File::set_len(self, len)
+    }
+}
+
+/// [`Segment::append`] on `file`, whose durable length is `len`.
+fn append_or_cut(
+    file: &mut impl AppendFile,
+    len: &mut u64,
+    bytes: &[u8],
+) -> Result<(), (std::io::Error, bool)> {
+    match file.write_bytes(bytes).and_then(|()| file.sync_data()) {
+        Ok(()) => {
+            *len += bytes.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            let cut = file.set_len(*len).and_then(|()| file.sync_data()).is_ok();
+            Err((e, cut))
         }
     }
 }
@@ -361,4 +381,71 @@ fn keep_torn(dir: &Path, segment: u64, offset: u64, bytes: &[u8]) -> Result<Path
         "too many {stem}.*.bin files in {}",
         dir.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    /// A file that takes `room` more bytes, then fails like a full disk.
+    #[derive(Default)]
+    struct Disk {
+        bytes: RefCell<Vec<u8>>,
+        room: usize,
+        cut_fails: bool,
+    }
+
+    impl AppendFile for Disk {
+        fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let fits = bytes.len().min(self.room);
+            self.bytes.borrow_mut().extend_from_slice(&bytes[..fits]);
+            self.room -= fits;
+            if fits < bytes.len() {
+                return Err(Error::from(ErrorKind::StorageFull));
+            }
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            if self.cut_fails {
+                return Err(Error::from(ErrorKind::PermissionDenied));
+            }
+            self.bytes.borrow_mut().truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_partway_is_cut_back_out() {
+        let mut disk = Disk {
+            room: 20,
+            ..Disk::default()
+        };
+        let mut len = 0;
+        append_or_cut(&mut disk, &mut len, b"first line\n").unwrap();
+        assert_eq!(len, 11);
+        let (e, cut) = append_or_cut(&mut disk, &mut len, b"second line\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert!(cut);
+        assert_eq!(len, 11, "the durable length stays");
+        assert_eq!(disk.bytes.borrow().as_slice(), b"first line\n");
+    }
+
+    #[test]
+    fn a_cut_that_fails_says_so() {
+        let mut disk = Disk {
+            room: 4,
+            cut_fails: true,
+            ..Disk::default()
+        };
+        let mut len = 0;
+        let (_, cut) = append_or_cut(&mut disk, &mut len, b"a line\n").unwrap_err();
+        assert!(!cut);
+        assert_eq!(len, 0);
+    }
 }
