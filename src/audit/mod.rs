@@ -2,9 +2,11 @@
 //! refuses, with checkpoints signed in the token.
 //!
 //! [`record`] is the line format; [`segment`] the files, the directory lock and crash
-//! recovery; `writer` the group-committing writer task; [`checkpoint`] the audit key
-//! and its signatures; [`verify`] checks a log offline (`signetd audit verify`). The
-//! format and the guarantees are in `docs/audit.md`.
+//! recovery; `writer` the group-committing writer thread, glue over pure parts (the
+//! chain formatter, the health state machine, the checkpoint schedule) and two ports
+//! (the segment store, and [`checkpoint::CheckpointSigning`]); [`checkpoint`] the audit
+//! key and its signatures; [`verify`] checks a log offline (`signetd audit verify`).
+//! The format and the guarantees are in `docs/audit.md`.
 //!
 //! [`AuditLog::append`] returns only once the record is on disk: callers that return a
 //! token or a signature do so after it, and return nothing if it fails.
