@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use tokio::runtime::Handle;
+
 use super::AuditError;
 use super::record::{CHECKPOINT_TYP, CheckpointClaims};
 use crate::algorithm::Algorithm;
@@ -17,6 +19,29 @@ use crate::keys::{KeyPurpose, KeyState, store};
 /// The issuer name of the audit key. Config issuers may not use it.
 pub const AUDIT_ISSUER: &str = "signetd-audit";
 
+/// A signed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// The compact JWS over the claims.
+    pub jws: String,
+    /// The kid of an audit key generated to sign it, whose generation the log must
+    /// record (and a checkpoint then cover).
+    pub generated: Option<String>,
+}
+
+/// What the audit writer needs to sign checkpoints. A port, so the writer runs with a
+/// fake signer in tests; [`CheckpointSigner`] signs in the token.
+///
+/// Calls block: the writer is a thread of its own, outside the async runtime.
+pub trait CheckpointSigning: Send {
+    /// Signs `claims` with the audit key, finding (or generating) it first.
+    fn sign(&mut self, claims: &CheckpointClaims) -> Result<SignedCheckpoint, AuditError>;
+
+    /// Forgets the resolved key, so the next signature looks it up again: it changed
+    /// state in the token.
+    fn forget_key(&mut self);
+}
+
 /// The audit key, resolved once.
 #[derive(Clone, Debug)]
 struct AuditKey {
@@ -24,9 +49,12 @@ struct AuditKey {
     chain: Vec<Vec<u8>>,
 }
 
-/// Signs checkpoints; finds (or, the first time, generates) the audit key on demand.
+/// Signs checkpoints in the token; finds (or, the first time, generates) the audit key
+/// on demand.
 pub struct CheckpointSigner {
     hsm: Arc<Hsm>,
+    /// Drives the token calls from the writer's thread.
+    runtime: Handle,
     certificate_days: u32,
     key: Option<AuditKey>,
     /// A key generated here whose generation no checkpoint has reported yet.
@@ -34,19 +62,16 @@ pub struct CheckpointSigner {
 }
 
 impl CheckpointSigner {
-    /// A signer over `hsm`; a generated key's certificate is valid `certificate_days`.
-    pub fn new(hsm: Arc<Hsm>, certificate_days: u32) -> Self {
+    /// A signer over `hsm` whose token calls run on `runtime`; a generated key's
+    /// certificate is valid `certificate_days`.
+    pub fn new(hsm: Arc<Hsm>, certificate_days: u32, runtime: Handle) -> Self {
         CheckpointSigner {
             hsm,
+            runtime,
             certificate_days,
             key: None,
             unreported: None,
         }
-    }
-
-    /// Forgets the resolved key, so the next signature looks it up again.
-    pub fn forget(&mut self) {
-        self.key = None;
     }
 
     /// The audit key, found or generated.
@@ -100,12 +125,11 @@ impl CheckpointSigner {
         Ok(key)
     }
 
-    /// Signs `claims`. Returns the compact JWS and, if the audit key was generated to
-    /// do so, its kid.
-    pub async fn sign(
+    /// Signs `claims` in the token.
+    async fn sign_in_token(
         &mut self,
         claims: &CheckpointClaims,
-    ) -> Result<(String, Option<String>), AuditError> {
+    ) -> Result<SignedCheckpoint, AuditError> {
         let key = self.resolve().await?;
         let payload = serde_json::to_vec(claims).expect("claims serialize");
         let jws = signed::sign(
@@ -122,6 +146,22 @@ impl CheckpointSigner {
             self.key = None;
             AuditError::NoKey(format!("the token did not sign: {e}"))
         })?;
-        Ok((jws.compact(), self.unreported.take()))
+        Ok(SignedCheckpoint {
+            jws: jws.compact(),
+            generated: self.unreported.take(),
+        })
+    }
+}
+
+impl CheckpointSigning for CheckpointSigner {
+    fn sign(&mut self, claims: &CheckpointClaims) -> Result<SignedCheckpoint, AuditError> {
+        // The token layer is async; the writer's thread is outside the runtime, so it
+        // may block on it.
+        let runtime = self.runtime.clone();
+        runtime.block_on(self.sign_in_token(claims))
+    }
+
+    fn forget_key(&mut self) {
+        self.key = None;
     }
 }

@@ -2,9 +2,11 @@
 //! refuses, with checkpoints signed in the token.
 //!
 //! [`record`] is the line format; [`segment`] the files, the directory lock and crash
-//! recovery; `writer` the group-committing writer task; [`checkpoint`] the audit key
-//! and its signatures; [`verify`] checks a log offline (`signetd audit verify`). The
-//! format and the guarantees are in `docs/audit.md`.
+//! recovery; `writer` the group-committing writer thread, glue over pure parts (the
+//! chain formatter, the health state machine, the checkpoint schedule) and two ports
+//! (the segment store, and [`checkpoint::CheckpointSigning`]); [`checkpoint`] the audit
+//! key and its signatures; [`verify`] checks a log offline (`signetd audit verify`).
+//! The format and the guarantees are in `docs/audit.md`.
 //!
 //! [`AuditLog::append`] returns only once the record is on disk: callers that return a
 //! token or a signature do so after it, and return nothing if it fails.
@@ -151,33 +153,33 @@ impl AuditLog {
             healthy: AtomicBool::new(true),
             ..Shared::default()
         });
-        let schedule = writer::Schedule {
-            segment_bytes: audit.segment_bytes,
-            checkpoint_every: audit.checkpoint_every,
-            checkpoint_period: Duration::from_secs(audit.checkpoint_seconds),
-        };
-        let signer =
-            checkpoint::CheckpointSigner::new(hsm, config.attestation.key_certificate_days);
-        let writer = writer::Writer::new(
-            dir,
-            schedule,
-            lock,
-            segment,
-            log_id,
-            next_seq,
-            head,
-            signer,
-            shared.clone(),
-            notes,
-        );
-        let (inbox, receiver) = std::sync::mpsc::channel();
         let runtime = tokio::runtime::Handle::current();
+        let writer = writer::Writer::new(writer::Parts {
+            store: Box::new(writer::SegmentFiles::new(
+                dir,
+                lock,
+                segment,
+                audit.segment_bytes,
+            )),
+            chain: writer::Chain::new(log_id, next_seq, head, notes),
+            cadence: writer::Cadence {
+                every: audit.checkpoint_every,
+                period: Duration::from_secs(audit.checkpoint_seconds),
+            },
+            signer: Box::new(checkpoint::CheckpointSigner::new(
+                hsm,
+                config.attestation.key_certificate_days,
+                runtime,
+            )),
+            shared: shared.clone(),
+        });
+        let (inbox, receiver) = std::sync::mpsc::channel();
         let nice = audit.writer_nice;
         std::thread::Builder::new()
             .name("signetd-audit".to_string())
             .spawn(move || {
                 prioritize(nice);
-                writer.run(receiver, runtime)
+                writer.run(receiver)
             })
             .map_err(|e| AuditError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {

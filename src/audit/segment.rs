@@ -1,17 +1,19 @@
 //! The log's files: a directory of numbered segments, the lock that keeps a second
-//! writer out, and recovery of a torn last record at open.
+//! writer out, and (in `recover`) recovery of a torn last record at open.
 //!
 //! Segments are `segment-000001.jsonl`, `segment-000002.jsonl`, ...; only the highest is
 //! ever written. The directory is the operator's to archive: segments are never
 //! deleted by signetd.
 
+mod recover;
+
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::AuditError;
-use super::record::{Record, line_hash};
+pub use recover::{Tail, Torn, open_tail};
 
 /// The file name of segment `n`.
 pub fn segment_name(n: u64) -> String {
@@ -161,204 +163,110 @@ impl Segment {
     /// was, so a failed write leaves no partial record. Returns `Err((write error,
     /// whether the cut worked))`.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), (std::io::Error, bool)> {
-        let written = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let cut = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.sync_data())
-                    .is_ok();
-                Err((e, cut))
-            }
+        append_or_cut(&mut self.file, &mut self.len, bytes)
+    }
+}
+
+/// What an append does to a file; a trait so a test can fail a write partway.
+trait AppendFile {
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    fn sync_data(&self) -> std::io::Result<()>;
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+}
+
+impl AppendFile for File {
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        File::set_len(self, len)
+    }
+}
+
+/// [`Segment::append`] on `file`, whose durable length is `len`.
+fn append_or_cut(
+    file: &mut impl AppendFile,
+    len: &mut u64,
+    bytes: &[u8],
+) -> Result<(), (std::io::Error, bool)> {
+    match file.write_bytes(bytes).and_then(|()| file.sync_data()) {
+        Ok(()) => {
+            *len += bytes.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            let cut = file.set_len(*len).and_then(|()| file.sync_data()).is_ok();
+            Err((e, cut))
         }
     }
 }
 
-/// Where an existing log left off.
-#[derive(Debug)]
-pub struct Tail {
-    /// The segment to continue.
-    pub segment: Segment,
-    /// The log's id.
-    pub log_id: String,
-    /// The last durable record.
-    pub last: Record,
-    /// Its chain hash.
-    pub head: String,
-    /// Records after the segment's last checkpoint (all of them if it has none).
-    pub unsigned: u64,
-}
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::{Error, ErrorKind};
 
-/// A torn record cut from the end of the log at open.
-#[derive(Debug)]
-pub struct Torn {
-    /// The segment it was cut from.
-    pub segment: PathBuf,
-    /// How many bytes.
-    pub len: u64,
-    /// Their SHA-256.
-    pub sha256: String,
-    /// Where they were kept.
-    pub kept: PathBuf,
-}
+    use super::*;
 
-/// Opens the last segment of an existing log, or `None` for an empty directory.
-///
-/// A crash can leave part of a record after the last newline; it is cut off and kept
-/// in a `torn-*.bin` file beside the segments, and reported so the writer records it.
-/// Anything else odd (a last line that is not a record, a segment without a first
-/// record) refuses to open: `signetd audit verify` says what is wrong.
-pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError> {
-    let mut segments = list(dir).map_err(|e| io(format!("cannot list {}", dir.display()), e))?;
-    let Some((number, path)) = segments.pop() else {
-        return Ok((None, None));
-    };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| io(format!("cannot open {}", path.display()), e))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| io(format!("cannot read {}", path.display()), e))?;
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut torn = None;
-    if complete < bytes.len() {
-        let removed = &bytes[complete..];
-        let keep = keep_torn(dir, number, complete as u64, removed)?;
-        file.set_len(complete as u64)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| {
-                io(
-                    format!("cannot cut the torn record from {}", path.display()),
-                    e,
-                )
-            })?;
-        torn = Some(Torn {
-            segment: path.clone(),
-            len: removed.len() as u64,
-            sha256: line_hash(removed),
-            kept: keep,
-        });
-        bytes.truncate(complete);
+    /// A file that takes `room` more bytes, then fails like a full disk.
+    #[derive(Default)]
+    struct Disk {
+        bytes: RefCell<Vec<u8>>,
+        room: usize,
+        cut_fails: bool,
     }
-    if bytes.is_empty() {
-        // A segment created but whose first record never became durable: drop it and
-        // continue the one before (or start the log afresh).
-        drop(file);
-        std::fs::remove_file(&path)
-            .map_err(|e| io(format!("cannot remove {}", path.display()), e))?;
-        let (tail, earlier) = open_tail(dir)?;
-        return Ok((tail, torn.or(earlier)));
-    }
-    let damaged = |why: &str| {
-        AuditError::Damaged(format!(
-            "{}: {why}; run `signetd audit verify {}` to see where",
-            path.display(),
-            dir.display()
-        ))
-    };
-    // Every line is complete here: the file ends with a newline.
-    let body = &bytes[..bytes.len() - 1];
-    let first = body.split(|&b| b == b'\n').next().unwrap_or_default();
-    let last_line = body.rsplit(|&b| b == b'\n').next().unwrap_or_default();
-    let first: Record =
-        serde_json::from_slice(first).map_err(|_| damaged("the first line is not a record"))?;
-    let last: Record =
-        serde_json::from_slice(last_line).map_err(|_| damaged("the last line is not a record"))?;
-    let unsigned = match last_checkpoint(body, &segments)? {
-        Some(checkpoint) => last.seq.saturating_sub(checkpoint),
-        None => last.seq + 1,
-    };
-    let log_id = first
-        .log_id
-        .clone()
-        .ok_or_else(|| damaged("the first record carries no log_id"))?;
-    file.seek(SeekFrom::End(0))
-        .map_err(|e| io(format!("cannot seek {}", path.display()), e))?;
-    let tail = Tail {
-        head: line_hash(last_line),
-        segment: Segment {
-            number,
-            path,
-            file,
-            len: bytes.len() as u64,
-        },
-        log_id,
-        last,
-        unsigned,
-    };
-    Ok((Some(tail), torn))
-}
 
-/// The seq of the log's last checkpoint: searched from the end of `body` (the last
-/// segment), then of the `earlier` segments, newest first.
-fn last_checkpoint(body: &[u8], earlier: &[(u64, PathBuf)]) -> Result<Option<u64>, AuditError> {
-    let find = |bytes: &[u8]| {
-        bytes
-            .split(|&b| b == b'\n')
-            .rev()
-            .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
-            .find(|r| r.entry.event == super::record::Event::Checkpoint)
-            .map(|r| r.seq)
-    };
-    if let Some(seq) = find(body) {
-        return Ok(Some(seq));
-    }
-    for (_, path) in earlier.iter().rev() {
-        let bytes =
-            std::fs::read(path).map_err(|e| io(format!("cannot read {}", path.display()), e))?;
-        if let Some(seq) = find(&bytes) {
-            return Ok(Some(seq));
+    impl AppendFile for Disk {
+        fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let fits = bytes.len().min(self.room);
+            self.bytes.borrow_mut().extend_from_slice(&bytes[..fits]);
+            self.room -= fits;
+            if fits < bytes.len() {
+                return Err(Error::from(ErrorKind::StorageFull));
+            }
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            if self.cut_fails {
+                return Err(Error::from(ErrorKind::PermissionDenied));
+            }
+            self.bytes.borrow_mut().truncate(len as usize);
+            Ok(())
         }
     }
-    Ok(None)
-}
 
-/// Keeps the bytes of a torn record beside the log, durably, before they are cut: the
-/// evidence survives even if the process dies before it can record the cut.
-fn keep_torn(dir: &Path, segment: u64, offset: u64, bytes: &[u8]) -> Result<PathBuf, AuditError> {
-    let stem = format!(
-        "torn-{}-{offset}",
-        segment_name(segment).trim_end_matches(".jsonl")
-    );
-    for attempt in 0..100 {
-        let name = match attempt {
-            0 => format!("{stem}.bin"),
-            n => format!("{stem}.{n}.bin"),
+    #[test]
+    fn a_write_that_fails_partway_is_cut_back_out() {
+        let mut disk = Disk {
+            room: 20,
+            ..Disk::default()
         };
-        let path = dir.join(name);
-        let created = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path);
-        let mut file = match created {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io(format!("cannot create {}", path.display()), e)),
-        };
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| {
-                io(
-                    format!("cannot keep the torn record in {}", path.display()),
-                    e,
-                )
-            })?;
-        sync_dir(dir)?;
-        return Ok(path);
+        let mut len = 0;
+        append_or_cut(&mut disk, &mut len, b"first line\n").unwrap();
+        assert_eq!(len, 11);
+        let (e, cut) = append_or_cut(&mut disk, &mut len, b"second line\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert!(cut);
+        assert_eq!(len, 11, "the durable length stays");
+        assert_eq!(disk.bytes.borrow().as_slice(), b"first line\n");
     }
-    Err(AuditError::Io(format!(
-        "too many {stem}.*.bin files in {}",
-        dir.display()
-    )))
+
+    #[test]
+    fn a_cut_that_fails_says_so() {
+        let mut disk = Disk {
+            room: 4,
+            cut_fails: true,
+            ..Disk::default()
+        };
+        let mut len = 0;
+        let (_, cut) = append_or_cut(&mut disk, &mut len, b"a line\n").unwrap_err();
+        assert!(!cut);
+        assert_eq!(len, 0);
+    }
 }

@@ -1,0 +1,293 @@
+//! The chain and the batch being formatted onto it: records in, line bytes and sequence
+//! numbers out. No I/O and no clock: the writer passes the batch's time in, writes the
+//! bytes, and only then says [`Chain::written`].
+//!
+//! A batch extends a copy of the chain's end, so a batch that never becomes durable
+//! leaves nothing behind: the next one starts from the same `seq` and `prev`.
+
+use crate::audit::record::{self, CheckpointClaims, Entry, Event, Extras, line_hash};
+
+/// Above this, a batch's buffer is not kept for the next batch: one burst should not pin
+/// megabytes for the daemon's lifetime.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+/// A place in the chain: what the next record continues from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct End {
+    next_seq: u64,
+    /// The hash of the last line.
+    head: String,
+    /// Records after the last checkpoint.
+    unsigned: u64,
+}
+
+/// The chain as written, and the batch being formatted after it.
+#[derive(Debug)]
+pub(in crate::audit) struct Chain {
+    log_id: String,
+    /// The end of what is durable.
+    durable: End,
+    /// The end of the batch being formatted.
+    pending: End,
+    /// The batch's lines, each with its newline. Reused from batch to batch.
+    bytes: String,
+    /// The time every record of the batch carries: when the writer wrote it.
+    time: String,
+    /// Records that must be written before anything else (recovery reports, the audit
+    /// key's generation). Kept until a batch holding them is durable.
+    notes: Vec<Entry>,
+}
+
+impl Chain {
+    /// A chain continuing at `next_seq` after a line hashing to `head`, with `notes` to
+    /// write first.
+    pub fn new(log_id: String, next_seq: u64, head: String, notes: Vec<Entry>) -> Self {
+        let durable = End {
+            next_seq,
+            head,
+            // Whatever came before the restart is covered by the next checkpoint; a new
+            // log's genesis is too.
+            unsigned: 1,
+        };
+        Chain {
+            log_id,
+            pending: durable.clone(),
+            durable,
+            bytes: String::new(),
+            time: String::new(),
+            notes,
+        }
+    }
+
+    /// The seq the next durable record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.durable.next_seq
+    }
+
+    /// Durable records that no durable checkpoint covers.
+    pub fn unsigned(&self) -> u64 {
+        self.durable.unsigned
+    }
+
+    /// Records of the durable chain plus the batch that no checkpoint covers.
+    pub fn pending_unsigned(&self) -> u64 {
+        self.pending.unsigned
+    }
+
+    /// Starts a batch written at `time`: the first record of segment `segment` when it
+    /// is a new one (genesis for the log's first), then the notes.
+    pub fn begin(&mut self, time: &str, segment: Option<u64>) {
+        if self.bytes.capacity() > KEEP_CAPACITY {
+            self.bytes = String::new();
+        }
+        self.bytes.clear();
+        self.time.clear();
+        self.time.push_str(time);
+        self.pending.clone_from(&self.durable);
+        if let Some(number) = segment {
+            self.push_header(number);
+        }
+        for i in 0..self.notes.len() {
+            let members = self.notes[i].members();
+            self.push(&members);
+        }
+    }
+
+    /// Formats a record with `members` (an [`Entry::members`]) onto the batch. Returns
+    /// its seq.
+    pub fn push(&mut self, members: &str) -> u64 {
+        let seq = self.pending.next_seq;
+        let start = self.bytes.len();
+        record::line(
+            &mut self.bytes,
+            seq,
+            &self.time,
+            members,
+            &self.pending.head,
+        );
+        self.pending.head = line_hash(&self.bytes.as_bytes()[start..]);
+        self.pending.next_seq += 1;
+        self.pending.unsigned += 1;
+        self.bytes.push('\n');
+        seq
+    }
+
+    /// Formats `entry` onto the batch. Returns its seq.
+    pub fn push_entry(&mut self, entry: &Entry) -> u64 {
+        self.push(&entry.members())
+    }
+
+    /// Formats `entry` onto the batch and keeps it as a note until it is durable: a
+    /// record that must not be lost if this batch is.
+    pub fn push_note(&mut self, entry: Entry) -> u64 {
+        let seq = self.push_entry(&entry);
+        self.notes.push(entry);
+        seq
+    }
+
+    /// The first record of a segment: genesis for the first, a link for later ones.
+    fn push_header(&mut self, number: u64) {
+        let event = if self.pending.next_seq == 0 {
+            Event::Genesis
+        } else {
+            Event::SegmentStart
+        };
+        let extras = Extras {
+            log_id: Some(&self.log_id),
+            segment: Some(number),
+            checkpoint: None,
+        };
+        let members = Entry::new(event).members() + &extras.members();
+        self.push(&members);
+    }
+
+    /// What a checkpoint after the batch so far signs, at `time`.
+    pub fn claims(&self, time: String) -> CheckpointClaims {
+        CheckpointClaims {
+            log_id: self.log_id.clone(),
+            seq: self.pending.next_seq.saturating_sub(1),
+            head: self.pending.head.clone(),
+            time,
+        }
+    }
+
+    /// Formats a checkpoint record carrying `jws` (signed over [`Chain::claims`]); it
+    /// covers everything before it. Returns its seq.
+    pub fn push_checkpoint(&mut self, jws: &str) -> u64 {
+        let extras = Extras {
+            log_id: None,
+            segment: None,
+            checkpoint: Some(jws),
+        };
+        let seq = self.push(&(Entry::new(Event::Checkpoint).members() + &extras.members()));
+        self.pending.unsigned = 0;
+        seq
+    }
+
+    /// The batch's bytes: whole lines, each ending in a newline.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_bytes()
+    }
+
+    /// The batch is durable: the chain continues after it. Returns how many records it
+    /// held.
+    pub fn written(&mut self) -> u64 {
+        let records = self.pending.next_seq - self.durable.next_seq;
+        std::mem::swap(&mut self.durable, &mut self.pending);
+        self.notes.clear();
+        self.bytes.clear();
+        records
+    }
+
+    /// The batch was not written: the chain stays where it was, the notes stay queued.
+    pub fn discard(&mut self) {
+        self.pending.clone_from(&self.durable);
+        self.bytes.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{CallerRecord, GENESIS_PREV, Record};
+
+    fn records(bytes: &[u8]) -> Vec<(Record, String)> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        assert!(text.ends_with('\n'), "whole lines only: {text:?}");
+        text.lines()
+            .map(|l| (serde_json::from_str(l).unwrap(), line_hash(l.as_bytes())))
+            .collect()
+    }
+
+    fn mint(sub: &str) -> String {
+        Entry::new(Event::Mint).detail(sub).members()
+    }
+
+    #[test]
+    fn a_new_log_starts_with_genesis_and_every_prev_hashes_the_line_before() {
+        let mut chain = Chain::new("L".into(), 0, GENESIS_PREV.into(), Vec::new());
+        chain.begin("T", Some(1));
+        assert_eq!(chain.push(&mint("a")), 1);
+        assert_eq!(chain.push(&mint("b")), 2);
+        let lines = records(chain.bytes());
+        assert_eq!(lines.len(), 3);
+        let (genesis, _) = &lines[0];
+        assert_eq!(genesis.entry.event, Event::Genesis);
+        assert_eq!(
+            (genesis.seq, genesis.log_id.as_deref(), genesis.segment),
+            (0, Some("L"), Some(1))
+        );
+        assert_eq!(genesis.prev, GENESIS_PREV);
+        for pair in lines.windows(2) {
+            assert_eq!(pair[1].0.prev, pair[0].1);
+            assert_eq!(pair[1].0.seq, pair[0].0.seq + 1);
+            assert_eq!(pair[1].0.time, "T");
+        }
+        assert_eq!(chain.written(), 3);
+        assert_eq!(chain.next_seq(), 3);
+        assert_eq!(chain.unsigned(), 4, "one for the restart, three written");
+    }
+
+    #[test]
+    fn a_later_segment_starts_with_a_link_and_notes_come_first() {
+        let note = Entry::new(Event::Recovered).caller(CallerRecord::internal("audit"));
+        let mut chain = Chain::new("L".into(), 40, "h".repeat(64), vec![note]);
+        chain.begin("T", Some(3));
+        chain.push(&mint("a"));
+        let lines = records(chain.bytes());
+        let events: Vec<_> = lines.iter().map(|(r, _)| r.entry.event).collect();
+        assert_eq!(events, [Event::SegmentStart, Event::Recovered, Event::Mint]);
+        assert_eq!(lines[0].0.seq, 40);
+        assert_eq!(lines[0].0.prev, "h".repeat(64));
+        assert_eq!(lines[0].0.segment, Some(3));
+    }
+
+    #[test]
+    fn a_discarded_batch_leaves_the_chain_and_its_notes_as_they_were() {
+        let note = Entry::new(Event::Recovered);
+        let mut chain = Chain::new("L".into(), 5, "h".repeat(64), vec![note]);
+        chain.begin("T1", None);
+        chain.push(&mint("lost"));
+        chain.push_note(Entry::new(Event::KeyGenerate));
+        let claims = chain.claims("T1".into());
+        chain.push_checkpoint("a.b.c");
+        assert_eq!(chain.pending_unsigned(), 0);
+        chain.discard();
+        assert_eq!((chain.next_seq(), chain.unsigned()), (5, 1));
+        assert!(chain.bytes().is_empty());
+
+        chain.begin("T2", None);
+        let seq = chain.push(&mint("kept"));
+        let lines = records(chain.bytes());
+        let events: Vec<_> = lines.iter().map(|(r, _)| r.entry.event).collect();
+        assert_eq!(events, [Event::Recovered, Event::KeyGenerate, Event::Mint]);
+        assert_eq!((lines[0].0.seq, &*lines[0].0.prev), (5, &*"h".repeat(64)));
+        assert_eq!(seq, 7);
+        // The same position as before, but other bytes: the old claims do not fit.
+        assert_ne!(chain.claims("T1".into()), claims);
+        chain.written();
+        chain.begin("T3", None);
+        assert!(chain.bytes().is_empty(), "written notes are not repeated");
+    }
+
+    #[test]
+    fn a_checkpoint_signs_the_head_it_follows_and_resets_the_unsigned_count() {
+        let mut chain = Chain::new("L".into(), 0, GENESIS_PREV.into(), Vec::new());
+        chain.begin("T", Some(1));
+        chain.push(&mint("a"));
+        assert_eq!(chain.pending_unsigned(), 3);
+        let claims = chain.claims("T".into());
+        let seq = chain.push_checkpoint("a.b.c");
+        assert_eq!((claims.log_id.as_str(), claims.seq, seq), ("L", 1, 2));
+        chain.push(&mint("b"));
+        assert_eq!(chain.pending_unsigned(), 1);
+        let lines = records(chain.bytes());
+        let (checkpoint, _) = &lines[2];
+        assert_eq!(checkpoint.entry.event, Event::Checkpoint);
+        assert_eq!(checkpoint.checkpoint.as_deref(), Some("a.b.c"));
+        assert_eq!(checkpoint.prev, claims.head);
+        assert_eq!(claims.head, lines[1].1);
+        chain.written();
+        assert_eq!(chain.unsigned(), 1);
+    }
+}

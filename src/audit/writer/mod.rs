@@ -1,0 +1,351 @@
+//! The one thread that writes the log: group commit, checkpoints, segment roll-over,
+//! and what happens when the disk says no.
+//!
+//! The writer is a thread of its own, so the write path never crosses the async
+//! runtime. Appends queue on a channel. The writer takes everything queued, and for each
+//! batch:
+//!
+//! - [`chain`] formats the records (`seq`, `time`, `prev`) into one buffer;
+//! - [`schedule`] says where a checkpoint goes, and [`CheckpointSigning`] signs it;
+//! - [`store`] writes the batch with one `write` and one `fdatasync`;
+//! - [`health`] tracks outages: a failed write is cut back out of the file, every caller
+//!   in the batch gets [`AuditError::Unavailable`], the writer retries every second on
+//!   its own, and the first record after the outage says how long it lasted and how
+//!   many records were refused. If even the cut fails, the writer refuses everything
+//!   until restarted.
+//!
+//! Only after the write does any caller hear back. While the fsync runs, new appends
+//! queue up for the next batch, so concurrent requests share the cost.
+
+mod chain;
+mod health;
+mod schedule;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::oneshot;
+
+use super::checkpoint::{AUDIT_ISSUER, CheckpointSigning, SignedCheckpoint};
+use super::record::{CallerRecord, Entry, Event};
+use super::{AuditError, Expected, Shared};
+pub(super) use chain::Chain;
+use health::{Failure, Health};
+pub(super) use schedule::Cadence;
+use schedule::Scheduler;
+pub(super) use store::{SegmentFiles, Store};
+
+/// Most records in one batch.
+const MAX_BATCH: usize = 4096;
+/// Longest the writer waits for announced records before writing a batch. Shorter than
+/// a signature takes on most tokens; long enough that concurrent requests share fsyncs.
+const GATHER: Duration = Duration::from_micros(100);
+/// How long an idle writer sleeps when nothing is due (it wakes for any message).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Where the answer to an append or a checkpoint goes: the record's `seq`.
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+/// A message to the writer.
+pub(super) enum Message {
+    /// Append a record (its [`Entry::members`]); the reply carries its `seq` once it is
+    /// durable.
+    /// The writer drops the [`Expected`] as it takes the message, before it decides
+    /// whether to wait for more.
+    Append(String, Option<Expected>, Reply),
+    /// Append a final record and a checkpoint, then stop.
+    Close(String, Reply),
+    /// Write a checkpoint now; the reply carries its `seq`.
+    Checkpoint(Reply),
+    /// Look the audit key up again before the next checkpoint.
+    ForgetKey,
+}
+
+/// What a writer is made of.
+pub(super) struct Parts {
+    /// Where batches are written.
+    pub store: Box<dyn Store>,
+    /// The chain to continue, with any records to write first.
+    pub chain: Chain,
+    /// When checkpoints are due.
+    pub cadence: Cadence,
+    /// Signs checkpoints.
+    pub signer: Box<dyn CheckpointSigning>,
+    /// Health and counters, shared with the log's handles.
+    pub shared: Arc<Shared>,
+}
+
+/// The writer: the parts, and what it remembers between batches.
+pub(super) struct Writer {
+    store: Box<dyn Store>,
+    chain: Chain,
+    health: Health,
+    schedule: Scheduler,
+    signer: Box<dyn CheckpointSigning>,
+    shared: Arc<Shared>,
+    /// Why the last checkpoint could not be signed.
+    checkpoint_error: Option<AuditError>,
+    /// Until when the batch being gathered waits for announced records.
+    gather_until: Option<Instant>,
+}
+
+/// The wall-clock time records carry.
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Writer {
+    /// A writer of `parts`, healthy, its checkpoint period starting now.
+    pub fn new(parts: Parts) -> Self {
+        Writer {
+            store: parts.store,
+            chain: parts.chain,
+            health: Health::default(),
+            schedule: Scheduler::new(parts.cadence, Instant::now()),
+            signer: parts.signer,
+            shared: parts.shared,
+            checkpoint_error: None,
+            gather_until: None,
+        }
+    }
+
+    /// Runs until the log is closed or every sender is gone.
+    pub fn run(mut self, inbox: Receiver<Message>) {
+        loop {
+            let wait = self
+                .next_wake()
+                .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()));
+            let first = match inbox.recv_timeout(wait) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Failures are logged and retried; nobody waits on this one.
+                    let _ = self.commit(Vec::new(), false);
+                    continue;
+                }
+                // Every handle dropped without a close: nothing more will come.
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut appends = Vec::new();
+            let mut closed = None;
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append(entry, expected, reply) => {
+                        drop(expected);
+                        appends.push((entry, reply));
+                    }
+                    Message::Checkpoint(reply) => checkpoints.push(reply),
+                    Message::ForgetKey => self.signer.forget_key(),
+                    Message::Close(entry, reply) => {
+                        let (done, result) = oneshot::channel();
+                        appends.push((entry, done));
+                        closed = Some((result, reply));
+                        break;
+                    }
+                }
+                if appends.len() < MAX_BATCH {
+                    next = inbox.try_recv().ok().or_else(|| self.gather(&inbox));
+                }
+            }
+            self.gather_until = None;
+            let asked = closed.is_some() || !checkpoints.is_empty();
+            let written = self.commit(appends, asked);
+            for reply in checkpoints {
+                let _ = reply.send(self.checkpoint_result(&written));
+            }
+            if let Some((mut result, reply)) = closed {
+                // Release the directory lock before the closer hears back, so a new
+                // writer can open the log at once.
+                drop(self);
+                drop(inbox);
+                let result = result.try_recv().unwrap_or(Err(AuditError::Unavailable));
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+
+    /// Waits, briefly, for a record that a request announced (it is being signed), so
+    /// it joins this batch's fsync. Only while some are announced: a lone request is
+    /// written at once.
+    fn gather(&mut self, inbox: &Receiver<Message>) -> Option<Message> {
+        let deadline = *self
+            .gather_until
+            .get_or_insert_with(|| Instant::now() + GATHER);
+        if self.shared.expected.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        inbox.recv_timeout(left).ok()
+    }
+
+    /// When the writer must act without an append: a retry during an outage, or a
+    /// checkpoint for records waiting longer than the checkpoint period.
+    fn next_wake(&self) -> Option<Instant> {
+        if !self.health.may_write() {
+            return None;
+        }
+        self.health
+            .retry_at()
+            .or_else(|| self.schedule.wake_at(self.chain.unsigned()))
+    }
+
+    /// The answer to a checkpoint request after a batch written with `written`.
+    fn checkpoint_result(&self, written: &Result<(), AuditError>) -> Result<u64, AuditError> {
+        match (written, self.chain.unsigned()) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(()), 0) => Ok(self.chain.next_seq() - 1),
+            (Ok(()), _) => Err(self
+                .checkpoint_error
+                .clone()
+                .unwrap_or(AuditError::Unavailable)),
+        }
+    }
+
+    /// Writes one batch: the segment's first record if the segment is new, notes, an
+    /// outage report, the appends, and any checkpoint due (or `asked` for); then answers
+    /// every caller.
+    fn commit(&mut self, appends: Vec<(String, Reply)>, asked: bool) -> Result<(), AuditError> {
+        if !self.health.may_write() {
+            return refuse(appends);
+        }
+        let count = appends.len() as u64;
+        let (started, time) = (Instant::now(), now());
+        if let Err(e) = self.store.roll_if_full() {
+            self.failed(count, &e.to_string(), true, &time, started);
+            return refuse(appends);
+        }
+        self.chain.begin(&time, self.store.fresh_segment());
+        if let Some(resumed) = self.health.resumed() {
+            self.chain.push_entry(&resumed);
+        }
+        let mut replies = Vec::with_capacity(appends.len());
+        for (members, reply) in appends {
+            replies.push((self.chain.push(&members), reply));
+            if self
+                .schedule
+                .after_record(self.chain.pending_unsigned(), Instant::now())
+            {
+                self.checkpoint();
+            }
+        }
+        if self
+            .schedule
+            .at_end(self.chain.pending_unsigned(), asked, Instant::now())
+        {
+            self.checkpoint();
+        }
+        if self.chain.bytes().is_empty() {
+            return Ok(());
+        }
+        match self.store.append(self.chain.bytes()) {
+            Ok(()) => {
+                let records = self.chain.written();
+                self.schedule.written();
+                if self.health.written() {
+                    tracing::warn!("the audit log is writable again; signing resumes");
+                }
+                self.shared
+                    .healthy
+                    .store(self.health.is_healthy(), Ordering::SeqCst);
+                self.shared.records.fetch_add(records, Ordering::Relaxed);
+                self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                for (seq, reply) in replies {
+                    let _ = reply.send(Ok(seq));
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                self.chain.discard();
+                self.schedule.discard();
+                self.failed(count, &failure.error, failure.cut, &time, started);
+                refuse(replies)
+            }
+        }
+    }
+
+    /// Signs the batch so far and adds the checkpoint, if the audit key can sign.
+    fn checkpoint(&mut self) {
+        self.checkpoint_error = None;
+        loop {
+            let claims = self.chain.claims(now());
+            match self.signer.sign(&claims) {
+                Ok(SignedCheckpoint {
+                    generated: Some(kid),
+                    ..
+                }) => {
+                    // The key's creation goes on record before its first signature
+                    // would, but after the head that signature covers: still chained.
+                    // The checkpoint must cover that record too: sign again.
+                    self.chain.push_note(generated_entry(&kid));
+                }
+                Ok(signed) => {
+                    self.chain.push_checkpoint(&signed.jws);
+                    self.schedule.signed(Instant::now());
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign an audit checkpoint; records stay chained, the next checkpoint will cover them");
+                    self.schedule.sign_failed(Instant::now());
+                    self.checkpoint_error = Some(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A write at `at` (wall clock `time`) failed, refusing `refused` records.
+    fn failed(&mut self, refused: u64, error: &str, cut: bool, time: &str, at: Instant) {
+        match self.health.failed(refused, error, cut, time, at) {
+            Failure::Began => {
+                tracing::error!(segment = %self.store.path().display(), %error, "cannot write the audit log; signing is refused until it can")
+            }
+            Failure::Continued => {}
+            Failure::Broke => tracing::error!(
+                segment = %self.store.path().display(), %error,
+                "the audit log could not be cut back after a failed write; refusing all signing until signetd is restarted"
+            ),
+        }
+        self.shared
+            .healthy
+            .store(self.health.is_healthy(), Ordering::SeqCst);
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closed, or the thread is ending for any reason: nothing more can be written.
+        self.shared.healthy.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Answers every caller of a batch that was not written.
+fn refuse<T>(replies: Vec<(T, Reply)>) -> Result<(), AuditError> {
+    for (_, reply) in replies {
+        let _ = reply.send(Err(AuditError::Unavailable));
+    }
+    Err(AuditError::Unavailable)
+}
+
+/// The record of the audit key's generation.
+fn generated_entry(kid: &str) -> Entry {
+    Entry::new(Event::KeyGenerate)
+        .caller(CallerRecord::internal("audit"))
+        .issuer(AUDIT_ISSUER)
+        .kid(kid)
+        .ok()
+        .detail("the audit key, for checkpoints")
+}

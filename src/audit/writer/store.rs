@@ -1,0 +1,116 @@
+//! The segment files as the writer sees them: where the next batch goes, roll-over when
+//! a segment is full, and one durable append per batch. A port, so the writer runs
+//! against a store that fails on demand in tests.
+
+use std::path::{Path, PathBuf};
+
+use crate::audit::AuditError;
+use crate::audit::segment::{DirLock, Segment};
+
+/// A write that did not become durable.
+#[derive(Debug)]
+pub(in crate::audit) struct WriteFailed {
+    /// Why.
+    pub error: String,
+    /// Whether the batch's bytes were cut back out. If not, the file's end is unknown.
+    pub cut: bool,
+}
+
+/// Where the writer's batches go.
+pub(in crate::audit) trait Store: Send {
+    /// The number of the segment the next batch goes to, if nothing is in it yet: the
+    /// batch must start with the segment's first record.
+    fn fresh_segment(&self) -> Option<u64>;
+
+    /// Starts the next segment if the current one is full.
+    fn roll_if_full(&mut self) -> Result<(), AuditError>;
+
+    /// Writes `bytes` and makes them durable: one write and one fdatasync. On failure,
+    /// cuts them back out, so no partial record stays.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed>;
+
+    /// The file being written, for messages.
+    fn path(&self) -> &Path;
+}
+
+/// The log directory: its lock, and the segment being written.
+#[derive(Debug)]
+pub(in crate::audit) struct SegmentFiles {
+    dir: PathBuf,
+    /// Start a new segment once this many bytes are in the current one.
+    segment_bytes: u64,
+    segment: Segment,
+    _lock: DirLock,
+}
+
+impl SegmentFiles {
+    /// Continues `segment` of the log in `dir`, whose `lock` is held for as long as
+    /// this lives.
+    pub fn new(dir: PathBuf, lock: DirLock, segment: Segment, segment_bytes: u64) -> Self {
+        SegmentFiles {
+            dir,
+            segment_bytes,
+            segment,
+            _lock: lock,
+        }
+    }
+}
+
+impl Store for SegmentFiles {
+    fn fresh_segment(&self) -> Option<u64> {
+        (self.segment.len == 0).then_some(self.segment.number)
+    }
+
+    fn roll_if_full(&mut self) -> Result<(), AuditError> {
+        if self.segment.len < self.segment_bytes {
+            return Ok(());
+        }
+        let next = Segment::create(&self.dir, self.segment.number + 1)?;
+        tracing::info!(segment = %next.path.display(), "audit log: new segment");
+        self.segment = next;
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
+        self.segment.append(bytes).map_err(|(e, cut)| WriteFailed {
+            error: e.to_string(),
+            cut,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.segment.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::segment;
+
+    #[test]
+    fn a_full_segment_rolls_over_to_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = segment::lock(dir.path()).unwrap();
+        let first = Segment::create(dir.path(), 1).unwrap();
+        let mut files = SegmentFiles::new(dir.path().to_path_buf(), lock, first, 10);
+        assert_eq!(files.fresh_segment(), Some(1));
+        files.roll_if_full().unwrap();
+        assert_eq!(
+            files.fresh_segment(),
+            Some(1),
+            "an empty segment is not full"
+        );
+        files.append(b"0123456789\n").unwrap();
+        assert_eq!(files.fresh_segment(), None);
+        files.roll_if_full().unwrap();
+        assert_eq!(files.fresh_segment(), Some(2));
+        assert!(files.path().ends_with(segment::segment_name(2)));
+        let sizes: Vec<u64> = segment::list(dir.path())
+            .unwrap()
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+            .collect();
+        assert_eq!(sizes, [11, 0]);
+    }
+}

@@ -1,0 +1,397 @@
+//! The writer's glue driven without a token or a disk: a store that fails on demand and
+//! a signer that signs with a string.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::store::WriteFailed;
+use super::*;
+use crate::audit::record::{CheckpointClaims, GENESIS_PREV, Record, line_hash};
+
+/// How the next append fails.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// After this many bytes reached the file; they are cut back out.
+    Partway(usize),
+    /// After this many bytes, and the cut fails too: they stay.
+    Uncut(usize),
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    bytes: Vec<u8>,
+    writes: usize,
+    fault: Option<Fault>,
+}
+
+struct FakeStore(Arc<Mutex<Disk>>);
+
+impl Store for FakeStore {
+    fn fresh_segment(&self) -> Option<u64> {
+        self.0.lock().unwrap().bytes.is_empty().then_some(1)
+    }
+
+    fn roll_if_full(&mut self) -> Result<(), AuditError> {
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
+        let mut disk = self.0.lock().unwrap();
+        let len = disk.bytes.len();
+        match disk.fault.take() {
+            None => {
+                disk.bytes.extend_from_slice(bytes);
+                disk.writes += 1;
+                Ok(())
+            }
+            Some(Fault::Partway(n)) => {
+                disk.bytes.extend_from_slice(&bytes[..n]);
+                disk.bytes.truncate(len);
+                Err(WriteFailed {
+                    error: "No space left on device".into(),
+                    cut: true,
+                })
+            }
+            Some(Fault::Uncut(n)) => {
+                disk.bytes.extend_from_slice(&bytes[..n]);
+                Err(WriteFailed {
+                    error: "Input/output error".into(),
+                    cut: false,
+                })
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        Path::new("segment-000001.jsonl")
+    }
+}
+
+#[derive(Debug, Default)]
+struct Signatures {
+    signed: Vec<CheckpointClaims>,
+    /// Fail every signature.
+    fail: bool,
+    /// The first signature generates this key.
+    generate: Option<String>,
+    forgotten: usize,
+}
+
+struct FakeSigner(Arc<Mutex<Signatures>>);
+
+impl CheckpointSigning for FakeSigner {
+    fn sign(&mut self, claims: &CheckpointClaims) -> Result<SignedCheckpoint, AuditError> {
+        let mut log = self.0.lock().unwrap();
+        if log.fail {
+            return Err(AuditError::NoKey("the token is gone".into()));
+        }
+        log.signed.push(claims.clone());
+        Ok(SignedCheckpoint {
+            jws: format!("sig-{}-{}", claims.seq, claims.head),
+            generated: log.generate.take(),
+        })
+    }
+
+    fn forget_key(&mut self) {
+        self.0.lock().unwrap().forgotten += 1;
+    }
+}
+
+struct Rig {
+    writer: Writer,
+    disk: Arc<Mutex<Disk>>,
+    signatures: Arc<Mutex<Signatures>>,
+    shared: Arc<Shared>,
+}
+
+fn rig(every: u64) -> Rig {
+    let disk = Arc::new(Mutex::new(Disk::default()));
+    let signatures = Arc::new(Mutex::new(Signatures::default()));
+    let shared = Arc::new(Shared {
+        healthy: AtomicBool::new(true),
+        ..Shared::default()
+    });
+    let writer = Writer::new(Parts {
+        store: Box::new(FakeStore(disk.clone())),
+        chain: Chain::new("L".into(), 0, GENESIS_PREV.into(), Vec::new()),
+        cadence: Cadence {
+            every,
+            period: Duration::from_secs(3600),
+        },
+        signer: Box::new(FakeSigner(signatures.clone())),
+        shared: shared.clone(),
+    });
+    Rig {
+        writer,
+        disk,
+        signatures,
+        shared,
+    }
+}
+
+type Answer = oneshot::Receiver<Result<u64, AuditError>>;
+
+/// Appends of mint records `subs`, and where their answers arrive.
+fn appends(subs: &[&str]) -> (Vec<(String, Reply)>, Vec<Answer>) {
+    subs.iter()
+        .map(|sub| {
+            let (reply, answer) = oneshot::channel();
+            (
+                (Entry::new(Event::Mint).detail(sub).members(), reply),
+                answer,
+            )
+        })
+        .unzip()
+}
+
+/// Each answer's seq, or `None` for a refusal (`Unavailable`).
+fn answers(answers: Vec<Answer>) -> Vec<Option<u64>> {
+    answers
+        .into_iter()
+        .map(|mut a| match a.try_recv().expect("answered") {
+            Ok(seq) => Some(seq),
+            Err(AuditError::Unavailable) => None,
+            Err(e) => panic!("{e}"),
+        })
+        .collect()
+}
+
+impl Rig {
+    fn commit(&mut self, subs: &[&str], asked: bool) -> Vec<Option<u64>> {
+        let (appends, waiting) = appends(subs);
+        let _ = self.writer.commit(appends, asked);
+        answers(waiting)
+    }
+
+    fn fail_next(&self, fault: Fault) {
+        self.disk.lock().unwrap().fault = Some(fault);
+    }
+
+    /// The records on disk, each checked to chain onto the one before.
+    fn records(&self) -> Vec<Record> {
+        let disk = self.disk.lock().unwrap();
+        let text = std::str::from_utf8(&disk.bytes).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+        let mut prev = GENESIS_PREV.to_string();
+        let mut records = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let record: Record = serde_json::from_str(line).unwrap();
+            assert_eq!((record.seq, &record.prev), (i as u64, &prev), "{line}");
+            prev = line_hash(line.as_bytes());
+            records.push(record);
+        }
+        records
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.records().iter().map(|r| r.entry.event).collect()
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_batch_is_one_durable_write_answered_after_it() {
+    let mut rig = rig(1000);
+    let seqs = rig.commit(&["a", "b", "c"], false);
+    assert_eq!(seqs, [Some(1), Some(2), Some(3)]);
+    assert_eq!(rig.disk.lock().unwrap().writes, 1);
+    assert_eq!(
+        rig.events(),
+        [Event::Genesis, Event::Mint, Event::Mint, Event::Mint]
+    );
+    assert_eq!(
+        rig.writer.shared.records.load(Ordering::Relaxed),
+        4,
+        "genesis counts"
+    );
+    assert!(rig.healthy());
+}
+
+#[test]
+fn a_torn_batch_is_cut_back_and_the_chain_does_not_advance() {
+    let mut rig = rig(3);
+    rig.commit(&["a"], false);
+    let before = rig.disk.lock().unwrap().bytes.clone();
+    let signed = rig.signatures.lock().unwrap().signed.len();
+
+    // Three records make a checkpoint due: it is signed into the batch, then lost.
+    rig.fail_next(Fault::Partway(100));
+    let results = rig.commit(&["b", "c", "d"], false);
+    assert_eq!(results, [None, None, None]);
+    assert_eq!(rig.disk.lock().unwrap().bytes, before, "cut back");
+    assert_eq!(rig.signatures.lock().unwrap().signed.len(), signed + 1);
+    assert_eq!(rig.writer.chain.next_seq(), 3);
+    assert!(!rig.healthy());
+
+    // The next batch continues the durable chain (`records` checks every seq and
+    // prev): the report first, where the lost batch began.
+    let results = rig.commit(&["e"], false);
+    let records = rig.records();
+    assert_eq!(records[3].entry.event, Event::Resumed);
+    let detail = records[3].entry.detail.as_deref().unwrap();
+    assert!(detail.contains("(3 records refused)"), "{detail}");
+    assert!(detail.contains("No space left"), "{detail}");
+    assert_eq!(results, [Some(4)]);
+    assert!(rig.healthy());
+    assert_eq!(
+        rig.events(),
+        [
+            Event::Genesis,
+            Event::Mint,
+            Event::Checkpoint,
+            Event::Resumed,
+            Event::Mint
+        ]
+    );
+    assert_eq!(
+        rig.writer.chain.unsigned(),
+        2,
+        "the lost batch's checkpoint and records do not count"
+    );
+}
+
+#[test]
+fn an_outage_retries_on_its_own_and_counts_every_refusal() {
+    let mut rig = rig(1000);
+    rig.commit(&["a"], false);
+    let period = Instant::now() + Duration::from_secs(60);
+    assert!(
+        rig.writer.next_wake().unwrap() > period,
+        "only a checkpoint is due"
+    );
+
+    rig.fail_next(Fault::Partway(0));
+    assert_eq!(rig.commit(&["b", "c"], false), [None, None]);
+    let wake = rig.writer.next_wake().expect("a retry is due");
+    assert!(wake <= Instant::now() + Duration::from_secs(1));
+    // The timer's retry fails too: it refuses nobody, and the count stays.
+    rig.fail_next(Fault::Partway(0));
+    let _ = rig.writer.commit(Vec::new(), false);
+    rig.fail_next(Fault::Partway(0));
+    assert_eq!(rig.commit(&["d"], false), [None]);
+    assert!(!rig.healthy());
+
+    // The timer's retry succeeds: the outage ends without traffic.
+    rig.writer.commit(Vec::new(), false).unwrap();
+    assert!(rig.healthy());
+    let records = rig.records();
+    let last = records.last().unwrap();
+    assert_eq!(last.entry.event, Event::Resumed);
+    assert!(
+        last.entry
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("(3 records refused)")
+    );
+    // Only once.
+    assert_eq!(rig.commit(&["e"], false), [Some(3)]);
+    assert_eq!(rig.events()[3..], [Event::Mint]);
+    assert!(rig.writer.next_wake().unwrap() > period, "no more retries");
+}
+
+#[test]
+fn a_failed_cut_refuses_everything_until_restart() {
+    let mut rig = rig(1000);
+    rig.commit(&["a"], false);
+    rig.fail_next(Fault::Uncut(10));
+    assert_eq!(rig.commit(&["b"], false), [None]);
+    let writes = rig.disk.lock().unwrap().writes;
+    assert_eq!(rig.commit(&["c"], false), [None]);
+    assert_eq!(rig.disk.lock().unwrap().writes, writes, "no more writes");
+    assert!(!rig.healthy());
+    assert_eq!(rig.writer.next_wake(), None, "no retries");
+}
+
+#[test]
+fn checkpoints_sign_the_head_they_follow_every_so_many_records() {
+    let mut rig = rig(3);
+    rig.commit(&["a", "b", "c", "d", "e", "f", "g", "h"], false);
+    let records = rig.records();
+    let signed = rig.signatures.lock().unwrap().signed.clone();
+    let checkpoints: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.entry.event == Event::Checkpoint)
+        .collect();
+    // The restart's count, genesis and a; b c d; e f g; h waits.
+    assert_eq!(checkpoints.len(), 3);
+    assert_eq!(signed.len(), 3);
+    assert_eq!(
+        checkpoints.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [2, 6, 10]
+    );
+    for (record, claims) in checkpoints.iter().zip(&signed) {
+        assert_eq!((claims.seq, &claims.head), (record.seq - 1, &record.prev));
+        assert_eq!(claims.log_id, "L");
+        let jws = format!("sig-{}-{}", claims.seq, claims.head);
+        assert_eq!(record.checkpoint.as_deref(), Some(jws.as_str()));
+    }
+    assert_eq!(rig.writer.chain.unsigned(), 1);
+}
+
+#[test]
+fn an_asked_checkpoint_answers_with_its_seq_or_the_signers_error() {
+    let mut rig = rig(1000);
+    let written = rig.writer.commit(Vec::new(), true);
+    assert_eq!(rig.events(), [Event::Genesis, Event::Checkpoint]);
+    assert_eq!(rig.writer.checkpoint_result(&written).ok(), Some(1));
+    // Nothing new: nothing to sign, and the answer is the last checkpoint.
+    let written = rig.writer.commit(Vec::new(), true);
+    assert_eq!(rig.writer.checkpoint_result(&written).ok(), Some(1));
+    assert_eq!(rig.signatures.lock().unwrap().signed.len(), 1);
+
+    rig.signatures.lock().unwrap().fail = true;
+    rig.commit(&["a"], false);
+    let written = rig.writer.commit(Vec::new(), true);
+    assert!(matches!(
+        rig.writer.checkpoint_result(&written),
+        Err(AuditError::NoKey(_))
+    ));
+}
+
+#[test]
+fn a_generated_audit_key_is_recorded_before_the_checkpoint_and_survives_a_lost_batch() {
+    let mut rig = rig(1000);
+    rig.commit(&["a"], false);
+    rig.signatures.lock().unwrap().generate = Some("signetd-audit-1".into());
+    rig.fail_next(Fault::Partway(5));
+    let written = rig.writer.commit(Vec::new(), true);
+    assert!(written.is_err());
+    assert_eq!(rig.events(), [Event::Genesis, Event::Mint]);
+
+    // The key exists in the token now: its record goes first in the next batch.
+    rig.writer.commit(Vec::new(), true).unwrap();
+    let records = rig.records();
+    let events: Vec<Event> = records.iter().map(|r| r.entry.event).collect();
+    assert_eq!(
+        events[2..],
+        [Event::KeyGenerate, Event::Resumed, Event::Checkpoint]
+    );
+    assert_eq!(records[2].entry.kid.as_deref(), Some("signetd-audit-1"));
+}
+
+#[test]
+fn the_thread_answers_appends_forgets_keys_and_closes_with_a_checkpoint() {
+    let rig = rig(1000);
+    let (inbox, receiver) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || rig.writer.run(receiver));
+    let (reply, answer) = oneshot::channel();
+    let members = Entry::new(Event::Start).members();
+    inbox.send(Message::Append(members, None, reply)).unwrap();
+    assert_eq!(answer.blocking_recv().unwrap().ok(), Some(1));
+    inbox.send(Message::ForgetKey).unwrap();
+    let (reply, answer) = oneshot::channel();
+    let members = Entry::new(Event::Stop).members();
+    inbox.send(Message::Close(members, reply)).unwrap();
+    assert_eq!(answer.blocking_recv().unwrap().ok(), Some(2));
+    thread.join().unwrap();
+    assert!(!rig.shared.healthy.load(Ordering::SeqCst), "closed");
+    assert_eq!(rig.signatures.lock().unwrap().forgotten, 1);
+    let disk = rig.disk.lock().unwrap();
+    let last = std::str::from_utf8(&disk.bytes).unwrap().lines().last();
+    assert!(last.unwrap().contains("\"event\":\"checkpoint\""));
+}
