@@ -86,8 +86,6 @@ enum Sink {
     /// The writer thread. Unbounded, but each sender waits for its reply, so the queue
     /// holds at most one record per request in flight (capped by the connection limits).
     Writer(std::sync::mpsc::Sender<writer::Message>),
-    /// Nowhere: benchmarks only.
-    Discard,
     /// The log could not be opened: every append fails.
     Unavailable,
 }
@@ -188,18 +186,6 @@ impl AuditLog {
         })
     }
 
-    /// A log that records nothing, for benchmarks that measure what the real log costs.
-    /// The daemon never uses it: the config has no way to turn auditing off.
-    pub fn discarding() -> AuditLog {
-        AuditLog {
-            sink: Sink::Discard,
-            shared: Arc::new(Shared {
-                healthy: AtomicBool::new(true),
-                ..Shared::default()
-            }),
-        }
-    }
-
     /// A log that could not be opened: every append fails and the log reports
     /// unhealthy, so the daemon serves public endpoints and refuses to sign.
     pub fn unavailable() -> AuditLog {
@@ -266,7 +252,6 @@ impl AuditLog {
     ) -> Result<u64, AuditError> {
         let inbox = match &self.sink {
             Sink::Writer(inbox) => inbox,
-            Sink::Discard => return Ok(0),
             Sink::Unavailable => return Err(AuditError::Unavailable),
         };
         let (reply, replied) = oneshot::channel();
