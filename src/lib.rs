@@ -3,51 +3,64 @@
 //!
 //! # The rooms
 //!
+//! Roughly from the bottom of the tree up. No module imports a module that imports it:
+//! `cargo test --test modules` checks this file by file (see `docs/design-notes.md`).
+//!
 //! | module | owns |
 //! |---|---|
+//! | [`util`] | hex, base64url, the clock, boxed futures: helpers that import nothing of signetd |
+//! | [`algorithm`] | the signature algorithms, and [`algorithm::KeyPurpose`] (what a key signs) |
+//! | [`signer`] | the signer port: [`signer::Signer`] signs by key id; [`signer::SignInput`], [`signer::SignError`] |
+//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, objects, and the [`signer::Signer`] implementation. The only importer of `cryptoki`; no object handle leaves it |
+//! | [`identity`] | who is calling: [`identity::Principal`], built by the transports, and the [`identity::CallerSelector`]s a config names principals with |
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret |
-//! | [`error`] | the domain [`error::Error`] with its stable codes |
-//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, signing. The only importer of `cryptoki` |
-//! | [`keys`] | the token as key database: inventory, generation, states, revocations; the in-memory registry; JWKs |
+//! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action |
+//! | [`store`] | state behind ports: the replay store and the revocation store, with today's implementations (memory, token data objects) |
+//! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry; JWKs |
 //! | [`attest`] | the attestation CA in the token, key certificates, the signetd extension, chain verification |
+//! | [`token`] | JWS encoding, the claims policy, verification |
+//! | [`error`] | the domain [`error::Error`] with its stable codes |
+//! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification |
 //! | [`ceremony`] | signed ceremony transcripts |
-//! | [`token`] | JWS encoding, the claims policy, verification, the replay store |
-//! | [`policy`] | who the caller is and what an issuer lets it do |
-//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], and what each records in the audit log |
-//! | [`audit`] | the hash-chained audit log: records, segments, the group-committing writer, checkpoints signed by the audit key, offline verification |
-//! | [`lifecycle`] | the timer that activates, archives and rotates keys and re-reads the token |
-//! | [`api`] | the axum router, handlers, the one error-to-HTTP mapping, transports |
+//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log; [`service::wiring`] builds its ports from the config |
+//! | [`lifecycle`] | the timer that activates, archives and rotates keys and rebuilds the registry |
+//! | [`api`] | the axum router, handlers, extractors, the one error-to-HTTP mapping, transports |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
-//! | [`client`] | the CLI's small HTTP client |
+//! | [`client`] | the HTTP client of the CLI, the tests and the benchmark |
 //!
 //! # One request, end to end
 //!
 //! `POST /v1/tokens` on the Unix socket:
 //!
 //! 1. [`api::transport`] accepts the connection under a connection cap, asks the kernel
-//!    for the peer's uid/gid/pid (`SO_PEERCRED`) and attaches a [`policy::Caller`] to every
-//!    request on it. A TCP connection gets an anonymous caller.
-//! 2. The router refuses anonymous callers on signing routes (401), then
-//!    [`api::body::ApiJson`] parses the body (64 KiB cap, JSON only) into a
-//!    [`token::MintRequest`].
-//! 3. [`service::Service::mint`] finds the issuer, checks the caller against its policy
-//!    ([`policy::authorize`]), and builds the claims ([`token::claims::build`]): the daemon
-//!    sets `iss`, `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims
-//!    are checked against the issuer's limits.
-//! 4. [`hsm::Hsm::sign`] hashes the signing input on the host (ES256) and hands one
-//!    `C_Sign` on a handle resolved at start-up to a worker thread that owns a logged-in
-//!    session; the handler awaits the reply.
-//! 5. The service appends a `mint` record (caller, issuer, kid, jti, SHA-256 of the token)
-//!    to the [`audit`] log and waits until the writer has fsynced it, together with
-//!    whatever other records arrived meanwhile. If it cannot be written, the token is
-//!    dropped and the request fails with `audit_unavailable`.
+//!    for the peer's uid/gid/pid (`SO_PEERCRED`) and attaches an
+//!    [`identity::Principal`] to every request on it. A TCP connection gets an anonymous
+//!    principal.
+//! 2. Before any body is read, a route layer asks [`policy::Policy::decide`] whether the
+//!    principal may use the signing routes at all (anonymous: 401; named by no issuer:
+//!    403). Then [`api::body::ApiJson`] parses the body (64 KiB cap, 10 s deadline, JSON
+//!    only).
+//! 3. [`service::Service::mint`] finds the issuer, asks the policy again for this exact
+//!    action, and builds the claims ([`token::claims::build`]): the daemon sets `iss`,
+//!    `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims are
+//!    checked against the issuer's limits.
+//! 4. The service announces its audit record, then asks the [`signer::Signer`] port to
+//!    sign by kid. [`hsm::Hsm`] finds the private key's handle in its map (refreshed at
+//!    every inventory, looked up again if the token says it is stale) and hands one job
+//!    to a worker thread that owns a logged-in session; the worker hashes the signing
+//!    input (ES256) and makes one `C_Sign`. The handler awaits the reply.
+//! 5. The service appends a `mint` record (principal, issuer, kid, jti, SHA-256 of the
+//!    token) to the [`audit::AuditSink`] and waits until the writer has fsynced it,
+//!    together with whatever other records arrived meanwhile. If it cannot be written,
+//!    the token is dropped and the request fails with `audit_unavailable`.
 //! 6. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
 //!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`, and
 //!    the router's audit middleware records the refusal with its code.
 //!
 //! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
-//! and at every [`lifecycle`] tick and swapped in atomically: the token is the only key
-//! database. Every published key carries its [`attest`] chain in `x5c`.
+//! and at every [`lifecycle`] tick (so changes made with the CLI reach a running daemon)
+//! and swapped in atomically: the token is the only key database. Every published key
+//! carries its [`attest`] chain in `x5c`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

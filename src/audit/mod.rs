@@ -8,7 +8,8 @@
 //! key and its signatures; [`verify`] checks a log offline (`signetd audit verify`).
 //! The format and the guarantees are in `docs/audit.md`.
 //!
-//! [`AuditLog::append`] returns only once the record is on disk: callers that return a
+//! The service reaches the log through the [`AuditSink`] port, which [`AuditLog`]
+//! implements. [`AuditLog::append`] returns only once the record is on disk: callers that return a
 //! token or a signature do so after it, and return nothing if it fails.
 
 pub mod checkpoint;
