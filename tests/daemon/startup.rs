@@ -326,3 +326,56 @@ fn a_missing_socket_directory_and_a_url_for_a_socket_are_named() {
         "{stderr}"
     );
 }
+
+/// Configs written for earlier versions (`allowed_uids`, `single_use_gids`, ...) keep
+/// working: the real daemon serves them, and logs the selector line to write instead.
+/// A malformed selector stops it at start with the forms it takes.
+#[test]
+fn legacy_caller_lists_still_work_and_a_bad_selector_is_named() {
+    let t = crate::common::TestToken::create("legacy");
+    let uid = crate::common::my_uid();
+    let (config, socket) = t.write_config(&format!(
+        "[issuers.legacy]\niss = \"https://legacy.example\"\naudiences = [\"api\"]\n\
+         allowed_uids = [{uid}]\n[verify]\nsingle_use_gids = [4242]\n"
+    ));
+    t.init_ca_and_key(&config, "legacy");
+    let mut daemon = t.serve(&config, &socket);
+    let socket_arg = socket.display().to_string();
+    let (ok, token, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "legacy",
+        "--aud",
+        "api",
+        "--socket",
+        &socket_arg,
+    ]);
+    assert!(ok && token.split('.').count() == 3, "{token} {err}");
+    assert!(daemon.terminate().success());
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    assert!(
+        log.contains("[issuers.legacy] allowed_uids/allowed_gids are deprecated")
+            && log.contains(&format!("callers = [\"uid:{uid}\"]"))
+            && log.contains("single_use_callers = [\"gid:4242\"]"),
+        "{log}"
+    );
+
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("allowed_uids = [{uid}]"),
+        "callers = [\"user:alice\"]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(signetd_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("\"user:alice\" is not a caller selector") && stderr.contains("spiffe://"),
+        "{stderr}"
+    );
+}
