@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::wire;
 use crate::error::Error;
 use crate::token::verify::VerifyError;
 
@@ -66,7 +66,12 @@ impl IntoResponse for Error {
             code: self.code(),
             message: self.to_string(),
         };
-        let body = json!({"error": {"code": refusal.code, "message": refusal.message}});
+        let body = wire::ErrorBody {
+            error: wire::ErrorDetail {
+                code: refusal.code.to_string(),
+                message: refusal.message.clone(),
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(refusal);
         response

@@ -2,12 +2,14 @@
 //!
 //! [`router`] wires paths to [`handlers`]; [`serve`] runs the accept loops of
 //! [`transport`] until the shutdown future completes, then drains connections. Errors
-//! become responses only in [`error`].
+//! become responses only in [`error`]. Every request, response and error body is a type
+//! of [`wire`], with conversions to and from the service's domain types.
 
 pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod transport;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

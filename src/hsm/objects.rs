@@ -13,7 +13,7 @@ use super::{HsmError, KeyObjects};
 use crate::algorithm::Algorithm;
 
 /// Security attributes of a private key as the token reports them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyAttributes {
     /// `CKA_SENSITIVE`.
     pub sensitive: bool,
