@@ -16,7 +16,7 @@
 //! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], and what each records in the audit log |
 //! | [`audit`] | the hash-chained audit log: records, segments, the group-committing writer, checkpoints signed by the audit key, offline verification |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and re-reads the token |
-//! | [`api`] | the axum router, handlers, the one error-to-HTTP mapping, transports |
+//! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors, transports |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
 //! | [`client`] | the CLI's small HTTP client |
 //!
@@ -41,9 +41,11 @@
 //!    to the [`audit`] log and waits until the writer has fsynced it, together with
 //!    whatever other records arrived meanwhile. If it cannot be written, the token is
 //!    dropped and the request fails with `audit_unavailable`.
-//! 6. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
-//!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`, and
-//!    the router's audit middleware records the refusal with its code.
+//! 6. The compact JWS goes back as an [`api::wire::MintedToken`]. Any error, from the
+//!    service or from HTTP itself (a bad path, method, media type, size or body), becomes
+//!    an [`api::error::ApiError`], the only place that knows HTTP statuses, and goes out
+//!    as `{"error":{"code":"...","message":"..."}}`; the router's audit middleware
+//!    records the refusal with its code.
 //!
 //! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
 //! and at every [`lifecycle`] tick and swapped in atomically: the token is the only key

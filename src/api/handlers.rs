@@ -1,16 +1,17 @@
 //! Thin handlers: extract a [`wire`] body, call the service with its domain twin, and
-//! turn the result back into a [`wire`] body, or map the error.
+//! turn the result back into a [`wire`] body or an [`ApiError`].
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::body::ApiJson;
+use super::error::ApiError;
+use super::path::ApiPath;
 use super::wire;
-use crate::error::Error;
 use crate::identity::Principal;
 use crate::keys::{KeyState, Published};
 use crate::service::Service;
@@ -22,7 +23,7 @@ pub async fn mint(
     State(svc): Svc,
     caller: Principal,
     ApiJson(request): ApiJson<wire::MintRequest>,
-) -> Result<Json<wire::MintedToken>, Error> {
+) -> Result<Json<wire::MintedToken>, ApiError> {
     let minted = svc.mint(&caller, request.into()).await?;
     Ok(Json(minted.into()))
 }
@@ -32,7 +33,7 @@ pub async fn sign(
     State(svc): Svc,
     caller: Principal,
     ApiJson(request): ApiJson<wire::SignRequest>,
-) -> Result<Json<wire::SignedData>, Error> {
+) -> Result<Json<wire::SignedData>, ApiError> {
     let signed = svc.sign(&caller, request.into()).await?;
     Ok(Json(signed.into()))
 }
@@ -78,7 +79,7 @@ pub async fn verify(
     State(svc): Svc,
     caller: Principal,
     ApiJson(request): ApiJson<wire::VerifyRequest>,
-) -> Result<Json<wire::Verified>, Error> {
+) -> Result<Json<wire::Verified>, ApiError> {
     let verified = svc.verify(&caller, request.into()).await?;
     Ok(Json(verified.into()))
 }
@@ -88,7 +89,7 @@ pub async fn admin_generate(
     State(svc): Svc,
     caller: Principal,
     ApiJson(request): ApiJson<wire::GenerateRequest>,
-) -> Result<Json<wire::KeyView>, Error> {
+) -> Result<Json<wire::KeyView>, ApiError> {
     let key = svc.admin_generate(&caller, &request.issuer).await?;
     Ok(Json(key.into()))
 }
@@ -97,8 +98,8 @@ pub async fn admin_generate(
 pub async fn admin_rotate(
     State(svc): Svc,
     caller: Principal,
-    Path(issuer): Path<String>,
-) -> Result<Json<wire::KeyView>, Error> {
+    ApiPath(issuer): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
     let key = svc.admin_rotate(&caller, &issuer).await?;
     Ok(Json(key.into()))
 }
@@ -107,8 +108,8 @@ pub async fn admin_rotate(
 pub async fn admin_retire(
     State(svc): Svc,
     caller: Principal,
-    Path(kid): Path<String>,
-) -> Result<Json<wire::KeyView>, Error> {
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
     let key = svc
         .admin_set_state(&caller, &kid, KeyState::Retired)
         .await?;
@@ -119,8 +120,8 @@ pub async fn admin_retire(
 pub async fn admin_revoke(
     State(svc): Svc,
     caller: Principal,
-    Path(kid): Path<String>,
-) -> Result<Json<wire::KeyView>, Error> {
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
     let key = svc
         .admin_set_state(&caller, &kid, KeyState::Revoked)
         .await?;
@@ -132,7 +133,7 @@ pub async fn admin_revoke_token(
     State(svc): Svc,
     caller: Principal,
     ApiJson(request): ApiJson<wire::RevokeTokenRequest>,
-) -> Result<Json<wire::RevokedToken>, Error> {
+) -> Result<Json<wire::RevokedToken>, ApiError> {
     let revoked = svc.admin_revoke_token(&caller, request.into()).await?;
     Ok(Json(revoked.into()))
 }
@@ -143,12 +144,18 @@ pub async fn keys(State(svc): Svc) -> Json<wire::KeyList> {
 }
 
 /// `GET /v1/keys/{kid}`.
-pub async fn key(State(svc): Svc, Path(kid): Path<String>) -> Result<Json<wire::KeyView>, Error> {
+pub async fn key(
+    State(svc): Svc,
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
     Ok(Json(svc.key(&kid)?.into()))
 }
 
 /// `GET /v1/keys/{kid}/attestation`: the key's certificate, then the CA chain, as PEM.
-pub async fn attestation(State(svc): Svc, Path(kid): Path<String>) -> Result<Response, Error> {
+pub async fn attestation(
+    State(svc): Svc,
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let pem = svc.attestation_pem(&kid)?;
     let content_type = HeaderValue::from_static("application/pem-certificate-chain");
     Ok(([(header::CONTENT_TYPE, content_type)], pem).into_response())
@@ -162,7 +169,7 @@ pub async fn healthz() -> Json<wire::Health> {
 }
 
 /// `GET /readyz`: the token answers.
-pub async fn readyz(State(svc): Svc) -> Result<Json<wire::Health>, Error> {
+pub async fn readyz(State(svc): Svc) -> Result<Json<wire::Health>, ApiError> {
     svc.ready().await?;
     Ok(Json(wire::Health {
         status: wire::HealthStatus::Ready,
@@ -170,11 +177,11 @@ pub async fn readyz(State(svc): Svc) -> Result<Json<wire::Health>, Error> {
 }
 
 /// Any unknown path.
-pub async fn not_found() -> Error {
-    Error::NotFound
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
 }
 
 /// A known path with the wrong method.
-pub async fn method_not_allowed() -> Error {
-    Error::MethodNotAllowed
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
