@@ -25,13 +25,13 @@
 //! `POST /v1/tokens` on the Unix socket:
 //!
 //! 1. [`api::transport`] accepts the connection under a connection cap, asks the kernel
-//!    for the peer's uid/gid/pid (`SO_PEERCRED`) and attaches a [`policy::Caller`] to every
+//!    for the peer's uid/gid/pid (`SO_PEERCRED`) and attaches an [`identity::Principal`] to every
 //!    request on it. A TCP connection gets an anonymous caller.
 //! 2. The router refuses anonymous callers on signing routes (401), then
 //!    [`api::body::ApiJson`] parses the body (64 KiB cap, JSON only) into a
 //!    [`token::MintRequest`].
 //! 3. [`service::Service::mint`] finds the issuer, checks the caller against its policy
-//!    ([`policy::authorize`]), and builds the claims ([`token::claims::build`]): the daemon
+//!    ([`policy::Policy::decide`]), and builds the claims ([`token::claims::build`]): the daemon
 //!    sets `iss`, `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims
 //!    are checked against the issuer's limits.
 //! 4. [`hsm::Hsm::sign`] hashes the signing input on the host (ES256) and hands one
