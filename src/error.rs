@@ -1,8 +1,9 @@
 //! The one domain error type, with stable codes.
 //!
-//! Handlers return [`Error`]; `api::error` maps it to an HTTP status in exactly one
-//! place. [`Error::code`] is part of the API contract: clients match on it, so codes are
-//! never renamed. The `Display` text is what a client sees; backend details (which
+//! The service returns [`Error`]; it knows nothing of HTTP. `api::error::ApiError` wraps
+//! it, next to the refusals only HTTP has (paths, methods, media types, sizes, bodies
+//! that do not parse), and maps both to a status in exactly one place. [`Error::code`] is
+//! part of the API contract: clients match on it, so codes are never renamed. The `Display` text is what a client sees; backend details (which
 //! PKCS#11 call failed, and why) stay in [`Error::Hsm`]'s source and go to the log only.
 
 use crate::hsm::HsmError;
@@ -12,21 +13,10 @@ use crate::store::StoreError;
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The body is not syntactically valid JSON.
-    #[error("request body is not valid JSON: {0}")]
-    MalformedJson(String),
-    /// The body is JSON but not the shape the endpoint takes, or a field is out of range.
+    /// A field is out of range or the fields do not fit together (the shape of a body
+    /// is checked where it is parsed, in `api`).
     #[error("{0}")]
     InvalidRequest(String),
-    /// The request did not declare `Content-Type: application/json`.
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
-    /// The body did not arrive in time.
-    #[error("the request body did not arrive within the time allowed")]
-    RequestTimeout,
-    /// The body exceeds the size limit.
-    #[error("request body exceeds {0} bytes")]
-    BodyTooLarge(usize),
     /// The caller has no identity this endpoint accepts.
     #[error(
         "this endpoint needs an authenticated caller: use the Unix socket (mutual TLS is not available yet)"
@@ -50,12 +40,6 @@ pub enum Error {
     /// No such key id.
     #[error("unknown key {0:?}")]
     UnknownKey(String),
-    /// No such endpoint.
-    #[error("no such endpoint")]
-    NotFound,
-    /// The endpoint exists but not with this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
     /// `aud` names an audience the issuer does not allow.
     #[error("audience {0:?} is not allowed for this issuer")]
     AudienceNotAllowed(String),
@@ -117,19 +101,13 @@ impl Error {
     /// The stable, machine-readable code of this error.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::MalformedJson(_) => "malformed_json",
             Error::InvalidRequest(_) => "invalid_request",
-            Error::UnsupportedMediaType => "unsupported_media_type",
-            Error::BodyTooLarge(_) => "body_too_large",
-            Error::RequestTimeout => "request_timeout",
             Error::Unauthenticated => "unauthenticated",
             Error::CallerNotAllowed(_) | Error::CallerUnknown => "caller_not_allowed",
             Error::RawSignDisabled(_) => "raw_sign_disabled",
             Error::MintDisabled(_) => "mint_disabled",
             Error::UnknownIssuer(_) => "unknown_issuer",
             Error::UnknownKey(_) => "unknown_key",
-            Error::NotFound => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
             Error::AudienceNotAllowed(_) => "audience_not_allowed",
             Error::TtlExceedsMax { .. } => "ttl_exceeds_max",
             Error::ReservedClaim(_) => "reserved_claim",

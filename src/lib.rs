@@ -24,7 +24,7 @@
 //! | [`ceremony`] | signed ceremony transcripts |
 //! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log; [`service::wiring`] builds its ports from the config |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and rebuilds the registry |
-//! | [`api`] | the axum router, handlers, extractors, the one error-to-HTTP mapping, transports |
+//! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors, transports |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
 //! | [`client`] | the HTTP client of the CLI, the tests and the benchmark |
 //!
@@ -39,7 +39,8 @@
 //! 2. Before any body is read, a route layer asks [`policy::Policy::decide`] whether the
 //!    principal may use the signing routes at all (anonymous: 401; named by no issuer:
 //!    403). Then [`api::body::ApiJson`] parses the body (64 KiB cap, 10 s deadline, JSON
-//!    only).
+//!    only) into an [`api::wire::MintRequest`], which converts into the service's
+//!    [`token::MintRequest`].
 //! 3. [`service::Service::mint`] finds the issuer, asks the policy again for this exact
 //!    action, and builds the claims ([`token::claims::build`]): the daemon sets `iss`,
 //!    `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims are
@@ -53,9 +54,11 @@
 //!    token) to the [`audit::AuditSink`] and waits until the writer has fsynced it,
 //!    together with whatever other records arrived meanwhile. If it cannot be written,
 //!    the token is dropped and the request fails with `audit_unavailable`.
-//! 6. The compact JWS goes back as JSON; any error goes through [`api::error`], the only
-//!    place that knows HTTP statuses, as `{"error":{"code":"...","message":"..."}}`, and
-//!    the router's audit middleware records the refusal with its code.
+//! 6. The compact JWS goes back as an [`api::wire::MintedToken`]. Any error, from the
+//!    service or from HTTP itself (a bad path, method, media type, size or body), becomes
+//!    an [`api::error::ApiError`], the only place that knows HTTP statuses, and goes out
+//!    as `{"error":{"code":"...","message":"..."}}`; the router's audit middleware
+//!    records the refusal with its code.
 //!
 //! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
 //! and at every [`lifecycle`] tick (so changes made with the CLI reach a running daemon)

@@ -1,4 +1,5 @@
-//! Request extractors that turn every rejection into a domain [`Error`] with a stable code.
+//! The body extractor, which turns every rejection into an [`ApiError`] with a stable
+//! code, and the caller, which is never rejected.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -6,7 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use super::error::ApiError;
 use crate::identity::Principal;
 
 /// Largest request body accepted, in bytes.
@@ -16,28 +17,29 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// bytes could hold connection slots forever.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A JSON body. Requires `Content-Type: application/json`; at most [`MAX_BODY_BYTES`].
+/// A JSON body, one of the [`super::wire`] request types. Requires
+/// `Content-Type: application/json`; at most [`MAX_BODY_BYTES`].
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let parsed = tokio::time::timeout(
             BODY_READ_TIMEOUT,
             axum::Json::<T>::from_request(request, state),
         )
         .await
-        .map_err(|_| Error::RequestTimeout)?;
+        .map_err(|_| ApiError::RequestTimeout)?;
         match parsed {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(Error::MalformedJson(e.body_text())),
-            Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidRequest(e.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::MalformedJson(e.body_text())),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::InvalidBody(e.body_text())),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(Error::BodyTooLarge(MAX_BODY_BYTES))
+                Err(ApiError::BodyTooLarge(MAX_BODY_BYTES))
             }
-            Err(e) => Err(Error::InvalidRequest(e.body_text())),
+            Err(e) => Err(ApiError::InvalidBody(e.body_text())),
         }
     }
 }

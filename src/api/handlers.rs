@@ -1,22 +1,20 @@
-//! Thin handlers: extract, call the service, map the error.
+//! Thin handlers: extract a [`wire`] body, call the service with its domain twin, and
+//! turn the result back into a [`wire`] body or an [`ApiError`].
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::body::ApiJson;
-use crate::error::Error;
+use super::error::ApiError;
+use super::path::ApiPath;
+use super::wire;
 use crate::identity::Principal;
 use crate::keys::{KeyState, Published};
-use crate::service::admin::{GenerateRequest, RevokeTokenRequest};
-use crate::service::verify::{Verified, VerifyRequest};
-use crate::service::{KeyView, MintedToken, Service, SignRequest, SignedData};
-use crate::store::RevokedToken;
-use crate::token::MintRequest;
+use crate::service::Service;
 
 type Svc = State<Arc<Service>>;
 
@@ -24,18 +22,20 @@ type Svc = State<Arc<Service>>;
 pub async fn mint(
     State(svc): Svc,
     caller: Principal,
-    ApiJson(request): ApiJson<MintRequest>,
-) -> Result<Json<MintedToken>, Error> {
-    svc.mint(&caller, request).await.map(Json)
+    ApiJson(request): ApiJson<wire::MintRequest>,
+) -> Result<Json<wire::MintedToken>, ApiError> {
+    let minted = svc.mint(&caller, request.into()).await?;
+    Ok(Json(minted.into()))
 }
 
 /// `POST /v1/sign`.
 pub async fn sign(
     State(svc): Svc,
     caller: Principal,
-    ApiJson(request): ApiJson<SignRequest>,
-) -> Result<Json<SignedData>, Error> {
-    svc.sign(&caller, request).await.map(Json)
+    ApiJson(request): ApiJson<wire::SignRequest>,
+) -> Result<Json<wire::SignedData>, ApiError> {
+    let signed = svc.sign(&caller, request.into()).await?;
+    Ok(Json(signed.into()))
 }
 
 /// `GET /.well-known/jwks.json`: cacheable for the configured lifetime, revalidated by ETag.
@@ -78,93 +78,110 @@ fn published(document: &Published, max_age: u32, headers: &HeaderMap) -> Respons
 pub async fn verify(
     State(svc): Svc,
     caller: Principal,
-    ApiJson(request): ApiJson<VerifyRequest>,
-) -> Result<Json<Verified>, Error> {
-    svc.verify(&caller, request).await.map(Json)
+    ApiJson(request): ApiJson<wire::VerifyRequest>,
+) -> Result<Json<wire::Verified>, ApiError> {
+    let verified = svc.verify(&caller, request.into()).await?;
+    Ok(Json(verified.into()))
 }
 
 /// `POST /v1/keys` (admins).
 pub async fn admin_generate(
     State(svc): Svc,
     caller: Principal,
-    ApiJson(request): ApiJson<GenerateRequest>,
-) -> Result<Json<KeyView>, Error> {
-    svc.admin_generate(&caller, &request.issuer).await.map(Json)
+    ApiJson(request): ApiJson<wire::GenerateRequest>,
+) -> Result<Json<wire::KeyView>, ApiError> {
+    let key = svc.admin_generate(&caller, &request.issuer).await?;
+    Ok(Json(key.into()))
 }
 
 /// `POST /v1/issuers/{name}/rotate` (admins).
 pub async fn admin_rotate(
     State(svc): Svc,
     caller: Principal,
-    Path(issuer): Path<String>,
-) -> Result<Json<KeyView>, Error> {
-    svc.admin_rotate(&caller, &issuer).await.map(Json)
+    ApiPath(issuer): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
+    let key = svc.admin_rotate(&caller, &issuer).await?;
+    Ok(Json(key.into()))
 }
 
 /// `POST /v1/keys/{kid}/retire` (admins).
 pub async fn admin_retire(
     State(svc): Svc,
     caller: Principal,
-    Path(kid): Path<String>,
-) -> Result<Json<KeyView>, Error> {
-    svc.admin_set_state(&caller, &kid, KeyState::Retired)
-        .await
-        .map(Json)
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
+    let key = svc
+        .admin_set_state(&caller, &kid, KeyState::Retired)
+        .await?;
+    Ok(Json(key.into()))
 }
 
 /// `POST /v1/keys/{kid}/revoke` (admins).
 pub async fn admin_revoke(
     State(svc): Svc,
     caller: Principal,
-    Path(kid): Path<String>,
-) -> Result<Json<KeyView>, Error> {
-    svc.admin_set_state(&caller, &kid, KeyState::Revoked)
-        .await
-        .map(Json)
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
+    let key = svc
+        .admin_set_state(&caller, &kid, KeyState::Revoked)
+        .await?;
+    Ok(Json(key.into()))
 }
 
 /// `POST /v1/revocations` (admins): revoke a token by jti.
 pub async fn admin_revoke_token(
     State(svc): Svc,
     caller: Principal,
-    ApiJson(request): ApiJson<RevokeTokenRequest>,
-) -> Result<Json<RevokedToken>, Error> {
-    svc.admin_revoke_token(&caller, request).await.map(Json)
+    ApiJson(request): ApiJson<wire::RevokeTokenRequest>,
+) -> Result<Json<wire::RevokedToken>, ApiError> {
+    let revoked = svc.admin_revoke_token(&caller, request.into()).await?;
+    Ok(Json(revoked.into()))
 }
 
 /// `GET /v1/keys`.
-pub async fn keys(State(svc): Svc) -> Json<serde_json::Value> {
-    Json(json!({"keys": svc.keys()}))
+pub async fn keys(State(svc): Svc) -> Json<wire::KeyList> {
+    Json(svc.keys().into())
 }
 
 /// `GET /v1/keys/{kid}`.
-pub async fn key(State(svc): Svc, Path(kid): Path<String>) -> Result<Json<KeyView>, Error> {
-    svc.key(&kid).map(Json)
+pub async fn key(
+    State(svc): Svc,
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<wire::KeyView>, ApiError> {
+    Ok(Json(svc.key(&kid)?.into()))
 }
 
 /// `GET /v1/keys/{kid}/attestation`: the key's certificate, then the CA chain, as PEM.
-pub async fn attestation(State(svc): Svc, Path(kid): Path<String>) -> Result<Response, Error> {
+pub async fn attestation(
+    State(svc): Svc,
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let pem = svc.attestation_pem(&kid)?;
     let content_type = HeaderValue::from_static("application/pem-certificate-chain");
     Ok(([(header::CONTENT_TYPE, content_type)], pem).into_response())
 }
 
 /// `GET /healthz`: the process serves requests.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+pub async fn healthz() -> Json<wire::Health> {
+    Json(wire::Health {
+        status: wire::HealthStatus::Ok,
+    })
 }
 
 /// `GET /readyz`: the token answers.
-pub async fn readyz(State(svc): Svc) -> Result<Json<serde_json::Value>, Error> {
-    svc.ready().await.map(|()| Json(json!({"status": "ready"})))
+pub async fn readyz(State(svc): Svc) -> Result<Json<wire::Health>, ApiError> {
+    svc.ready().await?;
+    Ok(Json(wire::Health {
+        status: wire::HealthStatus::Ready,
+    }))
 }
 
 /// Any unknown path.
-pub async fn not_found() -> Error {
-    Error::NotFound
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
 }
 
 /// A known path with the wrong method.
-pub async fn method_not_allowed() -> Error {
-    Error::MethodNotAllowed
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

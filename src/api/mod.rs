@@ -1,13 +1,23 @@
 //! The HTTP room: one axum router, served on the Unix socket and on TCP.
 //!
 //! [`router`] wires paths to [`handlers`]; [`serve`] runs the accept loops of
-//! [`transport`] until the shutdown future completes, then drains connections. Errors
-//! become responses only in [`error`].
+//! [`transport`] until the shutdown future completes, then drains connections.
+//!
+//! - [`wire`]: every request, response and error body, with conversions to and from the
+//!   service's domain types. Nothing else here or in the service derives serde for HTTP.
+//! - [`error`]: [`error::ApiError`], the domain error plus the refusals only HTTP knows
+//!   (path, method, media type, size, body parsing), and the one mapping to a status and
+//!   a `{"error":{"code","message"}}` body.
+//! - [`body`] and [`path`]: extractors that fail with an [`error::ApiError`], so no axum
+//!   rejection reaches a client as text, and every refusal on an audited route is
+//!   recorded.
 
 pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod path;
 pub mod transport;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +132,7 @@ async fn admit(
 ) -> Response {
     match service.policy().decide(&principal, action) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => error::ApiError::from(refusal).into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 use signetd::Algorithm;
+use signetd::api::wire;
 use signetd::ceremony::{Created, Transcript};
 use signetd::keys::{self, KeyState, KeyStoreError, StoredKey};
 use signetd::service::KeyView;
@@ -322,6 +323,8 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 ListFormat::Json | ListFormat::Table => {}
             }
             if format == ListFormat::Json {
+                // The same key objects the API returns.
+                let shown: Vec<wire::KeyView> = shown.into_iter().map(Into::into).collect();
                 let out =
                     json!({"token": hsm.token(), "keys": shown, "problems": inventory.problems});
                 println!(

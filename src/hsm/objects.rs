@@ -14,7 +14,7 @@ use super::curve::{ED25519_PARAMS, EDWARDS25519_NAME, P256_PARAMS};
 use crate::algorithm::Algorithm;
 
 /// Security attributes of a private key as the token reports them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyAttributes {
     /// `CKA_SENSITIVE`.
     pub sensitive: bool,

@@ -2,8 +2,6 @@
 //! tokens. Admins only (`[admin]` in the config); every change is logged with its caller
 //! and takes effect in the registry before the call returns.
 
-use serde::Deserialize;
-
 use super::record::key_event;
 use super::{KeyView, Service, unix_now};
 use crate::audit::{Entry, Event};
@@ -14,23 +12,13 @@ use crate::policy::Action;
 use crate::store::RevokedToken;
 use crate::token::HARD_MAX_TTL_SECONDS;
 
-/// The body of `POST /v1/keys`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateRequest {
-    /// The issuer that gets its first key.
-    pub issuer: String,
-}
-
-/// The body of `POST /v1/revocations`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A token revocation (`POST /v1/revocations`).
+#[derive(Debug)]
 pub struct RevokeTokenRequest {
     /// The `jti` to revoke.
     pub jti: String,
     /// The token's `exp`, so the revocation is listed exactly as long as needed; default
     /// now plus the hard TTL cap, which outlives any token signetd mints.
-    #[serde(default)]
     pub exp: Option<u64>,
 }
 

@@ -13,7 +13,6 @@ pub mod wiring;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::algorithm::Algorithm;
@@ -29,8 +28,8 @@ use crate::signer::{SignInput, Signer};
 use crate::store::{ReplayStore, RevocationStore};
 use crate::token::{self, MintRequest, jws};
 
-/// A minted token, as `POST /v1/tokens` returns it.
-#[derive(Debug, Serialize)]
+/// A minted token (`api::wire::MintedToken` on the wire).
+#[derive(Debug)]
 pub struct MintedToken {
     /// The compact JWS.
     pub token: String,
@@ -45,8 +44,7 @@ pub struct MintedToken {
 }
 
 /// Signature encodings `POST /v1/sign` can return.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SignatureFormat {
     /// The JWS form: raw `r‖s` for ES256, the plain signature for EdDSA.
     #[default]
@@ -55,25 +53,21 @@ pub enum SignatureFormat {
     Der,
 }
 
-/// The body of `POST /v1/sign`: exactly one of `digest` and `message`, base64url.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What `POST /v1/sign` asks for: exactly one of `digest` and `message`, base64url.
+#[derive(Debug)]
 pub struct SignRequest {
     /// The issuer whose active key signs.
     pub issuer: String,
     /// A SHA-256 digest (ES256 only).
-    #[serde(default)]
     pub digest: Option<String>,
     /// A message: hashed on the host for ES256, signed whole for EdDSA.
-    #[serde(default)]
     pub message: Option<String>,
     /// The signature encoding.
-    #[serde(default)]
     pub format: SignatureFormat,
 }
 
-/// A raw signature, as `POST /v1/sign` returns it.
-#[derive(Debug, Serialize)]
+/// A raw signature (`api::wire::SignedData` on the wire).
+#[derive(Debug)]
 pub struct SignedData {
     /// The signature, base64url.
     pub signature: String,
@@ -85,8 +79,9 @@ pub struct SignedData {
     pub format: SignatureFormat,
 }
 
-/// A key as `GET /v1/keys` describes it.
-#[derive(Debug, Serialize)]
+/// A key as `GET /v1/keys` and `signetd keys list` describe it
+/// (`api::wire::KeyView` on the wire).
+#[derive(Debug)]
 pub struct KeyView {
     /// Key id.
     pub kid: String,

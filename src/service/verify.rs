@@ -1,6 +1,5 @@
 //! `POST /v1/verify`: a verifier for gateways, with revocation and single use.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use sha2::{Digest, Sha256};
@@ -19,21 +18,19 @@ use crate::util::unb64;
 /// Clock skew accepted on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = crate::token::VERIFY_LEEWAY_SECONDS;
 
-/// The body of `POST /v1/verify`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What `POST /v1/verify` asks for.
+#[derive(Debug)]
 pub struct VerifyRequest {
     /// The compact JWS.
     pub token: String,
     /// The audience the caller expects; `aud` must contain it.
     pub audience: String,
     /// Reject a second verification of the same `jti` (needs permission).
-    #[serde(default)]
     pub single_use: bool,
 }
 
-/// A valid token, as `POST /v1/verify` returns it.
-#[derive(Debug, Serialize)]
+/// A valid token (`api::wire::Verified` on the wire).
+#[derive(Debug)]
 pub struct Verified {
     /// Always true; failures are errors with a code.
     pub valid: bool,

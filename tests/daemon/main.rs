@@ -12,3 +12,4 @@ mod mint;
 mod publish;
 mod sign;
 mod startup;
+mod wire;
