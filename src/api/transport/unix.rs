@@ -1,70 +1,38 @@
-//! Listeners and the accept loop shared by both transports.
-//!
-//! Each transport turns an accepted connection into a stream and a [`Principal`]; the loop
-//! caps concurrent connections with a semaphore, attaches the caller to every request
-//! on that connection, and on shutdown stops accepting and lets each connection finish
-//! its in-flight request.
+//! The Unix socket: binding it safely, and callers identified by the kernel
+//! (`SO_PEERCRED`).
 
+use std::future::Ready;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tokio::net::{UnixListener, UnixStream};
 
+use super::Acceptor;
 use crate::identity::{PeerCredentials, Principal};
 
-/// A client must send its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Something that accepts connections and says who is on the other end.
-pub(crate) trait Acceptor: Send + 'static {
-    /// The connection stream.
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// Waits for the next connection. `Ok(None)` drops a connection whose identity
-    /// could not be established.
-    fn accept(&self) -> impl Future<Output = io::Result<Option<(Self::Io, Principal)>>> + Send;
-}
-
 impl Acceptor for UnixListener {
-    type Io = tokio::net::UnixStream;
+    type Io = UnixStream;
+    type Pending = Ready<Option<(UnixStream, Principal)>>;
 
-    async fn accept(&self) -> io::Result<Option<(Self::Io, Principal)>> {
+    async fn accept(&self) -> io::Result<Self::Pending> {
         let (stream, _) = UnixListener::accept(self).await?;
         // Without the kernel's word on who connected, refuse the connection.
-        match stream.peer_cred() {
+        let established = match stream.peer_cred() {
             Ok(cred) => {
                 let peer = PeerCredentials {
                     uid: cred.uid(),
                     gid: cred.gid(),
                     pid: cred.pid(),
                 };
-                Ok(Some((stream, Principal::Local(peer))))
+                Some((stream, Principal::Local(peer)))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read peer credentials; closing connection");
-                Ok(None)
+                None
             }
-        }
-    }
-}
-
-impl Acceptor for TcpListener {
-    type Io = tokio::net::TcpStream;
-
-    async fn accept(&self) -> io::Result<Option<(Self::Io, Principal)>> {
-        let (stream, addr) = TcpListener::accept(self).await?;
-        Ok(Some((stream, Principal::Anonymous(Some(addr)))))
+        };
+        Ok(std::future::ready(established))
     }
 }
 
@@ -160,63 +128,4 @@ pub fn bind_unix(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFile
         ino: meta.ino(),
     };
     Ok((listener, file))
-}
-
-/// Accepts connections until `shutdown`, serving each with `router`.
-pub(crate) async fn accept_loop<A: Acceptor>(
-    listener: A,
-    router: Router,
-    max_connections: usize,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = shutdown.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
-        };
-        let (io, caller) = match accepted {
-            Ok(Some(connection)) => connection,
-            Ok(None) => continue,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning, then try again.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service =
-            router
-                .clone()
-                .map_request(move |mut request: axum::http::Request<Incoming>| {
-                    request.extensions_mut().insert(caller.clone());
-                    request
-                });
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection =
-                builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
 }

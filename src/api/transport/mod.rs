@@ -1,0 +1,106 @@
+//! Listeners and the accept loop every transport shares.
+//!
+//! Each transport ([`unix`], [`tcp`]) turns an accepted connection into a stream and a
+//! [`Principal`]. The loop caps concurrent connections with a semaphore and only
+//! accepts; establishing a connection (reading peer credentials, a TLS handshake) runs
+//! in the connection's own task, so a slow peer never holds up the loop. Every request on
+//! a connection carries its principal. On shutdown the loop stops accepting and each
+//! connection finishes its in-flight request.
+
+mod tcp;
+mod unix;
+
+pub use unix::{SocketFile, bind_unix};
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::identity::Principal;
+
+/// A client must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something that accepts connections and says who is on the other end.
+pub(crate) trait Acceptor: Send + 'static {
+    /// The connection stream.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Establishes an accepted connection: resolves to its stream and principal, or to
+    /// `None` to drop a connection whose identity cannot be established.
+    type Pending: Future<Output = Option<(Self::Io, Principal)>> + Send + 'static;
+    /// Waits for the next connection. What [`Acceptor::Pending`] does runs in the
+    /// connection's task, not in the accept loop.
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Pending>> + Send;
+}
+
+/// Accepts connections until `shutdown`, serving each with `router`.
+pub(crate) async fn accept_loop<A: Acceptor>(
+    listener: A,
+    router: Router,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let pending = match accepted {
+            Ok(pending) => pending,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning, then try again.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (router, shutdown) = (router.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            let established = tokio::select! {
+                established = pending => established,
+                () = shutdown.cancelled() => return,
+            };
+            let Some((io, principal)) = established else {
+                return;
+            };
+            let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
+                request.extensions_mut().insert(principal.clone());
+                request
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection =
+                builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
