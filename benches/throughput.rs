@@ -32,7 +32,7 @@ use signetd::audit::{AuditError, AuditLog, AuditSink, AuditStats, Entry, Expecte
 use signetd::client::{Connection, Endpoint};
 use signetd::hsm::Hsm;
 use signetd::service::wiring::Ports;
-use signetd::signer::SignInput;
+use signetd::signer::{KeyRef, SignInput};
 use signetd::util::BoxFuture;
 use signetd::{Algorithm, Service};
 
@@ -248,14 +248,24 @@ async fn pool_rate(
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..tasks {
-        let (hsm, count, kid) = (hsm.clone(), count.clone(), key.kid.clone());
+        let (hsm, count) = (hsm.clone(), count.clone());
+        let (kid, public_key) = (key.kid.clone(), key.public_key.clone());
         handles.push(tokio::spawn(async move {
             let sign_input = match algorithm {
                 Algorithm::Es256 => SignInput::Digest([7u8; 32]),
                 Algorithm::EdDsa => SignInput::Message(input(algorithm)),
             };
             while started.elapsed() < duration {
-                hsm.sign(&kid, algorithm, sign_input.clone()).await.unwrap();
+                hsm.sign(
+                    KeyRef {
+                        kid: &kid,
+                        algorithm,
+                        public_key: &public_key,
+                    },
+                    sign_input.clone(),
+                )
+                .await
+                .unwrap();
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }));

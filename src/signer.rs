@@ -11,6 +11,19 @@ use std::time::Duration;
 use crate::algorithm::Algorithm;
 use crate::util::BoxFuture;
 
+/// Which key signs: its id, and what the caller knows it to be. The signer refuses to
+/// sign with a key of that id that is not this key (another algorithm or public key),
+/// so a key deleted and re-created under the same id never signs in its place.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    /// The key id (`CKA_ID`).
+    pub kid: &'a str,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its public key: the SEC1 uncompressed point (P-256) or the 32 Ed25519 bytes.
+    pub public_key: &'a [u8],
+}
+
 /// What to sign.
 #[derive(Clone, Debug)]
 pub enum SignInput {
@@ -28,14 +41,12 @@ pub enum SignError {
     /// The signer has no key with this id (it was deleted, or never existed).
     #[error("no signing key with id {0:?}")]
     UnknownKey(String),
-    /// The key exists but is of another algorithm than the caller expects.
-    #[error("key {kid:?} is not an {expected} key")]
-    WrongAlgorithm {
-        /// The key id.
-        kid: String,
-        /// The algorithm the caller asked for.
-        expected: Algorithm,
-    },
+    /// The signer's key with this id is not the key the caller expects (another
+    /// algorithm or public key): it was replaced.
+    #[error(
+        "the key with id {0:?} is not the key signetd knows by that id (algorithm or public key differ)"
+    )]
+    KeyMismatch(String),
     /// The signer did not answer in time.
     #[error("the signer did not answer within {0:?}")]
     Timeout(Duration),
@@ -46,12 +57,11 @@ pub enum SignError {
 
 /// Signs with keys it holds, by key id.
 pub trait Signer: Send + Sync {
-    /// Signs `input` with key `kid` of `algorithm`. Returns the JWS form of the
-    /// signature: raw `r‖s` for ES256, the 64-byte signature for Ed25519.
+    /// Signs `input` with `key`. Returns the JWS form of the signature: raw `r‖s` for
+    /// ES256, the 64-byte signature for Ed25519.
     fn sign<'a>(
         &'a self,
-        kid: &'a str,
-        algorithm: Algorithm,
+        key: KeyRef<'a>,
         input: SignInput,
     ) -> BoxFuture<'a, Result<Vec<u8>, SignError>>;
 }

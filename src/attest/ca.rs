@@ -17,7 +17,7 @@ use super::profile::{self, CaSigner, KeySubject};
 use super::verify;
 use crate::algorithm::Algorithm;
 use crate::hsm::{Hsm, HsmError, KeyPairInfo, ObjectRef};
-use crate::signer::SignError;
+use crate::signer::{KeyRef, SignError};
 
 /// `CKA_ID` of the CA key pair and its certificate objects.
 pub const CA_ID: &[u8] = b"signetd-attestation-ca";
@@ -129,6 +129,7 @@ pub async fn load(hsm: &Hsm) -> Result<CaState, AttestError> {
         name: cert.tbs_certificate.subject.clone(),
         key_id: profile::key_identifier(&cert.tbs_certificate.subject_public_key_info),
         kid: ca_kid(),
+        public_key: pair.public_key.clone(),
     };
     let mut chain = vec![own.value];
     chain.extend(above.into_iter().map(|c| c.value));
@@ -320,9 +321,13 @@ pub async fn attest_key(
     Ok((cert, object))
 }
 
-/// The CA key's id, for signing transcripts through the signer port.
-pub fn signing_key(ca: &AttestationCa) -> &str {
-    &ca.signer.kid
+/// The CA key, for signing transcripts through the signer port.
+pub fn signing_key(ca: &AttestationCa) -> KeyRef<'_> {
+    KeyRef {
+        kid: &ca.signer.kid,
+        algorithm: Algorithm::Es256,
+        public_key: &ca.signer.public_key,
+    }
 }
 
 /// [`CA_ID`] as the key id the signer port takes.

@@ -22,7 +22,7 @@ use x509_cert::time::{Time, Validity};
 use super::certificate::{Certificate, Extension, Oid, TbsCertificate};
 use super::extension::{self, ID_ED25519, KeyAttestation, PRIME256V1};
 use crate::algorithm::Algorithm;
-use crate::signer::{SignError, SignInput, Signer};
+use crate::signer::{KeyRef, SignError, SignInput, Signer};
 
 /// id-ecPublicKey.
 pub const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -39,6 +39,8 @@ pub struct CaSigner {
     pub key_id: Vec<u8>,
     /// The key id (`CKA_ID`) of the CA key pair in the token.
     pub kid: String,
+    /// The CA's public key (SEC1 uncompressed point).
+    pub public_key: Vec<u8>,
 }
 
 /// The SubjectPublicKeyInfo of a public key as the token returns it.
@@ -132,13 +134,11 @@ pub fn name(attributes: &[(&str, &str)]) -> Name {
 /// Signs a TBS structure with the CA key and assembles the certificate (DER).
 async fn sign_tbs(
     signer: &dyn Signer,
-    ca: &str,
+    ca: KeyRef<'_>,
     tbs: TbsCertificate,
 ) -> Result<Vec<u8>, SignError> {
     let tbs_der = tbs.to_der().expect("a TBS certificate encodes");
-    let raw = signer
-        .sign(ca, Algorithm::Es256, SignInput::Message(tbs_der))
-        .await?;
+    let raw = signer.sign(ca, SignInput::Message(tbs_der)).await?;
     let signature = ecdsa_signature(&raw)?;
     let certificate = Certificate {
         tbs_certificate: tbs,
@@ -170,7 +170,7 @@ pub async fn self_signed_ca(
         subject_unique_id: None,
         extensions: Some(ca_extensions(&key_id)),
     };
-    sign_tbs(signer, kid, tbs).await
+    sign_tbs(signer, es256(kid, public_key), tbs).await
 }
 
 fn ca_extensions(key_id: &[u8]) -> Vec<Extension> {
@@ -226,7 +226,7 @@ pub async fn ca_request(
     };
     let info_der = info.to_der().expect("a request encodes");
     let raw = signer
-        .sign(kid, Algorithm::Es256, SignInput::Message(info_der))
+        .sign(es256(kid, public_key), SignInput::Message(info_der))
         .await?;
     let signature = ecdsa_signature(&raw)?;
     let request = CertReq {
@@ -306,7 +306,16 @@ pub async fn key_certificate(
         subject_unique_id: None,
         extensions: Some(extensions),
     };
-    sign_tbs(signer, &ca.kid, tbs).await
+    sign_tbs(signer, es256(&ca.kid, &ca.public_key), tbs).await
+}
+
+/// The CA key, an ES256 key, as the signer port names it.
+fn es256<'a>(kid: &'a str, public_key: &'a [u8]) -> KeyRef<'a> {
+    KeyRef {
+        kid,
+        algorithm: Algorithm::Es256,
+        public_key,
+    }
 }
 
 /// The signer's raw `r‖s` as an ECDSA signature, for DER encoding.

@@ -9,8 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::certificate::Certificate;
-use crate::algorithm::Algorithm;
-use crate::signer::{SignError, SignInput, Signer};
+use crate::signer::{KeyRef, SignError, SignInput, Signer};
 use crate::util::{b64, unb64};
 
 /// A JWS's three parts, base64url: protected header, payload, signature.
@@ -46,12 +45,12 @@ impl JwsParts {
     }
 }
 
-/// Signs `payload` with the ES256 key `kid`, whose certificate chain (its own
+/// Signs `payload` with the ES256 key `key`, whose certificate chain (its own
 /// certificate first) is `chain`. `extra` fields (such as the header's `kid`) join the
 /// header.
 pub async fn sign(
     signer: &dyn Signer,
-    kid: &str,
+    key: KeyRef<'_>,
     typ: &str,
     chain: &[Vec<u8>],
     extra: &[(&str, &str)],
@@ -66,11 +65,7 @@ pub async fn sign(
     let payload = b64(payload);
     let input = format!("{protected}.{payload}");
     let signature = signer
-        .sign(
-            kid,
-            Algorithm::Es256,
-            SignInput::Message(input.into_bytes()),
-        )
+        .sign(key, SignInput::Message(input.into_bytes()))
         .await?;
     Ok(JwsParts {
         protected,

@@ -15,6 +15,7 @@ use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, signed};
 use crate::hsm::Hsm;
 use crate::keys::{KeyPurpose, KeyState, store};
+use crate::signer::KeyRef;
 
 /// The issuer name of the audit key. Config issuers may not use it.
 pub const AUDIT_ISSUER: &str = "signetd-audit";
@@ -46,6 +47,7 @@ pub trait CheckpointSigning: Send {
 #[derive(Clone, Debug)]
 struct AuditKey {
     kid: String,
+    public_key: Vec<u8>,
     chain: Vec<Vec<u8>>,
 }
 
@@ -119,6 +121,7 @@ impl CheckpointSigner {
         chain.extend(ca.chain);
         let key = AuditKey {
             kid: stored.kid.clone(),
+            public_key: stored.public_key.clone(),
             chain,
         };
         self.key = Some(key.clone());
@@ -132,9 +135,14 @@ impl CheckpointSigner {
     ) -> Result<SignedCheckpoint, AuditError> {
         let key = self.resolve().await?;
         let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let signing_key = KeyRef {
+            kid: &key.kid,
+            algorithm: Algorithm::Es256,
+            public_key: &key.public_key,
+        };
         let jws = signed::sign(
             &*self.hsm,
-            &key.kid,
+            signing_key,
             CHECKPOINT_TYP,
             &key.chain,
             &[("kid", &key.kid)],

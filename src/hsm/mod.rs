@@ -36,9 +36,9 @@ pub use objects::{
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
-use crate::signer::{SignError, SignInput, Signer};
+use crate::signer::{KeyRef, SignError, SignInput, Signer};
 use crate::util::BoxFuture;
-use handles::{Handles, SigningHandle};
+use handles::{Handles, Lookup, SigningHandle};
 use objects::KeyObjects;
 use session_pool::SessionPool;
 
@@ -67,7 +67,7 @@ pub struct Hsm {
     /// SoftHSM2 fails object creation (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT)
     /// when another thread searches the store at the same moment; these operations are
     /// rare (start-up, lifecycle ticks, operator commands), so they take turns. Signing
-    /// never takes this lock.
+    /// takes it only to look up a key it keeps no handle for.
     store: tokio::sync::Mutex<()>,
     /// Private key handles by `CKA_ID`, for signing.
     handles: Handles,
@@ -192,17 +192,9 @@ impl Hsm {
         let handle = SigningHandle {
             handle: objects.private,
             algorithm: info.algorithm,
+            public_key: info.public_key.clone(),
         };
         self.handles.insert(&info.id, handle);
-    }
-
-    /// The signing handle of key `id`: kept, or looked up in the token now.
-    async fn signing_handle(&self, id: &[u8]) -> Result<Option<SigningHandle>, HsmError> {
-        if let Some(handle) = self.handles.get(id) {
-            return Ok(Some(handle));
-        }
-        self.key_pair_by_id(id.to_vec()).await?;
-        Ok(self.handles.get(id))
     }
 
     /// Stores a DER certificate as a private token object.
@@ -243,45 +235,56 @@ impl Hsm {
         self.pool.run(f).await
     }
 
-    /// Signs `input` with key `kid` (its `CKA_ID`), which must be an `algorithm` key.
+    /// Signs `input` with `key`, found by its id (`CKA_ID`).
     ///
-    /// One `C_Sign` on a kept handle. If the token says the handle is stale, the key is
-    /// looked up again by its id and the signature tried once more: signing has no side
-    /// effect in the token, so repeating it is safe.
-    pub async fn sign(
-        &self,
-        kid: &str,
-        algorithm: Algorithm,
-        input: SignInput,
-    ) -> Result<Vec<u8>, SignError> {
-        let id = kid.as_bytes();
+    /// One `C_Sign` on a kept handle. The key is looked up in the token (once) when no
+    /// handle is kept for its id, when the kept one is for another key, or when the token
+    /// says the handle is stale; signing has no side effect in the token, so repeating it
+    /// is safe. A token key under that id that is not `key` (another algorithm or public
+    /// key: deleted and re-created) never signs.
+    pub async fn sign(&self, key: KeyRef<'_>, input: SignInput) -> Result<Vec<u8>, SignError> {
+        let id = key.kid.as_bytes();
         let input = Arc::new(input);
-        let mut kept = self.handles.get(id).is_some();
+        let mut looked_up = false;
         loop {
-            let handle = self
-                .signing_handle(id)
-                .await?
-                .ok_or_else(|| SignError::UnknownKey(kid.to_string()))?;
-            if handle.algorithm != algorithm {
-                return Err(SignError::WrongAlgorithm {
-                    kid: kid.to_string(),
-                    expected: algorithm,
-                });
-            }
-            let job_input = input.clone();
+            let handle = match self.handles.find(key) {
+                Lookup::Found(handle) => handle,
+                Lookup::Mismatch if looked_up => {
+                    return Err(SignError::KeyMismatch(key.kid.to_string()));
+                }
+                Lookup::Missing if looked_up => {
+                    return Err(SignError::UnknownKey(key.kid.to_string()));
+                }
+                Lookup::Mismatch | Lookup::Missing => {
+                    looked_up = true;
+                    self.look_up(id).await?;
+                    continue;
+                }
+            };
+            let (job_input, algorithm) = (input.clone(), key.algorithm);
             let signed = self
                 .pool
-                .run(move |s| signing::sign(s, handle.handle, algorithm, &job_input))
+                .run(move |s| signing::sign(s, handle, algorithm, &job_input))
                 .await;
             match signed {
-                Err(e) if kept && e.stale_handle() => {
-                    tracing::warn!(%kid, error = %e, "signing key handle is stale; looking the key up again");
-                    self.handles.remove(id);
-                    kept = false;
+                Err(e) if !looked_up && e.stale_handle() => {
+                    tracing::warn!(kid = %key.kid, error = %e, "signing key handle is stale; looking the key up again");
+                    self.handles.remove_if(id, handle);
+                    looked_up = true;
+                    self.look_up(id).await?;
                 }
                 other => return other.map_err(SignError::from),
             }
         }
+    }
+
+    /// Finds the key pair with `CKA_ID` `id` in the token and keeps its handle, or
+    /// forgets any handle kept for `id` if the token has no such pair.
+    async fn look_up(&self, id: &[u8]) -> Result<(), HsmError> {
+        if self.key_pair_by_id(id.to_vec()).await?.is_none() {
+            self.handles.remove(id);
+        }
+        Ok(())
     }
 
     /// Asks a worker for its session state: proves a worker is free, the token answers,
@@ -301,10 +304,9 @@ impl Hsm {
 impl Signer for Hsm {
     fn sign<'a>(
         &'a self,
-        kid: &'a str,
-        algorithm: Algorithm,
+        key: KeyRef<'a>,
         input: SignInput,
     ) -> BoxFuture<'a, Result<Vec<u8>, SignError>> {
-        Box::pin(Hsm::sign(self, kid, algorithm, input))
+        Box::pin(Hsm::sign(self, key, input))
     }
 }

@@ -53,13 +53,13 @@ impl CallerSelector {
         match (self, principal) {
             (CallerSelector::Uid(uid), Principal::Local(peer)) => peer.uid == *uid,
             (CallerSelector::Gid(gid), Principal::Local(peer)) => peer.gid == *gid,
+            // A certificate's SPIFFE ID is matched only if it is a valid one: text such as
+            // `/prod/../admin` or `/prod//x` must never fall under `/prod/*`.
             (CallerSelector::SpiffeId(id), Principal::Remote { certificate, .. }) => {
-                certificate.spiffe_id.as_deref() == Some(id.as_str())
+                valid_spiffe_id(certificate).is_some_and(|theirs| theirs == id)
             }
             (CallerSelector::SpiffePrefix(prefix), Principal::Remote { certificate, .. }) => {
-                certificate
-                    .spiffe_id
-                    .as_deref()
+                valid_spiffe_id(certificate)
                     .is_some_and(|id| id.len() > prefix.len() && id.starts_with(prefix.as_str()))
             }
             (CallerSelector::Dns(name), Principal::Remote { certificate, .. }) => certificate
@@ -72,6 +72,12 @@ impl CallerSelector {
             _ => false,
         }
     }
+}
+
+/// The certificate's SPIFFE ID if it is a well-formed workload ID.
+fn valid_spiffe_id(certificate: &super::CertificateIdentity) -> Option<&str> {
+    let id = certificate.spiffe_id.as_deref()?;
+    check_spiffe_id(id, false).ok().map(|()| id)
 }
 
 impl FromStr for CallerSelector {
@@ -315,6 +321,27 @@ mod tests {
         assert!(!sel("spiffe://example.org.evil/*").matches(&api));
         assert!(!sel("spiffe://example.org/*").matches(&local(0, 0)));
         assert!(!sel("spiffe://example.org/*").matches(&remote(None, &["example.org"], [1; 32])));
+    }
+
+    #[test]
+    fn malformed_spiffe_ids_in_certificates_match_nothing() {
+        let prefix = sel("spiffe://example.org/ns/prod/*");
+        for id in [
+            "spiffe://example.org/ns/prod/../admin",
+            "spiffe://example.org/ns/prod//x",
+            "spiffe://example.org/ns/prod/./x",
+            "spiffe://example.org/ns/prod/%2e%2e",
+            "spiffe://example.org/ns/prod/x?y",
+            "spiffe://example.org/ns/prod/x#y",
+            "spiffe://example.org/ns/prod/x/",
+            "spiffe://EXAMPLE.org/ns/prod/x",
+        ] {
+            let peer = remote(Some(id), &[], [1; 32]);
+            assert!(!prefix.matches(&peer), "{id}");
+            assert!(!sel("spiffe://example.org/*").matches(&peer), "{id}");
+        }
+        let exact = "spiffe://example.org/ns/prod/x/";
+        assert!(exact.parse::<CallerSelector>().is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest;
 use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyPairInfo, ObjectRef};
+use crate::signer::KeyRef;
 
 /// A complete key in the token: key pair, attestation certificate and lifecycle record.
 #[derive(Clone, Debug)]
@@ -41,6 +42,15 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
+    /// This key as the signer port names it.
+    pub fn key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            kid: &self.kid,
+            algorithm: self.algorithm,
+            public_key: &self.public_key,
+        }
+    }
+
     /// A complete key from its parts as the token holds them.
     pub(super) fn assemble(
         pair: KeyPairInfo,

@@ -305,8 +305,7 @@ impl Service {
         let signature = self
             .signer
             .sign(
-                &key.kid,
-                key.algorithm,
+                key.key_ref(),
                 SignInput::Message(signing_input.clone().into_bytes()),
             )
             .await?;
@@ -360,7 +359,7 @@ impl Service {
             SignInput::Message(m) => hex(&Sha256::digest(m)),
         };
         let expected = self.audit_ready()?;
-        let raw = self.signer.sign(&key.kid, key.algorithm, input).await?;
+        let raw = self.signer.sign(key.key_ref(), input).await?;
         let signature = match request.format {
             SignatureFormat::Jws => raw,
             SignatureFormat::Der => p256::ecdsa::Signature::from_slice(&raw)

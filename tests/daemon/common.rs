@@ -610,8 +610,7 @@ pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
     let signature = hsm()
         .sign(
-            &key.kid,
-            key.algorithm,
+            key.key_ref(),
             signetd::signer::SignInput::Message(input.clone().into_bytes()),
         )
         .await

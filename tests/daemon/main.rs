@@ -11,5 +11,6 @@ mod lifecycle;
 mod mint;
 mod publish;
 mod sign;
+mod signer;
 mod startup;
 mod wire;

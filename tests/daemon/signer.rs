@@ -1,0 +1,120 @@
+//! The signer port over the real token: keys are found by id, and a key deleted or
+//! re-created under the same id behind the daemon's back never signs in its place.
+
+use std::sync::{Arc, OnceLock};
+
+use signetd::Algorithm;
+use signetd::hsm::{Hsm, KeyPairInfo};
+use signetd::signer::{KeyRef, SignError, SignInput};
+
+use crate::common::{hsm, token};
+
+/// A second PKCS#11 context on the test token, standing in for another process that
+/// changes the token. Never dropped: finalizing the module would end this process's
+/// other context too.
+fn outsider() -> Arc<Hsm> {
+    static OUTSIDER: OnceLock<Arc<Hsm>> = OnceLock::new();
+    OUTSIDER
+        .get_or_init(|| {
+            hsm(); // the first context, and SOFTHSM2_CONF, come first
+            let config = signetd::Config::parse(&token().pkcs11_toml_with(1)).unwrap();
+            Arc::new(Hsm::open(config.hsm_settings().unwrap()).unwrap())
+        })
+        .clone()
+}
+
+fn key_ref<'a>(kid: &'a str, pair: &'a KeyPairInfo) -> KeyRef<'a> {
+    KeyRef {
+        kid,
+        algorithm: pair.algorithm,
+        public_key: &pair.public_key,
+    }
+}
+
+fn message() -> SignInput {
+    SignInput::Message(b"signer port".to_vec())
+}
+
+async fn probe_key(kid: &str, algorithm: Algorithm) -> KeyPairInfo {
+    // Not under signetd's labels: inventory never sees these probes.
+    hsm()
+        .generate_key_pair(algorithm, kid.as_bytes().to_vec(), format!("probe/{kid}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_deleted_or_re_created_behind_the_signers_back_never_signs() {
+    let kid = "signer-probe-recreated";
+    let pair = probe_key(kid, Algorithm::Es256).await;
+    let signature = hsm().sign(key_ref(kid, &pair), message()).await.unwrap();
+    assert_eq!(signature.len(), 64);
+
+    outsider()
+        .destroy_key_pair(kid.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let gone = hsm()
+        .sign(key_ref(kid, &pair), message())
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, SignError::UnknownKey(_)), "{gone:?}");
+
+    let replacement = outsider()
+        .generate_key_pair(
+            Algorithm::Es256,
+            kid.as_bytes().to_vec(),
+            format!("probe/{kid}"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(replacement.public_key, pair.public_key);
+    let replaced = hsm()
+        .sign(key_ref(kid, &pair), message())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(replaced, SignError::KeyMismatch(_)),
+        "{replaced:?}"
+    );
+    // The key the token now holds under that id signs for whoever names it exactly.
+    let signature = hsm()
+        .sign(key_ref(kid, &replacement), message())
+        .await
+        .unwrap();
+    assert_eq!(signature.len(), 64);
+    hsm()
+        .destroy_key_pair(kid.as_bytes().to_vec())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_key_is_signed_with_only_as_the_algorithm_it_is() {
+    let kid = "signer-probe-eddsa";
+    let pair = probe_key(kid, Algorithm::EdDsa).await;
+    let as_es256 = KeyRef {
+        algorithm: Algorithm::Es256,
+        ..key_ref(kid, &pair)
+    };
+    let refused = hsm().sign(as_es256, message()).await.unwrap_err();
+    assert!(matches!(refused, SignError::KeyMismatch(_)), "{refused:?}");
+    let unknown = KeyRef {
+        kid: "signer-probe-never-made",
+        ..key_ref(kid, &pair)
+    };
+    let refused = hsm().sign(unknown, message()).await.unwrap_err();
+    assert!(matches!(refused, SignError::UnknownKey(_)), "{refused:?}");
+    assert_eq!(
+        hsm()
+            .sign(key_ref(kid, &pair), message())
+            .await
+            .unwrap()
+            .len(),
+        64
+    );
+    hsm()
+        .destroy_key_pair(kid.as_bytes().to_vec())
+        .await
+        .unwrap();
+}
