@@ -233,6 +233,39 @@ impl Hsm {
             .await
     }
 
+    /// Destroys the private data object of `application` with exactly this `label` and
+    /// `value`, as found in the token now; returns false if there is none.
+    ///
+    /// The exact value tells a superseded record from the one that replaces it under the
+    /// same label: writing the new record and then destroying the old one never destroys
+    /// both. Should several objects match exactly (indistinguishable copies), one call
+    /// destroys one of them.
+    pub async fn destroy_data(
+        &self,
+        application: &str,
+        label: &str,
+        value: &[u8],
+    ) -> Result<bool, HsmError> {
+        let (application, label, value) =
+            (application.to_string(), label.to_string(), value.to_vec());
+        self.store_op(move |s| objects::destroy_data(s, &application, &label, &value))
+            .await
+    }
+
+    /// Destroys the private certificate object with exactly this `CKA_ID`, `label` and
+    /// `value` (the DER certificate), as found in the token now; returns false if there is
+    /// none. Should several objects match exactly, one call destroys one of them.
+    pub async fn destroy_certificate(
+        &self,
+        id: &[u8],
+        label: &str,
+        value: &[u8],
+    ) -> Result<bool, HsmError> {
+        let (id, label, value) = (id.to_vec(), label.to_string(), value.to_vec());
+        self.store_op(move |s| objects::destroy_certificate(s, &id, &label, &value))
+            .await
+    }
+
     /// Runs an object-store operation, one at a time (see the `store` field).
     async fn store_op<R, F>(&self, f: F) -> Result<R, HsmError>
     where

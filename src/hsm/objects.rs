@@ -410,3 +410,56 @@ pub(crate) fn certificates(
     }
     Ok(found)
 }
+
+/// Destroys one private data object of `application` with exactly this label and value,
+/// found now; returns whether there was one.
+///
+/// The value is part of the search, so a state change (new record written, old one
+/// destroyed) never touches the record just written under the same label. Objects that
+/// match exactly are indistinguishable copies; one call destroys one of them.
+pub(crate) fn destroy_data(
+    session: &Session,
+    application: &str,
+    label: &str,
+    value: &[u8],
+) -> Result<bool, HsmError> {
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Application(application.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(value.to_vec()),
+    ])?;
+    destroy_one(session, found)
+}
+
+/// Destroys one private certificate object with exactly this `CKA_ID`, label and value
+/// (any object [`certificates`] lists), found now; returns whether there was one. As for
+/// [`destroy_data`], exact copies are indistinguishable and one call destroys one.
+pub(crate) fn destroy_certificate(
+    session: &Session,
+    id: &[u8],
+    label: &str,
+    value: &[u8],
+) -> Result<bool, HsmError> {
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(value.to_vec()),
+    ])?;
+    destroy_one(session, found)
+}
+
+fn destroy_one(session: &Session, found: Vec<ObjectHandle>) -> Result<bool, HsmError> {
+    match found.first() {
+        Some(&handle) => {
+            session.destroy_object(handle)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
