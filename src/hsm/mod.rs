@@ -8,7 +8,10 @@
 //! No PKCS#11 object handle leaves this module. Keys are named by their `CKA_ID` (for
 //! issuer keys, the kid); [`Hsm`] implements the [`Signer`] port by mapping the id to
 //! the private key's handle, kept once found and looked up again when the token says it
-//! is stale.
+//! is stale. Data and certificate objects are named by their content: a [`DataObject`]
+//! by application, label and exact value, a [`CertificateObject`] by `CKA_ID`, label and
+//! exact value. [`Hsm::destroy_data`] and [`Hsm::destroy_certificate`] search for that
+//! content when they run, so no handle is kept between operations.
 
 mod context;
 mod curve;
@@ -30,9 +33,7 @@ use secrecy::SecretString;
 
 pub use context::TokenIdentity;
 pub use error::HsmError;
-pub use objects::{
-    CertificateObject, DataObject, KeyAttributes, KeyPairInfo, ObjectRef, UnreadableKey,
-};
+pub use objects::{CertificateObject, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
@@ -157,13 +158,14 @@ impl Hsm {
             .collect())
     }
 
-    /// Creates a private data object of `application`.
+    /// Creates a private data object of `application`. It is named afterwards by
+    /// `application`, `label` and `value` (see [`Hsm::destroy_data`]).
     pub async fn create_data(
         &self,
         application: &str,
         label: String,
         value: Vec<u8>,
-    ) -> Result<ObjectRef, HsmError> {
+    ) -> Result<(), HsmError> {
         let application = application.to_string();
         self.store_op(move |s| objects::create_data(s, &application, &label, &value))
             .await
@@ -212,7 +214,7 @@ impl Hsm {
         label: String,
         subject_der: Vec<u8>,
         value: Vec<u8>,
-    ) -> Result<ObjectRef, HsmError> {
+    ) -> Result<(), HsmError> {
         self.store_op(move |s| objects::create_certificate(s, &id, &label, &subject_der, &value))
             .await
     }
@@ -224,12 +226,6 @@ impl Hsm {
     ) -> Result<Vec<CertificateObject>, HsmError> {
         let prefix = label_prefix.to_string();
         self.store_op(move |s| objects::certificates(s, &prefix))
-            .await
-    }
-
-    /// Destroys a data or certificate object.
-    pub async fn destroy_object(&self, object: ObjectRef) -> Result<(), HsmError> {
-        self.store_op(move |s| s.destroy_object(object.0).map_err(HsmError::from))
             .await
     }
 

@@ -11,7 +11,7 @@ use super::jwk::Jwk;
 use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest;
-use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyPairInfo, ObjectRef};
+use crate::hsm::{DataObject, Hsm, HsmError, KeyAttributes, KeyPairInfo};
 
 /// A complete key in the token: key pair, attestation certificate and lifecycle record.
 #[derive(Clone, Debug)]
@@ -30,8 +30,9 @@ pub struct StoredKey {
     pub public_key: Vec<u8>,
     /// What the token reports about the private key.
     pub attributes: KeyAttributes,
-    /// The state record, to replace it on a state change.
-    pub record: ObjectRef,
+    /// The state record as the token holds it. Its label and exact value name the object
+    /// a state change replaces, so the new record (same label) is never mistaken for it.
+    pub record: DataObject,
     /// The key's attestation certificate (DER), issued by the attestation CA.
     pub certificate: Vec<u8>,
     /// When it entered its current state, seconds since the epoch.
@@ -45,7 +46,7 @@ impl StoredKey {
     pub(super) fn assemble(
         pair: KeyPairInfo,
         record: KeyRecord,
-        handle: ObjectRef,
+        stored: DataObject,
         certificate: Vec<u8>,
     ) -> Self {
         StoredKey {
@@ -58,7 +59,7 @@ impl StoredKey {
             created_at: record.created_at,
             public_key: pair.public_key,
             attributes: pair.attributes,
-            record: handle,
+            record: stored,
             certificate,
         }
     }
@@ -93,17 +94,18 @@ impl Inventory {
 
 /// Reads every signetd key pair, certificate and state record from the token.
 pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
-    let mut records: HashMap<String, (KeyRecord, ObjectRef)> = HashMap::new();
+    let mut records: HashMap<String, (KeyRecord, DataObject)> = HashMap::new();
     let mut inventory = Inventory::default();
     for object in hsm.data_objects(state::APPLICATION).await? {
         let Some(kid) = object.label.strip_prefix(state::STATE_LABEL_PREFIX) else {
             continue;
         };
+        let kid = kid.to_string();
         match serde_json::from_slice::<KeyRecord>(&object.value) {
             Ok(record) if record.kid == kid => {
                 // The higher revision wins; on a tie (two writers raced), revocation wins: it is
                 // terminal, and losing it would silently trust a compromised key.
-                let newer = records.get(kid).is_none_or(|(have, _)| {
+                let newer = records.get(&kid).is_none_or(|(have, _)| {
                     record.revision > have.revision
                         || (record.revision == have.revision
                             && record.state == KeyState::Revoked
@@ -111,7 +113,7 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
                 });
                 let stale = if newer {
                     records
-                        .insert(kid.to_string(), (record, object.handle))
+                        .insert(kid.clone(), (record, object))
                         .map(|(r, _)| r)
                 } else {
                     Some(record)
@@ -179,7 +181,7 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
 fn complete(
     kid: &str,
     pair: KeyPairInfo,
-    record: Option<(KeyRecord, ObjectRef)>,
+    record: Option<(KeyRecord, DataObject)>,
     certificate: Option<Vec<u8>>,
 ) -> Result<StoredKey, String> {
     let finish_or_undo = format!(
@@ -191,7 +193,7 @@ fn complete(
             pair.label, pair.attributes
         ));
     }
-    let Some((record, handle)) = record else {
+    let Some((record, stored)) = record else {
         return Err(format!(
             "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published: {finish_or_undo}",
             pair.label
@@ -216,5 +218,5 @@ fn complete(
             "key {kid}: its attestation certificate is not for this key; it is neither used nor published"
         ));
     }
-    Ok(StoredKey::assemble(pair, record, handle, certificate))
+    Ok(StoredKey::assemble(pair, record, stored, certificate))
 }

@@ -314,3 +314,64 @@ async fn destroying_a_certificate_matches_its_id_label_and_value() {
     );
     assert!(listed().await.is_empty());
 }
+
+/// A state change destroys exactly the record it replaces: a superseded record that an
+/// interrupted update left under the same label stays, and is still reported.
+#[tokio::test]
+async fn a_state_change_destroys_only_the_record_it_replaces() {
+    let issuer = "keys-replace";
+    let first =
+        crate::common::generate_key_for(issuer, Algorithm::Es256, keys::KeyPurpose::Jwt).await;
+    let kid = first.kid.clone();
+    let hsm = hsm();
+    let retired = keys::store::transition(&hsm, &kid, keys::KeyState::Retired)
+        .await
+        .unwrap();
+    assert_ne!(retired.record, first.record);
+    // As if the process had died between writing revision 1 and destroying revision 0.
+    hsm.create_data(
+        "signetd",
+        first.record.label.clone(),
+        first.record.value.clone(),
+    )
+    .await
+    .unwrap();
+    let revisions = || async {
+        let mut found: Vec<u64> = hsm
+            .data_objects("signetd")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.label == first.record.label)
+            .map(|o| {
+                serde_json::from_slice::<keys::KeyRecord>(&o.value)
+                    .unwrap()
+                    .revision
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(revisions().await, [0, 1]);
+
+    let archived = keys::store::transition(&hsm, &kid, keys::KeyState::Archived)
+        .await
+        .unwrap();
+    assert_eq!(
+        revisions().await,
+        [0, 2],
+        "revision 1 replaced, revision 0 left"
+    );
+    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
+    assert_eq!(key.state, keys::KeyState::Archived);
+    assert_eq!(key.record, archived.record);
+    assert!(
+        inventory
+            .problems
+            .iter()
+            .any(|p| p.contains(&kid) && p.contains("superseded state record (revision 0")),
+        "{:?}",
+        inventory.problems
+    );
+}
