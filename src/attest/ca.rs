@@ -16,7 +16,7 @@ use super::extension::KeyAttestation;
 use super::profile::{self, CaSigner, KeySubject};
 use super::verify;
 use crate::algorithm::Algorithm;
-use crate::hsm::{Hsm, HsmError, KeyPairInfo, ObjectRef};
+use crate::hsm::{CertificateObject, Hsm, HsmError, KeyPairInfo};
 use crate::signer::{KeyRef, SignError};
 
 /// `CKA_ID` of the CA key pair and its certificate objects.
@@ -242,7 +242,8 @@ async fn store_chain(
     pair: &KeyPairInfo,
     chain: Vec<Vec<u8>>,
 ) -> Result<AttestationCa, AttestError> {
-    let mut stored: Vec<ObjectRef> = Vec::new();
+    // What was stored so far, by id, label and value: what names a certificate object.
+    let mut stored: Vec<CertificateObject> = Vec::new();
     let result = async {
         for (i, der) in chain.iter().enumerate() {
             let cert = verify::parse(der).map_err(AttestError::BadChain)?;
@@ -252,17 +253,22 @@ async fn store_chain(
             } else {
                 format!("{CA_CHAIN_PREFIX}{i:02}")
             };
-            stored.push(
-                hsm.create_certificate(CA_ID.to_vec(), label, subject, der.clone())
-                    .await?,
-            );
+            hsm.create_certificate(CA_ID.to_vec(), label.clone(), subject, der.clone())
+                .await?;
+            stored.push(CertificateObject {
+                label,
+                id: CA_ID.to_vec(),
+                value: der.clone(),
+            });
         }
         Ok::<(), AttestError>(())
     }
     .await;
     if let Err(e) = result {
         for object in stored {
-            let _ = hsm.destroy_object(object).await;
+            let _ = hsm
+                .destroy_certificate(&object.id, &object.label, &object.value)
+                .await;
         }
         return Err(e);
     }
@@ -277,7 +283,8 @@ async fn store_chain(
     }
 }
 
-/// Issues and stores the attestation certificate of a key the token just described.
+/// Issues and stores the attestation certificate of a key the token just described, and
+/// returns the stored object (its `value` is the DER certificate).
 ///
 /// Refuses, creating nothing, if the token reports the key as anything but sensitive,
 /// always-sensitive, never-extractable and local.
@@ -288,7 +295,7 @@ pub async fn attest_key(
     kid: &str,
     issuer: &str,
     days: u32,
-) -> Result<(Vec<u8>, ObjectRef), AttestError> {
+) -> Result<CertificateObject, AttestError> {
     if !pair.attributes.is_hardware_bound() {
         return Err(AttestError::NotHardwareBound {
             kid: kid.to_string(),
@@ -310,15 +317,19 @@ pub async fn attest_key(
         .subject
         .to_der()
         .expect("names encode");
-    let object = hsm
-        .create_certificate(
-            pair.id.clone(),
-            format!("{KEY_CERT_PREFIX}{kid}"),
-            subject_der,
-            cert.clone(),
-        )
-        .await?;
-    Ok((cert, object))
+    let object = CertificateObject {
+        label: format!("{KEY_CERT_PREFIX}{kid}"),
+        id: pair.id.clone(),
+        value: cert,
+    };
+    hsm.create_certificate(
+        object.id.clone(),
+        object.label.clone(),
+        subject_der,
+        object.value.clone(),
+    )
+    .await?;
+    Ok(object)
 }
 
 /// The CA key, for signing transcripts through the signer port.

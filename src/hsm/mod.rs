@@ -8,7 +8,10 @@
 //! No PKCS#11 object handle leaves this module. Keys are named by their `CKA_ID` (for
 //! issuer keys, the kid); [`Hsm`] implements the [`Signer`] port by mapping the id to
 //! the private key's handle, kept once found and looked up again when the token says it
-//! is stale.
+//! is stale. Data and certificate objects are named by their content: a [`DataObject`]
+//! by application, label and exact value, a [`CertificateObject`] by `CKA_ID`, label and
+//! exact value. [`Hsm::destroy_data`] and [`Hsm::destroy_certificate`] search for that
+//! content when they run, so no handle is kept between operations.
 
 mod context;
 mod curve;
@@ -30,9 +33,7 @@ use secrecy::SecretString;
 
 pub use context::TokenIdentity;
 pub use error::HsmError;
-pub use objects::{
-    CertificateObject, DataObject, KeyAttributes, KeyPairInfo, ObjectRef, UnreadableKey,
-};
+pub use objects::{CertificateObject, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
@@ -157,13 +158,14 @@ impl Hsm {
             .collect())
     }
 
-    /// Creates a private data object of `application`.
+    /// Creates a private data object of `application`. It is named afterwards by
+    /// `application`, `label` and `value` (see [`Hsm::destroy_data`]).
     pub async fn create_data(
         &self,
         application: &str,
         label: String,
         value: Vec<u8>,
-    ) -> Result<ObjectRef, HsmError> {
+    ) -> Result<(), HsmError> {
         let application = application.to_string();
         self.store_op(move |s| objects::create_data(s, &application, &label, &value))
             .await
@@ -204,7 +206,7 @@ impl Hsm {
         label: String,
         subject_der: Vec<u8>,
         value: Vec<u8>,
-    ) -> Result<ObjectRef, HsmError> {
+    ) -> Result<(), HsmError> {
         self.store_op(move |s| objects::create_certificate(s, &id, &label, &subject_der, &value))
             .await
     }
@@ -219,9 +221,36 @@ impl Hsm {
             .await
     }
 
-    /// Destroys a data or certificate object.
-    pub async fn destroy_object(&self, object: ObjectRef) -> Result<(), HsmError> {
-        self.store_op(move |s| s.destroy_object(object.0).map_err(HsmError::from))
+    /// Destroys the private data object of `application` with exactly this `label` and
+    /// `value`, as found in the token now; returns false if there is none.
+    ///
+    /// The exact value tells a superseded record from the one that replaces it under the
+    /// same label: writing the new record and then destroying the old one never destroys
+    /// both. Should several objects match exactly (indistinguishable copies), one call
+    /// destroys one of them.
+    pub async fn destroy_data(
+        &self,
+        application: &str,
+        label: &str,
+        value: &[u8],
+    ) -> Result<bool, HsmError> {
+        let (application, label, value) =
+            (application.to_string(), label.to_string(), value.to_vec());
+        self.store_op(move |s| objects::destroy_data(s, &application, &label, &value))
+            .await
+    }
+
+    /// Destroys the private certificate object with exactly this `CKA_ID`, `label` and
+    /// `value` (the DER certificate), as found in the token now; returns false if there is
+    /// none. Should several objects match exactly, one call destroys one of them.
+    pub async fn destroy_certificate(
+        &self,
+        id: &[u8],
+        label: &str,
+        value: &[u8],
+    ) -> Result<bool, HsmError> {
+        let (id, label, value) = (id.to_vec(), label.to_string(), value.to_vec());
+        self.store_op(move |s| objects::destroy_certificate(s, &id, &label, &value))
             .await
     }
 

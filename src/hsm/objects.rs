@@ -2,7 +2,9 @@
 //!
 //! Searches happen at start-up, at lifecycle ticks and for operator commands; requests
 //! use handles that [`super::handles`] keeps. Handles never leave `hsm`: what the rest of
-//! signetd sees ([`KeyPairInfo`]) names a key by its `CKA_ID`.
+//! signetd sees names a key by its `CKA_ID` ([`KeyPairInfo`]), and a data or certificate
+//! object by its content ([`DataObject`], [`CertificateObject`]), which [`destroy_data`]
+//! and [`destroy_certificate`] look up again in the token when they act.
 
 use cryptoki::object::{
     Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
@@ -65,15 +67,14 @@ pub(crate) struct KeyObjects {
 /// A key pair as a search found it: what it is, and its handles.
 pub(crate) type FoundPair = (KeyPairInfo, KeyObjects);
 
-/// A `CKO_DATA` object of one application.
-#[derive(Clone, Debug)]
+/// A `CKO_DATA` object of one application, as the token holds it. Its label and exact
+/// value (with the application) are what names it to [`super::Hsm::destroy_data`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataObject {
     /// `CKA_LABEL`.
     pub label: String,
     /// `CKA_VALUE`.
     pub value: Vec<u8>,
-    /// Handle, to update or destroy it.
-    pub handle: ObjectRef,
 }
 
 /// A signetd key whose objects could not be read; reported, never skipped silently.
@@ -85,12 +86,9 @@ pub struct UnreadableKey {
     pub error: HsmError,
 }
 
-/// Handle of a data or certificate object, to update or destroy it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ObjectRef(pub(crate) ObjectHandle);
-
-/// An X.509 `CKO_CERTIFICATE` object.
-#[derive(Clone, Debug)]
+/// An X.509 `CKO_CERTIFICATE` object, as the token holds it. Its id, label and value are
+/// what names it to [`super::Hsm::destroy_certificate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateObject {
     /// `CKA_LABEL`.
     pub label: String,
@@ -98,8 +96,6 @@ pub struct CertificateObject {
     pub id: Vec<u8>,
     /// `CKA_VALUE`: the DER certificate.
     pub value: Vec<u8>,
-    /// Handle, to destroy it.
-    pub handle: ObjectRef,
 }
 
 /// Every private key whose label starts with `label_prefix`, with its public half.
@@ -273,8 +269,8 @@ pub(crate) fn create_data(
     application: &str,
     label: &str,
     value: &[u8],
-) -> Result<ObjectRef, HsmError> {
-    let handle = session.create_object(&[
+) -> Result<(), HsmError> {
+    session.create_object(&[
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
         Attribute::Private(true),
@@ -283,7 +279,7 @@ pub(crate) fn create_data(
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Value(value.to_vec()),
     ])?;
-    Ok(ObjectRef(handle))
+    Ok(())
 }
 
 /// Every data object of `application`.
@@ -313,7 +309,6 @@ pub(crate) fn data_objects(
         found.push(DataObject {
             label: label.unwrap_or_default(),
             value: value.unwrap_or_default(),
-            handle: ObjectRef(handle),
         });
     }
     Ok(found)
@@ -356,8 +351,8 @@ pub(crate) fn create_certificate(
     label: &str,
     subject_der: &[u8],
     value: &[u8],
-) -> Result<ObjectRef, HsmError> {
-    let handle = session.create_object(&[
+) -> Result<(), HsmError> {
+    session.create_object(&[
         Attribute::Class(ObjectClass::CERTIFICATE),
         Attribute::CertificateType(CertificateType::X_509),
         Attribute::Token(true),
@@ -368,7 +363,7 @@ pub(crate) fn create_certificate(
         Attribute::Subject(subject_der.to_vec()),
         Attribute::Value(value.to_vec()),
     ])?;
-    Ok(ObjectRef(handle))
+    Ok(())
 }
 
 /// Every private X.509 certificate object whose label starts with `label_prefix`.
@@ -400,13 +395,61 @@ pub(crate) fn certificates(
             }
         }
         if label.starts_with(label_prefix) {
-            found.push(CertificateObject {
-                label,
-                id,
-                value,
-                handle: ObjectRef(handle),
-            });
+            found.push(CertificateObject { label, id, value });
         }
     }
     Ok(found)
+}
+
+/// Destroys one private data object of `application` with exactly this label and value,
+/// found now; returns whether there was one.
+///
+/// The value is part of the search, so a state change (new record written, old one
+/// destroyed) never touches the record just written under the same label. Objects that
+/// match exactly are indistinguishable copies; one call destroys one of them.
+pub(crate) fn destroy_data(
+    session: &Session,
+    application: &str,
+    label: &str,
+    value: &[u8],
+) -> Result<bool, HsmError> {
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Application(application.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(value.to_vec()),
+    ])?;
+    destroy_one(session, found)
+}
+
+/// Destroys one private certificate object with exactly this `CKA_ID`, label and value
+/// (any object [`certificates`] lists), found now; returns whether there was one. As for
+/// [`destroy_data`], exact copies are indistinguishable and one call destroys one.
+pub(crate) fn destroy_certificate(
+    session: &Session,
+    id: &[u8],
+    label: &str,
+    value: &[u8],
+) -> Result<bool, HsmError> {
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(value.to_vec()),
+    ])?;
+    destroy_one(session, found)
+}
+
+fn destroy_one(session: &Session, found: Vec<ObjectHandle>) -> Result<bool, HsmError> {
+    match found.first() {
+        Some(&handle) => {
+            session.destroy_object(handle)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }

@@ -11,7 +11,7 @@ use super::jwk::Jwk;
 use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest;
-use crate::hsm::{Hsm, HsmError, KeyAttributes, KeyPairInfo, ObjectRef};
+use crate::hsm::{DataObject, Hsm, HsmError, KeyAttributes, KeyPairInfo};
 use crate::signer::KeyRef;
 
 /// A complete key in the token: key pair, attestation certificate and lifecycle record.
@@ -31,8 +31,9 @@ pub struct StoredKey {
     pub public_key: Vec<u8>,
     /// What the token reports about the private key.
     pub attributes: KeyAttributes,
-    /// The state record, to replace it on a state change.
-    pub record: ObjectRef,
+    /// The state record as the token holds it. Its label and exact value name the object
+    /// a state change replaces, so the new record (same label) is never mistaken for it.
+    pub record: DataObject,
     /// The key's attestation certificate (DER), issued by the attestation CA.
     pub certificate: Vec<u8>,
     /// When it entered its current state, seconds since the epoch.
@@ -55,7 +56,7 @@ impl StoredKey {
     pub(super) fn assemble(
         pair: KeyPairInfo,
         record: KeyRecord,
-        handle: ObjectRef,
+        stored: DataObject,
         certificate: Vec<u8>,
     ) -> Self {
         StoredKey {
@@ -68,7 +69,7 @@ impl StoredKey {
             created_at: record.created_at,
             public_key: pair.public_key,
             attributes: pair.attributes,
-            record: handle,
+            record: stored,
             certificate,
         }
     }
@@ -103,17 +104,18 @@ impl Inventory {
 
 /// Reads every signetd key pair, certificate and state record from the token.
 pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
-    let mut records: HashMap<String, (KeyRecord, ObjectRef)> = HashMap::new();
+    let mut records: HashMap<String, (KeyRecord, DataObject)> = HashMap::new();
     let mut inventory = Inventory::default();
     for object in hsm.data_objects(state::APPLICATION).await? {
         let Some(kid) = object.label.strip_prefix(state::STATE_LABEL_PREFIX) else {
             continue;
         };
+        let kid = kid.to_string();
         match serde_json::from_slice::<KeyRecord>(&object.value) {
             Ok(record) if record.kid == kid => {
                 // The higher revision wins; on a tie (two writers raced), revocation wins: it is
                 // terminal, and losing it would silently trust a compromised key.
-                let newer = records.get(kid).is_none_or(|(have, _)| {
+                let newer = records.get(&kid).is_none_or(|(have, _)| {
                     record.revision > have.revision
                         || (record.revision == have.revision
                             && record.state == KeyState::Revoked
@@ -121,7 +123,7 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
                 });
                 let stale = if newer {
                     records
-                        .insert(kid.to_string(), (record, object.handle))
+                        .insert(kid.clone(), (record, object))
                         .map(|(r, _)| r)
                 } else {
                     Some(record)
@@ -189,7 +191,7 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
 fn complete(
     kid: &str,
     pair: KeyPairInfo,
-    record: Option<(KeyRecord, ObjectRef)>,
+    record: Option<(KeyRecord, DataObject)>,
     certificate: Option<Vec<u8>>,
 ) -> Result<StoredKey, String> {
     let finish_or_undo = format!(
@@ -201,7 +203,7 @@ fn complete(
             pair.label, pair.attributes
         ));
     }
-    let Some((record, handle)) = record else {
+    let Some((record, stored)) = record else {
         return Err(format!(
             "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published: {finish_or_undo}",
             pair.label
@@ -226,5 +228,5 @@ fn complete(
             "key {kid}: its attestation certificate is not for this key; it is neither used nor published"
         ));
     }
-    Ok(StoredKey::assemble(pair, record, handle, certificate))
+    Ok(StoredKey::assemble(pair, record, stored, certificate))
 }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::state::{self, KeyPurpose, KeyRecord, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, AttestationCa};
-use crate::hsm::{Hsm, HsmError, KeyPairInfo, ObjectRef};
+use crate::hsm::{CertificateObject, DataObject, Hsm, HsmError, KeyPairInfo};
 
 pub use super::inventory::{Inventory, StoredKey, inventory};
 
@@ -132,7 +132,7 @@ async fn create(
             state::key_label(issuer, &kid),
         )
         .await?;
-    let (certificate, cert_object) =
+    let certificate =
         match attest::ca::attest_key(hsm, ca, &pair, &kid, issuer, certificate_days).await {
             Ok(done) => done,
             Err(e) => {
@@ -151,25 +151,40 @@ async fn create(
         changed_at: 0,
         purpose,
     };
-    let value = serde_json::to_vec(&record).expect("a key record always serializes");
-    let handle = match hsm
-        .create_data(state::APPLICATION, record.label(), value)
+    let stored = DataObject {
+        label: record.label(),
+        value: serde_json::to_vec(&record).expect("a key record always serializes"),
+    };
+    if let Err(e) = hsm
+        .create_data(
+            state::APPLICATION,
+            stored.label.clone(),
+            stored.value.clone(),
+        )
         .await
     {
-        Ok(handle) => handle,
-        Err(e) => {
-            undo(hsm, &kid, Some(cert_object)).await;
-            return Err(e.into());
-        }
-    };
-    Ok(StoredKey::assemble(pair, record, handle, certificate))
+        undo(hsm, &kid, Some(&certificate)).await;
+        return Err(e.into());
+    }
+    Ok(StoredKey::assemble(pair, record, stored, certificate.value))
 }
 
-async fn undo(hsm: &Hsm, kid: &str, certificate: Option<ObjectRef>) {
-    if let Some(object) = certificate
-        && let Err(e) = hsm.destroy_object(object).await
-    {
-        tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key");
+/// Destroys what [`create`] made of key `kid`: its certificate (named by id, label and
+/// value), if it was stored, and its key pair.
+async fn undo(hsm: &Hsm, kid: &str, certificate: Option<&CertificateObject>) {
+    if let Some(cert) = certificate {
+        match hsm
+            .destroy_certificate(&cert.id, &cert.label, &cert.value)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(%kid, "the certificate of an incomplete key was already gone")
+            }
+            Err(e) => {
+                tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key")
+            }
+        }
     }
     if let Err(e) = hsm.destroy_key_pair(kid.as_bytes().to_vec()).await {
         tracing::error!(%kid, error = %e, "cannot destroy an incomplete key");
@@ -274,11 +289,13 @@ pub async fn destroy_incomplete(hsm: &Hsm, kid: &str) -> Result<(), KeyStoreErro
         .certificates(&format!("{}{kid}", attest::ca::KEY_CERT_PREFIX))
         .await?
     {
-        hsm.destroy_object(cert.handle).await?;
+        hsm.destroy_certificate(&cert.id, &cert.label, &cert.value)
+            .await?;
     }
     for record in hsm.data_objects(state::APPLICATION).await? {
         if record.label == format!("{}{kid}", state::STATE_LABEL_PREFIX) {
-            hsm.destroy_object(record.handle).await?;
+            hsm.destroy_data(state::APPLICATION, &record.label, &record.value)
+                .await?;
         }
     }
     hsm.destroy_key_pair(pair.id).await?;
@@ -303,7 +320,7 @@ pub async fn transition(hsm: &Hsm, kid: &str, to: KeyState) -> Result<StoredKey,
         .data_objects(state::APPLICATION)
         .await?
         .into_iter()
-        .find(|o| o.handle == key.record)
+        .find(|o| *o == key.record)
         .and_then(|o| serde_json::from_slice::<KeyRecord>(&o.value).ok())
         .ok_or_else(|| {
             KeyStoreError::Key(format!("the state record of key {kid} is unreadable"))
@@ -314,10 +331,10 @@ pub async fn transition(hsm: &Hsm, kid: &str, to: KeyState) -> Result<StoredKey,
         changed_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
         ..current
     };
-    let handle = replace_record(hsm, key.record, &record).await?;
+    let stored = replace_record(hsm, &key.record, &record).await?;
     Ok(StoredKey {
         state: to,
-        record: handle,
+        record: stored,
         changed_at: record.changed_at,
         ..key
     })
@@ -325,17 +342,30 @@ pub async fn transition(hsm: &Hsm, kid: &str, to: KeyState) -> Result<StoredKey,
 
 /// Writes `record` as a new data object, then destroys the one it supersedes. A crash in
 /// between leaves both; inventory then uses the higher revision and reports the other.
+///
+/// Both have the same label; the old one is named by its exact value, which differs from
+/// the new one's (a higher revision), so only the superseded record is destroyed.
 async fn replace_record(
     hsm: &Hsm,
-    old: ObjectRef,
+    old: &DataObject,
     record: &KeyRecord,
-) -> Result<ObjectRef, KeyStoreError> {
-    let value = serde_json::to_vec(record).expect("a key record always serializes");
-    let handle = hsm
-        .create_data(state::APPLICATION, record.label(), value)
+) -> Result<DataObject, KeyStoreError> {
+    let new = DataObject {
+        label: record.label(),
+        value: serde_json::to_vec(record).expect("a key record always serializes"),
+    };
+    hsm.create_data(state::APPLICATION, new.label.clone(), new.value.clone())
         .await?;
-    hsm.destroy_object(old).await?;
-    Ok(handle)
+    if !hsm
+        .destroy_data(state::APPLICATION, &old.label, &old.value)
+        .await?
+    {
+        return Err(KeyStoreError::Key(format!(
+            "key {}: the state record it replaced was already gone (changed by another process?); see `signetd keys list`",
+            record.kid
+        )));
+    }
+    Ok(new)
 }
 
 /// `ISSUER-YYYYMMDD-RANDOM`: sortable by day for operators, unique by 32 random bits.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{RevocationStore, RevokedToken, StoreError};
-use crate::hsm::{DATA_APPLICATION as APPLICATION, Hsm, HsmError, ObjectRef};
+use crate::hsm::{DATA_APPLICATION as APPLICATION, DataObject, Hsm, HsmError};
 use crate::util::BoxFuture;
 
 /// Prefix of the labels of token revocations.
@@ -40,15 +40,16 @@ impl RevocationStore for TokenRevocations {
     }
 }
 
-/// Every stored revocation, with its object handle.
-async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, ObjectRef)>, HsmError> {
+/// Every stored revocation, with the object that holds it (its label and exact value
+/// name it, to destroy it).
+async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, DataObject)>, HsmError> {
     Ok(hsm
         .data_objects(APPLICATION)
         .await?
         .into_iter()
         .filter(|o| o.label.starts_with(REVOKED_PREFIX))
         .filter_map(|o| match serde_json::from_slice::<RevokedToken>(&o.value) {
-            Ok(revoked) => Some((revoked, o.handle)),
+            Ok(revoked) => Some((revoked, o)),
             Err(e) => {
                 tracing::error!(label = %o.label, error = %e, "unreadable token revocation; ignoring it");
                 None
@@ -76,8 +77,11 @@ async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, HsmEr
         value,
     )
     .await?;
-    if let Some((_, handle)) = existing {
-        hsm.destroy_object(handle).await?;
+    if let Some((_, old)) = existing {
+        // The old record's exact value names it: the new one, under the same label,
+        // has a later `exp` and so another value.
+        hsm.destroy_data(APPLICATION, &old.label, &old.value)
+            .await?;
     }
     Ok(revoked.clone())
 }
@@ -85,9 +89,12 @@ async fn revoke(hsm: &Hsm, revoked: &RevokedToken) -> Result<RevokedToken, HsmEr
 /// Destroys revocations of tokens that expired before `now`; returns how many.
 async fn prune(hsm: &Hsm, now: u64) -> Result<usize, HsmError> {
     let mut pruned = 0;
-    for (revoked, handle) in list(hsm).await? {
-        if revoked.exp < now {
-            hsm.destroy_object(handle).await?;
+    for (revoked, object) in list(hsm).await? {
+        if revoked.exp < now
+            && hsm
+                .destroy_data(APPLICATION, &object.label, &object.value)
+                .await?
+        {
             pruned += 1;
         }
     }

@@ -196,3 +196,182 @@ fn keys_cli_generates_once_and_lists_with_attributes() {
     assert_eq!(keys[0]["token_attributes"]["never_extractable"], true);
     assert!(!stderr.contains(&t.pin()), "the PIN never reaches output");
 }
+
+/// Data objects are named by application, label and exact value: destroying one record
+/// leaves another under the same label, and exact copies go one per call.
+#[tokio::test]
+async fn destroying_a_data_object_by_value_leaves_its_same_label_neighbour() {
+    let hsm = hsm();
+    const APP: &str = "signetd-objects-test";
+    const LABEL: &str = "objects-test/same-label";
+    let stored = |values: &[&[u8]]| {
+        let hsm = hsm.clone();
+        let mut want: Vec<Vec<u8>> = values.iter().map(|v| v.to_vec()).collect();
+        want.sort();
+        async move {
+            let mut have: Vec<Vec<u8>> = hsm
+                .data_objects(APP)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|o| o.label == LABEL)
+                .map(|o| o.value)
+                .collect();
+            have.sort();
+            assert_eq!(have, want);
+        }
+    };
+    for value in [&b"old"[..], b"new", b"new"] {
+        hsm.create_data(APP, LABEL.into(), value.to_vec())
+            .await
+            .unwrap();
+    }
+    stored(&[b"old", b"new", b"new"]).await;
+
+    assert!(hsm.destroy_data(APP, LABEL, b"old").await.unwrap());
+    stored(&[b"new", b"new"]).await;
+    assert!(!hsm.destroy_data(APP, LABEL, b"old").await.unwrap(), "gone");
+    // Every part of the name must match.
+    assert!(!hsm.destroy_data(APP, LABEL, b"ne").await.unwrap());
+    assert!(
+        !hsm.destroy_data(APP, "objects-test/other", b"new")
+            .await
+            .unwrap()
+    );
+    assert!(!hsm.destroy_data("signetd", LABEL, b"new").await.unwrap());
+    stored(&[b"new", b"new"]).await;
+
+    assert!(hsm.destroy_data(APP, LABEL, b"new").await.unwrap());
+    stored(&[b"new"]).await;
+    assert!(hsm.destroy_data(APP, LABEL, b"new").await.unwrap());
+    stored(&[]).await;
+}
+
+/// Certificate objects are named by `CKA_ID`, label and exact value.
+#[tokio::test]
+async fn destroying_a_certificate_matches_its_id_label_and_value() {
+    let hsm = hsm();
+    const PREFIX: &str = "objects-test-cert/";
+    let label = format!("{PREFIX}one");
+    // The token stores the bytes it is given; these need not be real certificates.
+    let subject = vec![0x30, 0x00];
+    for (id, value) in [
+        (&b"cert-a"[..], &b"first"[..]),
+        (b"cert-a", b"second"),
+        (b"cert-b", b"first"),
+    ] {
+        hsm.create_certificate(id.to_vec(), label.clone(), subject.clone(), value.to_vec())
+            .await
+            .unwrap();
+    }
+    let listed = || async {
+        let mut found: Vec<(Vec<u8>, Vec<u8>)> = hsm
+            .certificates(PREFIX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id, c.value))
+            .collect();
+        found.sort();
+        found
+    };
+    assert!(
+        !hsm.destroy_certificate(b"cert-c", &label, b"first")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !hsm.destroy_certificate(b"cert-a", "objects-test-cert/two", b"first")
+            .await
+            .unwrap()
+    );
+    assert!(
+        hsm.destroy_certificate(b"cert-a", &label, b"first")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        listed().await,
+        vec![
+            (b"cert-a".to_vec(), b"second".to_vec()),
+            (b"cert-b".to_vec(), b"first".to_vec()),
+        ]
+    );
+    assert!(
+        !hsm.destroy_certificate(b"cert-a", &label, b"first")
+            .await
+            .unwrap()
+    );
+    assert!(
+        hsm.destroy_certificate(b"cert-b", &label, b"first")
+            .await
+            .unwrap()
+    );
+    assert!(
+        hsm.destroy_certificate(b"cert-a", &label, b"second")
+            .await
+            .unwrap()
+    );
+    assert!(listed().await.is_empty());
+}
+
+/// A state change destroys exactly the record it replaces: a superseded record that an
+/// interrupted update left under the same label stays, and is still reported.
+#[tokio::test]
+async fn a_state_change_destroys_only_the_record_it_replaces() {
+    let issuer = "keys-replace";
+    let first =
+        crate::common::generate_key_for(issuer, Algorithm::Es256, keys::KeyPurpose::Jwt).await;
+    let kid = first.kid.clone();
+    let hsm = hsm();
+    let retired = keys::store::transition(&hsm, &kid, keys::KeyState::Retired)
+        .await
+        .unwrap();
+    assert_ne!(retired.record, first.record);
+    // As if the process had died between writing revision 1 and destroying revision 0.
+    hsm.create_data(
+        "signetd",
+        first.record.label.clone(),
+        first.record.value.clone(),
+    )
+    .await
+    .unwrap();
+    let revisions = || async {
+        let mut found: Vec<u64> = hsm
+            .data_objects("signetd")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.label == first.record.label)
+            .map(|o| {
+                serde_json::from_slice::<keys::KeyRecord>(&o.value)
+                    .unwrap()
+                    .revision
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(revisions().await, [0, 1]);
+
+    let archived = keys::store::transition(&hsm, &kid, keys::KeyState::Archived)
+        .await
+        .unwrap();
+    assert_eq!(
+        revisions().await,
+        [0, 2],
+        "revision 1 replaced, revision 0 left"
+    );
+    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
+    assert_eq!(key.state, keys::KeyState::Archived);
+    assert_eq!(key.record, archived.record);
+    assert!(
+        inventory
+            .problems
+            .iter()
+            .any(|p| p.contains(&kid) && p.contains("superseded state record (revision 0")),
+        "{:?}",
+        inventory.problems
+    );
+}
