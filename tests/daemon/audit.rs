@@ -10,25 +10,11 @@ use serde_json::{Value, json};
 use signetd::Algorithm;
 use signetd::audit::verify::{self, Break, Summary};
 
+use crate::common::audit_records;
 use crate::common::{
     TestDaemon, TestToken, ca, eventually, generate_key, generate_raw_key, issuer_toml, my_uid,
     raw_issuer_toml, request_unix, signetd_bin,
 };
-
-/// Every record of the log in `dir`, parsed, in order.
-fn records(dir: &Path) -> Vec<Value> {
-    verify::segment_paths(&[dir.to_path_buf()])
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
     verify::segment_paths(&[dir.to_path_buf()]).unwrap()
@@ -134,7 +120,7 @@ async fn a_log_written_under_concurrent_load_verifies_and_holds_every_token() {
         "a clean stop ends with a checkpoint"
     );
 
-    let all = records(&log);
+    let all = audit_records(&log);
     let text: String = segments(&log)
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
@@ -389,7 +375,7 @@ async fn tampering_is_found_and_its_place_named() {
         rechain(d);
     })
     .await;
-    let record = &records(&log)[b.at.seq.unwrap() as usize];
+    let record = &audit_records(&log)[b.at.seq.unwrap() as usize];
     assert_eq!(record["event"], "checkpoint", "{b}");
     assert!(b.reason.contains("records before it were altered"), "{b}");
 
@@ -531,7 +517,7 @@ async fn a_torn_last_record_is_cut_reported_and_the_chain_continues() {
     daemon.shutdown().await;
     let summary = check(&log).await.unwrap_or_else(|b| panic!("{b}"));
     assert_eq!(summary.unsigned_tail, 0);
-    let all = records(&log);
+    let all = audit_records(&log);
     let recovered = all
         .iter()
         .find(|r| r["event"] == "recovered")
@@ -642,7 +628,7 @@ async fn key_changes_are_recorded_with_their_actor() {
     let next = rotated.json["kid"].as_str().unwrap().to_string();
     // The lifecycle activates it after pre-publication (2 s) and a tick.
     let activated = eventually(15, async || {
-        records(&log)
+        audit_records(&log)
             .iter()
             .any(|r| r["event"] == "key_activate" && r["kid"] == next.as_str())
     })
@@ -657,7 +643,7 @@ async fn key_changes_are_recorded_with_their_actor() {
     .await
     .unwrap();
     let observed = eventually(10, async || {
-        records(&log)
+        audit_records(&log)
             .iter()
             .any(|r| r["event"] == "key_observed" && r["kid"] == kid.as_str())
     })
@@ -669,7 +655,7 @@ async fn key_changes_are_recorded_with_their_actor() {
     assert_eq!(refused.code(), "unknown_key");
     daemon.shutdown().await;
     check(&log).await.unwrap_or_else(|b| panic!("{b}"));
-    let all = records(&log);
+    let all = audit_records(&log);
     let find = |event: &str, kid: &str| {
         all.iter()
             .find(|r| r["event"] == event && r["kid"] == kid)
@@ -799,7 +785,7 @@ async fn after_sigkill_mid_loop_every_received_token_has_its_record() {
 
     let (ok, out) = b.verify(&[]);
     assert!(ok, "{out}");
-    let all = records(&b.token.audit_dir());
+    let all = audit_records(&b.token.audit_dir());
     let minted: std::collections::HashSet<&str> = all
         .iter()
         .filter(|r| r["event"] == "mint")
@@ -861,7 +847,7 @@ async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
     assert!(ok, "{out}");
     assert!(out.contains("not yet signed"), "{out}");
     assert_eq!(
-        records(&b.token.audit_dir())
+        audit_records(&b.token.audit_dir())
             .iter()
             .filter(|r| r["event"] == "mint")
             .count(),

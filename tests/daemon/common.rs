@@ -665,3 +665,18 @@ pub async fn eventually(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> b
     }
     false
 }
+
+/// Every record of the audit log in `dir`, parsed, in order.
+pub fn audit_records(dir: &Path) -> Vec<Value> {
+    signetd::audit::verify::segment_paths(&[dir.to_path_buf()])
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

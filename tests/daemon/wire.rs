@@ -8,22 +8,7 @@ use hyper::Method;
 use serde_json::Value;
 use signetd::Algorithm;
 
-use crate::common::{RawConnection, TestDaemon, issuer_toml, lifecycle_toml};
-
-/// Every record of the audit log in `dir`, parsed, in order.
-fn audit_records(dir: &Path) -> Vec<Value> {
-    signetd::audit::verify::segment_paths(&[dir.to_path_buf()])
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
+use crate::common::{RawConnection, TestDaemon, audit_records, issuer_toml, lifecycle_toml};
 
 /// A daemon whose caller (this process) is an admin, logging to `log`.
 async fn admin_daemon(issuer: &str, log: &Path) -> TestDaemon {
