@@ -114,23 +114,28 @@ pub(crate) fn key_pairs(
     ])?;
     let mut found = Vec::new();
     for private in privates {
-        let label = match session
-            .get_attributes(private, &[AttributeType::Label])?
-            .pop()
-        {
+        let Some(attributes) =
+            unless_vanished(session.get_attributes(private, &[AttributeType::Label]))?
+        else {
+            continue;
+        };
+        let label = match attributes.into_iter().next() {
             Some(Attribute::Label(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
             _ => continue,
         };
         if !label.starts_with(label_prefix) {
             continue;
         }
-        let entry = find_public(session, private)
-            .and_then(|public| {
-                let objects = KeyObjects { private, public };
-                describe_pair(session, objects).map(|info| (info, objects))
-            })
-            .map_err(|error| UnreadableKey { label, error });
-        found.push(entry);
+        let entry = find_public(session, private).and_then(|public| {
+            let objects = KeyObjects { private, public };
+            describe_pair(session, objects).map(|info| (info, objects))
+        });
+        match entry {
+            Ok(pair) => found.push(Ok(pair)),
+            // Deleted since the search (by another process): gone, not unreadable.
+            Err(error) if error.stale_handle() => {}
+            Err(error) => found.push(Err(UnreadableKey { label, error })),
+        }
     }
     Ok(found)
 }
@@ -225,6 +230,19 @@ pub(crate) fn describe_pair(
     })
 }
 
+/// An attribute read of an object a search just returned, or `None` if the object has
+/// been destroyed since (another process changed the token): a scan skips it rather than
+/// failing as a whole.
+fn unless_vanished(
+    read: Result<Vec<Attribute>, cryptoki::error::Error>,
+) -> Result<Option<Vec<Attribute>>, HsmError> {
+    match read.map_err(HsmError::from) {
+        Ok(attributes) => Ok(Some(attributes)),
+        Err(e) if e.stale_handle() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `CKA_EC_POINT` is a DER OCTET STRING by the standard, but some tokens return the bare
 /// point; accept both and check the length the algorithm requires.
 fn decode_point(algorithm: Algorithm, point: &[u8]) -> Result<Vec<u8>, HsmError> {
@@ -297,9 +315,11 @@ pub(crate) fn data_objects(
     for handle in handles {
         let mut label = None;
         let mut value = None;
-        for attribute in
-            session.get_attributes(handle, &[AttributeType::Label, AttributeType::Value])?
-        {
+        let read = session.get_attributes(handle, &[AttributeType::Label, AttributeType::Value]);
+        let Some(attributes) = unless_vanished(read)? else {
+            continue;
+        };
+        for attribute in attributes {
             match attribute {
                 Attribute::Label(v) => label = Some(String::from_utf8_lossy(&v).into_owned()),
                 Attribute::Value(v) => value = Some(v),
@@ -379,14 +399,15 @@ pub(crate) fn certificates(
     let mut found = Vec::new();
     for handle in handles {
         let (mut label, mut id, mut value) = (String::new(), Vec::new(), Vec::new());
-        for attribute in session.get_attributes(
-            handle,
-            &[
-                AttributeType::Label,
-                AttributeType::Id,
-                AttributeType::Value,
-            ],
-        )? {
+        let wanted = [
+            AttributeType::Label,
+            AttributeType::Id,
+            AttributeType::Value,
+        ];
+        let Some(attributes) = unless_vanished(session.get_attributes(handle, &wanted))? else {
+            continue;
+        };
+        for attribute in attributes {
             match attribute {
                 Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
                 Attribute::Id(v) => id = v,

@@ -43,6 +43,25 @@ async fn probe_key(kid: &str, algorithm: Algorithm) -> KeyPairInfo {
         .unwrap()
 }
 
+/// The outsider generates an ES256 key under `kid`. Its object-store operations are not
+/// serialized with this process's other context, and SoftHSM2 fails a creation that
+/// races a search in another context, so it tries a few times.
+async fn outsider_generates(kid: &str) -> KeyPairInfo {
+    let mut last = None;
+    for _ in 0..5 {
+        let label = format!("probe/{kid}");
+        match outsider()
+            .generate_key_pair(Algorithm::Es256, kid.as_bytes().to_vec(), label)
+            .await
+        {
+            Ok(pair) => return pair,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the outsider could not generate a key: {last:?}");
+}
+
 #[tokio::test]
 async fn a_key_deleted_or_re_created_behind_the_signers_back_never_signs() {
     let kid = "signer-probe-recreated";
@@ -60,14 +79,7 @@ async fn a_key_deleted_or_re_created_behind_the_signers_back_never_signs() {
         .unwrap_err();
     assert!(matches!(gone, SignError::UnknownKey(_)), "{gone:?}");
 
-    let replacement = outsider()
-        .generate_key_pair(
-            Algorithm::Es256,
-            kid.as_bytes().to_vec(),
-            format!("probe/{kid}"),
-        )
-        .await
-        .unwrap();
+    let replacement = outsider_generates(kid).await;
     assert_ne!(replacement.public_key, pair.public_key);
     let replaced = hsm()
         .sign(key_ref(kid, &pair), message())
