@@ -195,6 +195,30 @@ async fn fifty_thousand_anonymous_refusals_add_a_bounded_number_of_records() {
         )),
         "{text}"
     );
+    // An aggregate record without its count is named as such.
+    let segment = verify::segment_paths(std::slice::from_ref(&log)).unwrap()[0].clone();
+    let edited = std::fs::read_to_string(&segment)
+        .unwrap()
+        .lines()
+        .map(|line| match line.find("\"count\":") {
+            // Only this line changes, so the chain up to it still holds.
+            Some(at) if line.contains("\"refused_aggregate\"") => {
+                let end = at + line[at..].find(',').unwrap() + 1;
+                format!("{}{}\n", &line[..at], &line[end..])
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect::<String>();
+    let copy = dir.path().join("edited.jsonl");
+    std::fs::write(&copy, edited).unwrap();
+    let root_der = ca().await.top().to_vec();
+    let broken = verify::verify(&[copy], &root_der, false, &mut |_, _, _| {}).unwrap_err();
+    assert!(
+        broken
+            .reason
+            .contains("refused_aggregate record without a positive count"),
+        "{broken}"
+    );
 }
 
 /// Below the reserve, refusal records are dropped (and counted); minting goes on.
