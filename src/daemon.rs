@@ -10,8 +10,9 @@ use crate::audit::{AuditError, CallerRecord, Entry, Event};
 use crate::lifecycle;
 use crate::service::Service;
 
-/// Serves until `shutdown` completes, then drains requests, stops the lifecycle, and
-/// closes the audit log with a `stop` record and a final checkpoint.
+/// Serves until `shutdown` completes, then drains requests, stops the lifecycle, writes
+/// the refusals still being counted, and closes the audit log with a `stop` record and
+/// a final checkpoint.
 pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
     let token = service.hsm().token();
     let started = Entry::new(Event::Start)
@@ -38,9 +39,16 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     }
     let stop = CancellationToken::new();
     let timer = tokio::spawn(lifecycle::run(service.clone(), stop.clone()));
+    let refusals = tokio::spawn({
+        let (service, stop) = (service.clone(), stop.clone());
+        async move { service.write_refusals_until(stop).await }
+    });
     api::serve(listeners, service.clone(), shutdown).await;
     stop.cancel();
     let _ = timer.await;
+    // Every request has drained: the last refusal interval is complete, and is written
+    // before the `stop` record.
+    let _ = refusals.await;
     let stopped = Entry::new(Event::Stop).caller(CallerRecord::internal("daemon"));
     if let Err(e) = service.audit().close(stopped).await {
         tracing::error!(error = %e, "the audit log's stop record and final checkpoint were not written");

@@ -96,8 +96,9 @@ pub fn router(service: Arc<Service>) -> Router {
 }
 
 /// Records every refused signing or admin request (its caller, route and error code)
-/// before the refusal is sent. Successful requests are recorded by the service itself,
-/// with what they produced.
+/// before the refusal is sent: one by one for callers a policy names, counted per
+/// interval for everyone else ([`Service::note_refusal`]). Successful requests are
+/// recorded by the service itself, with what they produced.
 async fn audit_refusals(
     State(service): State<Arc<Service>>,
     caller: Principal,

@@ -6,14 +6,19 @@
 //! chain formatter, the health state machine, the checkpoint schedule) and two ports
 //! (the segment store, and [`checkpoint::CheckpointSigning`]); [`checkpoint`] the audit
 //! key and its signatures; [`verify`] checks a log offline (`signetd audit verify`).
+//! [`aggregate`] folds refusals of callers no policy names into one record per caller
+//! and interval; [`reserve`] keeps free space for signing records, which refusal
+//! records may not use.
 //! The format and the guarantees are in `docs/audit.md`.
 //!
 //! The service reaches the log through the [`AuditSink`] port, which [`AuditLog`]
 //! implements. [`AuditLog::append`] returns only once the record is on disk: callers that return a
 //! token or a signature do so after it, and return nothing if it fails.
 
+pub mod aggregate;
 pub mod checkpoint;
 pub mod record;
+pub mod reserve;
 pub mod segment;
 mod sink;
 pub mod verify;
@@ -95,6 +100,8 @@ enum Sink {
 pub struct AuditLog {
     sink: Sink,
     shared: Arc<Shared>,
+    /// Free space refusal records may not use; none for a log that could not open.
+    reserve: Option<reserve::Reserve>,
 }
 
 impl AuditLog {
@@ -106,6 +113,7 @@ impl AuditLog {
         let dir = audit.dir.clone();
         segment::prepare_dir(&dir)?;
         let lock = segment::lock(&dir)?;
+        let reserve = reserve::Reserve::new(dir.clone(), audit.reserve_bytes);
         let (tail, torn) = segment::open_tail(&dir)?;
         let mut notes = Vec::new();
         if let Some(torn) = torn {
@@ -184,6 +192,7 @@ impl AuditLog {
         Ok(AuditLog {
             sink: Sink::Writer(inbox),
             shared,
+            reserve: Some(reserve),
         })
     }
 
@@ -193,6 +202,7 @@ impl AuditLog {
         AuditLog {
             sink: Sink::Unavailable,
             shared: Arc::new(Shared::default()),
+            reserve: None,
         }
     }
 
@@ -260,6 +270,12 @@ impl AuditLog {
             .send(make(reply))
             .map_err(|_| AuditError::Unavailable)?;
         replied.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Whether `records` refusal records may be written now: not while the free space
+    /// under the log is below `[audit] reserve_bytes` ([`reserve::Reserve::admits`]).
+    pub fn admits_refusals(&self, records: u64) -> bool {
+        self.reserve.as_ref().is_none_or(|r| r.admits(records))
     }
 
     /// Whether the last write succeeded.

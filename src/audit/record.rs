@@ -5,6 +5,7 @@
 //! verifier needs no canonical form: `prev` is the lowercase hex SHA-256 of the previous
 //! line as it stands in the file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub enum Event {
     Verify,
     /// A signing or admin request was refused; `code` says why.
     Refused,
+    /// Refusals of one caller whom no policy names, over one interval, folded into one
+    /// record: `count`, `codes`, `requests`, `since`, `until` (see `docs/audit.md`).
+    RefusedAggregate,
     /// An admin generated an issuer's first key.
     KeyGenerate,
     /// A pending successor key was generated (admin or rotation period).
@@ -70,7 +74,7 @@ pub enum Outcome {
 }
 
 /// Who asked, as the transport established it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "transport", rename_all = "snake_case")]
 pub enum CallerRecord {
     /// A local process on the Unix socket.
@@ -176,6 +180,22 @@ pub struct Entry {
     /// Free text: what changed, why it was refused. Never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// How many refusals a `refused_aggregate` record folds together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// A `refused_aggregate` record's error codes, each with its number of refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codes: Option<BTreeMap<String, u64>>,
+    /// A `refused_aggregate` record's requests (method and path), each with its number
+    /// of refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, u64>>,
+    /// Start of the interval a `refused_aggregate` record covers, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// End of that interval (or the stop, if the daemon stopped first), RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 impl Entry {
@@ -193,6 +213,11 @@ impl Entry {
             outcome: None,
             code: None,
             detail: None,
+            count: None,
+            codes: None,
+            requests: None,
+            since: None,
+            until: None,
         }
     }
 
@@ -357,6 +382,11 @@ mod tests {
             .kid("auth-1")
             .refused("x_y", "quote \" and \\ and \n");
         entry.jti = Some("j".into());
+        entry.count = Some(5);
+        entry.codes = Some([("b".to_string(), 2), ("a".to_string(), 3)].into());
+        entry.requests = Some([("POST /v1/tokens".to_string(), 5)].into());
+        entry.since = Some("2026-11-22T00:00:00Z".into());
+        entry.until = Some("2026-11-22T00:01:00Z".into());
         let record = Record {
             seq: 7,
             time: "2026-11-22T00:00:00Z".into(),

@@ -34,6 +34,13 @@ pub trait AuditSink: Send + Sync {
 
     /// Whether the last write succeeded (signing is refused while it did not).
     fn is_healthy(&self) -> bool;
+
+    /// Whether `records` refusal records may be written now: false while they would eat
+    /// into the space kept for signing records. Sinks that keep nothing admit them.
+    fn admits_refusals(&self, records: u64) -> bool {
+        let _ = records;
+        true
+    }
 }
 
 impl AuditSink for AuditLog {
@@ -66,5 +73,9 @@ impl AuditSink for AuditLog {
 
     fn is_healthy(&self) -> bool {
         AuditLog::is_healthy(self)
+    }
+
+    fn admits_refusals(&self, records: u64) -> bool {
+        AuditLog::admits_refusals(self, records)
     }
 }

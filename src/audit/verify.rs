@@ -79,6 +79,12 @@ pub struct Summary {
     pub audit_keys: Vec<String>,
     /// Records after the last checkpoint: chained, not yet signed.
     pub unsigned_tail: u64,
+    /// `refused` records: refusals recorded one by one.
+    pub refusals: u64,
+    /// `refused_aggregate` records: refusals of unnamed callers, folded per interval.
+    pub refusal_aggregates: u64,
+    /// The refusals those aggregate records count, together.
+    pub refusals_folded: u64,
 }
 
 impl Summary {
@@ -171,6 +177,19 @@ impl Chain<'_> {
                     expected - 1
                 ));
             }
+        }
+        match event {
+            "refused" => self.summary.refusals += 1,
+            "refused_aggregate" => {
+                let count = record
+                    .get("count")
+                    .and_then(Value::as_u64)
+                    .filter(|&n| n > 0)
+                    .ok_or("a refused_aggregate record without a positive count")?;
+                self.summary.refusal_aggregates += 1;
+                self.summary.refusals_folded = self.summary.refusals_folded.saturating_add(count);
+            }
+            _ => {}
         }
         if event == "checkpoint" {
             self.checkpoint(&record, seq, prev)?;

@@ -136,6 +136,12 @@ fn report(summary: &Summary) {
             summary.audit_keys.join(", ")
         }
     );
+    if summary.refusals + summary.refusal_aggregates > 0 {
+        println!(
+            "refusals: {} recorded one by one; {} more in {} refused_aggregate record(s)",
+            summary.refusals, summary.refusals_folded, summary.refusal_aggregates
+        );
+    }
     if !summary.from_genesis {
         println!(
             "note: the first segment given is not the log's first; records before seq {} were not checked",

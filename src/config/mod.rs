@@ -170,6 +170,19 @@ pub struct AuditConfig {
     /// process may (`CAP_SYS_NICE`, or `LimitNICE=-10` under systemd).
     #[serde(default = "default_writer_nice")]
     pub writer_nice: i32,
+    /// Free space (bytes) on the log's filesystem kept for signing records (default
+    /// 64 MiB): below it, refusal records are dropped (counted and logged), so refusals
+    /// can never take the space minting needs. 0 keeps no reserve.
+    #[serde(default = "default_reserve_bytes")]
+    pub reserve_bytes: u64,
+    /// Refusals of callers whom no policy names are folded into one record per caller
+    /// and interval of this many seconds (default 60), written when it closes.
+    #[serde(default = "default_refusal_interval")]
+    pub refusal_interval_seconds: u64,
+    /// Most unnamed callers given a record of their own per interval (default 1000);
+    /// refusals of any more are folded into one `others` record.
+    #[serde(default = "default_refusal_callers")]
+    pub refusal_callers: usize,
 }
 
 impl Default for AuditConfig {
@@ -180,6 +193,9 @@ impl Default for AuditConfig {
             checkpoint_every: default_checkpoint_every(),
             checkpoint_seconds: default_checkpoint_seconds(),
             writer_nice: default_writer_nice(),
+            reserve_bytes: default_reserve_bytes(),
+            refusal_interval_seconds: default_refusal_interval(),
+            refusal_callers: default_refusal_callers(),
         }
     }
 }
@@ -198,6 +214,15 @@ fn default_checkpoint_seconds() -> u64 {
 }
 fn default_writer_nice() -> i32 {
     -10
+}
+fn default_reserve_bytes() -> u64 {
+    64 << 20
+}
+fn default_refusal_interval() -> u64 {
+    60
+}
+fn default_refusal_callers() -> usize {
+    1000
 }
 
 /// `[verify]`: the verify endpoint.
@@ -369,6 +394,18 @@ impl Config {
             return Err(field_error(
                 "audit.checkpoint_seconds",
                 "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=3600).contains(&audit.refusal_interval_seconds) {
+            return Err(field_error(
+                "audit.refusal_interval_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=100_000).contains(&audit.refusal_callers) {
+            return Err(field_error(
+                "audit.refusal_callers",
+                "must be between 1 and 100000",
             ));
         }
         if self.verify.replay_capacity == 0 {

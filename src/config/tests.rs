@@ -121,3 +121,31 @@ fn pin_file_must_not_be_world_readable_and_is_never_shown() {
     );
     assert!(!format!("{settings:?}").contains("s3cret"));
 }
+
+/// The audit log's bound on refusals and its reserve: defaults, and ranges that name the
+/// field.
+#[test]
+fn refusal_aggregation_and_reserve_have_bounded_settings() {
+    let c = Config::parse(BASE).unwrap();
+    assert_eq!(c.audit.reserve_bytes, 64 << 20);
+    assert_eq!(c.audit.refusal_interval_seconds, 60);
+    assert_eq!(c.audit.refusal_callers, 1000);
+    let audit = |line: &str| format!("{BASE}\n[audit]\n{line}\n");
+    for (line, field) in [
+        (
+            "refusal_interval_seconds = 0",
+            "audit.refusal_interval_seconds",
+        ),
+        (
+            "refusal_interval_seconds = 3601",
+            "audit.refusal_interval_seconds",
+        ),
+        ("refusal_callers = 0", "audit.refusal_callers"),
+        ("refusal_callers = 100001", "audit.refusal_callers"),
+    ] {
+        let e = err(&audit(line));
+        assert!(e.contains(field), "{line}: {e}");
+    }
+    let c = Config::parse(&audit("reserve_bytes = 0")).unwrap();
+    assert_eq!(c.audit.reserve_bytes, 0);
+}

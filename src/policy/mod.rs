@@ -66,6 +66,20 @@ impl Policy {
         }
     }
 
+    /// Whether any list names `principal`: an issuer's callers, the admins or the
+    /// single-use verifiers. Anonymous principals are named nowhere. The audit log
+    /// records refusals of named principals one by one and folds the others'
+    /// (`audit::aggregate`), so this must stay cheap: one pass over the selectors.
+    pub fn names(&self, principal: &Principal) -> bool {
+        if !principal.is_authenticated() {
+            return false;
+        }
+        let named = |selectors: &[CallerSelector]| selectors.iter().any(|s| s.matches(principal));
+        self.issuers.values().any(|r| named(&r.callers))
+            || named(&self.admins)
+            || named(&self.single_use)
+    }
+
     /// Allows `principal` to take `action`, or says why not with the error the caller
     /// gets. Anonymous principals are refused every action as unauthenticated, except
     /// single-use verification, which names its permission (anyone may verify without

@@ -221,3 +221,30 @@ fn legacy_uid_and_gid_lists_become_selectors_with_a_deprecation_note() {
         "caller_not_allowed"
     );
 }
+
+/// The audit log folds refusals of principals no list names; every list counts.
+#[test]
+fn names_says_whether_any_list_names_a_principal() {
+    let p = policy();
+    let named = [
+        local(1000, 1),
+        local(1001, 1),
+        local(0, 0),
+        local(5, 70),
+        remote(Some("spiffe://ops.example/admin/alice"), &[], [1; 32]),
+        remote(None, &["gateway.example.com"], [1; 32]),
+        remote(None, &[], [7; 32]),
+    ];
+    for principal in named {
+        assert!(p.names(&principal), "{principal}");
+    }
+    let unnamed = [
+        local(1002, 1),
+        remote(Some("spiffe://prod.example/ns/auth/sa/other"), &[], [1; 32]),
+        Principal::Anonymous(Some("192.0.2.9:1".parse().unwrap())),
+        Principal::Anonymous(None),
+    ];
+    for principal in unnamed {
+        assert!(!p.names(&principal), "{principal}");
+    }
+}

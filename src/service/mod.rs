@@ -3,10 +3,12 @@
 //! Handlers know HTTP; the HSM layer knows PKCS#11; this module knows what a request
 //! means. Every method takes the [`Principal`] the transport established. [`verify`] is the
 //! verifier for gateways; [`admin`] the lifecycle API; [`record`] what goes into the
-//! audit log.
+//! audit log; `refusals` how refusals go there without making the log a lever for
+//! callers no policy names.
 
 pub mod admin;
 pub mod record;
+mod refusals;
 pub mod verify;
 pub mod wiring;
 
@@ -145,6 +147,8 @@ pub struct Service {
     /// Each key's state as last recorded, so a reload records changes made outside the
     /// daemon exactly once.
     recorded_states: Mutex<HashMap<String, KeyState>>,
+    /// Refusals of unnamed callers being counted, and refusal records dropped.
+    refusals: refusals::Refusals,
 }
 
 /// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
@@ -217,6 +221,7 @@ impl Service {
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             policy: Policy::new(&config),
+            refusals: refusals::Refusals::new(&config.audit),
             config,
             hsm,
         })

@@ -3,12 +3,12 @@
 //! Records of signatures (`Service::record`) fail closed: the request fails if the
 //! record cannot be written. Records of everything else ([`Service::note`]: refusals,
 //! key changes, start and stop) are written before the response too, but a failure is
-//! logged rather than turned into a different answer.
+//! logged rather than turned into a different answer. Refusals have rules of their
+//! own: see `service::refusals`.
 
 use super::Service;
 use crate::audit::{AUDIT_ISSUER, AuditSink, CallerRecord, Entry, Event, Expected};
 use crate::error::Error;
-use crate::identity::Principal;
 use crate::keys::{KeyRegistry, KeyState};
 
 /// The audit event for a key entering `state`.
@@ -65,22 +65,6 @@ impl Service {
         if let Err(e) = self.audit.append(entry, None).await {
             tracing::warn!(error = %e, ?event, "audit record not written");
         }
-    }
-
-    /// Records a refused request: `request` is its method and path, `code` and
-    /// `message` what the client got.
-    pub async fn note_refusal(
-        &self,
-        caller: &Principal,
-        request: String,
-        code: &str,
-        message: &str,
-    ) {
-        let mut entry = Entry::new(Event::Refused)
-            .caller(caller)
-            .refused(code, message);
-        entry.request = Some(request);
-        self.note(entry).await;
     }
 
     /// The keys and their states, for the `start` record: changes made while the daemon

@@ -2,6 +2,7 @@
 
 mod attestation;
 mod audit;
+mod auditagg;
 mod bad_input;
 mod ceremony;
 mod common;
