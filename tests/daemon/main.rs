@@ -5,6 +5,7 @@ mod audit;
 mod bad_input;
 mod ceremony;
 mod common;
+mod hardening;
 mod interop;
 mod keys;
 mod lifecycle;
