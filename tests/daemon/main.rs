@@ -12,5 +12,6 @@ mod lifecycle;
 mod mint;
 mod publish;
 mod sign;
+mod signatures;
 mod startup;
 mod wire;
