@@ -89,7 +89,7 @@ pub fn directory_problem(dir: &Path, owner: u32, mode: u32, euid: u32) -> Option
 }
 
 /// Checks that the directory of the socket `path` exists and passes
-/// [`directory_problem`]; returns it.
+/// `directory_problem`; returns it.
 pub fn check_socket_directory(path: &Path) -> io::Result<&Path> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -117,7 +117,7 @@ pub fn check_socket_directory(path: &Path) -> io::Result<&Path> {
 
 /// Binds the Unix socket at `path` with permission bits `mode`.
 ///
-/// The socket's directory must pass [`directory_problem`].
+/// The socket's directory must pass `directory_problem`.
 ///
 /// The socket is bound inside a private (0700) staging directory beside `path`, given its
 /// mode, and only then renamed into place: no one can connect while it still has the
