@@ -106,6 +106,8 @@ else
         echo "added an [audit] table (dir .dev/audit) to .dev/signetd.toml"
     fi
 fi
+# signetd refuses a config that group or others can write (a umask of 002 would allow it).
+chmod go-w -- "$config"
 
 # 4. Attestation CA and issuer key ---------------------------------------------------------
 say "Attestation CA (a P-256 key in the token, self-signed for this demo)"

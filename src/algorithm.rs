@@ -29,6 +29,24 @@ impl Algorithm {
         }
     }
 
+    /// The `alg` value for this algorithm when Ed25519 keys are called `eddsa`.
+    pub fn jws_name_with(self, eddsa: EdDsaName) -> &'static str {
+        match (self, eddsa) {
+            (Algorithm::EdDsa, EdDsaName::Ed25519) => "Ed25519",
+            _ => self.jws_name(),
+        }
+    }
+
+    /// The algorithm a JWS `alg` or JWK `alg` names, if signetd accepts it: `ES256`,
+    /// and for Ed25519 both RFC 8037's `EdDSA` and RFC 9864's fully specified `Ed25519`.
+    pub fn from_jws_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "ES256" => Some(Algorithm::Es256),
+            "EdDSA" | "Ed25519" => Some(Algorithm::EdDsa),
+            _ => None,
+        }
+    }
+
     /// Length in bytes of a JWS signature (raw `r‖s` for ES256).
     pub fn signature_len(self) -> usize {
         64
@@ -54,6 +72,18 @@ impl FromStr for Algorithm {
             )),
         }
     }
+}
+
+/// Which name an issuer writes for its Ed25519 keys, in token headers and in the JWKS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EdDsaName {
+    /// `EdDSA` (RFC 8037): what most verifiers know today.
+    #[default]
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// `Ed25519` (RFC 9864): names the curve as well as the scheme.
+    #[serde(rename = "Ed25519")]
+    Ed25519,
 }
 
 /// What a key signs, fixed when it is generated.

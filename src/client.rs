@@ -1,7 +1,11 @@
 //! The one HTTP/1.1 client of signetd: the CLI, the integration tests and the benchmark
 //! all talk to a daemon through it, over its Unix socket or over TCP.
+//!
+//! On a Unix socket nothing is sent before [`socket_owner`] has checked who listens.
 
-use std::path::PathBuf;
+pub mod socket_owner;
+
+use std::path::{Path, PathBuf};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -11,13 +15,29 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+pub use socket_owner::SocketOwner;
+
 /// Where to send a request.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
-    /// The daemon's Unix socket.
+    /// The daemon's Unix socket, served by root, the user running the client or the
+    /// owner of the socket's directory ([`SocketOwner::Default`]).
     Unix(PathBuf),
+    /// The daemon's Unix socket, served by the given owner.
+    UnixOwned(PathBuf, SocketOwner),
     /// `host:port` over TCP.
     Tcp(String),
+}
+
+impl Endpoint {
+    /// The Unix socket at `socket`, served by `owner` (a uid or user name, as
+    /// `--socket-owner` takes it) or else by the [`SocketOwner::Default`] users.
+    pub fn unix(socket: PathBuf, owner: Option<&str>) -> Result<Endpoint, String> {
+        Ok(match owner {
+            Some(owner) => Endpoint::UnixOwned(socket, SocketOwner::parse(owner)?),
+            None => Endpoint::Unix(socket),
+        })
+    }
 }
 
 /// Splits `http://host:port/path` into an endpoint and a path. HTTPS is not supported:
@@ -62,12 +82,8 @@ impl Connection {
     /// Connects to `endpoint`.
     pub async fn open(endpoint: &Endpoint) -> Result<Connection, String> {
         match endpoint {
-            Endpoint::Unix(socket) => {
-                let stream = UnixStream::connect(socket)
-                    .await
-                    .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-                Self::handshake(stream, "localhost").await
-            }
+            Endpoint::Unix(socket) => Self::open_unix(socket, SocketOwner::Default).await,
+            Endpoint::UnixOwned(socket, owner) => Self::open_unix(socket, *owner).await,
             Endpoint::Tcp(authority) => {
                 let stream = TcpStream::connect(authority)
                     .await
@@ -75,6 +91,14 @@ impl Connection {
                 Self::handshake(stream, authority).await
             }
         }
+    }
+
+    async fn open_unix(socket: &Path, owner: SocketOwner) -> Result<Connection, String> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+        socket_owner::check(&stream, socket, owner)?;
+        Self::handshake(stream, "localhost").await
     }
 
     async fn handshake<S>(stream: S, host: &str) -> Result<Connection, String>

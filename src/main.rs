@@ -44,6 +44,11 @@ enum Command {
             default_value = "/run/signetd/signetd.sock"
         )]
         socket: PathBuf,
+        /// Who must serve the socket: a uid or user name. Default: root, you, or the
+        /// owner of the socket's directory; any other listener is refused before
+        /// anything is sent.
+        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
+        socket_owner: Option<String>,
     },
 }
 
@@ -63,6 +68,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // First thing the daemon does, before any thread exists or the PIN is read.
+    if matches!(cli.command, Command::Serve(_))
+        && let Err(message) = cli::keep_memory_private()
+    {
+        eprintln!("signetd: {message}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -78,7 +90,10 @@ fn main() -> ExitCode {
             Command::Audit(command) => cli::audit::run(command).await,
             Command::Ceremony(command) => cli::ceremony::run(command).await,
             Command::Token(command) => cli::token::run(command).await,
-            Command::Status { socket } => cli::serve::status(socket).await,
+            Command::Status {
+                socket,
+                socket_owner,
+            } => cli::serve::status(socket, socket_owner.as_deref()).await,
         }
     });
     match result {

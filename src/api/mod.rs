@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use transport::{SocketFile, bind_unix};
+pub use transport::{SocketFile, bind_unix, check_socket_directory};
 
 use crate::identity::Principal;
 use crate::policy::Action;

@@ -38,9 +38,34 @@ pub struct TranscriptArg {
     pub transcript: Option<PathBuf>,
 }
 
-/// Loads the config and logs in to the token.
+/// Keeps the PIN and whatever the token session leaves in memory out of core dumps and
+/// out of reach of `ptrace` and `/proc/PID/mem` by other processes of the same user: the
+/// process becomes non-dumpable (which also makes the kernel show its `/proc/PID` files
+/// as root's) and its core size limit is 0, soft and hard, so it cannot be raised again.
+/// Called before the PIN is read; calling it again changes nothing.
+pub fn keep_memory_private() -> Result<(), String> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(|e| {
+        format!("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {e}")
+    })?;
+    let none = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    setrlimit(Resource::Core, none)
+        .map_err(|e| format!("cannot set the core size limit to 0 (RLIMIT_CORE): {e}"))
+}
+
+/// Loads the config and logs in to the token, after [`keep_memory_private`].
 pub async fn open(config_path: &Path) -> Result<(Config, Arc<Hsm>), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    open_token(config).await
+}
+
+/// Reads the PIN and logs in to the token of a loaded config, after
+/// [`keep_memory_private`].
+pub async fn open_token(config: Config) -> Result<(Config, Arc<Hsm>), String> {
+    keep_memory_private()?;
     let settings = config.hsm_settings().map_err(|e| e.to_string())?;
     let hsm = tokio::task::spawn_blocking(move || Hsm::open(settings))
         .await

@@ -10,7 +10,11 @@ use signetd::{Service, api};
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config_path: &Path) -> Result<(), String> {
     survive_file_size_limit()?;
-    let (config, hsm) = super::open(config_path).await?;
+    let config = signetd::Config::load(config_path).map_err(|e| e.to_string())?;
+    // Refuse an unsafe socket directory before the PIN is read or the token touched.
+    api::check_socket_directory(&config.listen.socket)
+        .map_err(|e| format!("listen.socket: {e}"))?;
+    let (config, hsm) = super::open_token(config).await?;
     for deprecation in &config.deprecations {
         tracing::warn!(config = %config_path.display(), "{deprecation}");
     }
@@ -78,8 +82,9 @@ async fn shutdown_signal() {
 }
 
 /// Asks a running daemon whether it is ready.
-pub async fn status(socket: PathBuf) -> Result<(), String> {
-    let (code, body) = client::send(&Endpoint::Unix(socket), Method::GET, "/readyz", None).await?;
+pub async fn status(socket: PathBuf, socket_owner: Option<&str>) -> Result<(), String> {
+    let endpoint = Endpoint::unix(socket, socket_owner)?;
+    let (code, body) = client::send(&endpoint, Method::GET, "/readyz", None).await?;
     let body = String::from_utf8_lossy(&body);
     if code.is_success() {
         println!("{body}");

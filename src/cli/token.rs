@@ -21,6 +21,11 @@ pub enum TokenCommand {
             default_value = "/run/signetd/signetd.sock"
         )]
         socket: PathBuf,
+        /// Who must serve the socket: a uid or user name. Default: root, you, or the
+        /// owner of the socket's directory; any other listener is refused before
+        /// anything is sent.
+        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
+        socket_owner: Option<String>,
         /// The issuer.
         #[arg(long)]
         issuer: String,
@@ -51,6 +56,11 @@ pub enum TokenCommand {
             default_value = "/run/signetd/signetd.sock"
         )]
         socket: PathBuf,
+        /// Who must serve the socket: a uid or user name. Default: root, you, or the
+        /// owner of the socket's directory; any other listener is refused before
+        /// anything is sent.
+        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
+        socket_owner: Option<String>,
         /// Fetch the JWKS from this http:// URL instead.
         #[arg(long)]
         jwks_url: Option<String>,
@@ -70,9 +80,9 @@ pub enum TokenCommand {
 }
 
 /// Fetches a JWKS from a daemon's socket or an http:// URL.
-pub async fn fetch_jwks(socket: Option<PathBuf>, url: Option<&str>) -> Result<JwkSet, String> {
+pub async fn fetch_jwks(socket: Option<Endpoint>, url: Option<&str>) -> Result<JwkSet, String> {
     let (endpoint, path) = match (socket, url) {
-        (Some(socket), _) => (Endpoint::Unix(socket), "/.well-known/jwks.json".to_string()),
+        (Some(socket), _) => (socket, "/.well-known/jwks.json".to_string()),
         (None, Some(url)) => client::parse_http_url(url)?,
         (None, None) => return Err("give --socket or --jwks-url".to_string()),
     };
@@ -88,6 +98,7 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
     match command {
         TokenCommand::Mint {
             socket,
+            socket_owner,
             issuer,
             aud,
             sub,
@@ -123,13 +134,9 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
                     socket.display()
                 ));
             }
-            let (status, response) = client::send(
-                &Endpoint::Unix(socket),
-                Method::POST,
-                "/v1/tokens",
-                Some(body),
-            )
-            .await?;
+            let endpoint = Endpoint::unix(socket, socket_owner.as_deref())?;
+            let (status, response) =
+                client::send(&endpoint, Method::POST, "/v1/tokens", Some(body)).await?;
             let response: Value = serde_json::from_slice(&response)
                 .map_err(|_| format!("daemon answered {status} with a non-JSON body"))?;
             if !status.is_success() {
@@ -149,6 +156,7 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
         }
         TokenCommand::Verify {
             socket,
+            socket_owner,
             jwks_url,
             iss,
             aud,
@@ -163,7 +171,10 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
             };
             let keys = match &jwks_url {
                 Some(url) => fetch_jwks(None, Some(url)).await?,
-                None => fetch_jwks(Some(socket), None).await?,
+                None => {
+                    let endpoint = Endpoint::unix(socket, socket_owner.as_deref())?;
+                    fetch_jwks(Some(endpoint), None).await?
+                }
             };
             for (given, what) in [(iss.is_some(), "--iss"), (aud.is_some(), "--aud")] {
                 if !given {

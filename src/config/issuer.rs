@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{ConfigError, field_error};
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, EdDsaName};
 use crate::identity::CallerSelector;
 use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
 
@@ -16,6 +16,10 @@ pub struct IssuerConfig {
     /// `ES256` (default) or `EdDSA`.
     #[serde(default = "default_algorithm")]
     pub algorithm: Algorithm,
+    /// The `alg` an Ed25519 key of this issuer goes by in token headers and the JWKS:
+    /// `"EdDSA"` (default, RFC 8037) or `"Ed25519"` (RFC 9864). The verifier accepts both.
+    #[serde(default)]
+    pub eddsa_alg: EdDsaName,
     /// Longest token lifetime a caller may ask for (default 60, hard cap 3600).
     #[serde(default = "default_max_ttl")]
     pub max_ttl_seconds: u64,
@@ -68,6 +72,11 @@ impl IssuerConfig {
         } else {
             crate::algorithm::KeyPurpose::Jwt
         }
+    }
+
+    /// The `alg` this issuer writes for a key of `algorithm`.
+    pub fn jws_alg(&self, algorithm: Algorithm) -> &'static str {
+        algorithm.jws_name_with(self.eddsa_alg)
     }
 
     pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {

@@ -1,6 +1,5 @@
 //! `[pkcs11]`: the module, the token, and where the PIN comes from.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
@@ -96,21 +95,10 @@ impl Pkcs11Config {
             let fail = |e: std::io::Error| {
                 field_error("pkcs11.pin_file", format!("{}: {e}", path.display()))
             };
-            // Check the permissions of the file we read, not of whatever the path names a
-            // moment earlier; and fail closed on any group or other access, since callers
-            // often share signetd's group (the socket's).
-            let mut file = std::fs::File::open(path).map_err(fail)?;
-            let mode = file.metadata().map_err(fail)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(field_error(
-                    "pkcs11.pin_file",
-                    format!(
-                        "{} has mode {:o}: group or others can access it; chmod 600 it",
-                        path.display(),
-                        mode & 0o777
-                    ),
-                ));
-            }
+            // Check the file we read, not whatever the path names a moment earlier; and
+            // fail closed on any group or other access, since callers often share
+            // signetd's group (the socket's), and on any owner but signetd's user or root.
+            let mut file = super::files::open_private_file(path, "pkcs11.pin_file")?;
             let mut text = String::new();
             file.read_to_string(&mut text).map_err(fail)?;
             text

@@ -77,6 +77,7 @@ impl Jwk {
     }
 
     /// Verifies a JWS signature (raw `r‖s` for ES256) over `message` with this key.
+    /// ES256 signatures must be in low-S form (`s ≤ n/2`), as signetd makes them.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), String> {
         match (self.kty.as_str(), self.crv.as_str()) {
             ("EC", "P-256") => {
@@ -93,6 +94,11 @@ impl Jwk {
                     .map_err(|_| format!("JWK {} is not a valid P-256 point", self.kid))?;
                 let signature = p256::ecdsa::Signature::from_slice(signature)
                     .map_err(|_| "signature is not a 64-byte r||s pair".to_string())?;
+                // (r, n − s) verifies whenever (r, s) does; signetd signs with low S only,
+                // so a high S is a copy someone made, not a token signetd issued.
+                if signature.normalize_s().is_some() {
+                    return Err("signature is not in low-S form".to_string());
+                }
                 key.verify(message, &signature)
                     .map_err(|_| "signature does not verify".to_string())
             }
@@ -134,7 +140,11 @@ mod tests {
             ("EC", "P-256", "sig")
         );
         let signature: p256::ecdsa::Signature = secret.sign(b"hello");
+        let signature = signature.normalize_s().unwrap_or(signature);
         jwk.verify(b"hello", &signature.to_bytes()).unwrap();
+        // The same signature with s replaced by n − s: valid ECDSA, refused here.
+        let high = p256::ecdsa::Signature::from_scalars(signature.r(), -*signature.s()).unwrap();
+        assert!(jwk.verify(b"hello", &high.to_bytes()).is_err());
         assert!(jwk.verify(b"hellp", &signature.to_bytes()).is_err());
         let json = serde_json::to_value(&jwk).unwrap();
         assert_eq!(json["use"], "sig");

@@ -70,8 +70,12 @@ impl KeyRegistry {
             let key = Arc::new(key);
             let configured = issuers.get(&key.issuer);
             let jwt_key = key.purpose == KeyPurpose::Jwt && configured.is_some_and(|i| !i.raw_sign);
-            if jwt_key && key.state.is_published() {
-                jwks.keys.push(key.jwk(&ca_chain));
+            if let Some(issuer) = configured.filter(|_| jwt_key && key.state.is_published()) {
+                // The name the issuer's tokens carry: a verifier matching alg exactly
+                // finds the key.
+                let mut jwk = key.jwk(&ca_chain);
+                jwk.alg = issuer.jws_alg(key.algorithm).to_string();
+                jwks.keys.push(jwk);
             }
             if let Some(issuer) = configured.filter(|_| key.state == KeyState::Active) {
                 if issuer.algorithm != key.algorithm {

@@ -305,7 +305,8 @@ impl Service {
             return Err(Error::NoActiveKey(request.issuer));
         }
         let expected = self.audit_ready()?;
-        let header = jws::Header::jwt(key.algorithm, &key.kid);
+        let mut header = jws::Header::jwt(key.algorithm, &key.kid);
+        header.alg = issuer.jws_alg(key.algorithm).to_string();
         let signing_input = jws::signing_input(&header, &claims.payload);
         let signature = self
             .signer
@@ -314,6 +315,7 @@ impl Service {
                 SignInput::Message(signing_input.clone().into_bytes()),
             )
             .await?;
+        let signature = low_s(key.algorithm, signature)?;
         let token = jws::compact(&signing_input, &signature);
         let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
         let mut entry = Entry::new(Event::Mint)
@@ -365,15 +367,10 @@ impl Service {
         };
         let expected = self.audit_ready()?;
         let raw = self.signer.sign(key.key_ref(), input).await?;
+        let raw = low_s(key.algorithm, raw)?;
         let signature = match request.format {
             SignatureFormat::Jws => raw,
-            SignatureFormat::Der => p256::ecdsa::Signature::from_slice(&raw)
-                .map_err(|e| {
-                    Error::Internal(format!("token returned an invalid ECDSA signature: {e}"))
-                })?
-                .to_der()
-                .as_bytes()
-                .to_vec(),
+            SignatureFormat::Der => es256_signature(&raw)?.to_der().as_bytes().to_vec(),
         };
         let mut entry = Entry::new(Event::Sign)
             .caller(caller)
@@ -413,7 +410,7 @@ impl Service {
         registry
             .all()
             .into_iter()
-            .map(|k| KeyView::new(k, registry.ca_chain()))
+            .map(|k| self.key_view(k, registry.ca_chain()))
             .collect()
     }
 
@@ -422,8 +419,17 @@ impl Service {
         let registry = self.registry();
         registry
             .get(kid)
-            .map(|k| KeyView::new(k, registry.ca_chain()))
+            .map(|k| self.key_view(k, registry.ca_chain()))
             .ok_or_else(|| Error::UnknownKey(kid.to_string()))
+    }
+
+    /// A key's view, its JWK's `alg` named as its issuer names it in the JWKS.
+    fn key_view(&self, key: &StoredKey, ca_chain: &[Vec<u8>]) -> KeyView {
+        let mut view = KeyView::new(key, ca_chain);
+        if let Some(issuer) = self.config.issuer(&key.issuer) {
+            view.jwk.alg = issuer.jws_alg(key.algorithm).to_string();
+        }
+        view
     }
 
     /// A key's attestation chain as PEM: its certificate, then the CA chain.
@@ -442,6 +448,27 @@ impl Service {
         self.audit_healthy()?;
         self.hsm.ping().await.map_err(Error::from)
     }
+}
+
+/// An ES256 signature in low-S form (`s ≤ n/2`); other signatures unchanged.
+///
+/// ECDSA is malleable: if `(r, s)` verifies, so does `(r, n − s)`, a second token string
+/// that every verifier accepts but whose SHA-256 the audit log never saw. Tokens have
+/// exactly one valid form once signetd only makes, and its verifier only accepts, low S.
+fn low_s(algorithm: Algorithm, signature: Vec<u8>) -> Result<Vec<u8>, Error> {
+    if algorithm != Algorithm::Es256 {
+        return Ok(signature);
+    }
+    let parsed = es256_signature(&signature)?;
+    Ok(match parsed.normalize_s() {
+        Some(low) => low.to_bytes().to_vec(),
+        None => signature,
+    })
+}
+
+fn es256_signature(raw: &[u8]) -> Result<p256::ecdsa::Signature, Error> {
+    p256::ecdsa::Signature::from_slice(raw)
+        .map_err(|e| Error::Internal(format!("token returned an invalid ECDSA signature: {e}")))
 }
 
 fn sign_input(algorithm: Algorithm, request: &SignRequest) -> Result<SignInput, Error> {

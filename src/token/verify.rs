@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::jws::Header;
+use crate::algorithm::Algorithm;
 use crate::keys::JwkSet;
 use crate::util::unb64;
 
@@ -13,10 +14,11 @@ pub enum VerifyError {
     /// Not three base64url parts of JSON.
     #[error("malformed token: {0}")]
     Malformed(String),
-    /// `alg` is not ES256 or EdDSA (for example `none` or an HMAC).
+    /// `alg` is not ES256, EdDSA or Ed25519 (for example `none` or an HMAC).
     #[error("algorithm {0:?} is not allowed")]
     AlgorithmNotAllowed(String),
-    /// No published key has this `kid`, or its algorithm differs.
+    /// No published key has this `kid`, or its algorithm differs (`EdDSA` and `Ed25519`
+    /// name the same algorithm).
     #[error("no key {0:?} for this algorithm")]
     UnknownKey(String),
     /// The signature does not verify.
@@ -120,9 +122,9 @@ pub fn verify(
     }
     let header: Header = serde_json::from_value(Value::Object(header_json))
         .map_err(|_| malformed("header fields have the wrong types"))?;
-    if !matches!(header.alg.as_str(), "ES256" | "EdDSA") {
+    let Some(algorithm) = Algorithm::from_jws_name(&header.alg) else {
         return Err(VerifyError::AlgorithmNotAllowed(header.alg));
-    }
+    };
     let kid = header
         .kid
         .clone()
@@ -130,7 +132,7 @@ pub fn verify(
     let key = keys
         .keys
         .iter()
-        .find(|k| k.kid == kid && k.alg == header.alg)
+        .find(|k| k.kid == kid && Algorithm::from_jws_name(&k.alg) == Some(algorithm))
         .ok_or(VerifyError::UnknownKey(kid))?;
     let signature = unb64(s).ok_or_else(|| malformed("signature is not base64url"))?;
     let signing_input = &token[..h.len() + 1 + p.len()];
@@ -211,6 +213,7 @@ mod tests {
     fn token(secret: &p256::ecdsa::SigningKey, header: &str, claims: &str) -> String {
         let input = format!("{}.{}", b64(header), b64(claims));
         let sig: p256::ecdsa::Signature = secret.sign(input.as_bytes());
+        let sig = sig.normalize_s().unwrap_or(sig);
         jws::compact(&input, &sig.to_bytes())
     }
 

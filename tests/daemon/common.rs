@@ -598,7 +598,8 @@ pub fn post_head(length: usize) -> String {
 }
 
 /// Signs any JWS with a key of the test token, as only someone holding the token could:
-/// lets tests hand the verifier tokens the daemon would never mint.
+/// lets tests hand the verifier tokens the daemon would never mint. ES256 signatures are
+/// in low-S form, as the daemon's, so the verifier judges the claims.
 pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
     use signetd::token::jws::b64;
     let inventory = signetd::keys::store::inventory(&hsm()).await.unwrap();
@@ -615,6 +616,13 @@ pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
         )
         .await
         .unwrap();
+    let signature = match key.algorithm {
+        Algorithm::Es256 => {
+            let parsed = p256::ecdsa::Signature::from_slice(&signature).unwrap();
+            parsed.normalize_s().unwrap_or(parsed).to_bytes().to_vec()
+        }
+        Algorithm::EdDsa => signature,
+    };
     format!("{input}.{}", b64(signature))
 }
 

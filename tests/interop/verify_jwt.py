@@ -3,9 +3,14 @@
 
 Usage:
   verify_jwt.py (--jwks-url URL | --jwks-file PATH) --iss ISS --aud AUD
-                --max-ttl N [--alg ES256|EdDSA] [--leeway S] [TOKEN]
+                --max-ttl N [--alg ES256|EdDSA|Ed25519] [--leeway S] [TOKEN]
 
 TOKEN is read from stdin when it is absent or "-".
+
+"Ed25519" is RFC 9864's name for EdDSA with Ed25519. PyJWT (2.15) does not know it:
+PyJWK refuses a JWK with alg "Ed25519" and decode() the header alg. So for it this
+script reads the JWK itself and registers PyJWT's own Ed25519 implementation
+(OKPAlgorithm) under that name; every other check is the same.
 
 The signing key is chosen from the JWKS by the token header's "kid". The token
 must carry exp, iat, iss, aud and jti, be signed with --alg (default ES256),
@@ -31,7 +36,7 @@ from urllib.parse import urlparse
 
 import jwt
 
-ALGORITHMS = ("ES256", "EdDSA")
+ALGORITHMS = ("ES256", "EdDSA", "Ed25519")
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "jti"]
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -107,6 +112,33 @@ def key_from_url(url: str, kid: str) -> jwt.PyJWK:
         raise Invalid(f"no usable key for kid {kid!r} in JWKS at {url}: {e}") from e
 
 
+def ed25519_key(jwks: dict[str, Any], kid: str) -> Any:
+    """The Ed25519 public key of kid, from a JWKS that names it alg "Ed25519"."""
+    from jwt.algorithms import OKPAlgorithm
+
+    for key in jwks.get("keys", []):
+        if key.get("kid") == kid and key.get("use") in ("sig", None):
+            if key.get("alg") != "Ed25519":
+                raise Invalid(f"JWK {kid} has alg {key.get('alg')!r}, expected 'Ed25519'")
+            jwt.register_algorithm("Ed25519", OKPAlgorithm())
+            return OKPAlgorithm.from_jwk(key)
+    raise Invalid(f"no usable key for kid {kid!r} in the JWKS")
+
+
+def read_jwks(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        if args.jwks_file:
+            with open(args.jwks_file, encoding="utf-8") as f:
+                return json.load(f)
+        if is_loopback_url(args.jwks_url):
+            for var in PROXY_VARS:
+                os.environ.pop(var, None)
+        with urllib.request.urlopen(args.jwks_url, timeout=10) as response:
+            return json.load(response)
+    except (OSError, ValueError) as e:
+        raise Invalid(f"cannot read the JWKS: {e}") from e
+
+
 def key_from_file(path: str, kid: str) -> jwt.PyJWK:
     try:
         with open(path, encoding="utf-8") as f:
@@ -161,7 +193,12 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
         raise Invalid(f"malformed token: {e}") from e
     kid = check_header(header, args.alg)
 
-    key = key_from_url(args.jwks_url, kid) if args.jwks_url else key_from_file(args.jwks_file, kid)
+    if args.alg == "Ed25519":
+        key = ed25519_key(read_jwks(args), kid)
+    elif args.jwks_url:
+        key = key_from_url(args.jwks_url, kid)
+    else:
+        key = key_from_file(args.jwks_file, kid)
 
     try:
         claims = jwt.decode(

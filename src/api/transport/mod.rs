@@ -10,7 +10,7 @@
 mod tcp;
 mod unix;
 
-pub use unix::{SocketFile, bind_unix};
+pub use unix::{SocketFile, bind_unix, check_socket_directory};
 
 use std::io;
 use std::sync::Arc;
