@@ -9,24 +9,24 @@
 //! | module | owns |
 //! |---|---|
 //! | [`util`] | hex, base64url, the clock, boxed futures: helpers that import nothing of signetd |
-//! | [`algorithm`] | the signature algorithms, and [`algorithm::KeyPurpose`] (what a key signs) |
+//! | [`algorithm`] | the signature algorithms and their JWS names (`EdDSA` or RFC 9864 `Ed25519`), and [`algorithm::KeyPurpose`] (what a key signs) |
 //! | [`signer`] | the signer port: [`signer::Signer`] signs by key id; [`signer::SignInput`], [`signer::SignError`] |
 //! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, objects, and the [`signer::Signer`] implementation. The only importer of `cryptoki`; no object handle leaves it |
 //! | [`identity`] | who is calling: [`identity::Principal`], built by the transports, and the [`identity::CallerSelector`]s a config names principals with |
-//! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret |
-//! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action |
+//! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
+//! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
 //! | [`store`] | state behind ports: the replay store and the revocation store, with today's implementations (memory, token data objects) |
 //! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry; JWKs |
 //! | [`attest`] | the attestation CA in the token, key certificates, the signetd extension, chain verification |
 //! | [`token`] | JWS encoding, the claims policy, verification |
 //! | [`error`] | the domain [`error::Error`] with its stable codes |
-//! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification |
+//! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification; [`audit::aggregate`] folds refusals of callers no policy names into one record per caller and interval, and [`audit::reserve`] keeps refusal records out of the free space signing needs |
 //! | [`ceremony`] | signed ceremony transcripts |
-//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log; [`service::wiring`] builds its ports from the config |
+//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log (refusals one by one for named callers, counted per interval for others); [`service::wiring`] builds its ports from the config |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and rebuilds the registry |
 //! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors, transports |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
-//! | [`client`] | the HTTP client of the CLI, the tests and the benchmark |
+//! | [`client`] | the HTTP client of the CLI, the tests and the benchmark; on a Unix socket it checks who listens (`SO_PEERCRED`) before sending |
 //!
 //! # One request, end to end
 //!
@@ -49,7 +49,8 @@
 //!    sign by kid. [`hsm::Hsm`] finds the private key's handle in its map (refreshed at
 //!    every inventory, looked up again if the token says it is stale) and hands one job
 //!    to a worker thread that owns a logged-in session; the worker hashes the signing
-//!    input (ES256) and makes one `C_Sign`. The handler awaits the reply.
+//!    input (ES256) and makes one `C_Sign`. The handler awaits the reply and normalises
+//!    an ES256 signature to low-S, so each token has exactly one valid encoding.
 //! 5. The service appends a `mint` record (principal, issuer, kid, jti, SHA-256 of the
 //!    token) to the [`audit::AuditSink`] and waits until the writer has fsynced it,
 //!    together with whatever other records arrived meanwhile. If it cannot be written,
@@ -57,8 +58,9 @@
 //! 6. The compact JWS goes back as an [`api::wire::MintedToken`]. Any error, from the
 //!    service or from HTTP itself (a bad path, method, media type, size or body), becomes
 //!    an [`api::error::ApiError`], the only place that knows HTTP statuses, and goes out
-//!    as `{"error":{"code":"...","message":"..."}}`; the router's audit middleware
-//!    records the refusal with its code.
+//!    as `{"error":{"code":"...","message":"..."}}`. The router's audit middleware
+//!    records the refusal with its code: a `refused` record for a caller a policy names,
+//!    a count in the interval's `refused_aggregate` record for anyone else.
 //!
 //! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
 //! and at every [`lifecycle`] tick (so changes made with the CLI reach a running daemon)
