@@ -21,6 +21,19 @@ pub enum TokenCommand {
             default_value = "/run/signetd/signetd.sock"
         )]
         socket: PathBuf,
+        /// Mint over HTTPS instead, at this daemon (`https://host:port`), with a client
+        /// certificate (--cert, --key) checked against --cacert.
+        #[arg(long, requires_all = ["cert", "key", "cacert"])]
+        url: Option<String>,
+        /// PEM file with the client certificate (chain) for --url.
+        #[arg(long, requires = "url")]
+        cert: Option<PathBuf>,
+        /// PEM file with the client certificate's private key.
+        #[arg(long, requires = "url")]
+        key: Option<PathBuf>,
+        /// PEM file with the CA certificates that may sign the daemon's certificate.
+        #[arg(long, requires = "url")]
+        cacert: Option<PathBuf>,
         /// The issuer.
         #[arg(long)]
         issuer: String,
@@ -83,11 +96,35 @@ pub async fn fetch_jwks(socket: Option<PathBuf>, url: Option<&str>) -> Result<Jw
     serde_json::from_slice(&body).map_err(|e| format!("the JWKS is not valid: {e}"))
 }
 
+/// The endpoint and path to mint at, from `--url`: an `https://` URL, whose path (if
+/// any besides `/`) replaces `/v1/tokens`.
+fn mint_url(
+    url: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(Endpoint, String), String> {
+    if !url.starts_with("https://") {
+        return Err(format!(
+            "--url {url:?}: tokens are minted over https:// only (plain HTTP serves public endpoints)"
+        ));
+    }
+    let (endpoint, path) = client::parse_url(url, Some(tls))?;
+    let path = if path == "/" {
+        "/v1/tokens".to_string()
+    } else {
+        path
+    };
+    Ok((endpoint, path))
+}
+
 /// Runs a token command.
 pub async fn run(command: TokenCommand) -> Result<(), String> {
     match command {
         TokenCommand::Mint {
             socket,
+            url,
+            cert,
+            key,
+            cacert,
             issuer,
             aud,
             sub,
@@ -117,19 +154,23 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
                 body["ttl_seconds"] = json!(ttl);
             }
             let body = serde_json::to_vec(&body).expect("serializes");
-            if socket.to_string_lossy().contains("://") {
-                return Err(format!(
-                    "--socket takes the path of the daemon's Unix socket, not {:?}: tokens are minted only over the socket",
-                    socket.display()
-                ));
-            }
-            let (status, response) = client::send(
-                &Endpoint::Unix(socket),
-                Method::POST,
-                "/v1/tokens",
-                Some(body),
-            )
-            .await?;
+            let (endpoint, path) = match (url, cert, key, cacert) {
+                (Some(url), Some(cert), Some(key), Some(cacert)) => {
+                    let tls = client::tls_config(&cacert, Some((&cert, &key)))?;
+                    mint_url(&url, tls)?
+                }
+                _ => {
+                    if socket.to_string_lossy().contains("://") {
+                        return Err(format!(
+                            "--socket takes the path of the daemon's Unix socket, not {:?}: give a URL with --url",
+                            socket.display()
+                        ));
+                    }
+                    (Endpoint::Unix(socket), "/v1/tokens".to_string())
+                }
+            };
+            let (status, response) =
+                client::send(&endpoint, Method::POST, &path, Some(body)).await?;
             let response: Value = serde_json::from_slice(&response)
                 .map_err(|_| format!("daemon answered {status} with a non-JSON body"))?;
             if !status.is_success() {

@@ -54,3 +54,55 @@ fn has_spiffe_scheme(uri: &str) -> bool {
     uri.get(..9)
         .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair, SanType};
+
+    use super::*;
+
+    fn cert(sans: &[&str]) -> Vec<u8> {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.strip_prefix("dns:") {
+                Some(dns) => SanType::DnsName(dns.try_into().unwrap()),
+                None => SanType::URI((*s).try_into().unwrap()),
+            })
+            .collect();
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn one_spiffe_uri_is_the_spiffe_id() {
+        let der = cert(&[
+            "spiffe://example.org/ns/prod/sa/api",
+            "https://not.spiffe/x",
+            "dns:API.Example.com",
+        ]);
+        let id = CertificateIdentity::from_der(&der).unwrap();
+        assert_eq!(
+            id.spiffe_id.as_deref(),
+            Some("spiffe://example.org/ns/prod/sa/api")
+        );
+        assert_eq!(id.dns_names, ["api.example.com"]);
+        assert_eq!(id.sha256, <[u8; 32]>::from(Sha256::digest(&der)));
+    }
+
+    #[test]
+    fn two_spiffe_uris_or_a_malformed_one_give_no_spiffe_id() {
+        for sans in [
+            &["spiffe://example.org/a", "spiffe://example.org/b"][..],
+            &["spiffe://Example.org/a"],
+            &["spiffe://example.org"],
+            &["spiffe://example.org/a/*"],
+        ] {
+            let id = CertificateIdentity::from_der(&cert(sans)).unwrap();
+            assert_eq!(id.spiffe_id, None, "{sans:?}");
+        }
+        let none = CertificateIdentity::from_der(&cert(&[])).unwrap();
+        assert_eq!((none.spiffe_id, none.dns_names.len()), (None, 0));
+        assert!(CertificateIdentity::from_der(b"\x30\x03junk").is_err());
+    }
+}
