@@ -9,10 +9,10 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 /// Where to send a request.
@@ -45,7 +45,9 @@ pub fn parse_url(url: &str, tls: Option<Arc<ClientConfig>>) -> Result<(Endpoint,
     } else if let Some(rest) = url.strip_prefix("https://") {
         (rest, 443)
     } else {
-        return Err(format!("{url:?}: only http:// and https:// URLs are supported"));
+        return Err(format!(
+            "{url:?}: only http:// and https:// URLs are supported"
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -103,8 +105,9 @@ pub fn tls_config(
         .with_root_certificates(roots);
     let mut config = match identity {
         Some((cert, key)) => {
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read a PEM private key from {}: {e}", key.display()))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                format!("cannot read a PEM private key from {}: {e}", key.display())
+            })?;
             builder
                 .with_client_auth_cert(read_certs(cert)?, key_der)
                 .map_err(|e| {
@@ -136,6 +139,9 @@ pub struct Response {
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    /// Why the connection ended, once it has: the request side sees only a closed
+    /// channel, while the reason (such as a TLS alert) ends the connection task.
+    ended: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl Connection {
@@ -181,11 +187,33 @@ impl Connection {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        tokio::spawn(connection);
+        let (report, ended) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                let _ = report.send(with_causes(&e));
+            }
+        });
         Ok(Connection {
             sender,
             host: host.to_string(),
+            ended: Some(ended),
         })
+    }
+
+    /// `error`, with the reason the connection ended if it ended with one.
+    async fn failure(&mut self, what: &str, error: hyper::Error) -> String {
+        let why = match self.ended.take() {
+            // The task has ended or is ending: the wait is short, but bounded anyway.
+            Some(ended) => tokio::time::timeout(std::time::Duration::from_secs(1), ended)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        match why {
+            Some(why) => format!("{what}: {}: {why}", with_causes(&error)),
+            None => format!("{what}: {}", with_causes(&error)),
+        }
     }
 
     /// Sends one request with `headers` (a `host` header is always added) and `body`,
@@ -205,15 +233,13 @@ impl Connection {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| format!("the connection closed: {}", with_causes(&e)))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request failed: {}", with_causes(&e)))?;
+        if let Err(e) = self.sender.ready().await {
+            return Err(self.failure("the connection closed", e).await);
+        }
+        let response = match self.sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return Err(self.failure("request failed", e).await),
+        };
         let status = response.status();
         let headers = response.headers().clone();
         let body = response

@@ -62,8 +62,7 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
 /// daemon, so it is handled even without a TLS listener.
 fn reload_on_sighup(tls: Option<api::TlsReloader>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup =
-        signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match &tls {

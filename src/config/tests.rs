@@ -143,7 +143,10 @@ fn tls_is_off_by_default_and_its_table_has_safe_defaults() {
         (tls12.replace("\"1.2\"", "\"1.1\""), "min_version"),
         (tls12.replace("cert = \"c\"\n", ""), "missing field `cert`"),
         (format!("{tls12}crl = \"\"\n"), "tls.crl: must not be empty"),
-        (format!("{tls12}handshake_timeout_seconds = 0\n"), "tls.handshake_timeout_seconds"),
+        (
+            format!("{tls12}handshake_timeout_seconds = 0\n"),
+            "tls.handshake_timeout_seconds",
+        ),
         (format!("{tls12}verify_client = false\n"), "unknown field"),
     ] {
         let e = err(&format!("{BASE}\n{bad}"));

@@ -12,4 +12,5 @@ mod mint;
 mod publish;
 mod sign;
 mod startup;
+mod tls;
 mod wire;

@@ -163,7 +163,12 @@ impl Acceptor for TlsListener {
 
 /// Who is on the other end of an established TLS connection.
 fn principal(addr: SocketAddr, stream: &TlsStream<TcpStream>) -> Option<Principal> {
-    let Some(leaf) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+    let Some(leaf) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    else {
         return Some(Principal::Anonymous(Some(addr)));
     };
     match CertificateIdentity::from_der(leaf) {

@@ -17,7 +17,10 @@ use crate::config::{TlsConfig, TlsVersion};
 /// cannot be read. A file replaced by rename (as spiffe-helper and Kubernetes secret
 /// volumes do) changes its inode, one rewritten in place its time or size.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Fingerprint(Vec<Option<(u64, u64, i64, i64, u64)>>);
+pub(super) struct Fingerprint(Vec<Option<FileStamp>>);
+
+/// Device, inode, mtime (seconds, nanoseconds) and size.
+type FileStamp = (u64, u64, i64, i64, u64);
 
 /// The current fingerprint of every file `config` names.
 pub(super) fn fingerprint(config: &TlsConfig) -> Fingerprint {
