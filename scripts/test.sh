@@ -14,7 +14,8 @@ Run signetd's whole test suite: 'cargo test --locked [CARGO TEST ARGS...]'.
 
 Before that it makes sure that:
   - the system tools are there: softhsm2-util (softhsm2), pkcs11-tool
-    (opensc), openssl (openssl) and 'python3 -m venv' (python3-venv).
+    (opensc), openssl (openssl), curl (curl; the TLS tests run it and
+    'openssl s_client' against the daemon) and 'python3 -m venv' (python3-venv).
     Missing ones are installed with apt-get when running as root; otherwise
     the sudo command to run is printed and the script exits with status 1.
   - the Python venv target/test-venv exists and holds
@@ -53,6 +54,7 @@ missing_packages() {
     command -v softhsm2-util >/dev/null 2>&1 || pkgs+=(softhsm2)
     command -v pkcs11-tool >/dev/null 2>&1 || pkgs+=(opensc)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+    command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
     if ! command -v "$PYTHON" >/dev/null 2>&1; then
         pkgs+=(python3 python3-venv)
     elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then

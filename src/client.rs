@@ -1,17 +1,21 @@
 //! The one HTTP/1.1 client of signetd: the CLI, the integration tests and the benchmark
-//! all talk to a daemon through it, over its Unix socket or over TCP.
+//! all talk to a daemon through it, over its Unix socket, plain TCP or TLS.
 //!
 //! On a Unix socket nothing is sent before [`socket_owner`] has checked who listens.
 
 pub mod socket_owner;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -27,6 +31,13 @@ pub enum Endpoint {
     UnixOwned(PathBuf, SocketOwner),
     /// `host:port` over TCP.
     Tcp(String),
+    /// `host:port` over TLS, checking the server's certificate for `host`.
+    Tls {
+        /// `host:port` to connect to.
+        authority: String,
+        /// The configuration: trusted CAs, and the client certificate if any.
+        config: Arc<ClientConfig>,
+    },
 }
 
 impl Endpoint {
@@ -40,12 +51,24 @@ impl Endpoint {
     }
 }
 
-/// Splits `http://host:port/path` into an endpoint and a path. HTTPS is not supported:
-/// the CLI fetches only from a local daemon.
+/// Splits `http://host:port/path` into an endpoint and a path. HTTPS needs a TLS
+/// configuration: see [`parse_url`].
 pub fn parse_http_url(url: &str) -> Result<(Endpoint, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    parse_url(url, None)
+}
+
+/// Splits `http://host:port/path` or `https://host:port/path` into an endpoint and a
+/// path. An `https://` URL is served with `tls` (see [`tls_config`]), and needs it.
+pub fn parse_url(url: &str, tls: Option<Arc<ClientConfig>>) -> Result<(Endpoint, String), String> {
+    let (rest, default_port) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, 80)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, 443)
+    } else {
+        return Err(format!(
+            "{url:?}: only http:// and https:// URLs are supported"
+        ));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -53,12 +76,72 @@ pub fn parse_http_url(url: &str) -> Result<(Endpoint, String), String> {
     if authority.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
-    let authority = if authority.contains(':') {
+    let has_port = match authority.rfind(']') {
+        Some(end) => authority[end..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let authority = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
-    Ok((Endpoint::Tcp(authority), path.to_string()))
+    let endpoint = match (default_port, tls) {
+        (80, _) => Endpoint::Tcp(authority),
+        (_, Some(config)) => Endpoint::Tls { authority, config },
+        (_, None) => {
+            return Err(format!(
+                "{url:?}: an https:// URL needs the CA that signed the server's certificate (--cacert)"
+            ));
+        }
+    };
+    Ok((endpoint, path.to_string()))
+}
+
+/// A TLS client configuration that trusts the CAs in the PEM file `cacert` and, given a
+/// certificate chain and key (PEM files), presents them as its client certificate.
+pub fn tls_config(
+    cacert: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let read_certs = |path: &Path| {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in read_certs(cacert)? {
+        roots
+            .add(ca)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", cacert.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                format!("cannot read a PEM private key from {}: {e}", key.display())
+            })?;
+            builder
+                .with_client_auth_cert(read_certs(cert)?, key_der)
+                .map_err(|e| {
+                    format!(
+                        "{} and {} are not a usable certificate and key: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A whole response.
@@ -76,6 +159,9 @@ pub struct Response {
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    /// Why the connection ended, once it has: the request side sees only a closed
+    /// channel, while the reason (such as a TLS alert) ends the connection task.
+    ended: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl Connection {
@@ -88,6 +174,23 @@ impl Connection {
                 let stream = TcpStream::connect(authority)
                     .await
                     .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+                Self::handshake(stream, authority).await
+            }
+            Endpoint::Tls { authority, config } => {
+                let host = match authority.rsplit_once(':') {
+                    Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+                    None => authority.as_str(),
+                };
+                let name = ServerName::try_from(host.to_string())
+                    .map_err(|_| format!("{host:?} is not a DNS name or IP address"))?;
+                let stream = TcpStream::connect(authority)
+                    .await
+                    .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+                let _ = stream.set_nodelay(true);
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {authority} failed: {e}"))?;
                 Self::handshake(stream, authority).await
             }
         }
@@ -108,11 +211,33 @@ impl Connection {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        tokio::spawn(connection);
+        let (report, ended) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                let _ = report.send(with_causes(&e));
+            }
+        });
         Ok(Connection {
             sender,
             host: host.to_string(),
+            ended: Some(ended),
         })
+    }
+
+    /// `error`, with the reason the connection ended if it ended with one.
+    async fn failure(&mut self, what: &str, error: hyper::Error) -> String {
+        let why = match self.ended.take() {
+            // The task has ended or is ending: the wait is short, but bounded anyway.
+            Some(ended) => tokio::time::timeout(std::time::Duration::from_secs(1), ended)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        match why {
+            Some(why) => format!("{what}: {}: {why}", with_causes(&error)),
+            None => format!("{what}: {}", with_causes(&error)),
+        }
     }
 
     /// Sends one request with `headers` (a `host` header is always added) and `body`,
@@ -132,15 +257,13 @@ impl Connection {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| format!("the connection closed: {e}"))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
+        if let Err(e) = self.sender.ready().await {
+            return Err(self.failure("the connection closed", e).await);
+        }
+        let response = match self.sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return Err(self.failure("request failed", e).await),
+        };
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
@@ -155,6 +278,19 @@ impl Connection {
             body,
         })
     }
+}
+
+/// An error and its causes: hyper's own message alone hides, for example, the TLS alert
+/// a server refused a client certificate with.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Sends one request on a connection of its own.
@@ -198,6 +334,10 @@ mod tests {
         assert!(matches!(endpoint, Endpoint::Tcp(a) if a == "127.0.0.1:8750"));
         assert_eq!(path, "/.well-known/jwks.json");
         assert!(parse_http_url("https://x/").is_err());
+        assert!(parse_http_url("ftp://x/").is_err());
+        assert!(
+            matches!(parse_http_url("http://[::1]/v").unwrap(), (Endpoint::Tcp(a), p) if a == "[::1]:80" && p == "/v")
+        );
         assert!(
             matches!(parse_http_url("http://h").unwrap(), (Endpoint::Tcp(a), p) if a == "h:80" && p == "/")
         );

@@ -19,7 +19,7 @@ pub enum Error {
     InvalidRequest(String),
     /// The caller has no identity this endpoint accepts.
     #[error(
-        "this endpoint needs an authenticated caller: use the Unix socket (mutual TLS is not available yet)"
+        "this endpoint needs an authenticated caller: use the Unix socket, or HTTPS with a client certificate"
     )]
     Unauthenticated,
     /// The caller is known but the issuer's policy does not name it.

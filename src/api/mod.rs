@@ -1,4 +1,4 @@
-//! The HTTP room: one axum router, served on the Unix socket and on TCP.
+//! The HTTP room: one axum router, served on the Unix socket, on TLS and on plain TCP.
 //!
 //! [`router`] wires paths to [`handlers`]; [`serve`] runs the accept loops of
 //! [`transport`] until the shutdown future completes, then drains connections.
@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use transport::{SocketFile, bind_unix, check_socket_directory};
+pub use transport::{SocketFile, TlsListener, TlsReloader, bind_unix, check_socket_directory};
 
 use crate::identity::Principal;
 use crate::policy::Action;
@@ -44,8 +44,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Listeners {
     /// The Unix socket: every endpoint, callers identified by the kernel.
     pub unix: UnixListener,
-    /// The TCP listener: public endpoints only, until mutual TLS exists.
+    /// The plain HTTP listener (on loopback): its peers are anonymous, so it serves
+    /// public endpoints only.
     pub http: Option<TcpListener>,
+    /// The HTTPS listener: callers identified by their client certificates.
+    pub tls: Option<TlsListener>,
     /// Most concurrent connections per listener.
     pub max_connections: usize,
 }
@@ -173,6 +176,16 @@ pub async fn serve(
         cancel.clone(),
         tracker.clone(),
     ));
+    if let Some(tls) = listeners.tls {
+        tracker.spawn(tls.reloader().watch(cancel.clone()));
+        tracker.spawn(transport::accept_loop(
+            tls,
+            router.clone(),
+            max,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
     if let Some(http) = listeners.http {
         tracker.spawn(transport::accept_loop(
             http,

@@ -21,22 +21,28 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
     let socket = config.listen.socket.clone();
     let (unix, socket_file) = api::bind_unix(&socket, config.listen.socket_mode)
         .map_err(|e| format!("listen.socket: {e}"))?;
+    // Config::load refused a non-loopback address: plain HTTP peers are anonymous.
     let http = match config.listen.http {
-        Some(addr) => {
-            if !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "HTTP listener is not on loopback; it serves public endpoints only");
-            }
-            Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("listen.http: cannot bind {addr}: {e}"))?,
-            )
-        }
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("listen.http: cannot bind {addr}: {e}"))?,
+        ),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(tls) => Some(api::TlsListener::bind(tls).await?),
+        None => None,
+    };
+    reload_on_sighup(tls.as_ref().map(api::TlsListener::reloader))?;
+    let tls_addr = tls
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_string(), |a| format!("https://{a}"));
     let listeners = api::Listeners {
         unix,
         http,
+        tls,
         max_connections: config.listen.max_connections,
     };
     let http_addr = listeners
@@ -49,10 +55,29 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?,
     );
-    tracing::info!(socket = %socket.display(), http = %http_addr, "signetd serving");
+    tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, "signetd serving");
     signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
     tracing::info!("signetd stopped");
+    Ok(())
+}
+
+/// SIGHUP reloads the TLS files (and nothing else). Its default action would kill the
+/// daemon, so it is handled even without a TLS listener.
+fn reload_on_sighup(tls: Option<api::TlsReloader>) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &tls {
+                // reload() logs the outcome itself.
+                Some(tls) => {
+                    let _ = tls.reload();
+                }
+                None => tracing::info!("SIGHUP: nothing to reload (no [tls] listener)"),
+            }
+        }
+    });
     Ok(())
 }
 

@@ -26,6 +26,19 @@ pub enum TokenCommand {
         /// anything is sent.
         #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
         socket_owner: Option<String>,
+        /// Mint over HTTPS instead, at this daemon (`https://host:port`), with a client
+        /// certificate (--cert, --key) checked against --cacert.
+        #[arg(long, requires_all = ["cert", "key", "cacert"])]
+        url: Option<String>,
+        /// PEM file with the client certificate (chain) for --url.
+        #[arg(long, requires = "url")]
+        cert: Option<PathBuf>,
+        /// PEM file with the client certificate's private key.
+        #[arg(long, requires = "url")]
+        key: Option<PathBuf>,
+        /// PEM file with the CA certificates that may sign the daemon's certificate.
+        #[arg(long, requires = "url")]
+        cacert: Option<PathBuf>,
         /// The issuer.
         #[arg(long)]
         issuer: String,
@@ -93,12 +106,36 @@ pub async fn fetch_jwks(socket: Option<Endpoint>, url: Option<&str>) -> Result<J
     serde_json::from_slice(&body).map_err(|e| format!("the JWKS is not valid: {e}"))
 }
 
+/// The endpoint and path to mint at, from `--url`: an `https://` URL, whose path (if
+/// any besides `/`) replaces `/v1/tokens`.
+fn mint_url(
+    url: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(Endpoint, String), String> {
+    if !url.starts_with("https://") {
+        return Err(format!(
+            "--url {url:?}: tokens are minted over https:// only (plain HTTP serves public endpoints)"
+        ));
+    }
+    let (endpoint, path) = client::parse_url(url, Some(tls))?;
+    let path = if path == "/" {
+        "/v1/tokens".to_string()
+    } else {
+        path
+    };
+    Ok((endpoint, path))
+}
+
 /// Runs a token command.
 pub async fn run(command: TokenCommand) -> Result<(), String> {
     match command {
         TokenCommand::Mint {
             socket,
             socket_owner,
+            url,
+            cert,
+            key,
+            cacert,
             issuer,
             aud,
             sub,
@@ -128,15 +165,26 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
                 body["ttl_seconds"] = json!(ttl);
             }
             let body = serde_json::to_vec(&body).expect("serializes");
-            if socket.to_string_lossy().contains("://") {
-                return Err(format!(
-                    "--socket takes the path of the daemon's Unix socket, not {:?}: tokens are minted only over the socket",
-                    socket.display()
-                ));
-            }
-            let endpoint = Endpoint::unix(socket, socket_owner.as_deref())?;
+            let (endpoint, path) = match (url, cert, key, cacert) {
+                (Some(url), Some(cert), Some(key), Some(cacert)) => {
+                    let tls = client::tls_config(&cacert, Some((&cert, &key)))?;
+                    mint_url(&url, tls)?
+                }
+                _ => {
+                    if socket.to_string_lossy().contains("://") {
+                        return Err(format!(
+                            "--socket takes the path of the daemon's Unix socket, not {:?}: give a URL with --url",
+                            socket.display()
+                        ));
+                    }
+                    (
+                        Endpoint::unix(socket, socket_owner.as_deref())?,
+                        "/v1/tokens".to_string(),
+                    )
+                }
+            };
             let (status, response) =
-                client::send(&endpoint, Method::POST, "/v1/tokens", Some(body)).await?;
+                client::send(&endpoint, Method::POST, &path, Some(body)).await?;
             let response: Value = serde_json::from_slice(&response)
                 .map_err(|_| format!("daemon answered {status} with a non-JSON body"))?;
             if !status.is_success() {

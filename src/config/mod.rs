@@ -24,6 +24,9 @@ pub struct Config {
     /// Where the daemon listens.
     #[serde(default)]
     pub listen: ListenConfig,
+    /// The HTTPS listener for callers with client certificates (off unless present).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// How the JWKS is published.
     #[serde(default)]
     pub jwks: JwksConfig,
@@ -62,7 +65,7 @@ pub struct ListenConfig {
     #[serde(default = "default_socket_mode")]
     pub socket_mode: u32,
     /// Address of the plain HTTP listener for public endpoints (default
-    /// `127.0.0.1:8750`), or `"off"`.
+    /// `127.0.0.1:8750`), or `"off"`. Only loopback addresses: remote callers use `[tls]`.
     #[serde(default = "default_http", deserialize_with = "http_address")]
     pub http: Option<SocketAddr>,
     /// Most connections served at once, per listener (default 1024).
@@ -345,6 +348,21 @@ impl Config {
                 "must be permission bits, at most 0o777",
             ));
         }
+        if let Some(addr) = listen.http
+            && !addr.ip().is_loopback()
+        {
+            return Err(field_error(
+                "listen.http",
+                format!(
+                    "{addr} is not a loopback address: plain HTTP serves public endpoints on this host only; \
+                     serve other hosts with a [tls] table, or set http = \"127.0.0.1:{}\"",
+                    addr.port()
+                ),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         if listen.max_connections == 0 {
             return Err(field_error("listen.max_connections", "must be at least 1"));
         }
@@ -535,6 +553,8 @@ mod issuer;
 mod pkcs11;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use pkcs11::Pkcs11Config;
+pub use tls::{TlsConfig, TlsVersion};

@@ -149,3 +149,47 @@ fn refusal_aggregation_and_reserve_have_bounded_settings() {
     let c = Config::parse(&audit("reserve_bytes = 0")).unwrap();
     assert_eq!(c.audit.reserve_bytes, 0);
 }
+
+#[test]
+fn tls_is_off_by_default_and_its_table_has_safe_defaults() {
+    assert!(Config::parse(BASE).unwrap().tls.is_none());
+    let c = Config::parse(&format!(
+        "{BASE}\n[tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n"
+    ))
+    .unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(tls.crl, None);
+    assert_eq!(
+        (tls.handshake_timeout_seconds, tls.reload_check_seconds),
+        (10, 5)
+    );
+    let tls12 = "[tls]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\nmin_version = \"1.2\"\n";
+    let c = Config::parse(&format!("{BASE}\n{tls12}")).unwrap();
+    assert_eq!(c.tls.unwrap().min_version, TlsVersion::Tls12);
+    for (bad, says) in [
+        (tls12.replace("\"1.2\"", "\"1.1\""), "min_version"),
+        (tls12.replace("cert = \"c\"\n", ""), "missing field `cert`"),
+        (format!("{tls12}crl = \"\"\n"), "tls.crl: must not be empty"),
+        (
+            format!("{tls12}handshake_timeout_seconds = 0\n"),
+            "tls.handshake_timeout_seconds",
+        ),
+        (format!("{tls12}verify_client = false\n"), "unknown field"),
+    ] {
+        let e = err(&format!("{BASE}\n{bad}"));
+        assert!(e.contains(says), "{says}: {e}");
+    }
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused() {
+    let e = err(&format!("{BASE}\n[listen]\nhttp = \"0.0.0.0:8750\"\n"));
+    assert!(
+        e.contains("listen.http") && e.contains("not a loopback address") && e.contains("[tls]"),
+        "{e}"
+    );
+    for ok in ["127.0.0.1:8750", "[::1]:8750", "off"] {
+        Config::parse(&format!("{BASE}\n[listen]\nhttp = \"{ok}\"\n")).unwrap();
+    }
+}

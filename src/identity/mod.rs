@@ -7,6 +7,7 @@
 //! anonymous. The policy, the service and the audit log see only a `Principal`, so a new
 //! kind of transport fills in a principal and changes nothing behind it.
 
+mod certificate;
 mod selector;
 
 use std::fmt;

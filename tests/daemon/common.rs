@@ -403,6 +403,7 @@ impl TestDaemon {
         let listeners = api::Listeners {
             unix: api::bind_unix(&socket, socket_mode).unwrap().0,
             http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            tls: None,
             max_connections: 1024,
         };
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();

@@ -16,4 +16,5 @@ mod sign;
 mod signatures;
 mod signer;
 mod startup;
+mod tls;
 mod wire;

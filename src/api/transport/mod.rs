@@ -1,6 +1,6 @@
 //! Listeners and the accept loop every transport shares.
 //!
-//! Each transport (`unix`, `tcp`) turns an accepted connection into a stream and a
+//! Each transport (`unix`, `tcp`, `tls`) turns an accepted connection into a stream and a
 //! [`Principal`]. The loop caps concurrent connections with a semaphore and only
 //! accepts; establishing a connection (reading peer credentials, a TLS handshake) runs
 //! in the connection's own task, so a slow peer never holds up the loop. Every request on
@@ -8,8 +8,10 @@
 //! connection finishes its in-flight request.
 
 mod tcp;
+mod tls;
 mod unix;
 
+pub use tls::{TlsListener, TlsReloader};
 pub use unix::{SocketFile, bind_unix, check_socket_directory};
 
 use std::io;
