@@ -42,6 +42,9 @@ pub struct Config {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Rate limits, connection caps, header and time limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -321,6 +324,7 @@ impl Config {
         if listen.max_connections == 0 {
             return Err(field_error("listen.max_connections", "must be at least 1"));
         }
+        self.limits.validate(listen.max_connections)?;
         if !(1..=36_500).contains(&self.attestation.key_certificate_days) {
             return Err(field_error(
                 "attestation.key_certificate_days",
@@ -492,9 +496,11 @@ fn fold(
 }
 
 mod issuer;
+mod limits;
 mod pkcs11;
 #[cfg(test)]
 mod tests;
 
 pub use issuer::{IssuerConfig, is_issuer_name};
+pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;

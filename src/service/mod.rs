@@ -6,6 +6,7 @@
 //! audit log.
 
 pub mod admin;
+pub mod limits;
 pub mod record;
 pub mod verify;
 pub mod wiring;
@@ -145,6 +146,8 @@ pub struct Service {
     /// Each key's state as last recorded, so a reload records changes made outside the
     /// daemon exactly once.
     recorded_states: Mutex<HashMap<String, KeyState>>,
+    /// Requests per principal and per issuer, checked before signing.
+    rate_limits: limits::RateLimits,
 }
 
 /// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
@@ -217,6 +220,7 @@ impl Service {
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             policy: Policy::new(&config),
+            rate_limits: limits::RateLimits::new(&config),
             config,
             hsm,
         })
@@ -267,6 +271,11 @@ impl Service {
         &self.policy
     }
 
+    /// The rate limits on minting and signing.
+    pub fn rate_limits(&self) -> &limits::RateLimits {
+        &self.rate_limits
+    }
+
     /// The config the service runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -293,6 +302,7 @@ impl Service {
     ) -> Result<MintedToken, Error> {
         let issuer = self.issuer(&request.issuer)?;
         self.policy.decide(caller, Action::Mint(&request.issuer))?;
+        self.rate_limits.check(&request.issuer, caller)?;
         let claims = token::claims::build(issuer, &request, unix_now())?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Jwt {
@@ -342,6 +352,7 @@ impl Service {
         self.issuer(&request.issuer)?;
         self.policy
             .decide(caller, Action::RawSign(&request.issuer))?;
+        self.rate_limits.check(&request.issuer, caller)?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Raw {
             // A JWT key never signs caller-chosen bytes, whatever the config says now.
