@@ -180,8 +180,10 @@ mod tests {
 
     #[test]
     fn each_principal_gets_its_own_slots_and_gives_them_back() {
-        let mut config = LimitsConfig::default();
-        config.max_connections_per_principal = 2;
+        let config = LimitsConfig {
+            max_connections_per_principal: 2,
+            ..LimitsConfig::default()
+        };
         let limits = ConnectionLimits::new(10, &config);
         // Two processes of one uid are one principal.
         let a = limits.admit(&local(1000, 1)).unwrap();
