@@ -8,6 +8,7 @@ mod common;
 mod interop;
 mod keys;
 mod lifecycle;
+mod limits;
 mod mint;
 mod publish;
 mod sign;
