@@ -123,6 +123,37 @@ impl Drop for PrincipalSlot {
     }
 }
 
+/// Raises the soft limit on open files so that `connections` connections and some
+/// files (the token, the audit log) fit, as far as the hard limit allows; warns if it
+/// does not. Without this, a common soft limit of 1024 would make accepting fail with
+/// `EMFILE` before the connection caps are reached.
+pub fn raise_open_files_limit(connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let wanted = connections as u64 + 256;
+    let mut limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else {
+        return; // unlimited
+    };
+    if current >= wanted {
+        return;
+    }
+    let raised = limit.maximum.map_or(wanted, |hard| hard.min(wanted));
+    if raised > current {
+        limit.current = Some(raised);
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            return;
+        }
+    }
+    if raised < wanted {
+        tracing::warn!(
+            limit = raised,
+            wanted,
+            "the open files limit is below what the connection limits need; raise it (systemd: LimitNOFILE=) or lower listen.max_connections"
+        );
+    }
+}
+
 /// A whole HTTP/1.1 response carrying `error`, for a connection hyper never serves.
 fn refusal_bytes(error: &ApiError) -> Vec<u8> {
     let body = serde_json::to_vec(&error.body()).expect("an error body serializes");

@@ -174,6 +174,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = limits::ConnectionLimits::new(listeners.max_connections, &service.config().limits);
+    let listening = 1 + usize::from(listeners.http.is_some());
+    limits::raise_open_files_limit(listening * listeners.max_connections);
     let router = router(service);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -1,6 +1,6 @@
 //! Listeners and the accept loop every transport shares.
 //!
-//! Each transport ([`unix`], [`tcp`]) turns an accepted connection into a stream and a
+//! Each transport (`unix`, `tcp`) turns an accepted connection into a stream and a
 //! [`Principal`]. The loop caps concurrent connections with a semaphore and only
 //! accepts; establishing a connection (reading peer credentials, a TLS handshake) runs
 //! in the connection's own task, so a slow peer never holds up the loop. Once the
