@@ -14,12 +14,12 @@ use super::{ConfigError, field_error};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Mint and sign requests one principal may make to one issuer (default `"100/s"`).
+    /// Mint and sign requests one principal may make to one issuer (default `"1000/s"`).
     /// An issuer's `rate_per_principal` overrides it.
     #[serde(default = "default_rate_per_principal")]
     pub rate_per_principal: Rate,
     /// Mint and sign requests one issuer serves, all principals together (default
-    /// `"1000/s"`). An issuer's `rate_per_issuer` overrides it.
+    /// `"10000/s"`). An issuer's `rate_per_issuer` overrides it.
     #[serde(default = "default_rate_per_issuer")]
     pub rate_per_issuer: Rate,
     /// Most connections one principal holds at once, per daemon (default 64): a uid on
@@ -54,10 +54,10 @@ impl Default for LimitsConfig {
 }
 
 fn default_rate_per_principal() -> Rate {
-    Rate::new(100, Duration::from_secs(1))
+    Rate::new(1000, Duration::from_secs(1))
 }
 fn default_rate_per_issuer() -> Rate {
-    Rate::new(1000, Duration::from_secs(1))
+    Rate::new(10_000, Duration::from_secs(1))
 }
 fn default_connections_per_principal() -> usize {
     64
@@ -194,8 +194,8 @@ mod tests {
     fn defaults_and_issuer_overrides() {
         let config = crate::Config::parse(BASE).unwrap();
         let limits = &config.limits;
-        assert_eq!(limits.rate_per_principal.to_string(), "100/s");
-        assert_eq!(limits.rate_per_issuer.to_string(), "1000/s");
+        assert_eq!(limits.rate_per_principal.to_string(), "1000/s");
+        assert_eq!(limits.rate_per_issuer.to_string(), "10000/s");
         assert_eq!(limits.max_connections_per_principal, 64);
         assert_eq!(limits.max_header_bytes, 16384);
         assert_eq!(limits.idle_timeout_seconds, 10);
