@@ -173,7 +173,7 @@ pub async fn serve(
     service: Arc<Service>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = limits::ConnectionLimits::new(listeners.max_connections, &service.config().limits);
+    let caps = limits::ConnectionLimits::new(listeners.max_connections, &service.config().limits);
     let listening = 1 + usize::from(listeners.http.is_some());
     limits::raise_open_files_limit(listening * listeners.max_connections);
     let router = router(service);
@@ -182,7 +182,7 @@ pub async fn serve(
     tracker.spawn(transport::accept_loop(
         listeners.unix,
         router.clone(),
-        limits.clone(),
+        caps.clone(),
         cancel.clone(),
         tracker.clone(),
     ));
@@ -190,7 +190,7 @@ pub async fn serve(
         tracker.spawn(transport::accept_loop(
             http,
             router,
-            limits,
+            caps,
             cancel.clone(),
             tracker.clone(),
         ));
