@@ -95,6 +95,18 @@ pub enum Error {
     /// A bug or an impossible state; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+    /// The caller's or the issuer's request allowance is used up for now.
+    #[error(
+        "too many requests: {whose} limit for issuer {issuer:?} is used up; retry after {retry_after_seconds} s"
+    )]
+    RateLimited {
+        /// The issuer asked for.
+        issuer: String,
+        /// Whose allowance: "this caller's" or "the issuer's".
+        whose: &'static str,
+        /// Whole seconds until a retry can succeed (`Retry-After`).
+        retry_after_seconds: u64,
+    },
 }
 
 impl Error {
@@ -125,6 +137,7 @@ impl Error {
             Error::Signer(_) => "hsm_unavailable",
             Error::Store(_) => "store_unavailable",
             Error::Internal(_) => "internal",
+            Error::RateLimited { .. } => "rate_limited",
         }
     }
 }

@@ -47,6 +47,12 @@ pub enum ApiError {
     /// The endpoint exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The caller already holds as many connections as one principal may.
+    #[error("this caller already holds {0} connections, the most one caller may hold")]
+    TooManyConnections(usize),
+    /// The request as a whole took longer than allowed.
+    #[error("the request did not complete within {0} s")]
+    DeadlineExceeded(u64),
 }
 
 impl ApiError {
@@ -61,6 +67,8 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::TooManyConnections(_) => "too_many_connections",
+            ApiError::DeadlineExceeded(_) => "deadline_exceeded",
         }
     }
 
@@ -76,6 +84,8 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DeadlineExceeded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -116,6 +126,7 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::Store(_)
         | Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -153,6 +164,16 @@ impl IntoResponse for ApiError {
             message: body.error.message.clone(),
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Domain(Error::RateLimited {
+            retry_after_seconds,
+            ..
+        }) = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                (*retry_after_seconds).into(),
+            );
+        }
         response.extensions_mut().insert(refusal);
         response
     }
@@ -179,11 +200,32 @@ mod tests {
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (Error::NotAdmin.into(), 403, "not_admin"),
+            (ApiError::TooManyConnections(1), 429, "too_many_connections"),
+            (ApiError::DeadlineExceeded(1), 503, "deadline_exceeded"),
             (Error::Internal("secret".into()).into(), 500, "internal"),
         ];
         for (error, status, code) in cases {
             assert_eq!((error.status().as_u16(), error.code()), (status, code));
         }
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after() {
+        let error = ApiError::from(Error::RateLimited {
+            issuer: "x".into(),
+            whose: "this caller's",
+            retry_after_seconds: 7,
+        });
+        assert_eq!(
+            (error.status().as_u16(), error.code()),
+            (429, "rate_limited")
+        );
+        let response = error.into_response();
+        assert_eq!(response.headers()["retry-after"], "7");
+        assert_eq!(
+            response.extensions().get::<Refusal>().unwrap().code,
+            "rate_limited"
+        );
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //! - [`body`] and [`path`]: extractors that fail with an [`error::ApiError`], so no axum
 //!   rejection reaches a client as text, and every refusal on an audited route is
 //!   recorded.
+//! - [`limits`]: connection slots per principal, the HTTP/1 server's head-size and idle
+//!   limits, and the route layers for a declared body size and a request's total time.
 
 pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 pub mod path;
 pub mod transport;
 pub mod wire;
@@ -55,9 +58,11 @@ pub struct Listeners {
 
 /// The router, the same on every transport.
 pub fn router(service: Arc<Service>) -> Router {
+    let deadline = service.config().limits.request_timeout();
     let signing = Router::new()
         .route("/v1/tokens", post(handlers::mint))
         .route("/v1/sign", post(handlers::sign))
+        .route_layer(middleware::from_fn(limits::declared_length))
         // Authenticate before reading a body: anonymous callers get 401 whatever they
         // send, and local callers that no issuer names get 403.
         .route_layer(middleware::from_fn_with_state(
@@ -70,21 +75,28 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/keys/{kid}/retire", post(handlers::admin_retire))
         .route("/v1/keys/{kid}/revoke", post(handlers::admin_revoke))
         .route("/v1/revocations", post(handlers::admin_revoke_token))
+        .route_layer(middleware::from_fn(limits::declared_length))
         // Admins are checked before any body is read.
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             require_admin,
         ));
-    // Outermost on both: refusals by the checks above are recorded too.
+    // Outermost on both: refusals by the checks above are recorded too, and so is a
+    // request that runs out of time.
     let audited = signing
         .merge(admin)
+        .route_layer(middleware::from_fn_with_state(deadline, limits::deadline))
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             audit_refusals,
         ));
+    let verify = Router::new()
+        .route("/v1/verify", post(handlers::verify))
+        .route_layer(middleware::from_fn(limits::declared_length))
+        .route_layer(middleware::from_fn_with_state(deadline, limits::deadline));
     Router::new()
         .merge(audited)
-        .route("/v1/verify", post(handlers::verify))
+        .merge(verify)
         .route("/v1/revocations", get(handlers::revocations))
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .route("/v1/keys", get(handlers::keys))
@@ -165,14 +177,17 @@ pub async fn serve(
     service: Arc<Service>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let caps = limits::ConnectionLimits::new(listeners.max_connections, &service.config().limits);
+    let listening =
+        1 + usize::from(listeners.http.is_some()) + usize::from(listeners.tls.is_some());
+    limits::raise_open_files_limit(listening * listeners.max_connections);
     let router = router(service);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let max = listeners.max_connections;
     tracker.spawn(transport::accept_loop(
         listeners.unix,
         router.clone(),
-        max,
+        caps.clone(),
         cancel.clone(),
         tracker.clone(),
     ));
@@ -181,7 +196,7 @@ pub async fn serve(
         tracker.spawn(transport::accept_loop(
             tls,
             router.clone(),
-            max,
+            caps.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -190,7 +205,7 @@ pub async fn serve(
         tracker.spawn(transport::accept_loop(
             http,
             router,
-            max,
+            caps,
             cancel.clone(),
             tracker.clone(),
         ));

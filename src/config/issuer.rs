@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, field_error};
+use super::{ConfigError, Rate, field_error};
 use crate::algorithm::{Algorithm, EdDsaName};
 use crate::identity::CallerSelector;
 use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
@@ -52,6 +52,12 @@ pub struct IssuerConfig {
     /// Rotate automatically when the active key is this old, in seconds (default: never).
     #[serde(default)]
     pub rotation_period_seconds: Option<u64>,
+    /// Overrides `[limits] rate_per_principal` for this issuer.
+    #[serde(default)]
+    pub rate_per_principal: Option<Rate>,
+    /// Overrides `[limits] rate_per_issuer` for this issuer.
+    #[serde(default)]
+    pub rate_per_issuer: Option<Rate>,
 }
 
 fn default_algorithm() -> Algorithm {

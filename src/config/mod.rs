@@ -45,6 +45,9 @@ pub struct Config {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Rate limits, connection caps, header and time limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -366,6 +369,7 @@ impl Config {
         if listen.max_connections == 0 {
             return Err(field_error("listen.max_connections", "must be at least 1"));
         }
+        self.limits.validate(listen.max_connections)?;
         if !(1..=36_500).contains(&self.attestation.key_certificate_days) {
             return Err(field_error(
                 "attestation.key_certificate_days",
@@ -550,11 +554,13 @@ fn fold(
 
 pub mod files;
 mod issuer;
+mod limits;
 mod pkcs11;
 #[cfg(test)]
 mod tests;
 mod tls;
 
 pub use issuer::{IssuerConfig, is_issuer_name};
+pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
 pub use tls::{TlsConfig, TlsVersion};

@@ -7,6 +7,7 @@
 //! callers no policy names.
 
 pub mod admin;
+pub mod limits;
 pub mod record;
 mod refusals;
 pub mod verify;
@@ -149,6 +150,8 @@ pub struct Service {
     recorded_states: Mutex<HashMap<String, KeyState>>,
     /// Refusals of unnamed callers being counted, and refusal records dropped.
     refusals: refusals::Refusals,
+    /// Requests per principal and per issuer, checked before signing.
+    rate_limits: limits::RateLimits,
 }
 
 /// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
@@ -222,6 +225,7 @@ impl Service {
             lifecycle: tokio::sync::Mutex::new(()),
             policy: Policy::new(&config),
             refusals: refusals::Refusals::new(&config.audit),
+            rate_limits: limits::RateLimits::new(&config),
             config,
             hsm,
         })
@@ -272,6 +276,11 @@ impl Service {
         &self.policy
     }
 
+    /// The rate limits on minting and signing.
+    pub fn rate_limits(&self) -> &limits::RateLimits {
+        &self.rate_limits
+    }
+
     /// The config the service runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -298,6 +307,7 @@ impl Service {
     ) -> Result<MintedToken, Error> {
         let issuer = self.issuer(&request.issuer)?;
         self.policy.decide(caller, Action::Mint(&request.issuer))?;
+        self.rate_limits.check(&request.issuer, caller)?;
         let claims = token::claims::build(issuer, &request, unix_now())?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Jwt {
@@ -348,6 +358,7 @@ impl Service {
         self.issuer(&request.issuer)?;
         self.policy
             .decide(caller, Action::RawSign(&request.issuer))?;
+        self.rate_limits.check(&request.issuer, caller)?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Raw {
             // A JWT key never signs caller-chosen bytes, whatever the config says now.

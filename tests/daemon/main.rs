@@ -10,6 +10,7 @@ mod hardening;
 mod interop;
 mod keys;
 mod lifecycle;
+mod limits;
 mod mint;
 mod publish;
 mod sign;

@@ -3,9 +3,10 @@
 //! Each transport (`unix`, `tcp`, `tls`) turns an accepted connection into a stream and a
 //! [`Principal`]. The loop caps concurrent connections with a semaphore and only
 //! accepts; establishing a connection (reading peer credentials, a TLS handshake) runs
-//! in the connection's own task, so a slow peer never holds up the loop. Every request on
-//! a connection carries its principal. On shutdown the loop stops accepting and each
-//! connection finishes its in-flight request.
+//! in the connection's own task, so a slow peer never holds up the loop. Once the
+//! principal is known, the task takes one of its slots ([`ConnectionLimits`]) or refuses
+//! the connection. Every request on a connection carries its principal. On shutdown the
+//! loop stops accepting and each connection finishes its in-flight request.
 
 mod tcp;
 mod tls;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
@@ -28,10 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::limits::ConnectionLimits;
 use crate::identity::Principal;
-
-/// A client must send its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Something that accepts connections and says who is on the other end.
 pub(crate) trait Acceptor: Send + 'static {
@@ -49,11 +48,11 @@ pub(crate) trait Acceptor: Send + 'static {
 pub(crate) async fn accept_loop<A: Acceptor>(
     listener: A,
     router: Router,
-    max_connections: usize,
+    limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.per_listener));
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -72,7 +71,7 @@ pub(crate) async fn accept_loop<A: Acceptor>(
                 continue;
             }
         };
-        let (router, shutdown) = (router.clone(), shutdown.clone());
+        let (router, shutdown, limits) = (router.clone(), shutdown.clone(), limits.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let established = tokio::select! {
@@ -82,16 +81,18 @@ pub(crate) async fn accept_loop<A: Acceptor>(
             let Some((io, principal)) = established else {
                 return;
             };
+            let Some(_principal_slot) = limits.admit(&principal) else {
+                tracing::debug!(%principal, "connection refused: the caller holds all its slots");
+                limits.refuse(io).await;
+                return;
+            };
             let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(principal.clone());
                 request
             });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection =
-                builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let connection = limits
+                .http1()
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
