@@ -12,8 +12,8 @@
 //! | [`algorithm`] | the signature algorithms and their JWS names (`EdDSA` or RFC 9864 `Ed25519`), and [`algorithm::KeyPurpose`] (what a key signs) |
 //! | [`signer`] | the signer port: [`signer::Signer`] signs by key id; [`signer::SignInput`], [`signer::SignError`] |
 //! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, objects, and the [`signer::Signer`] implementation. The only importer of `cryptoki`; no object handle leaves it |
-//! | [`identity`] | who is calling: [`identity::Principal`], built by the transports, and the [`identity::CallerSelector`]s a config names principals with |
-//! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
+//! | [`identity`] | who is calling: [`identity::Principal`], built by the transports (peer credentials, or [`identity::CertificateIdentity::from_der`] for a verified client certificate), and the [`identity::CallerSelector`]s a config names principals with |
+//! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]` and `[limits]` tables (rates as `"N/s"`), and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
 //! | [`store`] | state behind ports: the replay store and the revocation store, with today's implementations (memory, token data objects) |
 //! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry; JWKs |
@@ -22,27 +22,31 @@
 //! | [`error`] | the domain [`error::Error`] with its stable codes |
 //! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification; [`audit::aggregate`] folds refusals of callers no policy names into one record per caller and interval, and [`audit::reserve`] keeps refusal records out of the free space signing needs |
 //! | [`ceremony`] | signed ceremony transcripts |
-//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log (refusals one by one for named callers, counted per interval for others); [`service::wiring`] builds its ports from the config |
+//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log (refusals one by one for named callers, counted per interval for others); the rate limits per principal and issuer ([`service::limits`]); [`service::wiring`] builds its ports from the config |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and rebuilds the registry |
-//! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors, transports |
+//! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors; transports: the Unix socket (`SO_PEERCRED`), TLS (rustls, client certificates, CRL, reload) and loopback-only plain HTTP; [`api::limits`]: connection slots per principal, head and idle limits, the declared-length and deadline layers |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
-//! | [`client`] | the HTTP client of the CLI, the tests and the benchmark; on a Unix socket it checks who listens (`SO_PEERCRED`) before sending |
+//! | [`client`] | the HTTP client of the CLI, the tests and the benchmark, over the socket, TCP, or TLS with a client certificate; on a Unix socket it checks who listens (`SO_PEERCRED`) before sending |
 //!
 //! # One request, end to end
 //!
 //! `POST /v1/tokens` on the Unix socket:
 //!
-//! 1. [`api::transport`] accepts the connection under a connection cap, asks the kernel
-//!    for the peer's uid/gid/pid (`SO_PEERCRED`) and attaches an
-//!    [`identity::Principal`] to every request on it. A TCP connection gets an anonymous
-//!    principal.
+//! 1. [`api::transport`] accepts the connection under the listener's connection cap.
+//!    In the connection's own task, the transport establishes who is calling: on the
+//!    socket the kernel's peer uid/gid/pid (`SO_PEERCRED`); over TLS the verified client
+//!    certificate's SPIFFE ID, DNS names and hash ([`identity::Principal::Remote`]), or
+//!    an anonymous principal without one. The task then takes one of that principal's
+//!    connection slots ([`api::limits`]) and attaches the principal to every request on
+//!    the connection.
 //! 2. Before any body is read, a route layer asks [`policy::Policy::decide`] whether the
 //!    principal may use the signing routes at all (anonymous: 401; named by no issuer:
-//!    403). Then [`api::body::ApiJson`] parses the body (64 KiB cap, 10 s deadline, JSON
-//!    only) into an [`api::wire::MintRequest`], which converts into the service's
+//!    403), a declared `Content-Length` over the limit gets 413, and a deadline wraps the
+//!    request. Then [`api::body::ApiJson`] parses the body (64 KiB cap, JSON only) into
+//!    an [`api::wire::MintRequest`], which converts into the service's
 //!    [`token::MintRequest`].
 //! 3. [`service::Service::mint`] finds the issuer, asks the policy again for this exact
-//!    action, and builds the claims ([`token::claims::build`]): the daemon sets `iss`,
+//!    action, checks the rate limits of the principal and the issuer, and builds the claims ([`token::claims::build`]): the daemon sets `iss`,
 //!    `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims are
 //!    checked against the issuer's limits.
 //! 4. The service announces its audit record, then asks the [`signer::Signer`] port to
