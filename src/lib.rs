@@ -46,9 +46,10 @@
 //!    an [`api::wire::MintRequest`], which converts into the service's
 //!    [`token::MintRequest`].
 //! 3. [`service::Service::mint`] finds the issuer, asks the policy again for this exact
-//!    action, checks the rate limits of the principal and the issuer, and builds the claims ([`token::claims::build`]): the daemon sets `iss`,
-//!    `iat`, `exp`, `jti` and the header; the caller's TTL, audience and claims are
-//!    checked against the issuer's limits.
+//!    action, checks the rate limits of the principal and of the issuer (429 with
+//!    `Retry-After` over them), and builds the claims ([`token::claims::build`]): the
+//!    daemon sets `iss`, `iat`, `exp`, `jti` and the header; the caller's TTL, audience
+//!    and claims are checked against the issuer's limits.
 //! 4. The service announces its audit record, then asks the [`signer::Signer`] port to
 //!    sign by kid. [`hsm::Hsm`] finds the private key's handle in its map (refreshed at
 //!    every inventory, looked up again if the token says it is stale) and hands one job
