@@ -1,7 +1,7 @@
 //! The listener's files, read into a rustls `ServerConfig`, and a cheap fingerprint of
 //! them that says when to read them again.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::config::{TlsConfig, TlsVersion};
 
@@ -42,9 +43,9 @@ pub(super) fn fingerprint(config: &TlsConfig) -> Fingerprint {
 /// client certificates optional but, when presented, verified against `client_ca` and
 /// the CRL. Each error names the config key and the path.
 pub(super) fn server_config(config: &TlsConfig) -> Result<(Arc<ServerConfig>, [u8; 32]), String> {
-    check_key_mode(&config.key)?;
     let chain = certificates("tls.cert", &config.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| {
+    let key = read_private_key(&config.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
         format!(
             "tls.key: {} holds no PEM private key (PKCS#8, SEC1 or PKCS#1): {e}",
             config.key.display()
@@ -95,19 +96,15 @@ pub(super) fn server_config(config: &TlsConfig) -> Result<(Arc<ServerConfig>, [u
     Ok((Arc::new(server), leaf_sha256))
 }
 
-/// Refuses a private key file that group or others may read.
-fn check_key_mode(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
+/// Reads the private key file, refusing it (before reading) unless signetd's user or
+/// root owns it and no one else may read or write it; the check is on the opened file.
+fn read_private_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    let mut file =
+        crate::config::files::open_private_file(path, "tls.key").map_err(|e| e.to_string())?;
+    let mut pem = Zeroizing::new(Vec::new());
+    std::io::Read::read_to_end(&mut file, &mut pem)
         .map_err(|e| format!("tls.key: cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o044 != 0 {
-        return Err(format!(
-            "tls.key: {} may be read by group or others (mode {mode:04o}); run chmod 600 {}",
-            path.display(),
-            path.display()
-        ));
-    }
-    Ok(())
+    Ok(pem)
 }
 
 /// Every certificate in a PEM file; at least one.
