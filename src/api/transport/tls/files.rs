@@ -43,8 +43,10 @@ pub(super) fn fingerprint(config: &TlsConfig) -> Fingerprint {
 /// client certificates optional but, when presented, verified against `client_ca` and
 /// the CRL. Each error names the config key and the path.
 pub(super) fn server_config(config: &TlsConfig) -> Result<(Arc<ServerConfig>, [u8; 32]), String> {
-    let chain = certificates("tls.cert", &config.cert)?;
+    // The key's owner and mode first: a key others could read is refused whatever else
+    // is wrong.
     let key = read_private_key(&config.key)?;
+    let chain = certificates("tls.cert", &config.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
         format!(
             "tls.key: {} holds no PEM private key (PKCS#8, SEC1 or PKCS#1): {e}",
