@@ -21,21 +21,6 @@ const CONNECTIONS: usize = 4;
 /// Requests written before their responses are read (HTTP/1.1 pipelining).
 const PIPELINE: usize = 50;
 
-/// Every record of the log in `dir`, parsed, in order.
-fn records(dir: &Path) -> Vec<Value> {
-    verify::segment_paths(&[dir.to_path_buf()])
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn config(issuer: &str, log: &Path, audit: &str) -> String {
     format!(
         "{}[audit]\ndir = {:?}\n{audit}",
@@ -131,7 +116,7 @@ async fn fifty_thousand_anonymous_refusals_add_a_bounded_number_of_records() {
     daemon.shutdown().await;
     let elapsed = started.elapsed().as_secs() + 1;
 
-    let all = records(&log);
+    let all = crate::common::audit_records(&log);
     let aggregates: Vec<&Value> = all
         .iter()
         .filter(|r| r["event"] == "refused_aggregate")
@@ -254,7 +239,7 @@ async fn below_the_reserve_refusals_are_dropped_and_minting_goes_on() {
     daemon.shutdown().await;
     // The named refusal, and the aggregate of the anonymous ones, were dropped.
     assert_eq!(service.refusal_records_dropped(), 2);
-    let all = records(&log);
+    let all = crate::common::audit_records(&log);
     assert!(all.iter().any(|r| r["event"] == "mint"));
     assert!(
         !all.iter()

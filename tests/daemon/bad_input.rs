@@ -219,29 +219,16 @@ async fn another_uid_on_the_socket_is_refused_and_an_allowed_gid_is_admitted() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mint_as_nobody = |issuer: &'static str| {
-        let socket = daemon.socket.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::process::CommandExt;
-            std::process::Command::new(crate::common::signetd_bin())
-                .args([
-                    "token", "mint", "--issuer", issuer, "--aud", "api", "--socket",
-                ])
-                .arg(&socket)
-                .uid(NOBODY)
-                .gid(NOBODY)
-                .output()
-                .unwrap()
-        })
-    };
-    let refused = mint_as_nobody("bad-other").await.unwrap();
+    let mint_as_nobody =
+        |issuer: &'static str| crate::common::mint_as_nobody(daemon.socket.clone(), issuer);
+    let refused = mint_as_nobody("bad-other").await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
         stderr.contains("caller_not_allowed") && stderr.contains("403"),
         "{stderr}"
     );
-    let admitted = mint_as_nobody("bad-group").await.unwrap();
+    let admitted = mint_as_nobody("bad-group").await;
     assert!(
         admitted.status.success(),
         "{}",

@@ -689,3 +689,22 @@ pub fn audit_records(dir: &Path) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Runs `signetd token mint` for `issuer` as uid and gid 65534 (nobody), another local
+/// caller than this test process, against the socket at `socket`.
+pub async fn mint_as_nobody(socket: PathBuf, issuer: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(signetd_bin())
+            .args([
+                "token", "mint", "--issuer", issuer, "--aud", "api", "--socket",
+            ])
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

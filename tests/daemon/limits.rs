@@ -14,23 +14,15 @@ use signetd::Algorithm;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{
-    RawConnection, TestDaemon, eventually, generate_key, issuer_toml, my_uid, signetd_bin,
+    RawConnection, TestDaemon, eventually, generate_key, issuer_toml, mint_as_nobody, my_uid,
 };
 
 const NOBODY: u32 = 65534;
 
 /// The refusal records of the in-process daemon's audit log.
 fn refusals(daemon: &TestDaemon) -> Vec<Value> {
-    signetd::audit::verify::segment_paths(&[daemon.dir.path().join("audit")])
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+    crate::common::audit_records(&daemon.dir.path().join("audit"))
+        .into_iter()
         .filter(|r| r["event"] == "refused")
         .collect()
 }
@@ -72,23 +64,6 @@ async fn an_issuer_over_its_limit_answers_429_with_retry_after_while_another_min
 }
 
 /// Runs the real CLI as `nobody` to mint with `issuer`: the kernel reports another uid.
-async fn mint_as_nobody(socket: PathBuf, issuer: &'static str) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(signetd_bin())
-            .args([
-                "token", "mint", "--issuer", issuer, "--aud", "api", "--socket",
-            ])
-            .arg(&socket)
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 /// Lets `nobody` reach the socket inside the test's private directory.
 async fn daemon_open_to_nobody(config: &str) -> TestDaemon {
     let daemon = TestDaemon::start_with_mode(config, 0o666).await;
