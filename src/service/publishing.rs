@@ -244,7 +244,12 @@ impl Service {
                 }
             }
         }
-        problems.extend(registry.missing().iter().map(ToString::to_string));
+        // Keys of issuers this daemon does not serve are not its to worry about.
+        let ours = registry
+            .missing()
+            .iter()
+            .filter(|m| self.config.issuers.contains_key(&m.issuer));
+        problems.extend(ours.map(ToString::to_string));
         if let Some(why) = self.audit.unavailable_because() {
             problems.push(why);
         }
