@@ -95,6 +95,9 @@ pub enum Error {
     /// A bug or an impossible state; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+    /// `/readyz`: the daemon cannot sign now; each entry names one reason.
+    #[error("not ready: {}", .0.join("; "))]
+    NotReady(Vec<String>),
     /// The caller's or the issuer's request allowance is used up for now.
     #[error(
         "too many requests: {whose} limit for issuer {issuer:?} is used up; retry after {retry_after_seconds} s"
@@ -138,6 +141,7 @@ impl Error {
             Error::Store(_) => "store_unavailable",
             Error::Internal(_) => "internal",
             Error::RateLimited { .. } => "rate_limited",
+            Error::NotReady(_) => "not_ready",
         }
     }
 }

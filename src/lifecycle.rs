@@ -9,7 +9,8 @@
 //! - with `rotation_period_seconds`, an active key that old gets a pending successor.
 //!
 //! Then expired token revocations are pruned and the registry is rebuilt from the
-//! token, which also picks up changes made with the CLI. At no point does the JWKS lack
+//! token, which also picks up changes made with the CLI (merged into the last good view:
+//! a read failure never empties it, see [`crate::keys::carry`]). At no point does the JWKS lack
 //! a key that signed an unexpired token: keys are published before they sign and stay
 //! published until everything they signed has expired.
 
@@ -88,10 +89,12 @@ async fn issuer_step(
     let hsm = service.hsm();
     let tick = config.lifecycle.tick_seconds;
     let registry = service.registry();
+    // A key missing from the token (carried from the last good view) cannot change
+    // state: plan from the keys the token shows.
     let keys: Vec<_> = registry
         .all()
         .into_iter()
-        .filter(|k| k.issuer == name)
+        .filter(|k| k.issuer == name && !registry.is_missing(&k.kid))
         .collect();
     let active = keys.iter().find(|k| k.state == KeyState::Active);
     let pending = keys.iter().find(|k| k.state == KeyState::Pending);

@@ -95,6 +95,10 @@ impl ApiError {
             error: wire::ErrorDetail {
                 code: self.code().to_string(),
                 message: self.to_string(),
+                problems: match self {
+                    ApiError::Domain(Error::NotReady(problems)) => Some(problems.clone()),
+                    _ => None,
+                },
             },
         }
     }
@@ -124,7 +128,8 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::Hsm(_)
         | Error::Signer(_)
         | Error::Store(_)
-        | Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        | Error::AuditUnavailable
+        | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
     }

@@ -18,6 +18,7 @@
 pub mod aggregate;
 pub mod checkpoint;
 pub mod record;
+mod reopen;
 pub mod reserve;
 pub mod segment;
 mod sink;
@@ -33,9 +34,10 @@ use tokio::sync::oneshot;
 
 pub use checkpoint::AUDIT_ISSUER;
 pub use record::{CallerRecord, Entry, Event, Outcome};
+pub use reopen::ReopeningLog;
 pub use sink::AuditSink;
 
-use crate::config::Config;
+use crate::config::{AuditConfig, Config};
 use crate::hsm::Hsm;
 
 /// Why the log cannot take a record.
@@ -109,7 +111,16 @@ impl AuditLog {
     /// which signs checkpoints through the current tokio runtime. A torn record left by a crash is cut off, kept beside the
     /// segments, and reported in the log's next record.
     pub async fn open(config: &Config, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
-        let audit = &config.audit;
+        Self::open_with(&config.audit, config.attestation.key_certificate_days, hsm).await
+    }
+
+    /// [`AuditLog::open`] from the `[audit]` table and the days audit-key certificates
+    /// are valid.
+    pub async fn open_with(
+        audit: &AuditConfig,
+        key_certificate_days: u32,
+        hsm: Arc<Hsm>,
+    ) -> Result<AuditLog, AuditError> {
         let dir = audit.dir.clone();
         segment::prepare_dir(&dir)?;
         let lock = segment::lock(&dir)?;
@@ -175,7 +186,7 @@ impl AuditLog {
             },
             signer: Box::new(checkpoint::CheckpointSigner::new(
                 hsm,
-                config.attestation.key_certificate_days,
+                key_certificate_days,
                 runtime,
             )),
             shared: shared.clone(),

@@ -61,6 +61,9 @@ pub enum Event {
     TokenRevoke,
     /// A key appeared or changed state outside the daemon (the CLI, another process).
     KeyObserved,
+    /// A key is gone from a readable token (its private key deleted); it stays published
+    /// from the last good view until every token it signed has expired.
+    KeyMissing,
 }
 
 /// Whether the action happened.

@@ -35,6 +35,11 @@ pub trait AuditSink: Send + Sync {
     /// Whether the last write succeeded (signing is refused while it did not).
     fn is_healthy(&self) -> bool;
 
+    /// Why the sink cannot take records now, for `/readyz`; `None` while it can.
+    fn unavailable_because(&self) -> Option<String> {
+        (!self.is_healthy()).then(|| "the audit log cannot take records".to_string())
+    }
+
     /// Whether `records` refusal records may be written now: false while they would eat
     /// into the space kept for signing records. Sinks that keep nothing admit them.
     fn admits_refusals(&self, records: u64) -> bool {

@@ -154,7 +154,7 @@ fn default_tick() -> u64 {
 }
 
 /// `[audit]`: the tamper-evident audit log (see `docs/audit.md`).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Directory of the log's segments (default `/var/lib/signetd/audit`). Created

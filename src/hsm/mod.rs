@@ -316,6 +316,45 @@ impl Hsm {
         Ok(())
     }
 
+    /// Whether `key` can sign now, without signing: its private key's handle is known
+    /// (looked up by `CKA_ID` if not, or if stale) and the token still answers for it
+    /// (one attribute read). For `/readyz`.
+    pub async fn check_key(&self, key: KeyRef<'_>) -> Result<(), SignError> {
+        let id = key.kid.as_bytes();
+        let mut looked_up = false;
+        loop {
+            let handle = match self.handles.find(key) {
+                Lookup::Found(handle) => handle,
+                Lookup::Mismatch if looked_up => {
+                    return Err(SignError::KeyMismatch(key.kid.to_string()));
+                }
+                Lookup::Missing if looked_up => {
+                    return Err(SignError::UnknownKey(key.kid.to_string()));
+                }
+                Lookup::Mismatch | Lookup::Missing => {
+                    looked_up = true;
+                    self.look_up(id).await?;
+                    continue;
+                }
+            };
+            let checked = self
+                .pool
+                .run(move |s| {
+                    s.get_attributes(handle, &[cryptoki::object::AttributeType::Id])?;
+                    Ok(())
+                })
+                .await;
+            match checked {
+                Err(e) if !looked_up && e.stale_handle() => {
+                    self.handles.remove_if(id, handle);
+                    looked_up = true;
+                    self.look_up(id).await?;
+                }
+                other => return other.map_err(SignError::from),
+            }
+        }
+    }
+
     /// Asks a worker for its session state: proves a worker is free, the token answers,
     /// and the session is still logged in.
     pub async fn ping(&self) -> Result<(), HsmError> {

@@ -176,8 +176,14 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
         }
     }
     for (kid, (record, _)) in records {
+        // Deleted by hand (pkcs11-tool) or lost: the certificate often remains.
+        let remains = if certificates.contains_key(&kid) {
+            "; its certificate remains"
+        } else {
+            ""
+        };
         inventory.problems.push(format!(
-            "key {kid} of issuer {} ({:?}) has a state record but its key objects are missing from the token",
+            "key {kid} of issuer {} ({:?}) is missing: it has a state record but its private key is missing from the token{remains}; it can sign nothing, and a running daemon keeps publishing it until every token it signed has expired",
             record.issuer, record.state
         ));
     }

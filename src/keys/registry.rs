@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::carry::MissingKey;
 use super::jwk::JwkSet;
 use super::state::{KeyPurpose, KeyState};
 use super::store::{Inventory, StoredKey};
@@ -42,6 +43,8 @@ pub struct KeyRegistry {
     by_kid: HashMap<String, Arc<StoredKey>>,
     active: HashMap<String, Arc<StoredKey>>,
     jwks: Published,
+    /// Keys published from the last good view that the token no longer shows.
+    missing: Vec<MissingKey>,
 }
 
 impl KeyRegistry {
@@ -116,7 +119,27 @@ impl KeyRegistry {
             by_kid,
             active,
             jwks: Published::render(&jwks),
+            missing: Vec::new(),
         }
+    }
+
+    /// Marks `missing` keys (carried from the last good view, see [`super::carry`]):
+    /// they stay published and retrievable by kid, but no issuer signs with one.
+    pub fn with_missing(mut self, missing: Vec<MissingKey>) -> Self {
+        self.active
+            .retain(|_, key| !missing.iter().any(|m| m.kid == key.kid));
+        self.missing = missing;
+        self
+    }
+
+    /// Keys the token no longer shows, still published until their tokens expire.
+    pub fn missing(&self) -> &[MissingKey] {
+        &self.missing
+    }
+
+    /// Whether `kid` is one of [`KeyRegistry::missing`].
+    pub fn is_missing(&self, kid: &str) -> bool {
+        self.missing.iter().any(|m| m.kid == kid)
     }
 
     /// The key `issuer` signs with now.

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod limits;
+mod publishing;
 pub mod record;
 mod refusals;
 pub mod verify;
@@ -19,13 +20,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use crate::algorithm::Algorithm;
-use crate::attest::{self, AttestError, CaState, certificate};
+use crate::attest::certificate;
 use crate::audit::{AuditSink, Entry, Event};
 use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes};
 use crate::identity::Principal;
-use crate::keys::{self, Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
+use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
 use crate::policy::{Action, Policy};
 use crate::signer::{SignInput, Signer};
 use crate::store::{ReplayStore, RevocationStore};
@@ -132,8 +133,8 @@ pub struct Service {
     policy: Policy,
     hsm: Arc<Hsm>,
     keys: RwLock<Arc<KeyRegistry>>,
-    /// The inventory problems last reported, so reloads log only new ones.
-    problems: Mutex<Vec<String>>,
+    /// The last good view of the token, and what is wrong with the latest reading.
+    publishing: publishing::Publishing,
     /// Makes the signatures: the token, by key id.
     signer: Arc<dyn Signer>,
     /// Single-use jtis seen by `verify`.
@@ -154,36 +155,6 @@ pub struct Service {
     rate_limits: limits::RateLimits,
 }
 
-/// Reads the CA chain and the inventory and builds a registry. Problems, a missing CA
-/// among them, are returned for the caller to log once.
-async fn build_registry(
-    config: &Config,
-    hsm: &Hsm,
-    revocations: &dyn RevocationStore,
-) -> Result<(KeyRegistry, Vec<String>), Error> {
-    let mut inventory = keys::store::inventory(hsm).await?;
-    let mut problems = std::mem::take(&mut inventory.problems);
-    let ca_chain = match attest::ca::load(hsm).await {
-        Ok(CaState::Ready(ca)) => ca.chain,
-        Ok(CaState::Missing) | Err(AttestError::NoCa) => {
-            problems.push(AttestError::NoCa.to_string());
-            Vec::new()
-        }
-        Ok(CaState::KeyOnly(_)) | Err(AttestError::CaNotCertified) => {
-            problems.push(AttestError::CaNotCertified.to_string());
-            Vec::new()
-        }
-        Err(AttestError::Hsm(e)) => return Err(e.into()),
-        Err(e) => {
-            problems.push(format!("the attestation CA is unusable: {e}"));
-            Vec::new()
-        }
-    };
-    let revoked = revocations.list().await?;
-    let registry = KeyRegistry::build(inventory, &config.issuers, ca_chain, revoked, unix_now());
-    Ok((registry, problems))
-}
-
 impl Service {
     /// Builds the ports from the config ([`wiring::Ports::from_config`]: the audit log
     /// among them), takes inventory of the token and builds the key registry. Anything
@@ -195,7 +166,14 @@ impl Service {
 
     /// A service over `hsm` (the key store) and `ports`.
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
-        let (registry, problems) = build_registry(&config, &hsm, &*ports.revocations).await?;
+        let (reading, ca_problems) = publishing::read(&hsm, &*ports.revocations).await?;
+        let now = unix_now();
+        let merged = publishing::merge(&config, &Default::default(), reading, now);
+        let registry = publishing::registry(&config, &merged, now);
+        let problems: Vec<String> = ca_problems
+            .into_iter()
+            .chain(merged.problems.clone())
+            .collect();
         for problem in &problems {
             tracing::error!(token = %hsm.token().label, "{problem}");
         }
@@ -220,7 +198,7 @@ impl Service {
             revocations: ports.revocations,
             recorded_states: Mutex::new(recorded_states),
             keys: RwLock::new(Arc::new(registry)),
-            problems: Mutex::new(problems),
+            publishing: publishing::Publishing::new(&merged, problems),
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             policy: Policy::new(&config),
@@ -229,25 +207,6 @@ impl Service {
             config,
             hsm,
         })
-    }
-
-    /// Takes inventory again and swaps in the new registry: after a lifecycle change, and
-    /// periodically so changes made with the CLI while the daemon runs take effect.
-    /// Problems are logged when they first appear.
-    pub async fn reload(&self) -> Result<(), Error> {
-        let (registry, problems) =
-            build_registry(&self.config, &self.hsm, &*self.revocations).await?;
-        {
-            let mut known = self.problems.lock().unwrap_or_else(|p| p.into_inner());
-            for problem in problems.iter().filter(|p| !known.contains(p)) {
-                tracing::error!(token = %self.hsm.token().label, "{problem}");
-            }
-            *known = problems;
-        }
-        let registry = Arc::new(registry);
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
-        self.record_outside_changes(&registry).await;
-        Ok(())
     }
 
     /// The registry as of now; cheap (an `Arc` clone under a read lock).
@@ -452,12 +411,6 @@ impl Service {
         let mut chain = vec![key.certificate.clone()];
         chain.extend_from_slice(registry.ca_chain());
         Ok(certificate::to_pem(&chain))
-    }
-
-    /// Whether the token answers and the audit log takes records.
-    pub async fn ready(&self) -> Result<(), Error> {
-        self.audit_healthy()?;
-        self.hsm.ping().await.map_err(Error::from)
     }
 }
 

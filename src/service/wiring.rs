@@ -6,11 +6,11 @@
 //! | [`Signer`] | the PKCS#11 token ([`Hsm`]) |
 //! | [`ReplayStore`] | process memory ([`MemoryReplayStore`]), `[verify] replay_capacity` |
 //! | [`RevocationStore`] | data objects in the token ([`TokenRevocations`]) |
-//! | [`AuditSink`] | the audit log in `[audit] dir` ([`AuditLog`]); if it cannot be opened, a log that refuses every record, so the daemon serves public endpoints and signs nothing |
+//! | [`AuditSink`] | the audit log in `[audit] dir` ([`AuditLog`]); if it cannot be opened, a [`ReopeningLog`] that refuses every record (the daemon serves public endpoints and signs nothing) and retries with backoff until the log opens |
 
 use std::sync::Arc;
 
-use crate::audit::{AuditLog, AuditSink};
+use crate::audit::{AuditLog, AuditSink, ReopeningLog};
 use crate::config::Config;
 use crate::hsm::Hsm;
 use crate::signer::Signer;
@@ -34,14 +34,20 @@ impl Ports {
     /// from `[audit]`.
     pub async fn from_config(config: &Config, hsm: &Arc<Hsm>) -> Ports {
         // Without a log nothing may be signed, but verifiers still need the JWKS: start
-        // not-ready rather than not at all.
-        let audit = AuditLog::open(config, hsm.clone())
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused");
-                AuditLog::unavailable()
-            });
-        Ports::with_audit(config, hsm, Arc::new(audit))
+        // not-ready rather than not at all, and keep trying to open it.
+        let audit: Arc<dyn AuditSink> = match AuditLog::open(config, hsm.clone()).await {
+            Ok(log) => Arc::new(log),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused until it opens (retried with backoff)");
+                ReopeningLog::start(
+                    config.audit.clone(),
+                    config.attestation.key_certificate_days,
+                    hsm.clone(),
+                    e,
+                )
+            }
+        };
+        Ports::with_audit(config, hsm, audit)
     }
 
     /// The ports `config` describes over `hsm`, with the audit sink `audit`.

@@ -572,7 +572,13 @@ async fn a_log_that_cannot_be_opened_leaves_the_daemon_serving_but_not_signing()
     let mint = json!({"issuer": "audit-unopened", "aud": "api", "sub": "a"});
     let refused = daemon.post("/v1/tokens", &mint).await;
     assert_eq!((refused.status, refused.code()), (503, "audit_unavailable"));
-    assert_eq!(daemon.get("/readyz").await.code(), "audit_unavailable");
+    let ready = daemon.get("/readyz").await;
+    assert_eq!((ready.status, ready.code()), (503, "not_ready"));
+    assert!(
+        ready.json["error"]["problems"]
+            .to_string()
+            .contains("audit log")
+    );
     let rotate = daemon
         .post("/v1/issuers/audit-unopened/rotate", &json!({}))
         .await;
@@ -842,7 +848,12 @@ async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
     assert_eq!(jwks.status, 200);
     assert_eq!(jwks.json["keys"].as_array().unwrap().len(), 1);
     let ready = request_unix(&b.socket, Method::GET, "/readyz", None).await;
-    assert_eq!(ready.code(), "audit_unavailable");
+    assert_eq!(ready.code(), "not_ready");
+    assert!(
+        ready.json["error"]["problems"]
+            .to_string()
+            .contains("audit log")
+    );
     let again = request_unix(&b.socket, Method::POST, "/v1/tokens", Some(&body)).await;
     assert_eq!(again.code(), "audit_unavailable");
     // What was written is intact: the failed writes were cut back out. The final

@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod mint;
 mod publish;
+mod publishing;
 mod sign;
 mod signatures;
 mod signer;

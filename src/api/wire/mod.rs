@@ -142,4 +142,7 @@ pub struct ErrorDetail {
     pub code: String,
     /// A human-readable explanation; never backend details.
     pub message: String,
+    /// `not_ready` only: what keeps the daemon from signing, one entry per problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
 }

@@ -1,0 +1,269 @@
+//! Reading the token into the registry without ever publishing less than verifiers
+//! need, and what `/readyz` checks: whether the daemon can sign now.
+//!
+//! Each reload reads the token and merges the reading into the last good view
+//! ([`crate::keys::carry`]): a reading that fails, or that shows none of the token's
+//! objects, keeps the view whole and makes the daemon not-ready; a key gone from a
+//! readable token stays published until its last token expires, and is reported at
+//! error level, in the audit log (`key_missing`), in `/readyz` and by `keys list`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use super::{Service, unix_now};
+use crate::attest::{self, AttestError, CaState};
+use crate::audit::{CallerRecord, Entry, Event};
+use crate::config::Config;
+use crate::error::Error;
+use crate::hsm::Hsm;
+use crate::keys::carry::{self, LastGood, Merged, MissingKey, Reading};
+use crate::keys::{self, Inventory, KeyRegistry};
+use crate::service::verify::LEEWAY_SECONDS;
+use crate::signer::SignError;
+use crate::store::RevocationStore;
+
+/// What the service remembers between readings of the token.
+#[derive(Debug, Default)]
+pub(super) struct Publishing {
+    inner: Mutex<Remembered>,
+}
+
+#[derive(Debug, Default)]
+struct Remembered {
+    last_good: LastGood,
+    /// The reading's problems last reported, so reloads log only new ones.
+    problems: Vec<String>,
+    /// Why the last reading could not be used, while it could not.
+    unreadable: Option<String>,
+    /// Keys reported missing, so each is reported once per disappearance.
+    missing: HashSet<String>,
+}
+
+/// Reads the token: inventory, CA chain, revocations. Problems of the CA are returned
+/// apart: they are not part of the inventory's own report.
+pub(super) async fn read(
+    hsm: &Hsm,
+    revocations: &dyn RevocationStore,
+) -> Result<(Reading, Vec<String>), Error> {
+    let inventory = keys::store::inventory(hsm).await?;
+    let mut problems = Vec::new();
+    let ca_chain = match attest::ca::load(hsm).await {
+        Ok(CaState::Ready(ca)) => ca.chain,
+        Ok(CaState::Missing) | Err(AttestError::NoCa) => {
+            problems.push(AttestError::NoCa.to_string());
+            Vec::new()
+        }
+        Ok(CaState::KeyOnly(_)) | Err(AttestError::CaNotCertified) => {
+            problems.push(AttestError::CaNotCertified.to_string());
+            Vec::new()
+        }
+        Err(AttestError::Hsm(e)) => return Err(e.into()),
+        Err(e) => {
+            problems.push(format!("the attestation CA is unusable: {e}"));
+            Vec::new()
+        }
+    };
+    let revoked = revocations.list().await?;
+    let reading = Reading {
+        inventory,
+        ca_chain,
+        revoked,
+    };
+    Ok((reading, problems))
+}
+
+/// How long after a key of `issuer` was last seen a token it signed may still verify:
+/// `max_ttl` and the leeway, and a tick (a key retired with the CLI signs until the
+/// next reload).
+fn grace(config: &Config, issuer: &str) -> u64 {
+    let max_ttl = config.issuer(issuer).map_or(0, |i| i.max_ttl_seconds);
+    max_ttl + LEEWAY_SECONDS + config.lifecycle.tick_seconds
+}
+
+/// Merges a reading at `now` into `last` under `config`'s issuers.
+pub(super) fn merge(config: &Config, last: &LastGood, reading: Reading, now: u64) -> Merged {
+    carry::merge(last, reading, now, |issuer| grace(config, issuer))
+}
+
+/// The registry of a merged view.
+pub(super) fn registry(config: &Config, merged: &Merged, now: u64) -> KeyRegistry {
+    let view = &merged.view;
+    let inventory = Inventory {
+        keys: view.keys.clone(),
+        problems: Vec::new(),
+    };
+    KeyRegistry::build(
+        inventory,
+        &config.issuers,
+        view.ca_chain.clone(),
+        view.revoked.clone(),
+        now,
+    )
+    .with_missing(merged.missing.clone())
+}
+
+impl Publishing {
+    /// Remembers the view the service starts with.
+    pub(super) fn new(merged: &Merged, problems: Vec<String>) -> Self {
+        let remembered = Remembered {
+            last_good: merged.view.clone(),
+            problems,
+            unreadable: None,
+            missing: merged.missing.iter().map(|m| m.kid.clone()).collect(),
+        };
+        Publishing {
+            inner: Mutex::new(remembered),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Service {
+    /// Reads the token again and swaps in the registry of the merged view: after a
+    /// lifecycle change, and periodically so changes made with the CLI while the daemon
+    /// runs take effect. A reading that fails or shows nothing keeps the registry as it
+    /// is and fails; problems are logged when they first appear.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let (reading, ca_problems) = match read(&self.hsm, &*self.revocations).await {
+            Ok(read) => read,
+            Err(e) => {
+                self.unreadable(format!("the token could not be read: {e}"));
+                return Err(e);
+            }
+        };
+        let now = unix_now();
+        let last = self.publishing.lock().last_good.clone();
+        let merged = merge(&self.config, &last, reading, now);
+        if merged.looks_empty {
+            let why = format!(
+                "the token shows none of its objects (it had {} keys): treated as unreadable, the last good view is kept",
+                last.keys.len()
+            );
+            self.unreadable(why.clone());
+            return Err(Error::Signer(SignError::Unavailable(why)));
+        }
+        let registry = std::sync::Arc::new(registry(&self.config, &merged, now));
+        let (appeared, back) = self.remember(&merged, ca_problems);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
+        for gone in appeared {
+            self.report_missing(&gone).await;
+        }
+        for kid in back {
+            tracing::warn!(%kid, "key is back in the token");
+        }
+        for dropped in &merged.dropped {
+            tracing::warn!(kid = %dropped.kid, issuer = %dropped.issuer, "missing key no longer published: every token it signed has expired");
+        }
+        self.record_outside_changes(&registry).await;
+        Ok(())
+    }
+
+    /// Notes that the token cannot be read now (logged once per outage).
+    fn unreadable(&self, why: String) {
+        let mut remembered = self.publishing.lock();
+        if remembered.unreadable.is_none() {
+            tracing::error!(token = %self.hsm.token().label, "{why}; publishing the last good view");
+        }
+        remembered.unreadable = Some(why);
+    }
+
+    /// Remembers `merged` as the last good view; returns the keys newly missing and the
+    /// kids of those that came back.
+    fn remember(
+        &self,
+        merged: &Merged,
+        ca_problems: Vec<String>,
+    ) -> (Vec<MissingKey>, Vec<String>) {
+        let mut remembered = self.publishing.lock();
+        if remembered.unreadable.take().is_some() {
+            tracing::warn!(token = %self.hsm.token().label, "the token can be read again");
+        }
+        let problems: Vec<String> = ca_problems
+            .into_iter()
+            .chain(merged.problems.iter().cloned())
+            .collect();
+        for problem in problems.iter().filter(|p| !remembered.problems.contains(p)) {
+            tracing::error!(token = %self.hsm.token().label, "{problem}");
+        }
+        remembered.problems = problems;
+        remembered.last_good = merged.view.clone();
+        let now: HashSet<String> = merged.missing.iter().map(|m| m.kid.clone()).collect();
+        let appeared = merged
+            .missing
+            .iter()
+            .filter(|m| !remembered.missing.contains(&m.kid))
+            .cloned()
+            .collect();
+        let back = remembered
+            .missing
+            .iter()
+            .filter(|kid| !now.contains(*kid) && merged.view.seen_at.contains_key(*kid))
+            .cloned()
+            .collect();
+        remembered.missing = now;
+        (appeared, back)
+    }
+
+    /// A key gone from a readable token: an error line and a `key_missing` record.
+    pub(super) async fn report_missing(&self, gone: &MissingKey) {
+        tracing::error!(kid = %gone.kid, issuer = %gone.issuer, until = gone.until, "{gone}");
+        let entry = Entry::new(Event::KeyMissing)
+            .caller(CallerRecord::internal("token"))
+            .issuer(&gone.issuer)
+            .kid(&gone.kid)
+            .detail(gone.to_string());
+        self.note(entry).await;
+    }
+
+    /// What stops the daemon from signing now; empty when it can. A session answers,
+    /// the last reading of the token was usable, every configured issuer's active key
+    /// resolves in the token, no published key is missing from it, and the audit log
+    /// takes records.
+    pub async fn readiness(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.hsm.ping().await {
+            problems.push(format!("no token session answers: {e}"));
+        }
+        if let Some(why) = self.publishing.lock().unreadable.clone() {
+            problems.push(why);
+        }
+        let registry = self.registry();
+        for name in self.config.issuers.keys() {
+            match registry.active(name) {
+                None => problems.push(format!("issuer {name} has no active key")),
+                Some(key) => {
+                    if let Err(e) = self.hsm.check_key(key.key_ref()).await {
+                        problems.push(format!(
+                            "issuer {name}: its active key {} does not resolve in the token: {e}",
+                            key.kid
+                        ));
+                    }
+                }
+            }
+        }
+        // Keys of issuers this daemon does not serve are not its to worry about.
+        let ours = registry
+            .missing()
+            .iter()
+            .filter(|m| self.config.issuers.contains_key(&m.issuer));
+        problems.extend(ours.map(ToString::to_string));
+        if let Some(why) = self.audit.unavailable_because() {
+            problems.push(why);
+        }
+        problems
+    }
+
+    /// Ok when [`Service::readiness`] finds nothing wrong; otherwise
+    /// [`Error::NotReady`] naming every problem.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let problems = self.readiness().await;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NotReady(problems))
+        }
+    }
+}
