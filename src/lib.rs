@@ -16,13 +16,13 @@
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]` and `[limits]` tables (rates as `"N/s"`), and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
 //! | [`store`] | state behind ports: the replay store and the revocation store, with today's implementations (memory, token data objects) |
-//! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry; JWKs |
+//! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry, built from the last good view ([`keys::carry`] merges each reading of the token, so a failed or empty reading never unpublishes keys or revocations, and a key gone from the token stays published until its tokens expire); JWKs |
 //! | [`attest`] | the attestation CA in the token, key certificates, the signetd extension, chain verification |
 //! | [`token`] | JWS encoding, the claims policy, verification |
 //! | [`error`] | the domain [`error::Error`] with its stable codes |
-//! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification; [`audit::aggregate`] folds refusals of callers no policy names into one record per caller and interval, and [`audit::reserve`] keeps refusal records out of the free space signing needs |
+//! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification; [`audit::aggregate`] folds refusals of callers no policy names into one record per caller and interval, [`audit::reserve`] keeps refusal records out of the free space signing needs, and [`audit::ReopeningLog`] retries a log that could not be opened at start |
 //! | [`ceremony`] | signed ceremony transcripts |
-//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log (refusals one by one for named callers, counted per interval for others); the rate limits per principal and issuer ([`service::limits`]); [`service::wiring`] builds its ports from the config |
+//! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log (refusals one by one for named callers, counted per interval for others); the rate limits per principal and issuer ([`service::limits`]); `service::publishing`: reloads through the merge, `key_missing` reports, and what `/readyz` checks (can sign now); [`service::wiring`] builds its ports from the config |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and rebuilds the registry |
 //! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors; transports: the Unix socket (`SO_PEERCRED`), TLS (rustls, client certificates, CRL, reload) and loopback-only plain HTTP; [`api::limits`]: connection slots per principal, head and idle limits, the declared-length and deadline layers |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
@@ -67,9 +67,10 @@
 //!    records the refusal with its code: a `refused` record for a caller a policy names,
 //!    a count in the interval's `refused_aggregate` record for anyone else.
 //!
-//! Public keys are published by [`keys::KeyRegistry`], rebuilt from the token at start-up
-//! and at every [`lifecycle`] tick (so changes made with the CLI reach a running daemon)
-//! and swapped in atomically: the token is the only key database. Every published key
+//! Public keys are published by [`keys::KeyRegistry`], rebuilt at start-up and at every
+//! [`lifecycle`] tick from each reading of the token merged into the last good view (so
+//! changes made with the CLI reach a running daemon, and an unreadable token unpublishes
+//! nothing) and swapped in atomically: the token is the only key database. Every published key
 //! carries its [`attest`] chain in `x5c`.
 
 #![forbid(unsafe_code)]
