@@ -61,6 +61,12 @@ pub enum Event {
     TokenRevoke,
     /// A key appeared or changed state outside the daemon (the CLI, another process).
     KeyObserved,
+    /// The token failed with a device or token error; `detail` names the PKCS#11
+    /// function and return value. Requests are refused until `hsm_recovered`.
+    HsmOutage,
+    /// The library was re-initialized and the token and its keys found again after an
+    /// `hsm_outage`; signing resumed.
+    HsmRecovered,
 }
 
 /// Whether the action happened.

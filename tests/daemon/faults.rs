@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -36,8 +35,8 @@ pub struct Faulty {
     pub token: TestToken,
     pub socket: PathBuf,
     plan: PathBuf,
-    pub kid: String,
-    pub daemon: ServedDaemon,
+    /// Kept so the daemon runs until the test ends.
+    _daemon: ServedDaemon,
 }
 
 impl Faulty {
@@ -45,9 +44,19 @@ impl Faulty {
     pub fn start(label: &str, pkcs11_extra: &str) -> Faulty {
         let token = TestToken::create(label);
         let (config, socket) = token.write_config(&issuer_toml("fx", Algorithm::Es256));
-        let kid = token.init_ca_and_key(&config, "fx");
+        token.init_ca_and_key(&config, "fx");
         let real = token.var("SIGNETD_PKCS11_MODULE").to_string();
-        let text = std::fs::read_to_string(&config).unwrap().replacen(
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        for line in pkcs11_extra.lines() {
+            // A key given in `pkcs11_extra` replaces the harness's own.
+            let key = line.split('=').next().unwrap().trim();
+            text = text
+                .lines()
+                .filter(|l| l.split('=').next().unwrap().trim() != key)
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        let text = text.replacen(
             &format!("module = {real:?}\n"),
             &format!(
                 "module = {:?}\n{pkcs11_extra}",
@@ -66,8 +75,7 @@ impl Faulty {
             token,
             socket,
             plan,
-            kid,
-            daemon,
+            _daemon: daemon,
         }
     }
 
@@ -157,6 +165,118 @@ async fn a_stale_key_handle_is_looked_up_again_and_signs() {
     assert!(f.log().contains("handle is stale"), "{}", f.log());
     f.plan("function=C_SignInit rv=CKR_OBJECT_HANDLE_INVALID count=1\n");
     f.mint_and_verify().await;
-    let _ = (audit_events, Duration::ZERO, &f.kid, &f.daemon);
-    let _ = Faulty::recovers_within;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_session_is_reopened_and_the_signature_tried_once_more() {
+    let f = Faulty::start("faults-session", "");
+    // One lost session: the client never sees it.
+    for rv in [
+        "CKR_SESSION_HANDLE_INVALID",
+        "CKR_SESSION_CLOSED",
+        "CKR_USER_NOT_LOGGED_IN",
+    ] {
+        f.plan(&format!("function=C_Sign rv={rv} count=1\n"));
+        let reply = f.mint().await;
+        assert_eq!(reply.status, 200, "{rv}: {:?}\n{}", reply.json, f.log());
+    }
+    assert!(
+        f.log().contains("trying once more on a fresh session"),
+        "{}",
+        f.log()
+    );
+    // Sessions lost on every try: the client gets hsm_unavailable, once per request.
+    f.plan("function=C_Sign rv=CKR_SESSION_HANDLE_INVALID\n");
+    let reply = f.mint().await;
+    assert_eq!((reply.status, reply.code()), (503, "hsm_unavailable"));
+    assert!(!reply.header("retry-after").is_empty());
+    f.plan("");
+    f.recovers_within(10).await;
+    f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_error_is_an_outage_the_daemon_recovers_from() {
+    let f = Faulty::start("faults-device", "");
+    // Every call fails, re-initialization included, until the plan is lifted.
+    f.plan("function=* rv=CKR_DEVICE_ERROR\n");
+    let reply = f.mint().await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, "hsm_unavailable"),
+        "{}",
+        f.log()
+    );
+    assert_eq!(reply.header("retry-after"), "2");
+    let again = f.mint().await;
+    assert_eq!(again.code(), "hsm_unavailable");
+    assert_eq!(f.get("/readyz").await.status, 503);
+    // The public keys stay published meanwhile.
+    assert_eq!(f.get("/.well-known/jwks.json").await.status, 200);
+    f.plan("");
+    // Recovery retries with backoff from 0.5 s: well within 20 s of the device coming back.
+    f.recovers_within(20).await;
+    f.mint_and_verify().await;
+    assert!(
+        f.log().contains("C_SignInit returned CKR_DEVICE_ERROR"),
+        "{}",
+        f.log()
+    );
+    assert!(f.log().contains("recovered from the outage"), "{}", f.log());
+    let recorded = eventually(5, async || !audit_events(&f, "hsm_recovered").is_empty()).await;
+    assert!(recorded, "no hsm_recovered record");
+    let outage = audit_events(&f, "hsm_outage");
+    assert_eq!(outage.len(), 1, "{outage:?}");
+    assert_eq!(outage[0]["detail"], "C_SignInit returned CKR_DEVICE_ERROR");
+
+    // A token that blinks once (one failed call) is an outage too, and recovers.
+    for rv in [
+        "CKR_TOKEN_NOT_PRESENT",
+        "CKR_DEVICE_REMOVED",
+        "CKR_GENERAL_ERROR",
+        "CKR_FUNCTION_FAILED",
+    ] {
+        f.plan(&format!("function=C_Sign rv={rv} count=1\n"));
+        let reply = f.mint().await;
+        assert_eq!(reply.code(), "hsm_unavailable", "{rv}");
+        f.recovers_within(20).await;
+    }
+    f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_beyond_the_queue_is_refused_at_once() {
+    // One slow session, two waiting places: most of a burst is refused, none times out.
+    let f = Faulty::start(
+        "faults-flood",
+        "sessions = 1\nqueue = 2\ntimeout_ms = 20000\n",
+    );
+    f.plan("function=C_Sign delay_ms=300\n");
+    let body = json!({"issuer": "fx", "sub": "svc", "aud": "api", "ttl_seconds": 60});
+    let mints: Vec<_> = (0..12)
+        .map(|_| {
+            let (socket, body) = (f.socket.clone(), body.clone());
+            tokio::spawn(async move {
+                request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for mint in mints {
+        replies.push(mint.await.unwrap());
+    }
+    let codes: Vec<&str> = replies
+        .iter()
+        .map(|r| if r.status == 200 { "ok" } else { r.code() })
+        .collect();
+    assert!(codes.contains(&"ok"), "{codes:?}");
+    assert!(codes.contains(&"overloaded"), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == "ok" || *c == "overloaded"),
+        "{codes:?}"
+    );
+    let refused = replies.iter().find(|r| r.code() == "overloaded").unwrap();
+    assert_eq!((refused.status, refused.header("retry-after")), (503, "1"));
+    f.plan("");
+    f.mint_and_verify().await;
 }
