@@ -22,8 +22,9 @@ Before that it makes sure that:
     tests/interop/requirements.txt (PyJWT, cryptography, asn1crypto and
     pkilint; reinstalled only when that file changes).
 
-Tests find the venv's interpreter in SIGNETD_TEST_PYTHON, which this script
-exports.
+Tests find the venv's interpreter in SIGNETD_TEST_PYTHON, and the
+fault-injecting PKCS#11 module (fault-pkcs11/, built here) in
+SIGNETD_FAULT_MODULE, which this script exports.
 
 Examples:
   scripts/$PROG
@@ -110,6 +111,17 @@ if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
     printf '%s\n' "$want" >"$STAMP"
 fi
 export SIGNETD_TEST_PYTHON="$VENV_DIR/bin/python"
+
+# ---------------------------------------------------------------- fault module
+
+# The fault-injecting PKCS#11 module (fault-pkcs11/) the fault tests load in place of
+# SoftHSM2; its plan parser's own tests run here too, as 'cargo test' covers only signetd.
+log "cargo build -p fault-pkcs11; cargo test -p fault-pkcs11"
+cargo build --locked -q -p fault-pkcs11 || die "cannot build the fault-injecting PKCS#11 module"
+cargo test --locked -q -p fault-pkcs11 >/dev/null || die "the fault module's own tests failed: run 'cargo test -p fault-pkcs11'"
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export SIGNETD_FAULT_MODULE="$target_dir/debug/libfault_pkcs11.so"
+[[ -f $SIGNETD_FAULT_MODULE ]] || die "no $SIGNETD_FAULT_MODULE after building fault-pkcs11"
 
 # ---------------------------------------------------------------- cargo test
 

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Listeners};
 use crate::audit::{AuditError, CallerRecord, Entry, Event};
+use crate::hsm::HsmHealth;
 use crate::lifecycle;
 use crate::service::Service;
 
@@ -43,14 +44,38 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
         let (service, stop) = (service.clone(), stop.clone());
         async move { service.write_refusals_until(stop).await }
     });
+    let health = tokio::spawn(record_hsm_health(service.clone(), stop.clone()));
     api::serve(listeners, service.clone(), shutdown).await;
     stop.cancel();
     let _ = timer.await;
+    let _ = health.await;
     // Every request has drained: the last refusal interval is complete, and is written
     // before the `stop` record.
     let _ = refusals.await;
     let stopped = Entry::new(Event::Stop).caller(CallerRecord::internal("daemon"));
     if let Err(e) = service.audit().close(stopped).await {
         tracing::error!(error = %e, "the audit log's stop record and final checkpoint were not written");
+    }
+}
+
+/// Writes an `hsm_outage` or `hsm_recovered` record at each change of the token's
+/// health, until `stop`. (Changes closer together than a record takes to write are seen
+/// as the latest one only.)
+async fn record_hsm_health(service: Arc<Service>, stop: CancellationToken) {
+    let mut health = service.hsm().health();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = health.changed() => if changed.is_err() { return },
+        }
+        let now = health.borrow_and_update().clone();
+        let entry = match now {
+            HsmHealth::Outage { cause } => Entry::new(Event::HsmOutage).detail(cause),
+            HsmHealth::Ready => Entry::new(Event::HsmRecovered)
+                .detail("library re-initialized, token and keys found again".to_string()),
+        };
+        service
+            .note(entry.caller(CallerRecord::internal("hsm")))
+            .await;
     }
 }

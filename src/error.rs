@@ -135,6 +135,7 @@ impl Error {
             Error::Conflict(_) => "invalid_state",
             Error::AuditUnavailable => "audit_unavailable",
             Error::Hsm(HsmError::Timeout(_)) => "hsm_timeout",
+            Error::Hsm(HsmError::Overloaded) | Error::Signer(SignError::Overloaded) => "overloaded",
             Error::Hsm(_) => "hsm_unavailable",
             Error::Signer(SignError::Timeout(_)) => "hsm_timeout",
             Error::Signer(_) => "hsm_unavailable",

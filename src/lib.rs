@@ -3,7 +3,9 @@
 //!
 //! # The rooms
 //!
-//! Roughly from the bottom of the tree up. No module imports a module that imports it:
+//! Roughly from the bottom of the tree up. (Outside the crate, the workspace member
+//! `fault-pkcs11` is a PKCS#11 module for tests that forwards to SoftHSM2 and injects
+//! faults on command.) No module imports a module that imports it:
 //! `cargo test --test modules` checks this file by file (see `docs/design-notes.md`).
 //!
 //! | module | owns |
@@ -11,7 +13,7 @@
 //! | [`util`] | hex, base64url, the clock, boxed futures: helpers that import nothing of signetd |
 //! | [`algorithm`] | the signature algorithms and their JWS names (`EdDSA` or RFC 9864 `Ed25519`), and [`algorithm::KeyPurpose`] (what a key signs) |
 //! | [`signer`] | the signer port: [`signer::Signer`] signs by key id; [`signer::SignInput`], [`signer::SignError`] |
-//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool, key generation, objects, and the [`signer::Signer`] implementation. The only importer of `cryptoki`; no object handle leaves it |
+//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool with its bounded queue (`overloaded` past it), key generation, objects, and the [`signer::Signer`] implementation; recovery by error class (`hsm::recovery`): a lost session is reopened and a repeatable operation retried once, a device or token error is an outage during which requests are refused while a background task re-initializes the library and finds the token and its keys again, reported through [`hsm::Hsm::health`]. The only importer of `cryptoki`; no object handle leaves it |
 //! | [`identity`] | who is calling: [`identity::Principal`], built by the transports (peer credentials, or [`identity::CertificateIdentity::from_der`] for a verified client certificate), and the [`identity::CallerSelector`]s a config names principals with |
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]` and `[limits]` tables (rates as `"N/s"`), and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
@@ -25,7 +27,7 @@
 //! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], what each records in the audit log (refusals one by one for named callers, counted per interval for others); the rate limits per principal and issuer ([`service::limits`]); `service::publishing`: reloads through the merge, `key_missing` reports, and what `/readyz` checks (can sign now); [`service::wiring`] builds its ports from the config |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys and rebuilds the registry |
 //! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors; transports: the Unix socket (`SO_PEERCRED`), TLS (rustls, client certificates, CRL, reload) and loopback-only plain HTTP; [`api::limits`]: connection slots per principal, head and idle limits, the declared-length and deadline layers |
-//! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle, until shutdown |
+//! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle until shutdown, and an audit record for each change of the token's health (`hsm_outage`, `hsm_recovered`) |
 //! | [`client`] | the HTTP client of the CLI, the tests and the benchmark, over the socket, TCP, or TLS with a client certificate; on a Unix socket it checks who listens (`SO_PEERCRED`) before sending |
 //!
 //! # One request, end to end
@@ -53,7 +55,9 @@
 //! 4. The service announces its audit record, then asks the [`signer::Signer`] port to
 //!    sign by kid. [`hsm::Hsm`] finds the private key's handle in its map (refreshed at
 //!    every inventory, looked up again if the token says it is stale) and hands one job
-//!    to a worker thread that owns a logged-in session; the worker hashes the signing
+//!    to a worker thread that owns a logged-in session (a full queue answers `overloaded`
+//!    at once; during a token outage the answer is `hsm_unavailable` with `Retry-After`);
+//!    the worker hashes the signing
 //!    input (ES256) and makes one `C_Sign`. The handler awaits the reply and normalises
 //!    an ES256 signature to low-S, so each token has exactly one valid encoding.
 //! 5. The service appends a `mint` record (principal, issuer, kid, jti, SHA-256 of the

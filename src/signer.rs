@@ -50,6 +50,9 @@ pub enum SignError {
     /// The signer did not answer in time.
     #[error("the signer did not answer within {0:?}")]
     Timeout(Duration),
+    /// The signer is busy with as much as it may queue: refused at once, not queued.
+    #[error("the signer is overloaded")]
+    Overloaded,
     /// The signer failed; the detail says how (which PKCS#11 function, which code).
     #[error("{0}")]
     Unavailable(String),

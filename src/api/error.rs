@@ -104,6 +104,10 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of `hsm_unavailable`: about the first wait of the background recovery
+/// (`docs/reliability.md`, "HSM faults").
+const HSM_RETRY_AFTER_SECONDS: u64 = 2;
+
 /// The HTTP status of each domain error.
 fn domain_status(error: &Error) -> StatusCode {
     match error {
@@ -169,15 +173,20 @@ impl IntoResponse for ApiError {
             message: body.error.message.clone(),
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if let ApiError::Domain(Error::RateLimited {
-            retry_after_seconds,
-            ..
-        }) = &self
-        {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                (*retry_after_seconds).into(),
-            );
+        let retry_after = match &self {
+            ApiError::Domain(Error::RateLimited {
+                retry_after_seconds,
+                ..
+            }) => Some(*retry_after_seconds),
+            // The token is recovering, or busy: worth trying again soon, not at once.
+            _ if self.code() == "hsm_unavailable" => Some(HSM_RETRY_AFTER_SECONDS),
+            _ if self.code() == "overloaded" => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response.extensions_mut().insert(refusal);
         response
@@ -208,6 +217,11 @@ mod tests {
             (ApiError::TooManyConnections(1), 429, "too_many_connections"),
             (ApiError::DeadlineExceeded(1), 503, "deadline_exceeded"),
             (Error::Internal("secret".into()).into(), 500, "internal"),
+            (
+                Error::Hsm(crate::hsm::HsmError::Overloaded).into(),
+                503,
+                "overloaded",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!((error.status().as_u16(), error.code()), (status, code));

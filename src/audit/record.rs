@@ -64,6 +64,12 @@ pub enum Event {
     /// A key is gone from a readable token (its private key deleted); it stays published
     /// from the last good view until every token it signed has expired.
     KeyMissing,
+    /// The token failed with a device or token error; `detail` names the PKCS#11
+    /// function and return value. Requests are refused until `hsm_recovered`.
+    HsmOutage,
+    /// The library was re-initialized and the token and its keys found again after an
+    /// `hsm_outage`; signing resumed.
+    HsmRecovered,
 }
 
 /// Whether the action happened.

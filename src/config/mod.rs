@@ -516,6 +516,7 @@ impl Config {
             pin: p.read_pin()?,
             sessions: p.sessions,
             timeout: Duration::from_millis(p.timeout_ms),
+            queue: p.queue,
         })
     }
 }

@@ -30,6 +30,9 @@ pub struct Pkcs11Config {
     /// How long a request waits for the token, in milliseconds (default 10000).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Requests that may wait for a free worker, all sessions together (default 256 per
+    /// session); past it, requests are refused at once with `overloaded`.
+    pub queue: Option<usize>,
 }
 
 fn default_sessions() -> usize {
@@ -58,6 +61,9 @@ impl Pkcs11Config {
         }
         if !(1..=64).contains(&self.sessions) {
             return Err(field_error("pkcs11.sessions", "must be between 1 and 64"));
+        }
+        if self.queue.is_some_and(|q| !(1..=65_536).contains(&q)) {
+            return Err(field_error("pkcs11.queue", "must be between 1 and 65536"));
         }
         if !(100..=120_000).contains(&self.timeout_ms) {
             return Err(field_error(

@@ -73,6 +73,13 @@ pub enum HsmError {
     /// The token did not answer in time.
     #[error("the token did not answer within {0:?}")]
     Timeout(Duration),
+    /// The queue to the workers is full: the token is busy with as much as it may be.
+    #[error("every PKCS#11 worker is busy and the queue is full")]
+    Overloaded,
+    /// The token had a device or token error; a background task is re-initializing the
+    /// library, and requests are refused until it succeeds.
+    #[error("the token is recovering from an outage ({0})")]
+    Outage(String),
 }
 
 impl HsmError {
@@ -86,25 +93,45 @@ impl HsmError {
             HsmError::PinLocked => "pin_locked",
             HsmError::Unsupported(_) => "hsm_unsupported",
             HsmError::Timeout(_) => "hsm_timeout",
+            HsmError::Overloaded => "overloaded",
             HsmError::Call { .. }
             | HsmError::Library(_)
             | HsmError::Malformed(_)
             | HsmError::NoSession(_)
-            | HsmError::PoolClosed => "hsm_unavailable",
+            | HsmError::PoolClosed
+            | HsmError::Outage(_) => "hsm_unavailable",
         }
     }
 
     /// True when the session that saw this error can no longer be used and a worker
-    /// should open (and log in) a fresh one before its next job.
+    /// should open (and log in) a fresh one before its next job; an operation that is
+    /// safe to repeat is then tried once more, on a fresh session.
     pub fn session_lost(&self) -> bool {
         matches!(
             self,
             HsmError::Call {
                 rv: RvError::SessionHandleInvalid
                     | RvError::SessionClosed
-                    | RvError::UserNotLoggedIn
+                    | RvError::UserNotLoggedIn,
+                ..
+            }
+        )
+    }
+
+    /// True when the device, the token or the library failed as a whole: no new session
+    /// helps, the library must be re-initialized and the token found again (see
+    /// `recovery`).
+    pub fn device_fault(&self) -> bool {
+        matches!(
+            self,
+            HsmError::Call {
+                rv: RvError::DeviceError
+                    | RvError::DeviceMemory
                     | RvError::DeviceRemoved
                     | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::GeneralError
+                    | RvError::FunctionFailed
                     | RvError::CryptokiNotInitialized,
                 ..
             }
@@ -130,6 +157,7 @@ impl From<HsmError> for SignError {
     fn from(e: HsmError) -> Self {
         match e {
             HsmError::Timeout(limit) => SignError::Timeout(limit),
+            HsmError::Overloaded => SignError::Overloaded,
             other => SignError::Unavailable(other.to_string()),
         }
     }
@@ -143,5 +171,53 @@ impl From<CryptokiError> for HsmError {
             CryptokiError::Pkcs11(rv, function) => HsmError::Call { function, rv },
             other => HsmError::Library(other.to_string()),
         }
+    }
+}
+
+impl HsmError {
+    /// "C_Sign returned CKR_DEVICE_ERROR" for a failed call, else the error's text: what
+    /// an outage's log line and audit record name.
+    pub fn call_summary(&self) -> String {
+        match self {
+            HsmError::Call { function, rv } => {
+                format!("C_{function:?} returned {}", ckr_name(rv))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The specification's name of a return value (`DeviceError` → `CKR_DEVICE_ERROR`).
+fn ckr_name(rv: &RvError) -> String {
+    let mut name = String::from("CKR");
+    for c in format!("{rv:?}").chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_summarized_with_the_specification_names() {
+        let e = HsmError::Call {
+            function: Function::Sign,
+            rv: RvError::SessionHandleInvalid,
+        };
+        assert_eq!(
+            e.call_summary(),
+            "C_Sign returned CKR_SESSION_HANDLE_INVALID"
+        );
+        assert!(e.session_lost() && !e.device_fault());
+        let e = HsmError::Call {
+            function: Function::FindObjects,
+            rv: RvError::DeviceError,
+        };
+        assert!(e.device_fault() && !e.session_lost());
     }
 }

@@ -69,6 +69,12 @@ impl Handles {
         }
     }
 
+    /// Every id with a kept handle.
+    pub(crate) fn ids(&self) -> Vec<Vec<u8>> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.keys().cloned().collect()
+    }
+
     pub(crate) fn remove(&self, id: &[u8]) {
         self.0.write().unwrap_or_else(|p| p.into_inner()).remove(id);
     }

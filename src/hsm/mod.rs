@@ -20,6 +20,7 @@ mod handles;
 mod key_management;
 mod objects;
 pub mod provision;
+mod recovery;
 mod session_pool;
 mod signing;
 mod uri;
@@ -34,13 +35,15 @@ use secrecy::SecretString;
 pub use context::TokenIdentity;
 pub use error::HsmError;
 pub use objects::{CertificateObject, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
+pub use recovery::HsmHealth;
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
 use crate::signer::{KeyRef, SignError, SignInput, Signer};
 use crate::util::BoxFuture;
-use handles::{Handles, Lookup, SigningHandle};
+use handles::Lookup;
 use objects::KeyObjects;
+use recovery::{Core, Setup};
 use session_pool::SessionPool;
 
 /// `CKA_APPLICATION` of signetd's data objects (key state records, revocations).
@@ -59,19 +62,20 @@ pub struct HsmSettings {
     pub sessions: usize,
     /// How long a request waits for the token before giving up.
     pub timeout: Duration,
+    /// Requests that may wait for a worker (default: 256 per session).
+    pub queue: Option<usize>,
 }
 
 /// A logged-in connection to one token, with its pool of sessions.
 pub struct Hsm {
-    pool: SessionPool,
+    /// The session pool, the library context and the token's health (see `recovery`).
+    core: Arc<Core>,
     /// Serializes operations on the token's object store (search, create, destroy).
     /// SoftHSM2 fails object creation (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT)
     /// when another thread searches the store at the same moment; these operations are
     /// rare (start-up, lifecycle ticks, operator commands), so they take turns. Signing
     /// takes it only to look up a key it keeps no handle for.
     store: tokio::sync::Mutex<()>,
-    /// Private key handles by `CKA_ID`, for signing.
-    handles: Handles,
     token: TokenIdentity,
     module: PathBuf,
 }
@@ -83,21 +87,42 @@ impl Hsm {
     pub fn open(settings: HsmSettings) -> Result<Self, HsmError> {
         let ctx = context::load(&settings.module)?;
         let (slot, token) = context::select_token(&ctx, &settings.token)?;
-        let pool =
-            SessionPool::start(ctx, slot, settings.pin, settings.sessions, settings.timeout)?;
+        let pin = Arc::new(settings.pin);
+        let pool = SessionPool::start(
+            ctx.clone(),
+            slot,
+            pin.clone(),
+            settings.sessions,
+            settings.timeout,
+            settings.queue,
+        )?;
         tracing::info!(
             token = %token.label,
             serial = %token.serial,
             sessions = pool.size(),
             "PKCS#11 token ready"
         );
+        let setup = Setup {
+            module: settings.module.clone(),
+            selector: settings.token,
+            pin,
+            sessions: pool.size(),
+            timeout: settings.timeout,
+            queue: settings.queue,
+        };
         Ok(Hsm {
-            pool,
+            core: Arc::new(Core::new(ctx, pool, setup)),
             store: tokio::sync::Mutex::new(()),
-            handles: Handles::default(),
             token,
             module: settings.module,
         })
+    }
+
+    /// Watches the token's health: [`HsmHealth::Outage`] from a device or token error
+    /// until the background recovery has re-initialized the library and found the token
+    /// and its keys again.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<HsmHealth> {
+        self.core.health()
     }
 
     /// The token in use.
@@ -127,7 +152,7 @@ impl Hsm {
     /// Destroys both halves of the key pair with `CKA_ID` `id` (to undo an incomplete
     /// generation); a pair that is not there is nothing to destroy.
     pub async fn destroy_key_pair(&self, id: Vec<u8>) -> Result<(), HsmError> {
-        self.handles.remove(&id);
+        self.core.handles.remove(&id);
         self.store_op(move |s| {
             if let Some((_, keys)) = objects::key_pair_by_id(s, &id)? {
                 key_management::destroy(s, keys);
@@ -191,12 +216,7 @@ impl Hsm {
 
     /// Keeps the private key's handle of a pair just read from the token, for signing.
     fn remember(&self, info: &KeyPairInfo, objects: KeyObjects) {
-        let handle = SigningHandle {
-            handle: objects.private,
-            algorithm: info.algorithm,
-            public_key: info.public_key.clone(),
-        };
-        self.handles.insert(&info.id, handle);
+        self.core.remember(info, objects);
     }
 
     /// Stores a DER certificate as a private token object.
@@ -261,7 +281,7 @@ impl Hsm {
         R: Send + 'static,
     {
         let _turn = self.store.lock().await;
-        self.pool.run(f).await
+        self.core.run(f).await
     }
 
     /// Signs `input` with `key`, found by its id (`CKA_ID`).
@@ -272,11 +292,31 @@ impl Hsm {
     /// is safe. A token key under that id that is not `key` (another algorithm or public
     /// key: deleted and re-created) never signs.
     pub async fn sign(&self, key: KeyRef<'_>, input: SignInput) -> Result<Vec<u8>, SignError> {
+        let algorithm = key.algorithm;
+        // Signing has no side effect in the token: on a lost session it is tried once
+        // more on a fresh one, and on a stale handle once more after a lookup.
+        self.on_key(key, move |s, handle| {
+            signing::sign(s, handle, algorithm, &input)
+        })
+        .await
+    }
+
+    /// Runs `op` on the private key handle of `key`: the kept one, or one looked up by
+    /// `CKA_ID` when none is kept, when the kept one is for another key, or (once) when
+    /// the token says it is stale. `op` must be safe to repeat.
+    async fn on_key<R, F>(&self, key: KeyRef<'_>, op: F) -> Result<R, SignError>
+    where
+        F: Fn(&cryptoki::session::Session, cryptoki::object::ObjectHandle) -> Result<R, HsmError>
+            + Send
+            + Sync
+            + 'static,
+        R: Send + 'static,
+    {
         let id = key.kid.as_bytes();
-        let input = Arc::new(input);
+        let op = Arc::new(op);
         let mut looked_up = false;
         loop {
-            let handle = match self.handles.find(key) {
+            let handle = match self.core.handles.find(key) {
                 Lookup::Found(handle) => handle,
                 Lookup::Mismatch if looked_up => {
                     return Err(SignError::KeyMismatch(key.kid.to_string()));
@@ -290,15 +330,12 @@ impl Hsm {
                     continue;
                 }
             };
-            let (job_input, algorithm) = (input.clone(), key.algorithm);
-            let signed = self
-                .pool
-                .run(move |s| signing::sign(s, handle, algorithm, &job_input))
-                .await;
-            match signed {
+            let job = op.clone();
+            let done = self.core.run_repeatable(move |s| job(s, handle)).await;
+            match done {
                 Err(e) if !looked_up && e.stale_handle() => {
-                    tracing::warn!(kid = %key.kid, error = %e, "signing key handle is stale; looking the key up again");
-                    self.handles.remove_if(id, handle);
+                    tracing::warn!(kid = %key.kid, error = %e, "key handle is stale; looking the key up again");
+                    self.core.handles.remove_if(id, handle);
                     looked_up = true;
                     self.look_up(id).await?;
                 }
@@ -311,7 +348,7 @@ impl Hsm {
     /// forgets any handle kept for `id` if the token has no such pair.
     async fn look_up(&self, id: &[u8]) -> Result<(), HsmError> {
         if self.key_pair_by_id(id.to_vec()).await?.is_none() {
-            self.handles.remove(id);
+            self.core.handles.remove(id);
         }
         Ok(())
     }
@@ -320,45 +357,17 @@ impl Hsm {
     /// (looked up by `CKA_ID` if not, or if stale) and the token still answers for it
     /// (one attribute read). For `/readyz`.
     pub async fn check_key(&self, key: KeyRef<'_>) -> Result<(), SignError> {
-        let id = key.kid.as_bytes();
-        let mut looked_up = false;
-        loop {
-            let handle = match self.handles.find(key) {
-                Lookup::Found(handle) => handle,
-                Lookup::Mismatch if looked_up => {
-                    return Err(SignError::KeyMismatch(key.kid.to_string()));
-                }
-                Lookup::Missing if looked_up => {
-                    return Err(SignError::UnknownKey(key.kid.to_string()));
-                }
-                Lookup::Mismatch | Lookup::Missing => {
-                    looked_up = true;
-                    self.look_up(id).await?;
-                    continue;
-                }
-            };
-            let checked = self
-                .pool
-                .run(move |s| {
-                    s.get_attributes(handle, &[cryptoki::object::AttributeType::Id])?;
-                    Ok(())
-                })
-                .await;
-            match checked {
-                Err(e) if !looked_up && e.stale_handle() => {
-                    self.handles.remove_if(id, handle);
-                    looked_up = true;
-                    self.look_up(id).await?;
-                }
-                other => return other.map_err(SignError::from),
-            }
-        }
+        self.on_key(key, |s, handle| {
+            s.get_attributes(handle, &[cryptoki::object::AttributeType::Id])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Asks a worker for its session state: proves a worker is free, the token answers,
     /// and the session is still logged in.
     pub async fn ping(&self) -> Result<(), HsmError> {
-        self.pool
+        self.core
             .run(|s| match s.get_session_info()?.session_state() {
                 cryptoki::session::SessionState::RwUser => Ok(()),
                 other => Err(HsmError::NoSession(format!(

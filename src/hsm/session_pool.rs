@@ -31,7 +31,8 @@ use super::HsmError;
 /// session it used was lost.
 type Job = Box<dyn FnOnce(Result<&Session, &HsmError>) -> bool + Send>;
 
-/// How many queued jobs each worker may have before callers wait for room.
+/// How many queued jobs each worker may have; past that, callers are refused at once
+/// (`overloaded`) rather than waiting for room.
 const QUEUE_PER_WORKER: usize = 256;
 /// How long dropping the pool waits for workers to close their sessions.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
@@ -43,10 +44,10 @@ pub(crate) struct SessionPool {
     jobs: async_channel::Sender<Job>,
     size: usize,
     timeout: Duration,
-    /// Each worker drops its end after closing its session. (In a mutex only to make the
-    /// pool `Sync`; just `drop` receives from it.)
+    /// Each worker drops its end after closing its session; [`SessionPool::close`]
+    /// drops the pool's own and waits for the receiver to see them all gone.
     closed: std::sync::Mutex<mpsc::Receiver<()>>,
-    closers: Option<mpsc::Sender<()>>,
+    closers: std::sync::Mutex<Option<mpsc::Sender<()>>>,
 }
 
 /// What a worker needs to (re)open its session.
@@ -73,17 +74,15 @@ impl SessionPool {
     pub(crate) fn start(
         ctx: Pkcs11,
         slot: Slot,
-        pin: SecretString,
+        pin: Arc<SecretString>,
         size: usize,
         timeout: Duration,
+        queue: Option<usize>,
     ) -> Result<Self, HsmError> {
-        let source = SessionSource {
-            ctx,
-            slot,
-            pin: Arc::new(pin),
-        };
+        let source = SessionSource { ctx, slot, pin };
         let size = size.max(1);
-        let (jobs, queue) = async_channel::bounded::<Job>(size * QUEUE_PER_WORKER);
+        let (jobs, queue) =
+            async_channel::bounded::<Job>(queue.unwrap_or(size * QUEUE_PER_WORKER).max(1));
         let (closer, closed) = mpsc::channel();
         // Dropping `pool` on an error closes the queue, which ends the started workers.
         let pool = SessionPool {
@@ -91,12 +90,16 @@ impl SessionPool {
             size,
             timeout,
             closed: std::sync::Mutex::new(closed),
-            closers: Some(closer),
+            closers: std::sync::Mutex::new(Some(closer)),
         };
         for index in 0..size {
             let session = source.open()?;
             let (source, queue) = (source.clone(), queue.clone());
-            let closer = pool.closers.clone();
+            let closer = pool
+                .closers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             thread::Builder::new()
                 .name(format!("pkcs11-{index}"))
                 .spawn(move || {
@@ -131,11 +134,13 @@ impl SessionPool {
             let _ = reply.send(outcome);
             lost
         });
+        // A full queue refuses at once: waiting for room would only turn an overload into
+        // timeouts for everyone.
+        self.jobs.try_send(job).map_err(|e| match e {
+            async_channel::TrySendError::Full(_) => HsmError::Overloaded,
+            async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
+        })?;
         let exchange = async {
-            self.jobs
-                .send(job)
-                .await
-                .map_err(|_| HsmError::PoolClosed)?;
             // The reply is dropped unsent only if the job panicked on the worker.
             result
                 .await
@@ -145,25 +150,50 @@ impl SessionPool {
             .await
             .unwrap_or(Err(HsmError::Timeout(self.timeout)))
     }
-}
 
-impl Drop for SessionPool {
-    fn drop(&mut self) {
-        // Each worker ends after its current job and closes its session. Wait for that,
-        // so the process never exits (running the module's global destructors) while a
-        // worker is still inside the module; but only so long: a token that hangs inside
-        // a call must not hang shutdown with it.
+    /// [`SessionPool::run`] for an operation that is safe to repeat (signing, reading):
+    /// if the session it ran on was lost, it runs once more, on a fresh session (the
+    /// worker that lost its session opens a new one before its next job).
+    pub(crate) async fn run_repeatable<R, F>(&self, f: F) -> Result<R, HsmError>
+    where
+        F: Fn(&Session) -> Result<R, HsmError> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let f = Arc::new(f);
+        let again = f.clone();
+        match self.run(move |s| f(s)).await {
+            Err(e) if e.session_lost() => {
+                tracing::warn!(error = %e, "PKCS#11 session lost; trying once more on a fresh session");
+                self.run(move |s| again(s)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Stops taking jobs and waits until every worker has finished its current job and
+    /// closed its session, so the process never exits (running the module's global
+    /// destructors) or finalizes the library while a worker is still inside the module;
+    /// but only so long: a token that hangs inside a call must not hang shutdown with it.
+    pub(crate) fn close(&self) {
         self.jobs.close();
-        self.closers = None;
-        let closed = self
-            .closed
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(
+            self.closers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(mpsc::RecvTimeoutError::Timeout) = closed.recv_timeout(CLOSE_DEADLINE) {
             tracing::warn!(
                 "PKCS#11 workers did not finish within {CLOSE_DEADLINE:?}; leaving them"
             );
         }
+    }
+}
+
+impl Drop for SessionPool {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

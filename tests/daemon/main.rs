@@ -6,6 +6,7 @@ mod auditagg;
 mod bad_input;
 mod ceremony;
 mod common;
+mod faults;
 mod hardening;
 mod interop;
 mod keys;

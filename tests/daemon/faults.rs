@@ -1,0 +1,282 @@
+//! HSM faults, injected by the fault module (fault-pkcs11/, built by scripts/test.sh):
+//! a real `signetd serve` process loads it in place of SoftHSM2 and, through a plan file
+//! the test rewrites, sees chosen PKCS#11 calls fail, slow down or hang. Each test checks
+//! the error the client gets during the fault, that the daemon recovers by itself, and
+//! that a token minted afterwards verifies with PyJWT against the daemon's JWKS.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use hyper::Method;
+use serde_json::{Value, json};
+use signetd::Algorithm;
+
+use crate::common::{
+    Reply, ServedDaemon, TestToken, eventually, issuer_toml, repo_root, request_unix,
+};
+
+/// The fault module: `SIGNETD_FAULT_MODULE` (scripts/test.sh builds and exports it), else
+/// where `cargo build -p fault-pkcs11` puts it.
+fn fault_module() -> PathBuf {
+    let path = std::env::var_os("SIGNETD_FAULT_MODULE").map_or_else(
+        || repo_root().join("target/debug/libfault_pkcs11.so"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "no fault module at {}: run scripts/test.sh, or 'cargo build -p fault-pkcs11'",
+        path.display()
+    );
+    path
+}
+
+/// A daemon on a token of its own, loading the fault module, with one ES256 issuer `fx`.
+pub struct Faulty {
+    pub token: TestToken,
+    pub socket: PathBuf,
+    plan: PathBuf,
+    /// Kept so the daemon runs until the test ends.
+    _daemon: ServedDaemon,
+}
+
+impl Faulty {
+    /// Starts it with `pkcs11_extra` added to the `[pkcs11]` table (e.g. a timeout).
+    pub fn start(label: &str, pkcs11_extra: &str) -> Faulty {
+        let token = TestToken::create(label);
+        let (config, socket) = token.write_config(&issuer_toml("fx", Algorithm::Es256));
+        token.init_ca_and_key(&config, "fx");
+        let real = token.var("SIGNETD_PKCS11_MODULE").to_string();
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        for line in pkcs11_extra.lines() {
+            // A key given in `pkcs11_extra` replaces the harness's own.
+            let key = line.split('=').next().unwrap().trim();
+            text = text
+                .lines()
+                .filter(|l| l.split('=').next().unwrap().trim() != key)
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        let text = text.replacen(
+            &format!("module = {real:?}\n"),
+            &format!(
+                "module = {:?}\n{pkcs11_extra}",
+                fault_module().display().to_string()
+            ),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        let plan = token.path("faults.plan");
+        let env = [
+            format!("SIGNETD_FAULT_PLAN={}", plan.display()),
+            format!("SIGNETD_FAULT_TARGET={real}"),
+        ];
+        let daemon = token.serve_under(&["env", &env[0], &env[1]], &config, &socket);
+        Faulty {
+            token,
+            socket,
+            plan,
+            _daemon: daemon,
+        }
+    }
+
+    /// Replaces the fault plan (written beside it and renamed over it, so the module
+    /// never reads half a plan).
+    pub fn plan(&self, rules: &str) {
+        let next = self.plan.with_extension("next");
+        std::fs::write(&next, rules).unwrap();
+        std::fs::rename(&next, &self.plan).unwrap();
+    }
+
+    pub async fn mint(&self) -> Reply {
+        let body = json!({"issuer": "fx", "sub": "svc", "aud": "api", "ttl_seconds": 60});
+        request_unix(&self.socket, Method::POST, "/v1/tokens", Some(&body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        request_unix(&self.socket, Method::GET, path, None).await
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.token.path("serve.log")).unwrap_or_default()
+    }
+
+    /// Mints a token and has PyJWT verify it against the JWKS the daemon serves now.
+    pub async fn mint_and_verify(&self) {
+        let reply = self.mint().await;
+        assert_eq!(reply.status, 200, "{:?}\n{}", reply.json, self.log());
+        let token = reply.json["token"].as_str().unwrap().to_string();
+        let jwks = self.get("/.well-known/jwks.json").await;
+        let jwks_file = self.token.path("jwks.json");
+        std::fs::write(&jwks_file, &jwks.raw).unwrap();
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/interop/verify_jwt.py"))
+            .arg("--jwks-file")
+            .arg(&jwks_file)
+            .args([
+                "--iss",
+                "https://fx.example",
+                "--aud",
+                "api",
+                "--max-ttl",
+                "60",
+            ])
+            .args(["--alg", "ES256", &token])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "PyJWT rejected a token minted after the fault: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Polls until a mint succeeds, for at most `seconds`.
+    pub async fn recovers_within(&self, seconds: u64) {
+        let recovered = eventually(seconds, async || self.mint().await.status == 200).await;
+        assert!(
+            recovered,
+            "no successful mint within {seconds} s after the fault:\n{}",
+            self.log()
+        );
+    }
+}
+
+/// The Python with PyJWT, as in `interop.rs`.
+fn python() -> String {
+    std::env::var("SIGNETD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Audit records of `event`, in the daemon's log.
+fn audit_events(f: &Faulty, event: &str) -> Vec<Value> {
+    crate::common::audit_records(&f.token.audit_dir())
+        .into_iter()
+        .filter(|r| r["event"] == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_key_handle_is_looked_up_again_and_signs() {
+    let f = Faulty::start("faults-stale", "");
+    f.mint_and_verify().await;
+    f.plan("function=C_SignInit rv=CKR_KEY_HANDLE_INVALID count=1\n");
+    let reply = f.mint().await;
+    assert_eq!(reply.status, 200, "{:?}\n{}", reply.json, f.log());
+    assert!(f.log().contains("handle is stale"), "{}", f.log());
+    f.plan("function=C_SignInit rv=CKR_OBJECT_HANDLE_INVALID count=1\n");
+    f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_session_is_reopened_and_the_signature_tried_once_more() {
+    let f = Faulty::start("faults-session", "");
+    // One lost session: the client never sees it.
+    for rv in [
+        "CKR_SESSION_HANDLE_INVALID",
+        "CKR_SESSION_CLOSED",
+        "CKR_USER_NOT_LOGGED_IN",
+    ] {
+        f.plan(&format!("function=C_Sign rv={rv} count=1\n"));
+        let reply = f.mint().await;
+        assert_eq!(reply.status, 200, "{rv}: {:?}\n{}", reply.json, f.log());
+    }
+    assert!(
+        f.log().contains("trying once more on a fresh session"),
+        "{}",
+        f.log()
+    );
+    // Sessions lost on every try: the client gets hsm_unavailable, once per request.
+    f.plan("function=C_Sign rv=CKR_SESSION_HANDLE_INVALID\n");
+    let reply = f.mint().await;
+    assert_eq!((reply.status, reply.code()), (503, "hsm_unavailable"));
+    assert!(!reply.header("retry-after").is_empty());
+    f.plan("");
+    f.recovers_within(10).await;
+    f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_error_is_an_outage_the_daemon_recovers_from() {
+    let f = Faulty::start("faults-device", "");
+    // Every call fails, re-initialization included, until the plan is lifted.
+    f.plan("function=* rv=CKR_DEVICE_ERROR\n");
+    let reply = f.mint().await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, "hsm_unavailable"),
+        "{}",
+        f.log()
+    );
+    assert_eq!(reply.header("retry-after"), "2");
+    let again = f.mint().await;
+    assert_eq!(again.code(), "hsm_unavailable");
+    assert_eq!(f.get("/readyz").await.status, 503);
+    // The public keys stay published meanwhile.
+    assert_eq!(f.get("/.well-known/jwks.json").await.status, 200);
+    f.plan("");
+    // Recovery retries with backoff from 0.5 s: well within 20 s of the device coming back.
+    f.recovers_within(20).await;
+    f.mint_and_verify().await;
+    assert!(
+        f.log().contains("C_SignInit returned CKR_DEVICE_ERROR"),
+        "{}",
+        f.log()
+    );
+    assert!(f.log().contains("recovered from the outage"), "{}", f.log());
+    let recorded = eventually(5, async || !audit_events(&f, "hsm_recovered").is_empty()).await;
+    assert!(recorded, "no hsm_recovered record");
+    let outage = audit_events(&f, "hsm_outage");
+    assert_eq!(outage.len(), 1, "{outage:?}");
+    assert_eq!(outage[0]["detail"], "C_SignInit returned CKR_DEVICE_ERROR");
+
+    // A token that blinks once (one failed call) is an outage too, and recovers.
+    for rv in [
+        "CKR_TOKEN_NOT_PRESENT",
+        "CKR_DEVICE_REMOVED",
+        "CKR_GENERAL_ERROR",
+        "CKR_FUNCTION_FAILED",
+    ] {
+        f.plan(&format!("function=C_Sign rv={rv} count=1\n"));
+        let reply = f.mint().await;
+        assert_eq!(reply.code(), "hsm_unavailable", "{rv}");
+        f.recovers_within(20).await;
+    }
+    f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_beyond_the_queue_is_refused_at_once() {
+    // One slow session, two waiting places: most of a burst is refused, none times out.
+    let f = Faulty::start(
+        "faults-flood",
+        "sessions = 1\nqueue = 2\ntimeout_ms = 20000\n",
+    );
+    f.plan("function=C_Sign delay_ms=300\n");
+    let body = json!({"issuer": "fx", "sub": "svc", "aud": "api", "ttl_seconds": 60});
+    let mints: Vec<_> = (0..12)
+        .map(|_| {
+            let (socket, body) = (f.socket.clone(), body.clone());
+            tokio::spawn(async move {
+                request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for mint in mints {
+        replies.push(mint.await.unwrap());
+    }
+    let codes: Vec<&str> = replies
+        .iter()
+        .map(|r| if r.status == 200 { "ok" } else { r.code() })
+        .collect();
+    assert!(codes.contains(&"ok"), "{codes:?}");
+    assert!(codes.contains(&"overloaded"), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == "ok" || *c == "overloaded"),
+        "{codes:?}"
+    );
+    let refused = replies.iter().find(|r| r.code() == "overloaded").unwrap();
+    assert_eq!((refused.status, refused.header("retry-after")), (503, "1"));
+    f.plan("");
+    f.mint_and_verify().await;
+}
