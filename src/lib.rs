@@ -57,9 +57,9 @@
 //!    every inventory, looked up again if the token says it is stale) and hands one job
 //!    to a worker thread that owns a logged-in session (a full queue answers `overloaded`
 //!    at once; during a token outage the answer is `hsm_unavailable` with `Retry-After`);
-//!    the worker hashes the signing
-//!    input (ES256) and makes one `C_Sign`. The handler awaits the reply and normalises
-//!    an ES256 signature to low-S, so each token has exactly one valid encoding.
+//!    the worker hashes the signing input (ES256) and makes one `C_Sign`. The handler
+//!    awaits the reply and normalises an ES256 signature to low-S, so each token has
+//!    exactly one valid encoding.
 //! 5. The service appends a `mint` record (principal, issuer, kid, jti, SHA-256 of the
 //!    token) to the [`audit::AuditSink`] and waits until the writer has fsynced it,
 //!    together with whatever other records arrived meanwhile. If it cannot be written,
