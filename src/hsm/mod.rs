@@ -125,6 +125,13 @@ impl Hsm {
         self.core.health()
     }
 
+    /// Declares the token lost although no call failed: a module that shows an empty
+    /// token where keys were (SoftHSM2 whose store went away) is recovered only by
+    /// re-initializing the library. Starts an outage, as a device error would.
+    pub fn report_lost(&self, cause: String) {
+        self.core.begin_outage(cause);
+    }
+
     /// The token in use.
     pub fn token(&self) -> &TokenIdentity {
         &self.token

@@ -112,7 +112,15 @@ impl Core {
         if let Err(e) = &result
             && e.device_fault()
         {
-            let cause = e.call_summary();
+            self.begin_outage(e.call_summary());
+        }
+        result
+    }
+
+    /// Starts an outage, unless one is under way: requests are refused and the library
+    /// re-initialized in the background until the token and its keys are found again.
+    pub(crate) fn begin_outage(self: &Arc<Self>, cause: String) {
+        {
             let began = self.health.send_if_modified(|health| match health {
                 HsmHealth::Ready => {
                     *health = HsmHealth::Outage {
@@ -127,7 +135,6 @@ impl Core {
                 tokio::spawn(recover(self.clone()));
             }
         }
-        result
     }
 
     /// Keeps the private key's handle of a pair just read from the token, for signing.

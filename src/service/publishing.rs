@@ -143,6 +143,10 @@ impl Service {
                 last.keys.len()
             );
             self.unreadable(why.clone());
+            // No call failed, so nothing else starts a recovery: a library that shows an
+            // empty token (SoftHSM2 whose store went away) sees it again only after
+            // re-initialization.
+            self.hsm.report_lost(why.clone());
             return Err(Error::Signer(SignError::Unavailable(why)));
         }
         let registry = std::sync::Arc::new(registry(&self.config, &merged, now));

@@ -117,10 +117,9 @@ async fn a_token_outage_keeps_the_jwks_and_readiness_names_it() {
 /// After the outage above, minting works again within 60 s, without a restart.
 ///
 /// SoftHSM2 shows this process an empty token until the library is initialized again
-/// (`C_Finalize`, `C_Initialize`): that is the recovery of item 2 of issue 11, not yet
-/// on this branch. Run with `--ignored` once it is.
+/// (`C_Finalize`, `C_Initialize`): the daemon takes an empty reading where keys were as
+/// a lost token and recovers as from a device error.
 #[tokio::test]
-#[ignore = "needs the PKCS#11 re-initialization of issue 11 item 2"]
 async fn minting_resumes_after_a_token_outage_without_restart() {
     let (t, _daemon, jwks) = outage("signetd-pub-resume").await;
     let deadline = Instant::now() + Duration::from_secs(60);
