@@ -132,6 +132,12 @@ impl Hsm {
         self.core.begin_outage(cause);
     }
 
+    /// PKCS#11 calls abandoned past their deadline since the session pool started, and
+    /// worker threads still stuck in one (each replaced by a new worker).
+    pub fn hung_calls(&self) -> (u64, usize) {
+        self.core.hung_calls()
+    }
+
     /// The token in use.
     pub fn token(&self) -> &TokenIdentity {
         &self.token

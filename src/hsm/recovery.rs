@@ -86,6 +86,13 @@ impl Core {
             .ok_or_else(|| HsmError::Outage("re-initializing".to_string()))
     }
 
+    /// Calls abandoned past their deadline by the current pool, and workers still stuck
+    /// in one.
+    pub(crate) fn hung_calls(&self) -> (u64, usize) {
+        let pool = self.pool.read().unwrap_or_else(|p| p.into_inner());
+        pool.as_ref().map_or((0, 0), |p| (p.abandoned(), p.stuck()))
+    }
+
     /// Runs `f` on a worker's session (see [`SessionPool::run`]).
     pub(crate) async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, HsmError>
     where

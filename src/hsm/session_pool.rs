@@ -10,9 +10,16 @@
 //! opens and logs in a new one before its next job, backing off exponentially while that
 //! fails. A PIN the token rejects is never tried again: retrying a wrong PIN on every
 //! request would lock it.
+//!
+//! A call that hangs inside the module past the deadline does not take its worker's
+//! place with it: the caller gets `hsm_timeout`, the worker is abandoned (it exits when
+//! the call ever returns) and a new worker with a new session takes its place, up to
+//! `size` abandoned workers at once, so a module that hangs every call cannot make the
+//! pool grow without bound. Abandoned calls are counted.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use std::thread;
@@ -27,9 +34,26 @@ use tokio::sync::oneshot;
 
 use super::HsmError;
 
-/// A job runs on a worker's session, or is told why there is none, and says whether the
-/// session it used was lost.
-type Job = Box<dyn FnOnce(Result<&Session, &HsmError>) -> bool + Send>;
+/// A job runs on a worker's session, or is told why there is none, and says how it
+/// ended for the worker.
+type Job = Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>;
+
+/// What a finished job means for the worker that ran it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobEnd {
+    /// Serve the next job.
+    Next,
+    /// The session was lost: reopen before the next job.
+    SessionLost,
+    /// The call outlived its deadline and a new worker took this one's place: exit.
+    Abandoned,
+}
+
+/// Where a job is, shared by its caller and the worker that runs it.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const FINISHED: u8 = 2;
+const ABANDONED: u8 = 3;
 
 /// How many queued jobs each worker may have; past that, callers are refused at once
 /// (`overloaded`) rather than waiting for room.
@@ -48,6 +72,13 @@ pub(crate) struct SessionPool {
     /// drops the pool's own and waits for the receiver to see them all gone.
     closed: std::sync::Mutex<mpsc::Receiver<()>>,
     closers: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    /// What a replacement worker needs.
+    source: SessionSource,
+    queue: async_channel::Receiver<Job>,
+    /// Calls abandoned past their deadline, ever; and workers still stuck in one.
+    abandoned: AtomicU64,
+    stuck: Arc<AtomicUsize>,
+    next_index: AtomicUsize,
 }
 
 /// What a worker needs to (re)open its session.
@@ -91,24 +122,89 @@ impl SessionPool {
             timeout,
             closed: std::sync::Mutex::new(closed),
             closers: std::sync::Mutex::new(Some(closer)),
+            source,
+            queue,
+            abandoned: AtomicU64::new(0),
+            stuck: Arc::new(AtomicUsize::new(0)),
+            next_index: AtomicUsize::new(size),
         };
         for index in 0..size {
-            let session = source.open()?;
-            let (source, queue) = (source.clone(), queue.clone());
-            let closer = pool
-                .closers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            thread::Builder::new()
-                .name(format!("pkcs11-{index}"))
-                .spawn(move || {
-                    Worker::new(index, source, session).run(&queue);
-                    drop(closer);
-                })
-                .map_err(|e| HsmError::Library(format!("cannot start PKCS#11 worker: {e}")))?;
+            let session = pool.source.open()?;
+            pool.spawn_worker(index, Some(session))?;
         }
         Ok(pool)
+    }
+
+    /// Starts worker `index` on `session`, or (a replacement) on a session it opens
+    /// itself, off the caller's thread.
+    fn spawn_worker(&self, index: usize, session: Option<Session>) -> Result<(), HsmError> {
+        let (source, queue) = (self.source.clone(), self.queue.clone());
+        let (stuck, closer) = (
+            self.stuck.clone(),
+            self.closers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        );
+        thread::Builder::new()
+            .name(format!("pkcs11-{index}"))
+            .spawn(move || {
+                let worker = match session {
+                    Some(session) => Worker::new(index, source, session),
+                    None => Worker::opening(index, source),
+                };
+                if worker.run(&queue) == JobEnd::Abandoned {
+                    stuck.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(
+                        worker = index,
+                        "an abandoned PKCS#11 call returned; its worker exits"
+                    );
+                }
+                drop(closer);
+            })
+            .map(|_| ())
+            .map_err(|e| HsmError::Library(format!("cannot start PKCS#11 worker: {e}")))
+    }
+
+    /// Calls abandoned past their deadline since the pool started.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Workers still stuck inside an abandoned call.
+    pub(crate) fn stuck(&self) -> usize {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// The job `state` outlived its deadline while running: abandon its worker and start
+    /// another in its place, unless `size` workers are stuck already.
+    fn abandon(&self, state: &AtomicU8) {
+        if state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return; // still queued (nothing is stuck), or it has just finished
+        }
+        let count = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        let stuck = self.stuck.fetch_add(1, Ordering::SeqCst) + 1;
+        if stuck > self.size {
+            tracing::error!(
+                stuck,
+                abandoned = count,
+                "a PKCS#11 call hangs past its deadline; as many workers are stuck as the pool has, so no replacement is started"
+            );
+            return;
+        }
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            worker = index,
+            stuck,
+            abandoned = count,
+            "a PKCS#11 call hangs past its deadline; abandoning its worker and starting another"
+        );
+        if let Err(e) = self.spawn_worker(index, None) {
+            tracing::error!(error = %e, "cannot start a replacement PKCS#11 worker");
+        }
     }
 
     /// Number of worker threads (and sessions).
@@ -124,15 +220,23 @@ impl SessionPool {
         R: Send + 'static,
     {
         let (reply, result) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let job_state = state.clone();
         let job: Job = Box::new(move |session| {
             // The caller gave up (timeout, client gone): don't spend the token on it.
             if reply.is_closed() {
-                return false;
+                return JobEnd::Next;
             }
+            job_state.store(RUNNING, Ordering::SeqCst);
             let outcome = session.map_err(HsmError::clone).and_then(f);
             let lost = matches!(&outcome, Err(e) if e.session_lost());
             let _ = reply.send(outcome);
-            lost
+            match job_state.compare_exchange(RUNNING, FINISHED, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Err(_) => JobEnd::Abandoned,
+                Ok(_) if lost => JobEnd::SessionLost,
+                Ok(_) => JobEnd::Next,
+            }
         });
         // A full queue refuses at once: waiting for room would only turn an overload into
         // timeouts for everyone.
@@ -146,9 +250,13 @@ impl SessionPool {
                 .await
                 .unwrap_or_else(|_| Err(HsmError::Library("a PKCS#11 job panicked".to_string())))
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or(Err(HsmError::Timeout(self.timeout)))
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.abandon(&state);
+                Err(HsmError::Timeout(self.timeout))
+            }
+        }
     }
 
     /// [`SessionPool::run`] for an operation that is safe to repeat (signing, reading):
@@ -210,6 +318,21 @@ struct Worker {
 }
 
 impl Worker {
+    /// A replacement worker: it opens its own session, or starts without one (and
+    /// reopens it before each job, as after a lost session).
+    fn opening(index: usize, source: SessionSource) -> Self {
+        let mut worker = Worker {
+            index,
+            source,
+            session: None,
+            broken: Some(HsmError::NoSession("not opened yet".to_string())),
+            retry_at: Instant::now(),
+            backoff: REOPEN_BACKOFF.0,
+        };
+        worker.reopen_if_due();
+        worker
+    }
+
     fn new(index: usize, source: SessionSource, session: Session) -> Self {
         Worker {
             index,
@@ -221,20 +344,24 @@ impl Worker {
         }
     }
 
-    /// Serves jobs until the queue closes; the session closes when `self` drops.
-    fn run(mut self, queue: &async_channel::Receiver<Job>) {
+    /// Serves jobs until the queue closes, or until a job it ran was abandoned (another
+    /// worker has its place); the session closes when `self` drops. Returns how it ended.
+    fn run(mut self, queue: &async_channel::Receiver<Job>) -> JobEnd {
         while let Ok(job) = queue.recv_blocking() {
             self.reopen_if_due();
-            let lost = match (&self.session, &self.broken) {
+            let end = match (&self.session, &self.broken) {
                 (Some(session), _) => catch_unwind(AssertUnwindSafe(|| job(Ok(session))))
                     .unwrap_or_else(|_| {
                         tracing::error!(worker = self.index, "a PKCS#11 job panicked");
-                        false
+                        JobEnd::Next
                     }),
                 (None, Some(why)) => job(Err(why)),
                 (None, None) => unreachable!("a worker without a session knows why"),
             };
-            if lost {
+            if end == JobEnd::Abandoned {
+                return end;
+            }
+            if end == JobEnd::SessionLost {
                 tracing::warn!(
                     worker = self.index,
                     "PKCS#11 session lost; reopening before the next job"
@@ -243,6 +370,7 @@ impl Worker {
                 self.broken = Some(HsmError::NoSession("the session was lost".to_string()));
             }
         }
+        JobEnd::Next
     }
 
     fn reopen_if_due(&mut self) {

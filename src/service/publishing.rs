@@ -234,6 +234,12 @@ impl Service {
         if let Some(why) = self.publishing.lock().unreadable.clone() {
             problems.push(why);
         }
+        let (abandoned, stuck) = self.hsm.hung_calls();
+        if stuck > 0 {
+            problems.push(format!(
+                "{stuck} PKCS#11 call(s) hang inside the module past their deadline ({abandoned} abandoned since the pool started); their workers were replaced"
+            ));
+        }
         let registry = self.registry();
         for name in self.config.issuers.keys() {
             match registry.active(name) {

@@ -280,3 +280,33 @@ async fn a_flood_beyond_the_queue_is_refused_at_once() {
     f.plan("");
     f.mint_and_verify().await;
 }
+
+#[tokio::test]
+async fn a_hung_call_times_out_and_a_new_worker_takes_its_place() {
+    // One session: without a replacement, the hung call would stop all signing.
+    let f = Faulty::start("faults-hang", "sessions = 1\ntimeout_ms = 1500\n");
+    f.plan("function=C_Sign hang count=1\n");
+    let hung = f.mint().await;
+    assert_eq!(
+        (hung.status, hung.code()),
+        (503, "hsm_timeout"),
+        "{:?}",
+        hung.json
+    );
+    // The stuck worker still sits in C_Sign; its replacement signs.
+    f.mint_and_verify().await;
+    let ready = f.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.json);
+    assert!(
+        ready.json.to_string().contains("hang inside the module"),
+        "{:?}",
+        ready.json
+    );
+    assert!(f.log().contains("abandoning its worker"), "{}", f.log());
+    // Lifting the rule lets the hung call return; its worker exits and readiness
+    // returns.
+    f.plan("");
+    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
+    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.mint_and_verify().await;
+}
