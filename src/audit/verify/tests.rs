@@ -1,4 +1,5 @@
-//! Regression tests for inputs the fuzzer (fuzz/, target `audit_segment`) found.
+//! Regression tests for inputs of the `audit_segment` fuzz target (fuzz/): found while
+//! writing it, reproduced with it, and kept in its seed corpus.
 
 use super::*;
 use crate::audit::segment::{open_tail, segment_name};
