@@ -6,9 +6,16 @@ shopt -s inherit_errexit
 PROG=${0##*/}
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 
+if [[ ${1:-} == --fuzz-smoke ]]; then
+    # The fuzz targets (fuzz/) need none of the test tools below: build them and run
+    # each for a short bounded time (docs/reliability.md, "Fuzzing").
+    exec bash "$REPO_ROOT/scripts/fuzz.sh" smoke "${FUZZ_SMOKE_SECONDS:-20}"
+fi
+
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     cat <<EOF
 Usage: scripts/$PROG [CARGO TEST ARGS...]
+       scripts/$PROG --fuzz-smoke
 
 Run signetd's whole test suite: 'cargo test --locked [CARGO TEST ARGS...]'.
 
@@ -25,6 +32,10 @@ Before that it makes sure that:
 Tests find the venv's interpreter in SIGNETD_TEST_PYTHON, and the
 fault-injecting PKCS#11 module (fault-pkcs11/, built here) in
 SIGNETD_FAULT_MODULE, which this script exports.
+
+--fuzz-smoke instead builds the fuzz targets (installing cargo-fuzz if missing) and
+runs each for FUZZ_SMOKE_SECONDS (default 20) on one core; it fails on a crash.
+See scripts/fuzz.sh and docs/reliability.md.
 
 Examples:
   scripts/$PROG

@@ -144,6 +144,10 @@ impl Chain<'_> {
             .and_then(Value::as_u64)
             .ok_or("the record has no seq")?;
         at.seq = Some(seq);
+        // No record can follow the largest seq, and the checks below add one to it.
+        if seq == u64::MAX {
+            return Err(format!("seq {seq} is past the end of any log"));
+        }
         let prev = field(&record, "prev").ok_or("the record has no prev")?;
         let event = field(&record, "event").ok_or("the record has no event")?;
         let starts = matches!(event, "genesis" | "segment_start");
@@ -291,7 +295,8 @@ impl Chain<'_> {
                 claims.log_id
             ));
         }
-        if claims.seq + 1 != seq || claims.head != prev {
+        // checked_add: the signed seq is still a number someone chose.
+        if claims.seq.checked_add(1) != Some(seq) || claims.head != prev {
             return Err(format!(
                 "the signed checkpoint covers seq {} with head {}, but the chain before it ends at seq {} with head {prev}: records before it were altered",
                 claims.seq,
@@ -430,3 +435,6 @@ fn verify_segment(
     }
     Ok(at)
 }
+
+#[cfg(test)]
+mod tests;

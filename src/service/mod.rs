@@ -435,7 +435,10 @@ fn es256_signature(raw: &[u8]) -> Result<p256::ecdsa::Signature, Error> {
         .map_err(|e| Error::Internal(format!("token returned an invalid ECDSA signature: {e}")))
 }
 
-fn sign_input(algorithm: Algorithm, request: &SignRequest) -> Result<SignInput, Error> {
+/// What a `POST /v1/sign` request asks `algorithm`'s key to sign: its base64url digest
+/// or message decoded and checked, before any token is touched. Public so the fuzz
+/// targets (fuzz/) reach it exactly as [`Service::sign`] does.
+pub fn sign_input(algorithm: Algorithm, request: &SignRequest) -> Result<SignInput, Error> {
     let decode = |field: &str, text: &str| {
         crate::util::unb64(text).ok_or_else(|| {
             Error::InvalidRequest(format!("{field} is not base64url without padding"))

@@ -101,6 +101,11 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         serde_json::from_slice(first).map_err(|_| damaged("the first line is not a record"))?;
     let last: Record =
         serde_json::from_slice(last_line).map_err(|_| damaged("the last line is not a record"))?;
+    // The writer continues at `last.seq + 1`: a last seq at the maximum (which only a
+    // damaged or forged file holds) would overflow it.
+    if last.seq == u64::MAX {
+        return Err(damaged("the last record's seq is past the end of any log"));
+    }
     let unsigned = match last_checkpoint(body, &segments)? {
         Some(checkpoint) => last.seq.saturating_sub(checkpoint),
         None => last.seq + 1,
