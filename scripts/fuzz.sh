@@ -78,7 +78,7 @@ run() {
         tail -n 40 -- "$out" >&2
         die "$target crashed; the input is in ${artifacts#"$REPO_ROOT"/}"
     fi
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' -- "$out" >&2 || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' -- "$out" >&2 || true
 }
 
 case ${1:-} in
