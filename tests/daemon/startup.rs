@@ -293,12 +293,7 @@ fn a_missing_socket_directory_and_a_url_for_a_socket_are_named() {
         ),
     )
     .unwrap();
-    let out = Command::new(signetd_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-        .output()
-        .unwrap();
+    let out = t.signetd_output(&["serve", "--config", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
@@ -366,12 +361,7 @@ fn legacy_caller_lists_still_work_and_a_bad_selector_is_named() {
         "callers = [\"user:alice\"]",
     );
     std::fs::write(&config, text).unwrap();
-    let out = Command::new(signetd_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-        .output()
-        .unwrap();
+    let out = t.signetd_output(&["serve", "--config", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
