@@ -1,6 +1,7 @@
 //! Loading the module, `C_Initialize`, and choosing the token (PKCS#11 §5.4–5.5).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
@@ -37,9 +38,29 @@ pub(crate) fn load(module: &Path) -> Result<Pkcs11, HsmError> {
         path: module.to_path_buf(),
         reason: e.to_string(),
     })?;
+    keep_resident(module, &ctx);
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps one handle to every module loaded, for the life of the process, so that no
+/// `dlclose` (when the last `Pkcs11` handle drops, at exit or when recovery loads the
+/// module again) ever unmaps it.
+///
+/// A module may leave thread-local destructors behind in the threads that called it:
+/// kryoptic and the OpenSSL inside it do, in every tokio and worker thread that signed.
+/// Unmapping the module before those threads end makes them jump into unmapped memory
+/// as they exit: `signetd keys list` crashed at exit this way on kryoptic. A loaded
+/// PKCS#11 module is process-wide state anyway (one `C_Initialize` per process), and
+/// `C_Finalize`/`C_Initialize`, not reloading, is what recovery relies on. (`dlopen`'s
+/// `RTLD_NODELETE` says the same, but would be this crate's only `unsafe` block.)
+fn keep_resident(module: &Path, ctx: &Pkcs11) {
+    static RESIDENT: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+    let mut resident = RESIDENT.lock().unwrap_or_else(|p| p.into_inner());
+    if !resident.iter().any(|(path, _)| path == module) {
+        resident.push((module.to_path_buf(), ctx.clone()));
     }
 }
 
