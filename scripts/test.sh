@@ -14,15 +14,21 @@ fi
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     cat <<EOF
-Usage: scripts/$PROG [CARGO TEST ARGS...]
+Usage: scripts/$PROG [--pkcs11 softhsm2|kryoptic|both] [CARGO TEST ARGS...]
        scripts/$PROG --fuzz-smoke
 
-Run signetd's whole test suite: 'cargo test --locked [CARGO TEST ARGS...]'.
+Run signetd's whole test suite: 'cargo test --locked [CARGO TEST ARGS...]', once
+on SoftHSM2 tokens and once on kryoptic tokens (--pkcs11 chooses one; default
+both). kryoptic, a PKCS#11 3.2 token in Rust, is built here from kryoptic-pkcs11/
+with a vendored OpenSSL (a few minutes the first time); the tests find it through
+SIGNETD_TEST_PKCS11=kryoptic and SIGNETD_KRYOPTIC_MODULE, which this script sets.
+See docs/hsm-compatibility.md.
 
 Before that it makes sure that:
   - the system tools are there: softhsm2-util (softhsm2), pkcs11-tool
     (opensc), openssl (openssl), curl (curl; the TLS tests run it and
-    'openssl s_client' against the daemon) and 'python3 -m venv' (python3-venv).
+    'openssl s_client' against the daemon), libclang (libclang-dev; kryoptic's
+    build generates bindings with it) and 'python3 -m venv' (python3-venv).
     Missing ones are installed with apt-get when running as root; otherwise
     the sudo command to run is printed and the script exits with status 1.
   - the Python venv target/test-venv exists and holds
@@ -39,12 +45,23 @@ See scripts/fuzz.sh and docs/reliability.md.
 
 Examples:
   scripts/$PROG
+  scripts/$PROG --pkcs11 softhsm2 --test daemon faults::
   scripts/$PROG --test interop -- --nocapture
 
 Environment:
   PYTHON   interpreter used to create the venv (default: python3)
 EOF
     exit 0
+fi
+
+backends=(softhsm2 kryoptic)
+if [[ ${1:-} == --pkcs11 ]]; then
+    case ${2:-} in
+        softhsm2 | kryoptic) backends=("$2") ;;
+        both) ;;
+        *) printf '%s: --pkcs11 takes softhsm2, kryoptic or both, not %q\n' "$PROG" "${2:-}" >&2 && exit 2 ;;
+    esac
+    shift 2
 fi
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -67,6 +84,10 @@ missing_packages() {
     command -v pkcs11-tool >/dev/null 2>&1 || pkgs+=(opensc)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
+    if [[ " ${backends[*]} " == *" kryoptic "* && -z ${LIBCLANG_PATH:-} ]] &&
+        ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null; then
+        pkgs+=(libclang-dev)
+    fi
     if ! command -v "$PYTHON" >/dev/null 2>&1; then
         pkgs+=(python3 python3-venv)
     elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -134,9 +155,17 @@ target_dir=$(cargo metadata --locked --format-version 1 --no-deps | "$PYTHON" -c
 export SIGNETD_FAULT_MODULE="$target_dir/debug/libfault_pkcs11.so"
 [[ -f $SIGNETD_FAULT_MODULE ]] || die "no $SIGNETD_FAULT_MODULE after building fault-pkcs11"
 
+# ---------------------------------------------------------------- kryoptic module
+
+if [[ " ${backends[*]} " == *" kryoptic "* ]]; then
+    log "cargo build -p kryoptic-pkcs11 (kryoptic with a vendored OpenSSL; minutes the first time)"
+    cargo build --locked -q -p kryoptic-pkcs11 || die "cannot build the kryoptic PKCS#11 module (kryoptic-pkcs11/)"
+    export SIGNETD_KRYOPTIC_MODULE="$target_dir/debug/libkryoptic_pkcs11.so"
+    [[ -f $SIGNETD_KRYOPTIC_MODULE ]] || die "no $SIGNETD_KRYOPTIC_MODULE after building kryoptic-pkcs11"
+fi
+
 # ---------------------------------------------------------------- cargo test
 
-log "cargo test --locked $*"
 log_file=$(mktemp "${TMPDIR:-/tmp}/signetd-test.XXXXXX")
 trap 'rm -f -- "$log_file"' EXIT
 if [[ -t 1 && -z ${CARGO_TERM_COLOR:-} ]]; then
@@ -145,7 +174,11 @@ fi
 
 start=$SECONDS
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log_file" || status=${PIPESTATUS[0]}
+for backend in "${backends[@]}"; do
+    log "cargo test --locked $* (PKCS#11: $backend)"
+    SIGNETD_TEST_PKCS11=$backend cargo test --locked "$@" 2>&1 | tee -a "$log_file" || status=${PIPESTATUS[0]}
+    ((status == 0)) || break
+done
 
 # Add up libtest's "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines.
 counts=$(sed 's/\x1b\[[0-9;]*m//g' "$log_file" | awk '
@@ -160,7 +193,7 @@ counts=$(sed 's/\x1b\[[0-9;]*m//g' "$log_file" | awk '
     END { printf "%d passed, %d failed, %d ignored in %d test suites", passed, failed, ignored, suites }
 ')
 if ((status == 0)); then
-    printf '%s: PASS (cargo test: %s; %ss)\n' "$PROG" "$counts" "$((SECONDS - start))"
+    printf '%s: PASS (cargo test on %s: %s; %ss)\n' "$PROG" "${backends[*]}" "$counts" "$((SECONDS - start))"
 else
     printf '%s: FAIL (cargo test exited with status %s: %s; %ss)\n' "$PROG" "$status" "$counts" "$((SECONDS - start))"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create (or reuse) a throwaway SoftHSM2 token for signetd tests and local dev. This
-# script only lays out the files; `signetd ceremony init-token` initializes the token.
+# Create (or reuse) a throwaway SoftHSM2 (or kryoptic) token for signetd tests and local
+# dev. This script only lays out the files; `signetd ceremony init-token` initializes the
+# token.
 set -euo pipefail
 
 PROG=${0##*/}
@@ -9,6 +10,7 @@ REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 usage() {
     cat <<EOF
 Usage: $PROG DIR LABEL [--pin PIN] [--so-pin PIN] [--format text|env] [--signetd PATH]
+                 [--kryoptic MODULE]
 
 Create a throwaway SoftHSM2 token labelled LABEL whose files live under DIR,
 or reuse it if DIR already holds a token with that label.
@@ -30,6 +32,11 @@ Options:
                    SIGNETD_SO_PIN_FILE
   --signetd PATH   the signetd binary (default: \$SIGNETD_BIN, else signetd on
                    PATH, else target/release or target/debug of this checkout)
+  --kryoptic MODULE
+                   make a kryoptic token instead, with the kryoptic PKCS#11
+                   module MODULE (kryoptic-pkcs11/, the test suite's second
+                   implementation): DIR holds kryoptic.conf and tokens/token.sql,
+                   and --format env prints KRYOPTIC_CONF in place of SOFTHSM2_CONF
   -h, --help       show this help
 
 One DIR holds one token. When DIR already holds the token LABEL it is reused:
@@ -54,13 +61,13 @@ usage_error() {
     exit 2
 }
 
-declare -A opt=([--format]=text [--signetd]=${SIGNETD_BIN:-})
+declare -A opt=([--format]=text [--signetd]=${SIGNETD_BIN:-} [--kryoptic]="")
 positional=()
 while (($# > 0)); do
     if [[ $1 == --*=* ]]; then set -- "${1%%=*}" "${1#*=}" "${@:2}"; fi
     case "$1" in
         -h | --help) usage && exit 0 ;;
-        --pin | --so-pin | --format | --signetd)
+        --pin | --so-pin | --format | --signetd | --kryoptic)
             (($# >= 2)) || usage_error "$1 needs a value"
             opt[$1]=$2
             shift 2
@@ -91,10 +98,24 @@ dir=$(cd -- "$dir" && pwd -P)
 exec 9>"$dir/.init-token.lock"
 flock 9
 
-conf="$dir/softhsm2.conf" user_pin="$dir/user.pin" so_pin="$dir/so.pin"
-template=$(<"$REPO_ROOT/softhsm/softhsm2.conf.in")
-# Quoted replacement: no '&' expansion (bash 5.2 patsub_replacement), no globbing.
-printf '%s\n' "${template//@TOKENDIR@/"$dir/tokens"}" >"$conf"
+# toml STRING: STRING as a TOML basic string.
+toml() {
+    local s=${1//\\/\\\\}
+    printf '"%s"' "${s//\"/\\\"}"
+}
+
+user_pin="$dir/user.pin" so_pin="$dir/so.pin"
+if [[ -n ${opt[--kryoptic]} ]]; then
+    # One slot, its token a SQLite file. kryoptic reads the file KRYOPTIC_CONF names.
+    [[ -f ${opt[--kryoptic]} ]] || die "no kryoptic module at '${opt[--kryoptic]}' (cargo build -p kryoptic-pkcs11)"
+    conf_var=KRYOPTIC_CONF conf="$dir/kryoptic.conf" module=${opt[--kryoptic]}
+    printf '[[slots]]\nslot = 1\ndbtype = "sqlite"\ndbargs = %s\n' "$(toml "$dir/tokens/token.sql")" >"$conf"
+else
+    conf_var=SOFTHSM2_CONF conf="$dir/softhsm2.conf" module=${SIGNETD_PKCS11_MODULE:-}
+    template=$(<"$REPO_ROOT/softhsm/softhsm2.conf.in")
+    # Quoted replacement: no '&' expansion (bash 5.2 patsub_replacement), no globbing.
+    printf '%s\n' "${template//@TOKENDIR@/"$dir/tokens"}" >"$conf"
+fi
 
 # write_pin FILE OPTION: a new PIN file (the option's value, or 64 random bits in hex);
 # an existing one must agree with the option.
@@ -113,7 +134,7 @@ write_pin() {
 write_pin "$user_pin" --pin
 write_pin "$so_pin" --so-pin
 
-token_env=$(SOFTHSM2_CONF=$conf "$signetd" ceremony init-token --label "$label" \
+token_env=$(env "$conf_var=$conf" ${module:+"SIGNETD_PKCS11_MODULE=$module"} "$signetd" ceremony init-token --label "$label" \
     --so-pin-file "$so_pin" --pin-file "$user_pin" --sole --format env) ||
     die "'signetd ceremony init-token' failed for token '$label' in $dir (message above)"
 declare -A tok
@@ -122,17 +143,13 @@ printf '%s: %s token %s (serial %s) in %s/tokens\n' "$PROG" "${tok[SIGNETD_TOKEN
     "$label" "${tok[SIGNETD_TOKEN_SERIAL]}" "$dir" >&2
 
 if [[ ${opt[--format]} == env ]]; then
-    printf 'SOFTHSM2_CONF=%s\n%s\nSIGNETD_PIN_FILE=%s\nSIGNETD_SO_PIN_FILE=%s\n' \
-        "$conf" "$token_env" "$user_pin" "$so_pin"
+    printf '%s=%s\n%s\nSIGNETD_PIN_FILE=%s\nSIGNETD_SO_PIN_FILE=%s\n' \
+        "$conf_var" "$conf" "$token_env" "$user_pin" "$so_pin"
     exit 0
 fi
 
-toml() {
-    local s=${1//\\/\\\\}
-    printf '"%s"' "${s//\"/\\\"}"
-}
 cat <<EOF
-SoftHSM2 token ready (${tok[SIGNETD_TOKEN_SETUP]}).
+Token ready (${tok[SIGNETD_TOKEN_SETUP]}).
   label:        $label
   serial:       ${tok[SIGNETD_TOKEN_SERIAL]}
   module:       ${tok[SIGNETD_PKCS11_MODULE]}
@@ -148,8 +165,8 @@ module = $(toml "${tok[SIGNETD_PKCS11_MODULE]}")
 token_label = $(toml "$label")
 pin_file = $(toml "$user_pin")
 
-SoftHSM2 finds its token store through SOFTHSM2_CONF; set it in the shell
+The module finds its token store through $conf_var; set it in the shell
 that runs signetd (or pkcs11-tool):
 
-export SOFTHSM2_CONF=$(printf '%q' "$conf")
+export $conf_var=$(printf '%q' "$conf")
 EOF

@@ -1,7 +1,12 @@
 //! The test harness, shared by every integration test and the benchmark
-//! (`benches/throughput.rs` includes this file): one way to set up a SoftHSM2 token
+//! (`benches/throughput.rs` includes this file): one way to set up a token
 //! (`softhsm/init-token.sh`, itself under test), one daemon served in-process, one
 //! `signetd serve` subprocess, and one HTTP client, the CLI's own (`signetd::client`).
+//!
+//! The token is SoftHSM2's, or kryoptic's when `SIGNETD_TEST_PKCS11=kryoptic` (with the
+//! module in `SIGNETD_KRYOPTIC_MODULE`; `scripts/test.sh` runs the suite on both). Tests
+//! never ask which: whatever the two do differently is signetd's to handle
+//! (docs/hsm-compatibility.md).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,13 +42,17 @@ impl TestToken {
     /// while this process's parallel tests write it too.
     pub fn create(label: &str) -> TestToken {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
+        let mut command = Command::new("bash");
+        command
             .arg(repo_root().join("softhsm/init-token.sh"))
             .arg(dir.path().join("token"))
             .arg(label)
             .args(["--format", "env", "--signetd", signetd_bin()])
-            .output()
-            .expect("run softhsm/init-token.sh");
+            .env_remove("SIGNETD_PKCS11_MODULE");
+        if let Some(module) = kryoptic_module() {
+            command.arg("--kryoptic").arg(module);
+        }
+        let out = command.output().expect("run softhsm/init-token.sh");
         assert!(
             out.status.success(),
             "init-token.sh failed (is softhsm2 installed? scripts/test.sh installs it): {}",
@@ -65,14 +74,24 @@ impl TestToken {
         self.dir.path().join(name)
     }
 
+    /// The environment variable that points the PKCS#11 module at this token's store
+    /// (`SOFTHSM2_CONF` or `KRYOPTIC_CONF`), and its value.
+    pub fn module_env(&self) -> (&'static str, &str) {
+        ["SOFTHSM2_CONF", "KRYOPTIC_CONF"]
+            .into_iter()
+            .find_map(|name| Some((name, self.env.get(name)?.as_str())))
+            .expect("init-token.sh printed neither SOFTHSM2_CONF nor KRYOPTIC_CONF")
+    }
+
     /// `program args...` (split on whitespace) run in the token's directory with its
-    /// SoftHSM2 config, and none of the defaults signetd and its scripts read from the
+    /// module config, and none of the defaults signetd and its scripts read from the
     /// environment.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &str) -> Command {
         let mut command = Command::new(program);
+        let (name, value) = self.module_env();
         command
             .args(args.split_whitespace())
-            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .env(name, value)
             .env_remove("SIGNETD_CONFIG")
             .env_remove("SIGNETD_SOCKET")
             .env_remove("SIGNETD_TRANSCRIPT_DIR")
@@ -93,6 +112,43 @@ impl TestToken {
     /// Runs the signetd binary against this token.
     pub fn signetd_output(&self, args: &[&str]) -> Output {
         self.command(signetd_bin(), "").args(args).output().unwrap()
+    }
+
+    /// What OpenSC's `pkcs11-tool -L` (not our code) says of this token: `token NAME`
+    /// line values by NAME, e.g. `manufacturer`, `model`, `label`.
+    pub fn token_info(&self, name: &str) -> String {
+        let out = self
+            .command("pkcs11-tool", "-L --module")
+            .arg(self.var("SIGNETD_PKCS11_MODULE"))
+            .output()
+            .expect("run pkcs11-tool (package opensc; scripts/test.sh installs it)");
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        let wanted = format!("token {name}");
+        listing
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .find(|(k, _)| k.trim() == wanted)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("pkcs11-tool -L printed no {wanted:?}:\n{listing}"))
+    }
+
+    /// Runs OpenSC's `pkcs11-tool`, logged in to this token, with `args`; panics unless
+    /// it succeeds, and returns its standard output.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        let out = self
+            .command("pkcs11-tool", "")
+            .args(["--module", self.var("SIGNETD_PKCS11_MODULE")])
+            .args(["--token-label", self.var("SIGNETD_TOKEN_LABEL")])
+            .args(["--login", "--pin", &self.pin()])
+            .args(args)
+            .output()
+            .expect("run pkcs11-tool (package opensc; scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "pkcs11-tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Writes a config for this token: its `[pkcs11]` table, a socket in its directory,
@@ -217,6 +273,20 @@ pub fn with_audit_dir(rest: &str, dir: &Path) -> String {
     }
 }
 
+/// The kryoptic module to make tokens with, when `SIGNETD_TEST_PKCS11=kryoptic`; `None`
+/// for SoftHSM2 (the default).
+pub fn kryoptic_module() -> Option<PathBuf> {
+    match std::env::var("SIGNETD_TEST_PKCS11").as_deref() {
+        Ok("kryoptic") => Some(
+            std::env::var_os("SIGNETD_KRYOPTIC_MODULE")
+                .expect("SIGNETD_TEST_PKCS11=kryoptic needs SIGNETD_KRYOPTIC_MODULE (scripts/test.sh sets both)")
+                .into(),
+        ),
+        Ok("softhsm2") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("SIGNETD_TEST_PKCS11={other:?}: expected softhsm2 or kryoptic"),
+    }
+}
+
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -226,14 +296,15 @@ static HSM: OnceLock<Arc<Hsm>> = OnceLock::new();
 
 pub fn token() -> &'static TestToken {
     TOKEN.get_or_init(|| {
-        let TestToken { dir, env } = TestToken::create("signetd-test");
+        let token = TestToken::create("signetd-test");
+        let (name, value) = token.module_env();
         // SAFETY: `set_var` is unsound only while another thread reads the environment
         // without std's lock. Rust code reads it through std (which takes that lock), and
-        // the only C code here that reads it, SoftHSM2's C_Initialize, runs after this
+        // the only C code here that reads it, the module's C_Initialize, runs after this
         // returns: every test reaches PKCS#11 through this OnceLock, whose initializer
         // runs exactly once while other callers block on it.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &env["SOFTHSM2_CONF"]) };
-        TestToken { dir, env }
+        unsafe { std::env::set_var(name, value) };
+        token
     })
 }
 

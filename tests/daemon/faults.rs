@@ -33,6 +33,8 @@ fn fault_module() -> PathBuf {
 /// A daemon on a token of its own, loading the fault module, with one ES256 issuer `fx`.
 pub struct Faulty {
     pub token: TestToken,
+    /// The issuer's first key.
+    pub kid: String,
     pub socket: PathBuf,
     plan: PathBuf,
     /// Kept so the daemon runs until the test ends.
@@ -42,9 +44,16 @@ pub struct Faulty {
 impl Faulty {
     /// Starts it with `pkcs11_extra` added to the `[pkcs11]` table (e.g. a timeout).
     pub fn start(label: &str, pkcs11_extra: &str) -> Faulty {
+        Faulty::start_with(label, pkcs11_extra, "fx", "")
+    }
+
+    /// [`Faulty::start`] with issuer `issuer` (ES256, with a first key) in place of `fx`,
+    /// and `rest` added to the config.
+    pub fn start_with(label: &str, pkcs11_extra: &str, issuer: &str, rest: &str) -> Faulty {
         let token = TestToken::create(label);
-        let (config, socket) = token.write_config(&issuer_toml("fx", Algorithm::Es256));
-        token.init_ca_and_key(&config, "fx");
+        let (config, socket) =
+            token.write_config(&format!("{}{rest}", issuer_toml(issuer, Algorithm::Es256)));
+        let kid = token.init_ca_and_key(&config, issuer);
         let real = token.var("SIGNETD_PKCS11_MODULE").to_string();
         let mut text = std::fs::read_to_string(&config).unwrap();
         for line in pkcs11_extra.lines() {
@@ -73,6 +82,7 @@ impl Faulty {
         let daemon = token.serve_under(&["env", &env[0], &env[1]], &config, &socket);
         Faulty {
             token,
+            kid,
             socket,
             plan,
             _daemon: daemon,

@@ -54,7 +54,7 @@ fn refused(config: &Path, socket: &Path) -> String {
     let out = Command::new(signetd_bin())
         .args(["serve", "--config"])
         .arg(config)
-        .env("SOFTHSM2_CONF", token().var("SOFTHSM2_CONF"))
+        .env(token().module_env().0, token().module_env().1)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -1,8 +1,6 @@
 //! Keys in the token: generated non-extractable, seen so by an independent tool,
 //! surviving restarts, and incomplete ones reported rather than used.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 use signetd::Algorithm;
 use signetd::keys::{self, KeyStoreError};
@@ -15,30 +13,7 @@ async fn pkcs11_tool_sees_every_private_key_sensitive_never_extractable_and_loca
     let es = generate_key("keys-p11-es", Algorithm::Es256).await;
     let ed = generate_key("keys-p11-ed", Algorithm::EdDsa).await;
     let t = token();
-    let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            t.var("SIGNETD_PKCS11_MODULE"),
-            "--token-label",
-            t.var("SIGNETD_TOKEN_LABEL"),
-        ])
-        .args([
-            "--login",
-            "--pin",
-            &t.pin(),
-            "--list-objects",
-            "--type",
-            "privkey",
-        ])
-        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-        .output()
-        .expect("run pkcs11-tool (package opensc; scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8(out.stdout).unwrap();
+    let listing = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
     let blocks: Vec<&str> = listing.split("Private Key Object").skip(1).collect();
     let ours: Vec<&&str> = blocks
         .iter()

@@ -4,7 +4,6 @@
 //! be opened at start.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -12,6 +11,7 @@ use serde_json::{Value, json};
 use signetd::Algorithm;
 
 use crate::common::{ServedDaemon, TestToken, audit_records, issuer_toml, request_unix};
+use crate::faults::Faulty;
 
 /// A token with a CA and issuer `pub`'s key, a config with a 1 s lifecycle tick, and a
 /// daemon serving it. Returns the kid.
@@ -76,42 +76,59 @@ fn problems(body: &Value) -> String {
         .join("\n")
 }
 
-/// The token's files move away for a while (root ignores `chmod 000`; a rename is what
-/// an unmounted or lost store looks like): the JWKS stays as it was and `/readyz` says
-/// why it is not ready. Returns the daemon, with the files back.
-async fn outage(label: &str) -> (TestToken, ServedDaemon, Value) {
-    let (t, daemon, kid) = served(label, None);
-    let (status, jwks) = get(&t, "/.well-known/jwks.json").await;
+/// The token goes away for a while: the JWKS stays as it was and `/readyz` says why it
+/// is not ready. Returns the daemon, with the token back.
+///
+/// How a token goes away depends on the module. SoftHSM2's files are moved away and
+/// back (root ignores `chmod 000`; a rename is what an unmounted or lost store looks
+/// like). kryoptic keeps its SQLite database open, so moving its file is no fault to it
+/// (it goes on signing, rightly); there the fault module makes every call answer
+/// `CKR_DEVICE_REMOVED` instead. Either way the daemon loads the fault module, a plain
+/// pass-through while its plan is empty.
+async fn outage(label: &str) -> (Faulty, Value) {
+    let f = Faulty::start_with(label, "", "pub", "[lifecycle]\ntick_seconds = 1\n");
+    let (t, kid) = (&f.token, &f.kid);
+    let (status, jwks) = get(t, "/.well-known/jwks.json").await;
     assert_eq!(status, 200);
-    assert!(jwks.to_string().contains(&kid), "{jwks}");
-    assert_eq!(mint(&t).await.0, 200);
+    assert!(jwks.to_string().contains(kid), "{jwks}");
+    assert_eq!(mint(t).await.0, 200);
 
     let store = t.path("token/tokens");
     let away = t.path("token/tokens.away");
-    std::fs::rename(&store, &away).unwrap();
-    let body = readyz_becomes(&t, 503, 15).await;
+    let files_hold_the_token = t.module_env().0 == "SOFTHSM2_CONF";
+    if files_hold_the_token {
+        std::fs::rename(&store, &away).unwrap();
+    } else {
+        f.plan("function=* rv=CKR_DEVICE_REMOVED\n");
+    }
+    let body = readyz_becomes(t, 503, 15).await;
     let why = problems(&body);
-    assert!(why.contains(&kid) && why.contains("token"), "{why}");
+    assert!(why.contains(kid.as_str()) && why.contains("token"), "{why}");
     // Several lifecycle ticks (1 s each) re-read the token meanwhile.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(get(&t, "/.well-known/jwks.json").await, (200, jwks.clone()));
-        assert_eq!(get(&t, "/v1/keys").await.0, 200);
+        assert_eq!(get(t, "/.well-known/jwks.json").await, (200, jwks.clone()));
+        assert_eq!(get(t, "/v1/keys").await.0, 200);
         assert_ne!(
-            mint(&t).await.0,
+            mint(t).await.0,
             200,
             "nothing signs while the token is away"
         );
     }
-    std::fs::rename(&away, &store).unwrap();
-    (t, daemon, jwks)
+    if files_hold_the_token {
+        std::fs::rename(&away, &store).unwrap();
+    } else {
+        f.plan("");
+    }
+    (f, jwks)
 }
 
 #[tokio::test]
 async fn a_token_outage_keeps_the_jwks_and_readiness_names_it() {
-    let (t, _daemon, jwks) = outage("signetd-pub-outage").await;
+    let (f, jwks) = outage("signetd-pub-outage").await;
+    let t = &f.token;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(get(&t, "/.well-known/jwks.json").await, (200, jwks));
+    assert_eq!(get(t, "/.well-known/jwks.json").await, (200, jwks));
 }
 
 /// After the outage above, minting works again within 60 s, without a restart.
@@ -121,10 +138,11 @@ async fn a_token_outage_keeps_the_jwks_and_readiness_names_it() {
 /// a lost token and recovers as from a device error.
 #[tokio::test]
 async fn minting_resumes_after_a_token_outage_without_restart() {
-    let (t, _daemon, jwks) = outage("signetd-pub-resume").await;
+    let (f, jwks) = outage("signetd-pub-resume").await;
+    let t = &f.token;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, body) = mint(&t).await;
+        let (status, body) = mint(t).await;
         if status == 200 {
             break;
         }
@@ -135,8 +153,8 @@ async fn minting_resumes_after_a_token_outage_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    readyz_becomes(&t, 200, 10).await;
-    assert_eq!(get(&t, "/.well-known/jwks.json").await, (200, jwks));
+    readyz_becomes(t, 200, 10).await;
+    assert_eq!(get(t, "/.well-known/jwks.json").await, (200, jwks));
 }
 
 /// A private key deleted from a readable token with pkcs11-tool: its public key stays
@@ -145,31 +163,20 @@ async fn minting_resumes_after_a_token_outage_without_restart() {
 #[tokio::test]
 async fn a_deleted_private_key_stays_published_and_is_reported() {
     let (t, _daemon, kid) = served("signetd-pub-deleted", None);
-    let (_, jwks) = get(&t, "/.well-known/jwks.json").await;
-    let (status, minted) = mint(&t).await;
+    let t = &t;
+    let (_, jwks) = get(t, "/.well-known/jwks.json").await;
+    let (status, minted) = mint(t).await;
     assert_eq!(status, 200, "{minted}");
 
     let id: String = kid.bytes().map(|b| format!("{b:02x}")).collect();
-    let out = Command::new("pkcs11-tool")
-        .args(["--module", t.var("SIGNETD_PKCS11_MODULE")])
-        .args(["--token-label", t.var("SIGNETD_TOKEN_LABEL")])
-        .args(["--login", "--pin", &t.pin()])
-        .args(["--delete-object", "--type", "privkey", "--id", &id])
-        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
-        .output()
-        .expect("run pkcs11-tool (package opensc; scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.pkcs11_tool(&["--delete-object", "--type", "privkey", "--id", &id]);
 
-    let body = readyz_becomes(&t, 503, 15).await;
+    let body = readyz_becomes(t, 503, 15).await;
     let why = problems(&body);
     assert!(why.contains(&kid), "{why}");
     // Past several ticks, the key is still published: the token minted before verifies.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(get(&t, "/.well-known/jwks.json").await, (200, jwks));
+    assert_eq!(get(t, "/.well-known/jwks.json").await, (200, jwks));
     let verified = request_unix(
         &t.path("signetd.sock"),
         Method::POST,
@@ -178,7 +185,7 @@ async fn a_deleted_private_key_stays_published_and_is_reported() {
     )
     .await;
     assert_eq!(verified.status, 200, "{:?}", verified.json);
-    assert_eq!(mint(&t).await.0, 503, "a missing key signs nothing");
+    assert_eq!(mint(t).await.0, 503, "a missing key signs nothing");
 
     let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
     assert!(

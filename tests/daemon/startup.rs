@@ -29,7 +29,7 @@ fn serve_with(pkcs11: &str) -> Outcome {
     let out = Command::new(signetd_bin())
         .args(["serve", "--config"])
         .arg(&config)
-        .env("SOFTHSM2_CONF", t.var("SOFTHSM2_CONF"))
+        .env(t.module_env().0, t.module_env().1)
         .env_remove("SIGNETD_TEST_MISSING_PIN")
         .output()
         .unwrap();
