@@ -26,7 +26,7 @@ mod signing;
 mod uri;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -297,6 +297,19 @@ impl Hsm {
         self.core.run(f).await
     }
 
+    /// [`Hsm::store_op`] for part of a request with a deadline: waiting for its turn
+    /// counts against it too.
+    async fn store_op_by<R, F>(&self, deadline: Instant, f: F) -> Result<R, HsmError>
+    where
+        F: FnOnce(&cryptoki::session::Session) -> Result<R, HsmError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let _turn = tokio::time::timeout_at(deadline.into(), self.store.lock())
+            .await
+            .map_err(|_| HsmError::Timeout(self.core.timeout()))?;
+        self.core.run_by(deadline, f).await
+    }
+
     /// Signs `input` with `key`, found by its id (`CKA_ID`).
     ///
     /// One `C_Sign` on a kept handle. The key is looked up in the token (once) when no
@@ -316,7 +329,9 @@ impl Hsm {
 
     /// Runs `op` on the private key handle of `key`: the kept one, or one looked up by
     /// `CKA_ID` when none is kept, when the kept one is for another key, or (once) when
-    /// the token says it is stale. `op` must be safe to repeat.
+    /// the token says it is stale. `op` must be safe to repeat. One `timeout_ms` covers
+    /// it all: every lookup and every try (a stale handle's, a lost session's) gets only
+    /// what the ones before it left.
     async fn on_key<R, F>(&self, key: KeyRef<'_>, op: F) -> Result<R, SignError>
     where
         F: Fn(&cryptoki::session::Session, cryptoki::object::ObjectHandle) -> Result<R, HsmError>
@@ -327,6 +342,7 @@ impl Hsm {
     {
         let id = key.kid.as_bytes();
         let op = Arc::new(op);
+        let deadline = self.core.deadline();
         let mut looked_up = false;
         loop {
             let handle = match self.core.handles.find(key) {
@@ -339,18 +355,21 @@ impl Hsm {
                 }
                 Lookup::Mismatch | Lookup::Missing => {
                     looked_up = true;
-                    self.look_up(id).await?;
+                    self.look_up(id, deadline).await?;
                     continue;
                 }
             };
             let job = op.clone();
-            let done = self.core.run_repeatable(move |s| job(s, handle)).await;
+            let done = self
+                .core
+                .run_repeatable_by(deadline, move |s| job(s, handle))
+                .await;
             match done {
                 Err(e) if !looked_up && e.stale_handle() => {
                     tracing::warn!(kid = %key.kid, error = %e, "key handle is stale; looking the key up again");
                     self.core.handles.remove_if(id, handle);
                     looked_up = true;
-                    self.look_up(id).await?;
+                    self.look_up(id, deadline).await?;
                 }
                 other => return other.map_err(SignError::from),
             }
@@ -358,10 +377,15 @@ impl Hsm {
     }
 
     /// Finds the key pair with `CKA_ID` `id` in the token and keeps its handle, or
-    /// forgets any handle kept for `id` if the token has no such pair.
-    async fn look_up(&self, id: &[u8]) -> Result<(), HsmError> {
-        if self.key_pair_by_id(id.to_vec()).await?.is_none() {
-            self.core.handles.remove(id);
+    /// forgets any handle kept for `id` if the token has no such pair; by `deadline`.
+    async fn look_up(&self, id: &[u8], deadline: Instant) -> Result<(), HsmError> {
+        let wanted = id.to_vec();
+        let found = self
+            .store_op_by(deadline, move |s| objects::key_pair_by_id(s, &wanted))
+            .await?;
+        match found {
+            Some((info, objects)) => self.remember(&info, objects),
+            None => self.core.handles.remove(id),
         }
         Ok(())
     }

@@ -103,14 +103,44 @@ impl Core {
         self.observe(result)
     }
 
-    /// Runs `f`, safe to repeat, on a worker's session (see
-    /// [`SessionPool::run_repeatable`]).
-    pub(crate) async fn run_repeatable<R, F>(self: &Arc<Self>, f: F) -> Result<R, HsmError>
+    /// The configured `timeout_ms`: what `hsm_timeout` reports.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.setup.timeout
+    }
+
+    /// When a request that starts now must have its answer: `timeout_ms` from now. A
+    /// request that makes several calls (a retry, a key lookup) passes it to each.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.setup.timeout
+    }
+
+    /// Runs `f` on a worker's session, answering `hsm_timeout` at `deadline` (see
+    /// [`SessionPool::run_by`]).
+    pub(crate) async fn run_by<R, F>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        f: F,
+    ) -> Result<R, HsmError>
+    where
+        F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let result = self.pool()?.run_by(deadline, f).await;
+        self.observe(result)
+    }
+
+    /// Runs `f`, safe to repeat, on a worker's session, the retry on a lost session
+    /// included within `deadline` (see [`SessionPool::run_repeatable_by`]).
+    pub(crate) async fn run_repeatable_by<R, F>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        f: F,
+    ) -> Result<R, HsmError>
     where
         F: Fn(&Session) -> Result<R, HsmError> + Send + Sync + 'static,
         R: Send + 'static,
     {
-        let result = self.pool()?.run_repeatable(f).await;
+        let result = self.pool()?.run_repeatable_by(deadline, f).await;
         self.observe(result)
     }
 
