@@ -35,7 +35,7 @@ use secrecy::SecretString;
 pub use context::TokenIdentity;
 pub use error::HsmError;
 pub use objects::{CertificateObject, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
-pub use recovery::HsmHealth;
+pub use recovery::{HealthChanges, HsmHealth};
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
@@ -118,11 +118,18 @@ impl Hsm {
         })
     }
 
-    /// Watches the token's health: [`HsmHealth::Outage`] from a device or token error
-    /// until the background recovery has re-initialized the library and found the token
-    /// and its keys again.
-    pub fn health(&self) -> tokio::sync::watch::Receiver<HsmHealth> {
+    /// The token's health: [`HsmHealth::Outage`] from a device or token error until the
+    /// background recovery has re-initialized the library and found the token and its
+    /// keys again.
+    pub fn health(&self) -> HsmHealth {
         self.core.health()
+    }
+
+    /// Every change of the token's health from now on, each one, in the order they
+    /// happened: an outage that begins and ends between two reads is still there (what
+    /// the audit log's `hsm_outage` and `hsm_recovered` records need).
+    pub fn health_changes(&self) -> HealthChanges {
+        self.core.health_changes()
     }
 
     /// Declares the token lost although no call failed: a module that shows an empty

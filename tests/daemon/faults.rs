@@ -242,6 +242,25 @@ async fn a_device_error_is_an_outage_the_daemon_recovers_from() {
         f.recovers_within(20).await;
     }
     f.mint_and_verify().await;
+    // Every outage has its record and then its recovery's, in that order.
+    let health = || {
+        crate::common::audit_records(&f.token.audit_dir())
+            .into_iter()
+            .filter_map(|r| match r["event"].as_str() {
+                Some(e @ ("hsm_outage" | "hsm_recovered")) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = eventually(5, async || health().len() == 10).await;
+    let events = health();
+    assert!(all, "{events:?}");
+    assert!(
+        events
+            .chunks(2)
+            .all(|pair| pair == ["hsm_outage", "hsm_recovered"]),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
