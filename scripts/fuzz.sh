@@ -7,20 +7,33 @@ PROG=${0##*/}
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 CARGO_FUZZ_VERSION=0.13.2
 TARGETS=(request_bodies jws_verify config_parse audit_segment pkcs11_uri)
+# Not a target: it panics on its one seed, so the self-check can show that a crash
+# fails the smoke runs (fuzz/fuzz_targets/smoke_canary.rs).
+CANARY=smoke_canary
 
 usage() {
     cat <<EOF
 Usage: scripts/$PROG smoke [SECONDS]
        scripts/$PROG run TARGET SECONDS [LOG]
+       scripts/$PROG runs SECONDS TARGET...
+       scripts/$PROG self-check
        scripts/$PROG build
 
-  smoke   build every target, then run each for SECONDS (default 20) from its seed
-          corpus; fails if any target crashes, times out or runs out of memory.
-          'scripts/test.sh --fuzz-smoke' runs this.
-  run     run one target for SECONDS, with a scratch corpus under
-          target/fuzz-corpus/TARGET seeded from fuzz/corpus/TARGET, the libFuzzer
-          output going to LOG (default target/fuzz-logs/TARGET.log).
-  build   build every target.
+  smoke       build every target, run the self-check, then run each target for
+              SECONDS (default 20) from its seed corpus; fails if any target
+              crashes, times out or runs out of memory.
+              'scripts/test.sh --fuzz-smoke' runs this.
+  run         run one target for SECONDS, with a scratch corpus under
+              target/fuzz-corpus/TARGET seeded from fuzz/corpus/TARGET, the libFuzzer
+              output going to LOG (default target/fuzz-logs/TARGET.log).
+  runs        what smoke does after the build and the self-check: each TARGET for
+              SECONDS, logs in target/fuzz-logs/smoke-TARGET.log; stops at the first
+              crash, with status 1.
+  self-check  build, then show that a crash fails the smoke runs: 'runs' (this
+              script, in a process of its own, as smoke runs it) on $CANARY, which
+              panics on its seed, must exit non-zero, name it as crashed, and leave
+              that seed as its crash artifact.
+  build       build every target (and $CANARY).
 
 Targets: ${TARGETS[*]}
 Installs cargo-fuzz $CARGO_FUZZ_VERSION (cargo install --locked) if it is missing.
@@ -81,14 +94,67 @@ run() {
     grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' -- "$out" >&2 || true
 }
 
+# runs SECONDS TARGET...: the smoke step's runs, one target after another.
+runs() {
+    local seconds=$1 target
+    shift
+    for target in "$@"; do
+        run "$target" "$seconds" "$REPO_ROOT/target/fuzz-logs/smoke-$target.log"
+    done
+}
+
+# The smoke step trusts libFuzzer's exit status and 'run' to turn it into a failure.
+# Shown here, not assumed: the smoke runs, as a separate process of this script (so
+# with its own errexit, exactly as 'smoke' runs them), on a target that crashes on its
+# seed must fail for that crash.
+self_check() {
+    local artifacts="$REPO_ROOT/target/fuzz-artifacts/$CANARY"
+    local corpus="$REPO_ROOT/target/fuzz-corpus/$CANARY"
+    local seed="$REPO_ROOT/fuzz/corpus/$CANARY/panic"
+    local out status=0 crash
+    rm -rf -- "$artifacts" "$corpus"
+    out=$(mktemp "${TMPDIR:-/tmp}/signetd-fuzz-self-check.XXXXXX")
+    log "self-check: the smoke runs on $CANARY, which panics on its seed, must fail"
+    bash "$REPO_ROOT/scripts/$PROG" runs 10 "$CANARY" 2>"$out" || status=$?
+    if ((status == 0)); then
+        cat -- "$out" >&2
+        die "self-check: the smoke runs passed a target that crashes on its seed; a crash in a real target would go unnoticed"
+    fi
+    if ! grep -qF "error: $CANARY crashed" -- "$out" ||
+        ! grep -qF "this crash is expected" -- "$REPO_ROOT/target/fuzz-logs/smoke-$CANARY.log"; then
+        cat -- "$out" >&2
+        die "self-check: the smoke runs failed (status $status), but not by reporting $CANARY's crash"
+    fi
+    crash=$(find "$artifacts" -maxdepth 1 -type f -name 'crash-*' -print -quit)
+    if [[ -z $crash ]] || ! cmp -s -- "$crash" "$seed"; then
+        die "self-check: $CANARY crashed, but its seed is not the crash artifact in ${artifacts#"$REPO_ROOT"/}"
+    fi
+    rm -rf -- "$artifacts" "$corpus" "$out"
+    log "self-check: ok: $CANARY's crash failed the smoke runs (status $status) and left its input"
+}
+
 case ${1:-} in
 smoke)
     seconds=${2:-20}
     build
-    for target in "${TARGETS[@]}"; do
-        run "$target" "$seconds" "$REPO_ROOT/target/fuzz-logs/smoke-$target.log"
-    done
+    self_check
+    runs "$seconds" "${TARGETS[@]}"
     log "fuzz smoke: ${#TARGETS[@]} targets, ${seconds}s each, no crash"
+    ;;
+runs)
+    if (($# < 3)); then
+        usage >&2
+        exit 2
+    fi
+    for target in "${@:3}"; do
+        [[ " ${TARGETS[*]} $CANARY " == *" $target "* ]] || die "unknown target $target (${TARGETS[*]} $CANARY)"
+    done
+    ensure_cargo_fuzz
+    runs "$2" "${@:3}"
+    ;;
+self-check)
+    build
+    self_check
     ;;
 run)
     if (($# < 3)); then

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Listeners};
 use crate::audit::{AuditError, CallerRecord, Entry, Event};
-use crate::hsm::HsmHealth;
+use crate::hsm::{HealthChanges, HsmHealth};
 use crate::lifecycle;
 use crate::service::Service;
 
@@ -38,13 +38,19 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
             tracing::error!(error = %e, "cannot sign an audit checkpoint at start; retrying with every checkpoint")
         }
     }
+    // Subscribed before the lifecycle starts, so no change of the token's health is missed.
+    let health_changes = service.hsm().health_changes();
     let stop = CancellationToken::new();
     let timer = tokio::spawn(lifecycle::run(service.clone(), stop.clone()));
     let refusals = tokio::spawn({
         let (service, stop) = (service.clone(), stop.clone());
         async move { service.write_refusals_until(stop).await }
     });
-    let health = tokio::spawn(record_hsm_health(service.clone(), stop.clone()));
+    let health = tokio::spawn(record_hsm_health(
+        service.clone(),
+        health_changes,
+        stop.clone(),
+    ));
     api::serve(listeners, service.clone(), shutdown).await;
     stop.cancel();
     let _ = timer.await;
@@ -58,24 +64,35 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     }
 }
 
-/// Writes an `hsm_outage` or `hsm_recovered` record at each change of the token's
-/// health, until `stop`. (Changes closer together than a record takes to write are seen
-/// as the latest one only.)
-async fn record_hsm_health(service: Arc<Service>, stop: CancellationToken) {
-    let mut health = service.hsm().health();
+/// Writes an `hsm_outage` or `hsm_recovered` record for each change of the token's
+/// health, in order, until `stop`, and then for the changes still waiting: an outage
+/// that begins and ends while a record is being written gets both of its records.
+async fn record_hsm_health(
+    service: Arc<Service>,
+    mut changes: HealthChanges,
+    stop: CancellationToken,
+) {
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            changed = health.changed() => if changed.is_err() { return },
-        }
-        let now = health.borrow_and_update().clone();
-        let entry = match now {
-            HsmHealth::Outage { cause } => Entry::new(Event::HsmOutage).detail(cause),
-            HsmHealth::Ready => Entry::new(Event::HsmRecovered)
-                .detail("library re-initialized, token and keys found again".to_string()),
+        let change = tokio::select! {
+            _ = stop.cancelled() => break,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
         };
-        service
-            .note(entry.caller(CallerRecord::internal("hsm")))
-            .await;
+        service.note(health_entry(change)).await;
     }
+    while let Ok(change) = changes.try_recv() {
+        service.note(health_entry(change)).await;
+    }
+}
+
+/// The audit record of a change of the token's health.
+fn health_entry(health: HsmHealth) -> Entry {
+    let entry = match health {
+        HsmHealth::Outage { cause } => Entry::new(Event::HsmOutage).detail(cause),
+        HsmHealth::Ready => Entry::new(Event::HsmRecovered)
+            .detail("library re-initialized, token and keys found again".to_string()),
+    };
+    entry.caller(CallerRecord::internal("hsm"))
 }

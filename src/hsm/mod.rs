@@ -26,7 +26,7 @@ mod signing;
 mod uri;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ use secrecy::SecretString;
 pub use context::TokenIdentity;
 pub use error::HsmError;
 pub use objects::{CertificateObject, DataObject, KeyAttributes, KeyPairInfo, UnreadableKey};
-pub use recovery::HsmHealth;
+pub use recovery::{HealthChanges, HsmHealth};
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
@@ -118,11 +118,18 @@ impl Hsm {
         })
     }
 
-    /// Watches the token's health: [`HsmHealth::Outage`] from a device or token error
-    /// until the background recovery has re-initialized the library and found the token
-    /// and its keys again.
-    pub fn health(&self) -> tokio::sync::watch::Receiver<HsmHealth> {
+    /// The token's health: [`HsmHealth::Outage`] from a device or token error until the
+    /// background recovery has re-initialized the library and found the token and its
+    /// keys again.
+    pub fn health(&self) -> HsmHealth {
         self.core.health()
+    }
+
+    /// Every change of the token's health from now on, each one, in the order they
+    /// happened: an outage that begins and ends between two reads is still there (what
+    /// the audit log's `hsm_outage` and `hsm_recovered` records need).
+    pub fn health_changes(&self) -> HealthChanges {
+        self.core.health_changes()
     }
 
     /// Declares the token lost although no call failed: a module that shows an empty
@@ -297,6 +304,19 @@ impl Hsm {
         self.core.run(f).await
     }
 
+    /// [`Hsm::store_op`] for part of a request with a deadline: waiting for its turn
+    /// counts against it too.
+    async fn store_op_by<R, F>(&self, deadline: Instant, f: F) -> Result<R, HsmError>
+    where
+        F: FnOnce(&cryptoki::session::Session) -> Result<R, HsmError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let _turn = tokio::time::timeout_at(deadline.into(), self.store.lock())
+            .await
+            .map_err(|_| HsmError::Timeout(self.core.timeout()))?;
+        self.core.run_by(deadline, f).await
+    }
+
     /// Signs `input` with `key`, found by its id (`CKA_ID`).
     ///
     /// One `C_Sign` on a kept handle. The key is looked up in the token (once) when no
@@ -316,7 +336,9 @@ impl Hsm {
 
     /// Runs `op` on the private key handle of `key`: the kept one, or one looked up by
     /// `CKA_ID` when none is kept, when the kept one is for another key, or (once) when
-    /// the token says it is stale. `op` must be safe to repeat.
+    /// the token says it is stale. `op` must be safe to repeat. One `timeout_ms` covers
+    /// it all: every lookup and every try (a stale handle's, a lost session's) gets only
+    /// what the ones before it left.
     async fn on_key<R, F>(&self, key: KeyRef<'_>, op: F) -> Result<R, SignError>
     where
         F: Fn(&cryptoki::session::Session, cryptoki::object::ObjectHandle) -> Result<R, HsmError>
@@ -327,6 +349,7 @@ impl Hsm {
     {
         let id = key.kid.as_bytes();
         let op = Arc::new(op);
+        let deadline = self.core.deadline();
         let mut looked_up = false;
         loop {
             let handle = match self.core.handles.find(key) {
@@ -339,18 +362,21 @@ impl Hsm {
                 }
                 Lookup::Mismatch | Lookup::Missing => {
                     looked_up = true;
-                    self.look_up(id).await?;
+                    self.look_up(id, deadline).await?;
                     continue;
                 }
             };
             let job = op.clone();
-            let done = self.core.run_repeatable(move |s| job(s, handle)).await;
+            let done = self
+                .core
+                .run_repeatable_by(deadline, move |s| job(s, handle))
+                .await;
             match done {
                 Err(e) if !looked_up && e.stale_handle() => {
                     tracing::warn!(kid = %key.kid, error = %e, "key handle is stale; looking the key up again");
                     self.core.handles.remove_if(id, handle);
                     looked_up = true;
-                    self.look_up(id).await?;
+                    self.look_up(id, deadline).await?;
                 }
                 other => return other.map_err(SignError::from),
             }
@@ -358,10 +384,15 @@ impl Hsm {
     }
 
     /// Finds the key pair with `CKA_ID` `id` in the token and keeps its handle, or
-    /// forgets any handle kept for `id` if the token has no such pair.
-    async fn look_up(&self, id: &[u8]) -> Result<(), HsmError> {
-        if self.key_pair_by_id(id.to_vec()).await?.is_none() {
-            self.core.handles.remove(id);
+    /// forgets any handle kept for `id` if the token has no such pair; by `deadline`.
+    async fn look_up(&self, id: &[u8], deadline: Instant) -> Result<(), HsmError> {
+        let wanted = id.to_vec();
+        let found = self
+            .store_op_by(deadline, move |s| objects::key_pair_by_id(s, &wanted))
+            .await?;
+        match found {
+            Some((info, objects)) => self.remember(&info, objects),
+            None => self.core.handles.remove(id),
         }
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! The token's health, and recovery from device and token errors without a restart.
 //!
 //! [`Core`] owns the session pool and the library context. Every operation goes through
-//! [`Core::run`] or [`Core::run_repeatable`]; when one fails with a device or token
-//! error ([`HsmError::device_fault`]), the core is marked as in an outage: requests are
-//! refused at once (`hsm_unavailable`), one log line names the PKCS#11 function and
-//! return value, [`HsmHealth`] changes (the service records it in the audit log), and a
+//! [`Core::run`], [`Core::run_by`] or [`Core::run_repeatable_by`]; when one fails with a
+//! device or token error ([`HsmError::device_fault`]), the core is marked as in an
+//! outage: requests are refused at once (`hsm_unavailable`), one log line names the
+//! PKCS#11 function and return value, [`HsmHealth`] changes (the daemon records every
+//! change, in order, in the audit log: [`HealthChanges`]), and a
 //! background task re-initializes the library (`C_Finalize`, `C_Initialize`), finds the
 //! token again by its selector, logs in every session, and looks up again every key it
 //! kept a handle for, with exponential backoff until all of that succeeds.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
 use secrecy::SecretString;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use super::handles::{Handles, SigningHandle};
 use super::session_pool::SessionPool;
@@ -38,6 +39,62 @@ pub enum HsmHealth {
     },
 }
 
+/// The changes of the token's health since [`Hsm::health_changes`](super::Hsm::health_changes)
+/// was called: each one, in order. Nothing is dropped or merged, so an outage that
+/// begins and ends before the receiver looks still shows as both changes. There are at
+/// most two per recovery attempt (each waits at least 0.5 s), so the unbounded queue
+/// stays small even while its reader is held up.
+pub type HealthChanges = mpsc::UnboundedReceiver<HsmHealth>;
+
+/// The token's health now (what requests check) and whoever records its changes, under
+/// one lock, so every subscriber gets the changes in the order they were made.
+struct Health(Mutex<HealthState>);
+
+struct HealthState {
+    now: HsmHealth,
+    subscribers: Vec<mpsc::UnboundedSender<HsmHealth>>,
+}
+
+impl Health {
+    fn new() -> Self {
+        Health(Mutex::new(HealthState {
+            now: HsmHealth::Ready,
+            subscribers: Vec::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> HsmHealth {
+        self.lock().now.clone()
+    }
+
+    fn subscribe(&self) -> HealthChanges {
+        let (sender, changes) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(sender);
+        changes
+    }
+
+    /// Sets the health to `next` unless it is that already (an outage keeps its first
+    /// cause), and tells every subscriber. Returns whether it changed.
+    fn set(&self, next: HsmHealth) -> bool {
+        let mut state = self.lock();
+        let same = matches!(
+            (&state.now, &next),
+            (HsmHealth::Ready, HsmHealth::Ready)
+                | (HsmHealth::Outage { .. }, HsmHealth::Outage { .. })
+        );
+        if same {
+            return false;
+        }
+        state.now = next.clone();
+        state.subscribers.retain(|s| s.send(next.clone()).is_ok());
+        true
+    }
+}
+
 /// What re-opening the token needs.
 pub(crate) struct Setup {
     pub(crate) module: PathBuf,
@@ -54,7 +111,7 @@ pub(crate) struct Core {
     pool: RwLock<Option<Arc<SessionPool>>>,
     /// Kept to call `C_Finalize` on it when recovering.
     ctx: Mutex<Option<Pkcs11>>,
-    health: watch::Sender<HsmHealth>,
+    health: Health,
     setup: Setup,
     /// Private key handles by `CKA_ID`, for signing.
     pub(crate) handles: Handles,
@@ -65,21 +122,26 @@ impl Core {
         Core {
             pool: RwLock::new(Some(Arc::new(pool))),
             ctx: Mutex::new(Some(ctx)),
-            health: watch::Sender::new(HsmHealth::Ready),
+            health: Health::new(),
             setup,
             handles: Handles::default(),
         }
     }
 
-    /// Watches the token's health.
-    pub(crate) fn health(&self) -> watch::Receiver<HsmHealth> {
+    /// The token's health now.
+    pub(crate) fn health(&self) -> HsmHealth {
+        self.health.now()
+    }
+
+    /// Every change of the token's health from now on, in order.
+    pub(crate) fn health_changes(&self) -> HealthChanges {
         self.health.subscribe()
     }
 
     /// The pool, unless the token is in an outage.
     fn pool(&self) -> Result<Arc<SessionPool>, HsmError> {
-        if let HsmHealth::Outage { cause } = &*self.health.borrow() {
-            return Err(HsmError::Outage(cause.clone()));
+        if let HsmHealth::Outage { cause } = self.health.now() {
+            return Err(HsmError::Outage(cause));
         }
         let pool = self.pool.read().unwrap_or_else(|p| p.into_inner());
         pool.clone()
@@ -103,14 +165,44 @@ impl Core {
         self.observe(result)
     }
 
-    /// Runs `f`, safe to repeat, on a worker's session (see
-    /// [`SessionPool::run_repeatable`]).
-    pub(crate) async fn run_repeatable<R, F>(self: &Arc<Self>, f: F) -> Result<R, HsmError>
+    /// The configured `timeout_ms`: what `hsm_timeout` reports.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.setup.timeout
+    }
+
+    /// When a request that starts now must have its answer: `timeout_ms` from now. A
+    /// request that makes several calls (a retry, a key lookup) passes it to each.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.setup.timeout
+    }
+
+    /// Runs `f` on a worker's session, answering `hsm_timeout` at `deadline` (see
+    /// [`SessionPool::run_by`]).
+    pub(crate) async fn run_by<R, F>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        f: F,
+    ) -> Result<R, HsmError>
+    where
+        F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let result = self.pool()?.run_by(deadline, f).await;
+        self.observe(result)
+    }
+
+    /// Runs `f`, safe to repeat, on a worker's session, the retry on a lost session
+    /// included within `deadline` (see [`SessionPool::run_repeatable_by`]).
+    pub(crate) async fn run_repeatable_by<R, F>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        f: F,
+    ) -> Result<R, HsmError>
     where
         F: Fn(&Session) -> Result<R, HsmError> + Send + Sync + 'static,
         R: Send + 'static,
     {
-        let result = self.pool()?.run_repeatable(f).await;
+        let result = self.pool()?.run_repeatable_by(deadline, f).await;
         self.observe(result)
     }
 
@@ -127,20 +219,12 @@ impl Core {
     /// Starts an outage, unless one is under way: requests are refused and the library
     /// re-initialized in the background until the token and its keys are found again.
     pub(crate) fn begin_outage(self: &Arc<Self>, cause: String) {
-        {
-            let began = self.health.send_if_modified(|health| match health {
-                HsmHealth::Ready => {
-                    *health = HsmHealth::Outage {
-                        cause: cause.clone(),
-                    };
-                    true
-                }
-                HsmHealth::Outage { .. } => false,
-            });
-            if began {
-                tracing::error!(%cause, "PKCS#11 token outage: {cause}; refusing requests and re-initializing the library in the background");
-                tokio::spawn(recover(self.clone()));
-            }
+        let began = self.health.set(HsmHealth::Outage {
+            cause: cause.clone(),
+        });
+        if began {
+            tracing::error!(%cause, "PKCS#11 token outage: {cause}; refusing requests and re-initializing the library in the background");
+            tokio::spawn(recover(self.clone()));
         }
     }
 
@@ -217,10 +301,70 @@ async fn recover(core: Arc<Core>) {
             }
         }
     }
-    let cause = match &*core.health.borrow() {
-        HsmHealth::Outage { cause } => cause.clone(),
+    let cause = match core.health.now() {
+        HsmHealth::Outage { cause } => cause,
         HsmHealth::Ready => String::new(),
     };
     tracing::warn!(%cause, after = ?began.elapsed(), "PKCS#11 token recovered from the outage ({cause}): library re-initialized, token found, keys looked up again; signing resumes");
-    core.health.send_replace(HsmHealth::Ready);
+    core.health.set(HsmHealth::Ready);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outage(cause: &str) -> HsmHealth {
+        HsmHealth::Outage {
+            cause: cause.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_outage_that_ends_before_anyone_looks_is_still_two_changes() {
+        let health = Health::new();
+        let mut changes = health.subscribe();
+        assert!(health.set(outage("C_Sign returned CKR_DEVICE_ERROR")));
+        assert!(!health.set(outage("a later error")), "one outage at a time");
+        assert!(health.set(HsmHealth::Ready));
+        assert!(!health.set(HsmHealth::Ready));
+        assert!(health.set(outage("C_FindObjects returned CKR_TOKEN_NOT_PRESENT")));
+        assert_eq!(
+            health.now(),
+            outage("C_FindObjects returned CKR_TOKEN_NOT_PRESENT")
+        );
+        assert!(health.set(HsmHealth::Ready));
+        // Read only now, after both outages have come and gone: every change, in order,
+        // each outage with its first cause.
+        let mut seen = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            seen.push(change);
+        }
+        assert_eq!(
+            seen,
+            [
+                outage("C_Sign returned CKR_DEVICE_ERROR"),
+                HsmHealth::Ready,
+                outage("C_FindObjects returned CKR_TOKEN_NOT_PRESENT"),
+                HsmHealth::Ready,
+            ]
+        );
+        assert_eq!(health.now(), HsmHealth::Ready);
+    }
+
+    #[test]
+    fn a_subscriber_sees_changes_from_when_it_subscribed_and_a_gone_one_is_dropped() {
+        let health = Health::new();
+        let gone = health.subscribe();
+        health.set(outage("first"));
+        let mut late = health.subscribe();
+        drop(gone);
+        health.set(HsmHealth::Ready);
+        assert_eq!(late.try_recv().ok(), Some(HsmHealth::Ready));
+        assert!(late.try_recv().is_err());
+        assert_eq!(
+            health.lock().subscribers.len(),
+            1,
+            "the dropped receiver's sender is gone"
+        );
+    }
 }

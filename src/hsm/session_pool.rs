@@ -176,14 +176,21 @@ impl SessionPool {
         self.stuck.load(Ordering::Relaxed)
     }
 
-    /// The job `state` outlived its deadline while running: abandon its worker and start
-    /// another in its place, unless `size` workers are stuck already.
+    /// The job `state` outlived its deadline: if it has not started, it never will; if
+    /// it is running, abandon its worker and start another in its place, unless `size`
+    /// workers are stuck already.
     fn abandon(&self, state: &AtomicU8) {
+        if state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return; // nothing is stuck; the worker that takes it skips it
+        }
         if state
             .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return; // still queued (nothing is stuck), or it has just finished
+            return; // it has just finished
         }
         let count = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
         let stuck = self.stuck.fetch_add(1, Ordering::SeqCst) + 1;
@@ -212,22 +219,47 @@ impl SessionPool {
         self.size
     }
 
-    /// Runs `f` on some worker's session and returns its result. One deadline covers
-    /// waiting for room in the queue, waiting for a worker, and the call itself.
+    /// When a request that starts now must have its answer: `timeout` from now.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// Runs `f` on some worker's session and returns its result, within `timeout` from
+    /// now (see [`SessionPool::run_by`]).
     pub(crate) async fn run<R, F>(&self, f: F) -> Result<R, HsmError>
     where
         F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
         R: Send + 'static,
     {
+        self.run_by(self.deadline(), f).await
+    }
+
+    /// Runs `f` on some worker's session and returns its result, or `hsm_timeout` at
+    /// `deadline`. The deadline covers waiting for a worker and the call itself; one
+    /// already past is answered at once, without queueing a job.
+    pub(crate) async fn run_by<R, F>(&self, deadline: Instant, f: F) -> Result<R, HsmError>
+    where
+        F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
+        R: Send + 'static,
+    {
+        if deadline <= Instant::now() {
+            return Err(HsmError::Timeout(self.timeout));
+        }
         let (reply, result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let job_state = state.clone();
         let job: Job = Box::new(move |session| {
-            // The caller gave up (timeout, client gone): don't spend the token on it.
-            if reply.is_closed() {
+            // The caller gave up (timeout, client gone): don't spend the token on it. The
+            // state, not only the reply, says so: a caller whose deadline passes just as
+            // the job starts either sees it running (and replaces this worker) or has
+            // marked it abandoned first (and it is skipped here).
+            if reply.is_closed()
+                || job_state
+                    .compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
                 return JobEnd::Next;
             }
-            job_state.store(RUNNING, Ordering::SeqCst);
             let outcome = session.map_err(HsmError::clone).and_then(f);
             let lost = matches!(&outcome, Err(e) if e.session_lost());
             let _ = reply.send(outcome);
@@ -250,7 +282,7 @@ impl SessionPool {
                 .await
                 .unwrap_or_else(|_| Err(HsmError::Library("a PKCS#11 job panicked".to_string())))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 self.abandon(&state);
@@ -259,20 +291,26 @@ impl SessionPool {
         }
     }
 
-    /// [`SessionPool::run`] for an operation that is safe to repeat (signing, reading):
-    /// if the session it ran on was lost, it runs once more, on a fresh session (the
-    /// worker that lost its session opens a new one before its next job).
-    pub(crate) async fn run_repeatable<R, F>(&self, f: F) -> Result<R, HsmError>
+    /// [`SessionPool::run_by`] for an operation that is safe to repeat (signing,
+    /// reading): if the session it ran on was lost, it runs once more, on a fresh session
+    /// (the worker that lost its session opens a new one before its next job). Both tries
+    /// share `deadline`: a first try that failed late leaves the second only what
+    /// remains, so a request never waits longer than one `timeout_ms`.
+    pub(crate) async fn run_repeatable_by<R, F>(
+        &self,
+        deadline: Instant,
+        f: F,
+    ) -> Result<R, HsmError>
     where
         F: Fn(&Session) -> Result<R, HsmError> + Send + Sync + 'static,
         R: Send + 'static,
     {
         let f = Arc::new(f);
         let again = f.clone();
-        match self.run(move |s| f(s)).await {
+        match self.run_by(deadline, move |s| f(s)).await {
             Err(e) if e.session_lost() => {
-                tracing::warn!(error = %e, "PKCS#11 session lost; trying once more on a fresh session");
-                self.run(move |s| again(s)).await
+                tracing::warn!(error = %e, remaining = ?deadline.saturating_duration_since(Instant::now()), "PKCS#11 session lost; trying once more on a fresh session");
+                self.run_by(deadline, move |s| again(s)).await
             }
             other => other,
         }

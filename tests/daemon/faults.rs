@@ -252,6 +252,25 @@ async fn a_device_error_is_an_outage_the_daemon_recovers_from() {
         f.recovers_within(20).await;
     }
     f.mint_and_verify().await;
+    // Every outage has its record and then its recovery's, in that order.
+    let health = || {
+        crate::common::audit_records(&f.token.audit_dir())
+            .into_iter()
+            .filter_map(|r| match r["event"].as_str() {
+                Some(e @ ("hsm_outage" | "hsm_recovered")) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = eventually(5, async || health().len() == 10).await;
+    let events = health();
+    assert!(all, "{events:?}");
+    assert!(
+        events
+            .chunks(2)
+            .all(|pair| pair == ["hsm_outage", "hsm_recovered"]),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,6 +334,75 @@ async fn a_hung_call_times_out_and_a_new_worker_takes_its_place() {
     assert!(f.log().contains("abandoning its worker"), "{}", f.log());
     // Lifting the rule lets the hung call return; its worker exits and readiness
     // returns.
+    f.plan("");
+    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
+    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_on_a_fresh_session_gets_only_what_is_left_of_the_deadline() {
+    // timeout_ms = 3000. The first C_Sign loses its session after 2 s; the retry on a
+    // fresh session has at most the 1 s that is left.
+    let f = Faulty::start("faults-deadline", "sessions = 1\ntimeout_ms = 3000\n");
+    f.mint_and_verify().await;
+
+    // Told structurally, by the answer: a retry that takes 1.5 s would be signed within
+    // a timeout of its own, but not within what is left of the first try's.
+    f.plan(
+        "function=C_Sign rv=CKR_SESSION_HANDLE_INVALID delay_ms=2000 count=1\n\
+         function=C_Sign delay_ms=1500 count=1\n",
+    );
+    let late = f.mint().await;
+    assert_eq!(
+        (late.status, late.code()),
+        (503, "hsm_timeout"),
+        "{:?}\n{}",
+        late.json,
+        f.log()
+    );
+    assert!(
+        f.log().contains("trying once more on a fresh session"),
+        "{}",
+        f.log()
+    );
+    // The retry's worker, abandoned in its slow C_Sign, finishes that signature before
+    // the next plan, so it cannot take that plan's faults.
+    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
+    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.mint_and_verify().await;
+
+    // A retry that hangs: the answer comes at the one deadline, never a second timeout
+    // later. A first try of 2 s plus a fresh 3 s would be at least 5 s; one deadline is
+    // 3 s, and the bound leaves 2 s of slack for a loaded machine.
+    f.plan(
+        "function=C_Sign rv=CKR_SESSION_HANDLE_INVALID delay_ms=2000 count=1\n\
+         function=C_Sign hang count=1\n",
+    );
+    let started = std::time::Instant::now();
+    let hung = f.mint().await;
+    let took = started.elapsed();
+    assert_eq!(
+        (hung.status, hung.code()),
+        (503, "hsm_timeout"),
+        "{:?}\n{}",
+        hung.json,
+        f.log()
+    );
+    assert!(
+        took < std::time::Duration::from_millis(5000),
+        "hsm_timeout after {took:?}: the retry had a timeout of its own\n{}",
+        f.log()
+    );
+    // The hung retry's worker was replaced as for any hung call: the replacement signs
+    // while the retry still hangs, and the abandoned worker exits once the call returns.
+    f.mint_and_verify().await;
+    let ready = f.get("/readyz").await;
+    assert!(
+        ready.json.to_string().contains("hang inside the module"),
+        "{:?}",
+        ready.json
+    );
     f.plan("");
     let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
     assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
