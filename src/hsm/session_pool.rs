@@ -226,7 +226,7 @@ impl SessionPool {
 
     /// Runs `f` on some worker's session and returns its result, within `timeout` from
     /// now (see [`SessionPool::run_by`]).
-    pub(crate) async fn run<R, F>(&self, f: F) -> Result<R, HsmError>
+    pub(crate) async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, HsmError>
     where
         F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
         R: Send + 'static,
@@ -236,8 +236,14 @@ impl SessionPool {
 
     /// Runs `f` on some worker's session and returns its result, or `hsm_timeout` at
     /// `deadline`. The deadline covers waiting for a worker and the call itself; one
-    /// already past is answered at once, without queueing a job.
-    pub(crate) async fn run_by<R, F>(&self, deadline: Instant, f: F) -> Result<R, HsmError>
+    /// already past is answered at once, without queueing a job. A caller that goes away
+    /// first (its client disconnected, its request deadline passed) still leaves the
+    /// call watched until `deadline`: see [`Watch`].
+    pub(crate) async fn run_by<R, F>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        f: F,
+    ) -> Result<R, HsmError>
     where
         F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
         R: Send + 'static,
@@ -276,19 +282,27 @@ impl SessionPool {
             async_channel::TrySendError::Full(_) => HsmError::Overloaded,
             async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
         })?;
+        let mut watch = Watch {
+            pool: self,
+            state: &state,
+            deadline,
+            armed: true,
+        };
         let exchange = async {
             // The reply is dropped unsent only if the job panicked on the worker.
             result
                 .await
                 .unwrap_or_else(|_| Err(HsmError::Library("a PKCS#11 job panicked".to_string())))
         };
-        match tokio::time::timeout_at(deadline.into(), exchange).await {
+        let outcome = match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 self.abandon(&state);
                 Err(HsmError::Timeout(self.timeout))
             }
-        }
+        };
+        watch.armed = false;
+        outcome
     }
 
     /// [`SessionPool::run_by`] for an operation that is safe to repeat (signing,
@@ -297,7 +311,7 @@ impl SessionPool {
     /// share `deadline`: a first try that failed late leaves the second only what
     /// remains, so a request never waits longer than one `timeout_ms`.
     pub(crate) async fn run_repeatable_by<R, F>(
-        &self,
+        self: &Arc<Self>,
         deadline: Instant,
         f: F,
     ) -> Result<R, HsmError>
@@ -333,6 +347,34 @@ impl SessionPool {
             tracing::warn!(
                 "PKCS#11 workers did not finish within {CLOSE_DEADLINE:?}; leaving them"
             );
+        }
+    }
+}
+
+/// The deadline of a call whose caller is still waiting for it. Dropped armed, when the
+/// caller's future is dropped before the answer (hyper drops a request's future when its
+/// client disconnects; the request deadline drops it too), it hands the deadline to a
+/// task of its own: otherwise a call that then hangs would never be abandoned, its worker
+/// never replaced, and `/readyz` would not count it.
+struct Watch<'a> {
+    pool: &'a Arc<SessionPool>,
+    state: &'a Arc<AtomicU8>,
+    deadline: Instant,
+    armed: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (pool, state, deadline) = (self.pool.clone(), self.state.clone(), self.deadline);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep_until(deadline.into()).await;
+                // A call that finished meanwhile is left alone (see `abandon`).
+                pool.abandon(&state);
+            });
         }
     }
 }

@@ -340,6 +340,32 @@ async fn a_hung_call_times_out_and_a_new_worker_takes_its_place() {
     f.mint_and_verify().await;
 }
 
+/// A client that hangs up while its call hangs leaves nobody waiting for the answer; the
+/// call is still abandoned at its deadline and its worker replaced.
+#[tokio::test]
+async fn a_hung_call_whose_client_went_away_is_still_abandoned() {
+    let f = Faulty::start("faults-gone", "sessions = 1\ntimeout_ms = 1500\n");
+    f.plan("function=C_Sign hang count=1\n");
+    // The client gives up long before the deadline; hyper drops the request's future.
+    let gone = tokio::time::timeout(std::time::Duration::from_millis(300), f.mint()).await;
+    assert!(
+        gone.is_err(),
+        "the hung mint answered: {:?}",
+        gone.map(|r| r.json)
+    );
+    let named = eventually(20, async || {
+        let ready = f.get("/readyz").await;
+        ready.status == 503 && ready.json.to_string().contains("hang inside the module")
+    })
+    .await;
+    assert!(named, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    // The one session is stuck in C_Sign; only a replacement worker can sign this.
+    f.mint_and_verify().await;
+    f.plan("");
+    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
+    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_on_a_fresh_session_gets_only_what_is_left_of_the_deadline() {
     // timeout_ms = 3000. The first C_Sign loses its session after 2 s; the retry on a
