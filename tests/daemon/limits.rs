@@ -202,13 +202,15 @@ async fn a_uid_holding_2000_idle_connections_cannot_stop_another_from_minting() 
         .await
         .unwrap()
         .expect("2,000 connections opened");
+    // A liveness bound, not a speed check: a daemon whose slots the holder took would
+    // never answer; 10 s leaves room for a loaded CI machine (1 s failed there once).
     for _ in 0..3 {
         let reply = tokio::time::timeout(
-            Duration::from_secs(1),
+            Duration::from_secs(10),
             daemon.post("/v1/tokens", &mint_body("lim-slots")),
         )
         .await
-        .expect("minted within 1 s while another uid holds 2,000 connections");
+        .expect("minted while another uid holds 2,000 connections");
         assert_eq!(reply.status, 200, "{:?}", reply.json);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
