@@ -23,7 +23,8 @@ use signetd::Algorithm;
 use signetd::client::Endpoint;
 
 use crate::common::{
-    Reply, ServedDaemon, TestToken, audit_records, decode_parts, issuer_toml, my_uid, try_request,
+    Reply, ServedDaemon, TestToken, audit_records, decode_parts, issuer_toml, my_uid, repo_root,
+    try_request,
 };
 
 const ISSUER: &str = "soak";
@@ -252,6 +253,29 @@ print(json.dumps({"verified": verified, "rejected": len(failures), "failures": f
     })
 }
 
+/// On a failing run, a copy of the token's directory (token store, config, audit log,
+/// the daemon's output in `serve.log`) under `target/soak-failed-PID/`, for a look at
+/// what the assertion was about.
+struct KeptOnFailure<'a>(&'a TestToken);
+
+impl Drop for KeptOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept = repo_root().join(format!("target/soak-failed-{}", std::process::id()));
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.0.dir.path())
+            .arg(&kept)
+            .status();
+        eprintln!(
+            "soak: the run's directory is kept in {} ({copied:?})",
+            kept.display()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
     let kills = env_number("SIGNETD_SOAK_KILLS").unwrap_or(3) as usize;
@@ -261,13 +285,18 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
 
     let t = TestToken::create("soak");
     // The fastest lifecycle there is (a rotated key signs 2 s after the rotation, at a
-    // tick), so rotations complete between kills; this uid is the admin.
+    // tick), so rotations complete between kills; this uid is the admin. Small segments
+    // and frequent checkpoints, so kills also land in a segment's rollover and in a
+    // checkpoint's signing and writing.
     let (config, socket) = t.write_config(&format!(
         "{}max_ttl_seconds = {TTL}\n[admin]\ncallers = [\"uid:{}\"]\n\
-         [jwks]\nmax_age_seconds = 1\n[lifecycle]\nprepublish_seconds = 1\ntick_seconds = 1\n",
+         [jwks]\nmax_age_seconds = 1\n[lifecycle]\nprepublish_seconds = 1\ntick_seconds = 1\n\
+         [audit]\ndir = {:?}\nsegment_bytes = 262144\ncheckpoint_every = 100\n",
         issuer_toml(ISSUER, Algorithm::Es256),
-        my_uid()
+        my_uid(),
+        t.audit_dir().display().to_string()
     ));
+    let _evidence = KeptOnFailure(&t);
     let first_kid = t.init_ca_and_key(&config, ISSUER);
     let public = t.path("public");
     let c = config.to_str().unwrap();
@@ -453,6 +482,15 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
         "{out}{err}"
     );
 
+    // What kills in the middle of a key change left in the token: reported, never used
+    // (`keys finish` and `keys destroy-incomplete` tidy up); the soak only shows them.
+    let (ok, listed, err) = t.signetd(&["keys", "list", "--json", "--config", c]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let problems = listed["problems"].as_array().unwrap();
+    for problem in problems {
+        println!("soak: left in the token: {}", problem.as_str().unwrap());
+    }
     let count = |event: &str| records.iter().filter(|r| r["event"] == event).count();
     assert_eq!(count("start"), kills + 1, "one start record per run");
     let unclean = records
@@ -461,13 +499,28 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
             r["event"] == "recovered" && r["detail"].as_str().unwrap_or("").contains("unclean stop")
         })
         .count();
+    // A kill between retiring the active key and activating its successor leaves none
+    // active: the run after it starts so, and mints get `no_active_key` until its first
+    // lifecycle tick completes the change.
+    let prefix = format!("{ISSUER}-");
+    let without_active = records
+        .iter()
+        .filter(|r| r["event"] == "start")
+        .filter(|r| {
+            !r["detail"]
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .any(|k| k.starts_with(&prefix) && k.ends_with("=active"))
+        })
+        .count();
     let signers: HashSet<&str> = told.tokens.iter().map(|r| r.kid.as_str()).collect();
     println!(
         "soak: {kills} kills, {} tokens received ({} keys signed them, {first_kid} first), \
          {} rotations, {} key revocations, {} token revocations; \
          {} audit records checked ({} mint, of which {} never answered; {} checkpoint; \
-         {unclean} recovered after an unclean stop); \
-         {} requests unanswered; other answers: {:?}",
+         {unclean} recovered after an unclean stop; {without_active} start(s) with no active key); \
+         {} requests unanswered; other answers: {:?}; {} problem(s) left in the token",
         told.tokens.len(),
         signers.len(),
         told.rotations.len(),
@@ -479,5 +532,6 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
         count("checkpoint"),
         told.unanswered,
         told.refusals,
+        problems.len(),
     );
 }
