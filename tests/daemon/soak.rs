@@ -324,11 +324,16 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
         stop.clone(),
     )));
 
-    for _ in 0..kills {
+    for kill in 1..=kills {
         let seen = told.lock().unwrap().tokens.len();
         traffic_after(&told, seen, &t).await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=MAX_KILL_DELAY_MS))).await;
+        let delay = rng.gen_range(0..=MAX_KILL_DELAY_MS);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         tokio::task::block_in_place(|| daemon.crash());
+        let received = told.lock().unwrap().tokens.len();
+        println!(
+            "soak: kill {kill}, {delay} ms after this run's first token; {received} tokens so far"
+        );
         daemon = serve();
     }
     // The last run serves traffic too, then the clients stop.
