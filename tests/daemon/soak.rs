@@ -476,11 +476,15 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
             "revoked jti {jti} is not listed"
         );
     }
-    // The operator's way to the same record: the CLI, by jti.
-    let last = &told.tokens.last().unwrap().jti;
-    let (ok, out, err) = t.signetd(&[
-        "audit", "find", "--root", root_arg, "--jti", last, audit_arg,
-    ]);
+    // The operator's way to the same record: the CLI, by jti; one starting with '-'
+    // when there is one (one jti in 64 does), which clap once took for an option.
+    let jti = told
+        .tokens
+        .iter()
+        .map(|r| r.jti.as_str())
+        .find(|j| j.starts_with('-'))
+        .unwrap_or(&told.tokens.last().unwrap().jti);
+    let (ok, out, err) = t.signetd(&["audit", "find", "--root", root_arg, "--jti", jti, audit_arg]);
     assert!(
         ok && out.contains("\"event\":\"mint\"")
             && out.contains("covered by the signed checkpoint"),
