@@ -529,7 +529,8 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
          {} rotations, {} key revocations, {} token revocations; \
          {} audit records checked ({} mint, of which {} never answered; {} checkpoint; \
          {unclean} recovered after an unclean stop; {without_active} start(s) with no active key); \
-         {} requests unanswered; other answers: {:?}; {} problem(s) left in the token",
+         {} requests unanswered; other answers: {:?}; {} problem(s) left in the token; \
+         `audit find --jti {jti}` found its record",
         told.tokens.len(),
         signers.len(),
         told.rotations.len(),
