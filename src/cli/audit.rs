@@ -18,8 +18,11 @@ pub enum AuditCommand {
     /// log, and say which signed checkpoint covers it.
     Find {
         /// The token's jti.
+        // A jti is base64url: one in 64 starts with '-', which is a value here, not an
+        // option (the crash soak found `--jti -z...` refused).
         #[arg(
             long,
+            allow_hyphen_values = true,
             conflicts_with = "token_sha256",
             required_unless_present = "token_sha256"
         )]
@@ -153,5 +156,32 @@ fn report(summary: &Summary) {
             "note: the last {} record(s) follow the last checkpoint: they are chained but not yet signed",
             summary.unsigned_tail
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::AuditCommand;
+
+    #[derive(Parser)]
+    struct Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    }
+
+    /// Regression: clap took a jti starting with '-' (base64url, one in 64) for a short
+    /// option, so `audit find --jti -zQ...` failed with "unexpected argument '-z'".
+    #[test]
+    fn a_jti_starting_with_a_hyphen_is_a_value() {
+        let args = [
+            "audit", "find", "--root", "root.pem", "--jti", "-zQ1w", "log",
+        ];
+        match Audit::try_parse_from(args).map(|a| a.command) {
+            Ok(AuditCommand::Find { jti, .. }) => assert_eq!(jti.as_deref(), Some("-zQ1w")),
+            Ok(_) => panic!("parsed as another command"),
+            Err(e) => panic!("{e}"),
+        }
     }
 }

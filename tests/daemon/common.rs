@@ -579,6 +579,20 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
+    try_request(endpoint, method, path, headers, body)
+        .await
+        .unwrap()
+}
+
+/// [`request`], with the client's error instead of a panic when there is no answer
+/// (nothing listens, or the daemon died mid-request): for clients that outlive a daemon.
+pub async fn try_request(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
     let response = client::request(
         endpoint,
         method,
@@ -586,14 +600,13 @@ pub async fn request(
         headers,
         Bytes::copy_from_slice(body),
     )
-    .await
-    .unwrap();
-    Reply {
+    .await?;
+    Ok(Reply {
         status: response.status.as_u16(),
         json: serde_json::from_slice(&response.body).unwrap_or(Value::Null),
         headers: response.headers,
         raw: response.body,
-    }
+    })
 }
 
 /// Decodes the header and claims of a compact JWS without verifying it.

@@ -18,6 +18,7 @@ mod publishing;
 mod sign;
 mod signatures;
 mod signer;
+mod soak;
 mod startup;
 mod tls;
 mod wire;
