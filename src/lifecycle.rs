@@ -26,14 +26,14 @@ use crate::service::record::key_event;
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::service::{Service, unix_now};
 
-/// Runs [`tick`] every `lifecycle.tick_seconds` until `shutdown`.
+/// Runs [`tick`] at once, then every `lifecycle.tick_seconds`, until `shutdown`.
+///
+/// The first tick is not delayed: a daemon killed between retiring the old key and
+/// activating the new one restarts with no active key, and would refuse every mint
+/// with `no_active_key` for a whole period (found by the crash soak, docs/reliability.md).
 pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
     let period = Duration::from_secs(service.config().lifecycle.tick_seconds);
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = shutdown.cancelled() => return,
-        }
         match tick(&service, unix_now()).await {
             Ok(changes) => {
                 for change in changes {
@@ -41,6 +41,10 @@ pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => tracing::error!(error = %e, code = e.code(), "lifecycle tick failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }
