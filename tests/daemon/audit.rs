@@ -709,17 +709,7 @@ fn binary(label: &str, issuer: &str) -> Binary {
     let token = TestToken::create(label);
     let (config, socket) = token.write_config(&issuer_toml(issuer, Algorithm::Es256));
     token.init_ca_and_key(&config, issuer);
-    let c = config.to_str().unwrap();
-    let public = token.dir.path().join("public");
-    let (ok, _, err) = token.signetd(&[
-        "attest",
-        "export",
-        "--config",
-        c,
-        "--out",
-        public.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let public = token.export_public(&config);
     Binary {
         root: public.join("root.pem"),
         token,

@@ -180,6 +180,22 @@ impl TestToken {
         kid
     }
 
+    /// With the real CLI: `signetd attest export` into `public/` in the token's
+    /// directory (the root, the chain and every key's certificate); returns that path.
+    pub fn export_public(&self, config: &Path) -> PathBuf {
+        let public = self.path("public");
+        let (ok, _, err) = self.signetd(&[
+            "attest",
+            "export",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            public.to_str().unwrap(),
+        ]);
+        assert!(ok, "attest export: {err}");
+        public
+    }
+
     /// The audit directory [`TestToken::write_config`] names.
     pub fn audit_dir(&self) -> PathBuf {
         self.dir.path().join("audit")

@@ -298,17 +298,7 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
     ));
     let _evidence = KeptOnFailure(&t);
     let first_kid = t.init_ca_and_key(&config, ISSUER);
-    let public = t.path("public");
-    let c = config.to_str().unwrap();
-    let (ok, _, err) = t.signetd(&[
-        "attest",
-        "export",
-        "--config",
-        c,
-        "--out",
-        public.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let public = t.export_public(&config);
 
     let serve = || tokio::task::block_in_place(|| t.serve(&config, &socket));
     let mut daemon: ServedDaemon = serve();
@@ -493,7 +483,13 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
 
     // What kills in the middle of a key change left in the token: reported, never used
     // (`keys finish` and `keys destroy-incomplete` tidy up); the soak only shows them.
-    let (ok, listed, err) = t.signetd(&["keys", "list", "--json", "--config", c]);
+    let (ok, listed, err) = t.signetd(&[
+        "keys",
+        "list",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let listed: Value = serde_json::from_str(&listed).unwrap();
     let problems = listed["problems"].as_array().unwrap();
