@@ -40,6 +40,8 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     }
     // Subscribed before the lifecycle starts, so no change of the token's health is missed.
     let health_changes = service.hsm().health_changes();
+    // Due transitions first (a rotation a crash interrupted), then requests.
+    lifecycle::tick_now(&service).await;
     let stop = CancellationToken::new();
     let timer = tokio::spawn(lifecycle::run(service.clone(), stop.clone()));
     let refusals = tokio::spawn({

@@ -26,26 +26,33 @@ use crate::service::record::key_event;
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::service::{Service, unix_now};
 
-/// Runs [`tick`] at once, then every `lifecycle.tick_seconds`, until `shutdown`.
-///
-/// The first tick is not delayed: a daemon killed between retiring the old key and
-/// activating the new one restarts with no active key, and would refuse every mint
-/// with `no_active_key` for a whole period (found by the crash soak, docs/reliability.md).
+/// Runs [`tick`] every `lifecycle.tick_seconds` until `shutdown`. The daemon runs the
+/// first one itself, before it serves (see [`tick_now`]).
 pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
     let period = Duration::from_secs(service.config().lifecycle.tick_seconds);
     loop {
-        match tick(&service, unix_now()).await {
-            Ok(changes) => {
-                for change in changes {
-                    tracing::info!("lifecycle: {change}");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, code = e.code(), "lifecycle tick failed"),
-        }
         tokio::select! {
             () = tokio::time::sleep(period) => {}
             () = shutdown.cancelled() => return,
         }
+        tick_now(&service).await;
+    }
+}
+
+/// One [`tick`] now, its changes and failure logged.
+///
+/// The daemon ticks once before it serves: one killed between retiring the old key and
+/// activating the new one restarts with no active key, and would otherwise refuse every
+/// mint with `no_active_key` for a whole period (found by the crash soak,
+/// docs/reliability.md).
+pub async fn tick_now(service: &Service) {
+    match tick(service, unix_now()).await {
+        Ok(changes) => {
+            for change in changes {
+                tracing::info!("lifecycle: {change}");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, code = e.code(), "lifecycle tick failed"),
     }
 }
 
