@@ -5,16 +5,16 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::common::{signetd_bin, token};
+use crate::common::{TestToken, signetd_bin, token};
 
 struct Outcome {
     success: bool,
     stderr: String,
 }
 
-/// Runs `signetd serve` with `[pkcs11]` set to `pkcs11` (and a throwaway socket).
-fn serve_with(pkcs11: &str) -> Outcome {
-    let t = token();
+/// Runs `signetd serve` with `[pkcs11]` set to `pkcs11` (and a throwaway socket), with
+/// `t`'s module environment.
+fn serve_with(t: &TestToken, pkcs11: &str) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("signetd.toml");
     let socket = dir.path().join("s.sock");
@@ -49,16 +49,22 @@ fn pkcs11(module: &str, token_line: &str, pin_line: &str) -> String {
 
 #[test]
 fn a_wrong_pin_stops_start_up_without_revealing_any_pin() {
-    let t = token();
+    // A token of its own: a failed login is a write to SoftHSM2's token file, and
+    // another process writing the shared token while this one's tests do is what the
+    // harness avoids (common.rs, TestToken::create).
+    let t = &TestToken::create("wrong-pin");
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong.pin");
     std::fs::write(&wrong, "987654-wrong-pin").unwrap();
     std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let outcome = serve_with(&pkcs11(
-        t.var("SIGNETD_PKCS11_MODULE"),
-        &format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL")),
-        &format!("pin_file = {:?}", wrong.display().to_string()),
-    ));
+    let outcome = serve_with(
+        t,
+        &pkcs11(
+            t.var("SIGNETD_PKCS11_MODULE"),
+            &format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL")),
+            &format!("pin_file = {:?}", wrong.display().to_string()),
+        ),
+    );
     assert!(!outcome.success);
     assert!(
         outcome.stderr.contains("pin_incorrect"),
@@ -76,11 +82,14 @@ fn a_wrong_pin_stops_start_up_without_revealing_any_pin() {
 #[test]
 fn a_missing_module_is_named() {
     let t = token();
-    let outcome = serve_with(&pkcs11(
-        "/nonexistent/libno-such-pkcs11.so",
-        &format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL")),
-        &format!("pin_file = {:?}", t.var("SIGNETD_PIN_FILE")),
-    ));
+    let outcome = serve_with(
+        t,
+        &pkcs11(
+            "/nonexistent/libno-such-pkcs11.so",
+            &format!("token_label = {:?}", t.var("SIGNETD_TOKEN_LABEL")),
+            &format!("pin_file = {:?}", t.var("SIGNETD_PIN_FILE")),
+        ),
+    );
     assert!(!outcome.success);
     assert!(
         outcome.stderr.contains("pkcs11_module_unavailable")
@@ -98,11 +107,14 @@ fn a_token_that_does_not_exist_is_named_with_the_tokens_present() {
         "token_uri = \"pkcs11:token=no-such-token\"",
         "token_serial = \"0000\"",
     ] {
-        let outcome = serve_with(&pkcs11(
-            t.var("SIGNETD_PKCS11_MODULE"),
-            selector,
-            &format!("pin_file = {:?}", t.var("SIGNETD_PIN_FILE")),
-        ));
+        let outcome = serve_with(
+            t,
+            &pkcs11(
+                t.var("SIGNETD_PKCS11_MODULE"),
+                selector,
+                &format!("pin_file = {:?}", t.var("SIGNETD_PIN_FILE")),
+            ),
+        );
         assert!(!outcome.success);
         assert!(
             outcome.stderr.contains("token_not_found"),
@@ -119,8 +131,9 @@ fn a_token_that_does_not_exist_is_named_with_the_tokens_present() {
 
 #[test]
 fn the_token_can_be_selected_by_serial_or_uri() {
-    // A wrong PIN proves the token was found (selection precedes login) without logging in.
-    let t = token();
+    // A wrong PIN proves the token was found (selection precedes login) without logging
+    // in; on a token of its own, as above.
+    let t = &TestToken::create("select-by");
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong.pin");
     std::fs::write(&wrong, "000000").unwrap();
@@ -134,11 +147,14 @@ fn the_token_can_be_selected_by_serial_or_uri() {
         format!("token_serial = {:?}", t.var("SIGNETD_TOKEN_SERIAL")),
         uri,
     ] {
-        let outcome = serve_with(&pkcs11(
-            t.var("SIGNETD_PKCS11_MODULE"),
-            &selector,
-            &format!("pin_file = {:?}", wrong.display().to_string()),
-        ));
+        let outcome = serve_with(
+            t,
+            &pkcs11(
+                t.var("SIGNETD_PKCS11_MODULE"),
+                &selector,
+                &format!("pin_file = {:?}", wrong.display().to_string()),
+            ),
+        );
         assert!(
             outcome.stderr.contains("pin_incorrect"),
             "{selector}: {}",
@@ -170,7 +186,7 @@ fn config_problems_name_the_field() {
         ),
     ];
     for (config, field) in cases {
-        let outcome = serve_with(&config);
+        let outcome = serve_with(t, &config);
         assert!(!outcome.success);
         assert!(
             outcome.stderr.contains(field),
