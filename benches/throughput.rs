@@ -288,9 +288,14 @@ async fn mint_rate(
     duration: Duration,
 ) -> (f64, AuditStats) {
     let dir = tempfile::tempdir().unwrap();
-    let audit_table = audit_dir.map_or_else(String::new, |d| {
+    let mut audit_table = audit_dir.map_or_else(String::new, |d| {
         format!("[audit]\ndir = {:?}\n", d.display().to_string())
     });
+    // The state store in the run's own directory, whatever the audit dir.
+    audit_table.push_str(&format!(
+        "[store]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("state.db").display()
+    ));
     let config = common::daemon_config(config_text, &audit_table, &dir);
     let log = match audit_dir {
         Some(_) => Some(Arc::new(
@@ -302,7 +307,7 @@ async fn mint_rate(
         Some(log) => log.clone(),
         None => Arc::new(Discard),
     };
-    let ports = Ports::with_audit(&config, &hsm, sink);
+    let ports = Ports::with_audit(&config, &hsm, sink).await.unwrap();
     let service = Arc::new(Service::new(config, hsm, ports).await.unwrap());
     let daemon = common::TestDaemon::serve(dir, service, 0o600).await;
     let count = Arc::new(AtomicU64::new(0));

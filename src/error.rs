@@ -139,7 +139,7 @@ impl Error {
             Error::Hsm(_) => "hsm_unavailable",
             Error::Signer(SignError::Timeout(_)) => "hsm_timeout",
             Error::Signer(_) => "hsm_unavailable",
-            Error::Store(_) => "store_unavailable",
+            Error::Store(_) => "state_unavailable",
             Error::Internal(_) => "internal",
             Error::RateLimited { .. } => "rate_limited",
             Error::NotReady(_) => "not_ready",

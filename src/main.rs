@@ -29,6 +29,9 @@ enum Command {
     /// The audit log: verify it offline, find the record of a token.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// The state store (single-use jtis, token revocations): migrate and check its schema.
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
     /// Key ceremonies: token initialization and transcripts.
     #[command(subcommand)]
     Ceremony(cli::ceremony::CeremonyCommand),
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => cli::keys::run(command).await,
             Command::Attest(command) => cli::attest::run(command).await,
             Command::Audit(command) => cli::audit::run(command).await,
+            Command::Store(command) => cli::store::run(command).await,
             Command::Ceremony(command) => cli::ceremony::run(command).await,
             Command::Token(command) => cli::token::run(command).await,
             Command::Status {

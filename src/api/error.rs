@@ -222,6 +222,11 @@ mod tests {
                 503,
                 "overloaded",
             ),
+            (
+                Error::Store(crate::store::StoreError("x".into())).into(),
+                503,
+                "state_unavailable",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!((error.status().as_u16(), error.code()), (status, code));

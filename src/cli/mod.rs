@@ -6,6 +6,7 @@ pub mod audit;
 pub mod ceremony;
 pub mod keys;
 pub mod serve;
+pub mod store;
 pub mod token;
 
 use std::path::{Path, PathBuf};

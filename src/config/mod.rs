@@ -48,6 +48,9 @@ pub struct Config {
     /// Rate limits, connection caps, header and time limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The state store (`[store]`): single-use jtis and token revocations.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -341,6 +344,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.pkcs11.validate()?;
+        self.store.validate()?;
         let listen = &self.listen;
         if listen.socket.as_os_str().is_empty() {
             return Err(field_error("listen.socket", "must not be empty"));
@@ -557,6 +561,7 @@ pub mod files;
 mod issuer;
 mod limits;
 mod pkcs11;
+mod store;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -564,4 +569,5 @@ mod tls;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
+pub use store::{STORE_URL_ENV, StoreConfig, StoreLocation};
 pub use tls::{TlsConfig, TlsVersion};

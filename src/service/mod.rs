@@ -160,7 +160,7 @@ impl Service {
     /// among them), takes inventory of the token and builds the key registry. Anything
     /// odd in the token is logged loudly; nothing is deleted.
     pub async fn start(config: Config, hsm: Arc<Hsm>) -> Result<Self, Error> {
-        let ports = wiring::Ports::from_config(&config, &hsm).await;
+        let ports = wiring::Ports::from_config(&config, &hsm).await?;
         Self::new(config, hsm, ports).await
     }
 

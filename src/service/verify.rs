@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::identity::Principal;
 use crate::keys::{JwkSet, KeyPurpose, KeyState};
 use crate::policy::Action;
-use crate::store::ReplayRefusal;
+use crate::store::{ReplayRefusal, StoreError};
 use crate::token::jws::Header;
 use crate::token::verify::{self, Expected, VerifyError};
 use crate::util::unb64;
@@ -143,9 +143,12 @@ impl Service {
                 .use_once(jti, number("iat"), number("exp"), now, LEEWAY_SECONDS)
                 .await
                 .map_err(|refusal| match refusal {
-                    ReplayRefusal::Replayed => VerifyError::Replayed,
-                    ReplayRefusal::IssuedBeforeStart => VerifyError::IssuedBeforeRestart,
-                    ReplayRefusal::Full => VerifyError::ReplayStoreFull,
+                    ReplayRefusal::Replayed => VerifyError::Replayed.into(),
+                    ReplayRefusal::IssuedBeforeStart => VerifyError::IssuedBeforeRestart.into(),
+                    ReplayRefusal::Full => VerifyError::ReplayStoreFull.into(),
+                    ReplayRefusal::Unavailable => Error::Store(StoreError(
+                        "the single-use check could not reach the state store".into(),
+                    )),
                 })?;
         }
         Ok(Verified {

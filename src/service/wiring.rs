@@ -4,18 +4,18 @@
 //! | port | implementation |
 //! |---|---|
 //! | [`Signer`] | the PKCS#11 token ([`Hsm`]) |
-//! | [`ReplayStore`] | process memory ([`MemoryReplayStore`]), `[verify] replay_capacity` |
-//! | [`RevocationStore`] | data objects in the token ([`TokenRevocations`]) |
+//! | [`ReplayStore`] | the state store in `[store]` ([`SqlStore`]: SQLite by default) |
+//! | [`RevocationStore`] | the same [`SqlStore`]; revocations left as data objects in the token by earlier versions are imported into it at start |
 //! | [`AuditSink`] | the audit log in `[audit] dir` ([`AuditLog`]); if it cannot be opened, a [`ReopeningLog`] that refuses every record (the daemon serves public endpoints and signs nothing) and retries with backoff until the log opens |
 
 use std::sync::Arc;
 
 use crate::audit::{AuditLog, AuditSink, ReopeningLog};
 use crate::config::Config;
+use crate::error::Error;
 use crate::hsm::Hsm;
 use crate::signer::Signer;
-use crate::store::{MemoryReplayStore, ReplayStore, RevocationStore, TokenRevocations};
-use crate::util::unix_now;
+use crate::store::{ReplayStore, RevocationStore, SqlStore, StoreError};
 
 /// What the service reaches outside itself through.
 pub struct Ports {
@@ -31,8 +31,8 @@ pub struct Ports {
 
 impl Ports {
     /// The ports `config` describes over the token `hsm`, with the audit log opened
-    /// from `[audit]`.
-    pub async fn from_config(config: &Config, hsm: &Arc<Hsm>) -> Ports {
+    /// from `[audit]`. Fails if the state store cannot be opened or migrated.
+    pub async fn from_config(config: &Config, hsm: &Arc<Hsm>) -> Result<Ports, Error> {
         // Without a log nothing may be signed, but verifiers still need the JWKS: start
         // not-ready rather than not at all, and keep trying to open it.
         let audit: Arc<dyn AuditSink> = match AuditLog::open(config, hsm.clone()).await {
@@ -47,19 +47,33 @@ impl Ports {
                 )
             }
         };
-        Ports::with_audit(config, hsm, audit)
+        Ports::with_audit(config, hsm, audit).await
     }
 
-    /// The ports `config` describes over `hsm`, with the audit sink `audit`.
-    pub fn with_audit(config: &Config, hsm: &Arc<Hsm>, audit: Arc<dyn AuditSink>) -> Ports {
-        Ports {
-            signer: hsm.clone(),
-            replay: Arc::new(MemoryReplayStore::new(
-                config.verify.replay_capacity,
-                unix_now(),
-            )),
-            revocations: Arc::new(TokenRevocations::new(hsm.clone())),
-            audit,
+    /// The ports `config` describes over `hsm`, with the audit sink `audit`: the state
+    /// store is opened (and migrated) from `[store]`, and revocations still kept as data
+    /// objects in the token are moved into it.
+    pub async fn with_audit(
+        config: &Config,
+        hsm: &Arc<Hsm>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Ports, Error> {
+        let location = config
+            .store
+            .location(&config.audit.dir)
+            .map_err(|e| StoreError(e.to_string()))?;
+        let store = Arc::new(SqlStore::open(&location).await.inspect_err(|e| {
+            tracing::error!(error = %e, "cannot open the state store");
+        })?);
+        // Not fatal: the objects stay in the token and the next start imports them.
+        if let Err(e) = store.import_token_revocations(hsm).await {
+            tracing::error!(error = %e, "cannot import token revocations from the token's data objects; retried at the next start");
         }
+        Ok(Ports {
+            signer: hsm.clone(),
+            replay: store.clone(),
+            revocations: store,
+            audit,
+        })
     }
 }

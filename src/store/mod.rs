@@ -5,16 +5,20 @@
 //! as a trait object built by `service::wiring`, so another implementation (a database
 //! shared by replicas) replaces one file, not the callers.
 //!
-//! Today's implementations: [`MemoryReplayStore`] (process memory, refusing tokens
+//! The daemon's implementation of both is [`SqlStore`], an SQL database (SQLite by
+//! default; see docs/state.md). [`MemoryReplayStore`] (process memory, refusing tokens
 //! issued before the daemon started) and [`TokenRevocations`] (data objects in the
-//! PKCS#11 token).
+//! PKCS#11 token, as versions before the state store kept them) remain for tests and
+//! for the one-off import of such objects ([`SqlStore::import_token_revocations`]).
 
 mod memory_replay;
+mod sql;
 mod token_revocations;
 
 use serde::{Deserialize, Serialize};
 
 pub use memory_replay::MemoryReplayStore;
+pub use sql::{SqlStore, StoreStatus};
 pub use token_revocations::{REVOKED_PREFIX, TokenRevocations};
 
 use crate::hsm::HsmError;
@@ -29,6 +33,9 @@ pub enum ReplayRefusal {
     IssuedBeforeStart,
     /// The store holds its capacity of unexpired jtis.
     Full,
+    /// The store cannot be reached: single use cannot be promised, so the token is
+    /// refused (`503 state_unavailable`).
+    Unavailable,
 }
 
 /// Remembers which single-use tokens were consumed.

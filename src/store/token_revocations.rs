@@ -42,7 +42,7 @@ impl RevocationStore for TokenRevocations {
 
 /// Every stored revocation, with the object that holds it (its label and exact value
 /// name it, to destroy it).
-async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, DataObject)>, HsmError> {
+pub(super) async fn list(hsm: &Hsm) -> Result<Vec<(RevokedToken, DataObject)>, HsmError> {
     Ok(hsm
         .data_objects(APPLICATION)
         .await?

@@ -20,5 +20,6 @@ mod signatures;
 mod signer;
 mod soak;
 mod startup;
+mod state;
 mod tls;
 mod wire;

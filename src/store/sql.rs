@@ -1,0 +1,523 @@
+//! The state store in an SQL database: [`SqlStore`] is both the [`ReplayStore`] and the
+//! [`RevocationStore`]. SQLite is the engine today (an embedded file, the default); the
+//! schema (`migrations/`) and every statement here are written in the SQL that SQLite and
+//! PostgreSQL share (`$N` binds, `ON CONFLICT`, `BIGINT`), so PostgreSQL comes as a second
+//! pool type, not a second store. See docs/state.md.
+//!
+//! Single-use verification is one statement, an insert that does nothing if the jti is
+//! there: the database, not this process, decides which of concurrent uses is first, and
+//! the answer survives restarts.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
+use crate::config::StoreLocation;
+use crate::config::files::{FileKind, file_problem};
+use crate::hsm::{DATA_APPLICATION, Hsm};
+use crate::util::BoxFuture;
+
+/// The schema's migrations, embedded from `migrations/`.
+static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Expired single-use rows are pruned after this many first uses, at most
+/// `PRUNE_BATCH` at a time, so no single use pays for a large delete.
+const PRUNE_EVERY: u64 = 256;
+/// Most expired single-use rows deleted at once.
+const PRUNE_BATCH: i64 = 1000;
+
+/// How long a statement waits for SQLite's write lock (another connection, or the CLI)
+/// before failing as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `signetd store check` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The newest migration applied to the database (0: none).
+    pub schema_version: i64,
+    /// The newest migration this build knows.
+    pub expected_version: i64,
+    /// Rows of single-use jtis.
+    pub used_jtis: i64,
+    /// Rows of token revocations.
+    pub revocations: i64,
+}
+
+/// The state store in an SQL database.
+pub struct SqlStore {
+    pool: SqlitePool,
+    location: StoreLocation,
+    first_uses: AtomicU64,
+}
+
+fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("{what}: {e}"))
+}
+
+/// Records `revoked` in `conn`'s transaction; revoking a jti again keeps the later `exp`.
+/// Shared by revocations through the API and the import of token objects.
+async fn upsert_revocation(
+    conn: &mut sqlx::SqliteConnection,
+    revoked: &RevokedToken,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO token_revocations (jti, exp, revoked_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (jti) DO UPDATE SET exp = excluded.exp, revoked_at = excluded.revoked_at \
+         WHERE excluded.exp > token_revocations.exp",
+    )
+    .bind(&revoked.jti)
+    .bind(int(revoked.exp))
+    .bind(int(revoked.revoked_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Seconds as the database's signed 64-bit integers (saturating: no time signetd
+/// handles comes near).
+fn int(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+fn uint(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
+
+impl SqlStore {
+    /// Opens the store at `location` without touching its schema (see [`Self::migrate`]).
+    /// An SQLite file is created if missing, mode 0600, in a directory created mode 0700;
+    /// the directory and the file must be owned by signetd's user or root and not be
+    /// writable by others (the file not even readable).
+    pub async fn connect(location: &StoreLocation) -> Result<SqlStore, StoreError> {
+        let StoreLocation::Sqlite { path } = location;
+        prepare_sqlite_file(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A single use acknowledged must not be forgotten by a power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(failed(&format!("cannot open the state store ({location})")))?;
+        Ok(SqlStore {
+            pool,
+            location: location.clone(),
+            first_uses: AtomicU64::new(0),
+        })
+    }
+
+    /// Opens the store and brings its schema up to date: what the daemon does at start.
+    pub async fn open(location: &StoreLocation) -> Result<SqlStore, StoreError> {
+        let store = Self::connect(location).await?;
+        let applied = store.migrate().await?;
+        tracing::info!(store = %location, applied = applied.len(), version = store.status().await?.schema_version, "state store open");
+        Ok(store)
+    }
+
+    /// Where the store is (engine and path; never a password).
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// Applies the migrations the database lacks; returns their versions.
+    pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        let before = self.status().await?.schema_version;
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
+            StoreError(format!(
+                "migrating the state store ({}): {e}",
+                self.location
+            ))
+        })?;
+        Ok(MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| *v > before)
+            .collect())
+    }
+
+    /// The schema version against this build's, and the rows held.
+    pub async fn status(&self) -> Result<StoreStatus, StoreError> {
+        let expected_version = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        // No migrations table yet: nothing was ever applied.
+        let schema_version = match sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await
+        {
+            Ok(row) => row
+                .try_get::<i64, _>(0)
+                .map_err(failed("reading the schema version"))?,
+            Err(sqlx::Error::Database(_)) => 0,
+            Err(e) => return Err(failed("reading the schema version")(e)),
+        };
+        let count = |sql: &'static str| async move {
+            if schema_version == 0 {
+                return Ok(0);
+            }
+            sqlx::query(sql)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get::<i64, _>(0))
+                .map_err(failed("counting rows"))
+        };
+        Ok(StoreStatus {
+            schema_version,
+            expected_version,
+            used_jtis: count("SELECT COUNT(*) FROM used_jtis").await?,
+            revocations: count("SELECT COUNT(*) FROM token_revocations").await?,
+        })
+    }
+
+    async fn use_once_sql(
+        &self,
+        jti: &str,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    ) -> Result<bool, StoreError> {
+        // A row past its expiry may be taken over: its token can no longer verify, so
+        // the jti is free again. Rows affected: 1 for a first use, 0 for a replay.
+        let done = sqlx::query(
+            "INSERT INTO used_jtis (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE used_jtis.expires_at < $3",
+        )
+        .bind(jti)
+        .bind(int(exp.saturating_add(leeway)))
+        .bind(int(now))
+        .execute(&self.pool)
+        .await
+        .map_err(failed("recording a single-use jti"))?;
+        let first = done.rows_affected() == 1;
+        if first && self.first_uses.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1
+        {
+            match self.prune_used(now).await {
+                Ok(n) => tracing::debug!(pruned = n, "pruned expired single-use jtis"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune expired single-use jtis"),
+            }
+        }
+        Ok(first)
+    }
+
+    /// Deletes at most 1000 single-use rows expired before `now`; returns how many.
+    pub async fn prune_used(&self, now: u64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM used_jtis WHERE jti IN \
+             (SELECT jti FROM used_jtis WHERE expires_at < $1 LIMIT $2)",
+        )
+        .bind(int(now))
+        .bind(PRUNE_BATCH)
+        .execute(&self.pool)
+        .await
+        .map_err(failed("pruning single-use jtis"))?
+        .rows_affected())
+    }
+
+    async fn revoke_sql(&self, revoked: &RevokedToken) -> Result<RevokedToken, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(failed("revoking a token"))?;
+        upsert_revocation(&mut tx, revoked)
+            .await
+            .map_err(failed("revoking a token"))?;
+        let row = sqlx::query("SELECT exp, revoked_at FROM token_revocations WHERE jti = $1")
+            .bind(&revoked.jti)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(failed("revoking a token"))?;
+        tx.commit().await.map_err(failed("revoking a token"))?;
+        Ok(RevokedToken {
+            jti: revoked.jti.clone(),
+            exp: uint(row.try_get(0).map_err(failed("revoking a token"))?),
+            revoked_at: uint(row.try_get(1).map_err(failed("revoking a token"))?),
+        })
+    }
+
+    async fn list_sql(&self) -> Result<Vec<RevokedToken>, StoreError> {
+        sqlx::query("SELECT jti, exp, revoked_at FROM token_revocations ORDER BY jti")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("listing token revocations"))?
+            .into_iter()
+            .map(|row| {
+                Ok(RevokedToken {
+                    jti: row.try_get(0)?,
+                    exp: uint(row.try_get(1)?),
+                    revoked_at: uint(row.try_get(2)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(failed("listing token revocations"))
+    }
+
+    async fn prune_sql(&self, before: u64) -> Result<usize, StoreError> {
+        let done = sqlx::query("DELETE FROM token_revocations WHERE exp < $1")
+            .bind(int(before))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("pruning token revocations"))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    /// Moves token revocations kept as data objects in the token (`signetd-revoked/JTI`,
+    /// as versions before the state store wrote them) into the store: every object is
+    /// recorded (a later `exp` wins, as with any revocation), the rows are committed, and
+    /// only then are the objects destroyed. Run at every start, so objects left by an
+    /// interrupted import are taken up again; returns how many were imported.
+    pub async fn import_token_revocations(&self, hsm: &Hsm) -> Result<usize, StoreError> {
+        let objects = super::token_revocations::list(hsm).await?;
+        if objects.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(failed("importing token revocations"))?;
+        for (revoked, _) in &objects {
+            upsert_revocation(&mut tx, revoked)
+                .await
+                .map_err(failed("importing token revocations"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(failed("importing token revocations"))?;
+        for (_, object) in &objects {
+            hsm.destroy_data(DATA_APPLICATION, &object.label, &object.value)
+                .await?;
+        }
+        tracing::info!(
+            imported = objects.len(),
+            store = %self.location,
+            "imported token revocations from the token's data objects into the state store and removed the objects"
+        );
+        Ok(objects.len())
+    }
+}
+
+/// Creates the SQLite file's directory (0700) and the file (0600) if missing, and checks
+/// both as config/files.rs checks what signetd trusts: whoever can write the store can
+/// un-revoke tokens and reopen single-use ones.
+fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
+    let euid = rustix::process::geteuid().as_raw();
+    let problem = |p: Option<String>| p.map_or(Ok(()), |p| Err(StoreError(p)));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let meta =
+            std::fs::metadata(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        problem(file_problem(
+            dir,
+            FileKind::Config,
+            meta.uid(),
+            meta.mode(),
+            euid,
+        ))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+    problem(file_problem(
+        path,
+        FileKind::Private,
+        meta.uid(),
+        meta.mode(),
+        euid,
+    ))
+}
+
+impl ReplayStore for SqlStore {
+    fn use_once<'a>(
+        &'a self,
+        jti: &'a str,
+        _iat: u64,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    ) -> BoxFuture<'a, Result<(), ReplayRefusal>> {
+        Box::pin(async move {
+            match self.use_once_sql(jti, exp, now, leeway).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ReplayRefusal::Replayed),
+                Err(e) => {
+                    // Fail closed: without the store, single use cannot be promised.
+                    tracing::error!(error = %e, "single-use check failed: the state store is unavailable");
+                    Err(ReplayRefusal::Unavailable)
+                }
+            }
+        })
+    }
+}
+
+impl RevocationStore for SqlStore {
+    fn revoke<'a>(
+        &'a self,
+        revoked: &'a RevokedToken,
+    ) -> BoxFuture<'a, Result<RevokedToken, StoreError>> {
+        Box::pin(self.revoke_sql(revoked))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<RevokedToken>, StoreError>> {
+        Box::pin(self.list_sql())
+    }
+
+    fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.prune_sql(before))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn temp_store() -> (tempfile::TempDir, SqlStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite {
+            path: dir.path().join("state/signetd.db"),
+        };
+        let store = SqlStore::open(&location).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening() {
+        let (dir, store) = temp_store().await;
+        let replay: &dyn ReplayStore = &store;
+        assert_eq!(replay.use_once("a", 1, 100, 50, 5).await, Ok(()));
+        assert_eq!(
+            replay.use_once("a", 1, 100, 104, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
+        let location = store.location().clone();
+        drop(store);
+        let store = SqlStore::open(&location).await.unwrap();
+        assert_eq!(
+            store.use_once("a", 1, 100, 104, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
+        // Past exp + leeway the row may be taken over (the token no longer verifies).
+        assert_eq!(store.use_once("a", 1, 200, 106, 5).await, Ok(()));
+        assert_eq!(store.use_once("b", 1, 10, 50, 5).await, Ok(()));
+        assert_eq!(store.prune_used(50).await.unwrap(), 1);
+        assert_eq!(store.status().await.unwrap().used_jtis, 1);
+        let mode = std::fs::metadata(dir.path().join("state/signetd.db"))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.path().join("state")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_uses_of_one_jti_succeed_exactly_once() {
+        let (_dir, store) = temp_store().await;
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.use_once("same", 1, 100, 10, 5).await })
+            })
+            .collect();
+        let mut accepted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => accepted += 1,
+                Err(refusal) => assert_eq!(refusal, ReplayRefusal::Replayed),
+            }
+        }
+        assert_eq!(accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired() {
+        let (_dir, store) = temp_store().await;
+        let r = |jti: &str, exp, at| RevokedToken {
+            jti: jti.into(),
+            exp,
+            revoked_at: at,
+        };
+        assert_eq!(store.revoke(&r("a", 100, 1)).await.unwrap(), r("a", 100, 1));
+        assert_eq!(store.revoke(&r("a", 50, 2)).await.unwrap(), r("a", 100, 1));
+        assert_eq!(store.revoke(&r("a", 150, 3)).await.unwrap(), r("a", 150, 3));
+        store.revoke(&r("b", 20, 4)).await.unwrap();
+        assert_eq!(
+            store.list().await.unwrap(),
+            vec![r("a", 150, 3), r("b", 20, 4)]
+        );
+        assert_eq!(store.prune(21).await.unwrap(), 1);
+        assert_eq!(store.list().await.unwrap(), vec![r("a", 150, 3)]);
+    }
+
+    #[tokio::test]
+    async fn status_reports_the_schema_version_before_and_after_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite {
+            path: dir.path().join("signetd.db"),
+        };
+        let store = SqlStore::connect(&location).await.unwrap();
+        let before = store.status().await.unwrap();
+        assert_eq!(before.schema_version, 0);
+        assert!(before.expected_version >= 1);
+        assert_eq!(store.migrate().await.unwrap(), vec![1]);
+        assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
+        let after = store.status().await.unwrap();
+        assert_eq!(after.schema_version, after.expected_version);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it() {
+        let (_dir, store) = temp_store().await;
+        store.pool.close().await;
+        assert_eq!(
+            store.use_once("a", 1, 100, 50, 5).await,
+            Err(ReplayRefusal::Unavailable)
+        );
+        assert!(store.list().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_store_others_may_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signetd.db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let e = SqlStore::connect(&StoreLocation::Sqlite { path })
+            .await
+            .err()
+            .unwrap();
+        assert!(e.0.contains("chmod 600"), "{e}");
+    }
+}
