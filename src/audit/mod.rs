@@ -98,6 +98,28 @@ enum Sink {
     Unavailable,
 }
 
+/// What opening a log needs from the config.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// `[audit]`.
+    pub audit: AuditConfig,
+    /// How long audit-key certificates are valid (`[attestation] key_certificate_days`).
+    pub key_certificate_days: u32,
+    /// The replica named in every record (`[replica] name`).
+    pub replica: Option<String>,
+}
+
+impl LogOptions {
+    /// The options `config` sets.
+    pub fn from_config(config: &Config) -> Self {
+        LogOptions {
+            audit: config.audit.clone(),
+            key_certificate_days: config.attestation.key_certificate_days,
+            replica: config.replica.name.clone(),
+        }
+    }
+}
+
 /// A handle on the log; cheap to share behind an `Arc`.
 pub struct AuditLog {
     sink: Sink,
@@ -108,19 +130,21 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens (or creates) the log in `config.audit.dir` and starts its writer thread,
-    /// which signs checkpoints through the current tokio runtime. A torn record left by a crash is cut off, kept beside the
-    /// segments, and reported in the log's next record.
+    /// which signs checkpoints through the current tokio runtime. A torn record left by
+    /// a crash is cut off, kept beside the segments, and reported in the log's next
+    /// record.
     pub async fn open(config: &Config, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
-        Self::open_with(&config.audit, config.attestation.key_certificate_days, hsm).await
+        Self::open_with(&LogOptions::from_config(config), hsm).await
     }
 
-    /// [`AuditLog::open`] from the `[audit]` table and the days audit-key certificates
-    /// are valid.
-    pub async fn open_with(
-        audit: &AuditConfig,
-        key_certificate_days: u32,
-        hsm: Arc<Hsm>,
-    ) -> Result<AuditLog, AuditError> {
+    /// [`AuditLog::open`] from the parts of the config the log uses.
+    pub async fn open_with(options: &LogOptions, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
+        let LogOptions {
+            audit,
+            key_certificate_days,
+            replica,
+        } = options;
+        let key_certificate_days = *key_certificate_days;
         let dir = audit.dir.clone();
         segment::prepare_dir(&dir)?;
         let lock = segment::lock(&dir)?;
@@ -179,7 +203,7 @@ impl AuditLog {
                 segment,
                 audit.segment_bytes,
             )),
-            chain: writer::Chain::new(log_id, next_seq, head, notes),
+            chain: writer::Chain::new(log_id, next_seq, head, notes).of_replica(replica.clone()),
             cadence: writer::Cadence {
                 every: audit.checkpoint_every,
                 period: Duration::from_secs(audit.checkpoint_seconds),

@@ -312,13 +312,23 @@ impl Extras<'_> {
 }
 
 /// Writes the line of record `seq` onto `out` (no newline): the same bytes as
-/// [`Record::to_line`] for a record whose members are `members`.
-pub fn line(out: &mut String, seq: u64, time: &str, members: &str, prev: &str) {
+/// [`Record::to_line`] for a record of `replica` whose members are `members`.
+pub fn line(
+    out: &mut String,
+    seq: u64,
+    time: &str,
+    replica: Option<&str>,
+    members: &str,
+    prev: &str,
+) {
     use std::fmt::Write;
-    let _ = write!(
-        out,
-        "{{\"seq\":{seq},\"time\":\"{time}\",{members}\"prev\":\"{prev}\"}}"
-    );
+    let _ = write!(out, "{{\"seq\":{seq},\"time\":\"{time}\",");
+    if let Some(replica) = replica {
+        // A validated replica name is letters, digits, '.', '_' and '-': nothing JSON
+        // would escape.
+        let _ = write!(out, "\"replica\":\"{replica}\",");
+    }
+    let _ = write!(out, "{members}\"prev\":\"{prev}\"}}");
 }
 
 /// One line of the log, as written.
@@ -328,6 +338,9 @@ pub struct Record {
     pub seq: u64,
     /// When the writer wrote it, RFC 3339 UTC.
     pub time: String,
+    /// The replica that wrote it (`[replica] name`), when it has a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// The content.
     #[serde(flatten)]
     pub entry: Entry,
@@ -399,6 +412,7 @@ mod tests {
         let record = Record {
             seq: 7,
             time: "2026-11-22T00:00:00Z".into(),
+            replica: Some("replica-a.example".into()),
             entry: entry.clone(),
             log_id: Some("abc".into()),
             segment: Some(2),
@@ -412,7 +426,14 @@ mod tests {
         };
         let mut assembled = String::new();
         let members = entry.members() + &extras.members();
-        line(&mut assembled, 7, &record.time, &members, GENESIS_PREV);
+        line(
+            &mut assembled,
+            7,
+            &record.time,
+            record.replica.as_deref(),
+            &members,
+            GENESIS_PREV,
+        );
         assert_eq!(assembled, record.to_line());
         let parsed: Record = serde_json::from_str(&assembled).unwrap();
         assert_eq!(parsed, record);

@@ -13,8 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{AuditError, AuditLog, AuditSink, CallerRecord, Entry, Event, Expected};
-use crate::config::AuditConfig;
+use super::{AuditError, AuditLog, AuditSink, CallerRecord, Entry, Event, Expected, LogOptions};
 use crate::hsm::Hsm;
 use crate::util::BoxFuture;
 
@@ -36,12 +35,7 @@ pub struct ReopeningLog {
 impl ReopeningLog {
     /// A sink for the log in `audit.dir`, whose first open failed with `error`; retries
     /// on the current tokio runtime until the log opens, the sink is closed, or dropped.
-    pub fn start(
-        audit: AuditConfig,
-        key_certificate_days: u32,
-        hsm: Arc<Hsm>,
-        error: AuditError,
-    ) -> Arc<ReopeningLog> {
+    pub fn start(options: LogOptions, hsm: Arc<Hsm>, error: AuditError) -> Arc<ReopeningLog> {
         let sink = Arc::new(ReopeningLog {
             log: OnceLock::new(),
             error: Mutex::new(error.to_string()),
@@ -51,7 +45,7 @@ impl ReopeningLog {
             .format(&Rfc3339)
             .unwrap_or_default();
         let weak = Arc::downgrade(&sink);
-        tokio::spawn(retry(weak, audit, key_certificate_days, hsm, since));
+        tokio::spawn(retry(weak, options, hsm, since));
         sink
     }
 
@@ -61,13 +55,7 @@ impl ReopeningLog {
 }
 
 /// Tries to open the log with backoff until it opens or `sink` is gone or closed.
-async fn retry(
-    sink: Weak<ReopeningLog>,
-    audit: AuditConfig,
-    key_certificate_days: u32,
-    hsm: Arc<Hsm>,
-    since: String,
-) {
+async fn retry(sink: Weak<ReopeningLog>, options: LogOptions, hsm: Arc<Hsm>, since: String) {
     let mut delay = FIRST_DELAY;
     let mut attempts = 1u64;
     loop {
@@ -77,7 +65,7 @@ async fn retry(
             return;
         }
         attempts += 1;
-        match AuditLog::open_with(&audit, key_certificate_days, hsm.clone()).await {
+        match AuditLog::open_with(&options, hsm.clone()).await {
             Ok(log) => {
                 let detail = format!(
                     "the audit log could not be opened from {since} until now ({attempts} attempts; last error: {}); signing was refused meanwhile",
@@ -93,7 +81,7 @@ async fn retry(
                     tracing::error!(error = %e, "cannot sign an audit checkpoint; retrying with every checkpoint");
                 }
                 tracing::warn!(
-                    dir = %audit.dir.display(),
+                    dir = %options.audit.dir.display(),
                     attempts,
                     "the audit log opened; signing resumes"
                 );

@@ -77,6 +77,9 @@ pub struct Summary {
     pub checkpoints: Vec<u64>,
     /// Kids of the audit keys that signed them.
     pub audit_keys: Vec<String>,
+    /// The replica names the records carry (`[replica] name`), in order of first
+    /// appearance: one for a replica's log, none for a daemon without a name.
+    pub replicas: Vec<String>,
     /// Records after the last checkpoint: chained, not yet signed.
     pub unsigned_tail: u64,
     /// `refused` records: refusals recorded one by one.
@@ -180,6 +183,12 @@ impl Chain<'_> {
                     "prev does not match the hash of the record before it (seq {}): one of them was altered",
                     expected - 1
                 ));
+            }
+        }
+        if let Some(replica) = record.get("replica") {
+            let replica = replica.as_str().ok_or("a replica that is not a string")?;
+            if !self.summary.replicas.iter().any(|r| r == replica) {
+                self.summary.replicas.push(replica.to_string());
             }
         }
         match event {

@@ -139,6 +139,9 @@ fn report(summary: &Summary) {
             summary.audit_keys.join(", ")
         }
     );
+    if !summary.replicas.is_empty() {
+        println!("written by replica(s): {}", summary.replicas.join(", "));
+    }
     if summary.refusals + summary.refusal_aggregates > 0 {
         println!(
             "refusals: {} recorded one by one; {} more in {} refused_aggregate record(s)",

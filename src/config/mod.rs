@@ -51,6 +51,9 @@ pub struct Config {
     /// The state store (`[store]`): single-use jtis and token revocations.
     #[serde(default)]
     pub store: StoreConfig,
+    /// This daemon's name among replicas (`[replica]`).
+    #[serde(default)]
+    pub replica: ReplicaConfig,
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
@@ -345,6 +348,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.pkcs11.validate()?;
         self.store.validate()?;
+        self.replica.validate()?;
         let listen = &self.listen;
         if listen.socket.as_os_str().is_empty() {
             return Err(field_error("listen.socket", "must not be empty"));
@@ -561,6 +565,7 @@ pub mod files;
 mod issuer;
 mod limits;
 mod pkcs11;
+mod replica;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -569,5 +574,6 @@ mod tls;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
+pub use replica::ReplicaConfig;
 pub use store::{STORE_URL_ENV, StoreConfig, StoreLocation};
 pub use tls::{TlsConfig, TlsVersion};

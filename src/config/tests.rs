@@ -193,3 +193,14 @@ fn plain_http_off_loopback_is_refused() {
         Config::parse(&format!("{BASE}\n[listen]\nhttp = \"{ok}\"\n")).unwrap();
     }
 }
+
+#[test]
+fn a_replica_name_is_checked_before_it_goes_into_audit_records() {
+    let with = |name: &str| format!("{BASE}[replica]\nname = {name:?}\n");
+    let config = Config::parse(&with("signetd-a.example_1")).unwrap();
+    assert_eq!(config.replica.name.as_deref(), Some("signetd-a.example_1"));
+    assert!(Config::parse(BASE).unwrap().replica.name.is_none());
+    for bad in ["", "a b", "a\"b", "ä", &"x".repeat(65)] {
+        assert!(err(&with(bad)).starts_with("replica.name:"), "{bad:?}");
+    }
+}

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditLog, AuditSink, ReopeningLog};
+use crate::audit::{AuditLog, AuditSink, LogOptions, ReopeningLog};
 use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::Hsm;
@@ -39,12 +39,7 @@ impl Ports {
             Ok(log) => Arc::new(log),
             Err(e) => {
                 tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused until it opens (retried with backoff)");
-                ReopeningLog::start(
-                    config.audit.clone(),
-                    config.attestation.key_certificate_days,
-                    hsm.clone(),
-                    e,
-                )
+                ReopeningLog::start(LogOptions::from_config(config), hsm.clone(), e)
             }
         };
         Ports::with_audit(config, hsm, audit).await

@@ -452,6 +452,49 @@ fn forge_checkpoint(dir: &Path, sign: impl Fn(&[u8]) -> Vec<u8>) {
 /// A raw-signing issuer's key is attested by the same CA and its callers choose what
 /// it signs: a checkpoint it signs (with its own valid chain) is still refused.
 #[tokio::test]
+async fn a_named_replica_names_itself_in_every_record_of_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    generate_key("audit-replica", Algorithm::Es256).await;
+    let config = format!(
+        "{}{}[replica]\nname = \"replica-a.example\"\n",
+        issuer_toml("audit-replica", Algorithm::Es256),
+        small_log(&log)
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let minted = daemon
+        .post(
+            "/v1/tokens",
+            &json!({"issuer": "audit-replica", "aud": "api", "sub": "s"}),
+        )
+        .await;
+    assert_eq!(minted.status, 200, "{:?}", minted.json);
+    daemon.shutdown().await;
+
+    let summary = check(&log).await.unwrap_or_else(|b| panic!("{b}"));
+    assert_eq!(summary.replicas, ["replica-a.example"]);
+    let records = audit_records(&log);
+    assert!(records.len() > 3, "{records:?}");
+    for record in &records {
+        assert_eq!(record["replica"], "replica-a.example", "{record}");
+    }
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, ca().await.chain_pem()).unwrap();
+    let verified = std::process::Command::new(signetd_bin())
+        .args(["audit", "verify", "--root"])
+        .arg(&root)
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("written by replica(s): replica-a.example"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
 async fn a_checkpoint_signed_by_an_issuer_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit");

@@ -25,6 +25,8 @@ struct End {
 #[derive(Debug)]
 pub(in crate::audit) struct Chain {
     log_id: String,
+    /// The replica named in every record, if any (`[replica] name`).
+    replica: Option<String>,
     /// The end of what is durable.
     durable: End,
     /// The end of the batch being formatted.
@@ -51,6 +53,7 @@ impl Chain {
         };
         Chain {
             log_id,
+            replica: None,
             pending: durable.clone(),
             durable,
             bytes: String::new(),
@@ -93,6 +96,12 @@ impl Chain {
         }
     }
 
+    /// Names `replica` in every record from now on.
+    pub fn of_replica(mut self, replica: Option<String>) -> Self {
+        self.replica = replica;
+        self
+    }
+
     /// Formats a record with `members` (an [`Entry::members`]) onto the batch. Returns
     /// its seq.
     pub fn push(&mut self, members: &str) -> u64 {
@@ -102,6 +111,7 @@ impl Chain {
             &mut self.bytes,
             seq,
             &self.time,
+            self.replica.as_deref(),
             members,
             &self.pending.head,
         );
