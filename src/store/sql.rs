@@ -1,8 +1,9 @@
 //! The state store in an SQL database: [`SqlStore`] is both the [`ReplayStore`] and the
-//! [`RevocationStore`]. SQLite is the engine today (an embedded file, the default); the
-//! schema (`migrations/`) and every statement here are written in the SQL that SQLite and
-//! PostgreSQL share (`$N` binds, `ON CONFLICT`, `BIGINT`), so PostgreSQL comes as a second
-//! pool type, not a second store. See docs/state.md.
+//! [`RevocationStore`]. Two engines serve it: SQLite (an embedded file, the default) and
+//! PostgreSQL (a server shared by replicas). The schema (`migrations/`) and every
+//! statement here are written in the SQL both share (`$N` binds, `ON CONFLICT`,
+//! `BIGINT`, `TEXT`), and run through one pool of sqlx's `Any` driver, so a statement is
+//! written once and runs on either. See docs/state.md.
 //!
 //! Single-use verification is one statement, an insert that does nothing if the jti is
 //! there: the database, not this process, decides which of concurrent uses is first, and
@@ -10,14 +11,14 @@
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
 use super::{ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
 use crate::config::StoreLocation;
@@ -38,6 +39,19 @@ const PRUNE_BATCH: i64 = 1000;
 /// before failing as unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a caller waits for a connection, including (re)connecting to a PostgreSQL
+/// server that refuses connections, before the store counts as unavailable: a
+/// single-use verification is refused `503 state_unavailable` this soon.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest any one store operation may take, whatever the engine does (a server that
+/// stopped answering without closing the connection): past it the operation fails as
+/// unavailable. Above [`BUSY_TIMEOUT`], so SQLite's own wait ends first.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Most connections a store holds.
+const MAX_CONNECTIONS: u32 = 4;
+
 /// What `signetd store check` reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreStatus {
@@ -53,7 +67,7 @@ pub struct StoreStatus {
 
 /// The state store in an SQL database.
 pub struct SqlStore {
-    pool: SqlitePool,
+    pool: AnyPool,
     location: StoreLocation,
     first_uses: AtomicU64,
 }
@@ -62,10 +76,23 @@ fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{what}: {e}"))
 }
 
+fn failed_at<'a>(
+    what: &'a str,
+    location: &'a StoreLocation,
+) -> impl Fn(sqlx::Error) -> StoreError + 'a {
+    move |e| StoreError(format!("{what} ({location}): {e}"))
+}
+
+/// The name sqlx's `Any` driver gives SQLite connections.
+const SQLITE: &str = "SQLite";
+
+/// [`BUSY_TIMEOUT`] as SQLite's pragma (milliseconds).
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
+
 /// Records `revoked` in `conn`'s transaction; revoking a jti again keeps the later `exp`.
 /// Shared by revocations through the API and the import of token objects.
 async fn upsert_revocation(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     revoked: &RevokedToken,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -83,6 +110,22 @@ async fn upsert_revocation(
 
 /// Seconds as the database's signed 64-bit integers (saturating: no time signetd
 /// handles comes near).
+/// Runs a store operation, failing it as unavailable if it takes longer than
+/// [`OPERATION_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError(format!(
+                "{what}: no answer within {} s",
+                OPERATION_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 fn int(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
@@ -95,29 +138,70 @@ impl SqlStore {
     /// Opens the store at `location` without touching its schema (see [`Self::migrate`]).
     /// An SQLite file is created if missing, mode 0600, in a directory created mode 0700;
     /// the directory and the file must be owned by signetd's user or root and not be
-    /// writable by others (the file not even readable).
+    /// writable by others (the file not even readable). A PostgreSQL database must
+    /// exist; its server must be reachable now.
     pub async fn connect(location: &StoreLocation) -> Result<SqlStore, StoreError> {
-        let StoreLocation::Sqlite { path } = location;
-        prepare_sqlite_file(path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            // A single use acknowledged must not be forgotten by a power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(BUSY_TIMEOUT)
+        sqlx::any::install_default_drivers();
+        let cannot_open = || failed_at("cannot open the state store", location);
+        let options = match location {
+            StoreLocation::Sqlite { path } => {
+                prepare_sqlite_file(path)?;
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(false)
+                    .busy_timeout(BUSY_TIMEOUT);
+                // WAL is a property of the file: set it once here, on a connection of
+                // its own, since the pool's connections are opened from a URL, which
+                // cannot carry it.
+                options
+                    .clone()
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await
+                    .map_err(cannot_open())?
+                    .close()
+                    .await
+                    .map_err(cannot_open())?;
+                AnyConnectOptions::from_url(&options.to_url_lossy()).map_err(cannot_open())?
+            }
+            StoreLocation::Postgres { url, .. } => {
+                AnyConnectOptions::from_str(url.expose()).map_err(cannot_open())?
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == SQLITE {
+                        // Per connection: a single use acknowledged must not be
+                        // forgotten by a power loss, and a writer waits for another
+                        // rather than fail at once.
+                        for pragma in [
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA foreign_keys = ON",
+                            SQLITE_BUSY_TIMEOUT,
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(failed(&format!("cannot open the state store ({location})")))?;
+            .map_err(cannot_open())?;
         Ok(SqlStore {
             pool,
             location: location.clone(),
             first_uses: AtomicU64::new(0),
         })
+    }
+
+    /// The connection pool, for statements of other parts of the state room. Write them
+    /// in the SQL both engines share (see the module documentation).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Opens the store and brings its schema up to date: what the daemon does at start.
@@ -156,7 +240,7 @@ impl SqlStore {
         let schema_version = match sqlx::query(
             "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         {
             Ok(row) => row
@@ -170,7 +254,7 @@ impl SqlStore {
                 return Ok(0);
             }
             sqlx::query(sql)
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await
                 .and_then(|row| row.try_get::<i64, _>(0))
                 .map_err(failed("counting rows"))
@@ -200,7 +284,7 @@ impl SqlStore {
         .bind(jti)
         .bind(int(exp.saturating_add(leeway)))
         .bind(int(now))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(failed("recording a single-use jti"))?;
         let first = done.rows_affected() == 1;
@@ -222,7 +306,7 @@ impl SqlStore {
         )
         .bind(int(now))
         .bind(PRUNE_BATCH)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(failed("pruning single-use jtis"))?
         .rows_affected())
@@ -252,7 +336,7 @@ impl SqlStore {
 
     async fn list_sql(&self) -> Result<Vec<RevokedToken>, StoreError> {
         sqlx::query("SELECT jti, exp, revoked_at FROM token_revocations ORDER BY jti")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(failed("listing token revocations"))?
             .into_iter()
@@ -270,7 +354,7 @@ impl SqlStore {
     async fn prune_sql(&self, before: u64) -> Result<usize, StoreError> {
         let done = sqlx::query("DELETE FROM token_revocations WHERE exp < $1")
             .bind(int(before))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(failed("pruning token revocations"))?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
@@ -366,7 +450,11 @@ impl ReplayStore for SqlStore {
         leeway: u64,
     ) -> BoxFuture<'a, Result<(), ReplayRefusal>> {
         Box::pin(async move {
-            match self.use_once_sql(jti, exp, now, leeway).await {
+            let used = bounded(
+                "recording a single-use jti",
+                self.use_once_sql(jti, exp, now, leeway),
+            );
+            match used.await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(ReplayRefusal::Replayed),
                 Err(e) => {
@@ -384,15 +472,15 @@ impl RevocationStore for SqlStore {
         &'a self,
         revoked: &'a RevokedToken,
     ) -> BoxFuture<'a, Result<RevokedToken, StoreError>> {
-        Box::pin(self.revoke_sql(revoked))
+        Box::pin(bounded("revoking a token", self.revoke_sql(revoked)))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<RevokedToken>, StoreError>> {
-        Box::pin(self.list_sql())
+        Box::pin(bounded("listing token revocations", self.list_sql()))
     }
 
     fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.prune_sql(before))
+        Box::pin(bounded("pruning token revocations", self.prune_sql(before)))
     }
 }
 
@@ -505,6 +593,30 @@ mod tests {
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_use_wal_full_sync_and_a_busy_timeout() {
+        let (_dir, store) = temp_store().await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        let mut pragma = async |sql: &'static str| -> String {
+            let row = sqlx::query(sql).fetch_one(&mut *conn).await.unwrap();
+            row.try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                .unwrap()
+        };
+        assert_eq!(pragma("PRAGMA journal_mode").await, "wal");
+        // 2: FULL.
+        assert_eq!(pragma("PRAGMA synchronous").await, "2");
+        assert_eq!(pragma("PRAGMA busy_timeout").await, "5000");
+    }
+
+    #[test]
+    fn the_busy_timeout_pragma_is_busy_timeout() {
+        assert_eq!(
+            SQLITE_BUSY_TIMEOUT,
+            format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis())
+        );
     }
 
     #[tokio::test]
