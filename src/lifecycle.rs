@@ -46,11 +46,16 @@ pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
 /// mint with `no_active_key` for a whole period (found by the crash soak,
 /// docs/reliability.md).
 pub async fn tick_now(service: &Service) {
+    let started = std::time::Instant::now();
     match tick(service, unix_now()).await {
         Ok(changes) => {
+            let count = changes.len();
             for change in changes {
                 tracing::info!("lifecycle: {change}");
             }
+            // What a tick costs as state grows (docs/scaling.md measures it from this).
+            let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(elapsed_us, changes = count, "lifecycle tick done");
         }
         Err(e) => tracing::error!(error = %e, code = e.code(), "lifecycle tick failed"),
     }

@@ -310,7 +310,7 @@ async fn export(config: ConfigArg, out: PathBuf) -> Result<(), String> {
         )?;
     }
     let count = inventory.keys.len();
-    let registry = KeyRegistry::build(inventory, &config.issuers, ca.chain.clone(), Vec::new(), 0);
+    let registry = KeyRegistry::build(inventory, &config.issuers, ca.chain.clone());
     write(
         &out.join("jwks.json"),
         &String::from_utf8_lossy(&registry.jwks().body),

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 
 use super::state::KeyState;
 use super::store::{Inventory, StoredKey};
-use crate::store::RevokedToken;
 
 /// What the token showed at one reading.
 #[derive(Debug, Default)]
@@ -28,8 +27,6 @@ pub struct Reading {
     pub inventory: Inventory,
     /// The attestation CA's chain; empty if it showed none.
     pub ca_chain: Vec<Vec<u8>>,
-    /// The token revocations it showed.
-    pub revoked: Vec<RevokedToken>,
 }
 
 /// The view the registry is built from, remembered between readings.
@@ -41,8 +38,6 @@ pub struct LastGood {
     pub seen_at: HashMap<String, u64>,
     /// The attestation CA's chain.
     pub ca_chain: Vec<Vec<u8>>,
-    /// Token revocations.
-    pub revoked: Vec<RevokedToken>,
 }
 
 /// A key the token no longer shows, still published from the last good view.
@@ -104,7 +99,6 @@ pub fn merge(last: &LastGood, reading: Reading, now: u64, grace: impl Fn(&str) -
     let Reading {
         inventory,
         ca_chain,
-        revoked,
     } = reading;
     let mut seen_at: HashMap<String, u64> = inventory
         .keys
@@ -141,18 +135,11 @@ pub fn merge(last: &LastGood, reading: Reading, now: u64, grace: impl Fn(&str) -
     } else {
         ca_chain
     };
-    let mut all_revoked = revoked;
-    for old in &last.revoked {
-        if !all_revoked.iter().any(|r| r.jti == old.jti) {
-            all_revoked.push(old.clone());
-        }
-    }
     Merged {
         view: LastGood {
             keys,
             seen_at,
             ca_chain,
-            revoked: all_revoked,
         },
         problems: inventory.problems,
         missing,

@@ -29,21 +29,13 @@ fn key(kid: &str, issuer: &str, state: KeyState) -> StoredKey {
     }
 }
 
-fn reading(keys: Vec<StoredKey>, ca: bool, revoked: &[&str]) -> Reading {
+fn reading(keys: Vec<StoredKey>, ca: bool) -> Reading {
     Reading {
         inventory: Inventory {
             keys,
             problems: Vec::new(),
         },
         ca_chain: if ca { vec![vec![1]] } else { Vec::new() },
-        revoked: revoked
-            .iter()
-            .map(|jti| RevokedToken {
-                jti: jti.to_string(),
-                exp: 10_000,
-                revoked_at: 1,
-            })
-            .collect(),
     }
 }
 
@@ -63,7 +55,6 @@ fn first_view() -> LastGood {
             key("b-1", "b", KeyState::Retired),
         ],
         true,
-        &["j1"],
     );
     merge(&LastGood::default(), first, 100, grace).view
 }
@@ -79,19 +70,18 @@ fn the_first_reading_is_taken_as_it_is() {
 #[test]
 fn a_reading_that_shows_nothing_keeps_the_last_good_view_whole() {
     let last = first_view();
-    let merged = merge(&last, reading(Vec::new(), false, &[]), 200, grace);
+    let merged = merge(&last, reading(Vec::new(), false), 200, grace);
     assert!(merged.looks_empty);
     assert!(merged.missing.is_empty(), "an outage is not a deletion");
     assert_eq!(kids(&merged.view), ["a-1", "b-1"]);
     assert_eq!(merged.view.seen_at["a-1"], 100, "not seen since");
-    assert_eq!(merged.view.revoked.len(), 1);
     assert!(!merged.view.ca_chain.is_empty());
 }
 
 #[test]
 fn a_key_gone_from_a_readable_token_is_carried_until_its_tokens_expire() {
     let last = first_view();
-    let only_b = || reading(vec![key("b-1", "b", KeyState::Retired)], true, &["j1"]);
+    let only_b = || reading(vec![key("b-1", "b", KeyState::Retired)], true);
     let merged = merge(&last, only_b(), 200, grace);
     assert!(!merged.looks_empty);
     assert_eq!(kids(&merged.view), ["a-1", "b-1"], "still published");
@@ -126,7 +116,7 @@ fn a_key_that_comes_back_is_no_longer_missing() {
     let last = first_view();
     let without = merge(
         &last,
-        reading(vec![key("b-1", "b", KeyState::Retired)], true, &[]),
+        reading(vec![key("b-1", "b", KeyState::Retired)], true),
         200,
         grace,
     );
@@ -139,7 +129,6 @@ fn a_key_that_comes_back_is_no_longer_missing() {
                 key("b-1", "b", KeyState::Retired),
             ],
             true,
-            &[],
         ),
         210,
         grace,
@@ -149,28 +138,20 @@ fn a_key_that_comes_back_is_no_longer_missing() {
 }
 
 #[test]
-fn the_ca_chain_and_revocations_are_never_lost_to_a_reading() {
+fn the_ca_chain_is_never_lost_to_a_reading() {
     let last = first_view();
     let merged = merge(
         &last,
-        reading(vec![key("a-1", "a", KeyState::Active)], false, &["j2"]),
+        reading(vec![key("a-1", "a", KeyState::Active)], false),
         200,
         grace,
     );
     assert_eq!(merged.view.ca_chain, vec![vec![1]], "the CA chain is kept");
-    let mut jtis: Vec<&str> = merged.view.revoked.iter().map(|r| r.jti.as_str()).collect();
-    jtis.sort();
-    assert_eq!(jtis, ["j1", "j2"], "revocations are the union");
 }
 
 #[test]
 fn an_empty_token_with_no_last_view_is_just_empty() {
-    let merged = merge(
-        &LastGood::default(),
-        reading(Vec::new(), false, &[]),
-        1,
-        grace,
-    );
+    let merged = merge(&LastGood::default(), reading(Vec::new(), false), 1, grace);
     assert!(!merged.looks_empty);
     assert!(merged.view.keys.is_empty());
 }

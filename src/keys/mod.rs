@@ -7,10 +7,12 @@ pub mod carry;
 pub mod inventory;
 pub mod jwk;
 pub mod registry;
+pub mod revoked;
 pub mod state;
 pub mod store;
 
 pub use jwk::{Jwk, JwkSet};
 pub use registry::{KeyRegistry, Published};
+pub use revoked::RevokedTokens;
 pub use state::{KeyPurpose, KeyRecord, KeyState};
 pub use store::{Inventory, KeyStoreError, StoredKey};

@@ -11,7 +11,6 @@ use super::jwk::JwkSet;
 use super::state::{KeyPurpose, KeyState};
 use super::store::{Inventory, StoredKey};
 use crate::config::IssuerConfig;
-use crate::store::RevokedToken;
 
 /// A response body rendered once, with its strong `ETag`.
 #[derive(Clone, Debug)]
@@ -23,7 +22,7 @@ pub struct Published {
 }
 
 impl Published {
-    fn render<T: serde::Serialize>(value: &T) -> Self {
+    pub(super) fn render<T: serde::Serialize>(value: &T) -> Self {
         let body = serde_json::to_vec(value).expect("published documents always serialize");
         let digest = Sha256::digest(&body);
         let etag = format!("\"{}\"", crate::util::b64(&digest[..18]));
@@ -38,8 +37,8 @@ impl Published {
 #[derive(Debug)]
 pub struct KeyRegistry {
     ca_chain: Vec<Vec<u8>>,
-    revoked_tokens: HashMap<String, u64>,
-    revocations: Published,
+    /// The `keys` part of the revocation list.
+    revoked_keys: serde_json::Value,
     by_kid: HashMap<String, Arc<StoredKey>>,
     active: HashMap<String, Arc<StoredKey>>,
     jwks: Published,
@@ -55,15 +54,10 @@ impl KeyRegistry {
     ///
     /// `ca_chain` is the attestation CA's certificate and the chain above it; every JWK
     /// carries it after its own certificate in `x5c`.
-    ///
-    /// `revoked` are the token revocations stored in the token; those of expired tokens
-    /// (as of `now`) are left out.
     pub fn build(
         inventory: Inventory,
         issuers: &BTreeMap<String, IssuerConfig>,
         ca_chain: Vec<Vec<u8>>,
-        revoked: Vec<RevokedToken>,
-        now: u64,
     ) -> Self {
         let mut by_kid = HashMap::new();
         let mut active: HashMap<String, Arc<StoredKey>> = HashMap::new();
@@ -100,22 +94,18 @@ impl KeyRegistry {
             active.remove(&issuer);
             tracing::error!(%issuer, %one, %other, "issuer has two active keys; it will not sign until one is retired");
         }
-        let leeway = crate::token::VERIFY_LEEWAY_SECONDS;
-        let revoked: Vec<RevokedToken> = revoked
-            .into_iter()
-            .filter(|r| r.exp + leeway >= now)
-            .collect();
-        let revoked_keys: Vec<serde_json::Value> = by_kid
+        let mut revoked_keys: Vec<&Arc<StoredKey>> = by_kid
             .values()
             .filter(|k| k.state == KeyState::Revoked)
+            .collect();
+        revoked_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let revoked_keys = revoked_keys
+            .into_iter()
             .map(|k| serde_json::json!({"kid": k.kid, "issuer": k.issuer, "revoked_at": k.changed_at}))
             .collect();
-        let revocations =
-            Published::render(&serde_json::json!({"keys": revoked_keys, "tokens": revoked}));
         KeyRegistry {
             ca_chain,
-            revoked_tokens: revoked.into_iter().map(|r| (r.jti, r.exp)).collect(),
-            revocations,
+            revoked_keys,
             by_kid,
             active,
             jwks: Published::render(&jwks),
@@ -166,14 +156,10 @@ impl KeyRegistry {
         &self.ca_chain
     }
 
-    /// Whether a token with this `jti` is revoked.
-    pub fn is_token_revoked(&self, jti: &str) -> bool {
-        self.revoked_tokens.contains_key(jti)
-    }
-
-    /// The rendered revocation list: `{"keys":[...],"tokens":[...]}`.
-    pub fn revocations(&self) -> &Published {
-        &self.revocations
+    /// The revoked keys, as the revocation list's `keys` shows them (tokens are in
+    /// [`super::RevokedTokens`]).
+    pub fn revoked_keys(&self) -> &serde_json::Value {
+        &self.revoked_keys
     }
 
     /// The rendered JWKS.

@@ -26,7 +26,7 @@ use crate::config::{Config, IssuerConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes};
 use crate::identity::Principal;
-use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
+use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, RevokedTokens, StoredKey};
 use crate::policy::{Action, Policy};
 use crate::signer::{SignInput, Signer};
 use crate::store::{ReplayStore, RevocationStore};
@@ -139,8 +139,10 @@ pub struct Service {
     signer: Arc<dyn Signer>,
     /// Single-use jtis seen by `verify`.
     replay: Arc<dyn ReplayStore>,
-    /// Revoked tokens.
+    /// Revoked tokens, as stored.
     revocations: Arc<dyn RevocationStore>,
+    /// Revoked tokens, as published and checked by verification.
+    revoked: RevokedTokens,
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
@@ -166,10 +168,17 @@ impl Service {
 
     /// A service over `hsm` (the key store) and `ports`.
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
-        let (reading, ca_problems) = publishing::read(&hsm, &*ports.revocations).await?;
+        let (reading, ca_problems) = publishing::read(&hsm).await?;
         let now = unix_now();
         let merged = publishing::merge(&config, &Default::default(), reading, now);
-        let registry = publishing::registry(&config, &merged, now);
+        let registry = publishing::registry(&config, &merged);
+        let revoked = RevokedTokens::default();
+        revoked
+            .refresh(
+                &*ports.revocations,
+                now.saturating_sub(verify::LEEWAY_SECONDS),
+            )
+            .await?;
         let problems: Vec<String> = ca_problems
             .into_iter()
             .chain(merged.problems.clone())
@@ -196,6 +205,7 @@ impl Service {
             audit: ports.audit,
             signer: ports.signer,
             revocations: ports.revocations,
+            revoked,
             recorded_states: Mutex::new(recorded_states),
             keys: RwLock::new(Arc::new(registry)),
             publishing: publishing::Publishing::new(&merged, problems),
@@ -361,7 +371,8 @@ impl Service {
 
     /// The published revocation list.
     pub fn revocations(&self) -> Published {
-        self.registry().revocations().clone()
+        let registry = self.registry();
+        self.revoked.published(registry.revoked_keys().clone())
     }
 
     /// The published JWKS.

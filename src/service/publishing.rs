@@ -20,7 +20,6 @@ use crate::keys::carry::{self, LastGood, Merged, MissingKey, Reading};
 use crate::keys::{self, Inventory, KeyRegistry};
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::signer::SignError;
-use crate::store::RevocationStore;
 
 /// What the service remembers between readings of the token.
 #[derive(Debug, Default)]
@@ -39,12 +38,9 @@ struct Remembered {
     missing: HashSet<String>,
 }
 
-/// Reads the token: inventory, CA chain, revocations. Problems of the CA are returned
-/// apart: they are not part of the inventory's own report.
-pub(super) async fn read(
-    hsm: &Hsm,
-    revocations: &dyn RevocationStore,
-) -> Result<(Reading, Vec<String>), Error> {
+/// Reads the token: inventory and CA chain. Problems of the CA are returned apart: they
+/// are not part of the inventory's own report.
+pub(super) async fn read(hsm: &Hsm) -> Result<(Reading, Vec<String>), Error> {
     let inventory = keys::store::inventory(hsm).await?;
     let mut problems = Vec::new();
     let ca_chain = match attest::ca::load(hsm).await {
@@ -63,11 +59,9 @@ pub(super) async fn read(
             Vec::new()
         }
     };
-    let revoked = revocations.list().await?;
     let reading = Reading {
         inventory,
         ca_chain,
-        revoked,
     };
     Ok((reading, problems))
 }
@@ -86,20 +80,14 @@ pub(super) fn merge(config: &Config, last: &LastGood, reading: Reading, now: u64
 }
 
 /// The registry of a merged view.
-pub(super) fn registry(config: &Config, merged: &Merged, now: u64) -> KeyRegistry {
+pub(super) fn registry(config: &Config, merged: &Merged) -> KeyRegistry {
     let view = &merged.view;
     let inventory = Inventory {
         keys: view.keys.clone(),
         problems: Vec::new(),
     };
-    KeyRegistry::build(
-        inventory,
-        &config.issuers,
-        view.ca_chain.clone(),
-        view.revoked.clone(),
-        now,
-    )
-    .with_missing(merged.missing.clone())
+    KeyRegistry::build(inventory, &config.issuers, view.ca_chain.clone())
+        .with_missing(merged.missing.clone())
 }
 
 impl Publishing {
@@ -122,12 +110,30 @@ impl Publishing {
 }
 
 impl Service {
+    /// Merges the state store's revocations into the published view: those made by the
+    /// CLI or another replica arrive here. A store that cannot be read keeps the view as
+    /// it is (revocations never leave it before they expire) and is logged.
+    pub(super) async fn refresh_revocations(&self) {
+        let expired_before = unix_now().saturating_sub(LEEWAY_SECONDS);
+        match self
+            .revoked
+            .refresh(&*self.revocations, expired_before)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read token revocations from the state store; the published list is kept as it was");
+            }
+        }
+    }
+
     /// Reads the token again and swaps in the registry of the merged view: after a
     /// lifecycle change, and periodically so changes made with the CLI while the daemon
     /// runs take effect. A reading that fails or shows nothing keeps the registry as it
     /// is and fails; problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
-        let (reading, ca_problems) = match read(&self.hsm, &*self.revocations).await {
+        self.refresh_revocations().await;
+        let (reading, ca_problems) = match read(&self.hsm).await {
             Ok(read) => read,
             Err(e) => {
                 self.unreadable(format!("the token could not be read: {e}"));
@@ -149,7 +155,7 @@ impl Service {
             self.hsm.report_lost(why.clone());
             return Err(Error::Signer(SignError::Unavailable(why)));
         }
-        let registry = std::sync::Arc::new(registry(&self.config, &merged, now));
+        let registry = std::sync::Arc::new(registry(&self.config, &merged));
         let (appeared, back) = self.remember(&merged, ca_problems);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
         for gone in appeared {

@@ -134,7 +134,7 @@ impl Service {
             .get("jti")
             .and_then(Value::as_str)
             .ok_or(VerifyError::MissingClaim("jti"))?;
-        if registry.is_token_revoked(jti) {
+        if self.revoked.contains(jti) {
             return Err(VerifyError::TokenRevoked.into());
         }
         if request.single_use {

@@ -7,9 +7,9 @@
 //!
 //! The daemon's implementation of both is [`SqlStore`], an SQL database (SQLite by
 //! default; see docs/state.md). [`MemoryReplayStore`] (process memory, refusing tokens
-//! issued before the daemon started) and [`TokenRevocations`] (data objects in the
-//! PKCS#11 token, as versions before the state store kept them) remain for tests and
-//! for the one-off import of such objects ([`SqlStore::import_token_revocations`]).
+//! issued before the daemon started) remains for tests. Revocations kept as data
+//! objects in the PKCS#11 token, as versions before the state store wrote them, are
+//! imported once ([`SqlStore::import_token_revocations`]).
 
 mod memory_replay;
 mod sql;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory_replay::MemoryReplayStore;
 pub use sql::{SqlStore, StoreStatus};
-pub use token_revocations::{REVOKED_PREFIX, TokenRevocations};
+pub use token_revocations::REVOKED_PREFIX;
 
 use crate::hsm::HsmError;
 use crate::util::BoxFuture;
@@ -87,6 +87,14 @@ pub trait RevocationStore: Send + Sync {
 
     /// Every stored revocation.
     fn list(&self) -> BoxFuture<'_, Result<Vec<RevokedToken>, StoreError>>;
+
+    /// The revocations recorded or changed after `cursor` (all of them for `None`), and
+    /// the cursor to pass next time: how a running daemon follows the store without
+    /// reading the whole list at every tick.
+    fn changed_since(
+        &self,
+        cursor: Option<u64>,
+    ) -> BoxFuture<'_, Result<(Vec<RevokedToken>, u64), StoreError>>;
 
     /// Forgets revocations of tokens that expired before `before`; returns how many.
     fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>>;

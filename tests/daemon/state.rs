@@ -250,14 +250,29 @@ async fn store_migrate_and_check_from_the_cli() {
         out.contains("schema version: 0") && err.contains("signetd store migrate"),
         "{out}\n{err}"
     );
+    // Every migration in migrations/ (NNNN_what.sql), in order.
+    let mut versions: Vec<i64> = std::fs::read_dir(crate::common::repo_root().join("migrations"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap().file_name().to_string_lossy()[..4]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    versions.sort_unstable();
+    let latest = versions.last().unwrap();
     let (ok, out, err) = t.signetd(&["store", "migrate", "--config", c]);
     assert!(ok, "{err}");
-    assert!(out.contains("migrations applied: [1]"), "{out}");
+    assert!(
+        out.contains(&format!("migrations applied: {versions:?}")),
+        "{out}"
+    );
     let (ok, out, err) = t.signetd(&["store", "check", "--config", c]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("schema version: 1 (this build expects 1)")
-            && out.contains("token revocations: 0"),
+        out.contains(&format!(
+            "schema version: {latest} (this build expects {latest})"
+        )) && out.contains("token revocations: 0"),
         "{out}"
     );
     assert!(out.contains(&store_path(&t).display().to_string()), "{out}");
