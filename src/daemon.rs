@@ -56,6 +56,7 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     api::serve(listeners, service.clone(), shutdown).await;
     stop.cancel();
     let _ = timer.await;
+    service.release_leases().await;
     let _ = health.await;
     // Every request has drained: the last refusal interval is complete, and is written
     // before the `stop` record.

@@ -8,6 +8,9 @@
 //!   leeway after it retired) is `archived`: out of the JWKS, still served by kid;
 //! - with `rotation_period_seconds`, an active key that old gets a pending successor.
 //!
+//! Of several replicas sharing one state store, only the holder of the lifecycle lease
+//! ([`crate::service::leases`]) applies these; the others only reload.
+//!
 //! Then expired token revocations are pruned and the registry is rebuilt from the
 //! token, which also picks up changes made with the CLI (merged into the last good view:
 //! a read failure never empties it, see [`crate::keys::carry`]). At no point does the JWKS lack
@@ -75,19 +78,24 @@ pub async fn tick(service: &Service, now: u64) -> Result<Vec<String>, Error> {
     if !audited {
         tracing::warn!("the audit log is unavailable: key transitions wait until it is back");
     }
-    for name in service.config().issuers.keys().filter(|_| audited) {
-        if let Err(e) = issuer_step(service, name, now, &mut changes).await {
-            tracing::error!(issuer = %name, error = %e, code = e.code(), "lifecycle step failed; retrying next tick");
+    // Of replicas sharing the store, the lease holder applies transitions; every replica
+    // reloads, which is how the others follow. Asked only when there is something to do
+    // under it.
+    if audited && service.hold_lifecycle_lease(now).await {
+        for name in service.config().issuers.keys() {
+            if let Err(e) = issuer_step(service, name, now, &mut changes).await {
+                tracing::error!(issuer = %name, error = %e, code = e.code(), "lifecycle step failed; retrying next tick");
+            }
         }
-    }
-    match service
-        .revocation_store()
-        .prune(now.saturating_sub(LEEWAY_SECONDS))
-        .await
-    {
-        Ok(0) => {}
-        Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
-        Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),
+        match service
+            .revocation_store()
+            .prune(now.saturating_sub(LEEWAY_SECONDS))
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
+            Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),
+        }
     }
     service.reload().await?;
     Ok(changes)

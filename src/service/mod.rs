@@ -7,6 +7,7 @@
 //! callers no policy names.
 
 pub mod admin;
+pub mod leases;
 pub mod limits;
 mod publishing;
 pub mod record;
@@ -29,7 +30,7 @@ use crate::identity::Principal;
 use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, RevokedTokens, StoredKey};
 use crate::policy::{Action, Policy};
 use crate::signer::{SignInput, Signer};
-use crate::store::{ReplayStore, RevocationStore};
+use crate::store::{LeaseStore, ReplayStore, RevocationStore};
 use crate::token::{self, MintRequest, jws};
 
 /// A minted token (`api::wire::MintedToken` on the wire).
@@ -146,6 +147,11 @@ pub struct Service {
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
+    /// Leases among replicas sharing the state store.
+    leases: Arc<dyn LeaseStore>,
+    /// Who this daemon is when it holds a lease: its replica name (or host name), pid
+    /// and a random part, so a restarted daemon is a new holder.
+    holder: String,
     /// The audit log: nothing signed is returned before its record is durable.
     audit: Arc<dyn AuditSink>,
     /// Each key's state as last recorded, so a reload records changes made outside the
@@ -211,6 +217,8 @@ impl Service {
             publishing: publishing::Publishing::new(&merged, problems),
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
+            leases: ports.leases,
+            holder: leases::lease_holder(&config),
             policy: Policy::new(&config),
             refusals: refusals::Refusals::new(&config.audit),
             rate_limits: limits::RateLimits::new(&config),

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::Hsm;
 use crate::signer::Signer;
-use crate::store::{ReplayStore, RevocationStore, SqlStore, StoreError};
+use crate::store::{LeaseStore, ReplayStore, RevocationStore, SqlStore, StoreError};
 
 /// What the service reaches outside itself through.
 pub struct Ports {
@@ -25,6 +25,8 @@ pub struct Ports {
     pub replay: Arc<dyn ReplayStore>,
     /// Revoked tokens.
     pub revocations: Arc<dyn RevocationStore>,
+    /// Leases among replicas sharing the store.
+    pub leases: Arc<dyn LeaseStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditSink>,
 }
@@ -67,7 +69,8 @@ impl Ports {
         Ok(Ports {
             signer: hsm.clone(),
             replay: store.clone(),
-            revocations: store,
+            revocations: store.clone(),
+            leases: store,
             audit,
         })
     }

@@ -11,6 +11,7 @@
 //! objects in the PKCS#11 token, as versions before the state store wrote them, are
 //! imported once ([`SqlStore::import_token_revocations`]).
 
+mod lease;
 mod memory_replay;
 mod sql;
 mod token_revocations;
@@ -98,4 +99,26 @@ pub trait RevocationStore: Send + Sync {
 
     /// Forgets revocations of tokens that expired before `before`; returns how many.
     fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+/// Leases: which of several replicas sharing the store does a job meant for one.
+pub trait LeaseStore: Send + Sync {
+    /// Takes or renews lease `name` for `holder` for `seconds` from `now`; true if
+    /// `holder` holds it now. Fails if the store cannot be reached (then nobody should
+    /// assume they hold it).
+    fn hold<'a>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+        seconds: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives lease `name` up if `holder` holds it, so another replica need not wait for
+    /// it to expire.
+    fn release<'a>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 }

@@ -72,7 +72,7 @@ pub struct SqlStore {
     first_uses: AtomicU64,
 }
 
-fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+pub(super) fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{what}: {e}"))
 }
 
@@ -123,7 +123,7 @@ async fn upsert_revocation(
 /// handles comes near).
 /// Runs a store operation, failing it as unavailable if it takes longer than
 /// [`OPERATION_TIMEOUT`].
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     what: &str,
     operation: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
@@ -137,7 +137,7 @@ async fn bounded<T>(
         })
 }
 
-fn int(seconds: u64) -> i64 {
+pub(super) fn int(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 

@@ -15,6 +15,7 @@ mod limits;
 mod mint;
 mod publish;
 mod publishing;
+mod replicas;
 mod scale;
 mod sign;
 mod signatures;

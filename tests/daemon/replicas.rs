@@ -1,0 +1,134 @@
+//! Replicas: several daemons on one token sharing one state store. Each keeps its own
+//! audit log naming it; a key change or a revocation made at one is followed by the
+//! others within a tick; a jti used at one is used at all; of the lifecycle's
+//! transitions each is applied once, by the holder of the lifecycle lease, and another
+//! replica takes the lease over when the holder stops.
+//!
+//! Two in-process daemons stand in for two hosts: they share the test token (as
+//! replicas share a network HSM) and an SQLite store file (as they would share a
+//! PostgreSQL database).
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use signetd::Algorithm;
+
+use crate::common::{
+    TestDaemon, audit_records, eventually, generate_key, issuer_toml, lifecycle_toml,
+};
+
+fn kids(reply: &crate::common::Reply) -> Vec<String> {
+    reply.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
+    let reply = daemon
+        .post("/v1/tokens", &json!({"issuer": issuer, "aud": "api"}))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    reply.json
+}
+
+/// A replica's config: the issuer, 1 s ticks, the shared store, its name.
+fn replica(issuer: &str, store: &Path, name: &str) -> String {
+    format!(
+        "{}max_ttl_seconds = 1\n{}[store]\nurl = \"sqlite://{}\"\n[replica]\nname = \"{name}\"\n",
+        issuer_toml(issuer, Algorithm::Es256),
+        lifecycle_toml(),
+        store.display()
+    )
+}
+
+/// The `event` records of `kid` in a daemon's audit log, by the lifecycle.
+fn lifecycle_records(daemon: &TestDaemon, event: &str, kid: &str) -> usize {
+    audit_records(&daemon.dir.path().join("audit"))
+        .iter()
+        .filter(|r| r["event"] == event && r["kid"] == kid)
+        .filter(|r| r["caller"]["name"] == "lifecycle")
+        .count()
+}
+
+#[tokio::test]
+async fn two_replicas_share_keys_revocations_and_single_use_and_one_applies_each_transition() {
+    let issuer = "rep-two";
+    let first = generate_key(issuer, Algorithm::Es256).await;
+    let shared = tempfile::tempdir().unwrap();
+    let store = shared.path().join("state/signetd.db");
+    // A starts first: its first tick takes the lifecycle lease.
+    let a = TestDaemon::start(&replica(issuer, &store, "replica-a")).await;
+    let b = TestDaemon::start(&replica(issuer, &store, "replica-b")).await;
+    assert_ne!(a.service.lease_holder(), b.service.lease_holder());
+
+    // A single-use token consumed at A is replayed at B.
+    let token = mint(&a, issuer).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let consume = json!({"token": token, "audience": "api", "single_use": true});
+    assert_eq!(a.post("/v1/verify", &consume).await.status, 200);
+    let again = b.post("/v1/verify", &consume).await;
+    assert_eq!((again.status, again.code()), (422, "replayed"));
+
+    // A token revoked at B is refused by A within a tick.
+    let revoked = mint(&b, issuer).await;
+    let revoke = json!({"jti": revoked["jti"], "exp": revoked["expires_at"]});
+    assert_eq!(b.post("/v1/revocations", &revoke).await.status, 200);
+    let check = json!({"token": revoked["token"], "audience": "api"});
+    assert!(
+        eventually(5, async || a.post("/v1/verify", &check).await.code()
+            == "token_revoked")
+        .await,
+        "A never learned of B's revocation"
+    );
+
+    // A rotation made at B is published by A within a tick, and activated once, by
+    // the lease holder.
+    let rotated = b
+        .post(&format!("/v1/issuers/{issuer}/rotate"), &json!({}))
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.json);
+    let next = rotated.json["kid"].as_str().unwrap().to_string();
+    assert!(
+        eventually(5, async || kids(&a.get("/.well-known/jwks.json").await)
+            .contains(&next))
+        .await,
+        "A never published B's pending key"
+    );
+    for replica in [&a, &b] {
+        assert!(
+            eventually(10, async || mint(replica, issuer).await["kid"]
+                == next.as_str())
+            .await,
+            "the rotated key never signed"
+        );
+    }
+    // Exactly once between them: normally by A, by B only if A's ticks fell so far
+    // behind (a loaded machine) that its lease expired.
+    let both = |event: &str, kid: &str| {
+        lifecycle_records(&a, event, kid) + lifecycle_records(&b, event, kid)
+    };
+    assert_eq!(both("key_activate", &next), 1);
+    assert_eq!(both("key_retire", &first), 1);
+
+    // A stops and gives the lease up: B applies the next rotation's transitions.
+    a.shutdown().await;
+    let rotated = b
+        .post(&format!("/v1/issuers/{issuer}/rotate"), &json!({}))
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.json);
+    let third = rotated.json["kid"].as_str().unwrap().to_string();
+    assert!(
+        eventually(10, async || mint(&b, issuer).await["kid"] == third.as_str()).await,
+        "B never took the lifecycle over"
+    );
+    assert_eq!(lifecycle_records(&b, "key_activate", &third), 1);
+    for record in audit_records(&b.dir.path().join("audit")) {
+        assert_eq!(record["replica"], "replica-b", "{record}");
+    }
+    b.shutdown().await;
+}
