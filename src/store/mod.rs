@@ -13,6 +13,8 @@
 
 mod memory_replay;
 mod sql;
+#[cfg(test)]
+mod test_db;
 mod token_revocations;
 
 use serde::{Deserialize, Serialize};

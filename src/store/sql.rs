@@ -489,28 +489,52 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::store::test_db::{Engine, TestDb};
 
-    async fn temp_store() -> (tempfile::TempDir, SqlStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("state/signetd.db"),
+    /// Each test named here runs twice, once per engine, on a database of its own.
+    macro_rules! on_both_engines {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let db = super::TestDb::new(super::Engine::Sqlite).await.unwrap();
+                        super::$test(&db).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let Some(db) = super::TestDb::new(super::Engine::Postgres).await else {
+                            return;
+                        };
+                        super::$test(&db).await;
+                    }
+                )*
+            }
         };
-        let store = SqlStore::open(&location).await.unwrap();
-        (dir, store)
     }
 
-    #[tokio::test]
-    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening() {
-        let (dir, store) = temp_store().await;
+    on_both_engines!(
+        a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening,
+        concurrent_uses_of_one_jti_by_two_stores_succeed_exactly_once,
+        revoking_again_keeps_the_later_exp_and_prune_forgets_expired,
+        status_reports_the_schema_version_before_and_after_migrating,
+        an_unreachable_store_refuses_single_use_rather_than_allow_it,
+    );
+
+    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         let replay: &dyn ReplayStore = &store;
         assert_eq!(replay.use_once("a", 1, 100, 50, 5).await, Ok(()));
         assert_eq!(
             replay.use_once("a", 1, 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
-        let location = store.location().clone();
         drop(store);
-        let store = SqlStore::open(&location).await.unwrap();
+        let store = SqlStore::open(db.location()).await.unwrap();
         assert_eq!(
             store.use_once("a", 1, 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
@@ -520,21 +544,24 @@ mod tests {
         assert_eq!(store.use_once("b", 1, 10, 50, 5).await, Ok(()));
         assert_eq!(store.prune_used(50).await.unwrap(), 1);
         assert_eq!(store.status().await.unwrap().used_jtis, 1);
-        let mode = std::fs::metadata(dir.path().join("state/signetd.db"))
-            .unwrap()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let mode = std::fs::metadata(dir.path().join("state")).unwrap().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        if let StoreLocation::Sqlite { path } = db.location() {
+            let mode = std::fs::metadata(path).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_uses_of_one_jti_succeed_exactly_once() {
-        let (_dir, store) = temp_store().await;
-        let store = Arc::new(store);
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let store = store.clone();
+    /// Two stores on one database, as two replicas would hold: of 32 concurrent first
+    /// uses of one jti, the database lets exactly one through.
+    async fn concurrent_uses_of_one_jti_by_two_stores_succeed_exactly_once(db: &TestDb) {
+        let stores = [
+            Arc::new(SqlStore::open(db.location()).await.unwrap()),
+            Arc::new(SqlStore::open(db.location()).await.unwrap()),
+        ];
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = stores[i % 2].clone();
                 tokio::spawn(async move { store.use_once("same", 1, 100, 10, 5).await })
             })
             .collect();
@@ -548,9 +575,8 @@ mod tests {
         assert_eq!(accepted, 1);
     }
 
-    #[tokio::test]
-    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired() {
-        let (_dir, store) = temp_store().await;
+    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         let r = |jti: &str, exp, at| RevokedToken {
             jti: jti.into(),
             exp,
@@ -568,13 +594,8 @@ mod tests {
         assert_eq!(store.list().await.unwrap(), vec![r("a", 150, 3)]);
     }
 
-    #[tokio::test]
-    async fn status_reports_the_schema_version_before_and_after_migrating() {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("signetd.db"),
-        };
-        let store = SqlStore::connect(&location).await.unwrap();
+    async fn status_reports_the_schema_version_before_and_after_migrating(db: &TestDb) {
+        let store = SqlStore::connect(db.location()).await.unwrap();
         let before = store.status().await.unwrap();
         assert_eq!(before.schema_version, 0);
         assert!(before.expected_version >= 1);
@@ -582,11 +603,11 @@ mod tests {
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
         let after = store.status().await.unwrap();
         assert_eq!(after.schema_version, after.expected_version);
+        assert_eq!((after.used_jtis, after.revocations), (0, 0));
     }
 
-    #[tokio::test]
-    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it() {
-        let (_dir, store) = temp_store().await;
+    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         store.pool.close().await;
         assert_eq!(
             store.use_once("a", 1, 100, 50, 5).await,
@@ -597,7 +618,8 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_connections_use_wal_full_sync_and_a_busy_timeout() {
-        let (_dir, store) = temp_store().await;
+        let db = TestDb::new(Engine::Sqlite).await.unwrap();
+        let store = SqlStore::open(db.location()).await.unwrap();
         let mut conn = store.pool().acquire().await.unwrap();
         let mut pragma = async |sql: &'static str| -> String {
             let row = sqlx::query(sql).fetch_one(&mut *conn).await.unwrap();
