@@ -444,7 +444,6 @@ impl ReplayStore for SqlStore {
     fn use_once<'a>(
         &'a self,
         jti: &'a str,
-        _iat: u64,
         exp: u64,
         now: u64,
         leeway: u64,
@@ -528,20 +527,20 @@ mod tests {
     async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
         let store = SqlStore::open(db.location()).await.unwrap();
         let replay: &dyn ReplayStore = &store;
-        assert_eq!(replay.use_once("a", 1, 100, 50, 5).await, Ok(()));
+        assert_eq!(replay.use_once("a", 100, 50, 5).await, Ok(()));
         assert_eq!(
-            replay.use_once("a", 1, 100, 104, 5).await,
+            replay.use_once("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         drop(store);
         let store = SqlStore::open(db.location()).await.unwrap();
         assert_eq!(
-            store.use_once("a", 1, 100, 104, 5).await,
+            store.use_once("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         // Past exp + leeway the row may be taken over (the token no longer verifies).
-        assert_eq!(store.use_once("a", 1, 200, 106, 5).await, Ok(()));
-        assert_eq!(store.use_once("b", 1, 10, 50, 5).await, Ok(()));
+        assert_eq!(store.use_once("a", 200, 106, 5).await, Ok(()));
+        assert_eq!(store.use_once("b", 10, 50, 5).await, Ok(()));
         assert_eq!(store.prune_used(50).await.unwrap(), 1);
         assert_eq!(store.status().await.unwrap().used_jtis, 1);
         if let StoreLocation::Sqlite { path } = db.location() {
@@ -562,7 +561,7 @@ mod tests {
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let store = stores[i % 2].clone();
-                tokio::spawn(async move { store.use_once("same", 1, 100, 10, 5).await })
+                tokio::spawn(async move { store.use_once("same", 100, 10, 5).await })
             })
             .collect();
         let mut accepted = 0;
@@ -610,7 +609,7 @@ mod tests {
         let store = SqlStore::open(db.location()).await.unwrap();
         store.pool.close().await;
         assert_eq!(
-            store.use_once("a", 1, 100, 50, 5).await,
+            store.use_once("a", 100, 50, 5).await,
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
