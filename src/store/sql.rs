@@ -80,7 +80,16 @@ fn failed_at<'a>(
     what: &'a str,
     location: &'a StoreLocation,
 ) -> impl Fn(sqlx::Error) -> StoreError + 'a {
-    move |e| StoreError(format!("{what} ({location}): {e}"))
+    move |e| match e {
+        // sqlx retries a refused connection until the acquire timeout and then reports
+        // only the timeout: say what it usually means.
+        sqlx::Error::PoolTimedOut => StoreError(format!(
+            "{what} ({location}): no connection within {} s: is the database server running, \
+             reachable and accepting connections?",
+            ACQUIRE_TIMEOUT.as_secs()
+        )),
+        e => StoreError(format!("{what} ({location}): {e}")),
+    }
 }
 
 /// The name sqlx's `Any` driver gives SQLite connections.
@@ -613,6 +622,132 @@ mod tests {
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
+    }
+
+    /// A TCP proxy in front of the test cluster, standing for the PostgreSQL server as
+    /// the store sees it: `Up` forwards, `Down` closes every connection and refuses new
+    /// ones (a stopped server), `Silent` accepts connections and never answers (a server
+    /// or network that hangs).
+    struct Proxy {
+        port: u16,
+        target: std::net::SocketAddr,
+        serving: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum ProxyMode {
+        Up,
+        Down,
+        Silent,
+    }
+
+    impl Proxy {
+        async fn start(target: std::net::SocketAddr) -> Proxy {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut proxy = Proxy {
+                port,
+                target,
+                serving: None,
+            };
+            proxy.serve(listener, ProxyMode::Up);
+            proxy
+        }
+
+        fn serve(&mut self, listener: tokio::net::TcpListener, mode: ProxyMode) {
+            let target = self.target;
+            self.serving = Some(tokio::spawn(async move {
+                // Dropped with the task when the mode changes: every connection closes.
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    connections.spawn(async move {
+                        if mode == ProxyMode::Silent {
+                            std::future::pending::<()>().await;
+                        }
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }));
+        }
+
+        async fn set(&mut self, mode: ProxyMode) {
+            if let Some(serving) = self.serving.take() {
+                serving.abort();
+                let _ = serving.await;
+            }
+            if mode != ProxyMode::Down {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+                    .await
+                    .unwrap();
+                self.serve(listener, mode);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stopped_or_silent_postgres_server_refuses_single_use_and_recovers() {
+        let Some(db) = TestDb::new(Engine::Postgres).await else {
+            return;
+        };
+        let StoreLocation::Postgres {
+            host, port, url, ..
+        } = db.location()
+        else {
+            unreachable!()
+        };
+        let target = tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let mut proxy = Proxy::start(target).await;
+        let through_proxy = url
+            .expose()
+            .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+        let store = SqlStore::open(&StoreLocation::from_url(&through_proxy).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.use_once("before", 100, 50, 5).await, Ok(()));
+
+        for outage in [ProxyMode::Down, ProxyMode::Silent] {
+            proxy.set(outage).await;
+            // Bounded by the acquire and operation timeouts, not by the outage.
+            assert_eq!(
+                store.use_once("during", 100, 50, 5).await,
+                Err(ReplayRefusal::Unavailable)
+            );
+            assert!(store.list().await.is_err());
+            proxy.set(ProxyMode::Up).await;
+            // The same store reconnects: the first use after the outage succeeds.
+            let mut recovered = Err(ReplayRefusal::Unavailable);
+            for _ in 0..100 {
+                recovered = store.use_once("during", 100, 50, 5).await;
+                if recovered != Err(ReplayRefusal::Unavailable) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(recovered, Ok(()), "after {outage:?}");
+            assert_eq!(
+                store.use_once("during", 100, 50, 5).await,
+                Err(ReplayRefusal::Replayed)
+            );
+            // Free the jti for the next outage.
+            sqlx::query("DELETE FROM used_jtis WHERE jti = $1")
+                .bind("during")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.use_once("before", 100, 50, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
     }
 
     #[tokio::test]
