@@ -17,7 +17,7 @@
 //! | [`identity`] | who is calling: [`identity::Principal`], built by the transports (peer credentials, or [`identity::CertificateIdentity::from_der`] for a verified client certificate), and the [`identity::CallerSelector`]s a config names principals with |
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]` and `[limits]` tables (rates as `"N/s"`), and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
-//! | [`store`] | state behind ports: the replay store and the revocation store; the daemon's implementation is an SQL database (SQLite by default, docs/state.md) |
+//! | [`store`] | state behind ports: the replay store and the revocation store; the daemon's implementation is an SQL database, SQLite by default or PostgreSQL, through one pool and one set of statements (docs/state.md) |
 //! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry, built from the last good view ([`keys::carry`] merges each reading of the token, so a failed or empty reading never unpublishes keys or revocations, and a key gone from the token stays published until its tokens expire); JWKs |
 //! | [`attest`] | the attestation CA in the token, key certificates, the signetd extension, chain verification |
 //! | [`token`] | JWS encoding, the claims policy, verification |

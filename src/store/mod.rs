@@ -6,19 +6,19 @@
 //! shared by replicas) replaces one file, not the callers.
 //!
 //! The daemon's implementation of both is [`SqlStore`], an SQL database (SQLite by
-//! default; see docs/state.md). [`MemoryReplayStore`] (process memory, refusing tokens
-//! issued before the daemon started) remains for tests. Revocations kept as data
-//! objects in the PKCS#11 token, as versions before the state store wrote them, are
-//! imported once ([`SqlStore::import_token_revocations`]).
+//! default, or PostgreSQL; see docs/state.md); it also holds the [`LeaseStore`] that
+//! replicas sharing it take turns by. Revocations kept as data objects in the PKCS#11
+//! token, as versions before the state store wrote them, are imported once
+//! ([`SqlStore::import_token_revocations`]).
 
 mod lease;
-mod memory_replay;
 mod sql;
+#[cfg(test)]
+mod test_db;
 mod token_revocations;
 
 use serde::{Deserialize, Serialize};
 
-pub use memory_replay::MemoryReplayStore;
 pub use sql::{SqlStore, StoreStatus};
 pub use token_revocations::REVOKED_PREFIX;
 
@@ -30,10 +30,6 @@ use crate::util::BoxFuture;
 pub enum ReplayRefusal {
     /// The jti was verified before.
     Replayed,
-    /// The token was issued before the store existed (before the daemon started).
-    IssuedBeforeStart,
-    /// The store holds its capacity of unexpired jtis.
-    Full,
     /// The store cannot be reached: single use cannot be promised, so the token is
     /// refused (`503 state_unavailable`).
     Unavailable,
@@ -47,7 +43,6 @@ pub trait ReplayStore: Send + Sync {
     fn use_once<'a>(
         &'a self,
         jti: &'a str,
-        iat: u64,
         exp: u64,
         now: u64,
         leeway: u64,

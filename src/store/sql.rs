@@ -80,7 +80,16 @@ fn failed_at<'a>(
     what: &'a str,
     location: &'a StoreLocation,
 ) -> impl Fn(sqlx::Error) -> StoreError + 'a {
-    move |e| StoreError(format!("{what} ({location}): {e}"))
+    move |e| match e {
+        // sqlx retries a refused connection until the acquire timeout and then reports
+        // only the timeout: say what it usually means.
+        sqlx::Error::PoolTimedOut => StoreError(format!(
+            "{what} ({location}): no connection within {} s: is the database server running, \
+             reachable and accepting connections?",
+            ACQUIRE_TIMEOUT.as_secs()
+        )),
+        e => StoreError(format!("{what} ({location}): {e}")),
+    }
 }
 
 /// The name sqlx's `Any` driver gives SQLite connections.
@@ -482,7 +491,6 @@ impl ReplayStore for SqlStore {
     fn use_once<'a>(
         &'a self,
         jti: &'a str,
-        _iat: u64,
         exp: u64,
         now: u64,
         leeway: u64,
@@ -537,53 +545,80 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::store::test_db::{Engine, TestDb};
 
-    async fn temp_store() -> (tempfile::TempDir, SqlStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("state/signetd.db"),
+    /// Each test named here runs twice, once per engine, on a database of its own.
+    macro_rules! on_both_engines {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let db = super::TestDb::new(super::Engine::Sqlite).await.unwrap();
+                        super::$test(&db).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let Some(db) = super::TestDb::new(super::Engine::Postgres).await else {
+                            return;
+                        };
+                        super::$test(&db).await;
+                    }
+                )*
+            }
         };
-        let store = SqlStore::open(&location).await.unwrap();
-        (dir, store)
     }
 
-    #[tokio::test]
-    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening() {
-        let (dir, store) = temp_store().await;
+    on_both_engines!(
+        a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening,
+        concurrent_uses_of_one_jti_by_two_stores_succeed_exactly_once,
+        revoking_again_keeps_the_later_exp_and_prune_forgets_expired,
+        status_reports_the_schema_version_before_and_after_migrating,
+        an_unreachable_store_refuses_single_use_rather_than_allow_it,
+    );
+
+    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         let replay: &dyn ReplayStore = &store;
-        assert_eq!(replay.use_once("a", 1, 100, 50, 5).await, Ok(()));
+        assert_eq!(replay.use_once("a", 100, 50, 5).await, Ok(()));
         assert_eq!(
-            replay.use_once("a", 1, 100, 104, 5).await,
+            replay.use_once("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
-        let location = store.location().clone();
         drop(store);
-        let store = SqlStore::open(&location).await.unwrap();
+        let store = SqlStore::open(db.location()).await.unwrap();
         assert_eq!(
-            store.use_once("a", 1, 100, 104, 5).await,
+            store.use_once("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         // Past exp + leeway the row may be taken over (the token no longer verifies).
-        assert_eq!(store.use_once("a", 1, 200, 106, 5).await, Ok(()));
-        assert_eq!(store.use_once("b", 1, 10, 50, 5).await, Ok(()));
+        assert_eq!(store.use_once("a", 200, 106, 5).await, Ok(()));
+        assert_eq!(store.use_once("b", 10, 50, 5).await, Ok(()));
         assert_eq!(store.prune_used(50).await.unwrap(), 1);
         assert_eq!(store.status().await.unwrap().used_jtis, 1);
-        let mode = std::fs::metadata(dir.path().join("state/signetd.db"))
-            .unwrap()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let mode = std::fs::metadata(dir.path().join("state")).unwrap().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        if let StoreLocation::Sqlite { path } = db.location() {
+            let mode = std::fs::metadata(path).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_uses_of_one_jti_succeed_exactly_once() {
-        let (_dir, store) = temp_store().await;
-        let store = Arc::new(store);
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { store.use_once("same", 1, 100, 10, 5).await })
+    /// Two stores on one database, as two replicas would hold: of 32 concurrent first
+    /// uses of one jti, the database lets exactly one through.
+    async fn concurrent_uses_of_one_jti_by_two_stores_succeed_exactly_once(db: &TestDb) {
+        let stores = [
+            Arc::new(SqlStore::open(db.location()).await.unwrap()),
+            Arc::new(SqlStore::open(db.location()).await.unwrap()),
+        ];
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = stores[i % 2].clone();
+                tokio::spawn(async move { store.use_once("same", 100, 10, 5).await })
             })
             .collect();
         let mut accepted = 0;
@@ -596,9 +631,8 @@ mod tests {
         assert_eq!(accepted, 1);
     }
 
-    #[tokio::test]
-    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired() {
-        let (_dir, store) = temp_store().await;
+    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         let r = |jti: &str, exp, at| RevokedToken {
             jti: jti.into(),
             exp,
@@ -616,13 +650,8 @@ mod tests {
         assert_eq!(store.list().await.unwrap(), vec![r("a", 150, 3)]);
     }
 
-    #[tokio::test]
-    async fn status_reports_the_schema_version_before_and_after_migrating() {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("signetd.db"),
-        };
-        let store = SqlStore::connect(&location).await.unwrap();
+    async fn status_reports_the_schema_version_before_and_after_migrating(db: &TestDb) {
+        let store = SqlStore::connect(db.location()).await.unwrap();
         let before = store.status().await.unwrap();
         assert_eq!(before.schema_version, 0);
         assert!(before.expected_version >= 1);
@@ -631,22 +660,149 @@ mod tests {
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
         let after = store.status().await.unwrap();
         assert_eq!(after.schema_version, after.expected_version);
+        assert_eq!((after.used_jtis, after.revocations), (0, 0));
     }
 
-    #[tokio::test]
-    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it() {
-        let (_dir, store) = temp_store().await;
+    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         store.pool.close().await;
         assert_eq!(
-            store.use_once("a", 1, 100, 50, 5).await,
+            store.use_once("a", 100, 50, 5).await,
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
     }
 
+    /// A TCP proxy in front of the test cluster, standing for the PostgreSQL server as
+    /// the store sees it: `Up` forwards, `Down` closes every connection and refuses new
+    /// ones (a stopped server), `Silent` accepts connections and never answers (a server
+    /// or network that hangs).
+    struct Proxy {
+        port: u16,
+        target: std::net::SocketAddr,
+        serving: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum ProxyMode {
+        Up,
+        Down,
+        Silent,
+    }
+
+    impl Proxy {
+        async fn start(target: std::net::SocketAddr) -> Proxy {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut proxy = Proxy {
+                port,
+                target,
+                serving: None,
+            };
+            proxy.serve(listener, ProxyMode::Up);
+            proxy
+        }
+
+        fn serve(&mut self, listener: tokio::net::TcpListener, mode: ProxyMode) {
+            let target = self.target;
+            self.serving = Some(tokio::spawn(async move {
+                // Dropped with the task when the mode changes: every connection closes.
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    connections.spawn(async move {
+                        if mode == ProxyMode::Silent {
+                            std::future::pending::<()>().await;
+                        }
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }));
+        }
+
+        async fn set(&mut self, mode: ProxyMode) {
+            if let Some(serving) = self.serving.take() {
+                serving.abort();
+                let _ = serving.await;
+            }
+            if mode != ProxyMode::Down {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+                    .await
+                    .unwrap();
+                self.serve(listener, mode);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stopped_or_silent_postgres_server_refuses_single_use_and_recovers() {
+        let Some(db) = TestDb::new(Engine::Postgres).await else {
+            return;
+        };
+        let StoreLocation::Postgres {
+            host, port, url, ..
+        } = db.location()
+        else {
+            unreachable!()
+        };
+        let target = tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let mut proxy = Proxy::start(target).await;
+        let through_proxy = url
+            .expose()
+            .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+        let store = SqlStore::open(&StoreLocation::from_url(&through_proxy).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.use_once("before", 100, 50, 5).await, Ok(()));
+
+        for outage in [ProxyMode::Down, ProxyMode::Silent] {
+            proxy.set(outage).await;
+            // Bounded by the acquire and operation timeouts, not by the outage.
+            assert_eq!(
+                store.use_once("during", 100, 50, 5).await,
+                Err(ReplayRefusal::Unavailable)
+            );
+            assert!(store.list().await.is_err());
+            proxy.set(ProxyMode::Up).await;
+            // The same store reconnects: the first use after the outage succeeds.
+            let mut recovered = Err(ReplayRefusal::Unavailable);
+            for _ in 0..100 {
+                recovered = store.use_once("during", 100, 50, 5).await;
+                if recovered != Err(ReplayRefusal::Unavailable) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(recovered, Ok(()), "after {outage:?}");
+            assert_eq!(
+                store.use_once("during", 100, 50, 5).await,
+                Err(ReplayRefusal::Replayed)
+            );
+            // Free the jti for the next outage.
+            sqlx::query("DELETE FROM used_jtis WHERE jti = $1")
+                .bind("during")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.use_once("before", 100, 50, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
+    }
+
     #[tokio::test]
     async fn sqlite_connections_use_wal_full_sync_and_a_busy_timeout() {
-        let (_dir, store) = temp_store().await;
+        let db = TestDb::new(Engine::Sqlite).await.unwrap();
+        let store = SqlStore::open(db.location()).await.unwrap();
         let mut conn = store.pool().acquire().await.unwrap();
         let mut pragma = async |sql: &'static str| -> String {
             let row = sqlx::query(sql).fetch_one(&mut *conn).await.unwrap();
