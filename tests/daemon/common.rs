@@ -558,9 +558,18 @@ impl Drop for TestDaemon {
 }
 
 /// The config of an in-process daemon: `pkcs11` and `rest`, with an audit log in `dir`
-/// unless `rest` has an `[audit]` table.
+/// unless `rest` has an `[audit]` table, and the state store in `dir` unless `rest` has
+/// a `[store]` table. (The default store is beside the audit dir: for an audit dir of
+/// `/tmp/X`, `/tmp/state`, which every such test, and every run, would share.)
 pub fn daemon_config(pkcs11: &str, rest: &str, dir: &TempDir) -> Config {
-    let rest = with_audit_dir(rest, &dir.path().join("audit"));
+    let mut rest = with_audit_dir(rest, &dir.path().join("audit"));
+    if !rest.contains("[store]") {
+        let store = dir.path().join("state/signetd.db");
+        rest.push_str(&format!(
+            "\n[store]\nurl = \"sqlite://{}\"\n",
+            store.display()
+        ));
+    }
     Config::parse(&format!("{pkcs11}\n{rest}")).expect("valid test config")
 }
 
