@@ -79,17 +79,25 @@ impl LeaseStore for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StoreLocation;
+    use crate::store::test_db::{Engine, TestDb};
 
     #[tokio::test]
-    async fn one_holder_at_a_time_until_it_expires_or_is_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("state/signetd.db"),
+    async fn on_sqlite_one_holder_at_a_time_until_it_expires_or_is_released() {
+        one_holder_at_a_time(Engine::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres_one_holder_at_a_time_until_it_expires_or_is_released() {
+        one_holder_at_a_time(Engine::Postgres).await;
+    }
+
+    async fn one_holder_at_a_time(engine: Engine) {
+        let Some(db) = TestDb::new(engine).await else {
+            return;
         };
         // Two stores on one database, as two replicas hold them.
-        let a = SqlStore::open(&location).await.unwrap();
-        let b = SqlStore::open(&location).await.unwrap();
+        let a = SqlStore::open(db.location()).await.unwrap();
+        let b = SqlStore::open(db.location()).await.unwrap();
         assert!(a.hold("lifecycle", "a", 15, 100).await.unwrap());
         assert!(!b.hold("lifecycle", "b", 15, 101).await.unwrap());
         // The holder renews; the other still may not take it.

@@ -5,16 +5,15 @@
 //! replica takes the lease over when the holder stops.
 //!
 //! Two in-process daemons stand in for two hosts: they share the test token (as
-//! replicas share a network HSM) and an SQLite store file (as they would share a
-//! PostgreSQL database).
-
-use std::path::Path;
+//! replicas share a network HSM) and one store: a PostgreSQL database, as replicas
+//! share one, and also an SQLite file (replicas on one host).
 
 use serde_json::{Value, json};
 use signetd::Algorithm;
 
 use crate::common::{
-    TestDaemon, audit_records, eventually, generate_key, issuer_toml, lifecycle_toml,
+    Engine, TestDaemon, TestStore, audit_records, eventually, generate_key, issuer_toml,
+    lifecycle_toml,
 };
 
 fn kids(reply: &crate::common::Reply) -> Vec<String> {
@@ -35,12 +34,12 @@ async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
 }
 
 /// A replica's config: the issuer, 1 s ticks, the shared store, its name.
-fn replica(issuer: &str, store: &Path, name: &str) -> String {
+fn replica(issuer: &str, store: &TestStore, name: &str) -> String {
     format!(
-        "{}max_ttl_seconds = 1\n{}[store]\nurl = \"sqlite://{}\"\n[replica]\nname = \"{name}\"\n",
+        "{}max_ttl_seconds = 1\n{}[store]\nurl = {:?}\n[replica]\nname = \"{name}\"\n",
         issuer_toml(issuer, Algorithm::Es256),
         lifecycle_toml(),
-        store.display()
+        store.url
     )
 }
 
@@ -54,11 +53,21 @@ fn lifecycle_records(daemon: &TestDaemon, event: &str, kid: &str) -> usize {
 }
 
 #[tokio::test]
-async fn two_replicas_share_keys_revocations_and_single_use_and_one_applies_each_transition() {
-    let issuer = "rep-two";
-    let first = generate_key(issuer, Algorithm::Es256).await;
+async fn on_postgres_two_replicas_share_state_and_one_applies_each_transition() {
+    two_replicas("rep-pg", Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn on_sqlite_two_replicas_share_state_and_one_applies_each_transition() {
+    two_replicas("rep-sqlite", Engine::Sqlite).await;
+}
+
+async fn two_replicas(issuer: &str, engine: Engine) {
     let shared = tempfile::tempdir().unwrap();
-    let store = shared.path().join("state/signetd.db");
+    let Some(store) = TestStore::new(engine, &shared.path().join("state/signetd.db")).await else {
+        return;
+    };
+    let first = generate_key(issuer, Algorithm::Es256).await;
     // A starts first: its first tick takes the lifecycle lease.
     let a = TestDaemon::start(&replica(issuer, &store, "replica-a")).await;
     let b = TestDaemon::start(&replica(issuer, &store, "replica-b")).await;
