@@ -122,6 +122,30 @@ impl KeyRegistry {
         self
     }
 
+    /// Bridges a rotation seen half done: an issuer whose key was active in `previous`
+    /// and is now retired, with no active key yet (another replica, or the CLI, retires
+    /// the old key before it activates the new one, and this reading fell between),
+    /// keeps signing with the old key until the next reading. Its archival already
+    /// allows for that: a retired key may sign until the next reload (see the lifecycle's
+    /// grace). Only a key that was active in `previous` is kept, so a bridge lasts one
+    /// reading at most.
+    pub fn bridging(mut self, previous: &KeyRegistry) -> Self {
+        for (issuer, old) in &previous.active {
+            if self.active.contains_key(issuer) || old.state != KeyState::Active {
+                continue;
+            }
+            if let Some(now) = self
+                .by_kid
+                .get(&old.kid)
+                .filter(|k| k.state == KeyState::Retired && !self.is_missing(&k.kid))
+            {
+                tracing::info!(%issuer, kid = %now.kid, "key retired and no successor active yet: it signs until the next reading");
+                self.active.insert(issuer.clone(), now.clone());
+            }
+        }
+        self
+    }
+
     /// Keys the token no longer shows, still published until their tokens expire.
     pub fn missing(&self) -> &[MissingKey] {
         &self.missing

@@ -155,7 +155,8 @@ impl Service {
             self.hsm.report_lost(why.clone());
             return Err(Error::Signer(SignError::Unavailable(why)));
         }
-        let registry = std::sync::Arc::new(registry(&self.config, &merged));
+        let registry =
+            std::sync::Arc::new(registry(&self.config, &merged).bridging(&self.registry()));
         let (appeared, back) = self.remember(&merged, ca_problems);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
         for gone in appeared {

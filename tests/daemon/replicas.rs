@@ -8,6 +8,8 @@
 //! replicas share a network HSM) and one store: a PostgreSQL database, as replicas
 //! share one, and also an SQLite file (replicas on one host).
 
+use std::time::Instant;
+
 use serde_json::{Value, json};
 use signetd::Algorithm;
 
@@ -83,10 +85,28 @@ async fn two_replicas(issuer: &str, engine: Engine) {
     let again = b.post("/v1/verify", &consume).await;
     assert_eq!((again.status, again.code()), (422, "replayed"));
 
+    // What a single use costs on this engine (printed for docs/scaling.md, never
+    // asserted): the round trip of POST /v1/verify with single_use over the socket.
+    let mut took = Vec::new();
+    for _ in 0..100 {
+        let token = mint(&a, issuer).await["token"].clone();
+        let started = Instant::now();
+        let reply = a
+            .post(
+                "/v1/verify",
+                &json!({"token": token, "audience": "api", "single_use": true}),
+            )
+            .await;
+        took.push(started.elapsed());
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+    }
+    took.sort();
+
     // A token revoked at B is refused by A within a tick.
     let revoked = mint(&b, issuer).await;
     let revoke = json!({"jti": revoked["jti"], "exp": revoked["expires_at"]});
     assert_eq!(b.post("/v1/revocations", &revoke).await.status, 200);
+    let revoked_at = Instant::now();
     let check = json!({"token": revoked["token"], "audience": "api"});
     assert!(
         eventually(5, async || a.post("/v1/verify", &check).await.code()
@@ -94,6 +114,7 @@ async fn two_replicas(issuer: &str, engine: Engine) {
         .await,
         "A never learned of B's revocation"
     );
+    let propagated = revoked_at.elapsed();
 
     // A rotation made at B is published by A within a tick, and activated once, by
     // the lease holder.
@@ -102,11 +123,19 @@ async fn two_replicas(issuer: &str, engine: Engine) {
         .await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.json);
     let next = rotated.json["kid"].as_str().unwrap().to_string();
+    let rotated_at = Instant::now();
     assert!(
         eventually(5, async || kids(&a.get("/.well-known/jwks.json").await)
             .contains(&next))
         .await,
         "A never published B's pending key"
+    );
+    println!(
+        "scaling ({engine:?}, debug build, 1 s ticks): single-use verify p50 {:?} p99 {:?}; \
+         a revocation at B refused by A after {propagated:?}; B's pending key published by A after {:?}",
+        took[took.len() / 2],
+        took[took.len() * 99 / 100],
+        rotated_at.elapsed()
     );
     for replica in [&a, &b] {
         assert!(
