@@ -44,6 +44,10 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     lifecycle::tick_now(&service).await;
     let stop = CancellationToken::new();
     let timer = tokio::spawn(lifecycle::run(service.clone(), stop.clone()));
+    let follower = tokio::spawn(crate::service::follow::follow_changes(
+        service.clone(),
+        stop.clone(),
+    ));
     let refusals = tokio::spawn({
         let (service, stop) = (service.clone(), stop.clone());
         async move { service.write_refusals_until(stop).await }
@@ -56,6 +60,7 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     api::serve(listeners, service.clone(), shutdown).await;
     stop.cancel();
     let _ = timer.await;
+    let _ = follower.await;
     service.release_leases().await;
     let _ = health.await;
     // Every request has drained: the last refusal interval is complete, and is written

@@ -7,6 +7,7 @@
 //! callers no policy names.
 
 pub mod admin;
+pub mod follow;
 pub mod leases;
 pub mod limits;
 mod publishing;
@@ -30,7 +31,7 @@ use crate::identity::Principal;
 use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, RevokedTokens, StoredKey};
 use crate::policy::{Action, Policy};
 use crate::signer::{SignInput, Signer};
-use crate::store::{LeaseStore, ReplayStore, RevocationStore};
+use crate::store::{ChangeFeed, LeaseStore, ReplayStore, RevocationStore};
 use crate::token::{self, MintRequest, jws};
 
 /// A minted token (`api::wire::MintedToken` on the wire).
@@ -149,6 +150,8 @@ pub struct Service {
     lifecycle: tokio::sync::Mutex<()>,
     /// Leases among replicas sharing the state store.
     leases: Arc<dyn LeaseStore>,
+    /// Changes others make to the state store, if it pushes them.
+    changes: Option<Arc<dyn ChangeFeed>>,
     /// Who this daemon is when it holds a lease: its replica name (or host name), pid
     /// and a random part, so a restarted daemon is a new holder.
     holder: String,
@@ -218,6 +221,7 @@ impl Service {
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             leases: ports.leases,
+            changes: ports.changes,
             holder: leases::lease_holder(&config),
             policy: Policy::new(&config),
             refusals: refusals::Refusals::new(&config.audit),

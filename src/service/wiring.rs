@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::Hsm;
 use crate::signer::Signer;
-use crate::store::{LeaseStore, ReplayStore, RevocationStore, SqlStore, StoreError};
+use crate::store::{ChangeFeed, LeaseStore, ReplayStore, RevocationStore, SqlStore, StoreError};
 
 /// What the service reaches outside itself through.
 pub struct Ports {
@@ -27,6 +27,8 @@ pub struct Ports {
     pub revocations: Arc<dyn RevocationStore>,
     /// Leases among replicas sharing the store.
     pub leases: Arc<dyn LeaseStore>,
+    /// Changes made by others, pushed by a store that can (PostgreSQL).
+    pub changes: Option<Arc<dyn ChangeFeed>>,
     /// The audit log.
     pub audit: Arc<dyn AuditSink>,
 }
@@ -66,11 +68,19 @@ impl Ports {
         if let Err(e) = store.import_token_revocations(hsm).await {
             tracing::error!(error = %e, "cannot import token revocations from the token's data objects; retried at the next start");
         }
+        let changes = match store.change_feed().await {
+            Ok(feed) => feed.map(|f| Arc::new(f) as Arc<dyn ChangeFeed>),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for changes in the state store; following it at every lifecycle tick only");
+                None
+            }
+        };
         Ok(Ports {
             signer: hsm.clone(),
             replay: store.clone(),
             revocations: store.clone(),
             leases: store,
+            changes,
             audit,
         })
     }

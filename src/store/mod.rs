@@ -12,6 +12,7 @@
 //! ([`SqlStore::import_token_revocations`]).
 
 mod lease;
+mod notify;
 mod sql;
 #[cfg(test)]
 mod test_db;
@@ -19,6 +20,7 @@ mod token_revocations;
 
 use serde::{Deserialize, Serialize};
 
+pub use notify::PgChangeFeed;
 pub use sql::{SqlStore, StoreStatus};
 pub use token_revocations::REVOKED_PREFIX;
 
@@ -116,4 +118,11 @@ pub trait LeaseStore: Send + Sync {
         name: &'a str,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// Changes to shared state made by others (another replica, the CLI), as they commit.
+pub trait ChangeFeed: Send + Sync {
+    /// Waits for the next change (a burst counts as one). Fails if the feed cannot be
+    /// read; the caller waits before asking again, and polls meanwhile.
+    fn changed(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

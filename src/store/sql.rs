@@ -123,9 +123,9 @@ async fn upsert_revocation(
     .bind(int(revoked.exp))
     .bind(int(revoked.revoked_at))
     .bind(change)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    super::notify::notify_changed(conn).await
 }
 
 /// Seconds as the database's signed 64-bit integers (saturating: no time signetd

@@ -170,3 +170,38 @@ async fn two_replicas(issuer: &str, engine: Engine) {
     }
     b.shutdown().await;
 }
+
+/// On PostgreSQL a change is pushed (LISTEN/NOTIFY): with ticks a minute apart, a
+/// revocation at B reaches A long before A's next tick could have read it.
+#[tokio::test]
+async fn on_postgres_a_revocation_is_pushed_to_the_other_replica_before_any_tick() {
+    let issuer = "rep-push";
+    let shared = tempfile::tempdir().unwrap();
+    let Some(store) = TestStore::new(Engine::Postgres, &shared.path().join("unused.db")).await
+    else {
+        return;
+    };
+    generate_key(issuer, Algorithm::Es256).await;
+    let slow =
+        |name: &str| replica(issuer, &store, name).replace("tick_seconds = 1", "tick_seconds = 60");
+    let a = TestDaemon::start(&slow("push-a")).await;
+    let b = TestDaemon::start(&slow("push-b")).await;
+    let revoked = mint(&b, issuer).await;
+    let check = json!({"token": revoked["token"], "audience": "api"});
+    assert_eq!(a.post("/v1/verify", &check).await.status, 200);
+    let revoke = json!({"jti": revoked["jti"], "exp": revoked["expires_at"]});
+    assert_eq!(b.post("/v1/revocations", &revoke).await.status, 200);
+    let started = Instant::now();
+    assert!(
+        eventually(10, async || a.post("/v1/verify", &check).await.code()
+            == "token_revoked")
+        .await,
+        "the revocation was not pushed to A"
+    );
+    println!(
+        "scaling (Postgres, push): a revocation at B refused by A after {:?}",
+        started.elapsed()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
