@@ -8,14 +8,19 @@
 //! replicas share a network HSM) and one store: a PostgreSQL database, as replicas
 //! share one, and also an SQLite file (replicas on one host).
 
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
 
 use serde_json::{Value, json};
 use signetd::Algorithm;
 
 use crate::common::{
-    Engine, TestDaemon, TestStore, audit_records, eventually, generate_key, issuer_toml,
-    lifecycle_toml,
+    Engine, TestDaemon, TestStore, TestToken, audit_records, eventually, generate_key, issuer_toml,
+    lifecycle_toml, request_unix,
 };
 
 fn kids(reply: &crate::common::Reply) -> Vec<String> {
@@ -204,4 +209,139 @@ async fn on_postgres_a_revocation_is_pushed_to_the_other_replica_before_any_tick
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A replica's config for a `signetd serve` process on `token`: its own socket and
+/// audit directory, the shared store, the issuer, 1 s ticks.
+fn served_replica(
+    token: &TestToken,
+    store: &TestStore,
+    issuer: &str,
+    name: &str,
+) -> (PathBuf, PathBuf) {
+    let socket = token.path(&format!("{name}.sock"));
+    let config = token.path(&format!("{name}.toml"));
+    let text = format!(
+        "{}[listen]\nsocket = {:?}\nhttp = \"off\"\n[audit]\ndir = {:?}\n{}",
+        token.pkcs11_toml(),
+        socket.display().to_string(),
+        token.path(&format!("audit-{name}")).display().to_string(),
+        replica(issuer, store, name),
+    );
+    std::fs::write(&config, text).unwrap();
+    (config, socket)
+}
+
+async fn post(socket: &Path, path: &str, body: &Value) -> crate::common::Reply {
+    request_unix(socket, Method::POST, path, Some(body)).await
+}
+
+/// Two `signetd serve` processes on one token directory (standing in for a network
+/// HSM) and one PostgreSQL database. A rotation is prepared at A and A is killed
+/// (SIGKILL) while B serves a steady load: B never fails a mint, takes the lifecycle
+/// lease over once A's expires, and activates the pending key. Both restarted, the
+/// state is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_replica_killed_mid_rotation_leaves_the_other_serving_and_finishing_it() {
+    let token = TestToken::create("signetd-replicas");
+    let issuer = "rep-kill";
+    let Some(store) = TestStore::new(Engine::Postgres, &token.path("unused.db")).await else {
+        return;
+    };
+    let (config_a, socket_a) = served_replica(&token, &store, issuer, "kill-a");
+    let (config_b, socket_b) = served_replica(&token, &store, issuer, "kill-b");
+    let first = token.init_ca_and_key(&config_a, issuer);
+    let mut a = token.serve(&config_a, &socket_a);
+    let _b = token.serve(&config_b, &socket_b);
+
+    // A steady load at B for the whole test; every mint must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, socket) = (stop.clone(), socket_b.clone());
+        tokio::spawn(async move {
+            let mut kids = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let reply = post(
+                    &socket,
+                    "/v1/tokens",
+                    &json!({"issuer": issuer, "aud": "api"}),
+                )
+                .await;
+                assert_eq!(reply.status, 200, "B failed a mint: {:?}", reply.json);
+                kids.push(reply.json["kid"].as_str().unwrap().to_string());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            kids
+        })
+    };
+
+    let rotated = post(
+        &socket_a,
+        &format!("/v1/issuers/{issuer}/rotate"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.json);
+    let next = rotated.json["kid"].as_str().unwrap().to_string();
+    a.crash();
+
+    let jwks_at_b =
+        async || request_unix(&socket_b, Method::GET, "/.well-known/jwks.json", None).await;
+    assert!(
+        eventually(10, async || kids(&jwks_at_b().await).contains(&next)).await,
+        "B never published the key A prepared"
+    );
+    // A's lease lasts three 1 s ticks; then B applies the transition A never did.
+    let signs_with_next = async |socket: &Path| {
+        post(
+            socket,
+            "/v1/tokens",
+            &json!({"issuer": issuer, "aud": "api"}),
+        )
+        .await
+        .json["kid"]
+            == next.as_str()
+    };
+    assert!(
+        eventually(20, async || signs_with_next(&socket_b).await).await,
+        "B never activated the pending key after A died"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let served = load.await.unwrap();
+    assert!(
+        served.contains(&first) && served.contains(&next),
+        "{served:?}"
+    );
+
+    // Restarted, A agrees with B on every key's state.
+    drop(_b);
+    let _a = token.serve(&config_a, &socket_a);
+    let _b = token.serve(&config_b, &socket_b);
+    assert!(signs_with_next(&socket_a).await && signs_with_next(&socket_b).await);
+    let states = async |socket: &Path| {
+        let keys = request_unix(socket, Method::GET, "/v1/keys", None).await;
+        let mut states: Vec<(String, String)> = keys.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap().to_string(),
+                    k["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        states.sort();
+        states
+    };
+    let at_a = states(&socket_a).await;
+    assert_eq!(at_a, states(&socket_b).await);
+    assert!(
+        at_a.contains(&(first.clone(), "retired".to_string())),
+        "{at_a:?}"
+    );
+    assert!(
+        at_a.contains(&(next.clone(), "active".to_string())),
+        "{at_a:?}"
+    );
 }
