@@ -39,6 +39,7 @@ pub use sink::AuditSink;
 
 use crate::config::{AuditConfig, Config};
 use crate::hsm::Hsm;
+use crate::store::KeyMetadata;
 
 /// Why the log cannot take a record.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -110,8 +111,21 @@ impl AuditLog {
     /// Opens (or creates) the log in `config.audit.dir` and starts its writer thread,
     /// which signs checkpoints through the current tokio runtime. A torn record left by a crash is cut off, kept beside the
     /// segments, and reported in the log's next record.
-    pub async fn open(config: &Config, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
-        Self::open_with(&config.audit, config.attestation.key_certificate_days, hsm).await
+    ///
+    /// The audit key is found (or generated) through `keys`, the state store's key
+    /// records, and the token.
+    pub async fn open(
+        config: &Config,
+        hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(
+            &config.audit,
+            config.attestation.key_certificate_days,
+            hsm,
+            keys,
+        )
+        .await
     }
 
     /// [`AuditLog::open`] from the `[audit]` table and the days audit-key certificates
@@ -120,6 +134,7 @@ impl AuditLog {
         audit: &AuditConfig,
         key_certificate_days: u32,
         hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
     ) -> Result<AuditLog, AuditError> {
         let dir = audit.dir.clone();
         segment::prepare_dir(&dir)?;
@@ -186,6 +201,7 @@ impl AuditLog {
             },
             signer: Box::new(checkpoint::CheckpointSigner::new(
                 hsm,
+                keys,
                 key_certificate_days,
                 runtime,
             )),

@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use super::{AuditError, AuditLog, AuditSink, CallerRecord, Entry, Event, Expected};
 use crate::config::AuditConfig;
 use crate::hsm::Hsm;
+use crate::store::KeyMetadata;
 use crate::util::BoxFuture;
 
 /// The first retry comes this long after the failed open; each next one twice as
@@ -40,6 +41,7 @@ impl ReopeningLog {
         audit: AuditConfig,
         key_certificate_days: u32,
         hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
         error: AuditError,
     ) -> Arc<ReopeningLog> {
         let sink = Arc::new(ReopeningLog {
@@ -51,7 +53,7 @@ impl ReopeningLog {
             .format(&Rfc3339)
             .unwrap_or_default();
         let weak = Arc::downgrade(&sink);
-        tokio::spawn(retry(weak, audit, key_certificate_days, hsm, since));
+        tokio::spawn(retry(weak, audit, key_certificate_days, hsm, keys, since));
         sink
     }
 
@@ -66,6 +68,7 @@ async fn retry(
     audit: AuditConfig,
     key_certificate_days: u32,
     hsm: Arc<Hsm>,
+    keys: Arc<dyn KeyMetadata>,
     since: String,
 ) {
     let mut delay = FIRST_DELAY;
@@ -77,7 +80,7 @@ async fn retry(
             return;
         }
         attempts += 1;
-        match AuditLog::open_with(&audit, key_certificate_days, hsm.clone()).await {
+        match AuditLog::open_with(&audit, key_certificate_days, hsm.clone(), keys.clone()).await {
             Ok(log) => {
                 let detail = format!(
                     "the audit log could not be opened from {since} until now ({attempts} attempts; last error: {}); signing was refused meanwhile",

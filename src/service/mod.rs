@@ -29,7 +29,7 @@ use crate::identity::Principal;
 use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, StoredKey};
 use crate::policy::{Action, Policy};
 use crate::signer::{SignInput, Signer};
-use crate::store::{ReplayStore, RevocationStore};
+use crate::store::{KeyMetadata, ReplayStore, RevocationStore};
 use crate::token::{self, MintRequest, jws};
 
 /// A minted token (`api::wire::MintedToken` on the wire).
@@ -141,6 +141,8 @@ pub struct Service {
     replay: Arc<dyn ReplayStore>,
     /// Revoked tokens.
     revocations: Arc<dyn RevocationStore>,
+    /// Key records and certificates: the token holds only the key pairs.
+    key_records: Arc<dyn KeyMetadata>,
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
@@ -164,9 +166,14 @@ impl Service {
         Self::new(config, hsm, ports).await
     }
 
-    /// A service over `hsm` (the key store) and `ports`.
+    /// A service over `hsm` (the key pairs) and `ports`. Keys the state store and the
+    /// token disagree about are logged and recorded (`key_missing`, `key_unknown`).
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
-        let (reading, ca_problems) = publishing::read(&hsm, &*ports.revocations).await?;
+        let (reading, ca_problems) =
+            publishing::read(&hsm, &*ports.keys, &*ports.revocations).await?;
+        // Where the store and the token disagree, reported at every start (below, once
+        // the service can write audit records), and never repaired here.
+        let mismatches = reading.inventory.mismatches.clone();
         let now = unix_now();
         let merged = publishing::merge(&config, &Default::default(), reading, now);
         let registry = publishing::registry(&config, &merged, now);
@@ -192,13 +199,14 @@ impl Service {
             .iter()
             .map(|k| (k.kid.clone(), k.state))
             .collect();
-        Ok(Service {
+        let service = Service {
             audit: ports.audit,
             signer: ports.signer,
             revocations: ports.revocations,
+            key_records: ports.keys,
             recorded_states: Mutex::new(recorded_states),
             keys: RwLock::new(Arc::new(registry)),
-            publishing: publishing::Publishing::new(&merged, problems),
+            publishing: publishing::Publishing::new(&merged, problems, mismatches.clone()),
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             policy: Policy::new(&config),
@@ -206,7 +214,9 @@ impl Service {
             rate_limits: limits::RateLimits::new(&config),
             config,
             hsm,
-        })
+        };
+        service.report_mismatches(&mismatches).await;
+        Ok(service)
     }
 
     /// The registry as of now; cheap (an `Arc` clone under a read lock).
@@ -228,6 +238,11 @@ impl Service {
     /// Revoked tokens.
     pub fn revocation_store(&self) -> &dyn RevocationStore {
         &*self.revocations
+    }
+
+    /// Key records and certificates.
+    pub fn key_records(&self) -> &dyn KeyMetadata {
+        &*self.key_records
     }
 
     /// Who may do what.

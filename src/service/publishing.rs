@@ -1,11 +1,14 @@
-//! Reading the token into the registry without ever publishing less than verifiers
-//! need, and what `/readyz` checks: whether the daemon can sign now.
+//! Reading the keys (the state store's records, the token's key pairs) into the
+//! registry without ever publishing less than verifiers need, and what `/readyz`
+//! checks: whether the daemon can sign now.
 //!
-//! Each reload reads the token and merges the reading into the last good view
-//! ([`crate::keys::carry`]): a reading that fails, or that shows none of the token's
-//! objects, keeps the view whole and makes the daemon not-ready; a key gone from a
+//! Each reload reads both and merges the reading into the last good view
+//! ([`crate::keys::carry`]): a reading that fails, or in which the token shows none of
+//! its objects, keeps the view whole and makes the daemon not-ready; a key gone from a
 //! readable token stays published until its last token expires, and is reported at
-//! error level, in the audit log (`key_missing`), in `/readyz` and by `keys list`.
+//! error level, in the audit log (`key_missing`), in `/readyz` and by `keys list`. Keys
+//! the store and the token disagree about ([`Mismatch`]) are reported at every start
+//! (`key_missing`, `key_unknown`) and listed by `/readyz` while they last.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -17,10 +20,10 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::Hsm;
 use crate::keys::carry::{self, LastGood, Merged, MissingKey, Reading};
-use crate::keys::{self, Inventory, KeyRegistry};
+use crate::keys::{self, Inventory, KeyRegistry, Mismatch};
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::signer::SignError;
-use crate::store::RevocationStore;
+use crate::store::{KeyMetadata, RevocationStore};
 
 /// What the service remembers between readings of the token.
 #[derive(Debug, Default)]
@@ -37,17 +40,26 @@ struct Remembered {
     unreadable: Option<String>,
     /// Keys reported missing, so each is reported once per disappearance.
     missing: HashSet<String>,
+    /// Keys the store and the token disagreed about at the last usable reading.
+    mismatches: Vec<Mismatch>,
 }
 
-/// Reads the token: inventory, CA chain, revocations. Problems of the CA are returned
-/// apart: they are not part of the inventory's own report.
+/// Reads the keys (the store's records matched to the token's key pairs), the CA chain
+/// and the revocations. Problems of the CA are returned apart: they are not part of the
+/// inventory's own report.
 pub(super) async fn read(
     hsm: &Hsm,
+    meta: &dyn KeyMetadata,
     revocations: &dyn RevocationStore,
 ) -> Result<(Reading, Vec<String>), Error> {
-    let inventory = keys::store::inventory(hsm).await?;
+    let inventory = keys::store::inventory(hsm, meta)
+        .await
+        .map_err(|e| match e {
+            keys::InventoryError::Hsm(e) => Error::from(e),
+            keys::InventoryError::Store(e) => Error::from(e),
+        })?;
     let mut problems = Vec::new();
-    let ca_chain = match attest::ca::load(hsm).await {
+    let ca_chain = match attest::ca::load(hsm, meta).await {
         Ok(CaState::Ready(ca)) => ca.chain,
         Ok(CaState::Missing) | Err(AttestError::NoCa) => {
             problems.push(AttestError::NoCa.to_string());
@@ -58,6 +70,7 @@ pub(super) async fn read(
             Vec::new()
         }
         Err(AttestError::Hsm(e)) => return Err(e.into()),
+        Err(AttestError::Store(e)) => return Err(e.into()),
         Err(e) => {
             problems.push(format!("the attestation CA is unusable: {e}"));
             Vec::new()
@@ -90,7 +103,7 @@ pub(super) fn registry(config: &Config, merged: &Merged, now: u64) -> KeyRegistr
     let view = &merged.view;
     let inventory = Inventory {
         keys: view.keys.clone(),
-        problems: Vec::new(),
+        ..Inventory::default()
     };
     KeyRegistry::build(
         inventory,
@@ -104,12 +117,13 @@ pub(super) fn registry(config: &Config, merged: &Merged, now: u64) -> KeyRegistr
 
 impl Publishing {
     /// Remembers the view the service starts with.
-    pub(super) fn new(merged: &Merged, problems: Vec<String>) -> Self {
+    pub(super) fn new(merged: &Merged, problems: Vec<String>, mismatches: Vec<Mismatch>) -> Self {
         let remembered = Remembered {
             last_good: merged.view.clone(),
             problems,
             unreadable: None,
             missing: merged.missing.iter().map(|m| m.kid.clone()).collect(),
+            mismatches,
         };
         Publishing {
             inner: Mutex::new(remembered),
@@ -127,7 +141,8 @@ impl Service {
     /// runs take effect. A reading that fails or shows nothing keeps the registry as it
     /// is and fails; problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
-        let (reading, ca_problems) = match read(&self.hsm, &*self.revocations).await {
+        let (reading, ca_problems) =
+            match read(&self.hsm, &*self.key_records, &*self.revocations).await {
             Ok(read) => read,
             Err(e) => {
                 self.unreadable(format!("the token could not be read: {e}"));
@@ -135,6 +150,7 @@ impl Service {
             }
         };
         let now = unix_now();
+        let mismatches = reading.inventory.mismatches.clone();
         let last = self.publishing.lock().last_good.clone();
         let merged = merge(&self.config, &last, reading, now);
         if merged.looks_empty {
@@ -150,7 +166,7 @@ impl Service {
             return Err(Error::Signer(SignError::Unavailable(why)));
         }
         let registry = std::sync::Arc::new(registry(&self.config, &merged, now));
-        let (appeared, back) = self.remember(&merged, ca_problems);
+        let (appeared, back) = self.remember(&merged, ca_problems, mismatches);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
         for gone in appeared {
             self.report_missing(&gone).await;
@@ -180,8 +196,10 @@ impl Service {
         &self,
         merged: &Merged,
         ca_problems: Vec<String>,
+        mismatches: Vec<Mismatch>,
     ) -> (Vec<MissingKey>, Vec<String>) {
         let mut remembered = self.publishing.lock();
+        remembered.mismatches = mismatches;
         if remembered.unreadable.take().is_some() {
             tracing::warn!(token = %self.hsm.token().label, "the token can be read again");
         }
@@ -222,10 +240,32 @@ impl Service {
         self.note(entry).await;
     }
 
+    /// Logs each key the state store and the token disagree about, and records it:
+    /// `key_missing` for a key the store has and the token does not, `key_unknown` for a
+    /// signetd key pair the store does not know. Nothing is repaired.
+    pub(super) async fn report_mismatches(&self, mismatches: &[Mismatch]) {
+        for mismatch in mismatches {
+            tracing::error!(token = %self.hsm.token().label, kid = %mismatch.kid(), "{mismatch}");
+            let event = match mismatch {
+                Mismatch::NotInToken { .. } => Event::KeyMissing,
+                Mismatch::NotInStore { .. } => Event::KeyUnknown,
+            };
+            let mut entry = Entry::new(event)
+                .caller(CallerRecord::internal("store"))
+                .kid(mismatch.kid())
+                .detail(mismatch.to_string());
+            if let Some(issuer) = mismatch.issuer() {
+                entry = entry.issuer(issuer);
+            }
+            self.note(entry).await;
+        }
+    }
+
     /// What stops the daemon from signing now; empty when it can. A session answers,
     /// the last reading of the token was usable, every configured issuer's active key
-    /// resolves in the token, no published key is missing from it, and the audit log
-    /// takes records.
+    /// resolves in the token, no published key is missing from it, the store and the
+    /// token agree about the keys of configured issuers, and the audit log takes
+    /// records.
     pub async fn readiness(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(e) = self.hsm.ping().await {
@@ -260,6 +300,23 @@ impl Service {
             .iter()
             .filter(|m| self.config.issuers.contains_key(&m.issuer));
         problems.extend(ours.map(ToString::to_string));
+        let mismatches = self.publishing.lock().mismatches.clone();
+        for mismatch in mismatches {
+            let ours = mismatch
+                .issuer()
+                .is_some_and(|i| self.config.issuers.contains_key(i));
+            // A missing key that still matters (it is, or may still be, published) and
+            // is not already listed as carried; an unknown key pair of an issuer served.
+            let listed = match &mismatch {
+                Mismatch::NotInToken { kid, state, .. } => {
+                    state.is_published() && !registry.is_missing(kid)
+                }
+                Mismatch::NotInStore { .. } => true,
+            };
+            if ours && listed {
+                problems.push(mismatch.to_string());
+            }
+        }
         if let Some(why) = self.audit.unavailable_because() {
             problems.push(why);
         }

@@ -11,14 +11,18 @@
 //! PKCS#11 token, as versions before the state store kept them) remain for tests and
 //! for the one-off import of such objects ([`SqlStore::import_token_revocations`]).
 
+mod keys;
 mod memory_replay;
 mod sql;
+mod token_keys;
 mod token_revocations;
 
 use serde::{Deserialize, Serialize};
 
+pub use keys::{KeyImport, KeyMetadata, KeyRow, KeyWriteError, StateChange};
 pub use memory_replay::MemoryReplayStore;
 pub use sql::{SqlStore, StoreStatus};
+pub use token_keys::destroy_leftovers as destroy_token_key_leftovers;
 pub use token_revocations::{REVOKED_PREFIX, TokenRevocations};
 
 use crate::hsm::HsmError;

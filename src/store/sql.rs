@@ -58,7 +58,7 @@ pub struct SqlStore {
     first_uses: AtomicU64,
 }
 
-fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+pub(super) fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{what}: {e}"))
 }
 
@@ -83,11 +83,11 @@ async fn upsert_revocation(
 
 /// Seconds as the database's signed 64-bit integers (saturating: no time signetd
 /// handles comes near).
-fn int(seconds: u64) -> i64 {
+pub(super) fn int(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
-fn uint(value: i64) -> u64 {
+pub(super) fn uint(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_default()
 }
 
@@ -131,6 +131,11 @@ impl SqlStore {
     /// Where the store is (engine and path; never a password).
     pub fn location(&self) -> &StoreLocation {
         &self.location
+    }
+
+    /// The connection pool, for the statements of the store's other files.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Applies the migrations the database lacks; returns their versions.
@@ -490,7 +495,7 @@ mod tests {
         let before = store.status().await.unwrap();
         assert_eq!(before.schema_version, 0);
         assert!(before.expected_version >= 1);
-        assert_eq!(store.migrate().await.unwrap(), vec![1]);
+        assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
         let after = store.status().await.unwrap();
         assert_eq!(after.schema_version, after.expected_version);

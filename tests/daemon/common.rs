@@ -21,6 +21,7 @@ use hyper::body::Bytes;
 use serde_json::Value;
 use signetd::client::{self, Endpoint};
 use signetd::hsm::Hsm;
+use signetd::store::SqlStore;
 use signetd::{Algorithm, Config, Service, api};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -339,6 +340,38 @@ pub fn hsm_with_sessions(sessions: usize) -> Arc<Hsm> {
     .clone()
 }
 
+/// The state store of the test token: key records and certificates of its keys, shared
+/// (like the token) by every test of the process and every daemon it serves in-process.
+pub fn store_url() -> String {
+    format!(
+        "sqlite://{}",
+        token().path("state/signetd.db").display()
+    )
+}
+
+/// The test token's state store (see [`store_url`]), on a pool of this test's own: a
+/// pool belongs to the runtime that made it, and each test has its own runtime.
+pub async fn store() -> Arc<SqlStore> {
+    static MIGRATED: OnceLock<()> = OnceLock::new();
+    let location = signetd::config::StoreLocation::Sqlite {
+        path: token().path("state/signetd.db"),
+    };
+    // Migrated once, on a runtime of its own, so parallel tests never race to do it.
+    MIGRATED.get_or_init(|| {
+        let location = location.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { drop(SqlStore::open(&location).await.unwrap()) })
+        })
+        .join()
+        .unwrap()
+    });
+    Arc::new(SqlStore::connect(&location).await.unwrap())
+}
+
 /// The uid this test runs as.
 pub fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
@@ -363,21 +396,23 @@ static CA: tokio::sync::OnceCell<signetd::attest::AttestationCa> =
 /// The test token's attestation CA, created (self-signed) on first use.
 pub async fn ca() -> &'static signetd::attest::AttestationCa {
     CA.get_or_init(|| async {
-        let hsm = hsm();
-        let pair = signetd::attest::ca::create_key(&hsm)
+        let (hsm, store) = (hsm(), store().await);
+        let pair = signetd::attest::ca::create_key(&hsm, &*store)
             .await
             .expect("create the test CA key");
-        let ca = signetd::attest::ca::self_sign(&hsm, &pair, "signetd test CA", 30)
+        let ca = signetd::attest::ca::self_sign(&hsm, &*store, &pair, "signetd test CA", 30)
             .await
             .expect("self-sign the test CA");
         // The audit key too, once: otherwise the first daemons, started in parallel,
         // would each try to generate it for their first checkpoint.
         signetd::keys::store::generate(
             &hsm,
+            &*store,
             signetd::audit::AUDIT_ISSUER,
             Algorithm::Es256,
             signetd::keys::KeyPurpose::Raw,
             30,
+            "test",
         )
         .await
         .expect("generate the audit key");
@@ -407,7 +442,7 @@ pub async fn generate_key_for(
     purpose: signetd::keys::KeyPurpose,
 ) -> signetd::keys::StoredKey {
     ca().await;
-    signetd::keys::store::generate(&hsm(), issuer, algorithm, purpose, 30)
+    signetd::keys::store::generate(&hsm(), &*store().await, issuer, algorithm, purpose, 30, "test")
         .await
         .unwrap()
 }
@@ -558,9 +593,13 @@ impl Drop for TestDaemon {
 }
 
 /// The config of an in-process daemon: `pkcs11` and `rest`, with an audit log in `dir`
-/// unless `rest` has an `[audit]` table.
+/// unless `rest` has an `[audit]` table, and the test token's state store ([`store_url`],
+/// where its keys are recorded) unless `rest` has a `[store]` table.
 pub fn daemon_config(pkcs11: &str, rest: &str, dir: &TempDir) -> Config {
-    let rest = with_audit_dir(rest, &dir.path().join("audit"));
+    let mut rest = with_audit_dir(rest, &dir.path().join("audit"));
+    if !rest.contains("[store]") {
+        rest.push_str(&format!("\n[store]\nurl = {:?}\n", store_url()));
+    }
     Config::parse(&format!("{pkcs11}\n{rest}")).expect("valid test config")
 }
 
@@ -703,7 +742,9 @@ pub fn post_head(length: usize) -> String {
 /// in low-S form, as the daemon's, so the verifier judges the claims.
 pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
     use signetd::token::jws::b64;
-    let inventory = signetd::keys::store::inventory(&hsm()).await.unwrap();
+    let inventory = signetd::keys::store::inventory(&hsm(), &*store().await)
+        .await
+        .unwrap();
     let key = inventory
         .keys
         .iter()

@@ -4,8 +4,9 @@
 use serde_json::{Value, json};
 use signetd::Algorithm;
 use signetd::keys::{self, KeyStoreError};
+use signetd::store::KeyMetadata;
 
-use crate::common::{TestDaemon, TestToken, generate_key, hsm, issuer_toml, token};
+use crate::common::{TestToken, generate_key, hsm, issuer_toml, store, token};
 
 /// `pkcs11-tool` (OpenSC), not our code, reads the private keys' attributes.
 #[tokio::test]
@@ -55,19 +56,22 @@ async fn pkcs11_tool_sees_every_private_key_sensitive_never_extractable_and_loca
 #[tokio::test]
 async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated() {
     let kid = generate_key("keys-twice", Algorithm::Es256).await;
+    let store = store().await;
     match keys::store::generate(
         &hsm(),
+        &*store,
         "keys-twice",
         Algorithm::Es256,
         keys::KeyPurpose::Jwt,
         30,
+        "test",
     )
     .await
     {
         Err(KeyStoreError::ActiveKeyExists { kid: active, .. }) => assert_eq!(active, kid),
         other => panic!("expected ActiveKeyExists, got {other:?}"),
     }
-    let inventory = keys::store::inventory(&hsm()).await.unwrap();
+    let inventory = keys::store::inventory(&hsm(), &*store).await.unwrap();
     assert_eq!(
         inventory
             .keys
@@ -78,62 +82,98 @@ async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated()
     );
 }
 
+/// The state store and the token disagree: a key the store has whose private key was
+/// deleted from the token, and a key pair in the token the store does not know (here:
+/// the store restored from a backup older than the key). Both are reported at start, in
+/// the daemon's log, its audit log, `/readyz` and `keys list`; neither is used,
+/// published or repaired.
 #[tokio::test]
-async fn incomplete_keys_are_reported_and_never_published() {
-    let hsm = hsm();
-    // A key pair whose state record was never written (an interrupted generation).
-    let stray = hsm
-        .generate_key_pair(
-            Algorithm::Es256,
-            b"keys-stray-1".to_vec(),
-            "signetd/keys-stray/keys-stray-1".into(),
+async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired() {
+    let t = TestToken::create("keys-mismatch");
+    let issuers = ["keys-ok", "keys-ghost", "keys-stray"]
+        .map(|i| issuer_toml(i, Algorithm::Es256))
+        .concat();
+    let (config, socket) = t.write_config(&issuers);
+    let c = config.to_str().unwrap();
+    let ok = t.init_ca_and_key(&config, "keys-ok");
+    let generate = |issuer: &str| {
+        let (done, out, err) = t.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
+        assert!(done, "{err}");
+        out.split_whitespace().nth(5).unwrap().to_string()
+    };
+    let ghost = generate("keys-ghost");
+    let db = t.path("state/signetd.db");
+    let backup = t.path("signetd.db.backup");
+    std::fs::copy(&db, &backup).unwrap();
+    let stray = generate("keys-stray");
+    std::fs::copy(&backup, &db).unwrap();
+    let hex = |kid: &str| kid.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for kind in ["privkey", "pubkey"] {
+        t.pkcs11_tool(&["--delete-object", "--type", kind, "--id", &hex(&ghost)]);
+    }
+
+    // The CLI reports both.
+    let (listed, out, err) = t.signetd(&["keys", "list", "--config", c]);
+    assert!(listed, "{err}");
+    assert!(
+        out.contains(&format!("problem: key {ghost} of issuer keys-ghost (active) is missing"))
+            && out.contains(&format!("problem: key {stray} (signetd/keys-stray/{stray}) is in the token but not in the state store")),
+        "{out}"
+    );
+
+    let mut daemon = crate::publishing::start_unready(&t, &config, &socket);
+    let ready = crate::common::eventually(20, async || {
+        crate::common::try_request(
+            &signetd::client::Endpoint::Unix(socket.clone()),
+            hyper::Method::GET,
+            "/readyz",
+            &[],
+            b"",
         )
         .await
-        .unwrap();
-    assert!(stray.attributes.is_hardware_bound());
-    // A state record whose key is gone.
-    let record = json!({"v":1,"kid":"keys-ghost-1","issuer":"keys-ghost","alg":"ES256","state":"active","created_at":1});
-    hsm.create_data(
-        "signetd",
-        "signetd-state/keys-ghost-1".into(),
-        serde_json::to_vec(&record).unwrap(),
+        .is_ok_and(|r| r.status == 503)
+    })
+    .await;
+    assert!(ready, "/readyz never answered 503");
+    let readyz = crate::common::request_unix(&socket, hyper::Method::GET, "/readyz", None).await;
+    let problems = readyz.json["error"]["problems"].to_string();
+    assert!(problems.contains(&ghost) && problems.contains(&stray), "{problems}");
+    let jwks = crate::common::request_unix(&socket, hyper::Method::GET, "/.well-known/jwks.json", None).await;
+    let kids = jwks.json["keys"].to_string();
+    assert!(kids.contains(&ok) && !kids.contains(&ghost) && !kids.contains(&stray), "{kids}");
+    let minted = crate::common::request_unix(
+        &socket,
+        hyper::Method::POST,
+        "/v1/tokens",
+        Some(&json!({"issuer": "keys-stray", "aud": "api"})),
     )
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(minted.code(), "no_active_key");
+    daemon.terminate();
 
-    let inventory = keys::store::inventory(&hsm).await.unwrap();
-    let problems = inventory.problems.join("\n");
-    assert!(
-        problems.contains("keys-stray-1") && problems.contains("no state record"),
-        "{problems}"
-    );
-    assert!(
-        problems.contains("keys-ghost-1") && problems.contains("missing"),
-        "{problems}"
-    );
-    assert!(inventory.keys.iter().all(|k| k.kid != "keys-stray-1"));
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    assert!(log.contains(&format!("key {ghost} of issuer keys-ghost (active) is missing")), "{log}");
+    assert!(log.contains(&format!("key {stray} (signetd/keys-stray/{stray}) is in the token but not in the state store")), "{log}");
+    let records = crate::common::audit_records(&t.audit_dir());
+    let event = |kid: &str| {
+        records
+            .iter()
+            .find(|r| r["kid"] == kid && r["event"].as_str().is_some_and(|e| e.starts_with("key_")))
+            .map(|r| r["event"].as_str().unwrap().to_string())
+    };
+    assert_eq!(event(&ghost).as_deref(), Some("key_missing"), "{records:?}");
+    assert_eq!(event(&stray).as_deref(), Some("key_unknown"), "{records:?}");
 
-    let config = format!(
-        "{}{}",
-        issuer_toml("keys-stray", Algorithm::Es256),
-        issuer_toml("keys-ghost", Algorithm::Es256)
-    );
-    let daemon = TestDaemon::start(&config).await;
-    let jwks = daemon.get("/.well-known/jwks.json").await;
-    let kids: Vec<&str> = jwks.json["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert!(
-        !kids.contains(&"keys-stray-1") && !kids.contains(&"keys-ghost-1"),
-        "{kids:?}"
-    );
-    let reply = daemon
-        .post("/v1/tokens", &json!({"issuer":"keys-stray","aud":"api"}))
-        .await;
-    assert_eq!(reply.code(), "no_active_key");
+    // Nothing was repaired: the stray key pair is still in the token, the ghost's row in
+    // the store.
+    let objects = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    assert!(objects.contains(&format!("signetd/keys-stray/{stray}")), "{objects}");
+    let (_, out, _) = t.signetd(&["keys", "list", "--config", c, "--format", "problems"]);
+    assert!(out.contains(&ghost) && out.contains(&stray), "{out}");
+    // The operator's repair: `keys finish` records the stray key (active: the store has
+    // no other key of its issuer).
+    let (done, out, err) = t.signetd(&["keys", "finish", "--kid", &stray, "--config", c]);
+    assert!(done && out.contains("is complete"), "{out}{err}");
 }
 
 #[test]
@@ -290,63 +330,44 @@ async fn destroying_a_certificate_matches_its_id_label_and_value() {
     assert!(listed().await.is_empty());
 }
 
-/// A state change destroys exactly the record it replaces: a superseded record that an
-/// interrupted update left under the same label stays, and is still reported.
+/// A state change is a row changed in the state store, with an entry in the key's
+/// history naming who made it; the token is not written.
 #[tokio::test]
-async fn a_state_change_destroys_only_the_record_it_replaces() {
-    let issuer = "keys-replace";
+async fn a_state_change_is_recorded_in_the_store_with_its_history() {
+    let issuer = "keys-history";
     let first =
         crate::common::generate_key_for(issuer, Algorithm::Es256, keys::KeyPurpose::Jwt).await;
     let kid = first.kid.clone();
-    let hsm = hsm();
-    let retired = keys::store::transition(&hsm, &kid, keys::KeyState::Retired)
+    let store = store().await;
+    let objects_before = hsm().data_objects("signetd").await.unwrap().len();
+    let retired = keys::store::transition(&*store, &kid, keys::KeyState::Retired, "test-a")
         .await
         .unwrap();
-    assert_ne!(retired.record, first.record);
-    // As if the process had died between writing revision 1 and destroying revision 0.
-    hsm.create_data(
-        "signetd",
-        first.record.label.clone(),
-        first.record.value.clone(),
-    )
-    .await
-    .unwrap();
-    let revisions = || async {
-        let mut found: Vec<u64> = hsm
-            .data_objects("signetd")
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|o| o.label == first.record.label)
-            .map(|o| {
-                serde_json::from_slice::<keys::KeyRecord>(&o.value)
-                    .unwrap()
-                    .revision
-            })
-            .collect();
-        found.sort();
-        found
-    };
-    assert_eq!(revisions().await, [0, 1]);
-
-    let archived = keys::store::transition(&hsm, &kid, keys::KeyState::Archived)
+    assert_eq!(retired.state, keys::KeyState::Retired);
+    // From a state it is no longer in, a change is refused.
+    let again = keys::store::transition(&*store, &kid, keys::KeyState::Retired, "test-b").await;
+    assert!(matches!(again, Err(KeyStoreError::Key(_))), "{again:?}");
+    keys::store::transition(&*store, &kid, keys::KeyState::Archived, "test-c")
         .await
         .unwrap();
+    let history: Vec<(Option<keys::KeyState>, keys::KeyState, String)> = store
+        .history(&kid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.from, c.to, c.actor))
+        .collect();
+    use keys::KeyState::*;
     assert_eq!(
-        revisions().await,
-        [0, 2],
-        "revision 1 replaced, revision 0 left"
+        history,
+        vec![
+            (None, Active, "test".to_string()),
+            (Some(Active), Retired, "test-a".to_string()),
+            (Some(Retired), Archived, "test-c".to_string()),
+        ]
     );
-    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let inventory = keys::store::inventory(&hsm(), &*store).await.unwrap();
     let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
-    assert_eq!(key.state, keys::KeyState::Archived);
-    assert_eq!(key.record, archived.record);
-    assert!(
-        inventory
-            .problems
-            .iter()
-            .any(|p| p.contains(&kid) && p.contains("superseded state record (revision 0")),
-        "{:?}",
-        inventory.problems
-    );
+    assert_eq!(key.state, Archived);
+    assert_eq!(hsm().data_objects("signetd").await.unwrap().len(), objects_before);
 }

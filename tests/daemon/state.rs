@@ -252,11 +252,11 @@ async fn store_migrate_and_check_from_the_cli() {
     );
     let (ok, out, err) = t.signetd(&["store", "migrate", "--config", c]);
     assert!(ok, "{err}");
-    assert!(out.contains("migrations applied: [1]"), "{out}");
+    assert!(out.contains("migrations applied: [1, 2]"), "{out}");
     let (ok, out, err) = t.signetd(&["store", "check", "--config", c]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("schema version: 1 (this build expects 1)")
+        out.contains("schema version: 2 (this build expects 2)")
             && out.contains("token revocations: 0"),
         "{out}"
     );
