@@ -430,9 +430,8 @@ impl SqlStore {
     }
 
     async fn history_sql(&self, kid: &str) -> Result<Vec<StateChange>, StoreError> {
-        sqlx::query(
-            "SELECT from_state, to_state, at, actor FROM key_state_history \
-             WHERE kid = $1 ORDER BY at, to_state",
+        let mut history: Vec<StateChange> = sqlx::query(
+            "SELECT from_state, to_state, at, actor FROM key_state_history WHERE kid = $1",
         )
         .bind(kid)
         .fetch_all(self.pool())
@@ -452,7 +451,11 @@ impl SqlStore {
                 })
                 .collect()
         })
-        .map_err(failed("reading a key's history"))
+        .map_err(failed("reading a key's history"))?;
+        // States only move forward, in the order they are declared: within one second,
+        // that order is the order they were entered.
+        history.sort_by_key(|c| (c.at, c.to as u8));
+        Ok(history)
     }
 
     async fn ca_chain_sql(&self) -> Result<Vec<Vec<u8>>, StoreError> {

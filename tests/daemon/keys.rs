@@ -102,11 +102,21 @@ async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired
         out.split_whitespace().nth(5).unwrap().to_string()
     };
     let ghost = generate("keys-ghost");
-    let db = t.path("state/signetd.db");
-    let backup = t.path("signetd.db.backup");
-    std::fs::copy(&db, &backup).unwrap();
+    // A backup of the store (the SQLite file with its write-ahead log), taken before the
+    // stray key is made and restored after.
+    let files = ["signetd.db", "signetd.db-wal", "signetd.db-shm"];
+    let (live, saved) = (t.path("state"), t.path("backup"));
+    std::fs::create_dir(&saved).unwrap();
+    for file in files.iter().filter(|f| live.join(f).exists()) {
+        std::fs::copy(live.join(file), saved.join(file)).unwrap();
+    }
     let stray = generate("keys-stray");
-    std::fs::copy(&backup, &db).unwrap();
+    for file in files {
+        let _ = std::fs::remove_file(live.join(file));
+        if saved.join(file).exists() {
+            std::fs::copy(saved.join(file), live.join(file)).unwrap();
+        }
+    }
     let hex = |kid: &str| kid.bytes().map(|b| format!("{b:02x}")).collect::<String>();
     for kind in ["privkey", "pubkey"] {
         t.pkcs11_tool(&["--delete-object", "--type", kind, "--id", &hex(&ghost)]);
