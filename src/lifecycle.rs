@@ -133,9 +133,8 @@ async fn issuer_step(
     {
         let days = config.attestation.key_certificate_days;
         let purpose = issuer.key_purpose();
-        let next =
-            store::prepare_rotation(hsm, meta, name, issuer.algorithm, purpose, days, ACTOR)
-                .await?;
+        let next = store::prepare_rotation(hsm, meta, name, issuer.algorithm, purpose, days, ACTOR)
+            .await?;
         note(service, name, &next.kid, KeyState::Pending).await;
         changes.push(format!(
             "{name}: rotation period reached; {} is pending",

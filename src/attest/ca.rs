@@ -9,7 +9,6 @@
 
 use std::time::SystemTime;
 
-
 use super::certificate::to_pem;
 use super::extension::KeyAttestation;
 use super::profile::{self, CaSigner, KeySubject};

@@ -199,7 +199,10 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
             let certs = from_pem(&text)?;
             let mut log = Transcript::start("root", hsm.token());
             let outcome = async {
-                let pair = match attest::ca::load(hsm, meta).await.map_err(|e| e.to_string())? {
+                let pair = match attest::ca::load(hsm, meta)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     CaState::KeyOnly(pair) => pair,
                     CaState::Missing => return Err(attest::AttestError::NoCa.to_string()),
                     CaState::Ready(_) => {

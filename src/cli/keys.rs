@@ -150,7 +150,14 @@ fn problems_report(problems: &[String], config: &std::path::Path) -> String {
 }
 
 fn created(key: &StoredKey, kind: &str) -> Created {
-    created_row(&key.kid, &key.issuer, key.algorithm, key.state, &key.certificate, kind)
+    created_row(
+        &key.kid,
+        &key.issuer,
+        key.algorithm,
+        key.state,
+        &key.certificate,
+        kind,
+    )
 }
 
 fn created_row(
@@ -194,8 +201,14 @@ async fn change_state(
                 format!("{state:?}").to_lowercase()
             );
             let (kid, issuer, alg) = (&key.kid, &key.issuer, key.algorithm);
-            log.created
-                .push(created_row(kid, issuer, alg, state, &key.certificate, "key-state"));
+            log.created.push(created_row(
+                kid,
+                issuer,
+                alg,
+                state,
+                &key.certificate,
+                "key-state",
+            ));
         })
         .map_err(|e| e.to_string());
     record(transcript, log, Some(&opened), outcome).await

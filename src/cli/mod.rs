@@ -141,7 +141,9 @@ pub async fn record<T>(
     };
     let transcript = transcript.finish(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
     let ca: Option<AttestationCa> = match keys {
-        Some(keys) => signetd::attest::ca::ready(&keys.hsm, keys.meta()).await.ok(),
+        Some(keys) => signetd::attest::ca::ready(&keys.hsm, keys.meta())
+            .await
+            .ok(),
         None => None,
     };
     let signer = keys.map(|k| &*k.hsm).zip(ca.as_ref());

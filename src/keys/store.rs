@@ -192,15 +192,22 @@ async fn create(
             state::key_label(new.issuer, &kid),
         )
         .await?;
-    let certificate =
-        match attest::ca::attest_key(hsm, ca, &pair, &kid, new.issuer, new.certificate_days).await
-        {
-            Ok(certificate) => certificate,
-            Err(e) => {
-                undo(hsm, &kid).await;
-                return Err(e.into());
-            }
-        };
+    let certificate = match attest::ca::attest_key(
+        hsm,
+        ca,
+        &pair,
+        &kid,
+        new.issuer,
+        new.certificate_days,
+    )
+    .await
+    {
+        Ok(certificate) => certificate,
+        Err(e) => {
+            undo(hsm, &kid).await;
+            return Err(e.into());
+        }
+    };
     let row = KeyRow {
         kid: kid.clone(),
         issuer: new.issuer.to_string(),
@@ -268,7 +275,8 @@ pub async fn finish(
         )));
     }
     let ca = attest::ca::ready(hsm, meta).await?;
-    let certificate = attest::ca::attest_key(hsm, &ca, &pair, kid, &issuer, certificate_days).await?;
+    let certificate =
+        attest::ca::attest_key(hsm, &ca, &pair, kid, &issuer, certificate_days).await?;
     let active_exists = rows
         .iter()
         .any(|k| k.issuer == issuer && k.state == KeyState::Active);

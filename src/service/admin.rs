@@ -65,7 +65,10 @@ impl Service {
         let _turn = self.lifecycle_turn().await;
         let config = self.issuer(issuer)?;
         let (hsm, algorithm, purpose) = (self.hsm(), config.algorithm, config.key_purpose());
-        let (meta, days) = (self.key_records(), self.config().attestation.key_certificate_days);
+        let (meta, days) = (
+            self.key_records(),
+            self.config().attestation.key_certificate_days,
+        );
         let actor = format!("admin {caller}");
         let key = if rotate {
             store::prepare_rotation(hsm, meta, issuer, algorithm, purpose, days, &actor).await?

@@ -143,12 +143,12 @@ impl Service {
     pub async fn reload(&self) -> Result<(), Error> {
         let (reading, ca_problems) =
             match read(&self.hsm, &*self.key_records, &*self.revocations).await {
-            Ok(read) => read,
-            Err(e) => {
-                self.unreadable(format!("the token could not be read: {e}"));
-                return Err(e);
-            }
-        };
+                Ok(read) => read,
+                Err(e) => {
+                    self.unreadable(format!("the token could not be read: {e}"));
+                    return Err(e);
+                }
+            };
         let now = unix_now();
         let mismatches = reading.inventory.mismatches.clone();
         let last = self.publishing.lock().last_good.clone();

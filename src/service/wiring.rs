@@ -16,9 +16,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::Hsm;
 use crate::signer::Signer;
-use crate::store::{
-    KeyImport, KeyMetadata, ReplayStore, RevocationStore, SqlStore, StoreError,
-};
+use crate::store::{KeyImport, KeyMetadata, ReplayStore, RevocationStore, SqlStore, StoreError};
 
 /// What the service reaches outside itself through.
 pub struct Ports {
@@ -96,20 +94,21 @@ impl Ports {
         let keys: Arc<dyn KeyMetadata> = store.clone();
         // Without a log nothing may be signed, but verifiers still need the JWKS: start
         // not-ready rather than not at all, and keep trying to open it.
-        let audit: Arc<dyn AuditSink> =
-            match AuditLog::open(config, hsm.clone(), keys.clone()).await {
-                Ok(log) => Arc::new(log),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused until it opens (retried with backoff)");
-                    ReopeningLog::start(
-                        config.audit.clone(),
-                        config.attestation.key_certificate_days,
-                        hsm.clone(),
-                        keys,
-                        e,
-                    )
-                }
-            };
+        let audit: Arc<dyn AuditSink> = match AuditLog::open(config, hsm.clone(), keys.clone())
+            .await
+        {
+            Ok(log) => Arc::new(log),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the audit log; serving public endpoints only, signing is refused until it opens (retried with backoff)");
+                ReopeningLog::start(
+                    config.audit.clone(),
+                    config.attestation.key_certificate_days,
+                    hsm.clone(),
+                    keys,
+                    e,
+                )
+            }
+        };
         record_import(&*audit, &imported).await;
         Ok(Ports::with_audit(hsm, store, audit))
     }

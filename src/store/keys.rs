@@ -243,18 +243,18 @@ async fn insert_key(
     statement: &'static str,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(statement)
-    .bind(&key.kid)
-    .bind(&key.issuer)
-    .bind(key.algorithm.jws_name())
-    .bind(name_of(key.purpose))
-    .bind(hex(&key.token_id))
-    .bind(key.state.to_string())
-    .bind(int(key.created_at))
-    .bind(int(key.updated_at))
-    .bind(STANDARD.encode(&key.certificate))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
+        .bind(&key.kid)
+        .bind(&key.issuer)
+        .bind(key.algorithm.jws_name())
+        .bind(name_of(key.purpose))
+        .bind(hex(&key.token_id))
+        .bind(key.state.to_string())
+        .bind(int(key.created_at))
+        .bind(int(key.updated_at))
+        .bind(STANDARD.encode(&key.certificate))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
         == 1;
     if inserted {
         sqlx::query(
@@ -578,7 +578,9 @@ impl SqlStore {
                 {
                     report.destroyed += 1;
                 }
-            } else if newest.get(record.kid.as_str()) == Some(&record) && certificate_of(&record.kid).is_some() {
+            } else if newest.get(record.kid.as_str()) == Some(&record)
+                && certificate_of(&record.kid).is_some()
+            {
                 report.left.push(format!(
                     "the state record of key {} ({} for issuer {}): the store refused it (the issuer already has a {} key?)",
                     record.kid, record.state, record.issuer, record.state
@@ -813,7 +815,11 @@ mod tests {
         for i in 0..8 {
             let kid = format!("d-{i}");
             daemon
-                .add_key(&row(&kid, &format!("d{i}"), KeyState::Active), "test", false)
+                .add_key(
+                    &row(&kid, &format!("d{i}"), KeyState::Active),
+                    "test",
+                    false,
+                )
                 .await
                 .unwrap();
             let retire = {
@@ -862,10 +868,18 @@ mod tests {
             .unwrap();
         let tasks: Vec<_> = (0..6)
             .map(|i| {
-                let store = if i % 2 == 0 { daemon.clone() } else { cli.clone() };
+                let store = if i % 2 == 0 {
+                    daemon.clone()
+                } else {
+                    cli.clone()
+                };
                 tokio::spawn(async move {
                     store
-                        .add_key(&row(&format!("e-p{i}"), "e", KeyState::Pending), "test", true)
+                        .add_key(
+                            &row(&format!("e-p{i}"), "e", KeyState::Pending),
+                            "test",
+                            true,
+                        )
                         .await
                 })
             })

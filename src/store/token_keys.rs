@@ -76,9 +76,10 @@ pub(super) async fn list(hsm: &Hsm) -> Result<TokenKeyObjects, HsmError> {
                 "state record {:?} names key {:?}",
                 object.label, record.kid
             )),
-            Err(e) => found
-                .unreadable
-                .push(format!("state record {:?} is unreadable: {e}", object.label)),
+            Err(e) => found.unreadable.push(format!(
+                "state record {:?} is unreadable: {e}",
+                object.label
+            )),
         }
     }
     found.key_certificates = hsm.certificates(KEY_CERT_PREFIX).await?;

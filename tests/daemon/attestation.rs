@@ -9,10 +9,10 @@ use cryptoki::object::Attribute;
 use hyper::Method;
 use serde_json::json;
 use signetd::Algorithm;
-use signetd::store::KeyMetadata;
 use signetd::attest::certificate::from_pem;
 use signetd::attest::verify::verify_key_attestation;
 use signetd::keys::{self, Jwk, JwkSet, KeyStoreError};
+use signetd::store::KeyMetadata;
 
 use crate::common::{TestDaemon, ca, generate_key, hsm, issuer_toml, token};
 
@@ -185,7 +185,9 @@ async fn a_key_that_could_leave_the_token_is_never_attested() {
             .iter()
             .any(|p| p.contains(kid) && p.contains("could leave the token"))
     );
-    keys::store::destroy_incomplete(&hsm, &*store, kid).await.unwrap();
+    keys::store::destroy_incomplete(&hsm, &*store, kid)
+        .await
+        .unwrap();
     assert!(hsm.key_pair_by_id(kid.into()).await.unwrap().is_none());
 }
 

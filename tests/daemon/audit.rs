@@ -612,12 +612,9 @@ async fn a_second_daemon_cannot_open_a_log_in_use() {
         crate::common::token().pkcs11_toml()
     ))
     .unwrap();
-    let second = signetd::audit::AuditLog::open(
-        &parsed,
-        crate::common::hsm(),
-        crate::common::store().await,
-    )
-    .await;
+    let second =
+        signetd::audit::AuditLog::open(&parsed, crate::common::hsm(), crate::common::store().await)
+            .await;
     let error = second.err().expect("the log is locked").to_string();
     assert!(
         error.contains("in use by another signetd process"),

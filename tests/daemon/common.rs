@@ -343,10 +343,7 @@ pub fn hsm_with_sessions(sessions: usize) -> Arc<Hsm> {
 /// The state store of the test token: key records and certificates of its keys, shared
 /// (like the token) by every test of the process and every daemon it serves in-process.
 pub fn store_url() -> String {
-    format!(
-        "sqlite://{}",
-        token().path("state/signetd.db").display()
-    )
+    format!("sqlite://{}", token().path("state/signetd.db").display())
 }
 
 /// The test token's state store (see [`store_url`]), on a pool of this test's own: a
@@ -442,9 +439,17 @@ pub async fn generate_key_for(
     purpose: signetd::keys::KeyPurpose,
 ) -> signetd::keys::StoredKey {
     ca().await;
-    signetd::keys::store::generate(&hsm(), &*store().await, issuer, algorithm, purpose, 30, "test")
-        .await
-        .unwrap()
+    signetd::keys::store::generate(
+        &hsm(),
+        &*store().await,
+        issuer,
+        algorithm,
+        purpose,
+        30,
+        "test",
+    )
+    .await
+    .unwrap()
 }
 
 /// A `signetd serve` process; dropping it stops the process (SIGTERM, then SIGKILL

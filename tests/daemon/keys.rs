@@ -147,10 +147,18 @@ async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired
     assert!(ready, "/readyz never answered 503");
     let readyz = crate::common::request_unix(&socket, hyper::Method::GET, "/readyz", None).await;
     let problems = readyz.json["error"]["problems"].to_string();
-    assert!(problems.contains(&ghost) && problems.contains(&stray), "{problems}");
-    let jwks = crate::common::request_unix(&socket, hyper::Method::GET, "/.well-known/jwks.json", None).await;
+    assert!(
+        problems.contains(&ghost) && problems.contains(&stray),
+        "{problems}"
+    );
+    let jwks =
+        crate::common::request_unix(&socket, hyper::Method::GET, "/.well-known/jwks.json", None)
+            .await;
     let kids = jwks.json["keys"].to_string();
-    assert!(kids.contains(&ok) && !kids.contains(&ghost) && !kids.contains(&stray), "{kids}");
+    assert!(
+        kids.contains(&ok) && !kids.contains(&ghost) && !kids.contains(&stray),
+        "{kids}"
+    );
     let minted = crate::common::request_unix(
         &socket,
         hyper::Method::POST,
@@ -162,8 +170,18 @@ async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired
     daemon.terminate();
 
     let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
-    assert!(log.contains(&format!("key {ghost} of issuer keys-ghost (active) is missing")), "{log}");
-    assert!(log.contains(&format!("key {stray} (signetd/keys-stray/{stray}) is in the token but not in the state store")), "{log}");
+    assert!(
+        log.contains(&format!(
+            "key {ghost} of issuer keys-ghost (active) is missing"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "key {stray} (signetd/keys-stray/{stray}) is in the token but not in the state store"
+        )),
+        "{log}"
+    );
     let records = crate::common::audit_records(&t.audit_dir());
     let event = |kid: &str| {
         records
@@ -177,7 +195,10 @@ async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired
     // Nothing was repaired: the stray key pair is still in the token, the ghost's row in
     // the store.
     let objects = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
-    assert!(objects.contains(&format!("signetd/keys-stray/{stray}")), "{objects}");
+    assert!(
+        objects.contains(&format!("signetd/keys-stray/{stray}")),
+        "{objects}"
+    );
     let (_, out, _) = t.signetd(&["keys", "list", "--config", c, "--format", "problems"]);
     assert!(out.contains(&ghost) && out.contains(&stray), "{out}");
     // The operator's repair: `keys finish` records the stray key (active: the store has
@@ -379,5 +400,258 @@ async fn a_state_change_is_recorded_in_the_store_with_its_history() {
     let inventory = keys::store::inventory(&hsm(), &*store).await.unwrap();
     let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
     assert_eq!(key.state, Archived);
-    assert_eq!(hsm().data_objects("signetd").await.unwrap().len(), objects_before);
+    assert_eq!(
+        hsm().data_objects("signetd").await.unwrap().len(),
+        objects_before
+    );
+}
+
+/// What OpenSC's `pkcs11-tool -O` (not our code) lists: the kind of each object, one
+/// per unindented line ("Private Key Object; EC", "Data object 1234", ...).
+fn object_kinds(t: &TestToken) -> Vec<String> {
+    t.pkcs11_tool(&["--list-objects"])
+        .lines()
+        .filter(|l| !l.starts_with([' ', '\t']) && l.to_lowercase().contains("object"))
+        .map(|l| l.to_lowercase())
+        .collect()
+}
+
+fn only_key_objects(kinds: &[String]) -> bool {
+    kinds
+        .iter()
+        .all(|k| k.starts_with("private key object") || k.starts_with("public key object"))
+}
+
+/// The token holds private keys (and their public halves) and nothing else: after a CA,
+/// keys, a start with its audit key, a mint, a rotation and a retirement, OpenSC sees
+/// no data object and no certificate.
+#[test]
+fn after_a_normal_run_the_token_holds_only_key_objects() {
+    let t = TestToken::create("keys-only");
+    let (config, socket) = t.write_config(&issuer_toml("keys-only", Algorithm::Es256));
+    let c = config.to_str().unwrap();
+    let first = t.init_ca_and_key(&config, "keys-only");
+    let daemon = t.serve(&config, &socket);
+    let s = socket.display().to_string();
+    let (minted, _, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "keys-only",
+        "--aud",
+        "api",
+        "--socket",
+        &s,
+    ]);
+    assert!(minted, "{err}");
+    let (rotated, _, err) = t.signetd(&["keys", "rotate", "--issuer", "keys-only", "--config", c]);
+    assert!(rotated, "{err}");
+    let (retired, _, err) = t.signetd(&["keys", "retire", "--kid", &first, "--config", c]);
+    assert!(retired, "{err}");
+    drop(daemon);
+    let kinds = object_kinds(&t);
+    assert!(only_key_objects(&kinds), "{kinds:?}");
+    // The CA key, two issuer keys and the audit key, each a private and a public object.
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
+}
+
+/// Item 5 of issue 12: a token whose keys' records and certificates are objects, as
+/// versions before the state store wrote them, and an empty store. The daemon imports
+/// them once, in one transaction, says so, and then destroys those objects; the keys are
+/// unchanged and tokens minted before verify.
+#[tokio::test]
+async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it() {
+    use base64::Engine;
+    use hyper::Method;
+    use signetd::config::StoreLocation;
+    use signetd::store::SqlStore;
+    let t = TestToken::create("keys-import");
+    let (config, socket) = t.write_config(&issuer_toml("keys-import", Algorithm::Es256));
+    let c = config.to_str().unwrap();
+    t.init_ca_and_key(&config, "keys-import");
+    let s = socket.display().to_string();
+    // A first start makes the audit key; a token minted then must verify after the import.
+    let daemon = t.serve(&config, &socket);
+    let (ok, minted, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "keys-import",
+        "--aud",
+        "api",
+        "--socket",
+        &s,
+    ]);
+    assert!(ok, "{err}");
+    let jwks_before =
+        crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None)
+            .await
+            .json;
+    drop(daemon);
+    let listed = |t: &TestToken| {
+        let (ok, out, err) = t.signetd(&["keys", "list", "--json", "--config", c]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["keys"].clone()
+    };
+    let keys_before = listed(&t);
+    assert_eq!(keys_before.as_array().unwrap().len(), 2, "{keys_before}");
+
+    // The same keys as an earlier version kept them: the store's rows and certificates
+    // written as token objects with pkcs11-tool, and the store removed.
+    let db = t.path("state/signetd.db");
+    let location = StoreLocation::Sqlite { path: db.clone() };
+    let store = SqlStore::open(&location).await.unwrap();
+    let (rows, chain) = (store.keys().await.unwrap(), store.ca_chain().await.unwrap());
+    drop(store);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut data = Vec::new();
+    let mut certificates = Vec::new();
+    for row in &rows {
+        let record = json!({
+            "v": 1, "kid": row.kid, "issuer": row.issuer, "alg": row.algorithm,
+            "state": row.state, "created_at": row.created_at, "revision": 0,
+            "changed_at": row.updated_at, "purpose": row.purpose,
+        });
+        data.push(json!({"label": format!("signetd-state/{}", row.kid), "value": b64(record.to_string().as_bytes())}));
+        certificates.push(json!({"id": b64(&row.token_id), "label": format!("signetd-cert/{}", row.kid), "der": b64(&row.certificate)}));
+    }
+    for (i, der) in chain.iter().enumerate() {
+        let label = if i == 0 {
+            "signetd-ca/certificate".to_string()
+        } else {
+            format!("signetd-ca/chain/{i:02}")
+        };
+        certificates
+            .push(json!({"id": b64(b"signetd-attestation-ca"), "label": label, "der": b64(der)}));
+    }
+    write_token_objects(&t, &json!({"data": data, "certificates": certificates}));
+    for file in ["signetd.db", "signetd.db-wal", "signetd.db-shm"] {
+        let _ = std::fs::remove_file(t.path("state").join(file));
+    }
+    let kinds = object_kinds(&t);
+    let count = |what: &str| kinds.iter().filter(|k| k.starts_with(what)).count();
+    assert_eq!(
+        (count("data object"), count("certificate object")),
+        (2, 3),
+        "{kinds:?}"
+    );
+
+    let mut daemon = t.serve(&config, &socket);
+    let jwks_after =
+        crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None)
+            .await
+            .json;
+    assert_eq!(
+        jwks_after, jwks_before,
+        "the same keys, with the same chains"
+    );
+    let verified = crate::common::request_unix(
+        &socket,
+        Method::POST,
+        "/v1/verify",
+        Some(&json!({"token": minted, "audience": "api"})),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{:?}", verified.json);
+    let (ok, _, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "keys-import",
+        "--aud",
+        "api",
+        "--socket",
+        &s,
+    ]);
+    assert!(ok, "{err}");
+    daemon.terminate();
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    let said = "imported 2 key(s) and 1 attestation CA certificate(s) from the token into the state store; destroyed 5 data and certificate object(s) from the token";
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    let records = crate::common::audit_records(&t.audit_dir());
+    let imports: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "state_import")
+        .collect();
+    assert_eq!(imports.len(), 1, "{records:?}");
+    assert!(
+        imports[0]["detail"].as_str().unwrap().contains(said),
+        "{:?}",
+        imports[0]
+    );
+
+    // Only key objects are left; the store has the keys as they were, imported once.
+    let kinds = object_kinds(&t);
+    assert!(only_key_objects(&kinds), "{kinds:?}");
+    assert_eq!(listed(&t), keys_before);
+    let store = SqlStore::open(&location).await.unwrap();
+    assert_eq!(store.keys().await.unwrap(), rows);
+    assert_eq!(store.ca_chain().await.unwrap(), chain);
+    let history = store.history(&rows[0].kid).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].actor, "import");
+    drop(store);
+    // A second start has nothing to import.
+    drop(t.serve(&config, &socket));
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    assert_eq!(log.matches("imported 2 key(s)").count(), 1, "{log}");
+}
+
+/// Writes private data and certificate objects into `t`'s token as versions before the
+/// state store did, with the library's own `Hsm::create_data` and
+/// `Hsm::create_certificate` (pkcs11-tool cannot make a private certificate). A PKCS#11
+/// module serves one token configuration per process, and this process's is the shared
+/// test token: so [`write_token_key_objects`] does it, in a process of its own.
+fn write_token_objects(t: &TestToken, objects: &Value) {
+    let spec = t.path("token-objects.json");
+    let spec_value = json!({"pkcs11": t.pkcs11_toml(), "objects": objects});
+    std::fs::write(&spec, spec_value.to_string()).unwrap();
+    let out = t
+        .command(std::env::current_exe().unwrap(), "")
+        .args(["keys::write_token_key_objects", "--exact", "--ignored"])
+        .env(WRITE_OBJECTS_ENV, &spec)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("1 passed"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where [`write_token_key_objects`] finds what to write.
+const WRITE_OBJECTS_ENV: &str = "SIGNETD_TEST_WRITE_TOKEN_OBJECTS";
+
+/// A helper process of [`write_token_objects`], not a test of its own.
+#[tokio::test]
+#[ignore = "a helper: key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it runs it in a process of its own"]
+async fn write_token_key_objects() {
+    use base64::Engine;
+    let Some(spec) = std::env::var_os(WRITE_OBJECTS_ENV) else {
+        return;
+    };
+    let spec: Value = serde_json::from_slice(&std::fs::read(spec).unwrap()).unwrap();
+    let unb64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let config = signetd::Config::parse(spec["pkcs11"].as_str().unwrap()).unwrap();
+    let hsm = signetd::hsm::Hsm::open(config.hsm_settings().unwrap()).unwrap();
+    for object in spec["objects"]["data"].as_array().unwrap() {
+        let label = object["label"].as_str().unwrap().to_string();
+        hsm.create_data("signetd", label, unb64(&object["value"]))
+            .await
+            .unwrap();
+    }
+    for cert in spec["objects"]["certificates"].as_array().unwrap() {
+        let der = unb64(&cert["der"]);
+        let parsed = signetd::attest::verify::parse(&der).unwrap();
+        let subject = der::Encode::to_der(&parsed.tbs_certificate.subject).unwrap();
+        let label = cert["label"].as_str().unwrap().to_string();
+        hsm.create_certificate(unb64(&cert["id"]), label, subject, der)
+            .await
+            .unwrap();
+    }
 }
