@@ -192,7 +192,7 @@ fn parse_name<T: serde::de::DeserializeOwned>(name: String) -> Result<T, sqlx::E
 
 fn unhex(text: &str) -> Result<Vec<u8>, sqlx::Error> {
     let bad = || sqlx::Error::Decode(format!("token_id {text:?} is not hex").into());
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
     (0..text.len())

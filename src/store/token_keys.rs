@@ -24,6 +24,7 @@ pub const CA_CHAIN_PREFIX: &str = "signetd-ca/chain/";
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TokenKeyRecord {
+    /// Format version, always 1; named so that `deny_unknown_fields` accepts it.
     #[allow(dead_code)]
     pub v: u32,
     pub kid: String,
