@@ -8,8 +8,8 @@
 //!   leeway after it retired) is `archived`: out of the JWKS, still served by kid;
 //! - with `rotation_period_seconds`, an active key that old gets a pending successor.
 //!
-//! Then expired token revocations are pruned and the registry is rebuilt from the
-//! token, which also picks up changes made with the CLI (merged into the last good view:
+//! Then expired token revocations are pruned and the registry is rebuilt from the state
+//! store and the token, which also picks up changes made with the CLI (merged into the last good view:
 //! a read failure never empties it, see [`crate::keys::carry`]). At no point does the JWKS lack
 //! a key that signed an unexpired token: keys are published before they sign and stay
 //! published until everything they signed has expired.

@@ -78,8 +78,9 @@ pub enum KeysCommand {
         #[arg(long)]
         kid: String,
     },
-    /// List signetd's keys in the token, with state and token attributes, and report
-    /// anything incomplete.
+    /// List signetd's keys (the state store's records matched with the token's key
+    /// pairs), with state and token attributes, and report anything incomplete or
+    /// missing.
     List {
         #[command(flatten)]
         config: ConfigArg,

@@ -389,7 +389,7 @@ impl Service {
         self.config.jwks.max_age_seconds
     }
 
-    /// Every key the token holds.
+    /// Every key of the registry (the last good view of the store and the token).
     pub fn keys(&self) -> Vec<KeyView> {
         let registry = self.registry();
         registry

@@ -1,12 +1,15 @@
-//! The state room: what signetd remembers besides its keys, behind ports.
+//! The state room: what signetd remembers besides its private keys, behind ports.
 //!
 //! [`ReplayStore`] remembers the `jti`s consumed by single-use verification;
-//! [`RevocationStore`] keeps revoked tokens until they expire. The service holds each
-//! as a trait object built by `service::wiring`, so another implementation (a database
-//! shared by replicas) replaces one file, not the callers.
+//! [`RevocationStore`] keeps revoked tokens until they expire; [`KeyMetadata`] keeps what
+//! signetd knows about each key (issuer, purpose, state and its history, attestation
+//! certificate) and the attestation CA's chain, while the token keeps the key pairs. The
+//! service holds each as a trait object built by `service::wiring`, so another
+//! implementation (a database shared by replicas) replaces one file, not the callers.
 //!
-//! The daemon's implementation of both is [`SqlStore`], an SQL database (SQLite by
-//! default; see docs/state.md). [`MemoryReplayStore`] (process memory, refusing tokens
+//! The daemon's implementation of all three is [`SqlStore`], an SQL database (SQLite by
+//! default; see docs/state.md). Key metadata that versions before the store kept as
+//! token objects is imported once ([`SqlStore::import_token_keys`]). [`MemoryReplayStore`] (process memory, refusing tokens
 //! issued before the daemon started) and [`TokenRevocations`] (data objects in the
 //! PKCS#11 token, as versions before the state store kept them) remain for tests and
 //! for the one-off import of such objects ([`SqlStore::import_token_revocations`]).
