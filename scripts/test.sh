@@ -28,7 +28,9 @@ Before that it makes sure that:
   - the system tools are there: softhsm2-util (softhsm2), pkcs11-tool
     (opensc), openssl (openssl), curl (curl; the TLS tests run it and
     'openssl s_client' against the daemon), libclang (libclang-dev; kryoptic's
-    build generates bindings with it) and 'python3 -m venv' (python3-venv).
+    build generates bindings with it), 'python3 -m venv' (python3-venv) and
+    PostgreSQL's initdb and pg_ctl (postgresql; the state store's tests run on
+    SQLite and on PostgreSQL).
     Missing ones are installed with apt-get when running as root; otherwise
     the sudo command to run is printed and the script exits with status 1.
   - the Python venv target/test-venv exists and holds
@@ -38,6 +40,14 @@ Before that it makes sure that:
 Tests find the venv's interpreter in SIGNETD_TEST_PYTHON, and the
 fault-injecting PKCS#11 module (fault-pkcs11/, built here) in
 SIGNETD_FAULT_MODULE, which this script exports.
+
+It starts a throwaway PostgreSQL cluster for the run (initdb into a temporary
+directory, listening on 127.0.0.1 on a free port; as the user nobody when run
+as root, since PostgreSQL refuses root), exports its superuser URL as
+SIGNETD_TEST_POSTGRES_URL (each test creates and drops a database of its own)
+and SIGNETD_REQUIRE_POSTGRES=1 (a PostgreSQL test without the URL fails rather
+than skips), and stops and removes the cluster when the script exits, whether
+the tests passed or not.
 
 --fuzz-smoke instead builds the fuzz targets (installing cargo-fuzz if missing) and
 runs each for FUZZ_SMOKE_SECONDS (default 20) on one core; it fails on a crash.
@@ -78,12 +88,24 @@ STAMP="$VENV_DIR/.signetd-requirements.sha256"
 
 # ---------------------------------------------------------------- system packages
 
+# The directory of PostgreSQL's server programs (initdb, pg_ctl), or nothing. Debian
+# keeps them out of PATH, in /usr/lib/postgresql/VERSION/bin.
+postgres_bin() {
+    local initdb
+    initdb=$(command -v initdb 2>/dev/null) ||
+        initdb=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1) ||
+        return 0
+    [[ -x $initdb && -x ${initdb%/*}/pg_ctl ]] && printf '%s' "${initdb%/*}"
+    return 0
+}
+
 missing_packages() {
     local -a pkgs=()
     command -v softhsm2-util >/dev/null 2>&1 || pkgs+=(softhsm2)
     command -v pkcs11-tool >/dev/null 2>&1 || pkgs+=(opensc)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
+    [[ -n $(postgres_bin) ]] || pkgs+=(postgresql)
     if [[ " ${backends[*]} " == *" kryoptic "* && -z ${LIBCLANG_PATH:-} ]] &&
         ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null; then
         pkgs+=(libclang-dev)
@@ -164,10 +186,72 @@ if [[ " ${backends[*]} " == *" kryoptic "* ]]; then
     [[ -f $SIGNETD_KRYOPTIC_MODULE ]] || die "no $SIGNETD_KRYOPTIC_MODULE after building kryoptic-pkcs11"
 fi
 
+# ---------------------------------------------------------------- cleanup
+
+log_file=
+pg_dir=
+pg_ctl=
+# shellcheck disable=SC2317 # run by the EXIT trap
+cleanup() {
+    if [[ -n $pg_dir ]]; then
+        if [[ -f $pg_dir/data/postmaster.pid ]]; then
+            as_pg_user "$pg_ctl" stop -D "$pg_dir/data" -m immediate -s >/dev/null 2>&1 || true
+        fi
+        rm -rf -- "$pg_dir"
+    fi
+    [[ -z $log_file ]] || rm -f -- "$log_file"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- PostgreSQL
+
+# PostgreSQL refuses to run as root: run its programs as nobody then.
+as_pg_user() {
+    if ((EUID == 0)); then
+        runuser -u nobody -- "$@"
+    else
+        "$@"
+    fi
+}
+
+pg_bindir=$(postgres_bin)
+[[ -n $pg_bindir ]] || die "PostgreSQL's initdb and pg_ctl not found (apt-get install postgresql)"
+pg_ctl=$pg_bindir/pg_ctl
+pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/signetd-pg.XXXXXX")
+chmod 0755 "$pg_dir"
+# A password, though the cluster listens on loopback only: the tests then connect as a
+# deployment would, and show the password stays out of logs and errors.
+pg_password=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
+printf '%s\n' "$pg_password" >"$pg_dir/pwfile"
+mkdir -- "$pg_dir/socket"
+if ((EUID == 0)); then
+    chown nobody "$pg_dir/pwfile" "$pg_dir/socket"
+    chown nobody "$pg_dir"
+fi
+log "initdb: a throwaway PostgreSQL cluster in $pg_dir"
+as_pg_user "$pg_bindir/initdb" -D "$pg_dir/data" -U postgres --auth=scram-sha-256 \
+    --pwfile="$pg_dir/pwfile" --no-sync -E UTF8 --locale=C >"$pg_dir/initdb.log" 2>&1 ||
+    die "initdb failed: $(tail -n 5 "$pg_dir/initdb.log")"
+rm -f -- "$pg_dir/pwfile"
+# A free port: the kernel names one, then PostgreSQL binds it; another process could
+# take it between the two, so try a few.
+for _ in 1 2 3 4 5; do
+    pg_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    if as_pg_user "$pg_ctl" start -D "$pg_dir/data" -w -t 60 -s -l "$pg_dir/server.log" \
+        -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=$pg_dir/socket -c max_connections=300 -c fsync=off" \
+        >/dev/null 2>&1; then
+        break
+    fi
+    pg_port=
+done
+[[ -n $pg_port ]] || die "cannot start PostgreSQL: $(tail -n 5 "$pg_dir/server.log")"
+export SIGNETD_TEST_POSTGRES_URL="postgres://postgres:$pg_password@127.0.0.1:$pg_port/postgres"
+export SIGNETD_REQUIRE_POSTGRES=1
+log "PostgreSQL $("$pg_bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port"
+
 # ---------------------------------------------------------------- cargo test
 
 log_file=$(mktemp "${TMPDIR:-/tmp}/signetd-test.XXXXXX")
-trap 'rm -f -- "$log_file"' EXIT
 if [[ -t 1 && -z ${CARGO_TERM_COLOR:-} ]]; then
     export CARGO_TERM_COLOR=always
 fi

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::wire;
 use crate::error::Error;
-use crate::token::verify::VerifyError;
 
 /// Everything a request can fail with over HTTP. Codes are part of the API contract:
 /// clients match on them, so they are never renamed.
@@ -125,7 +124,6 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::MissingClaim(_)
         | Error::ForbiddenClaim(_)
         | Error::ClaimsTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::InvalidToken(VerifyError::ReplayStoreFull) => StatusCode::SERVICE_UNAVAILABLE,
         Error::InvalidToken(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::NoActiveKey(_)

@@ -235,7 +235,7 @@ fn default_refusal_callers() -> usize {
 }
 
 /// `[verify]`: the verify endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// Who may consume tokens with `single_use` ([`CallerSelector`]s); anyone may
@@ -248,25 +248,10 @@ pub struct VerifyConfig {
     /// The form before `single_use_callers`: folded into it when the config is loaded.
     #[serde(default, rename = "single_use_gids")]
     legacy_gids: Vec<u32>,
-    /// Most unexpired single-use jtis remembered (default 1,000,000); when full,
-    /// single-use verification is refused rather than forgetting one.
-    #[serde(default = "default_replay_capacity")]
-    pub replay_capacity: usize,
-}
-
-impl Default for VerifyConfig {
-    fn default() -> Self {
-        VerifyConfig {
-            single_use_callers: Vec::new(),
-            legacy_uids: Vec::new(),
-            legacy_gids: Vec::new(),
-            replay_capacity: default_replay_capacity(),
-        }
-    }
-}
-
-fn default_replay_capacity() -> usize {
-    1_000_000
+    /// `replay_capacity`, which bounded the in-memory replay store before single-use
+    /// jtis moved to the state store: still parsed, only to refuse it by name.
+    #[serde(default, rename = "replay_capacity")]
+    removed_replay_capacity: Option<toml::Value>,
 }
 
 fn default_socket() -> PathBuf {
@@ -436,8 +421,12 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
-        if self.verify.replay_capacity == 0 {
-            return Err(field_error("verify.replay_capacity", "must be at least 1"));
+        if self.verify.removed_replay_capacity.is_some() {
+            return Err(field_error(
+                "verify.replay_capacity",
+                "no longer exists: single-use jtis are kept in the state store ([store], \
+                 docs/state.md), bounded only by its disk; delete the line",
+            ));
         }
         for (name, issuer) in &self.issuers {
             if let Some(period) = issuer.rotation_period_seconds

@@ -4,8 +4,8 @@
 //! The connection string comes from, first to last: the `SIGNETD_STORE_URL` environment
 //! variable, `url_file`, `url`, and the default: the SQLite file `signetd.db` in the
 //! directory `state` beside `[audit] dir` (`/var/lib/signetd/state/signetd.db` by
-//! default). A string may hold a password (a future PostgreSQL engine's), so it is never
-//! logged: [`StoreLocation`] shows the engine and the path or host only.
+//! default). A PostgreSQL string may hold a password, so it is never logged:
+//! [`StoreLocation`] shows the engine and the path, or the host, port and database only.
 
 use std::path::{Path, PathBuf};
 
@@ -38,14 +38,57 @@ pub enum StoreLocation {
         /// The database file.
         path: PathBuf,
     },
+    /// A PostgreSQL database, which must exist.
+    Postgres {
+        /// The server's host name or address, or the directory of its Unix socket.
+        host: String,
+        /// The server's port.
+        port: u16,
+        /// The database.
+        database: String,
+        /// The whole connection string, with any password: only for connecting.
+        url: ConnectionString,
+    },
+}
+
+impl StoreLocation {
+    /// Parses a connection string: `sqlite:///PATH` or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...` (`postgresql://` too).
+    /// Errors never repeat the string (it may hold a password).
+    pub fn from_url(url: &str) -> Result<StoreLocation, String> {
+        parse_url(url)
+    }
 }
 
 impl std::fmt::Display for StoreLocation {
-    /// The engine and the path: never a password.
+    /// The engine and the path, or host, port and database: never a user or password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreLocation::Sqlite { path } => write!(f, "sqlite {}", path.display()),
+            StoreLocation::Postgres {
+                host,
+                port,
+                database,
+                ..
+            } => write!(f, "postgresql {host}:{port}/{database}"),
         }
+    }
+}
+
+/// A connection string that may hold a password: its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString(String);
+
+impl ConnectionString {
+    /// The string itself, to hand to the database driver; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionString(..)")
     }
 }
 
@@ -109,9 +152,40 @@ fn parse_url(url: &str) -> Result<StoreLocation, String> {
     }
     let scheme = url.split(':').next().unwrap_or_default();
     if scheme == "postgres" || scheme == "postgresql" {
-        return Err("the PostgreSQL engine is not available yet; use sqlite:///PATH".into());
+        return parse_postgres(url);
     }
-    Err("unknown engine: the connection string must start with sqlite://".into())
+    Err(
+        "unknown engine: the connection string must start with sqlite://, postgres:// or postgresql://"
+            .into(),
+    )
+}
+
+/// Parses a PostgreSQL URL as the driver will when connecting, to show where it points
+/// and to refuse a malformed one at start. The driver's own message is not repeated: it
+/// may quote parts of the string.
+fn parse_postgres(url: &str) -> Result<StoreLocation, String> {
+    let malformed = "not a valid PostgreSQL connection string; the form is \
+         postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=verify-full (percent-encode \
+         special characters in the password)";
+    let parsed: sqlx::postgres::PgConnectOptions = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|_| malformed.to_string())?;
+    let host = match parsed.get_socket() {
+        Some(dir) => dir.display().to_string(),
+        None => parsed.get_host().to_string(),
+    };
+    let Some(database) = parsed.get_database().filter(|d| !d.is_empty()) else {
+        return Err(
+            "the PostgreSQL connection string must name the database (postgres://HOST/DATABASE)"
+                .into(),
+        );
+    };
+    Ok(StoreLocation::Postgres {
+        host,
+        port: parsed.get_port(),
+        database: database.to_string(),
+        url: ConnectionString(url.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -127,10 +201,43 @@ mod tests {
             })
         );
         assert!(parse_url("sqlite://relative.db").is_err());
-        let e = parse_url("postgres://u:hunter2@db/x").unwrap_err();
+        let e = parse_url("postgres://u:hunter2@db").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = parse_url("postgres://u:hunter2@db:99999/x").unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
         let e = parse_url("mysql://u:hunter2@db/x").unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_postgres_location_shows_host_port_and_database_but_no_credentials() {
+        for url in [
+            "postgres://signetd:hunter2@db.example:6432/state?sslmode=verify-full",
+            "postgresql://signetd:hunter2@db.example:6432/state",
+        ] {
+            let location = parse_url(url).unwrap();
+            let StoreLocation::Postgres {
+                host,
+                port,
+                database,
+                url: string,
+            } = &location
+            else {
+                panic!("{location:?}")
+            };
+            assert_eq!(
+                (host.as_str(), *port, database.as_str()),
+                ("db.example", 6432, "state")
+            );
+            assert_eq!(string.expose(), url);
+            for shown in [location.to_string(), format!("{location:?}")] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+                assert!(!shown.contains("signetd"), "{shown}");
+            }
+            assert_eq!(location.to_string(), "postgresql db.example:6432/state");
+        }
+        let socket = parse_url("postgres://signetd@%2Frun%2Fpostgresql/state").unwrap();
+        assert_eq!(socket.to_string(), "postgresql /run/postgresql:5432/state");
     }
 
     #[test]

@@ -48,6 +48,15 @@ fn unknown_fields_are_refused_with_their_name() {
 }
 
 #[test]
+fn the_removed_replay_capacity_is_refused_by_name() {
+    let e = err(&format!("{BASE}\n[verify]\nreplay_capacity = 1000000\n"));
+    assert!(
+        e.contains("verify.replay_capacity") && e.contains("state store"),
+        "{e}"
+    );
+}
+
+#[test]
 fn bad_values_name_the_field() {
     let e = err(&BASE.replace(
         "callers = [\"uid:1000\"]",

@@ -138,14 +138,15 @@ impl Service {
             return Err(VerifyError::TokenRevoked.into());
         }
         if request.single_use {
-            let number = |name| claims.get(name).and_then(Value::as_u64).unwrap_or_default();
+            let exp = claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .unwrap_or_default();
             self.replay
-                .use_once(jti, number("iat"), number("exp"), now, LEEWAY_SECONDS)
+                .use_once(jti, exp, now, LEEWAY_SECONDS)
                 .await
                 .map_err(|refusal| match refusal {
                     ReplayRefusal::Replayed => VerifyError::Replayed.into(),
-                    ReplayRefusal::IssuedBeforeStart => VerifyError::IssuedBeforeRestart.into(),
-                    ReplayRefusal::Full => VerifyError::ReplayStoreFull.into(),
                     ReplayRefusal::Unavailable => Error::Store(StoreError(
                         "the single-use check could not reach the state store".into(),
                     )),

@@ -216,7 +216,7 @@ const INSERT_KEY_UNLESS_CONFLICT: &str = "INSERT INTO keys \
      (kid, issuer, algorithm, purpose, token_id, state, created_at, updated_at, certificate) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
 
-fn key_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRow, sqlx::Error> {
+fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
     let algorithm: String = row.try_get(2)?;
     Ok(KeyRow {
         kid: row.try_get(0)?,
@@ -237,7 +237,7 @@ fn key_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRow, sqlx::Error> {
 /// skip a key that conflicts with a row: its kid, or the issuer's one active or one
 /// pending key); returns whether it was inserted. Its first history entry goes with it.
 async fn insert_key(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     key: &KeyRow,
     actor: &str,
     statement: &'static str,
@@ -633,7 +633,7 @@ impl SqlStore {
 
 /// Inserts `chain` unless the store has a chain; returns whether it did.
 async fn put_chain(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     chain: &[Vec<u8>],
     at: u64,
 ) -> Result<bool, sqlx::Error> {
@@ -703,18 +703,51 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::StoreLocation;
+    use crate::store::test_db::{Engine, TestDb};
 
-    /// Two stores on one SQLite file: two connection pools, as the daemon and a CLI
-    /// command have.
-    async fn two_stores() -> (tempfile::TempDir, Arc<SqlStore>, Arc<SqlStore>) {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("state/signetd.db"),
+    /// Each test named here runs twice, once per engine, on a database of its own.
+    macro_rules! on_both_engines {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let db = super::TestDb::new(super::Engine::Sqlite).await.unwrap();
+                        super::$test(super::two_stores(&db).await).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let Some(db) = super::TestDb::new(super::Engine::Postgres).await else {
+                            return;
+                        };
+                        super::$test(super::two_stores(&db).await).await;
+                    }
+                )*
+            }
         };
-        let one = SqlStore::open(&location).await.unwrap();
-        let other = SqlStore::open(&location).await.unwrap();
-        (dir, Arc::new(one), Arc::new(other))
+    }
+
+    on_both_engines!(
+        a_key_round_trips_with_its_history,
+        an_issuer_has_at_most_one_active_and_one_pending_key,
+        concurrent_transitions_from_two_connections_are_serialized,
+        concurrent_rotations_of_one_issuer_leave_one_pending_key,
+        a_transition_of_a_key_not_there_says_so,
+        the_ca_chain_is_stored_once,
+    );
+
+    /// Two stores on one database: two connection pools, as the daemon and a CLI
+    /// command have.
+    type Two = (Arc<SqlStore>, Arc<SqlStore>);
+
+    async fn two_stores(db: &TestDb) -> Two {
+        let one = SqlStore::open(db.location()).await.unwrap();
+        let other = SqlStore::open(db.location()).await.unwrap();
+        (Arc::new(one), Arc::new(other))
     }
 
     fn row(kid: &str, issuer: &str, state: KeyState) -> KeyRow {
@@ -731,9 +764,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_key_round_trips_with_its_history() {
-        let (_dir, store, _) = two_stores().await;
+    async fn a_key_round_trips_with_its_history((store, _): Two) {
         let key = row("a-1", "a", KeyState::Active);
         store.add_key(&key, "test", false).await.unwrap();
         assert_eq!(store.keys().await.unwrap(), vec![key.clone()]);
@@ -767,9 +798,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn an_issuer_has_at_most_one_active_and_one_pending_key() {
-        let (_dir, store, _) = two_stores().await;
+    async fn an_issuer_has_at_most_one_active_and_one_pending_key((store, _): Two) {
         assert!(matches!(
             store
                 .add_key(&row("b-0", "b", KeyState::Pending), "test", true)
@@ -809,9 +838,7 @@ mod tests {
 
     /// The daemon and a CLI command moving one key from the same state at once: the
     /// database orders them, one wins, the other is told the key changed under it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_transitions_from_two_connections_are_serialized() {
-        let (_dir, daemon, cli) = two_stores().await;
+    async fn concurrent_transitions_from_two_connections_are_serialized((daemon, cli): Two) {
         for i in 0..8 {
             let kid = format!("d-{i}");
             daemon
@@ -859,9 +886,7 @@ mod tests {
     }
 
     /// Two rotations of one issuer at once, from two connections: one pending key.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_rotations_of_one_issuer_leave_one_pending_key() {
-        let (_dir, daemon, cli) = two_stores().await;
+    async fn concurrent_rotations_of_one_issuer_leave_one_pending_key((daemon, cli): Two) {
         daemon
             .add_key(&row("e-1", "e", KeyState::Active), "test", false)
             .await
@@ -903,9 +928,7 @@ mod tests {
         assert_eq!(pending, 1);
     }
 
-    #[tokio::test]
-    async fn a_transition_of_a_key_not_there_says_so() {
-        let (_dir, store, _) = two_stores().await;
+    async fn a_transition_of_a_key_not_there_says_so((store, _): Two) {
         assert!(matches!(
             store
                 .set_state("nope", KeyState::Active, KeyState::Retired, 1, "test")
@@ -914,9 +937,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn the_ca_chain_is_stored_once() {
-        let (_dir, store, other) = two_stores().await;
+    async fn the_ca_chain_is_stored_once((store, other): Two) {
         assert!(store.ca_chain().await.unwrap().is_empty());
         let chain = vec![vec![1, 2], vec![3]];
         assert!(store.put_ca_chain(&chain, 5).await.unwrap());

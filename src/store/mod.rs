@@ -8,22 +8,22 @@
 //! implementation (a database shared by replicas) replaces one file, not the callers.
 //!
 //! The daemon's implementation of all three is [`SqlStore`], an SQL database (SQLite by
-//! default; see docs/state.md). Key metadata that versions before the store kept as
-//! token objects is imported once ([`SqlStore::import_token_keys`]). [`MemoryReplayStore`] (process memory, refusing tokens
-//! issued before the daemon started) and [`TokenRevocations`] (data objects in the
-//! PKCS#11 token, as versions before the state store kept them) remain for tests and
-//! for the one-off import of such objects ([`SqlStore::import_token_revocations`]).
+//! default, or PostgreSQL; see docs/state.md). Key metadata that versions before the
+//! store kept as token objects is imported once ([`SqlStore::import_token_keys`]), as are
+//! token revocations ([`SqlStore::import_token_revocations`]), which [`TokenRevocations`]
+//! (data objects in the PKCS#11 token, as versions before the state store kept them)
+//! reads.
 
 mod keys;
-mod memory_replay;
 mod sql;
+#[cfg(test)]
+mod test_db;
 mod token_keys;
 mod token_revocations;
 
 use serde::{Deserialize, Serialize};
 
 pub use keys::{KeyImport, KeyMetadata, KeyRow, KeyWriteError, StateChange};
-pub use memory_replay::MemoryReplayStore;
 pub use sql::{SqlStore, StoreStatus};
 pub use token_keys::destroy_leftovers as destroy_token_key_leftovers;
 pub use token_revocations::{REVOKED_PREFIX, TokenRevocations};
@@ -36,10 +36,6 @@ use crate::util::BoxFuture;
 pub enum ReplayRefusal {
     /// The jti was verified before.
     Replayed,
-    /// The token was issued before the store existed (before the daemon started).
-    IssuedBeforeStart,
-    /// The store holds its capacity of unexpired jtis.
-    Full,
     /// The store cannot be reached: single use cannot be promised, so the token is
     /// refused (`503 state_unavailable`).
     Unavailable,
@@ -53,7 +49,6 @@ pub trait ReplayStore: Send + Sync {
     fn use_once<'a>(
         &'a self,
         jti: &'a str,
-        iat: u64,
         exp: u64,
         now: u64,
         leeway: u64,

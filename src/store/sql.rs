@@ -1,8 +1,9 @@
 //! The state store in an SQL database: [`SqlStore`] is both the [`ReplayStore`] and the
-//! [`RevocationStore`]. SQLite is the engine today (an embedded file, the default); the
-//! schema (`migrations/`) and every statement here are written in the SQL that SQLite and
-//! PostgreSQL share (`$N` binds, `ON CONFLICT`, `BIGINT`), so PostgreSQL comes as a second
-//! pool type, not a second store. See docs/state.md.
+//! [`RevocationStore`]. Two engines serve it: SQLite (an embedded file, the default) and
+//! PostgreSQL (a server shared by replicas). The schema (`migrations/`) and every
+//! statement here are written in the SQL both share (`$N` binds, `ON CONFLICT`,
+//! `BIGINT`, `TEXT`), and run through one pool of sqlx's `Any` driver, so a statement is
+//! written once and runs on either. See docs/state.md.
 //!
 //! Single-use verification is one statement, an insert that does nothing if the jti is
 //! there: the database, not this process, decides which of concurrent uses is first, and
@@ -10,14 +11,14 @@
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
 use super::{ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
 use crate::config::StoreLocation;
@@ -38,6 +39,19 @@ const PRUNE_BATCH: i64 = 1000;
 /// before failing as unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a caller waits for a connection, including (re)connecting to a PostgreSQL
+/// server that refuses connections, before the store counts as unavailable: a
+/// single-use verification is refused `503 state_unavailable` this soon.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest any one store operation may take, whatever the engine does (a server that
+/// stopped answering without closing the connection): past it the operation fails as
+/// unavailable. Above [`BUSY_TIMEOUT`], so SQLite's own wait ends first.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Most connections a store holds.
+const MAX_CONNECTIONS: u32 = 4;
+
 /// What `signetd store check` reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreStatus {
@@ -53,7 +67,7 @@ pub struct StoreStatus {
 
 /// The state store in an SQL database.
 pub struct SqlStore {
-    pool: SqlitePool,
+    pool: AnyPool,
     location: StoreLocation,
     first_uses: AtomicU64,
 }
@@ -62,10 +76,32 @@ pub(super) fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{what}: {e}"))
 }
 
+fn failed_at<'a>(
+    what: &'a str,
+    location: &'a StoreLocation,
+) -> impl Fn(sqlx::Error) -> StoreError + 'a {
+    move |e| match e {
+        // sqlx retries a refused connection until the acquire timeout and then reports
+        // only the timeout: say what it usually means.
+        sqlx::Error::PoolTimedOut => StoreError(format!(
+            "{what} ({location}): no connection within {} s: is the database server running, \
+             reachable and accepting connections?",
+            ACQUIRE_TIMEOUT.as_secs()
+        )),
+        e => StoreError(format!("{what} ({location}): {e}")),
+    }
+}
+
+/// The name sqlx's `Any` driver gives SQLite connections.
+const SQLITE: &str = "SQLite";
+
+/// [`BUSY_TIMEOUT`] as SQLite's pragma (milliseconds).
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
+
 /// Records `revoked` in `conn`'s transaction; revoking a jti again keeps the later `exp`.
 /// Shared by revocations through the API and the import of token objects.
 async fn upsert_revocation(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     revoked: &RevokedToken,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -83,6 +119,22 @@ async fn upsert_revocation(
 
 /// Seconds as the database's signed 64-bit integers (saturating: no time signetd
 /// handles comes near).
+/// Runs a store operation, failing it as unavailable if it takes longer than
+/// [`OPERATION_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError(format!(
+                "{what}: no answer within {} s",
+                OPERATION_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 pub(super) fn int(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
@@ -95,29 +147,70 @@ impl SqlStore {
     /// Opens the store at `location` without touching its schema (see [`Self::migrate`]).
     /// An SQLite file is created if missing, mode 0600, in a directory created mode 0700;
     /// the directory and the file must be owned by signetd's user or root and not be
-    /// writable by others (the file not even readable).
+    /// writable by others (the file not even readable). A PostgreSQL database must
+    /// exist; its server must be reachable now.
     pub async fn connect(location: &StoreLocation) -> Result<SqlStore, StoreError> {
-        let StoreLocation::Sqlite { path } = location;
-        prepare_sqlite_file(path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            // A single use acknowledged must not be forgotten by a power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(BUSY_TIMEOUT)
+        sqlx::any::install_default_drivers();
+        let cannot_open = || failed_at("cannot open the state store", location);
+        let options = match location {
+            StoreLocation::Sqlite { path } => {
+                prepare_sqlite_file(path)?;
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(false)
+                    .busy_timeout(BUSY_TIMEOUT);
+                // WAL is a property of the file: set it once here, on a connection of
+                // its own, since the pool's connections are opened from a URL, which
+                // cannot carry it.
+                options
+                    .clone()
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await
+                    .map_err(cannot_open())?
+                    .close()
+                    .await
+                    .map_err(cannot_open())?;
+                AnyConnectOptions::from_url(&options.to_url_lossy()).map_err(cannot_open())?
+            }
+            StoreLocation::Postgres { url, .. } => {
+                AnyConnectOptions::from_str(url.expose()).map_err(cannot_open())?
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == SQLITE {
+                        // Per connection: a single use acknowledged must not be
+                        // forgotten by a power loss, and a writer waits for another
+                        // rather than fail at once.
+                        for pragma in [
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA foreign_keys = ON",
+                            SQLITE_BUSY_TIMEOUT,
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(failed(&format!("cannot open the state store ({location})")))?;
+            .map_err(cannot_open())?;
         Ok(SqlStore {
             pool,
             location: location.clone(),
             first_uses: AtomicU64::new(0),
         })
+    }
+
+    /// The connection pool, for statements of other parts of the state room. Write them
+    /// in the SQL both engines share (see the module documentation).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Opens the store and brings its schema up to date: what the daemon does at start.
@@ -131,11 +224,6 @@ impl SqlStore {
     /// Where the store is (engine and path; never a password).
     pub fn location(&self) -> &StoreLocation {
         &self.location
-    }
-
-    /// The connection pool, for the statements of the store's other files.
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
     }
 
     /// Applies the migrations the database lacks; returns their versions.
@@ -161,7 +249,7 @@ impl SqlStore {
         let schema_version = match sqlx::query(
             "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         {
             Ok(row) => row
@@ -175,7 +263,7 @@ impl SqlStore {
                 return Ok(0);
             }
             sqlx::query(sql)
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await
                 .and_then(|row| row.try_get::<i64, _>(0))
                 .map_err(failed("counting rows"))
@@ -205,7 +293,7 @@ impl SqlStore {
         .bind(jti)
         .bind(int(exp.saturating_add(leeway)))
         .bind(int(now))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(failed("recording a single-use jti"))?;
         let first = done.rows_affected() == 1;
@@ -227,7 +315,7 @@ impl SqlStore {
         )
         .bind(int(now))
         .bind(PRUNE_BATCH)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(failed("pruning single-use jtis"))?
         .rows_affected())
@@ -257,7 +345,7 @@ impl SqlStore {
 
     async fn list_sql(&self) -> Result<Vec<RevokedToken>, StoreError> {
         sqlx::query("SELECT jti, exp, revoked_at FROM token_revocations ORDER BY jti")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(failed("listing token revocations"))?
             .into_iter()
@@ -275,7 +363,7 @@ impl SqlStore {
     async fn prune_sql(&self, before: u64) -> Result<usize, StoreError> {
         let done = sqlx::query("DELETE FROM token_revocations WHERE exp < $1")
             .bind(int(before))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(failed("pruning token revocations"))?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
@@ -365,13 +453,16 @@ impl ReplayStore for SqlStore {
     fn use_once<'a>(
         &'a self,
         jti: &'a str,
-        _iat: u64,
         exp: u64,
         now: u64,
         leeway: u64,
     ) -> BoxFuture<'a, Result<(), ReplayRefusal>> {
         Box::pin(async move {
-            match self.use_once_sql(jti, exp, now, leeway).await {
+            let used = bounded(
+                "recording a single-use jti",
+                self.use_once_sql(jti, exp, now, leeway),
+            );
+            match used.await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(ReplayRefusal::Replayed),
                 Err(e) => {
@@ -389,15 +480,15 @@ impl RevocationStore for SqlStore {
         &'a self,
         revoked: &'a RevokedToken,
     ) -> BoxFuture<'a, Result<RevokedToken, StoreError>> {
-        Box::pin(self.revoke_sql(revoked))
+        Box::pin(bounded("revoking a token", self.revoke_sql(revoked)))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<RevokedToken>, StoreError>> {
-        Box::pin(self.list_sql())
+        Box::pin(bounded("listing token revocations", self.list_sql()))
     }
 
     fn prune(&self, before: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.prune_sql(before))
+        Box::pin(bounded("pruning token revocations", self.prune_sql(before)))
     }
 }
 
@@ -406,53 +497,80 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::store::test_db::{Engine, TestDb};
 
-    async fn temp_store() -> (tempfile::TempDir, SqlStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("state/signetd.db"),
+    /// Each test named here runs twice, once per engine, on a database of its own.
+    macro_rules! on_both_engines {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let db = super::TestDb::new(super::Engine::Sqlite).await.unwrap();
+                        super::$test(&db).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let Some(db) = super::TestDb::new(super::Engine::Postgres).await else {
+                            return;
+                        };
+                        super::$test(&db).await;
+                    }
+                )*
+            }
         };
-        let store = SqlStore::open(&location).await.unwrap();
-        (dir, store)
     }
 
-    #[tokio::test]
-    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening() {
-        let (dir, store) = temp_store().await;
+    on_both_engines!(
+        a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening,
+        concurrent_uses_of_one_jti_by_two_stores_succeed_exactly_once,
+        revoking_again_keeps_the_later_exp_and_prune_forgets_expired,
+        status_reports_the_schema_version_before_and_after_migrating,
+        an_unreachable_store_refuses_single_use_rather_than_allow_it,
+    );
+
+    async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         let replay: &dyn ReplayStore = &store;
-        assert_eq!(replay.use_once("a", 1, 100, 50, 5).await, Ok(()));
+        assert_eq!(replay.use_once("a", 100, 50, 5).await, Ok(()));
         assert_eq!(
-            replay.use_once("a", 1, 100, 104, 5).await,
+            replay.use_once("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
-        let location = store.location().clone();
         drop(store);
-        let store = SqlStore::open(&location).await.unwrap();
+        let store = SqlStore::open(db.location()).await.unwrap();
         assert_eq!(
-            store.use_once("a", 1, 100, 104, 5).await,
+            store.use_once("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         // Past exp + leeway the row may be taken over (the token no longer verifies).
-        assert_eq!(store.use_once("a", 1, 200, 106, 5).await, Ok(()));
-        assert_eq!(store.use_once("b", 1, 10, 50, 5).await, Ok(()));
+        assert_eq!(store.use_once("a", 200, 106, 5).await, Ok(()));
+        assert_eq!(store.use_once("b", 10, 50, 5).await, Ok(()));
         assert_eq!(store.prune_used(50).await.unwrap(), 1);
         assert_eq!(store.status().await.unwrap().used_jtis, 1);
-        let mode = std::fs::metadata(dir.path().join("state/signetd.db"))
-            .unwrap()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let mode = std::fs::metadata(dir.path().join("state")).unwrap().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        if let StoreLocation::Sqlite { path } = db.location() {
+            let mode = std::fs::metadata(path).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_uses_of_one_jti_succeed_exactly_once() {
-        let (_dir, store) = temp_store().await;
-        let store = Arc::new(store);
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { store.use_once("same", 1, 100, 10, 5).await })
+    /// Two stores on one database, as two replicas would hold: of 32 concurrent first
+    /// uses of one jti, the database lets exactly one through.
+    async fn concurrent_uses_of_one_jti_by_two_stores_succeed_exactly_once(db: &TestDb) {
+        let stores = [
+            Arc::new(SqlStore::open(db.location()).await.unwrap()),
+            Arc::new(SqlStore::open(db.location()).await.unwrap()),
+        ];
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = stores[i % 2].clone();
+                tokio::spawn(async move { store.use_once("same", 100, 10, 5).await })
             })
             .collect();
         let mut accepted = 0;
@@ -465,9 +583,8 @@ mod tests {
         assert_eq!(accepted, 1);
     }
 
-    #[tokio::test]
-    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired() {
-        let (_dir, store) = temp_store().await;
+    async fn revoking_again_keeps_the_later_exp_and_prune_forgets_expired(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         let r = |jti: &str, exp, at| RevokedToken {
             jti: jti.into(),
             exp,
@@ -485,13 +602,8 @@ mod tests {
         assert_eq!(store.list().await.unwrap(), vec![r("a", 150, 3)]);
     }
 
-    #[tokio::test]
-    async fn status_reports_the_schema_version_before_and_after_migrating() {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Sqlite {
-            path: dir.path().join("signetd.db"),
-        };
-        let store = SqlStore::connect(&location).await.unwrap();
+    async fn status_reports_the_schema_version_before_and_after_migrating(db: &TestDb) {
+        let store = SqlStore::connect(db.location()).await.unwrap();
         let before = store.status().await.unwrap();
         assert_eq!(before.schema_version, 0);
         assert!(before.expected_version >= 1);
@@ -499,17 +611,168 @@ mod tests {
         assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
         let after = store.status().await.unwrap();
         assert_eq!(after.schema_version, after.expected_version);
+        assert_eq!((after.used_jtis, after.revocations), (0, 0));
     }
 
-    #[tokio::test]
-    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it() {
-        let (_dir, store) = temp_store().await;
+    async fn an_unreachable_store_refuses_single_use_rather_than_allow_it(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
         store.pool.close().await;
         assert_eq!(
-            store.use_once("a", 1, 100, 50, 5).await,
+            store.use_once("a", 100, 50, 5).await,
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
+    }
+
+    /// A TCP proxy in front of the test cluster, standing for the PostgreSQL server as
+    /// the store sees it: `Up` forwards, `Down` closes every connection and refuses new
+    /// ones (a stopped server), `Silent` accepts connections and never answers (a server
+    /// or network that hangs).
+    struct Proxy {
+        port: u16,
+        target: std::net::SocketAddr,
+        serving: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum ProxyMode {
+        Up,
+        Down,
+        Silent,
+    }
+
+    impl Proxy {
+        async fn start(target: std::net::SocketAddr) -> Proxy {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut proxy = Proxy {
+                port,
+                target,
+                serving: None,
+            };
+            proxy.serve(listener, ProxyMode::Up);
+            proxy
+        }
+
+        fn serve(&mut self, listener: tokio::net::TcpListener, mode: ProxyMode) {
+            let target = self.target;
+            self.serving = Some(tokio::spawn(async move {
+                // Dropped with the task when the mode changes: every connection closes.
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    connections.spawn(async move {
+                        if mode == ProxyMode::Silent {
+                            std::future::pending::<()>().await;
+                        }
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }));
+        }
+
+        async fn set(&mut self, mode: ProxyMode) {
+            if let Some(serving) = self.serving.take() {
+                serving.abort();
+                let _ = serving.await;
+            }
+            if mode != ProxyMode::Down {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+                    .await
+                    .unwrap();
+                self.serve(listener, mode);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stopped_or_silent_postgres_server_refuses_single_use_and_recovers() {
+        let Some(db) = TestDb::new(Engine::Postgres).await else {
+            return;
+        };
+        let StoreLocation::Postgres {
+            host, port, url, ..
+        } = db.location()
+        else {
+            unreachable!()
+        };
+        let target = tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let mut proxy = Proxy::start(target).await;
+        let through_proxy = url
+            .expose()
+            .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+        let store = SqlStore::open(&StoreLocation::from_url(&through_proxy).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.use_once("before", 100, 50, 5).await, Ok(()));
+
+        for outage in [ProxyMode::Down, ProxyMode::Silent] {
+            proxy.set(outage).await;
+            // Bounded by the acquire and operation timeouts, not by the outage.
+            assert_eq!(
+                store.use_once("during", 100, 50, 5).await,
+                Err(ReplayRefusal::Unavailable)
+            );
+            assert!(store.list().await.is_err());
+            proxy.set(ProxyMode::Up).await;
+            // The same store reconnects: the first use after the outage succeeds.
+            let mut recovered = Err(ReplayRefusal::Unavailable);
+            for _ in 0..100 {
+                recovered = store.use_once("during", 100, 50, 5).await;
+                if recovered != Err(ReplayRefusal::Unavailable) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(recovered, Ok(()), "after {outage:?}");
+            assert_eq!(
+                store.use_once("during", 100, 50, 5).await,
+                Err(ReplayRefusal::Replayed)
+            );
+            // Free the jti for the next outage.
+            sqlx::query("DELETE FROM used_jtis WHERE jti = $1")
+                .bind("during")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.use_once("before", 100, 50, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_use_wal_full_sync_and_a_busy_timeout() {
+        let db = TestDb::new(Engine::Sqlite).await.unwrap();
+        let store = SqlStore::open(db.location()).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let mut pragma = async |sql: &'static str| -> String {
+            let row = sqlx::query(sql).fetch_one(&mut *conn).await.unwrap();
+            row.try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                .unwrap()
+        };
+        assert_eq!(pragma("PRAGMA journal_mode").await, "wal");
+        // 2: FULL.
+        assert_eq!(pragma("PRAGMA synchronous").await, "2");
+        assert_eq!(pragma("PRAGMA busy_timeout").await, "5000");
+    }
+
+    #[test]
+    fn the_busy_timeout_pragma_is_busy_timeout() {
+        assert_eq!(
+            SQLITE_BUSY_TIMEOUT,
+            format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis())
+        );
     }
 
     #[tokio::test]

@@ -51,14 +51,6 @@ pub enum VerifyError {
     /// A single-use token was verified before.
     #[error("the token was already used (replay)")]
     Replayed,
-    /// A single-use token issued before the daemon started: whether it was used is unknown.
-    #[error(
-        "the token was issued before the verifier started, so its single use cannot be guaranteed"
-    )]
-    IssuedBeforeRestart,
-    /// The replay store is full; single use cannot be guaranteed.
-    #[error("too many single-use tokens are live; cannot guarantee single use")]
-    ReplayStoreFull,
 }
 
 impl VerifyError {
@@ -78,8 +70,6 @@ impl VerifyError {
             VerifyError::KeyRevoked => "key_revoked",
             VerifyError::TokenRevoked => "token_revoked",
             VerifyError::Replayed => "replayed",
-            VerifyError::IssuedBeforeRestart => "issued_before_restart",
-            VerifyError::ReplayStoreFull => "replay_store_full",
         }
     }
 }

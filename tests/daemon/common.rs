@@ -854,3 +854,134 @@ pub async fn mint_as_nobody(socket: PathBuf, issuer: &'static str) -> std::proce
     .await
     .unwrap()
 }
+
+/// The state store's engines, for tests that run on both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A state store database of one test's own: an SQLite file at a path the test names,
+/// or a fresh PostgreSQL database, owned by a fresh role, made through the superuser
+/// URL in `SIGNETD_TEST_POSTGRES_URL` (the cluster `scripts/test.sh` starts) and dropped
+/// with the `TestStore`. Without that URL a PostgreSQL test fails if
+/// `SIGNETD_REQUIRE_POSTGRES=1` (scripts/test.sh sets it) and is skipped otherwise.
+/// (src/store/test_db.rs is the same for the unit tests.)
+pub struct TestStore {
+    /// The connection string the daemon gets, in `[store] url`.
+    pub url: String,
+    postgres: Option<(String, String)>,
+}
+
+impl TestStore {
+    /// A store on `engine`; `sqlite` is the file an SQLite store uses. `None` when the
+    /// test is skipped.
+    pub async fn new(engine: Engine, sqlite: &Path) -> Option<TestStore> {
+        use sqlx::{Connection, Executor};
+        if engine == Engine::Sqlite {
+            return Some(TestStore {
+                url: format!("sqlite://{}", sqlite.display()),
+                postgres: None,
+            });
+        }
+        let admin_url = match std::env::var("SIGNETD_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var("SIGNETD_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
+                "SIGNETD_REQUIRE_POSTGRES=1 but SIGNETD_TEST_POSTGRES_URL is not set: run the \
+                 tests with scripts/test.sh, which starts a PostgreSQL cluster and sets it"
+            ),
+            _ => {
+                // Straight to stderr, past libtest's capture, so the skip is seen.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: skipping a PostgreSQL test: SIGNETD_TEST_POSTGRES_URL is not set (scripts/test.sh sets it)"
+                );
+                return None;
+            }
+        };
+        let name = format!("signetd_test_{:016x}", rand::random::<u64>());
+        let password = format!("{:032x}", rand::random::<u128>());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to SIGNETD_TEST_POSTGRES_URL");
+        for sql in [
+            format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"),
+            format!("CREATE DATABASE {name} OWNER {name}"),
+        ] {
+            admin.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+        }
+        admin.close().await.unwrap();
+        let Ok(signetd::config::StoreLocation::Postgres { host, port, .. }) =
+            signetd::config::StoreLocation::from_url(&admin_url)
+        else {
+            panic!("SIGNETD_TEST_POSTGRES_URL is not a PostgreSQL URL");
+        };
+        Some(TestStore {
+            url: format!("postgres://{name}:{password}@{host}:{port}/{name}"),
+            postgres: Some((admin_url, name)),
+        })
+    }
+
+    /// The `[store]` table naming this store.
+    pub fn toml(&self) -> String {
+        format!("\n[store]\nurl = {:?}\n", self.url)
+    }
+
+    /// Where the store is.
+    pub fn location(&self) -> signetd::config::StoreLocation {
+        signetd::config::StoreLocation::from_url(&self.url).unwrap()
+    }
+
+    /// The PostgreSQL database's name and role (they are the same), or `None` for SQLite.
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(_, name)| name.as_str())
+    }
+
+    /// Runs statements as the cluster's superuser (PostgreSQL only).
+    pub async fn admin(&self, statements: &[String]) {
+        use sqlx::{Connection, Executor};
+        let (admin_url, _) = self.postgres.as_ref().expect("a PostgreSQL store");
+        let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+        for sql in statements {
+            admin
+                .execute(sqlx::AssertSqlSafe(sql.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        admin.close().await.unwrap();
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // From a thread of its own: `Drop` cannot await, and may run inside a runtime.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                    admin
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .await?;
+                    admin
+                        .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
+                        .await?;
+                    admin.close().await
+                })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("note: cannot drop the test database: {e}");
+        }
+    }
+}
