@@ -458,15 +458,43 @@ fn after_a_normal_run_the_token_holds_only_key_objects() {
 /// Item 5 of issue 12: a token whose keys' records and certificates are objects, as
 /// versions before the state store wrote them, and an empty store. The daemon imports
 /// them once, in one transaction, says so, and then destroys those objects; the keys are
-/// unchanged and tokens minted before verify.
-#[tokio::test]
-async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it() {
+/// unchanged and tokens minted before verify. On each engine.
+mod import {
+    #[tokio::test]
+    async fn on_sqlite() {
+        super::key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it(
+            crate::common::Engine::Sqlite,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres() {
+        super::key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it(
+            crate::common::Engine::Postgres,
+        )
+        .await;
+    }
+}
+
+async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it(
+    engine: crate::common::Engine,
+) {
     use base64::Engine;
     use hyper::Method;
-    use signetd::config::StoreLocation;
     use signetd::store::SqlStore;
     let t = TestToken::create("keys-import");
-    let (config, socket) = t.write_config(&issuer_toml("keys-import", Algorithm::Es256));
+    // The store the keys are made with, and the empty one the earlier version's token
+    // meets.
+    let stores = (
+        crate::common::TestStore::new(engine, &t.path("state/first.db")).await,
+        crate::common::TestStore::new(engine, &t.path("state/second.db")).await,
+    );
+    let (Some(first), Some(second)) = stores else {
+        return;
+    };
+    let tables = issuer_toml("keys-import", Algorithm::Es256);
+    let (config, socket) = t.write_config(&(tables.clone() + &first.toml()));
     let c = config.to_str().unwrap();
     t.init_ca_and_key(&config, "keys-import");
     let s = socket.display().to_string();
@@ -497,10 +525,8 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
     assert_eq!(keys_before.as_array().unwrap().len(), 2, "{keys_before}");
 
     // The same keys as an earlier version kept them: the store's rows and certificates
-    // written as token objects with pkcs11-tool, and the store removed.
-    let db = t.path("state/signetd.db");
-    let location = StoreLocation::Sqlite { path: db.clone() };
-    let store = SqlStore::open(&location).await.unwrap();
+    // written as token objects, and an empty store in the config.
+    let store = SqlStore::open(&first.location()).await.unwrap();
     let (rows, chain) = (store.keys().await.unwrap(), store.ca_chain().await.unwrap());
     drop(store);
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -525,9 +551,7 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
             .push(json!({"id": b64(b"signetd-attestation-ca"), "label": label, "der": b64(der)}));
     }
     write_token_objects(&t, &json!({"data": data, "certificates": certificates}));
-    for file in ["signetd.db", "signetd.db-wal", "signetd.db-shm"] {
-        let _ = std::fs::remove_file(t.path("state").join(file));
-    }
+    t.write_config(&(tables + &second.toml()));
     let kinds = object_kinds(&t);
     let count = |what: &str| kinds.iter().filter(|k| k.starts_with(what)).count();
     assert_eq!(
@@ -584,7 +608,7 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
     let kinds = object_kinds(&t);
     assert!(only_key_objects(&kinds), "{kinds:?}");
     assert_eq!(listed(&t), keys_before);
-    let store = SqlStore::open(&location).await.unwrap();
+    let store = SqlStore::open(&second.location()).await.unwrap();
     assert_eq!(store.keys().await.unwrap(), rows);
     assert_eq!(store.ca_chain().await.unwrap(), chain);
     let history = store.history(&rows[0].kid).await.unwrap();
@@ -625,7 +649,7 @@ const WRITE_OBJECTS_ENV: &str = "SIGNETD_TEST_WRITE_TOKEN_OBJECTS";
 
 /// A helper process of [`write_token_objects`], not a test of its own.
 #[tokio::test]
-#[ignore = "a helper: key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it runs it in a process of its own"]
+#[ignore = "a helper: keys::import::on_sqlite and on_postgres run it in a process of its own"]
 async fn write_token_key_objects() {
     use base64::Engine;
     let Some(spec) = std::env::var_os(WRITE_OBJECTS_ENV) else {
