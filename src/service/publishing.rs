@@ -263,9 +263,8 @@ impl Service {
 
     /// What stops the daemon from signing now; empty when it can. A session answers,
     /// the last reading of the token was usable, every configured issuer's active key
-    /// resolves in the token, no published key is missing from it, the store and the
-    /// token agree about the keys of configured issuers, and the audit log takes
-    /// records.
+    /// resolves in the token, no published key is missing from it (carried, or a key the
+    /// store has and the token lost), and the audit log takes records.
     pub async fn readiness(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(e) = self.hsm.ping().await {
@@ -300,27 +299,42 @@ impl Service {
             .iter()
             .filter(|m| self.config.issuers.contains_key(&m.issuer));
         problems.extend(ours.map(ToString::to_string));
-        let mismatches = self.publishing.lock().mismatches.clone();
-        for mismatch in mismatches {
-            let ours = mismatch
-                .issuer()
-                .is_some_and(|i| self.config.issuers.contains_key(i));
-            // A missing key that still matters (it is, or may still be, published) and
-            // is not already listed as carried; an unknown key pair of an issuer served.
-            let listed = match &mismatch {
-                Mismatch::NotInToken { kid, state, .. } => {
-                    state.is_published() && !registry.is_missing(kid)
-                }
-                Mismatch::NotInStore { .. } => true,
-            };
-            if ours && listed {
-                problems.push(mismatch.to_string());
-            }
-        }
+        // A key the store has and the token lost, that is or may still be published
+        // (and is not already listed as carried): verifiers may need it.
+        let lost = self.mismatches_of_ours().into_iter().filter(|m| {
+            matches!(m, Mismatch::NotInToken { kid, state, .. }
+                if state.is_published() && !registry.is_missing(kid))
+        });
+        problems.extend(lost.map(|m| m.to_string()));
         if let Some(why) = self.audit.unavailable_because() {
             problems.push(why);
         }
         problems
+    }
+
+    /// What `/readyz` lists without failing: key pairs of configured issuers that the
+    /// state store does not know (an interrupted generation). They sign nothing and are
+    /// published nowhere, so they do not stop the daemon signing; the operator finishes
+    /// or undoes them.
+    pub fn readiness_warnings(&self) -> Vec<String> {
+        self.mismatches_of_ours()
+            .into_iter()
+            .filter(|m| matches!(m, Mismatch::NotInStore { .. }))
+            .map(|m| m.to_string())
+            .collect()
+    }
+
+    /// The last usable reading's mismatches about keys of configured issuers (keys of
+    /// issuers this daemon does not serve are not its to worry about).
+    fn mismatches_of_ours(&self) -> Vec<Mismatch> {
+        let mismatches = self.publishing.lock().mismatches.clone();
+        mismatches
+            .into_iter()
+            .filter(|m| {
+                m.issuer()
+                    .is_some_and(|i| self.config.issuers.contains_key(i))
+            })
+            .collect()
     }
 
     /// Ok when [`Service::readiness`] finds nothing wrong; otherwise

@@ -43,9 +43,15 @@ pub struct Imported {
 }
 
 impl Imported {
-    /// One line for the log and the audit record; `None` if nothing moved.
+    /// Whether anything moved from the token into the store.
+    pub fn moved(&self) -> bool {
+        self.revocations > 0 || self.keys.did_anything()
+    }
+
+    /// One line for the log and the CLI: what moved, and what was left in the token;
+    /// `None` if there is neither.
     pub fn summary(&self) -> Option<String> {
-        if self.revocations == 0 && !self.keys.did_anything() && self.keys.left.is_empty() {
+        if !self.moved() && self.keys.left.is_empty() {
             return None;
         }
         Some(format!(
@@ -125,9 +131,10 @@ impl Ports {
     }
 }
 
-/// A `state_import` record of what moved from the token into the store, if anything did.
+/// A `state_import` record of what moved from the token into the store, if anything did
+/// (what was only left behind is logged at every start, not recorded each time).
 pub async fn record_import(audit: &dyn AuditSink, imported: &Imported) {
-    let Some(summary) = imported.summary() else {
+    let Some(summary) = imported.summary().filter(|_| imported.moved()) else {
         return;
     };
     let entry = Entry::new(Event::StateImport)

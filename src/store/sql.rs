@@ -63,6 +63,8 @@ pub struct StoreStatus {
     pub used_jtis: i64,
     /// Rows of token revocations.
     pub revocations: i64,
+    /// Keys recorded (their key pairs are in the token).
+    pub keys: i64,
 }
 
 /// The state store in an SQL database.
@@ -258,8 +260,9 @@ impl SqlStore {
             Err(sqlx::Error::Database(_)) => 0,
             Err(e) => return Err(failed("reading the schema version")(e)),
         };
-        let count = |sql: &'static str| async move {
-            if schema_version == 0 {
+        // A table the schema does not have yet holds no rows.
+        let count = |sql: &'static str, since_version: i64| async move {
+            if schema_version < since_version {
                 return Ok(0);
             }
             sqlx::query(sql)
@@ -271,8 +274,9 @@ impl SqlStore {
         Ok(StoreStatus {
             schema_version,
             expected_version,
-            used_jtis: count("SELECT COUNT(*) FROM used_jtis").await?,
-            revocations: count("SELECT COUNT(*) FROM token_revocations").await?,
+            used_jtis: count("SELECT COUNT(*) FROM used_jtis", 1).await?,
+            revocations: count("SELECT COUNT(*) FROM token_revocations", 1).await?,
+            keys: count("SELECT COUNT(*) FROM keys", 2).await?,
         })
     }
 

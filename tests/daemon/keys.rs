@@ -89,28 +89,29 @@ async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated()
 /// published or repaired.
 #[tokio::test]
 async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired() {
+    use crate::common::request_unix;
+    use hyper::Method;
     let t = TestToken::create("keys-mismatch");
-    let issuers = ["keys-ok", "keys-ghost", "keys-stray"]
-        .map(|i| issuer_toml(i, Algorithm::Es256))
-        .concat();
-    let (config, socket) = t.write_config(&issuers);
+    let both =
+        issuer_toml("keys-ok", Algorithm::Es256) + &issuer_toml("keys-ghost", Algorithm::Es256);
+    let (config, socket) = t.write_config(&both);
     let c = config.to_str().unwrap();
     let ok = t.init_ca_and_key(&config, "keys-ok");
-    let generate = |issuer: &str| {
-        let (done, out, err) = t.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
-        assert!(done, "{err}");
-        out.split_whitespace().nth(5).unwrap().to_string()
-    };
-    let ghost = generate("keys-ghost");
-    // A backup of the store (the SQLite file with its write-ahead log), taken before the
-    // stray key is made and restored after.
+    let (done, out, err) =
+        t.signetd(&["keys", "generate", "--issuer", "keys-ghost", "--config", c]);
+    assert!(done, "{err}");
+    let ghost = out.split_whitespace().nth(5).unwrap().to_string();
+    // A backup of the store (the SQLite file with its write-ahead log), taken before
+    // keys-ok's next key is made and restored after.
     let files = ["signetd.db", "signetd.db-wal", "signetd.db-shm"];
     let (live, saved) = (t.path("state"), t.path("backup"));
     std::fs::create_dir(&saved).unwrap();
     for file in files.iter().filter(|f| live.join(f).exists()) {
         std::fs::copy(live.join(file), saved.join(file)).unwrap();
     }
-    let stray = generate("keys-stray");
+    let (done, out, err) = t.signetd(&["keys", "rotate", "--issuer", "keys-ok", "--config", c]);
+    assert!(done, "{err}");
+    let stray = out.split_whitespace().nth(5).unwrap().to_string();
     for file in files {
         let _ = std::fs::remove_file(live.join(file));
         if saved.join(file).exists() {
@@ -121,67 +122,40 @@ async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired
     for kind in ["privkey", "pubkey"] {
         t.pkcs11_tool(&["--delete-object", "--type", kind, "--id", &hex(&ghost)]);
     }
+    let missing = format!("key {ghost} of issuer keys-ghost (active) is missing");
+    let unknown =
+        format!("key {stray} (signetd/keys-ok/{stray}) is in the token but not in the state store");
 
     // The CLI reports both.
     let (listed, out, err) = t.signetd(&["keys", "list", "--config", c]);
     assert!(listed, "{err}");
     assert!(
-        out.contains(&format!("problem: key {ghost} of issuer keys-ghost (active) is missing"))
-            && out.contains(&format!("problem: key {stray} (signetd/keys-stray/{stray}) is in the token but not in the state store")),
+        out.contains(&format!("problem: {missing}"))
+            && out.contains(&format!("problem: {unknown}")),
         "{out}"
     );
 
-    let mut daemon = crate::publishing::start_unready(&t, &config, &socket);
-    let ready = crate::common::eventually(20, async || {
-        crate::common::try_request(
-            &signetd::client::Endpoint::Unix(socket.clone()),
-            hyper::Method::GET,
-            "/readyz",
-            &[],
-            b"",
-        )
-        .await
-        .is_ok_and(|r| r.status == 503)
-    })
-    .await;
-    assert!(ready, "/readyz never answered 503");
-    let readyz = crate::common::request_unix(&socket, hyper::Method::GET, "/readyz", None).await;
-    let problems = readyz.json["error"]["problems"].to_string();
+    // A daemon serving keys-ok alone: ready (the unknown key pair signs nothing), and
+    // /readyz warns of it.
+    t.write_config(&issuer_toml("keys-ok", Algorithm::Es256));
+    let mut daemon = t.serve(&config, &socket);
+    let readyz = request_unix(&socket, Method::GET, "/readyz", None).await;
+    assert_eq!(readyz.status, 200);
+    let warnings = readyz.json["warnings"].to_string();
     assert!(
-        problems.contains(&ghost) && problems.contains(&stray),
-        "{problems}"
+        warnings.contains(&unknown) && !warnings.contains(&ghost),
+        "{warnings}"
     );
-    let jwks =
-        crate::common::request_unix(&socket, hyper::Method::GET, "/.well-known/jwks.json", None)
-            .await;
+    let jwks = request_unix(&socket, Method::GET, "/.well-known/jwks.json", None).await;
     let kids = jwks.json["keys"].to_string();
     assert!(
         kids.contains(&ok) && !kids.contains(&ghost) && !kids.contains(&stray),
         "{kids}"
     );
-    let minted = crate::common::request_unix(
-        &socket,
-        hyper::Method::POST,
-        "/v1/tokens",
-        Some(&json!({"issuer": "keys-stray", "aud": "api"})),
-    )
-    .await;
-    assert_eq!(minted.code(), "no_active_key");
     daemon.terminate();
-
+    // Reported at start whatever the config serves: log and audit log.
     let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
-    assert!(
-        log.contains(&format!(
-            "key {ghost} of issuer keys-ghost (active) is missing"
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!(
-            "key {stray} (signetd/keys-stray/{stray}) is in the token but not in the state store"
-        )),
-        "{log}"
-    );
+    assert!(log.contains(&missing) && log.contains(&unknown), "{log}");
     let records = crate::common::audit_records(&t.audit_dir());
     let event = |kid: &str| {
         records
@@ -192,19 +166,48 @@ async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired
     assert_eq!(event(&ghost).as_deref(), Some("key_missing"), "{records:?}");
     assert_eq!(event(&stray).as_deref(), Some("key_unknown"), "{records:?}");
 
-    // Nothing was repaired: the stray key pair is still in the token, the ghost's row in
-    // the store.
+    // Serving keys-ghost too: its active key is lost, so not ready, and /readyz says why.
+    t.write_config(&both);
+    let daemon = crate::publishing::start_unready(&t, &config, &socket);
+    let answered = crate::common::eventually(20, async || {
+        crate::common::try_request(
+            &signetd::client::Endpoint::Unix(socket.clone()),
+            Method::GET,
+            "/readyz",
+            &[],
+            b"",
+        )
+        .await
+        .is_ok_and(|r| r.status == 503)
+    })
+    .await;
+    assert!(answered, "/readyz never answered 503");
+    let readyz = request_unix(&socket, Method::GET, "/readyz", None).await;
+    let problems = readyz.json["error"]["problems"].to_string();
+    assert!(problems.contains(&missing), "{problems}");
+    let minted = request_unix(
+        &socket,
+        Method::POST,
+        "/v1/tokens",
+        Some(&json!({"issuer": "keys-ghost", "aud": "api"})),
+    )
+    .await;
+    assert_eq!(minted.code(), "no_active_key");
+    drop(daemon);
+
+    // Nothing was repaired: the unknown key pair is still in the token, the lost key's
+    // row in the store.
     let objects = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
     assert!(
-        objects.contains(&format!("signetd/keys-stray/{stray}")),
+        objects.contains(&format!("signetd/keys-ok/{stray}")),
         "{objects}"
     );
     let (_, out, _) = t.signetd(&["keys", "list", "--config", c, "--format", "problems"]);
     assert!(out.contains(&ghost) && out.contains(&stray), "{out}");
-    // The operator's repair: `keys finish` records the stray key (active: the store has
-    // no other key of its issuer).
+    // The operator's repair: `keys finish` records the key pair (pending: keys-ok has an
+    // active key).
     let (done, out, err) = t.signetd(&["keys", "finish", "--kid", &stray, "--config", c]);
-    assert!(done && out.contains("is complete"), "{out}{err}");
+    assert!(done && out.contains("is complete (Pending)"), "{out}{err}");
 }
 
 #[test]
