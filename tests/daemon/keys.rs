@@ -419,10 +419,12 @@ fn object_kinds(t: &TestToken) -> Vec<String> {
         .collect()
 }
 
-fn only_key_objects(kinds: &[String]) -> bool {
-    kinds
+/// No data object and no certificate among `kinds`. (Some modules list objects of their
+/// own too, such as kryoptic's mechanism objects: what signetd writes is what counts.)
+fn no_data_or_certificates(kinds: &[String]) -> bool {
+    !kinds
         .iter()
-        .all(|k| k.starts_with("private key object") || k.starts_with("public key object"))
+        .any(|k| k.starts_with("data object") || k.starts_with("certificate object"))
 }
 
 /// The token holds private keys (and their public halves) and nothing else: after a CA,
@@ -453,9 +455,14 @@ fn after_a_normal_run_the_token_holds_only_key_objects() {
     assert!(retired, "{err}");
     drop(daemon);
     let kinds = object_kinds(&t);
-    assert!(only_key_objects(&kinds), "{kinds:?}");
+    assert!(no_data_or_certificates(&kinds), "{kinds:?}");
     // The CA key, two issuer keys and the audit key, each a private and a public object.
-    assert_eq!(kinds.len(), 8, "{kinds:?}");
+    let count = |what: &str| kinds.iter().filter(|k| k.starts_with(what)).count();
+    assert_eq!(
+        (count("private key object"), count("public key object")),
+        (4, 4),
+        "{kinds:?}"
+    );
 }
 
 /// Item 5 of issue 12: a token whose keys' records and certificates are objects, as
@@ -609,7 +616,7 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
 
     // Only key objects are left; the store has the keys as they were, imported once.
     let kinds = object_kinds(&t);
-    assert!(only_key_objects(&kinds), "{kinds:?}");
+    assert!(no_data_or_certificates(&kinds), "{kinds:?}");
     assert_eq!(listed(&t), keys_before);
     let store = SqlStore::open(&second.location()).await.unwrap();
     assert_eq!(store.keys().await.unwrap(), rows);
