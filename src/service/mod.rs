@@ -181,7 +181,9 @@ impl Service {
             .into_iter()
             .chain(merged.problems.clone())
             .collect();
-        for problem in &problems {
+        // Mismatches are logged by `report_mismatches`, once, with their records.
+        let mismatch_lines: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+        for problem in problems.iter().filter(|p| !mismatch_lines.contains(p)) {
             tracing::error!(token = %hsm.token().label, "{problem}");
         }
         for name in config.issuers.keys() {

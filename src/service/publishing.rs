@@ -145,7 +145,11 @@ impl Service {
             match read(&self.hsm, &*self.key_records, &*self.revocations).await {
                 Ok(read) => read,
                 Err(e) => {
-                    self.unreadable(format!("the token could not be read: {e}"));
+                    let what = match e {
+                        Error::Store(_) => "the state store",
+                        _ => "the token",
+                    };
+                    self.unreadable(format!("{what} could not be read: {e}"));
                     return Err(e);
                 }
             };
