@@ -599,7 +599,9 @@ impl Drop for TestDaemon {
 
 /// The config of an in-process daemon: `pkcs11` and `rest`, with an audit log in `dir`
 /// unless `rest` has an `[audit]` table, and the test token's state store ([`store_url`],
-/// where its keys are recorded) unless `rest` has a `[store]` table.
+/// where its keys are recorded) unless `rest` has a `[store]` table. (Not the default
+/// store beside the audit dir: the daemon must find the token's keys, and for an audit
+/// dir of `/tmp/X` that would be `/tmp/state`, shared by every such test and run.)
 pub fn daemon_config(pkcs11: &str, rest: &str, dir: &TempDir) -> Config {
     let mut rest = with_audit_dir(rest, &dir.path().join("audit"));
     if !rest.contains("[store]") {
