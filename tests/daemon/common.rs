@@ -346,14 +346,14 @@ pub fn store_url() -> String {
     format!("sqlite://{}", token().path("state/signetd.db").display())
 }
 
-/// The test token's state store (see [`store_url`]), on a pool of this test's own: a
-/// pool belongs to the runtime that made it, and each test has its own runtime.
-pub async fn store() -> Arc<SqlStore> {
+/// Brings the test token's state store's schema up to date, once per process, on a
+/// runtime of its own: daemons and tests of the process then only connect, and never
+/// race to create the same tables.
+fn migrate_store() -> signetd::config::StoreLocation {
     static MIGRATED: OnceLock<()> = OnceLock::new();
     let location = signetd::config::StoreLocation::Sqlite {
         path: token().path("state/signetd.db"),
     };
-    // Migrated once, on a runtime of its own, so parallel tests never race to do it.
     MIGRATED.get_or_init(|| {
         let location = location.clone();
         std::thread::spawn(move || {
@@ -366,7 +366,13 @@ pub async fn store() -> Arc<SqlStore> {
         .join()
         .unwrap()
     });
-    Arc::new(SqlStore::connect(&location).await.unwrap())
+    location
+}
+
+/// The test token's state store (see [`store_url`]), on a pool of this test's own: a
+/// pool belongs to the runtime that made it, and each test has its own runtime.
+pub async fn store() -> Arc<SqlStore> {
+    Arc::new(SqlStore::connect(&migrate_store()).await.unwrap())
 }
 
 /// The uid this test runs as.
@@ -605,6 +611,7 @@ impl Drop for TestDaemon {
 pub fn daemon_config(pkcs11: &str, rest: &str, dir: &TempDir) -> Config {
     let mut rest = with_audit_dir(rest, &dir.path().join("audit"));
     if !rest.contains("[store]") {
+        migrate_store();
         rest.push_str(&format!("\n[store]\nurl = {:?}\n", store_url()));
     }
     Config::parse(&format!("{pkcs11}\n{rest}")).expect("valid test config")
