@@ -288,18 +288,19 @@ async fn mint_rate(
     duration: Duration,
 ) -> (f64, AuditStats) {
     let dir = tempfile::tempdir().unwrap();
-    let mut audit_table = audit_dir.map_or_else(String::new, |d| {
+    let audit_table = audit_dir.map_or_else(String::new, |d| {
         format!("[audit]\ndir = {:?}\n", d.display().to_string())
     });
-    // The state store in the run's own directory, whatever the audit dir.
-    audit_table.push_str(&format!(
-        "[store]\nurl = \"sqlite://{}\"\n",
-        dir.path().join("state.db").display()
-    ));
+    // The state store is the test token's (common::store_url): its keys are recorded there.
     let config = common::daemon_config(config_text, &audit_table, &dir);
+    let (store, _) = signetd::service::wiring::open_store(&config, &hsm)
+        .await
+        .unwrap();
     let log = match audit_dir {
         Some(_) => Some(Arc::new(
-            AuditLog::open(&config, hsm.clone()).await.unwrap(),
+            AuditLog::open(&config, hsm.clone(), store.clone())
+                .await
+                .unwrap(),
         )),
         None => None,
     };
@@ -307,7 +308,7 @@ async fn mint_rate(
         Some(log) => log.clone(),
         None => Arc::new(Discard),
     };
-    let ports = Ports::with_audit(&config, &hsm, sink).await.unwrap();
+    let ports = Ports::with_audit(&hsm, store, sink);
     let service = Arc::new(Service::new(config, hsm, ports).await.unwrap());
     let daemon = common::TestDaemon::serve(dir, service, 0o600).await;
     let count = Arc::new(AtomicU64::new(0));

@@ -17,9 +17,9 @@
 //! | [`identity`] | who is calling: [`identity::Principal`], built by the transports (peer credentials, or [`identity::CertificateIdentity::from_der`] for a verified client certificate), and the [`identity::CallerSelector`]s a config names principals with |
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]` and `[limits]` tables (rates as `"N/s"`), and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
-//! | [`store`] | state behind ports: the replay store and the revocation store; the daemon's implementation is an SQL database, SQLite by default or PostgreSQL, through one pool and one set of statements (docs/state.md) |
-//! | [`keys`] | the token as key database: inventory, generation, states; the in-memory registry, built from the last good view ([`keys::carry`] merges each reading of the token, so a failed or empty reading never unpublishes keys or revocations, and a key gone from the token stays published until its tokens expire); JWKs |
-//! | [`attest`] | the attestation CA in the token, key certificates, the signetd extension, chain verification |
+//! | [`store`] | state behind ports: the replay store, the revocation store and key metadata ([`store::KeyMetadata`]: key records, state history, certificates, the CA chain); the daemon's implementation is an SQL database, SQLite by default or PostgreSQL, through one pool and one set of statements (docs/state.md), which also imports what earlier versions kept as token objects |
+//! | [`keys`] | keys: key pairs in the token, everything else about them in the state store; inventory (the two matched by `CKA_ID`, disagreements reported), generation, states; the in-memory registry, built from the last good view ([`keys::carry`] merges each reading, so a failed or empty reading never unpublishes keys or revocations, and a key gone from the token stays published until its tokens expire); JWKs |
+//! | [`attest`] | the attestation CA (its key in the token, its chain in the state store), key certificates, the signetd extension, chain verification |
 //! | [`token`] | JWS encoding, the claims policy, verification |
 //! | [`error`] | the domain [`error::Error`] with its stable codes |
 //! | [`audit`] | the hash-chained audit log behind the [`audit::AuditSink`] port: records, segments, the group-committing writer in parts, checkpoints signed by the audit key, offline verification; [`audit::aggregate`] folds refusals of callers no policy names into one record per caller and interval, [`audit::reserve`] keeps refusal records out of the free space signing needs, and [`audit::ReopeningLog`] retries a log that could not be opened at start |
@@ -72,10 +72,11 @@
 //!    a count in the interval's `refused_aggregate` record for anyone else.
 //!
 //! Public keys are published by [`keys::KeyRegistry`], rebuilt at start-up and at every
-//! [`lifecycle`] tick from each reading of the token merged into the last good view (so
-//! changes made with the CLI reach a running daemon, and an unreadable token unpublishes
-//! nothing) and swapped in atomically: the token is the only key database. Every published key
-//! carries its [`attest`] chain in `x5c`.
+//! [`lifecycle`] tick from each reading of the state store and the token merged into the
+//! last good view (so changes made with the CLI reach a running daemon, and an
+//! unreadable token unpublishes nothing) and swapped in atomically. The token holds the
+//! key pairs and nothing else. Every published key carries its [`attest`] chain in
+//! `x5c`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -11,8 +11,9 @@
 //! Of several replicas sharing one state store, only the holder of the lifecycle lease
 //! ([`crate::service::leases`]) applies these; the others only reload.
 //!
-//! Then expired token revocations are pruned and the registry is rebuilt from the
-//! token, which also picks up changes made with the CLI (merged into the last good view:
+//! Then expired token revocations are pruned and the registry is rebuilt from the state
+//! store and the token, which also picks up changes made with the CLI (merged into the
+//! last good view:
 //! a read failure never empties it, see [`crate::keys::carry`]). At no point does the JWKS lack
 //! a key that signed an unexpired token: keys are published before they sign and stay
 //! published until everything they signed has expired.
@@ -28,6 +29,9 @@ use crate::keys::{KeyState, store};
 use crate::service::record::key_event;
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::service::{Service, unix_now};
+
+/// Who the lifecycle's changes are by, in each key's state history.
+const ACTOR: &str = "lifecycle";
 
 /// Runs [`tick`] every `lifecycle.tick_seconds` until `shutdown`. The daemon runs the
 /// first one itself, before it serves (see [`tick_now`]).
@@ -110,7 +114,7 @@ async fn issuer_step(
 ) -> Result<(), Error> {
     let config = service.config();
     let issuer = &config.issuers[name];
-    let hsm = service.hsm();
+    let (hsm, meta) = (service.hsm(), service.key_records());
     let tick = config.lifecycle.tick_seconds;
     let registry = service.registry();
     // A key missing from the token (carried from the last good view) cannot change
@@ -130,11 +134,11 @@ async fn issuer_step(
     };
     if let Some(next) = pending.filter(published_long_enough) {
         if let Some(current) = active {
-            store::transition(hsm, &current.kid, KeyState::Retired).await?;
+            store::transition(meta, &current.kid, KeyState::Retired, ACTOR).await?;
             note(service, name, &current.kid, KeyState::Retired).await;
             changes.push(format!("{name}: retired {}", current.kid));
         }
-        store::transition(hsm, &next.kid, KeyState::Active).await?;
+        store::transition(meta, &next.kid, KeyState::Active, ACTOR).await?;
         note(service, name, &next.kid, KeyState::Active).await;
         changes.push(format!("{name}: activated {}", next.kid));
     } else if let (Some(period), Some(current), None) =
@@ -142,7 +146,8 @@ async fn issuer_step(
         && current.changed_at + period <= now
     {
         let days = config.attestation.key_certificate_days;
-        let next = store::prepare_rotation(hsm, name, issuer.algorithm, issuer.key_purpose(), days)
+        let purpose = issuer.key_purpose();
+        let next = store::prepare_rotation(hsm, meta, name, issuer.algorithm, purpose, days, ACTOR)
             .await?;
         note(service, name, &next.kid, KeyState::Pending).await;
         changes.push(format!(
@@ -155,7 +160,7 @@ async fn issuer_step(
     let grace = issuer.max_ttl_seconds + LEEWAY_SECONDS + tick;
     for retired in keys.iter().filter(|k| k.state == KeyState::Retired) {
         if retired.changed_at + grace < now {
-            store::transition(hsm, &retired.kid, KeyState::Archived).await?;
+            store::transition(meta, &retired.kid, KeyState::Archived, ACTOR).await?;
             note(service, name, &retired.kid, KeyState::Archived).await;
             changes.push(format!("{name}: archived {}", retired.kid));
         }

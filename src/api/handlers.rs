@@ -165,14 +165,16 @@ pub async fn attestation(
 pub async fn healthz() -> Json<wire::Health> {
     Json(wire::Health {
         status: wire::HealthStatus::Ok,
+        warnings: Vec::new(),
     })
 }
 
-/// `GET /readyz`: the token answers.
+/// `GET /readyz`: the daemon can sign now; with what it found that does not stop it.
 pub async fn readyz(State(svc): Svc) -> Result<Json<wire::Health>, ApiError> {
     svc.ready().await?;
     Ok(Json(wire::Health {
         status: wire::HealthStatus::Ready,
+        warnings: svc.readiness_warnings(),
     }))
 }
 

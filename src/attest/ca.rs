@@ -1,34 +1,27 @@
-//! The attestation CA in the token: its key, its certificate (self-signed, or issued by
-//! the operator's CA from a CSR), and the certificates it issues to issuer keys.
+//! The attestation CA: its key, its certificate (self-signed, or issued by the
+//! operator's CA from a CSR), and the certificates it issues to issuer keys.
 //!
-//! Everything lives in the token: the CA key pair (`CKA_ID` `signetd-attestation-ca`),
-//! its certificate, the operator's chain above it, and each key's certificate
-//! (`signetd-cert/KID`). The CA is in one of three states, reported by [`CaState`]:
-//! missing, key generated but not yet certified (a CSR is out, or a ceremony stopped
-//! midway), or ready.
+//! The CA key pair is in the token (`CKA_ID` `signetd-attestation-ca`); its certificate
+//! and the operator's chain above it are in the state store ([`KeyMetadata::ca_chain`]),
+//! and each key's certificate is stored with the key's row by whoever makes the key. The
+//! CA is in one of three states, reported by [`CaState`]: missing, key generated but not
+//! yet certified (a CSR is out, or a ceremony stopped midway), or ready.
 
 use std::time::SystemTime;
-
-use der::Encode;
 
 use super::certificate::to_pem;
 use super::extension::KeyAttestation;
 use super::profile::{self, CaSigner, KeySubject};
 use super::verify;
 use crate::algorithm::Algorithm;
-use crate::hsm::{CertificateObject, Hsm, HsmError, KeyPairInfo};
+use crate::hsm::{Hsm, HsmError, KeyPairInfo};
 use crate::signer::{KeyRef, SignError};
+use crate::store::{KeyMetadata, StoreError};
 
 /// `CKA_ID` of the CA key pair and its certificate objects.
 pub const CA_ID: &[u8] = b"signetd-attestation-ca";
 /// `CKA_LABEL` of the CA key pair.
 pub const CA_KEY_LABEL: &str = "signetd-ca/key";
-/// `CKA_LABEL` of the CA's certificate.
-pub const CA_CERT_LABEL: &str = "signetd-ca/certificate";
-/// Prefix of the labels of the chain above the CA: `signetd-ca/chain/01`, `/02`, ...
-pub const CA_CHAIN_PREFIX: &str = "signetd-ca/chain/";
-/// Prefix of the labels of key certificates: `signetd-cert/KID`.
-pub const KEY_CERT_PREFIX: &str = "signetd-cert/";
 
 /// Why an attestation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +29,9 @@ pub enum AttestError {
     /// The token failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The CA key could not sign.
     #[error(transparent)]
     Sign(#[from] SignError),
@@ -51,6 +47,12 @@ pub enum AttestError {
          or undo with `signetd attest init-ca --undo`"
     )]
     CaNotCertified,
+    /// The store has the CA's certificate, the token no CA key.
+    #[error(
+        "the state store holds an attestation CA certificate but the token has no attestation CA key \
+         (the key was deleted, or the store belongs to another token)"
+    )]
+    CaKeyMissing,
     /// The CA already exists.
     #[error("the token already has an attestation CA{0}")]
     CaExists(String),
@@ -104,22 +106,19 @@ pub enum CaState {
     Ready(AttestationCa),
 }
 
-/// Reads the CA's state from the token.
-pub async fn load(hsm: &Hsm) -> Result<CaState, AttestError> {
+/// Reads the CA's state: its key pair from the token, its chain from the store.
+pub async fn load(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<CaState, AttestError> {
+    let chain = meta.ca_chain().await?;
     let Some(pair) = hsm.key_pair_by_id(CA_ID.to_vec()).await? else {
-        return Ok(CaState::Missing);
+        if chain.is_empty() {
+            return Ok(CaState::Missing);
+        }
+        return Err(AttestError::CaKeyMissing);
     };
-    let mut certs = hsm.certificates("signetd-ca/").await?;
-    let Some(own) = certs.iter().position(|c| c.label == CA_CERT_LABEL) else {
+    let Some(own) = chain.first() else {
         return Ok(CaState::KeyOnly(pair));
     };
-    let own = certs.remove(own);
-    let mut above: Vec<_> = certs
-        .into_iter()
-        .filter(|c| c.label.starts_with(CA_CHAIN_PREFIX))
-        .collect();
-    above.sort_by(|a, b| a.label.cmp(&b.label));
-    let cert = verify::parse(&own.value).map_err(AttestError::BadChain)?;
+    let cert = verify::parse(own).map_err(AttestError::BadChain)?;
     if cert.public_key() != pair.public_key {
         return Err(AttestError::BadChain(
             "the stored CA certificate is not for the CA key".to_string(),
@@ -131,8 +130,6 @@ pub async fn load(hsm: &Hsm) -> Result<CaState, AttestError> {
         kid: ca_kid(),
         public_key: pair.public_key.clone(),
     };
-    let mut chain = vec![own.value];
-    chain.extend(above.into_iter().map(|c| c.value));
     Ok(CaState::Ready(AttestationCa {
         signer,
         public_key: pair.public_key,
@@ -141,8 +138,8 @@ pub async fn load(hsm: &Hsm) -> Result<CaState, AttestError> {
 }
 
 /// Loads the CA and requires it to be ready.
-pub async fn ready(hsm: &Hsm) -> Result<AttestationCa, AttestError> {
-    match load(hsm).await? {
+pub async fn ready(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<AttestationCa, AttestError> {
+    match load(hsm, meta).await? {
         CaState::Ready(ca) => Ok(ca),
         CaState::KeyOnly(_) => Err(AttestError::CaNotCertified),
         CaState::Missing => Err(AttestError::NoCa),
@@ -150,8 +147,8 @@ pub async fn ready(hsm: &Hsm) -> Result<AttestationCa, AttestError> {
 }
 
 /// Generates the CA key in the token (the same non-extractable template as issuer keys).
-pub async fn create_key(hsm: &Hsm) -> Result<KeyPairInfo, AttestError> {
-    match load(hsm).await? {
+pub async fn create_key(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<KeyPairInfo, AttestError> {
+    match load(hsm, meta).await? {
         CaState::Missing => {}
         CaState::KeyOnly(_) => {
             return Err(AttestError::CaExists(
@@ -174,8 +171,8 @@ pub async fn create_key(hsm: &Hsm) -> Result<KeyPairInfo, AttestError> {
 }
 
 /// Destroys a CA key that was never certified (undoing an interrupted root ceremony).
-pub async fn destroy_uncertified(hsm: &Hsm) -> Result<(), AttestError> {
-    match load(hsm).await? {
+pub async fn destroy_uncertified(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<(), AttestError> {
+    match load(hsm, meta).await? {
         CaState::KeyOnly(pair) => Ok(hsm.destroy_key_pair(pair.id).await?),
         CaState::Missing => Err(AttestError::NoCa),
         CaState::Ready(_) => Err(AttestError::CaExists(
@@ -187,13 +184,14 @@ pub async fn destroy_uncertified(hsm: &Hsm) -> Result<(), AttestError> {
 /// Certifies the CA key with a self-signed certificate valid for `days`.
 pub async fn self_sign(
     hsm: &Hsm,
+    meta: &dyn KeyMetadata,
     pair: &KeyPairInfo,
     subject: &str,
     days: u32,
 ) -> Result<AttestationCa, AttestError> {
     let name = profile::name(&[("CN", subject), ("O", "signetd")]);
     let cert = profile::self_signed_ca(hsm, &ca_kid(), &pair.public_key, name, days).await?;
-    store_chain(hsm, pair, vec![cert]).await
+    store_chain(hsm, meta, vec![cert]).await
 }
 
 /// A PKCS#10 request (DER) for the CA key, for the operator's own CA.
@@ -207,6 +205,7 @@ pub async fn request(hsm: &Hsm, pair: &KeyPairInfo, subject: &str) -> Result<Vec
 /// next, and every issuer must be a CA.
 pub async fn import_chain(
     hsm: &Hsm,
+    meta: &dyn KeyMetadata,
     pair: &KeyPairInfo,
     chain: Vec<Vec<u8>>,
 ) -> Result<AttestationCa, AttestError> {
@@ -234,60 +233,37 @@ pub async fn import_chain(
             failure.name, failure.detail
         )));
     }
-    store_chain(hsm, pair, chain).await
+    store_chain(hsm, meta, chain).await
 }
 
+/// Stores the CA's chain in the state store, unless another process stored one first,
+/// and reads the CA back.
 async fn store_chain(
     hsm: &Hsm,
-    pair: &KeyPairInfo,
+    meta: &dyn KeyMetadata,
     chain: Vec<Vec<u8>>,
 ) -> Result<AttestationCa, AttestError> {
-    // What was stored so far, by id, label and value: what names a certificate object.
-    let mut stored: Vec<CertificateObject> = Vec::new();
-    let result = async {
-        for (i, der) in chain.iter().enumerate() {
-            let cert = verify::parse(der).map_err(AttestError::BadChain)?;
-            let subject = cert.tbs_certificate.subject.to_der().expect("names encode");
-            let label = if i == 0 {
-                CA_CERT_LABEL.to_string()
-            } else {
-                format!("{CA_CHAIN_PREFIX}{i:02}")
-            };
-            hsm.create_certificate(CA_ID.to_vec(), label.clone(), subject, der.clone())
-                .await?;
-            stored.push(CertificateObject {
-                label,
-                id: CA_ID.to_vec(),
-                value: der.clone(),
-            });
-        }
-        Ok::<(), AttestError>(())
+    for der in &chain {
+        verify::parse(der).map_err(AttestError::BadChain)?;
     }
-    .await;
-    if let Err(e) = result {
-        for object in stored {
-            let _ = hsm
-                .destroy_certificate(&object.id, &object.label, &object.value)
-                .await;
-        }
-        return Err(e);
+    if !meta.put_ca_chain(&chain, crate::util::unix_now()).await? {
+        return Err(AttestError::CaExists(
+            " (another process certified it first)".to_string(),
+        ));
     }
-    match load(hsm).await? {
-        CaState::Ready(ca) => {
-            let _ = pair;
-            Ok(ca)
-        }
+    match load(hsm, meta).await? {
+        CaState::Ready(ca) => Ok(ca),
         _ => Err(AttestError::BadChain(
             "the stored chain did not load back".to_string(),
         )),
     }
 }
 
-/// Issues and stores the attestation certificate of a key the token just described, and
-/// returns the stored object (its `value` is the DER certificate).
+/// Issues the attestation certificate (DER) of a key the token just described. Whoever
+/// makes the key stores it with the key's row.
 ///
-/// Refuses, creating nothing, if the token reports the key as anything but sensitive,
-/// always-sensitive, never-extractable and local.
+/// Refuses if the token reports the key as anything but sensitive, always-sensitive,
+/// never-extractable and local.
 pub async fn attest_key(
     hsm: &Hsm,
     ca: &AttestationCa,
@@ -295,7 +271,7 @@ pub async fn attest_key(
     kid: &str,
     issuer: &str,
     days: u32,
-) -> Result<CertificateObject, AttestError> {
+) -> Result<Vec<u8>, AttestError> {
     if !pair.attributes.is_hardware_bound() {
         return Err(AttestError::NotHardwareBound {
             kid: kid.to_string(),
@@ -311,25 +287,8 @@ pub async fn attest_key(
         attestation: &attestation,
     };
     let cert = profile::key_certificate(hsm, &ca.signer, &subject, days).await?;
-    let parsed = verify::parse(&cert).map_err(AttestError::BadChain)?;
-    let subject_der = parsed
-        .tbs_certificate
-        .subject
-        .to_der()
-        .expect("names encode");
-    let object = CertificateObject {
-        label: format!("{KEY_CERT_PREFIX}{kid}"),
-        id: pair.id.clone(),
-        value: cert,
-    };
-    hsm.create_certificate(
-        object.id.clone(),
-        object.label.clone(),
-        subject_der,
-        object.value.clone(),
-    )
-    .await?;
-    Ok(object)
+    verify::parse(&cert).map_err(AttestError::BadChain)?;
+    Ok(cert)
 }
 
 /// The CA key, for signing transcripts through the signer port.

@@ -16,6 +16,7 @@ use crate::attest::{self, AttestError, signed};
 use crate::hsm::Hsm;
 use crate::keys::{KeyPurpose, KeyState, store};
 use crate::signer::KeyRef;
+use crate::store::KeyMetadata;
 
 /// The issuer name of the audit key. Config issuers may not use it.
 pub const AUDIT_ISSUER: &str = "signetd-audit";
@@ -55,6 +56,8 @@ struct AuditKey {
 /// on demand.
 pub struct CheckpointSigner {
     hsm: Arc<Hsm>,
+    /// The key records (the state store).
+    keys: Arc<dyn KeyMetadata>,
     /// Drives the token calls from the writer's thread.
     runtime: Handle,
     certificate_days: u32,
@@ -64,11 +67,17 @@ pub struct CheckpointSigner {
 }
 
 impl CheckpointSigner {
-    /// A signer over `hsm` whose token calls run on `runtime`; a generated key's
-    /// certificate is valid `certificate_days`.
-    pub fn new(hsm: Arc<Hsm>, certificate_days: u32, runtime: Handle) -> Self {
+    /// A signer over `hsm` and the key records `keys` whose calls run on `runtime`; a
+    /// generated key's certificate is valid `certificate_days`.
+    pub fn new(
+        hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
+        certificate_days: u32,
+        runtime: Handle,
+    ) -> Self {
         CheckpointSigner {
             hsm,
+            keys,
             runtime,
             certificate_days,
             key: None,
@@ -82,7 +91,7 @@ impl CheckpointSigner {
             return Ok(key.clone());
         }
         let unusable = |e: String| AuditError::NoKey(e);
-        let inventory = store::inventory(&self.hsm)
+        let inventory = store::inventory(&self.hsm, &*self.keys)
             .await
             .map_err(|e| unusable(e.to_string()))?;
         let stored = match inventory.of_issuer(AUDIT_ISSUER, KeyState::Active) {
@@ -90,10 +99,12 @@ impl CheckpointSigner {
             None => {
                 let key = store::generate(
                     &self.hsm,
+                    &*self.keys,
                     AUDIT_ISSUER,
                     Algorithm::Es256,
                     KeyPurpose::Raw,
                     self.certificate_days,
+                    "audit",
                 )
                 .await
                 .map_err(|e| match e {
@@ -114,7 +125,7 @@ impl CheckpointSigner {
                 stored.kid, stored.algorithm
             )));
         }
-        let ca = attest::ca::ready(&self.hsm)
+        let ca = attest::ca::ready(&self.hsm, &*self.keys)
             .await
             .map_err(|e| unusable(e.to_string()))?;
         let mut chain = vec![stored.certificate.clone()];

@@ -39,6 +39,7 @@ pub use sink::AuditSink;
 
 use crate::config::{AuditConfig, Config};
 use crate::hsm::Hsm;
+use crate::store::KeyMetadata;
 
 /// Why the log cannot take a record.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -133,12 +134,23 @@ impl AuditLog {
     /// which signs checkpoints through the current tokio runtime. A torn record left by
     /// a crash is cut off, kept beside the segments, and reported in the log's next
     /// record.
-    pub async fn open(config: &Config, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
-        Self::open_with(&LogOptions::from_config(config), hsm).await
+    ///
+    /// The audit key is found (or generated) through `keys`, the state store's key
+    /// records, and the token.
+    pub async fn open(
+        config: &Config,
+        hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(&LogOptions::from_config(config), hsm, keys).await
     }
 
     /// [`AuditLog::open`] from the parts of the config the log uses.
-    pub async fn open_with(options: &LogOptions, hsm: Arc<Hsm>) -> Result<AuditLog, AuditError> {
+    pub async fn open_with(
+        options: &LogOptions,
+        hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
+    ) -> Result<AuditLog, AuditError> {
         let LogOptions {
             audit,
             key_certificate_days,
@@ -210,6 +222,7 @@ impl AuditLog {
             },
             signer: Box::new(checkpoint::CheckpointSigner::new(
                 hsm,
+                keys,
                 key_certificate_days,
                 runtime,
             )),

@@ -62,8 +62,17 @@ pub enum Event {
     /// A key appeared or changed state outside the daemon (the CLI, another process).
     KeyObserved,
     /// A key is gone from a readable token (its private key deleted); it stays published
-    /// from the last good view until every token it signed has expired.
+    /// from the last good view until every token it signed has expired. Also written at
+    /// start for each key the state store has and the token does not.
     KeyMissing,
+    /// At start: the token holds a signetd key pair the state store does not know (an
+    /// interrupted generation, or a store that is not this token's). It is neither used
+    /// nor published until `signetd keys finish` or `destroy-incomplete`.
+    KeyUnknown,
+    /// At start: state that an earlier version kept as objects in the token (key
+    /// records, certificates, token revocations) was moved into the state store; `detail`
+    /// says what, and what was left.
+    StateImport,
     /// The token failed with a device or token error; `detail` names the PKCS#11
     /// function and return value. Requests are refused until `hsm_recovered`.
     HsmOutage,

@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{AuditError, AuditLog, AuditSink, CallerRecord, Entry, Event, Expected, LogOptions};
 use crate::hsm::Hsm;
+use crate::store::KeyMetadata;
 use crate::util::BoxFuture;
 
 /// The first retry comes this long after the failed open; each next one twice as
@@ -35,7 +36,12 @@ pub struct ReopeningLog {
 impl ReopeningLog {
     /// A sink for the log in `audit.dir`, whose first open failed with `error`; retries
     /// on the current tokio runtime until the log opens, the sink is closed, or dropped.
-    pub fn start(options: LogOptions, hsm: Arc<Hsm>, error: AuditError) -> Arc<ReopeningLog> {
+    pub fn start(
+        options: LogOptions,
+        hsm: Arc<Hsm>,
+        keys: Arc<dyn KeyMetadata>,
+        error: AuditError,
+    ) -> Arc<ReopeningLog> {
         let sink = Arc::new(ReopeningLog {
             log: OnceLock::new(),
             error: Mutex::new(error.to_string()),
@@ -45,7 +51,7 @@ impl ReopeningLog {
             .format(&Rfc3339)
             .unwrap_or_default();
         let weak = Arc::downgrade(&sink);
-        tokio::spawn(retry(weak, options, hsm, since));
+        tokio::spawn(retry(weak, options, hsm, keys, since));
         sink
     }
 
@@ -55,7 +61,13 @@ impl ReopeningLog {
 }
 
 /// Tries to open the log with backoff until it opens or `sink` is gone or closed.
-async fn retry(sink: Weak<ReopeningLog>, options: LogOptions, hsm: Arc<Hsm>, since: String) {
+async fn retry(
+    sink: Weak<ReopeningLog>,
+    options: LogOptions,
+    hsm: Arc<Hsm>,
+    keys: Arc<dyn KeyMetadata>,
+    since: String,
+) {
     let mut delay = FIRST_DELAY;
     let mut attempts = 1u64;
     loop {
@@ -65,7 +77,7 @@ async fn retry(sink: Weak<ReopeningLog>, options: LogOptions, hsm: Arc<Hsm>, sin
             return;
         }
         attempts += 1;
-        match AuditLog::open_with(&options, hsm.clone()).await {
+        match AuditLog::open_with(&options, hsm.clone(), keys.clone()).await {
             Ok(log) => {
                 let detail = format!(
                     "the audit log could not be opened from {since} until now ({attempts} attempts; last error: {}); signing was refused meanwhile",

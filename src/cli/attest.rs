@@ -131,9 +131,10 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
             days,
             transcript,
         } => {
-            let (_, hsm) = super::open(&config.config).await?;
+            let opened = super::open_keys(&config.config, false).await?;
+            let (hsm, meta) = (&opened.hsm, opened.meta());
             if undo {
-                attest::ca::destroy_uncertified(&hsm)
+                attest::ca::destroy_uncertified(hsm, meta)
                     .await
                     .map_err(|e| e.to_string())?;
                 println!("destroyed the uncertified attestation CA key");
@@ -141,14 +142,14 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
             }
             let mut log = Transcript::start("root", hsm.token());
             let outcome = async {
-                let pair = match attest::ca::load(&hsm).await.map_err(|e| e.to_string())? {
+                let pair = match attest::ca::load(hsm, meta).await.map_err(|e| e.to_string())? {
                     CaState::Ready(_) => return Err(attest::AttestError::CaExists(String::new()).to_string()),
                     CaState::KeyOnly(pair) => {
                         println!("resuming: the attestation CA key exists but is not certified yet");
                         pair
                     }
                     CaState::Missing => {
-                        let pair = attest::ca::create_key(&hsm).await.map_err(|e| e.to_string())?;
+                        let pair = attest::ca::create_key(hsm, meta).await.map_err(|e| e.to_string())?;
                         println!("generated the attestation CA key (P-256, non-extractable)");
                         pair
                     }
@@ -160,7 +161,7 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
                     detail: "public key sha256".to_string(),
                 });
                 if self_signed {
-                    let ca = attest::ca::self_sign(&hsm, &pair, &subject, days).await.map_err(|e| e.to_string())?;
+                    let ca = attest::ca::self_sign(hsm, meta, &pair, &subject, days).await.map_err(|e| e.to_string())?;
                     println!("self-signed attestation CA certificate, valid {days} days");
                     log.created.push(Created {
                         kind: "attestation-ca-certificate".to_string(),
@@ -169,7 +170,7 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
                         detail: "self-signed".to_string(),
                     });
                 } else if let Some(path) = &csr {
-                    let request = attest::ca::request(&hsm, &pair, &subject).await.map_err(|e| e.to_string())?;
+                    let request = attest::ca::request(hsm, &pair, &subject).await.map_err(|e| e.to_string())?;
                     let pem = der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &request)
                         .map_err(|e| e.to_string())?;
                     std::fs::write(path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -184,27 +185,31 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
                 Ok(())
             }
             .await;
-            record(&transcript, log, Some(&hsm), outcome).await
+            record(&transcript, log, Some(&opened), outcome).await
         }
         AttestCommand::ImportChain {
             config,
             chain,
             transcript,
         } => {
-            let (_, hsm) = super::open(&config.config).await?;
+            let opened = super::open_keys(&config.config, false).await?;
+            let (hsm, meta) = (&opened.hsm, opened.meta());
             let text = std::fs::read_to_string(&chain)
                 .map_err(|e| format!("cannot read {}: {e}", chain.display()))?;
             let certs = from_pem(&text)?;
             let mut log = Transcript::start("root", hsm.token());
             let outcome = async {
-                let pair = match attest::ca::load(&hsm).await.map_err(|e| e.to_string())? {
+                let pair = match attest::ca::load(hsm, meta)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     CaState::KeyOnly(pair) => pair,
                     CaState::Missing => return Err(attest::AttestError::NoCa.to_string()),
                     CaState::Ready(_) => {
                         return Err(attest::AttestError::CaExists(String::new()).to_string());
                     }
                 };
-                let ca = attest::ca::import_chain(&hsm, &pair, certs)
+                let ca = attest::ca::import_chain(hsm, meta, &pair, certs)
                     .await
                     .map_err(|e| e.to_string())?;
                 println!(
@@ -224,7 +229,7 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
                 Ok(())
             }
             .await;
-            record(&transcript, log, Some(&hsm), outcome).await
+            record(&transcript, log, Some(&opened), outcome).await
         }
         AttestCommand::Export { config, out } => export(config, out).await,
         AttestCommand::Verify {
@@ -246,8 +251,10 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
 }
 
 async fn status(config: ConfigArg, format: StatusFormat) -> Result<(), String> {
-    let (_, hsm) = super::open(&config.config).await?;
-    let state = attest::ca::load(&hsm).await.map_err(|e| e.to_string())?;
+    let opened = super::open_keys(&config.config, false).await?;
+    let state = attest::ca::load(&opened.hsm, opened.meta())
+        .await
+        .map_err(|e| e.to_string())?;
     let report = match &state {
         CaState::Missing => json!({"state": "missing"}),
         CaState::KeyOnly(pair) => {
@@ -289,9 +296,12 @@ async fn status(config: ConfigArg, format: StatusFormat) -> Result<(), String> {
 }
 
 async fn export(config: ConfigArg, out: PathBuf) -> Result<(), String> {
-    let (config, hsm) = super::open(&config.config).await?;
-    let ca = attest::ca::ready(&hsm).await.map_err(|e| e.to_string())?;
-    let inventory = signetd::keys::store::inventory(&hsm)
+    let opened = super::open_keys(&config.config, true).await?;
+    let (config, hsm) = (&opened.config, &opened.hsm);
+    let ca = attest::ca::ready(hsm, opened.meta())
+        .await
+        .map_err(|e| e.to_string())?;
+    let inventory = signetd::keys::store::inventory(hsm, opened.meta())
         .await
         .map_err(|e| e.to_string())?;
     let write = |name: &std::path::Path, text: &str| {

@@ -212,12 +212,12 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
             config,
             transcripts,
         } => {
-            let (_, hsm) = super::open(&config.config).await?;
-            let ca = signetd::attest::ca::ready(&hsm)
+            let opened = super::open_keys(&config.config, false).await?;
+            let ca = signetd::attest::ca::ready(&opened.hsm, opened.meta())
                 .await
                 .map_err(|e| e.to_string())?;
             for path in transcripts {
-                if ceremony::sign_pending(&path, &hsm, &ca).await? {
+                if ceremony::sign_pending(&path, &opened.hsm, &ca).await? {
                     println!("signed {}", path.display());
                 } else {
                     println!("{} was already signed", path.display());

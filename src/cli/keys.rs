@@ -1,4 +1,4 @@
-//! `signetd keys`: issuer keys, directly on the token.
+//! `signetd keys`: issuer keys, directly on the token and the state store.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -78,8 +78,9 @@ pub enum KeysCommand {
         #[arg(long)]
         kid: String,
     },
-    /// List signetd's keys in the token, with state and token attributes, and report
-    /// anything incomplete.
+    /// List signetd's keys (the state store's records matched with the token's key
+    /// pairs), with state and token attributes, and report anything incomplete or
+    /// missing.
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -150,19 +151,38 @@ fn problems_report(problems: &[String], config: &std::path::Path) -> String {
 }
 
 fn created(key: &StoredKey, kind: &str) -> Created {
+    created_row(
+        &key.kid,
+        &key.issuer,
+        key.algorithm,
+        key.state,
+        &key.certificate,
+        kind,
+    )
+}
+
+fn created_row(
+    kid: &str,
+    issuer: &str,
+    algorithm: Algorithm,
+    state: KeyState,
+    certificate: &[u8],
+    kind: &str,
+) -> Created {
     Created {
         kind: kind.to_string(),
-        id: key.kid.clone(),
-        sha256: Some(sha256_hex(&key.certificate)),
-        detail: format!(
-            "issuer {}, {}, state {:?}",
-            key.issuer, key.algorithm, key.state
-        )
-        .to_lowercase(),
+        id: kid.to_string(),
+        sha256: Some(sha256_hex(certificate)),
+        detail: format!("issuer {issuer}, {algorithm}, state {state:?}").to_lowercase(),
     }
 }
 
-/// Moves a key to `state` on the token, recording the `ceremony`.
+/// Who the CLI's changes are by, in each key's state history.
+fn actor() -> String {
+    format!("cli uid {}", rustix::process::getuid().as_raw())
+}
+
+/// Moves a key to `state` in the state store, recording the `ceremony`.
 async fn change_state(
     config: &ConfigArg,
     kid: &str,
@@ -170,9 +190,9 @@ async fn change_state(
     ceremony: &str,
     transcript: &TranscriptArg,
 ) -> Result<(), String> {
-    let (_, hsm) = super::open(&config.config).await?;
-    let mut log = Transcript::start(ceremony, hsm.token());
-    let outcome = keys::store::transition(&hsm, kid, state)
+    let opened = super::open_keys(&config.config, true).await?;
+    let mut log = Transcript::start(ceremony, opened.hsm.token());
+    let outcome = keys::store::transition(opened.meta(), kid, state, &actor())
         .await
         .map(|key| {
             println!(
@@ -181,10 +201,18 @@ async fn change_state(
                 key.issuer,
                 format!("{state:?}").to_lowercase()
             );
-            log.created.push(created(&key, "key-state"));
+            let (kid, issuer, alg) = (&key.kid, &key.issuer, key.algorithm);
+            log.created.push(created_row(
+                kid,
+                issuer,
+                alg,
+                state,
+                &key.certificate,
+                "key-state",
+            ));
         })
         .map_err(|e| e.to_string());
-    record(transcript, log, Some(&hsm), outcome).await
+    record(transcript, log, Some(&opened), outcome).await
 }
 
 /// Runs a keys command.
@@ -197,19 +225,21 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             if_missing,
             transcript,
         } => {
-            let (config, hsm) = super::open(&config.config).await?;
-            let issuer_config = config.issuer(&issuer).ok_or_else(|| {
+            let opened = super::open_keys(&config.config, true).await?;
+            let issuer_config = opened.config.issuer(&issuer).ok_or_else(|| {
                 format!("unknown issuer {issuer:?}: add [issuers.{issuer}] to the config first")
             })?;
             let algorithm = algorithm.unwrap_or(issuer_config.algorithm);
-            let days = config.attestation.key_certificate_days;
-            let mut log = Transcript::start("issuer-key", hsm.token());
+            let days = opened.config.attestation.key_certificate_days;
+            let mut log = Transcript::start("issuer-key", opened.hsm.token());
             let outcome = match keys::store::generate(
-                &hsm,
+                &opened.hsm,
+                opened.meta(),
                 &issuer,
                 algorithm,
                 issuer_config.key_purpose(),
                 days,
+                &actor(),
             )
             .await
             {
@@ -227,24 +257,27 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 }
                 Err(e) => Err(e.to_string()),
             };
-            record(&transcript, log, Some(&hsm), outcome).await
+            record(&transcript, log, Some(&opened), outcome).await
         }
         KeysCommand::Rotate {
             config,
             issuer,
             transcript,
         } => {
-            let (config, hsm) = super::open(&config.config).await?;
-            let issuer_config = config
+            let opened = super::open_keys(&config.config, true).await?;
+            let issuer_config = opened
+                .config
                 .issuer(&issuer)
                 .ok_or_else(|| format!("unknown issuer {issuer:?}"))?;
-            let mut log = Transcript::start("rotate", hsm.token());
+            let mut log = Transcript::start("rotate", opened.hsm.token());
             let outcome = keys::store::prepare_rotation(
-                &hsm,
+                &opened.hsm,
+                opened.meta(),
                 &issuer,
                 issuer_config.algorithm,
                 issuer_config.key_purpose(),
-                config.attestation.key_certificate_days,
+                opened.config.attestation.key_certificate_days,
+                &actor(),
             )
             .await
             .map(|key| {
@@ -255,7 +288,7 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 log.created.push(created(&key, "issuer-key"));
             })
             .map_err(|e| e.to_string());
-            record(&transcript, log, Some(&hsm), outcome).await
+            record(&transcript, log, Some(&opened), outcome).await
         }
         KeysCommand::Retire {
             config,
@@ -268,8 +301,9 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             transcript,
         } => change_state(&config, &kid, KeyState::Revoked, "revoke", &transcript).await,
         KeysCommand::Finish { config, kid } => {
-            let (config, hsm) = super::open(&config.config).await?;
-            let key = keys::store::finish(&hsm, &kid, config.attestation.key_certificate_days)
+            let opened = super::open_keys(&config.config, false).await?;
+            let days = opened.config.attestation.key_certificate_days;
+            let key = keys::store::finish(&opened.hsm, opened.meta(), &kid, days, &actor())
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -279,8 +313,8 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             Ok(())
         }
         KeysCommand::DestroyIncomplete { config, kid } => {
-            let (_, hsm) = super::open(&config.config).await?;
-            keys::store::destroy_incomplete(&hsm, &kid)
+            let opened = super::open_keys(&config.config, false).await?;
+            keys::store::destroy_incomplete(&opened.hsm, opened.meta(), &kid)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("destroyed incomplete key {kid}");
@@ -297,11 +331,12 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 (false, format) => format.unwrap_or(ListFormat::Table),
             };
             let config_path = config.config;
-            let (_, hsm) = super::open(&config_path).await?;
-            let inventory = keys::store::inventory(&hsm)
+            let opened = super::open_keys(&config_path, false).await?;
+            let hsm = &opened.hsm;
+            let inventory = keys::store::inventory(hsm, opened.meta())
                 .await
                 .map_err(|e| e.to_string())?;
-            let chain = match signetd::attest::ca::load(&hsm).await {
+            let chain = match signetd::attest::ca::load(hsm, opened.meta()).await {
                 Ok(signetd::attest::CaState::Ready(ca)) => ca.chain,
                 _ => Vec::new(),
             };

@@ -17,6 +17,7 @@ use signetd::Config;
 use signetd::attest::AttestationCa;
 use signetd::ceremony::{Transcript, write_transcript};
 use signetd::hsm::Hsm;
+use signetd::store::{KeyMetadata, SqlStore};
 
 /// `--config`, shared by every command that opens the token.
 #[derive(Args)]
@@ -84,23 +85,68 @@ pub async fn open_token(config: Config) -> Result<(Config, Arc<Hsm>), String> {
     Ok((config, Arc::new(hsm)))
 }
 
+/// A config's token and state store, for the commands that read or change keys.
+pub struct Keys {
+    /// The config.
+    pub config: Config,
+    /// The token, logged in.
+    pub hsm: Arc<Hsm>,
+    /// The state store: key records, certificates, the CA chain.
+    pub store: Arc<SqlStore>,
+}
+
+impl Keys {
+    /// The key records, as the key and attestation rooms take them.
+    pub fn meta(&self) -> &dyn KeyMetadata {
+        &*self.store
+    }
+}
+
+/// Loads the config, logs in to the token and opens the state store, moving into it
+/// whatever an earlier version kept in the token (printed to stderr), as the daemon does
+/// at start. With `cross_check`, keys the store and the token disagree about are
+/// printed to stderr too (they are never repaired here).
+pub async fn open_keys(config_path: &Path, cross_check: bool) -> Result<Keys, String> {
+    let (config, hsm) = open(config_path).await?;
+    let (store, imported) = signetd::service::wiring::open_store(&config, &hsm)
+        .await
+        .map_err(|e| format!("{e} ({})", e.code()))?;
+    if let Some(summary) = imported.summary() {
+        eprintln!("{summary}");
+    }
+    let keys = Keys { config, hsm, store };
+    if cross_check {
+        match signetd::keys::store::inventory(&keys.hsm, keys.meta()).await {
+            Ok(inventory) => {
+                for mismatch in &inventory.mismatches {
+                    eprintln!("warning: {mismatch}");
+                }
+            }
+            Err(e) => eprintln!("warning: cannot read the keys: {e}"),
+        }
+    }
+    Ok(keys)
+}
+
 /// Finishes and writes a transcript if one was asked for, signed when the CA is ready.
 /// The step's own outcome is returned unchanged, so a failed step still leaves a record.
 pub async fn record<T>(
     arg: &TranscriptArg,
     transcript: Transcript,
-    hsm: Option<&Hsm>,
+    keys: Option<&Keys>,
     outcome: Result<T, String>,
 ) -> Result<T, String> {
     let Some(path) = &arg.transcript else {
         return outcome;
     };
     let transcript = transcript.finish(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
-    let ca: Option<AttestationCa> = match hsm {
-        Some(hsm) => signetd::attest::ca::ready(hsm).await.ok(),
+    let ca: Option<AttestationCa> = match keys {
+        Some(keys) => signetd::attest::ca::ready(&keys.hsm, keys.meta())
+            .await
+            .ok(),
         None => None,
     };
-    let signer = hsm.zip(ca.as_ref());
+    let signer = keys.map(|k| &*k.hsm).zip(ca.as_ref());
     write_transcript(path, &transcript, signer).await?;
     let kind = if signer.is_some() {
         "signed"

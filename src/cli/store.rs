@@ -45,6 +45,7 @@ pub async fn run(command: StoreCommand) -> Result<(), String> {
     );
     println!("single-use jtis: {}", status.used_jtis);
     println!("token revocations: {}", status.revocations);
+    println!("keys: {}", status.keys);
     if status.schema_version != status.expected_version {
         return Err(format!(
             "the store's schema is at version {}, this build expects {}: run `signetd store migrate`",

@@ -46,7 +46,8 @@ use objects::KeyObjects;
 use recovery::{Core, Setup};
 use session_pool::SessionPool;
 
-/// `CKA_APPLICATION` of signetd's data objects (key state records, revocations).
+/// `CKA_APPLICATION` of the data objects versions before the state store wrote (key
+/// state records, revocations); signetd now reads them only to import them.
 pub const DATA_APPLICATION: &str = "signetd";
 
 /// Everything needed to reach the token. `Debug` shows the PIN as redacted.

@@ -5,8 +5,10 @@
 //! once its directory has gone), says nothing about the keys that signed the tokens out
 //! there. [`merge`] is the one rule, pure so it is tested without a token:
 //!
-//! - a reading that shows none of the objects the last good view had (no key, no CA,
-//!   no problem) is an outage, not a deletion: the last good view is kept whole;
+//! - a reading in which the token shows none of its objects (no key pair, complete or
+//!   not, and no CA key) while the last good view had keys is an outage, not a
+//!   deletion: the last good view is kept whole (the state store's rows say nothing
+//!   here: they are there whether or not the token answers);
 //! - a key missing from an otherwise readable token (its private key deleted) is carried
 //!   from the last good view, out of signing but still published, until every token it
 //!   may have signed has expired: its issuer's `max_ttl` plus the leeway after it was
@@ -25,7 +27,7 @@ use super::store::{Inventory, StoredKey};
 pub struct Reading {
     /// The keys and problems it showed.
     pub inventory: Inventory,
-    /// The attestation CA's chain; empty if it showed none.
+    /// The attestation CA's chain; empty if there is none, or the token shows no CA key.
     pub ca_chain: Vec<Vec<u8>>,
 }
 
@@ -84,8 +86,10 @@ pub struct Merged {
 /// Merges `reading`, taken at `now`, into `last`. `grace(issuer)` is how long after a
 /// key was last seen a token it signed may still verify (`max_ttl` plus the leeway).
 pub fn merge(last: &LastGood, reading: Reading, now: u64, grace: impl Fn(&str) -> u64) -> Merged {
+    // What the token itself showed: the store's rows are there whether or not the
+    // token answers, so a key the store has but the token does not show is no sign.
     let empty = reading.inventory.keys.is_empty()
-        && reading.inventory.problems.is_empty()
+        && reading.inventory.incomplete_pairs == 0
         && reading.ca_chain.is_empty();
     if empty && !last.keys.is_empty() {
         return Merged {

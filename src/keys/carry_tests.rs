@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::algorithm::{Algorithm, KeyPurpose};
-use crate::hsm::{DataObject, KeyAttributes};
+use crate::hsm::KeyAttributes;
 
 fn key(kid: &str, issuer: &str, state: KeyState) -> StoredKey {
     StoredKey {
@@ -19,10 +19,6 @@ fn key(kid: &str, issuer: &str, state: KeyState) -> StoredKey {
             never_extractable: true,
             local: true,
         },
-        record: DataObject {
-            label: format!("signetd-state/{kid}"),
-            value: Vec::new(),
-        },
         certificate: Vec::new(),
         changed_at: 1,
         purpose: KeyPurpose::Jwt,
@@ -33,7 +29,7 @@ fn reading(keys: Vec<StoredKey>, ca: bool) -> Reading {
     Reading {
         inventory: Inventory {
             keys,
-            problems: Vec::new(),
+            ..Inventory::default()
         },
         ca_chain: if ca { vec![vec![1]] } else { Vec::new() },
     }

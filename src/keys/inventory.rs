@@ -1,20 +1,24 @@
-//! Reading the token: which keys exist, and which are complete.
+//! Reading the keys: the state store's records checked against the token's key pairs.
 //!
-//! A complete key is four token objects: the key pair, its attestation certificate
-//! (`signetd-cert/KID`) and its state record (`signetd-state/KID`). [`inventory`] returns
-//! the complete ones and describes everything else as a problem for the operator;
-//! incomplete keys are never used, published or deleted automatically.
+//! A complete key is a row in the state store (state, purpose, attestation certificate)
+//! and a hardware-bound key pair in the token whose `CKA_ID` the row names. [`inventory`]
+//! returns the complete ones and describes everything else for the operator: a row whose
+//! key pair is gone ([`Mismatch::NotInToken`]), a signetd key pair no row names
+//! ([`Mismatch::NotInStore`]: an interrupted generation, or a store that is not this
+//! token's), a key that could leave the token. Nothing is used, published, deleted or
+//! written because of what does not match.
 
 use std::collections::HashMap;
 
 use super::jwk::Jwk;
-use super::state::{self, KeyPurpose, KeyRecord, KeyState};
+use super::state::{self, KeyPurpose, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest;
-use crate::hsm::{DataObject, Hsm, HsmError, KeyAttributes, KeyPairInfo};
+use crate::hsm::{Hsm, KeyAttributes, KeyPairInfo};
 use crate::signer::KeyRef;
+use crate::store::{KeyMetadata, KeyRow};
 
-/// A complete key in the token: key pair, attestation certificate and lifecycle record.
+/// A complete key: its row in the state store and its key pair in the token.
 #[derive(Clone, Debug)]
 pub struct StoredKey {
     /// The key id.
@@ -31,9 +35,6 @@ pub struct StoredKey {
     pub public_key: Vec<u8>,
     /// What the token reports about the private key.
     pub attributes: KeyAttributes,
-    /// The state record as the token holds it. Its label and exact value name the object
-    /// a state change replaces, so the new record (same label) is never mistaken for it.
-    pub record: DataObject,
     /// The key's attestation certificate (DER), issued by the attestation CA.
     pub certificate: Vec<u8>,
     /// When it entered its current state, seconds since the epoch.
@@ -52,25 +53,19 @@ impl StoredKey {
         }
     }
 
-    /// A complete key from its parts as the token holds them.
-    pub(super) fn assemble(
-        pair: KeyPairInfo,
-        record: KeyRecord,
-        stored: DataObject,
-        certificate: Vec<u8>,
-    ) -> Self {
+    /// A complete key from its row and its key pair.
+    pub(super) fn assemble(pair: KeyPairInfo, row: KeyRow) -> Self {
         StoredKey {
-            changed_at: record.state_since(),
-            purpose: record.purpose,
-            kid: record.kid,
-            issuer: record.issuer,
+            changed_at: row.updated_at,
+            purpose: row.purpose,
+            kid: row.kid,
+            issuer: row.issuer,
             algorithm: pair.algorithm,
-            state: record.state,
-            created_at: record.created_at,
+            state: row.state,
+            created_at: row.created_at,
             public_key: pair.public_key,
             attributes: pair.attributes,
-            record: stored,
-            certificate,
+            certificate: row.certificate,
         }
     }
 
@@ -83,14 +78,76 @@ impl StoredKey {
     }
 }
 
-/// Everything signetd found in the token, and everything it could not make sense of.
+/// Where the state store and the token disagree about a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The store has the key; the token has no key pair with its `CKA_ID`.
+    NotInToken {
+        /// The key id.
+        kid: String,
+        /// Its issuer.
+        issuer: String,
+        /// Its state in the store.
+        state: KeyState,
+    },
+    /// The token has a signetd key pair that no row of the store names.
+    NotInStore {
+        /// The kid its `CKA_ID` spells.
+        kid: String,
+        /// The issuer its label names, if it is labelled `signetd/ISSUER/KID`.
+        issuer: Option<String>,
+        /// Its `CKA_LABEL`.
+        label: String,
+    },
+}
+
+impl Mismatch {
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        match self {
+            Mismatch::NotInToken { kid, .. } | Mismatch::NotInStore { kid, .. } => kid,
+        }
+    }
+
+    /// The issuer, when known.
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            Mismatch::NotInToken { issuer, .. } => Some(issuer),
+            Mismatch::NotInStore { issuer, .. } => issuer.as_deref(),
+        }
+    }
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::NotInToken { kid, issuer, state } => write!(
+                f,
+                "key {kid} of issuer {issuer} ({state}) is missing: the state store has it but its private key is missing from the token; it can sign nothing, and a running daemon keeps publishing it until every token it signed has expired"
+            ),
+            Mismatch::NotInStore { kid, label, .. } => write!(
+                f,
+                "key {kid} ({label}) is in the token but not in the state store (an interrupted generation, or a store that is not this token's); it is neither used nor published: finish with `signetd keys finish --kid {kid}` or undo with `signetd keys destroy-incomplete --kid {kid}`"
+            ),
+        }
+    }
+}
+
+/// Every key signetd knows, and everything it could not make sense of.
 #[derive(Debug, Default)]
 pub struct Inventory {
     /// Complete, usable keys.
     pub keys: Vec<StoredKey>,
-    /// Keys or records that are incomplete or unreadable, described for the operator.
-    /// They are reported at every start and never deleted automatically.
+    /// Keys that are incomplete, unusable or unreadable, described for the operator
+    /// (every [`Inventory::mismatches`] entry among them). They are reported at every
+    /// start and never deleted automatically.
     pub problems: Vec<String>,
+    /// Keys the state store and the token disagree about.
+    pub mismatches: Vec<Mismatch>,
+    /// Signetd key pairs the token showed that are not complete keys (unreadable,
+    /// unknown to the store, or unusable): with [`Inventory::keys`], what the token
+    /// itself showed, which tells an empty-looking token from a store without keys.
+    pub incomplete_pairs: usize,
 }
 
 impl Inventory {
@@ -102,64 +159,32 @@ impl Inventory {
     }
 }
 
-/// Reads every signetd key pair, certificate and state record from the token.
-pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
-    let mut records: HashMap<String, (KeyRecord, DataObject)> = HashMap::new();
-    let mut inventory = Inventory::default();
-    for object in hsm.data_objects(state::APPLICATION).await? {
-        let Some(kid) = object.label.strip_prefix(state::STATE_LABEL_PREFIX) else {
-            continue;
-        };
-        let kid = kid.to_string();
-        match serde_json::from_slice::<KeyRecord>(&object.value) {
-            Ok(record) if record.kid == kid => {
-                // The higher revision wins; on a tie (two writers raced), revocation wins: it is
-                // terminal, and losing it would silently trust a compromised key.
-                let newer = records.get(&kid).is_none_or(|(have, _)| {
-                    record.revision > have.revision
-                        || (record.revision == have.revision
-                            && record.state == KeyState::Revoked
-                            && have.state != KeyState::Revoked)
-                });
-                let stale = if newer {
-                    records
-                        .insert(kid.clone(), (record, object))
-                        .map(|(r, _)| r)
-                } else {
-                    Some(record)
-                };
-                if let Some(stale) = stale {
-                    inventory.problems.push(format!(
-                        "key {kid} has a superseded state record (revision {}, {:?}) left by an interrupted update; the newest is used",
-                        stale.revision, stale.state
-                    ));
-                }
-            }
-            Ok(record) => inventory.problems.push(format!(
-                "state record {:?} names key {:?}; ignoring it",
-                object.label, record.kid
-            )),
-            Err(e) => inventory.problems.push(format!(
-                "state record {:?} is unreadable: {e}",
-                object.label
-            )),
-        }
-    }
-    let mut certificates: HashMap<String, Vec<u8>> = hsm
-        .certificates(attest::ca::KEY_CERT_PREFIX)
+/// Why the keys could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The token failed.
+    #[error(transparent)]
+    Hsm(#[from] crate::hsm::HsmError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Reads every key row from the state store and every signetd key pair from the token,
+/// and matches them by `CKA_ID`.
+pub async fn inventory(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<Inventory, InventoryError> {
+    let mut rows: HashMap<Vec<u8>, KeyRow> = meta
+        .keys()
         .await?
         .into_iter()
-        .map(|c| {
-            (
-                c.label[attest::ca::KEY_CERT_PREFIX.len()..].to_string(),
-                c.value,
-            )
-        })
+        .map(|row| (row.token_id.clone(), row))
         .collect();
+    let mut inventory = Inventory::default();
     for pair in hsm.key_pairs(state::KEY_LABEL_PREFIX).await? {
         let pair = match pair {
             Ok(pair) => pair,
             Err(unreadable) => {
+                inventory.incomplete_pairs += 1;
                 inventory.problems.push(format!(
                     "key {:?} is unreadable: {}",
                     unreadable.label, unreadable.error
@@ -167,72 +192,75 @@ pub async fn inventory(hsm: &Hsm) -> Result<Inventory, HsmError> {
                 continue;
             }
         };
-        let kid = String::from_utf8_lossy(&pair.id).into_owned();
-        let record = records.remove(&kid);
-        let certificate = certificates.remove(&kid);
-        match complete(&kid, pair, record, certificate) {
+        let row = rows.remove(&pair.id);
+        match complete(pair, row) {
             Ok(key) => inventory.keys.push(key),
-            Err(problem) => inventory.problems.push(problem),
+            Err(problem) => {
+                inventory.incomplete_pairs += 1;
+                match problem {
+                    Problem::Mismatch(mismatch) => inventory.mismatches.push(mismatch),
+                    Problem::Other(problem) => inventory.problems.push(problem),
+                }
+            }
         }
     }
-    for (kid, (record, _)) in records {
-        // Deleted by hand (pkcs11-tool) or lost: the certificate often remains.
-        let remains = if certificates.contains_key(&kid) {
-            "; its certificate remains"
-        } else {
-            ""
-        };
-        inventory.problems.push(format!(
-            "key {kid} of issuer {} ({:?}) is missing: it has a state record but its private key is missing from the token{remains}; it can sign nothing, and a running daemon keeps publishing it until every token it signed has expired",
-            record.issuer, record.state
-        ));
-    }
+    // Deleted by hand (pkcs11-tool) or lost, or a store restored beside another token.
+    let mut gone: Vec<KeyRow> = rows.into_values().collect();
+    gone.sort_by(|a, b| a.kid.cmp(&b.kid));
+    inventory
+        .mismatches
+        .extend(gone.into_iter().map(|row| Mismatch::NotInToken {
+            kid: row.kid,
+            issuer: row.issuer,
+            state: row.state,
+        }));
+    inventory
+        .problems
+        .extend(inventory.mismatches.iter().map(ToString::to_string));
     inventory
         .keys
         .sort_by(|a, b| (&a.issuer, a.created_at, &a.kid).cmp(&(&b.issuer, b.created_at, &b.kid)));
     Ok(inventory)
 }
 
+enum Problem {
+    Mismatch(Mismatch),
+    Other(String),
+}
+
 /// Assembles a complete key, or describes what is wrong with it.
-fn complete(
-    kid: &str,
-    pair: KeyPairInfo,
-    record: Option<(KeyRecord, DataObject)>,
-    certificate: Option<Vec<u8>>,
-) -> Result<StoredKey, String> {
-    let finish_or_undo = format!(
-        "finish with `signetd keys finish --kid {kid}` or undo with `signetd keys destroy-incomplete --kid {kid}`"
-    );
+fn complete(pair: KeyPairInfo, row: Option<KeyRow>) -> Result<StoredKey, Problem> {
+    let kid = String::from_utf8_lossy(&pair.id).into_owned();
     if !pair.attributes.is_hardware_bound() {
-        return Err(format!(
+        return Err(Problem::Other(format!(
             "key {kid} ({}) could leave the token or was not generated in it ({:?}); it is neither used nor published",
             pair.label, pair.attributes
-        ));
+        )));
     }
-    let Some((record, stored)) = record else {
-        return Err(format!(
-            "key {kid} ({}) has no state record (an interrupted generation?); it is neither used nor published: {finish_or_undo}",
-            pair.label
-        ));
+    let Some(row) = row else {
+        let issuer = pair
+            .label
+            .strip_prefix(state::KEY_LABEL_PREFIX)
+            .and_then(|rest| rest.strip_suffix(&format!("/{kid}")))
+            .map(str::to_string);
+        return Err(Problem::Mismatch(Mismatch::NotInStore {
+            kid,
+            issuer,
+            label: pair.label,
+        }));
     };
-    if record.alg != pair.algorithm || pair.label != state::key_label(&record.issuer, kid) {
-        return Err(format!(
-            "key {kid}: the token holds a {} key labelled {:?} but its record says {} for issuer {}",
-            pair.algorithm, pair.label, record.alg, record.issuer
-        ));
+    if row.algorithm != pair.algorithm || pair.label != state::key_label(&row.issuer, &row.kid) {
+        return Err(Problem::Other(format!(
+            "key {kid}: the token holds a {} key labelled {:?} but the state store says {} for issuer {}",
+            pair.algorithm, pair.label, row.algorithm, row.issuer
+        )));
     }
-    let Some(certificate) = certificate else {
-        return Err(format!(
-            "key {kid} of issuer {} has no attestation certificate; it is neither used nor published: {finish_or_undo}",
-            record.issuer
-        ));
-    };
     let certifies_key =
-        attest::verify::parse(&certificate).is_ok_and(|c| c.public_key() == pair.public_key);
+        attest::verify::parse(&row.certificate).is_ok_and(|c| c.public_key() == pair.public_key);
     if !certifies_key {
-        return Err(format!(
+        return Err(Problem::Other(format!(
             "key {kid}: its attestation certificate is not for this key; it is neither used nor published"
-        ));
+        )));
     }
-    Ok(StoredKey::assemble(pair, record, stored, certificate))
+    Ok(StoredKey::assemble(pair, row))
 }

@@ -1,7 +1,11 @@
 //! The key room: which keys exist, whose they are, what state they are in, and their
-//! public forms. The token is the only store ([`store`]); [`registry`] is the daemon's
-//! in-memory view of it, built at start-up; [`carry`] merges each new reading of the
-//! token into the last good view, so a read failure never empties what is published.
+//! public forms. The PKCS#11 token holds the key pairs and nothing else; what signetd
+//! knows about each key (issuer, purpose, state and its history, attestation
+//! certificate) is in the state store, reached through the `store::KeyMetadata` port
+//! ([`store`] changes keys, [`inventory`] reads both and reports where they disagree).
+//! [`registry`] is the daemon's in-memory view, built at start-up; [`carry`] merges each
+//! new reading into the last good view, so a read failure never empties what is
+//! published.
 
 pub mod carry;
 pub mod inventory;
@@ -14,5 +18,5 @@ pub mod store;
 pub use jwk::{Jwk, JwkSet};
 pub use registry::{KeyRegistry, Published};
 pub use revoked::RevokedTokens;
-pub use state::{KeyPurpose, KeyRecord, KeyState};
-pub use store::{Inventory, KeyStoreError, StoredKey};
+pub use state::{KeyPurpose, KeyState};
+pub use store::{Inventory, InventoryError, KeyStoreError, Mismatch, StoredKey};

@@ -1,20 +1,24 @@
-//! Changing the token: generating attested keys with their state records, moving keys
-//! through their states, and the operator's repairs of interrupted generations.
+//! Changing keys: generating attested keys, moving keys through their states, and the
+//! operator's repairs of interrupted generations.
 //!
-//! Generation creates the key pair, its certificate and its record in that order and
-//! destroys what it made if a later step fails. If the process dies between steps,
-//! [`inventory`] reports the incomplete key, and [`finish`] or [`destroy_incomplete`]
-//! completes or undoes it.
+//! The token holds the key pairs; everything else about a key is a row in the state
+//! store ([`KeyMetadata`]). Generation makes the key pair in the token first, then
+//! writes its certificate and record in one store transaction; if that fails, the key
+//! pair is destroyed. If the process dies in between, [`inventory`] reports a key pair
+//! the store does not know, and [`finish`] or [`destroy_incomplete`] completes or undoes
+//! it. State changes are compare-and-set transactions in the store, so the daemon and a
+//! CLI command changing one key are ordered by the database.
 
 use rand::RngCore;
 use time::OffsetDateTime;
 
-use super::state::{self, KeyPurpose, KeyRecord, KeyState};
+use super::state::{self, KeyPurpose, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, AttestationCa};
-use crate::hsm::{CertificateObject, DataObject, Hsm, HsmError, KeyPairInfo};
+use crate::hsm::{Hsm, HsmError, KeyPairInfo};
+use crate::store::{KeyMetadata, KeyRow, KeyWriteError, StoreError};
 
-pub use super::inventory::{Inventory, StoredKey, inventory};
+pub use super::inventory::{Inventory, InventoryError, Mismatch, StoredKey, inventory};
 
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,9 @@ pub enum KeyStoreError {
     /// The token failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Attestation failed (no CA, or a key that could leave the token).
     #[error(transparent)]
     Attest(#[from] AttestError),
@@ -48,144 +55,180 @@ pub enum KeyStoreError {
     Key(String),
 }
 
+impl From<InventoryError> for KeyStoreError {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::Hsm(e) => KeyStoreError::Hsm(e),
+            InventoryError::Store(e) => KeyStoreError::Store(e),
+        }
+    }
+}
+
+fn now() -> u64 {
+    OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
+}
+
+/// `issuer`'s key in `state` as the store records it.
+async fn in_state(
+    meta: &dyn KeyMetadata,
+    issuer: &str,
+    state: KeyState,
+) -> Result<Option<KeyRow>, StoreError> {
+    Ok(meta
+        .keys()
+        .await?
+        .into_iter()
+        .find(|k| k.issuer == issuer && k.state == state))
+}
+
 /// Generates the first key of `issuer` in the token, attested and active at once.
+/// `actor` names who asked, for the key's state history.
 pub async fn generate(
     hsm: &Hsm,
+    meta: &dyn KeyMetadata,
     issuer: &str,
     algorithm: Algorithm,
     purpose: KeyPurpose,
     certificate_days: u32,
+    actor: &str,
 ) -> Result<StoredKey, KeyStoreError> {
-    let existing = inventory(hsm).await?;
-    if let Some(active) = existing.of_issuer(issuer, KeyState::Active) {
+    if let Some(active) = in_state(meta, issuer, KeyState::Active).await? {
         return Err(KeyStoreError::ActiveKeyExists {
             issuer: issuer.to_string(),
-            kid: active.kid.clone(),
+            kid: active.kid,
         });
     }
-    let ca = attest::ca::ready(hsm).await?;
-    create(
-        hsm,
-        &ca,
+    let ca = attest::ca::ready(hsm, meta).await?;
+    let new = NewKey {
         issuer,
         algorithm,
         purpose,
-        KeyState::Active,
+        state: KeyState::Active,
         certificate_days,
-    )
-    .await
+        actor,
+    };
+    create(hsm, meta, &ca, new).await
 }
 
 /// Generates the next key of `issuer` as `pending`: published at once, not yet signing.
 /// Activating it, and retiring the current key, is the lifecycle's job.
 pub async fn prepare_rotation(
     hsm: &Hsm,
+    meta: &dyn KeyMetadata,
     issuer: &str,
     algorithm: Algorithm,
     purpose: KeyPurpose,
     certificate_days: u32,
+    actor: &str,
 ) -> Result<StoredKey, KeyStoreError> {
-    let existing = inventory(hsm).await?;
-    let of_issuer = |state| existing.of_issuer(issuer, state);
-    let rotation = |why: String| KeyStoreError::Rotation {
-        issuer: issuer.to_string(),
-        why,
-    };
-    if of_issuer(KeyState::Active).is_none() {
-        return Err(rotation(
-            "it has no active key to rotate from; generate a new one with `signetd keys generate` (scripts/ceremony/issuer-key.sh)".to_string(),
-        ));
+    if in_state(meta, issuer, KeyState::Active).await?.is_none() {
+        return Err(no_active(issuer));
     }
-    if let Some(pending) = of_issuer(KeyState::Pending) {
-        return Err(rotation(format!("key {} is already pending", pending.kid)));
+    if let Some(pending) = in_state(meta, issuer, KeyState::Pending).await? {
+        return Err(KeyStoreError::Rotation {
+            issuer: issuer.to_string(),
+            why: format!("key {} is already pending", pending.kid),
+        });
     }
-    let ca = attest::ca::ready(hsm).await?;
-    create(
-        hsm,
-        &ca,
+    let ca = attest::ca::ready(hsm, meta).await?;
+    let new = NewKey {
         issuer,
         algorithm,
         purpose,
-        KeyState::Pending,
+        state: KeyState::Pending,
         certificate_days,
-    )
-    .await
+        actor,
+    };
+    create(hsm, meta, &ca, new).await
 }
 
-/// Key pair, then certificate, then record; whatever was made is destroyed if a later
-/// step fails, so nothing is left half-written.
-async fn create(
-    hsm: &Hsm,
-    ca: &AttestationCa,
-    issuer: &str,
+fn no_active(issuer: &str) -> KeyStoreError {
+    KeyStoreError::Rotation {
+        issuer: issuer.to_string(),
+        why: "it has no active key to rotate from; generate a new one with `signetd keys generate` (scripts/ceremony/issuer-key.sh)".to_string(),
+    }
+}
+
+/// What a key the store refused conflicts with, as the key room reports it.
+fn refused(e: KeyWriteError) -> KeyStoreError {
+    match e {
+        KeyWriteError::ActiveExists { issuer, kid } => {
+            KeyStoreError::ActiveKeyExists { issuer, kid }
+        }
+        KeyWriteError::PendingExists { issuer, kid } => KeyStoreError::Rotation {
+            issuer,
+            why: format!("key {kid} is already pending"),
+        },
+        KeyWriteError::NoActive(issuer) => no_active(&issuer),
+        KeyWriteError::Store(e) => KeyStoreError::Store(e),
+        other => KeyStoreError::Key(other.to_string()),
+    }
+}
+
+/// A key [`create`] is to make.
+struct NewKey<'a> {
+    issuer: &'a str,
     algorithm: Algorithm,
     purpose: KeyPurpose,
     state: KeyState,
     certificate_days: u32,
-) -> Result<StoredKey, KeyStoreError> {
-    let now = OffsetDateTime::now_utc();
-    let kid = new_kid(issuer, now);
-    let pair = hsm
-        .generate_key_pair(
-            algorithm,
-            kid.as_bytes().to_vec(),
-            state::key_label(issuer, &kid),
-        )
-        .await?;
-    let certificate =
-        match attest::ca::attest_key(hsm, ca, &pair, &kid, issuer, certificate_days).await {
-            Ok(done) => done,
-            Err(e) => {
-                undo(hsm, &kid, None).await;
-                return Err(e.into());
-            }
-        };
-    let record = KeyRecord {
-        v: 1,
-        kid: kid.clone(),
-        issuer: issuer.to_string(),
-        alg: algorithm,
-        state,
-        created_at: now.unix_timestamp().max(0) as u64,
-        revision: 0,
-        changed_at: 0,
-        purpose,
-    };
-    let stored = DataObject {
-        label: record.label(),
-        value: serde_json::to_vec(&record).expect("a key record always serializes"),
-    };
-    if let Err(e) = hsm
-        .create_data(
-            state::APPLICATION,
-            stored.label.clone(),
-            stored.value.clone(),
-        )
-        .await
-    {
-        undo(hsm, &kid, Some(&certificate)).await;
-        return Err(e.into());
-    }
-    Ok(StoredKey::assemble(pair, record, stored, certificate.value))
+    actor: &'a str,
 }
 
-/// Destroys what [`create`] made of key `kid`: its certificate (named by id, label and
-/// value), if it was stored, and its key pair.
-async fn undo(hsm: &Hsm, kid: &str, certificate: Option<&CertificateObject>) {
-    if let Some(cert) = certificate {
-        match hsm
-            .destroy_certificate(&cert.id, &cert.label, &cert.value)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::error!(%kid, "the certificate of an incomplete key was already gone")
-            }
-            Err(e) => {
-                tracing::error!(%kid, error = %e, "cannot destroy the certificate of an incomplete key")
-            }
+/// Key pair in the token, then certificate and record in one store transaction; the key
+/// pair is destroyed if the rest fails, so nothing is left half-made.
+async fn create(
+    hsm: &Hsm,
+    meta: &dyn KeyMetadata,
+    ca: &AttestationCa,
+    new: NewKey<'_>,
+) -> Result<StoredKey, KeyStoreError> {
+    let created_at = now();
+    let kid = new_kid(new.issuer, OffsetDateTime::now_utc());
+    let pair = hsm
+        .generate_key_pair(
+            new.algorithm,
+            kid.as_bytes().to_vec(),
+            state::key_label(new.issuer, &kid),
+        )
+        .await?;
+    let certificate = match attest::ca::attest_key(
+        hsm,
+        ca,
+        &pair,
+        &kid,
+        new.issuer,
+        new.certificate_days,
+    )
+    .await
+    {
+        Ok(certificate) => certificate,
+        Err(e) => {
+            undo(hsm, &kid).await;
+            return Err(e.into());
         }
+    };
+    let row = KeyRow {
+        kid: kid.clone(),
+        issuer: new.issuer.to_string(),
+        algorithm: new.algorithm,
+        purpose: new.purpose,
+        token_id: pair.id.clone(),
+        state: new.state,
+        created_at,
+        updated_at: created_at,
+        certificate,
+    };
+    let needs_active = new.state == KeyState::Pending;
+    if let Err(e) = meta.add_key(&row, new.actor, needs_active).await {
+        undo(hsm, &kid).await;
+        return Err(refused(e));
     }
+    Ok(StoredKey::assemble(pair, row))
+}
+
+/// Destroys the key pair [`create`] made for `kid`.
+async fn undo(hsm: &Hsm, kid: &str) {
     if let Err(e) = hsm.destroy_key_pair(kid.as_bytes().to_vec()).await {
         tracing::error!(%kid, error = %e, "cannot destroy an incomplete key");
     }
@@ -211,60 +254,54 @@ async fn find_pair(hsm: &Hsm, kid: &str) -> Result<(KeyPairInfo, String), KeySto
     Ok((pair, issuer))
 }
 
-/// Completes a key whose generation was interrupted: issues its missing certificate and
-/// writes its missing record (`pending` if its issuer already has an active key, else
-/// `active`). A key that could leave the token is refused and nothing is written.
+/// Completes a key whose generation was interrupted (a key pair the store does not
+/// know): issues its certificate and records it, `pending` if its issuer already has an
+/// active key, else `active`. A key that could leave the token is refused and nothing is
+/// written. Certificate or record objects an earlier version left for it in the token
+/// are destroyed once the store has the key.
 pub async fn finish(
     hsm: &Hsm,
+    meta: &dyn KeyMetadata,
     kid: &str,
     certificate_days: u32,
+    actor: &str,
 ) -> Result<StoredKey, KeyStoreError> {
     let (pair, issuer) = find_pair(hsm, kid).await?;
-    let has_cert = !hsm
-        .certificates(&format!("{}{kid}", attest::ca::KEY_CERT_PREFIX))
-        .await?
-        .is_empty();
-    let existing = inventory(hsm).await?;
-    if let Some(key) = existing.keys.iter().find(|k| k.kid == kid) {
+    let rows = meta.keys().await?;
+    if let Some(row) = rows.iter().find(|k| k.token_id == pair.id) {
         return Err(KeyStoreError::Key(format!(
-            "key {} is complete ({:?}); nothing to finish",
-            key.kid, key.state
+            "key {} is complete ({}); nothing to finish",
+            row.kid, row.state
         )));
     }
-    if !has_cert {
-        let ca = attest::ca::ready(hsm).await?;
+    let ca = attest::ca::ready(hsm, meta).await?;
+    let certificate =
         attest::ca::attest_key(hsm, &ca, &pair, kid, &issuer, certificate_days).await?;
-    }
-    let has_record = hsm
-        .data_objects(state::APPLICATION)
-        .await?
+    let active_exists = rows
         .iter()
-        .any(|o| o.label == format!("{}{kid}", state::STATE_LABEL_PREFIX));
-    if !has_record {
-        let active_exists = existing.of_issuer(&issuer, KeyState::Active).is_some();
-        let record = KeyRecord {
-            v: 1,
-            kid: kid.to_string(),
-            issuer: issuer.clone(),
-            alg: pair.algorithm,
-            state: if active_exists {
-                KeyState::Pending
-            } else {
-                KeyState::Active
-            },
-            created_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
-            revision: 0,
-            changed_at: 0,
-            // An interrupted generation's purpose is unknown: JWT, the purpose that
-            // is never trusted with caller-chosen bytes (a raw-signing issuer will
-            // refuse it; destroy it and generate again).
-            purpose: KeyPurpose::Jwt,
-        };
-        let value = serde_json::to_vec(&record).expect("a key record always serializes");
-        hsm.create_data(state::APPLICATION, record.label(), value)
-            .await?;
-    }
-    inventory(hsm)
+        .any(|k| k.issuer == issuer && k.state == KeyState::Active);
+    let created_at = now();
+    let row = KeyRow {
+        kid: kid.to_string(),
+        issuer,
+        algorithm: pair.algorithm,
+        // An interrupted generation's purpose is unknown: JWT, the purpose that is never
+        // trusted with caller-chosen bytes (a raw-signing issuer will refuse it; destroy
+        // it and generate again).
+        purpose: KeyPurpose::Jwt,
+        token_id: pair.id.clone(),
+        state: if active_exists {
+            KeyState::Pending
+        } else {
+            KeyState::Active
+        },
+        created_at,
+        updated_at: created_at,
+        certificate,
+    };
+    meta.add_key(&row, actor, false).await.map_err(refused)?;
+    crate::store::destroy_token_key_leftovers(hsm, kid).await?;
+    inventory(hsm, meta)
         .await?
         .keys
         .into_iter()
@@ -276,96 +313,61 @@ pub async fn finish(
         })
 }
 
-/// Destroys a key whose generation never completed (no certificate or no record), with
-/// whatever parts of it exist. A complete key is never destroyed this way.
-pub async fn destroy_incomplete(hsm: &Hsm, kid: &str) -> Result<(), KeyStoreError> {
+/// Destroys a key pair whose generation never completed (one the state store does not
+/// know), with whatever objects an earlier version left for it. A key the store knows
+/// is never destroyed this way.
+pub async fn destroy_incomplete(
+    hsm: &Hsm,
+    meta: &dyn KeyMetadata,
+    kid: &str,
+) -> Result<(), KeyStoreError> {
     let (pair, _) = find_pair(hsm, kid).await?;
-    if inventory(hsm).await?.keys.iter().any(|k| k.kid == kid) {
+    if meta.keys().await?.iter().any(|k| k.token_id == pair.id) {
         return Err(KeyStoreError::Key(format!(
             "key {kid} is complete; signetd destroys only incomplete keys (retire or revoke it instead)"
         )));
     }
-    for cert in hsm
-        .certificates(&format!("{}{kid}", attest::ca::KEY_CERT_PREFIX))
-        .await?
-    {
-        hsm.destroy_certificate(&cert.id, &cert.label, &cert.value)
-            .await?;
-    }
-    for record in hsm.data_objects(state::APPLICATION).await? {
-        if record.label == format!("{}{kid}", state::STATE_LABEL_PREFIX) {
-            hsm.destroy_data(state::APPLICATION, &record.label, &record.value)
-                .await?;
-        }
-    }
+    crate::store::destroy_token_key_leftovers(hsm, kid).await?;
     hsm.destroy_key_pair(pair.id).await?;
     Ok(())
 }
 
-/// Moves a key to state `to`, if [`KeyState::may_become`] allows it.
-pub async fn transition(hsm: &Hsm, kid: &str, to: KeyState) -> Result<StoredKey, KeyStoreError> {
-    let key = inventory(hsm)
+/// Moves a key to state `to`, if [`KeyState::may_become`] allows it; `actor` names who
+/// asked. The change is a compare-and-set in the store: if another process changed the
+/// key since it was read, this one fails and says so. Returns the key's new record.
+///
+/// The token is not consulted: a key whose private key is gone can still be retired or
+/// revoked.
+pub async fn transition(
+    meta: &dyn KeyMetadata,
+    kid: &str,
+    to: KeyState,
+    actor: &str,
+) -> Result<KeyRow, KeyStoreError> {
+    let key = meta
+        .keys()
         .await?
-        .keys
         .into_iter()
         .find(|k| k.kid == kid)
-        .ok_or_else(|| KeyStoreError::Key(format!("no complete key {kid} in the token")))?;
+        .ok_or_else(|| KeyStoreError::Key(format!("no key {kid} in the state store")))?;
     if !key.state.may_become(to) {
         return Err(KeyStoreError::Key(format!(
             "key {kid} is {:?} and cannot become {to:?}",
             key.state
         )));
     }
-    let current = hsm
-        .data_objects(state::APPLICATION)
-        .await?
-        .into_iter()
-        .find(|o| *o == key.record)
-        .and_then(|o| serde_json::from_slice::<KeyRecord>(&o.value).ok())
-        .ok_or_else(|| {
-            KeyStoreError::Key(format!("the state record of key {kid} is unreadable"))
+    let at = now();
+    meta.set_state(kid, key.state, to, at, actor)
+        .await
+        .map_err(|e| match e {
+            KeyWriteError::Store(e) => KeyStoreError::Store(e),
+            other => KeyStoreError::Key(other.to_string()),
         })?;
-    let record = KeyRecord {
+    Ok(KeyRow {
         state: to,
-        revision: current.revision + 1,
-        changed_at: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
-        ..current
-    };
-    let stored = replace_record(hsm, &key.record, &record).await?;
-    Ok(StoredKey {
-        state: to,
-        record: stored,
-        changed_at: record.changed_at,
+        updated_at: at,
         ..key
     })
-}
-
-/// Writes `record` as a new data object, then destroys the one it supersedes. A crash in
-/// between leaves both; inventory then uses the higher revision and reports the other.
-///
-/// Both have the same label; the old one is named by its exact value, which differs from
-/// the new one's (a higher revision), so only the superseded record is destroyed.
-async fn replace_record(
-    hsm: &Hsm,
-    old: &DataObject,
-    record: &KeyRecord,
-) -> Result<DataObject, KeyStoreError> {
-    let new = DataObject {
-        label: record.label(),
-        value: serde_json::to_vec(record).expect("a key record always serializes"),
-    };
-    hsm.create_data(state::APPLICATION, new.label.clone(), new.value.clone())
-        .await?;
-    if !hsm
-        .destroy_data(state::APPLICATION, &old.label, &old.value)
-        .await?
-    {
-        return Err(KeyStoreError::Key(format!(
-            "key {}: the state record it replaced was already gone (changed by another process?); see `signetd keys list`",
-            record.kid
-        )));
-    }
-    Ok(new)
 }
 
 /// `ISSUER-YYYYMMDD-RANDOM`: sortable by day for operators, unique by 32 random bits.

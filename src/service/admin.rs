@@ -26,6 +26,7 @@ impl From<KeyStoreError> for Error {
     fn from(e: KeyStoreError) -> Self {
         match e {
             KeyStoreError::Hsm(e) => Error::Hsm(e),
+            KeyStoreError::Store(e) => Error::Store(e),
             other => Error::Conflict(other.to_string()),
         }
     }
@@ -64,11 +65,15 @@ impl Service {
         let _turn = self.lifecycle_turn().await;
         let config = self.issuer(issuer)?;
         let (hsm, algorithm, purpose) = (self.hsm(), config.algorithm, config.key_purpose());
-        let days = self.config().attestation.key_certificate_days;
+        let (meta, days) = (
+            self.key_records(),
+            self.config().attestation.key_certificate_days,
+        );
+        let actor = format!("admin {caller}");
         let key = if rotate {
-            store::prepare_rotation(hsm, issuer, algorithm, purpose, days).await?
+            store::prepare_rotation(hsm, meta, issuer, algorithm, purpose, days, &actor).await?
         } else {
-            store::generate(hsm, issuer, algorithm, purpose, days).await?
+            store::generate(hsm, meta, issuer, algorithm, purpose, days, &actor).await?
         };
         tracing::info!(%caller, %issuer, kid = %key.kid, rotate, "admin added a key");
         let event = if rotate {
@@ -94,7 +99,7 @@ impl Service {
         let Some(issuer) = self.registry().get(kid).map(|k| k.issuer.clone()) else {
             return Err(Error::UnknownKey(kid.to_string()));
         };
-        store::transition(self.hsm(), kid, to).await?;
+        store::transition(self.key_records(), kid, to, &format!("admin {caller}")).await?;
         tracing::warn!(%caller, %kid, state = ?to, "admin changed a key's state");
         self.note_key_change(key_event(to), caller.into(), &issuer, kid, to)
             .await;

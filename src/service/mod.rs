@@ -31,7 +31,7 @@ use crate::identity::Principal;
 use crate::keys::{Jwk, KeyPurpose, KeyRegistry, KeyState, Published, RevokedTokens, StoredKey};
 use crate::policy::{Action, Policy};
 use crate::signer::{SignInput, Signer};
-use crate::store::{ChangeFeed, LeaseStore, ReplayStore, RevocationStore};
+use crate::store::{ChangeFeed, KeyMetadata, LeaseStore, ReplayStore, RevocationStore};
 use crate::token::{self, MintRequest, jws};
 
 /// A minted token (`api::wire::MintedToken` on the wire).
@@ -145,6 +145,8 @@ pub struct Service {
     revocations: Arc<dyn RevocationStore>,
     /// Revoked tokens, as published and checked by verification.
     revoked: RevokedTokens,
+    /// Key records and certificates: the token holds only the key pairs.
+    key_records: Arc<dyn KeyMetadata>,
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
@@ -175,9 +177,13 @@ impl Service {
         Self::new(config, hsm, ports).await
     }
 
-    /// A service over `hsm` (the key store) and `ports`.
+    /// A service over `hsm` (the key pairs) and `ports`. Keys the state store and the
+    /// token disagree about are logged and recorded (`key_missing`, `key_unknown`).
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
-        let (reading, ca_problems) = publishing::read(&hsm).await?;
+        let (reading, ca_problems) = publishing::read(&hsm, &*ports.keys).await?;
+        // Where the store and the token disagree, reported at every start (below, once
+        // the service can write audit records), and never repaired here.
+        let mismatches = reading.inventory.mismatches.clone();
         let now = unix_now();
         let merged = publishing::merge(&config, &Default::default(), reading, now);
         let registry = publishing::registry(&config, &merged);
@@ -192,7 +198,9 @@ impl Service {
             .into_iter()
             .chain(merged.problems.clone())
             .collect();
-        for problem in &problems {
+        // Mismatches are logged by `report_mismatches`, once, with their records.
+        let mismatch_lines: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+        for problem in problems.iter().filter(|p| !mismatch_lines.contains(p)) {
             tracing::error!(token = %hsm.token().label, "{problem}");
         }
         for name in config.issuers.keys() {
@@ -210,14 +218,15 @@ impl Service {
             .iter()
             .map(|k| (k.kid.clone(), k.state))
             .collect();
-        Ok(Service {
+        let service = Service {
             audit: ports.audit,
             signer: ports.signer,
             revocations: ports.revocations,
             revoked,
+            key_records: ports.keys,
             recorded_states: Mutex::new(recorded_states),
             keys: RwLock::new(Arc::new(registry)),
-            publishing: publishing::Publishing::new(&merged, problems),
+            publishing: publishing::Publishing::new(&merged, problems, mismatches.clone()),
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
             leases: ports.leases,
@@ -228,7 +237,9 @@ impl Service {
             rate_limits: limits::RateLimits::new(&config),
             config,
             hsm,
-        })
+        };
+        service.report_mismatches(&mismatches).await;
+        Ok(service)
     }
 
     /// The registry as of now; cheap (an `Arc` clone under a read lock).
@@ -250,6 +261,11 @@ impl Service {
     /// Revoked tokens.
     pub fn revocation_store(&self) -> &dyn RevocationStore {
         &*self.revocations
+    }
+
+    /// Key records and certificates.
+    pub fn key_records(&self) -> &dyn KeyMetadata {
+        &*self.key_records
     }
 
     /// Who may do what.
@@ -397,7 +413,7 @@ impl Service {
         self.config.jwks.max_age_seconds
     }
 
-    /// Every key the token holds.
+    /// Every key of the registry (the last good view of the store and the token).
     pub fn keys(&self) -> Vec<KeyView> {
         let registry = self.registry();
         registry

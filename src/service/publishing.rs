@@ -1,11 +1,14 @@
-//! Reading the token into the registry without ever publishing less than verifiers
-//! need, and what `/readyz` checks: whether the daemon can sign now.
+//! Reading the keys (the state store's records, the token's key pairs) into the
+//! registry without ever publishing less than verifiers need, and what `/readyz`
+//! checks: whether the daemon can sign now.
 //!
-//! Each reload reads the token and merges the reading into the last good view
-//! ([`crate::keys::carry`]): a reading that fails, or that shows none of the token's
-//! objects, keeps the view whole and makes the daemon not-ready; a key gone from a
+//! Each reload reads both and merges the reading into the last good view
+//! ([`crate::keys::carry`]): a reading that fails, or in which the token shows none of
+//! its objects, keeps the view whole and makes the daemon not-ready; a key gone from a
 //! readable token stays published until its last token expires, and is reported at
-//! error level, in the audit log (`key_missing`), in `/readyz` and by `keys list`.
+//! error level, in the audit log (`key_missing`), in `/readyz` and by `keys list`. Keys
+//! the store and the token disagree about ([`Mismatch`]) are reported at every start
+//! (`key_missing`, `key_unknown`) and listed by `/readyz` while they last.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -17,9 +20,10 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::Hsm;
 use crate::keys::carry::{self, LastGood, Merged, MissingKey, Reading};
-use crate::keys::{self, Inventory, KeyRegistry};
+use crate::keys::{self, Inventory, KeyRegistry, Mismatch};
 use crate::service::verify::LEEWAY_SECONDS;
 use crate::signer::SignError;
+use crate::store::KeyMetadata;
 
 /// What the service remembers between readings of the token.
 #[derive(Debug, Default)]
@@ -36,14 +40,25 @@ struct Remembered {
     unreadable: Option<String>,
     /// Keys reported missing, so each is reported once per disappearance.
     missing: HashSet<String>,
+    /// Keys the store and the token disagreed about at the last usable reading.
+    mismatches: Vec<Mismatch>,
 }
 
-/// Reads the token: inventory and CA chain. Problems of the CA are returned apart: they
-/// are not part of the inventory's own report.
-pub(super) async fn read(hsm: &Hsm) -> Result<(Reading, Vec<String>), Error> {
-    let inventory = keys::store::inventory(hsm).await?;
+/// Reads the keys (the store's records matched to the token's key pairs) and the CA
+/// chain. Problems of the CA are returned apart: they are not part of the inventory's
+/// own report.
+pub(super) async fn read(
+    hsm: &Hsm,
+    meta: &dyn KeyMetadata,
+) -> Result<(Reading, Vec<String>), Error> {
+    let inventory = keys::store::inventory(hsm, meta)
+        .await
+        .map_err(|e| match e {
+            keys::InventoryError::Hsm(e) => Error::from(e),
+            keys::InventoryError::Store(e) => Error::from(e),
+        })?;
     let mut problems = Vec::new();
-    let ca_chain = match attest::ca::load(hsm).await {
+    let ca_chain = match attest::ca::load(hsm, meta).await {
         Ok(CaState::Ready(ca)) => ca.chain,
         Ok(CaState::Missing) | Err(AttestError::NoCa) => {
             problems.push(AttestError::NoCa.to_string());
@@ -54,6 +69,7 @@ pub(super) async fn read(hsm: &Hsm) -> Result<(Reading, Vec<String>), Error> {
             Vec::new()
         }
         Err(AttestError::Hsm(e)) => return Err(e.into()),
+        Err(AttestError::Store(e)) => return Err(e.into()),
         Err(e) => {
             problems.push(format!("the attestation CA is unusable: {e}"));
             Vec::new()
@@ -84,7 +100,7 @@ pub(super) fn registry(config: &Config, merged: &Merged) -> KeyRegistry {
     let view = &merged.view;
     let inventory = Inventory {
         keys: view.keys.clone(),
-        problems: Vec::new(),
+        ..Inventory::default()
     };
     KeyRegistry::build(inventory, &config.issuers, view.ca_chain.clone())
         .with_missing(merged.missing.clone())
@@ -92,12 +108,13 @@ pub(super) fn registry(config: &Config, merged: &Merged) -> KeyRegistry {
 
 impl Publishing {
     /// Remembers the view the service starts with.
-    pub(super) fn new(merged: &Merged, problems: Vec<String>) -> Self {
+    pub(super) fn new(merged: &Merged, problems: Vec<String>, mismatches: Vec<Mismatch>) -> Self {
         let remembered = Remembered {
             last_good: merged.view.clone(),
             problems,
             unreadable: None,
             missing: merged.missing.iter().map(|m| m.kid.clone()).collect(),
+            mismatches,
         };
         Publishing {
             inner: Mutex::new(remembered),
@@ -133,14 +150,19 @@ impl Service {
     /// is and fails; problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
         self.refresh_revocations().await;
-        let (reading, ca_problems) = match read(&self.hsm).await {
+        let (reading, ca_problems) = match read(&self.hsm, &*self.key_records).await {
             Ok(read) => read,
             Err(e) => {
-                self.unreadable(format!("the token could not be read: {e}"));
+                let what = match e {
+                    Error::Store(_) => "the state store",
+                    _ => "the token",
+                };
+                self.unreadable(format!("{what} could not be read: {e}"));
                 return Err(e);
             }
         };
         let now = unix_now();
+        let mismatches = reading.inventory.mismatches.clone();
         let last = self.publishing.lock().last_good.clone();
         let merged = merge(&self.config, &last, reading, now);
         if merged.looks_empty {
@@ -157,7 +179,7 @@ impl Service {
         }
         let registry =
             std::sync::Arc::new(registry(&self.config, &merged).bridging(&self.registry()));
-        let (appeared, back) = self.remember(&merged, ca_problems);
+        let (appeared, back) = self.remember(&merged, ca_problems, mismatches);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
         for gone in appeared {
             self.report_missing(&gone).await;
@@ -187,8 +209,10 @@ impl Service {
         &self,
         merged: &Merged,
         ca_problems: Vec<String>,
+        mismatches: Vec<Mismatch>,
     ) -> (Vec<MissingKey>, Vec<String>) {
         let mut remembered = self.publishing.lock();
+        remembered.mismatches = mismatches;
         if remembered.unreadable.take().is_some() {
             tracing::warn!(token = %self.hsm.token().label, "the token can be read again");
         }
@@ -229,10 +253,31 @@ impl Service {
         self.note(entry).await;
     }
 
+    /// Logs each key the state store and the token disagree about, and records it:
+    /// `key_missing` for a key the store has and the token does not, `key_unknown` for a
+    /// signetd key pair the store does not know. Nothing is repaired.
+    pub(super) async fn report_mismatches(&self, mismatches: &[Mismatch]) {
+        for mismatch in mismatches {
+            tracing::error!(token = %self.hsm.token().label, kid = %mismatch.kid(), "{mismatch}");
+            let event = match mismatch {
+                Mismatch::NotInToken { .. } => Event::KeyMissing,
+                Mismatch::NotInStore { .. } => Event::KeyUnknown,
+            };
+            let mut entry = Entry::new(event)
+                .caller(CallerRecord::internal("store"))
+                .kid(mismatch.kid())
+                .detail(mismatch.to_string());
+            if let Some(issuer) = mismatch.issuer() {
+                entry = entry.issuer(issuer);
+            }
+            self.note(entry).await;
+        }
+    }
+
     /// What stops the daemon from signing now; empty when it can. A session answers,
     /// the last reading of the token was usable, every configured issuer's active key
-    /// resolves in the token, no published key is missing from it, and the audit log
-    /// takes records.
+    /// resolves in the token, no published key is missing from it (carried, or a key the
+    /// store has and the token lost), and the audit log takes records.
     pub async fn readiness(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(e) = self.hsm.ping().await {
@@ -267,10 +312,42 @@ impl Service {
             .iter()
             .filter(|m| self.config.issuers.contains_key(&m.issuer));
         problems.extend(ours.map(ToString::to_string));
+        // A key the store has and the token lost, that is or may still be published
+        // (and is not already listed as carried): verifiers may need it.
+        let lost = self.mismatches_of_ours().into_iter().filter(|m| {
+            matches!(m, Mismatch::NotInToken { kid, state, .. }
+                if state.is_published() && !registry.is_missing(kid))
+        });
+        problems.extend(lost.map(|m| m.to_string()));
         if let Some(why) = self.audit.unavailable_because() {
             problems.push(why);
         }
         problems
+    }
+
+    /// What `/readyz` lists without failing: key pairs of configured issuers that the
+    /// state store does not know (an interrupted generation). They sign nothing and are
+    /// published nowhere, so they do not stop the daemon signing; the operator finishes
+    /// or undoes them.
+    pub fn readiness_warnings(&self) -> Vec<String> {
+        self.mismatches_of_ours()
+            .into_iter()
+            .filter(|m| matches!(m, Mismatch::NotInStore { .. }))
+            .map(|m| m.to_string())
+            .collect()
+    }
+
+    /// The last usable reading's mismatches about keys of configured issuers (keys of
+    /// issuers this daemon does not serve are not its to worry about).
+    fn mismatches_of_ours(&self) -> Vec<Mismatch> {
+        let mismatches = self.publishing.lock().mismatches.clone();
+        mismatches
+            .into_iter()
+            .filter(|m| {
+                m.issuer()
+                    .is_some_and(|i| self.config.issuers.contains_key(i))
+            })
+            .collect()
     }
 
     /// Ok when [`Service::readiness`] finds nothing wrong; otherwise

@@ -1,27 +1,34 @@
-//! The state room: what signetd remembers besides its keys, behind ports.
+//! The state room: what signetd remembers besides its private keys, behind ports.
 //!
 //! [`ReplayStore`] remembers the `jti`s consumed by single-use verification;
-//! [`RevocationStore`] keeps revoked tokens until they expire. The service holds each
-//! as a trait object built by `service::wiring`, so another implementation (a database
-//! shared by replicas) replaces one file, not the callers.
+//! [`RevocationStore`] keeps revoked tokens until they expire; [`KeyMetadata`] keeps what
+//! signetd knows about each key (issuer, purpose, state and its history, attestation
+//! certificate) and the attestation CA's chain, while the token keeps the key pairs. The
+//! service holds each as a trait object built by `service::wiring`, so another
+//! implementation (a database shared by replicas) replaces one file, not the callers.
 //!
-//! The daemon's implementation of both is [`SqlStore`], an SQL database (SQLite by
-//! default, or PostgreSQL; see docs/state.md); it also holds the [`LeaseStore`] that
-//! replicas sharing it take turns by. Revocations kept as data objects in the PKCS#11
-//! token, as versions before the state store wrote them, are imported once
+//! The daemon's implementation of all of them is [`SqlStore`], an SQL database (SQLite
+//! by default, or PostgreSQL; see docs/state.md); it also holds the [`LeaseStore`] that
+//! replicas sharing it take turns by, and pushes changes to them ([`ChangeFeed`]). Key
+//! metadata that versions before the store kept as token objects is imported once
+//! ([`SqlStore::import_token_keys`]), as are token revocations
 //! ([`SqlStore::import_token_revocations`]).
 
+mod keys;
 mod lease;
 mod notify;
 mod sql;
 #[cfg(test)]
 mod test_db;
+mod token_keys;
 mod token_revocations;
 
 use serde::{Deserialize, Serialize};
 
+pub use keys::{KeyImport, KeyMetadata, KeyRow, KeyWriteError, StateChange};
 pub use notify::PgChangeFeed;
 pub use sql::{SqlStore, StoreStatus};
+pub use token_keys::destroy_leftovers as destroy_token_key_leftovers;
 pub use token_revocations::REVOKED_PREFIX;
 
 use crate::hsm::HsmError;

@@ -63,6 +63,8 @@ pub struct StoreStatus {
     pub used_jtis: i64,
     /// Rows of token revocations.
     pub revocations: i64,
+    /// Keys recorded (their key pairs are in the token).
+    pub keys: i64,
 }
 
 /// The state store in an SQL database.
@@ -150,7 +152,7 @@ pub(super) fn int(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
-fn uint(value: i64) -> u64 {
+pub(super) fn uint(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_default()
 }
 
@@ -269,8 +271,9 @@ impl SqlStore {
             Err(sqlx::Error::Database(_)) => 0,
             Err(e) => return Err(failed("reading the schema version")(e)),
         };
-        let count = |sql: &'static str| async move {
-            if schema_version == 0 {
+        // A table the schema does not have yet holds no rows.
+        let count = |sql: &'static str, since_version: i64| async move {
+            if schema_version < since_version {
                 return Ok(0);
             }
             sqlx::query(sql)
@@ -282,8 +285,9 @@ impl SqlStore {
         Ok(StoreStatus {
             schema_version,
             expected_version,
-            used_jtis: count("SELECT COUNT(*) FROM used_jtis").await?,
-            revocations: count("SELECT COUNT(*) FROM token_revocations").await?,
+            used_jtis: count("SELECT COUNT(*) FROM used_jtis", 1).await?,
+            revocations: count("SELECT COUNT(*) FROM token_revocations", 1).await?,
+            keys: count("SELECT COUNT(*) FROM keys", 2).await?,
         })
     }
 

@@ -12,6 +12,7 @@ use signetd::Algorithm;
 use signetd::attest::certificate::from_pem;
 use signetd::attest::verify::verify_key_attestation;
 use signetd::keys::{self, Jwk, JwkSet, KeyStoreError};
+use signetd::store::KeyMetadata;
 
 use crate::common::{TestDaemon, ca, generate_key, hsm, issuer_toml, token};
 
@@ -164,7 +165,8 @@ async fn a_key_that_could_leave_the_token_is_never_attested() {
         .unwrap();
     drop(session);
 
-    match keys::store::finish(&hsm, kid, 30).await {
+    let store = crate::common::store().await;
+    match keys::store::finish(&hsm, &*store, kid, 30, "test").await {
         Err(KeyStoreError::Attest(e)) => assert!(
             e.to_string()
                 .contains("refusing to attest key att-extract-1"),
@@ -172,42 +174,47 @@ async fn a_key_that_could_leave_the_token_is_never_attested() {
         ),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let certificates = hsm
-        .certificates("signetd-cert/att-extract-1")
-        .await
-        .unwrap();
-    assert!(certificates.is_empty(), "nothing half-written");
-    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    assert!(
+        store.keys().await.unwrap().iter().all(|k| k.kid != kid),
+        "nothing half-written"
+    );
+    let inventory = keys::store::inventory(&hsm, &*store).await.unwrap();
     assert!(
         inventory
             .problems
             .iter()
             .any(|p| p.contains(kid) && p.contains("could leave the token"))
     );
-    keys::store::destroy_incomplete(&hsm, kid).await.unwrap();
+    keys::store::destroy_incomplete(&hsm, &*store, kid)
+        .await
+        .unwrap();
     assert!(hsm.key_pair_by_id(kid.into()).await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn a_pending_key_is_published_but_does_not_sign_and_a_retired_key_stays_retrievable() {
     let first = generate_key("att-life", Algorithm::Es256).await;
-    let hsm = hsm();
+    let (hsm, store) = (hsm(), crate::common::store().await);
     let next = keys::store::prepare_rotation(
         &hsm,
+        &*store,
         "att-life",
         Algorithm::Es256,
         keys::KeyPurpose::Jwt,
         30,
+        "test",
     )
     .await
     .unwrap();
     assert!(matches!(
         keys::store::prepare_rotation(
             &hsm,
+            &*store,
             "att-life",
             Algorithm::Es256,
             keys::KeyPurpose::Jwt,
-            30
+            30,
+            "test",
         )
         .await,
         Err(KeyStoreError::Rotation { .. })
@@ -233,7 +240,7 @@ async fn a_pending_key_is_published_but_does_not_sign_and_a_retired_key_stays_re
     );
     daemon.shutdown().await;
 
-    keys::store::transition(&hsm, &first, keys::KeyState::Retired)
+    keys::store::transition(&*store, &first, keys::KeyState::Retired, "test")
         .await
         .unwrap();
     let daemon = TestDaemon::start(&issuer_toml("att-life", Algorithm::Es256)).await;
@@ -268,7 +275,9 @@ async fn a_transcript_signed_by_an_issuer_key_is_not_a_ca_signature() {
     let kid = generate_key("att-forge", Algorithm::Es256).await;
     let ca = ca().await;
     let hsm = hsm();
-    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let inventory = keys::store::inventory(&hsm, &*crate::common::store().await)
+        .await
+        .unwrap();
     let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
     let standard = base64::engine::general_purpose::STANDARD;
     let mut x5c = vec![standard.encode(&key.certificate)];

@@ -655,7 +655,9 @@ async fn a_second_daemon_cannot_open_a_log_in_use() {
         crate::common::token().pkcs11_toml()
     ))
     .unwrap();
-    let second = signetd::audit::AuditLog::open(&parsed, crate::common::hsm()).await;
+    let second =
+        signetd::audit::AuditLog::open(&parsed, crate::common::hsm(), crate::common::store().await)
+            .await;
     let error = second.err().expect("the log is locked").to_string();
     assert!(
         error.contains("in use by another signetd process"),
@@ -691,11 +693,12 @@ async fn key_changes_are_recorded_with_their_actor() {
     })
     .await;
     assert!(activated, "no key_activate record");
-    // Outside the daemon: revoke the old key directly in the token.
+    // Outside the daemon: revoke the old key directly in the state store.
     signetd::keys::store::transition(
-        &crate::common::hsm(),
+        &*crate::common::store().await,
         &kid,
         signetd::keys::KeyState::Revoked,
+        "test",
     )
     .await
     .unwrap();

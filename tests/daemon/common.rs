@@ -21,6 +21,7 @@ use hyper::body::Bytes;
 use serde_json::Value;
 use signetd::client::{self, Endpoint};
 use signetd::hsm::Hsm;
+use signetd::store::SqlStore;
 use signetd::{Algorithm, Config, Service, api};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -339,6 +340,41 @@ pub fn hsm_with_sessions(sessions: usize) -> Arc<Hsm> {
     .clone()
 }
 
+/// The state store of the test token: key records and certificates of its keys, shared
+/// (like the token) by every test of the process and every daemon it serves in-process.
+pub fn store_url() -> String {
+    format!("sqlite://{}", token().path("state/signetd.db").display())
+}
+
+/// Brings the test token's state store's schema up to date, once per process, on a
+/// runtime of its own: daemons and tests of the process then only connect, and never
+/// race to create the same tables.
+fn migrate_store() -> signetd::config::StoreLocation {
+    static MIGRATED: OnceLock<()> = OnceLock::new();
+    let location = signetd::config::StoreLocation::Sqlite {
+        path: token().path("state/signetd.db"),
+    };
+    MIGRATED.get_or_init(|| {
+        let location = location.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { drop(SqlStore::open(&location).await.unwrap()) })
+        })
+        .join()
+        .unwrap()
+    });
+    location
+}
+
+/// The test token's state store (see [`store_url`]), on a pool of this test's own: a
+/// pool belongs to the runtime that made it, and each test has its own runtime.
+pub async fn store() -> Arc<SqlStore> {
+    Arc::new(SqlStore::connect(&migrate_store()).await.unwrap())
+}
+
 /// The uid this test runs as.
 pub fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
@@ -363,21 +399,23 @@ static CA: tokio::sync::OnceCell<signetd::attest::AttestationCa> =
 /// The test token's attestation CA, created (self-signed) on first use.
 pub async fn ca() -> &'static signetd::attest::AttestationCa {
     CA.get_or_init(|| async {
-        let hsm = hsm();
-        let pair = signetd::attest::ca::create_key(&hsm)
+        let (hsm, store) = (hsm(), store().await);
+        let pair = signetd::attest::ca::create_key(&hsm, &*store)
             .await
             .expect("create the test CA key");
-        let ca = signetd::attest::ca::self_sign(&hsm, &pair, "signetd test CA", 30)
+        let ca = signetd::attest::ca::self_sign(&hsm, &*store, &pair, "signetd test CA", 30)
             .await
             .expect("self-sign the test CA");
         // The audit key too, once: otherwise the first daemons, started in parallel,
         // would each try to generate it for their first checkpoint.
         signetd::keys::store::generate(
             &hsm,
+            &*store,
             signetd::audit::AUDIT_ISSUER,
             Algorithm::Es256,
             signetd::keys::KeyPurpose::Raw,
             30,
+            "test",
         )
         .await
         .expect("generate the audit key");
@@ -407,9 +445,17 @@ pub async fn generate_key_for(
     purpose: signetd::keys::KeyPurpose,
 ) -> signetd::keys::StoredKey {
     ca().await;
-    signetd::keys::store::generate(&hsm(), issuer, algorithm, purpose, 30)
-        .await
-        .unwrap()
+    signetd::keys::store::generate(
+        &hsm(),
+        &*store().await,
+        issuer,
+        algorithm,
+        purpose,
+        30,
+        "test",
+    )
+    .await
+    .unwrap()
 }
 
 /// A `signetd serve` process; dropping it stops the process (SIGTERM, then SIGKILL
@@ -558,17 +604,15 @@ impl Drop for TestDaemon {
 }
 
 /// The config of an in-process daemon: `pkcs11` and `rest`, with an audit log in `dir`
-/// unless `rest` has an `[audit]` table, and the state store in `dir` unless `rest` has
-/// a `[store]` table. (The default store is beside the audit dir: for an audit dir of
-/// `/tmp/X`, `/tmp/state`, which every such test, and every run, would share.)
+/// unless `rest` has an `[audit]` table, and the test token's state store ([`store_url`],
+/// where its keys are recorded) unless `rest` has a `[store]` table. (Not the default
+/// store beside the audit dir: the daemon must find the token's keys, and for an audit
+/// dir of `/tmp/X` that would be `/tmp/state`, shared by every such test and run.)
 pub fn daemon_config(pkcs11: &str, rest: &str, dir: &TempDir) -> Config {
     let mut rest = with_audit_dir(rest, &dir.path().join("audit"));
     if !rest.contains("[store]") {
-        let store = dir.path().join("state/signetd.db");
-        rest.push_str(&format!(
-            "\n[store]\nurl = \"sqlite://{}\"\n",
-            store.display()
-        ));
+        migrate_store();
+        rest.push_str(&format!("\n[store]\nurl = {:?}\n", store_url()));
     }
     Config::parse(&format!("{pkcs11}\n{rest}")).expect("valid test config")
 }
@@ -712,7 +756,9 @@ pub fn post_head(length: usize) -> String {
 /// in low-S form, as the daemon's, so the verifier judges the claims.
 pub async fn sign_as(kid: &str, header: &Value, claims: &Value) -> String {
     use signetd::token::jws::b64;
-    let inventory = signetd::keys::store::inventory(&hsm()).await.unwrap();
+    let inventory = signetd::keys::store::inventory(&hsm(), &*store().await)
+        .await
+        .unwrap();
     let key = inventory
         .keys
         .iter()

@@ -4,8 +4,9 @@
 use serde_json::{Value, json};
 use signetd::Algorithm;
 use signetd::keys::{self, KeyStoreError};
+use signetd::store::KeyMetadata;
 
-use crate::common::{TestDaemon, TestToken, generate_key, hsm, issuer_toml, token};
+use crate::common::{TestToken, generate_key, hsm, issuer_toml, store, token};
 
 /// `pkcs11-tool` (OpenSC), not our code, reads the private keys' attributes.
 #[tokio::test]
@@ -55,19 +56,22 @@ async fn pkcs11_tool_sees_every_private_key_sensitive_never_extractable_and_loca
 #[tokio::test]
 async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated() {
     let kid = generate_key("keys-twice", Algorithm::Es256).await;
+    let store = store().await;
     match keys::store::generate(
         &hsm(),
+        &*store,
         "keys-twice",
         Algorithm::Es256,
         keys::KeyPurpose::Jwt,
         30,
+        "test",
     )
     .await
     {
         Err(KeyStoreError::ActiveKeyExists { kid: active, .. }) => assert_eq!(active, kid),
         other => panic!("expected ActiveKeyExists, got {other:?}"),
     }
-    let inventory = keys::store::inventory(&hsm()).await.unwrap();
+    let inventory = keys::store::inventory(&hsm(), &*store).await.unwrap();
     assert_eq!(
         inventory
             .keys
@@ -78,62 +82,132 @@ async fn generating_twice_for_an_issuer_is_refused_and_keys_are_not_duplicated()
     );
 }
 
+/// The state store and the token disagree: a key the store has whose private key was
+/// deleted from the token, and a key pair in the token the store does not know (here:
+/// the store restored from a backup older than the key). Both are reported at start, in
+/// the daemon's log, its audit log, `/readyz` and `keys list`; neither is used,
+/// published or repaired.
 #[tokio::test]
-async fn incomplete_keys_are_reported_and_never_published() {
-    let hsm = hsm();
-    // A key pair whose state record was never written (an interrupted generation).
-    let stray = hsm
-        .generate_key_pair(
-            Algorithm::Es256,
-            b"keys-stray-1".to_vec(),
-            "signetd/keys-stray/keys-stray-1".into(),
+async fn keys_the_store_and_the_token_disagree_about_are_reported_never_repaired() {
+    use crate::common::request_unix;
+    use hyper::Method;
+    let t = TestToken::create("keys-mismatch");
+    let both =
+        issuer_toml("keys-ok", Algorithm::Es256) + &issuer_toml("keys-ghost", Algorithm::Es256);
+    let (config, socket) = t.write_config(&both);
+    let c = config.to_str().unwrap();
+    let ok = t.init_ca_and_key(&config, "keys-ok");
+    let (done, out, err) =
+        t.signetd(&["keys", "generate", "--issuer", "keys-ghost", "--config", c]);
+    assert!(done, "{err}");
+    let ghost = out.split_whitespace().nth(5).unwrap().to_string();
+    // A backup of the store (the SQLite file with its write-ahead log), taken before
+    // keys-ok's next key is made and restored after.
+    let files = ["signetd.db", "signetd.db-wal", "signetd.db-shm"];
+    let (live, saved) = (t.path("state"), t.path("backup"));
+    std::fs::create_dir(&saved).unwrap();
+    for file in files.iter().filter(|f| live.join(f).exists()) {
+        std::fs::copy(live.join(file), saved.join(file)).unwrap();
+    }
+    let (done, out, err) = t.signetd(&["keys", "rotate", "--issuer", "keys-ok", "--config", c]);
+    assert!(done, "{err}");
+    let stray = out.split_whitespace().nth(5).unwrap().to_string();
+    for file in files {
+        let _ = std::fs::remove_file(live.join(file));
+        if saved.join(file).exists() {
+            std::fs::copy(saved.join(file), live.join(file)).unwrap();
+        }
+    }
+    let hex = |kid: &str| kid.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for kind in ["privkey", "pubkey"] {
+        t.pkcs11_tool(&["--delete-object", "--type", kind, "--id", &hex(&ghost)]);
+    }
+    let missing = format!("key {ghost} of issuer keys-ghost (active) is missing");
+    let unknown =
+        format!("key {stray} (signetd/keys-ok/{stray}) is in the token but not in the state store");
+
+    // The CLI reports both.
+    let (listed, out, err) = t.signetd(&["keys", "list", "--config", c]);
+    assert!(listed, "{err}");
+    assert!(
+        out.contains(&format!("problem: {missing}"))
+            && out.contains(&format!("problem: {unknown}")),
+        "{out}"
+    );
+
+    // A daemon serving keys-ok alone: ready (the unknown key pair signs nothing), and
+    // /readyz warns of it.
+    t.write_config(&issuer_toml("keys-ok", Algorithm::Es256));
+    let mut daemon = t.serve(&config, &socket);
+    let readyz = request_unix(&socket, Method::GET, "/readyz", None).await;
+    assert_eq!(readyz.status, 200);
+    let warnings = readyz.json["warnings"].to_string();
+    assert!(
+        warnings.contains(&unknown) && !warnings.contains(&ghost),
+        "{warnings}"
+    );
+    let jwks = request_unix(&socket, Method::GET, "/.well-known/jwks.json", None).await;
+    let kids = jwks.json["keys"].to_string();
+    assert!(
+        kids.contains(&ok) && !kids.contains(&ghost) && !kids.contains(&stray),
+        "{kids}"
+    );
+    daemon.terminate();
+    // Reported at start whatever the config serves: log and audit log.
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    assert!(log.contains(&missing) && log.contains(&unknown), "{log}");
+    let records = crate::common::audit_records(&t.audit_dir());
+    let event = |kid: &str| {
+        records
+            .iter()
+            .find(|r| r["kid"] == kid && r["event"].as_str().is_some_and(|e| e.starts_with("key_")))
+            .map(|r| r["event"].as_str().unwrap().to_string())
+    };
+    assert_eq!(event(&ghost).as_deref(), Some("key_missing"), "{records:?}");
+    assert_eq!(event(&stray).as_deref(), Some("key_unknown"), "{records:?}");
+
+    // Serving keys-ghost too: its active key is lost, so not ready, and /readyz says why.
+    t.write_config(&both);
+    let daemon = crate::publishing::start_unready(&t, &config, &socket);
+    let answered = crate::common::eventually(20, async || {
+        crate::common::try_request(
+            &signetd::client::Endpoint::Unix(socket.clone()),
+            Method::GET,
+            "/readyz",
+            &[],
+            b"",
         )
         .await
-        .unwrap();
-    assert!(stray.attributes.is_hardware_bound());
-    // A state record whose key is gone.
-    let record = json!({"v":1,"kid":"keys-ghost-1","issuer":"keys-ghost","alg":"ES256","state":"active","created_at":1});
-    hsm.create_data(
-        "signetd",
-        "signetd-state/keys-ghost-1".into(),
-        serde_json::to_vec(&record).unwrap(),
+        .is_ok_and(|r| r.status == 503)
+    })
+    .await;
+    assert!(answered, "/readyz never answered 503");
+    let readyz = request_unix(&socket, Method::GET, "/readyz", None).await;
+    let problems = readyz.json["error"]["problems"].to_string();
+    assert!(problems.contains(&missing), "{problems}");
+    let minted = request_unix(
+        &socket,
+        Method::POST,
+        "/v1/tokens",
+        Some(&json!({"issuer": "keys-ghost", "aud": "api"})),
     )
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(minted.code(), "no_active_key");
+    drop(daemon);
 
-    let inventory = keys::store::inventory(&hsm).await.unwrap();
-    let problems = inventory.problems.join("\n");
+    // Nothing was repaired: the unknown key pair is still in the token, the lost key's
+    // row in the store.
+    let objects = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
     assert!(
-        problems.contains("keys-stray-1") && problems.contains("no state record"),
-        "{problems}"
+        objects.contains(&format!("signetd/keys-ok/{stray}")),
+        "{objects}"
     );
-    assert!(
-        problems.contains("keys-ghost-1") && problems.contains("missing"),
-        "{problems}"
-    );
-    assert!(inventory.keys.iter().all(|k| k.kid != "keys-stray-1"));
-
-    let config = format!(
-        "{}{}",
-        issuer_toml("keys-stray", Algorithm::Es256),
-        issuer_toml("keys-ghost", Algorithm::Es256)
-    );
-    let daemon = TestDaemon::start(&config).await;
-    let jwks = daemon.get("/.well-known/jwks.json").await;
-    let kids: Vec<&str> = jwks.json["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert!(
-        !kids.contains(&"keys-stray-1") && !kids.contains(&"keys-ghost-1"),
-        "{kids:?}"
-    );
-    let reply = daemon
-        .post("/v1/tokens", &json!({"issuer":"keys-stray","aud":"api"}))
-        .await;
-    assert_eq!(reply.code(), "no_active_key");
+    let (_, out, _) = t.signetd(&["keys", "list", "--config", c, "--format", "problems"]);
+    assert!(out.contains(&ghost) && out.contains(&stray), "{out}");
+    // The operator's repair: `keys finish` records the key pair (pending: keys-ok has an
+    // active key).
+    let (done, out, err) = t.signetd(&["keys", "finish", "--kid", &stray, "--config", c]);
+    assert!(done && out.contains("is complete (Pending)"), "{out}{err}");
 }
 
 #[test]
@@ -290,63 +364,328 @@ async fn destroying_a_certificate_matches_its_id_label_and_value() {
     assert!(listed().await.is_empty());
 }
 
-/// A state change destroys exactly the record it replaces: a superseded record that an
-/// interrupted update left under the same label stays, and is still reported.
+/// A state change is a row changed in the state store, with an entry in the key's
+/// history naming who made it; the token is not written.
 #[tokio::test]
-async fn a_state_change_destroys_only_the_record_it_replaces() {
-    let issuer = "keys-replace";
+async fn a_state_change_is_recorded_in_the_store_with_its_history() {
+    let issuer = "keys-history";
     let first =
         crate::common::generate_key_for(issuer, Algorithm::Es256, keys::KeyPurpose::Jwt).await;
     let kid = first.kid.clone();
-    let hsm = hsm();
-    let retired = keys::store::transition(&hsm, &kid, keys::KeyState::Retired)
+    let store = store().await;
+    let objects_before = hsm().data_objects("signetd").await.unwrap().len();
+    let retired = keys::store::transition(&*store, &kid, keys::KeyState::Retired, "test-a")
         .await
         .unwrap();
-    assert_ne!(retired.record, first.record);
-    // As if the process had died between writing revision 1 and destroying revision 0.
-    hsm.create_data(
-        "signetd",
-        first.record.label.clone(),
-        first.record.value.clone(),
-    )
-    .await
-    .unwrap();
-    let revisions = || async {
-        let mut found: Vec<u64> = hsm
-            .data_objects("signetd")
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|o| o.label == first.record.label)
-            .map(|o| {
-                serde_json::from_slice::<keys::KeyRecord>(&o.value)
-                    .unwrap()
-                    .revision
-            })
-            .collect();
-        found.sort();
-        found
-    };
-    assert_eq!(revisions().await, [0, 1]);
-
-    let archived = keys::store::transition(&hsm, &kid, keys::KeyState::Archived)
+    assert_eq!(retired.state, keys::KeyState::Retired);
+    // From a state it is no longer in, a change is refused.
+    let again = keys::store::transition(&*store, &kid, keys::KeyState::Retired, "test-b").await;
+    assert!(matches!(again, Err(KeyStoreError::Key(_))), "{again:?}");
+    keys::store::transition(&*store, &kid, keys::KeyState::Archived, "test-c")
         .await
         .unwrap();
+    let history: Vec<(Option<keys::KeyState>, keys::KeyState, String)> = store
+        .history(&kid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.from, c.to, c.actor))
+        .collect();
+    use keys::KeyState::*;
     assert_eq!(
-        revisions().await,
-        [0, 2],
-        "revision 1 replaced, revision 0 left"
+        history,
+        vec![
+            (None, Active, "test".to_string()),
+            (Some(Active), Retired, "test-a".to_string()),
+            (Some(Retired), Archived, "test-c".to_string()),
+        ]
     );
-    let inventory = keys::store::inventory(&hsm).await.unwrap();
+    let inventory = keys::store::inventory(&hsm(), &*store).await.unwrap();
     let key = inventory.keys.iter().find(|k| k.kid == kid).unwrap();
-    assert_eq!(key.state, keys::KeyState::Archived);
-    assert_eq!(key.record, archived.record);
-    assert!(
-        inventory
-            .problems
-            .iter()
-            .any(|p| p.contains(&kid) && p.contains("superseded state record (revision 0")),
-        "{:?}",
-        inventory.problems
+    assert_eq!(key.state, Archived);
+    assert_eq!(
+        hsm().data_objects("signetd").await.unwrap().len(),
+        objects_before
     );
+}
+
+/// What OpenSC's `pkcs11-tool -O` (not our code) lists: the kind of each object, one
+/// per unindented line ("Private Key Object; EC", "Data object 1234", ...).
+fn object_kinds(t: &TestToken) -> Vec<String> {
+    t.pkcs11_tool(&["--list-objects"])
+        .lines()
+        .filter(|l| !l.starts_with([' ', '\t']) && l.to_lowercase().contains("object"))
+        .map(|l| l.to_lowercase())
+        .collect()
+}
+
+/// No data object and no certificate among `kinds`. (Some modules list objects of their
+/// own too, such as kryoptic's mechanism objects: what signetd writes is what counts.)
+fn no_data_or_certificates(kinds: &[String]) -> bool {
+    !kinds
+        .iter()
+        .any(|k| k.starts_with("data object") || k.starts_with("certificate object"))
+}
+
+/// The token holds private keys (and their public halves) and nothing else: after a CA,
+/// keys, a start with its audit key, a mint, a rotation and a retirement, OpenSC sees
+/// no data object and no certificate.
+#[test]
+fn after_a_normal_run_the_token_holds_only_key_objects() {
+    let t = TestToken::create("keys-only");
+    let (config, socket) = t.write_config(&issuer_toml("keys-only", Algorithm::Es256));
+    let c = config.to_str().unwrap();
+    let first = t.init_ca_and_key(&config, "keys-only");
+    let daemon = t.serve(&config, &socket);
+    let s = socket.display().to_string();
+    let (minted, _, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "keys-only",
+        "--aud",
+        "api",
+        "--socket",
+        &s,
+    ]);
+    assert!(minted, "{err}");
+    let (rotated, _, err) = t.signetd(&["keys", "rotate", "--issuer", "keys-only", "--config", c]);
+    assert!(rotated, "{err}");
+    let (retired, _, err) = t.signetd(&["keys", "retire", "--kid", &first, "--config", c]);
+    assert!(retired, "{err}");
+    drop(daemon);
+    let kinds = object_kinds(&t);
+    assert!(no_data_or_certificates(&kinds), "{kinds:?}");
+    // The CA key, two issuer keys and the audit key, each a private and a public object.
+    let count = |what: &str| kinds.iter().filter(|k| k.starts_with(what)).count();
+    assert_eq!(
+        (count("private key object"), count("public key object")),
+        (4, 4),
+        "{kinds:?}"
+    );
+}
+
+/// Item 5 of issue 12: a token whose keys' records and certificates are objects, as
+/// versions before the state store wrote them, and an empty store. The daemon imports
+/// them once, in one transaction, says so, and then destroys those objects; the keys are
+/// unchanged and tokens minted before verify. On each engine.
+mod import {
+    #[tokio::test]
+    async fn on_sqlite() {
+        super::key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it(
+            crate::common::Engine::Sqlite,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres() {
+        super::key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it(
+            crate::common::Engine::Postgres,
+        )
+        .await;
+    }
+}
+
+async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed_from_it(
+    engine: crate::common::Engine,
+) {
+    use base64::Engine;
+    use hyper::Method;
+    use signetd::store::SqlStore;
+    let t = TestToken::create("keys-import");
+    // The store the keys are made with, and the empty one the earlier version's token
+    // meets.
+    let stores = (
+        crate::common::TestStore::new(engine, &t.path("state/first.db")).await,
+        crate::common::TestStore::new(engine, &t.path("state/second.db")).await,
+    );
+    let (Some(first), Some(second)) = stores else {
+        return;
+    };
+    let tables = issuer_toml("keys-import", Algorithm::Es256);
+    let (config, socket) = t.write_config(&(tables.clone() + &first.toml()));
+    let c = config.to_str().unwrap();
+    t.init_ca_and_key(&config, "keys-import");
+    let s = socket.display().to_string();
+    // A first start makes the audit key; a token minted then must verify after the import.
+    let daemon = t.serve(&config, &socket);
+    let (ok, minted, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "keys-import",
+        "--aud",
+        "api",
+        "--socket",
+        &s,
+    ]);
+    assert!(ok, "{err}");
+    let jwks_before =
+        crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None)
+            .await
+            .json;
+    drop(daemon);
+    let listed = |t: &TestToken| {
+        let (ok, out, err) = t.signetd(&["keys", "list", "--json", "--config", c]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["keys"].clone()
+    };
+    let keys_before = listed(&t);
+    assert_eq!(keys_before.as_array().unwrap().len(), 2, "{keys_before}");
+
+    // The same keys as an earlier version kept them: the store's rows and certificates
+    // written as token objects, and an empty store in the config.
+    let store = SqlStore::open(&first.location()).await.unwrap();
+    let (rows, chain) = (store.keys().await.unwrap(), store.ca_chain().await.unwrap());
+    drop(store);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut data = Vec::new();
+    let mut certificates = Vec::new();
+    for row in &rows {
+        let record = json!({
+            "v": 1, "kid": row.kid, "issuer": row.issuer, "alg": row.algorithm,
+            "state": row.state, "created_at": row.created_at, "revision": 0,
+            "changed_at": row.updated_at, "purpose": row.purpose,
+        });
+        data.push(json!({"label": format!("signetd-state/{}", row.kid), "value": b64(record.to_string().as_bytes())}));
+        certificates.push(json!({"id": b64(&row.token_id), "label": format!("signetd-cert/{}", row.kid), "der": b64(&row.certificate)}));
+    }
+    for (i, der) in chain.iter().enumerate() {
+        let label = if i == 0 {
+            "signetd-ca/certificate".to_string()
+        } else {
+            format!("signetd-ca/chain/{i:02}")
+        };
+        certificates
+            .push(json!({"id": b64(b"signetd-attestation-ca"), "label": label, "der": b64(der)}));
+    }
+    write_token_objects(&t, &json!({"data": data, "certificates": certificates}));
+    t.write_config(&(tables + &second.toml()));
+    let kinds = object_kinds(&t);
+    let count = |what: &str| kinds.iter().filter(|k| k.starts_with(what)).count();
+    assert_eq!(
+        (count("data object"), count("certificate object")),
+        (2, 3),
+        "{kinds:?}"
+    );
+
+    let mut daemon = t.serve(&config, &socket);
+    let jwks_after =
+        crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None)
+            .await
+            .json;
+    assert_eq!(
+        jwks_after, jwks_before,
+        "the same keys, with the same chains"
+    );
+    let verified = crate::common::request_unix(
+        &socket,
+        Method::POST,
+        "/v1/verify",
+        Some(&json!({"token": minted, "audience": "api"})),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{:?}", verified.json);
+    let (ok, _, err) = t.signetd(&[
+        "token",
+        "mint",
+        "--issuer",
+        "keys-import",
+        "--aud",
+        "api",
+        "--socket",
+        &s,
+    ]);
+    assert!(ok, "{err}");
+    daemon.terminate();
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    let said = "imported 2 key(s) and 1 attestation CA certificate(s) from the token into the state store; destroyed 5 data and certificate object(s) from the token";
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    let records = crate::common::audit_records(&t.audit_dir());
+    let imports: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "state_import")
+        .collect();
+    assert_eq!(imports.len(), 1, "{records:?}");
+    assert!(
+        imports[0]["detail"].as_str().unwrap().contains(said),
+        "{:?}",
+        imports[0]
+    );
+
+    // Only key objects are left; the store has the keys as they were, imported once.
+    let kinds = object_kinds(&t);
+    assert!(no_data_or_certificates(&kinds), "{kinds:?}");
+    assert_eq!(listed(&t), keys_before);
+    let store = SqlStore::open(&second.location()).await.unwrap();
+    assert_eq!(store.keys().await.unwrap(), rows);
+    assert_eq!(store.ca_chain().await.unwrap(), chain);
+    let history = store.history(&rows[0].kid).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].actor, "import");
+    drop(store);
+    // A second start has nothing to import.
+    drop(t.serve(&config, &socket));
+    let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
+    assert_eq!(log.matches("imported 2 key(s)").count(), 1, "{log}");
+}
+
+/// Writes private data and certificate objects into `t`'s token as versions before the
+/// state store did, with the library's own `Hsm::create_data` and
+/// `Hsm::create_certificate` (pkcs11-tool cannot make a private certificate). A PKCS#11
+/// module serves one token configuration per process, and this process's is the shared
+/// test token: so [`write_token_key_objects`] does it, in a process of its own.
+fn write_token_objects(t: &TestToken, objects: &Value) {
+    let spec = t.path("token-objects.json");
+    let spec_value = json!({"pkcs11": t.pkcs11_toml(), "objects": objects});
+    std::fs::write(&spec, spec_value.to_string()).unwrap();
+    let out = t
+        .command(std::env::current_exe().unwrap(), "")
+        .args(["keys::write_token_key_objects", "--exact", "--ignored"])
+        .env(WRITE_OBJECTS_ENV, &spec)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("1 passed"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where [`write_token_key_objects`] finds what to write.
+const WRITE_OBJECTS_ENV: &str = "SIGNETD_TEST_WRITE_TOKEN_OBJECTS";
+
+/// A helper process of [`write_token_objects`], not a test of its own.
+#[tokio::test]
+#[ignore = "a helper: keys::import::on_sqlite and on_postgres run it in a process of its own"]
+async fn write_token_key_objects() {
+    use base64::Engine;
+    let Some(spec) = std::env::var_os(WRITE_OBJECTS_ENV) else {
+        return;
+    };
+    let spec: Value = serde_json::from_slice(&std::fs::read(spec).unwrap()).unwrap();
+    let unb64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let config = signetd::Config::parse(spec["pkcs11"].as_str().unwrap()).unwrap();
+    let hsm = signetd::hsm::Hsm::open(config.hsm_settings().unwrap()).unwrap();
+    for object in spec["objects"]["data"].as_array().unwrap() {
+        let label = object["label"].as_str().unwrap().to_string();
+        hsm.create_data("signetd", label, unb64(&object["value"]))
+            .await
+            .unwrap();
+    }
+    for cert in spec["objects"]["certificates"].as_array().unwrap() {
+        let der = unb64(&cert["der"]);
+        let parsed = signetd::attest::verify::parse(&der).unwrap();
+        let subject = der::Encode::to_der(&parsed.tbs_certificate.subject).unwrap();
+        let label = cert["label"].as_str().unwrap().to_string();
+        hsm.create_certificate(unb64(&cert["id"]), label, subject, der)
+            .await
+            .unwrap();
+    }
 }

@@ -245,7 +245,7 @@ async fn an_audit_directory_that_opens_late_needs_no_restart() {
 
 /// `signetd serve` that is expected to start not-ready: waits for its socket to answer
 /// `/healthz` instead of `signetd status`.
-fn start_unready(t: &TestToken, config: &Path, socket: &Path) -> ServedDaemon {
+pub(crate) fn start_unready(t: &TestToken, config: &Path, socket: &Path) -> ServedDaemon {
     let log = std::fs::File::create(t.path("serve.log")).unwrap();
     let child = t
         .command(crate::common::signetd_bin(), "serve --config")

@@ -13,8 +13,8 @@ use signetd::config::StoreLocation;
 use signetd::store::{RevocationStore, RevokedToken, SqlStore};
 
 use crate::common::{
-    Engine, Reply, TestDaemon, TestStore, TestToken, decode_parts, eventually, generate_key,
-    issuer_toml, lifecycle_toml, request_unix,
+    Engine, Reply, TestStore, TestToken, decode_parts, eventually, issuer_toml, lifecycle_toml,
+    request_unix,
 };
 
 /// Each test named here runs twice, once per engine: `state::sqlite::NAME` and
@@ -159,28 +159,26 @@ async fn single_use_and_revocations_survive_a_restart(engine: Engine) {
 }
 
 async fn concurrent_single_use_of_one_token_succeeds_exactly_once(engine: Engine) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(store) = TestStore::new(engine, &dir.path().join("signetd.db")).await else {
+    // A token of its own: its keys are recorded in the state store under test, which
+    // the shared test token's keys are not.
+    let t = TestToken::create("state-once");
+    let Some(store) = TestStore::new(engine, &store_path(&t)).await else {
         return;
     };
-    // Keys of the shared test token: one issuer per engine.
-    let issuer = format!("state-once-{}", format!("{engine:?}").to_lowercase());
-    generate_key(&issuer, Algorithm::Es256).await;
-    let daemon = TestDaemon::start(&format!(
-        "{}{}{}",
-        issuer_toml(&issuer, Algorithm::Es256),
-        lifecycle_toml(),
-        store.toml()
-    ))
+    let (config, socket) = configured(&t, "state-once", &store, "");
+    let _daemon = t.serve(&config, &socket);
+    let minted = request_unix(
+        &socket,
+        Method::POST,
+        "/v1/tokens",
+        Some(&json!({"issuer": "state-once", "aud": "api"})),
+    )
     .await;
-    let minted = daemon
-        .post("/v1/tokens", &json!({"issuer": issuer, "aud": "api"}))
-        .await;
     assert_eq!(minted.status, 200, "{:?}", minted.json);
     let token = minted.json["token"].as_str().unwrap().to_string();
     let attempts: Vec<_> = (0..32)
         .map(|_| {
-            let socket = daemon.socket.clone();
+            let socket = socket.clone();
             let token = token.clone();
             tokio::spawn(async move { single_use(&socket, &token).await })
         })

@@ -187,11 +187,16 @@ impl From<store::RevokedToken> for RevokedToken {
     }
 }
 
-/// `GET /healthz` and `GET /readyz`: `{"status":"ok"}` or `{"status":"ready"}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// `GET /healthz` and `GET /readyz`: `{"status":"ok"}` or `{"status":"ready"}`, with
+/// `"warnings"` when `/readyz` finds something wrong that does not stop signing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// What the probe found.
     pub status: HealthStatus,
+    /// What the operator should look at although the daemon can sign: keys the state
+    /// store and the token disagree about (docs/state.md). Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The answer of a health probe that succeeded; failures are errors with a code.
@@ -232,12 +237,18 @@ mod tests {
             serde_json::to_string(&attributes).unwrap(),
             r#"{"sensitive":true,"always_sensitive":true,"extractable":false,"never_extractable":true,"local":true}"#
         );
-        let health = Health {
+        let mut health = Health {
             status: HealthStatus::Ready,
+            warnings: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&health).unwrap(),
             r#"{"status":"ready"}"#
+        );
+        health.warnings.push("w".into());
+        assert_eq!(
+            serde_json::to_string(&health).unwrap(),
+            r#"{"status":"ready","warnings":["w"]}"#
         );
     }
 }
