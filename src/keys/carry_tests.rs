@@ -3,6 +3,7 @@
 use super::*;
 use crate::algorithm::{Algorithm, KeyPurpose};
 use crate::hsm::KeyAttributes;
+use crate::keys::KeyRegistry;
 
 fn key(kid: &str, issuer: &str, state: KeyState) -> StoredKey {
     StoredKey {
@@ -150,4 +151,49 @@ fn an_empty_token_with_no_last_view_is_just_empty() {
     let merged = merge(&LastGood::default(), reading(Vec::new(), false), 1, grace);
     assert!(!merged.looks_empty);
     assert!(merged.view.keys.is_empty());
+}
+
+/// Registries over `keys` for one configured issuer `a`.
+fn registry_of(keys: Vec<StoredKey>) -> KeyRegistry {
+    let config = crate::config::Config::parse(
+        "[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"UNUSED\"\n\
+         [issuers.a]\niss = \"https://a.example\"\naudiences = [\"api\"]\ncallers = [\"uid:1\"]\n",
+    )
+    .unwrap();
+    let inventory = Inventory {
+        keys,
+        ..Inventory::default()
+    };
+    KeyRegistry::build(inventory, &config.issuers, Vec::new())
+}
+
+#[test]
+fn a_reading_between_retire_and_activate_keeps_the_old_key_signing_once() {
+    let before = registry_of(vec![
+        key("a-1", "a", KeyState::Active),
+        key("a-2", "a", KeyState::Pending),
+    ]);
+    // Another replica retired a-1 and has not activated a-2 yet.
+    let between = || {
+        registry_of(vec![
+            key("a-1", "a", KeyState::Retired),
+            key("a-2", "a", KeyState::Pending),
+        ])
+    };
+    let bridged = between().bridging(&before);
+    assert_eq!(bridged.active("a").map(|k| k.kid.as_str()), Some("a-1"));
+    // Only for one reading: a bridge is not bridged again.
+    assert!(between().bridging(&bridged).active("a").is_none());
+    // Once a-2 is active, it signs.
+    let after = registry_of(vec![
+        key("a-1", "a", KeyState::Retired),
+        key("a-2", "a", KeyState::Active),
+    ])
+    .bridging(&bridged);
+    assert_eq!(after.active("a").map(|k| k.kid.as_str()), Some("a-2"));
+    // A key revoked or archived is never bridged.
+    for state in [KeyState::Revoked, KeyState::Archived] {
+        let gone = registry_of(vec![key("a-1", "a", state)]).bridging(&before);
+        assert!(gone.active("a").is_none(), "{state:?}");
+    }
 }
