@@ -8,8 +8,8 @@
 //!   leeway after it retired) is `archived`: out of the JWKS, still served by kid;
 //! - with `rotation_period_seconds`, an active key that old gets a pending successor.
 //!
-//! Of several replicas sharing one state store, only the holder of the lifecycle lease
-//! ([`crate::service::leases`]) applies these; the others only reload.
+//! Of several replicas sharing one state store, only the holder of an issuer's lifecycle
+//! lease ([`crate::service::leases`]) applies that issuer's; the others only reload.
 //!
 //! Then expired token revocations are pruned and the registry is rebuilt from the state
 //! store and the token, which also picks up changes made with the CLI (merged into the
@@ -82,24 +82,25 @@ pub async fn tick(service: &Service, now: u64) -> Result<Vec<String>, Error> {
     if !audited {
         tracing::warn!("the audit log is unavailable: key transitions wait until it is back");
     }
-    // Of replicas sharing the store, the lease holder applies transitions; every replica
-    // reloads, which is how the others follow. Asked only when there is something to do
-    // under it.
-    if audited && service.hold_lifecycle_lease(now).await {
-        for name in service.config().issuers.keys() {
-            if let Err(e) = issuer_step(service, name, now, &mut changes).await {
-                tracing::error!(issuer = %name, error = %e, code = e.code(), "lifecycle step failed; retrying next tick");
-            }
+    // Of replicas sharing the store, the holder of an issuer's lease applies its
+    // transitions; every replica reloads, which is how the others follow.
+    for name in service.config().issuers.keys().filter(|_| audited) {
+        if !service.hold_lifecycle_lease(name, now).await {
+            continue;
         }
-        match service
-            .revocation_store()
-            .prune(now.saturating_sub(LEEWAY_SECONDS))
-            .await
-        {
-            Ok(0) => {}
-            Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
-            Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),
+        if let Err(e) = issuer_step(service, name, now, &mut changes).await {
+            tracing::error!(issuer = %name, error = %e, code = e.code(), "lifecycle step failed; retrying next tick");
         }
+    }
+    // Idempotent, so every replica may: one indexed delete.
+    match service
+        .revocation_store()
+        .prune(now.saturating_sub(LEEWAY_SECONDS))
+        .await
+    {
+        Ok(0) => {}
+        Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
+        Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),
     }
     service.reload().await?;
     Ok(changes)

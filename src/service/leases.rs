@@ -1,15 +1,22 @@
-//! The lifecycle lease: of several replicas sharing one state store, the one holding it
-//! applies the lifecycle's transitions; the others only follow the store. A replica
-//! that dies stops renewing it, and another takes it over once it expires (see
-//! [`crate::store::LeaseStore`]).
+//! Lifecycle leases: of several replicas sharing one state store, the one holding an
+//! issuer's lease applies that issuer's lifecycle transitions; the others only follow
+//! the store. A replica that dies stops renewing its leases, and another takes each over
+//! once it expires (see [`crate::store::LeaseStore`]).
+//!
+//! One lease per issuer, not one for the whole lifecycle: replicas whose configs differ
+//! for a while (an issuer added to one before the others, in a rolling change) each
+//! apply the transitions of the issuers they know, and none is left waiting for a
+//! holder that does not know it.
 
 use rand::RngCore;
 
 use super::Service;
 use crate::config::Config;
 
-/// The lease the lifecycle's transitions are applied under.
-pub const LIFECYCLE_LEASE: &str = "lifecycle";
+/// The lease `issuer`'s lifecycle transitions are applied under.
+pub fn lifecycle_lease(issuer: &str) -> String {
+    format!("lifecycle/{issuer}")
+}
 
 /// How many ticks a lease lasts without renewal: the holder renews it at every tick,
 /// so a late tick or two do not hand it over, and a dead holder's lease is taken over
@@ -35,21 +42,19 @@ pub(super) fn lease_holder(config: &Config) -> String {
 }
 
 impl Service {
-    /// Takes or renews the lifecycle lease at `now`; true if this daemon holds it. A
-    /// store that cannot be reached holds no lease: no transition is applied until it is
-    /// back (and another replica that can reach it takes over).
-    pub async fn hold_lifecycle_lease(&self, now: u64) -> bool {
+    /// Takes or renews `issuer`'s lifecycle lease at `now`; true if this daemon holds
+    /// it. A store that cannot be reached holds no lease: no transition is applied until
+    /// it is back (and another replica that can reach it takes over).
+    pub async fn hold_lifecycle_lease(&self, issuer: &str, now: u64) -> bool {
         let seconds = LEASE_TICKS * self.config.lifecycle.tick_seconds;
-        match self
-            .leases
-            .hold(LIFECYCLE_LEASE, &self.holder, seconds, now)
-            .await
-        {
+        let lease = lifecycle_lease(issuer);
+        match self.leases.hold(&lease, &self.holder, seconds, now).await {
             Ok(held) => {
                 if !held {
                     tracing::debug!(
+                        %issuer,
                         holder = %self.holder,
-                        "another replica holds the lifecycle lease; following the store"
+                        "another replica holds the issuer's lifecycle lease; following the store"
                     );
                 }
                 held
@@ -64,8 +69,11 @@ impl Service {
     /// Gives up the leases this daemon holds, at stop, so another replica takes over at
     /// once.
     pub async fn release_leases(&self) {
-        if let Err(e) = self.leases.release(LIFECYCLE_LEASE, &self.holder).await {
-            tracing::warn!(error = %e, "cannot release the lifecycle lease; another replica takes it over when it expires");
+        for issuer in self.config.issuers.keys() {
+            let lease = lifecycle_lease(issuer);
+            if let Err(e) = self.leases.release(&lease, &self.holder).await {
+                tracing::warn!(%issuer, error = %e, "cannot release the lifecycle lease; another replica takes it over when it expires");
+            }
         }
     }
 

@@ -14,13 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-
 use serde_json::{Value, json};
 use signetd::Algorithm;
 
+use signetd::keys::{self, KeyPurpose};
+use signetd::service::unix_now;
+use signetd::store::{KeyMetadata, SqlStore};
+
 use crate::common::{
-    Engine, TestDaemon, TestStore, TestToken, audit_records, eventually, generate_key, issuer_toml,
-    lifecycle_toml, request_unix,
+    Engine, TestDaemon, TestStore, TestToken, audit_records, ca, eventually, generate_key, hsm,
+    issuer_toml, lifecycle_toml, request_unix, store_url,
 };
 
 fn kids(reply: &crate::common::Reply) -> Vec<String> {
@@ -41,13 +44,45 @@ async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
 }
 
 /// A replica's config: the issuer, 1 s ticks, the shared store, its name.
-fn replica(issuer: &str, store: &TestStore, name: &str) -> String {
+fn replica(issuer: &str, store_url: &str, name: &str) -> String {
     format!(
-        "{}max_ttl_seconds = 1\n{}[store]\nurl = {:?}\n[replica]\nname = \"{name}\"\n",
+        "{}max_ttl_seconds = 1\n{}[store]\nurl = {store_url:?}\n[replica]\nname = \"{name}\"\n",
         issuer_toml(issuer, Algorithm::Es256),
         lifecycle_toml(),
-        store.url
     )
+}
+
+/// The store two in-process replicas on the test token share, holding the attestation
+/// CA's chain and `issuer`'s first key: the test token's own store for SQLite (where
+/// the token's keys are recorded), or a fresh PostgreSQL database. Returns the store
+/// (kept for the test: dropping a PostgreSQL one drops its database), its URL and the
+/// key's kid; `None` if the test is skipped.
+async fn shared_store(engine: Engine, issuer: &str) -> Option<(Option<TestStore>, String, String)> {
+    if engine == Engine::Sqlite {
+        return Some((
+            None,
+            store_url(),
+            generate_key(issuer, Algorithm::Es256).await,
+        ));
+    }
+    let store = TestStore::new(engine, Path::new("/unused")).await?;
+    let sql = SqlStore::open(&store.location()).await.unwrap();
+    sql.put_ca_chain(&ca().await.chain, unix_now())
+        .await
+        .unwrap();
+    let key = keys::store::generate(
+        &hsm(),
+        &sql,
+        issuer,
+        Algorithm::Es256,
+        KeyPurpose::Jwt,
+        30,
+        "test",
+    )
+    .await
+    .unwrap();
+    let url = store.url.clone();
+    Some((Some(store), url, key.kid))
 }
 
 /// The `event` records of `kid` in a daemon's audit log, by the lifecycle.
@@ -70,11 +105,9 @@ async fn on_sqlite_two_replicas_share_state_and_one_applies_each_transition() {
 }
 
 async fn two_replicas(issuer: &str, engine: Engine) {
-    let shared = tempfile::tempdir().unwrap();
-    let Some(store) = TestStore::new(engine, &shared.path().join("state/signetd.db")).await else {
+    let Some((_store, store, first)) = shared_store(engine, issuer).await else {
         return;
     };
-    let first = generate_key(issuer, Algorithm::Es256).await;
     // A starts first: its first tick takes the lifecycle lease.
     let a = TestDaemon::start(&replica(issuer, &store, "replica-a")).await;
     let b = TestDaemon::start(&replica(issuer, &store, "replica-b")).await;
@@ -181,12 +214,9 @@ async fn two_replicas(issuer: &str, engine: Engine) {
 #[tokio::test]
 async fn on_postgres_a_revocation_is_pushed_to_the_other_replica_before_any_tick() {
     let issuer = "rep-push";
-    let shared = tempfile::tempdir().unwrap();
-    let Some(store) = TestStore::new(Engine::Postgres, &shared.path().join("unused.db")).await
-    else {
+    let Some((_store, store, _)) = shared_store(Engine::Postgres, issuer).await else {
         return;
     };
-    generate_key(issuer, Algorithm::Es256).await;
     let slow =
         |name: &str| replica(issuer, &store, name).replace("tick_seconds = 1", "tick_seconds = 60");
     let a = TestDaemon::start(&slow("push-a")).await;
@@ -226,7 +256,7 @@ fn served_replica(
         token.pkcs11_toml(),
         socket.display().to_string(),
         token.path(&format!("audit-{name}")).display().to_string(),
-        replica(issuer, store, name),
+        replica(issuer, &store.url, name),
     );
     std::fs::write(&config, text).unwrap();
     (config, socket)
