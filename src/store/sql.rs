@@ -130,6 +130,38 @@ async fn upsert_revocation(
     super::notify::notify_changed(conn).await
 }
 
+/// Waits for the exclusive lock on `DB.migrate-lock` beside the SQLite file `db`;
+/// held until the returned file is dropped.
+async fn migration_lock(db: &Path) -> Result<std::fs::File, StoreError> {
+    let path = db.with_extension("migrate-lock");
+    let failed = |e: std::io::Error| {
+        StoreError(format!(
+            "cannot lock {} to migrate the state store: {e}",
+            path.display()
+        ))
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(failed)?;
+    for _ in 0..600 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
+    }
+    Err(StoreError(format!(
+        "{} stayed locked for 30 s: another process is migrating the state store",
+        path.display()
+    )))
+}
+
 /// Seconds as the database's signed 64-bit integers (saturating: no time signetd
 /// handles comes near).
 /// Runs a store operation, failing it as unavailable if it takes longer than
@@ -230,7 +262,8 @@ impl SqlStore {
     pub async fn open(location: &StoreLocation) -> Result<SqlStore, StoreError> {
         let store = Self::connect(location).await?;
         let applied = store.migrate().await?;
-        tracing::info!(store = %location, applied = applied.len(), version = store.status().await?.schema_version, "state store open");
+        let version = store.status().await?.schema_version;
+        tracing::info!(store = %location, applied = applied.len(), version, "state store open");
         Ok(store)
     }
 
@@ -241,6 +274,14 @@ impl SqlStore {
 
     /// Applies the migrations the database lacks; returns their versions.
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        // sqlx serializes migrations on PostgreSQL with an advisory lock, but not on
+        // SQLite: a daemon and a CLI command migrating a new file at the same moment
+        // would both create the first tables. A lock file beside the database orders
+        // them; the second finds everything applied.
+        let _migrating = match &self.location {
+            StoreLocation::Sqlite { path } => Some(migration_lock(path).await?),
+            StoreLocation::Postgres { .. } => None,
+        };
         let before = self.status().await?.schema_version;
         MIGRATOR.run(&self.pool).await.map_err(|e| {
             StoreError(format!(
@@ -575,6 +616,25 @@ mod tests {
                 )*
             }
         };
+    }
+
+    /// A daemon and CLI commands opening a new SQLite file at the same moment all
+    /// migrate it; none fails on tables another created.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_first_migrations_of_a_new_sqlite_file_all_succeed() {
+        let db = TestDb::new(Engine::Sqlite).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let location = db.location().clone();
+                tokio::spawn(async move { SqlStore::open(&location).await.map(|_| ()) })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let store = SqlStore::connect(db.location()).await.unwrap();
+        let status = store.status().await.unwrap();
+        assert_eq!(status.schema_version, status.expected_version);
     }
 
     on_both_engines!(
