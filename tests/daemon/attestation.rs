@@ -14,7 +14,7 @@ use signetd::attest::verify::verify_key_attestation;
 use signetd::keys::{self, Jwk, JwkSet, KeyStoreError};
 use signetd::store::KeyMetadata;
 
-use crate::common::{TestDaemon, ca, generate_key, hsm, issuer_toml, token};
+use crate::common::{TestDaemon, ca, generate_key, hsm, issuer_toml, kids, token};
 
 fn x5c(jwk: &Jwk) -> Vec<Vec<u8>> {
     let standard = base64::engine::general_purpose::STANDARD;
@@ -220,14 +220,6 @@ async fn a_pending_key_is_published_but_does_not_sign_and_a_retired_key_stays_re
         Err(KeyStoreError::Rotation { .. })
     ));
     let daemon = TestDaemon::start(&issuer_toml("att-life", Algorithm::Es256)).await;
-    let kids = |reply: &crate::common::Reply| -> Vec<String> {
-        reply.json["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap().to_string())
-            .collect()
-    };
     let published = kids(&daemon.get("/.well-known/jwks.json").await);
     assert!(published.contains(&first) && published.contains(&next.kid));
     let minted = daemon

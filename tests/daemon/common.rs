@@ -994,3 +994,25 @@ impl Drop for TestStore {
         }
     }
 }
+
+/// The `kid` of every entry of a reply's `keys` (a JWKS, `GET /v1/keys`).
+pub fn kids(reply: &Reply) -> Vec<String> {
+    reply.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Mints a token of `issuer` for audience `api` through `daemon`; panics unless 200.
+pub async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
+    let reply = daemon
+        .post(
+            "/v1/tokens",
+            &serde_json::json!({"issuer": issuer, "aud": "api"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    reply.json
+}

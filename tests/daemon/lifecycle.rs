@@ -11,25 +11,8 @@ use signetd::service::unix_now;
 use signetd::token::jws::b64;
 
 use crate::common::{
-    TestDaemon, eventually, generate_key, issuer_toml, lifecycle_toml, my_uid, sign_as,
+    TestDaemon, eventually, generate_key, issuer_toml, kids, lifecycle_toml, mint, my_uid, sign_as,
 };
-
-fn kids(reply: &crate::common::Reply) -> Vec<String> {
-    reply.json["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_string())
-        .collect()
-}
-
-async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
-    let reply = daemon
-        .post("/v1/tokens", &json!({"issuer": issuer, "aud": "api"}))
-        .await;
-    assert_eq!(reply.status, 200, "{:?}", reply.json);
-    reply.json
-}
 
 async fn verify(
     daemon: &TestDaemon,

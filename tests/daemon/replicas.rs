@@ -23,25 +23,8 @@ use signetd::store::{KeyMetadata, SqlStore};
 
 use crate::common::{
     Engine, TestDaemon, TestStore, TestToken, audit_records, ca, eventually, generate_key, hsm,
-    issuer_toml, lifecycle_toml, request_unix, store_url,
+    issuer_toml, kids, lifecycle_toml, mint, request_unix, store_url,
 };
-
-fn kids(reply: &crate::common::Reply) -> Vec<String> {
-    reply.json["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_string())
-        .collect()
-}
-
-async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
-    let reply = daemon
-        .post("/v1/tokens", &json!({"issuer": issuer, "aud": "api"}))
-        .await;
-    assert_eq!(reply.status, 200, "{:?}", reply.json);
-    reply.json
-}
 
 /// A replica's config: the issuer, 1 s ticks, the shared store, its name.
 fn replica(issuer: &str, store_url: &str, name: &str) -> String {
