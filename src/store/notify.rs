@@ -13,9 +13,7 @@ use sqlx::AnyConnection;
 use sqlx::postgres::PgListener;
 use tokio::sync::Mutex;
 
-use super::sql::SqlStore;
 use super::{ChangeFeed, StoreError};
-use crate::config::StoreLocation;
 use crate::util::BoxFuture;
 
 /// The channel signetd notifies and listens on.
@@ -44,20 +42,14 @@ pub struct PgChangeFeed {
     listener: Mutex<PgListener>,
 }
 
-impl SqlStore {
-    /// A feed of changes made by others, for a PostgreSQL store; `None` for SQLite.
-    pub async fn change_feed(&self) -> Result<Option<PgChangeFeed>, StoreError> {
-        let StoreLocation::Postgres { url, .. } = self.location() else {
-            return Ok(None);
-        };
-        let failed = |e: sqlx::Error| {
-            StoreError(format!("listening for changes ({}): {e}", self.location()))
-        };
-        let mut listener = PgListener::connect(url.expose()).await.map_err(failed)?;
-        listener.listen(CHANNEL).await.map_err(failed)?;
-        Ok(Some(PgChangeFeed {
+impl PgChangeFeed {
+    /// Listens on the change channel of the PostgreSQL database at `url`.
+    pub(super) async fn connect(url: &str) -> Result<PgChangeFeed, sqlx::Error> {
+        let mut listener = PgListener::connect(url).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(PgChangeFeed {
             listener: Mutex::new(listener),
-        }))
+        })
     }
 }
 

@@ -272,6 +272,17 @@ impl SqlStore {
         &self.location
     }
 
+    /// A feed of changes made by others, for a PostgreSQL store; `None` for SQLite.
+    pub async fn change_feed(&self) -> Result<Option<super::PgChangeFeed>, StoreError> {
+        let StoreLocation::Postgres { url, .. } = &self.location else {
+            return Ok(None);
+        };
+        super::PgChangeFeed::connect(url.expose())
+            .await
+            .map(Some)
+            .map_err(|e| StoreError(format!("listening for changes ({}): {e}", self.location)))
+    }
+
     /// Applies the migrations the database lacks; returns their versions.
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
         // sqlx serializes migrations on PostgreSQL with an advisory lock, but not on
