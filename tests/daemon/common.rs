@@ -171,8 +171,15 @@ impl TestToken {
     /// Returns the key's kid.
     pub fn init_ca_and_key(&self, config: &Path, issuer: &str) -> String {
         let c = config.to_str().unwrap();
-        let (ok, _, err) = self.signetd(&["attest", "init-ca", "--self-signed", "--config", c]);
-        assert!(ok, "{err}");
+        let out = self.signetd_output(&["attest", "init-ca", "--self-signed", "--config", c]);
+        // The exit status says whether it died by a signal (stderr is empty then).
+        assert!(
+            out.status.success(),
+            "attest init-ca: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (ok, out, err) = self.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
         assert!(ok, "{err}");
         // "generated and attested ES256 key KID for issuer ..."
