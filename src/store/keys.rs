@@ -329,11 +329,9 @@ impl SqlStore {
                 return Err(KeyWriteError::NoActive(key.issuer.clone()));
             }
         }
-        // Replicas reload at once (PostgreSQL), not at their next tick.
-        super::notify::notify_changed(&mut tx)
+        super::notify::commit_notifying(tx)
             .await
             .map_err(failed(what))?;
-        tx.commit().await.map_err(failed(what))?;
         Ok(())
     }
 
@@ -420,11 +418,9 @@ impl SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(failed(what))?;
-        // Replicas reload at once (PostgreSQL), not at their next tick.
-        super::notify::notify_changed(&mut tx)
+        super::notify::commit_notifying(tx)
             .await
             .map_err(failed(what))?;
-        tx.commit().await.map_err(failed(what))?;
         Ok(())
     }
 
@@ -482,11 +478,9 @@ impl SqlStore {
         let what = "storing the attestation CA chain";
         let mut tx = self.pool().begin().await.map_err(failed(what))?;
         let stored = put_chain(&mut tx, chain, at).await.map_err(failed(what))?;
-        // Replicas reload at once (PostgreSQL), not at their next tick.
-        super::notify::notify_changed(&mut tx)
+        super::notify::commit_notifying(tx)
             .await
             .map_err(failed(what))?;
-        tx.commit().await.map_err(failed(what))?;
         Ok(stored)
     }
 
@@ -572,11 +566,9 @@ impl SqlStore {
         {
             report.ca_certificates = chain.len();
         }
-        // Replicas reload at once (PostgreSQL), not at their next tick.
-        super::notify::notify_changed(&mut tx)
+        super::notify::commit_notifying(tx)
             .await
             .map_err(failed(what))?;
-        tx.commit().await.map_err(failed(what))?;
 
         // Destroy exactly what the committed store holds: records of keys it has, and
         // certificates equal to its own.

@@ -37,6 +37,15 @@ pub(super) async fn notify_changed(conn: &mut AnyConnection) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Commits `tx`, telling the other replicas (PostgreSQL) that shared state changed, so
+/// they reload at once rather than at their next tick.
+pub(super) async fn commit_notifying(
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<(), sqlx::Error> {
+    notify_changed(&mut tx).await?;
+    tx.commit().await
+}
+
 /// A listener on the change channel.
 pub struct PgChangeFeed {
     listener: Mutex<PgListener>,
