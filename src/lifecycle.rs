@@ -36,8 +36,9 @@ const ACTOR: &str = "lifecycle";
 /// Runs [`tick`] every `lifecycle.tick_seconds` until `shutdown`. The daemon runs the
 /// first one itself, before it serves (see [`tick_now`]).
 pub async fn run(service: Arc<Service>, shutdown: CancellationToken) {
-    let period = Duration::from_secs(service.config().lifecycle.tick_seconds);
     loop {
+        // Read each time: a reload may change it.
+        let period = Duration::from_secs(service.config().lifecycle.tick_seconds);
         tokio::select! {
             () = tokio::time::sleep(period) => {}
             () = shutdown.cancelled() => return,

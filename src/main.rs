@@ -13,6 +13,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text`, or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNETD_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: cli::log::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -63,14 +72,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SIGNETD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    cli::log::init(cli.log_format, default_level);
     // First thing the daemon does, before any thread exists or the PIN is read.
     if matches!(cli.command, Command::Serve(_))
         && let Err(message) = cli::keep_memory_private()

@@ -27,6 +27,7 @@ use super::body::MAX_BODY_BYTES;
 use super::error::ApiError;
 use crate::config::LimitsConfig;
 use crate::identity::Principal;
+use crate::service::Service;
 use crate::service::limits::principal_key;
 
 /// How long a refused connection is given to take its refusal.
@@ -188,8 +189,13 @@ pub async fn declared_length(request: Request, next: Next) -> Response {
 
 /// Answers `503 deadline_exceeded` when a request (body and handler together) takes
 /// longer than `[limits] request_timeout_seconds`, so neither a slow body nor a stuck
-/// handler holds a connection slot for long.
-pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+/// handler holds a connection slot for long. Read per request: a reload changes it.
+pub async fn deadline(
+    State(service): State<Arc<Service>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = service.config().limits.request_timeout();
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::DeadlineExceeded(limit.as_secs()).into_response(),

@@ -11,6 +11,8 @@
 //! - [`body`] and [`path`]: extractors that fail with an [`error::ApiError`], so no axum
 //!   rejection reaches a client as text, and every refusal on an audited route is
 //!   recorded.
+//! - [`request_id`]: the `X-Request-Id` of every response, and the `request` span
+//!   every log line of a request is written in.
 //! - [`limits`]: connection slots per principal, the HTTP/1 server's head-size and idle
 //!   limits, and the route layers for a declared body size and a request's total time.
 
@@ -19,6 +21,7 @@ pub mod error;
 pub mod handlers;
 pub mod limits;
 pub mod path;
+pub mod request_id;
 pub mod transport;
 pub mod wire;
 
@@ -58,7 +61,6 @@ pub struct Listeners {
 
 /// The router, the same on every transport.
 pub fn router(service: Arc<Service>) -> Router {
-    let deadline = service.config().limits.request_timeout();
     let signing = Router::new()
         .route("/v1/tokens", post(handlers::mint))
         .route("/v1/sign", post(handlers::sign))
@@ -85,7 +87,10 @@ pub fn router(service: Arc<Service>) -> Router {
     // request that runs out of time.
     let audited = signing
         .merge(admin)
-        .route_layer(middleware::from_fn_with_state(deadline, limits::deadline))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            limits::deadline,
+        ))
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             audit_refusals,
@@ -93,7 +98,10 @@ pub fn router(service: Arc<Service>) -> Router {
     let verify = Router::new()
         .route("/v1/verify", post(handlers::verify))
         .route_layer(middleware::from_fn(limits::declared_length))
-        .route_layer(middleware::from_fn_with_state(deadline, limits::deadline));
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            limits::deadline,
+        ));
     Router::new()
         .merge(audited)
         .merge(verify)
@@ -107,6 +115,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        // Outermost: every response carries the id, refusals and fallbacks included.
+        .layer(middleware::from_fn(request_id::layer))
         .with_state(service)
 }
 

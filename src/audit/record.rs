@@ -79,6 +79,10 @@ pub enum Event {
     /// The library was re-initialized and the token and its keys found again after an
     /// `hsm_outage`; signing resumed.
     HsmRecovered,
+    /// The daemon was asked to reload its config (SIGHUP): `ok` with what changed and
+    /// the file's SHA-256 in `detail`, or `refused` with a `code` (`config_invalid`,
+    /// `restart_required`) and why; a refused reload leaves the running config as it was.
+    ConfigReload,
 }
 
 /// Whether the action happened.

@@ -5,6 +5,7 @@ pub mod attest;
 pub mod audit;
 pub mod ceremony;
 pub mod keys;
+pub mod log;
 pub mod serve;
 pub mod store;
 pub mod token;

@@ -10,6 +10,8 @@ use signetd::{Service, api};
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config_path: &Path) -> Result<(), String> {
     survive_file_size_limit()?;
+    // At once: SIGHUP's default action would kill the daemon while it starts.
+    let hangups = hangups()?;
     let config = signetd::Config::load(config_path).map_err(|e| e.to_string())?;
     // Refuse an unsafe socket directory before the PIN is read or the token touched.
     api::check_socket_directory(&config.listen.socket)
@@ -34,7 +36,7 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         Some(tls) => Some(api::TlsListener::bind(tls).await?),
         None => None,
     };
-    reload_on_sighup(tls.as_ref().map(api::TlsListener::reloader))?;
+    let tls_reloader = tls.as_ref().map(api::TlsListener::reloader);
     let tls_addr = tls
         .as_ref()
         .and_then(|l| l.local_addr().ok())
@@ -55,6 +57,7 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?,
     );
+    reload_on_sighup(hangups, config_path, service.clone(), tls_reloader);
     tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, "signetd serving");
     signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
@@ -62,23 +65,31 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP reloads the TLS files (and nothing else). Its default action would kill the
-/// daemon, so it is handled even without a TLS listener.
-fn reload_on_sighup(tls: Option<api::TlsReloader>) -> Result<(), String> {
+fn hangups() -> Result<tokio::signal::unix::Signal, String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))
+}
+
+/// SIGHUP reloads the config ([`Service::reload_config`]: issuers, policy, limits; a
+/// config that fails validation or needs a restart is refused and the running one
+/// stays) and the TLS files. Connections and keys are untouched.
+fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    config_path: &Path,
+    service: Arc<Service>,
+    tls: Option<api::TlsReloader>,
+) {
+    let config_path = config_path.to_path_buf();
     tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match &tls {
-                // reload() logs the outcome itself.
-                Some(tls) => {
-                    let _ = tls.reload();
-                }
-                None => tracing::info!("SIGHUP: nothing to reload (no [tls] listener)"),
+        while hangups.recv().await.is_some() {
+            tracing::info!(config = %config_path.display(), "SIGHUP: reloading");
+            // Both log their outcome themselves.
+            let _ = service.reload_config(&config_path).await;
+            if let Some(tls) = &tls {
+                let _ = tls.reload();
             }
         }
     });
-    Ok(())
 }
 
 /// A write past `RLIMIT_FSIZE` raises SIGXFSZ, whose default action kills the process.

@@ -8,7 +8,7 @@ use crate::identity::CallerSelector;
 use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
 
 /// `[issuers.NAME]`: one token issuer's policy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// The `iss` claim of every token this issuer mints.

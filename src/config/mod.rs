@@ -64,7 +64,7 @@ pub struct Config {
 }
 
 /// `[listen]`: the Unix socket for issuers and the HTTP listener for public endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// Path of the Unix socket (default `/run/signetd/signetd.sock`).
@@ -83,7 +83,7 @@ pub struct ListenConfig {
 }
 
 /// `[jwks]`: publication of public keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
     /// `Cache-Control: max-age` of the JWKS, in seconds (default 15, at most 30).
@@ -92,7 +92,7 @@ pub struct JwksConfig {
 }
 
 /// `[attestation]`: the certificates signetd issues to keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationConfig {
     /// Validity of each key's attestation certificate, in days (default 1825). It should
@@ -116,7 +116,7 @@ fn default_key_certificate_days() -> u32 {
 /// `[admin]`: callers allowed to generate, rotate, retire and revoke keys and revoke
 /// tokens over the API. Empty (the default) means nobody: lifecycle calls then go
 /// through the CLI only.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Who is an admin ([`CallerSelector`]s such as `"uid:0"`).
@@ -131,7 +131,7 @@ pub struct AdminConfig {
 }
 
 /// `[lifecycle]`: when rotated keys start signing and retired keys leave the JWKS.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleConfig {
     /// How long a new key is published before it signs (default 30; at least
@@ -160,7 +160,7 @@ fn default_tick() -> u64 {
 }
 
 /// `[audit]`: the tamper-evident audit log (see `docs/audit.md`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Directory of the log's segments (default `/var/lib/signetd/audit`). Created
@@ -238,7 +238,7 @@ fn default_refusal_callers() -> usize {
 }
 
 /// `[verify]`: the verify endpoint.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// Who may consume tokens with `single_use` ([`CallerSelector`]s); anyone may
@@ -554,6 +554,7 @@ pub mod files;
 mod issuer;
 mod limits;
 mod pkcs11;
+pub mod reload;
 mod replica;
 mod store;
 #[cfg(test)]
@@ -563,6 +564,7 @@ mod tls;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
+pub use reload::ConfigChanges;
 pub use replica::ReplicaConfig;
 pub use store::{STORE_URL_ENV, StoreConfig, StoreLocation};
 pub use tls::{TlsConfig, TlsVersion};

@@ -9,7 +9,7 @@ use super::{ConfigError, field_error};
 use crate::hsm::TokenSelector;
 
 /// `[pkcs11]`: which module and token, and where the user PIN comes from.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11Config {
     /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.

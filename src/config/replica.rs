@@ -13,7 +13,7 @@ use super::{ConfigError, field_error};
 const MAX_NAME: usize = 64;
 
 /// `[replica]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
     /// This replica's name: 1 to 64 ASCII letters, digits, `.`, `_` or `-` (a host

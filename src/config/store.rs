@@ -17,7 +17,7 @@ use super::{ConfigError, field_error};
 pub const STORE_URL_ENV: &str = "SIGNETD_STORE_URL";
 
 /// `[store]`: the state store's connection string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// The connection string, such as `sqlite:///var/lib/signetd/state/signetd.db`.

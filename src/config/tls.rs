@@ -23,7 +23,7 @@ pub enum TlsVersion {
 }
 
 /// `[tls]`: where the HTTPS listener listens and which files it reads.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Address of the HTTPS listener, such as `"0.0.0.0:8443"`.

@@ -63,11 +63,12 @@ impl Service {
         self.require_admin(caller)?;
         self.audit_healthy()?;
         let _turn = self.lifecycle_turn().await;
-        let config = self.issuer(issuer)?;
+        let settings = self.settings();
+        let config = settings.issuer(issuer)?;
         let (hsm, algorithm, purpose) = (self.hsm(), config.algorithm, config.key_purpose());
         let (meta, days) = (
             self.key_records(),
-            self.config().attestation.key_certificate_days,
+            settings.config.attestation.key_certificate_days,
         );
         let actor = format!("admin {caller}");
         let key = if rotate {

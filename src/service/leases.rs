@@ -46,7 +46,7 @@ impl Service {
     /// it. A store that cannot be reached holds no lease: no transition is applied until
     /// it is back (and another replica that can reach it takes over).
     pub async fn hold_lifecycle_lease(&self, issuer: &str, now: u64) -> bool {
-        let seconds = LEASE_TICKS * self.config.lifecycle.tick_seconds;
+        let seconds = LEASE_TICKS * self.config().lifecycle.tick_seconds;
         let lease = lifecycle_lease(issuer);
         match self.leases.hold(&lease, &self.holder, seconds, now).await {
             Ok(held) => {
@@ -69,7 +69,7 @@ impl Service {
     /// Gives up the leases this daemon holds, at stop, so another replica takes over at
     /// once.
     pub async fn release_leases(&self) {
-        for issuer in self.config.issuers.keys() {
+        for issuer in self.config().issuers.keys() {
             let lease = lifecycle_lease(issuer);
             if let Err(e) = self.leases.release(&lease, &self.holder).await {
                 tracing::warn!(%issuer, error = %e, "cannot release the lifecycle lease; another replica takes it over when it expires");

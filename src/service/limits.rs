@@ -9,7 +9,7 @@
 //! lets those principals burst once more, but never past the issuer's own limit.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -46,11 +46,14 @@ struct IssuerLimits {
     per_principal: RwLock<DefaultKeyedRateLimiter<String>>,
     /// The quota of `per_principal`, to start afresh with.
     each: Quota,
+    /// The rates these limiters were built for: a reload keeps them (and what each
+    /// caller has used) unless the rates change.
+    rates: (Rate, Rate),
 }
 
 /// The rate limits of every configured issuer.
 pub struct RateLimits {
-    issuers: BTreeMap<String, IssuerLimits>,
+    issuers: BTreeMap<String, Arc<IssuerLimits>>,
     clock: DefaultClock,
 }
 
@@ -64,21 +67,33 @@ fn quota(rate: Rate) -> Quota {
 impl RateLimits {
     /// The limits a (validated) config describes.
     pub fn new(config: &Config) -> RateLimits {
+        Self::reloaded(config, None)
+    }
+
+    /// The limits `config` describes, keeping from `previous` the limiters of issuers
+    /// whose rates did not change: a reload neither resets what callers have used nor
+    /// hands everyone a fresh burst.
+    pub fn reloaded(config: &Config, previous: Option<&RateLimits>) -> RateLimits {
         let defaults = &config.limits;
         let issuers = config
             .issuers
             .iter()
             .map(|(name, issuer)| {
                 let all = issuer.rate_per_issuer.unwrap_or(defaults.rate_per_issuer);
-                let each = quota(
-                    issuer
-                        .rate_per_principal
-                        .unwrap_or(defaults.rate_per_principal),
-                );
-                let limits = IssuerLimits {
-                    all: DefaultDirectRateLimiter::direct(quota(all)),
-                    per_principal: RwLock::new(DefaultKeyedRateLimiter::keyed(each)),
-                    each,
+                let own = issuer
+                    .rate_per_principal
+                    .unwrap_or(defaults.rate_per_principal);
+                let kept = previous
+                    .and_then(|p| p.issuers.get(name))
+                    .filter(|l| l.rates == (all, own));
+                let limits = match kept {
+                    Some(limits) => limits.clone(),
+                    None => Arc::new(IssuerLimits {
+                        all: DefaultDirectRateLimiter::direct(quota(all)),
+                        per_principal: RwLock::new(DefaultKeyedRateLimiter::keyed(quota(own))),
+                        each: quota(own),
+                        rates: (all, own),
+                    }),
                 };
                 (name.clone(), limits)
             })
@@ -240,6 +255,32 @@ mod tests {
         let (wait, whose) = retry_after_of(limits.check("c", &uid(3)));
         assert!((1..=1800).contains(&wait), "{wait}");
         assert_eq!(whose, "the issuer's");
+    }
+
+    #[test]
+    fn a_reload_keeps_what_callers_used_unless_the_rates_change() {
+        let config = |a_rate: &str| {
+            let text = format!(
+                "[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"\n\
+                 [limits]\nrate_per_principal = \"3/m\"\n{}{}",
+                issuer("a", a_rate),
+                issuer("b", "")
+            );
+            Config::parse(&text).unwrap()
+        };
+        let before = RateLimits::new(&config(""));
+        for _ in 0..3 {
+            before.check("a", &uid(1)).unwrap();
+            before.check("b", &uid(1)).unwrap();
+        }
+        // Same rates for b: its caller is still out of allowance after the reload.
+        let after = RateLimits::reloaded(&config("rate_per_principal = \"5/m\""), Some(&before));
+        retry_after_of(after.check("b", &uid(1)));
+        // a's rate changed: its limiter starts afresh with the new allowance.
+        for _ in 0..5 {
+            after.check("a", &uid(1)).unwrap();
+        }
+        retry_after_of(after.check("a", &uid(1)));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod limits;
 mod publishing;
 pub mod record;
 mod refusals;
+pub mod settings;
 pub mod verify;
 pub mod wiring;
 
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::algorithm::Algorithm;
 use crate::attest::certificate;
 use crate::audit::{AuditSink, Entry, Event};
-use crate::config::{Config, IssuerConfig};
+use crate::config::Config;
 use crate::error::Error;
 use crate::hsm::{Hsm, KeyAttributes};
 use crate::identity::Principal;
@@ -130,9 +131,8 @@ pub use crate::util::{hex, unix_now};
 
 /// The daemon's request-level logic over one token and one config.
 pub struct Service {
-    config: Config,
-    /// Who may do what, from `config`.
-    policy: Policy,
+    /// The config, the policy and the rate limits: swapped whole by a reload.
+    settings: RwLock<Arc<settings::Settings>>,
     hsm: Arc<Hsm>,
     keys: RwLock<Arc<KeyRegistry>>,
     /// The last good view of the token, and what is wrong with the latest reading.
@@ -164,8 +164,6 @@ pub struct Service {
     recorded_states: Mutex<HashMap<String, KeyState>>,
     /// Refusals of unnamed callers being counted, and refusal records dropped.
     refusals: refusals::Refusals,
-    /// Requests per principal and per issuer, checked before signing.
-    rate_limits: limits::RateLimits,
 }
 
 impl Service {
@@ -232,10 +230,8 @@ impl Service {
             leases: ports.leases,
             changes: ports.changes,
             holder: leases::lease_holder(&config),
-            policy: Policy::new(&config),
             refusals: refusals::Refusals::new(&config.audit),
-            rate_limits: limits::RateLimits::new(&config),
-            config,
+            settings: RwLock::new(Arc::new(settings::Settings::new(config))),
             hsm,
         };
         service.report_mismatches(&mismatches).await;
@@ -268,25 +264,19 @@ impl Service {
         &*self.key_records
     }
 
-    /// Who may do what.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// Who may do what, as of now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.settings().policy.clone()
     }
 
-    /// The rate limits on minting and signing.
-    pub fn rate_limits(&self) -> &limits::RateLimits {
-        &self.rate_limits
+    /// The rate limits on minting and signing, as of now.
+    pub fn rate_limits(&self) -> Arc<limits::RateLimits> {
+        self.settings().rate_limits.clone()
     }
 
-    /// The config the service runs with.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    fn issuer(&self, name: &str) -> Result<&IssuerConfig, Error> {
-        self.config
-            .issuer(name)
-            .ok_or_else(|| Error::UnknownIssuer(name.to_string()))
+    /// The config the service runs with now (a reload may replace it).
+    pub fn config(&self) -> Arc<Config> {
+        self.settings().config.clone()
     }
 
     fn active_key(&self, name: &str) -> Result<Arc<StoredKey>, Error> {
@@ -302,9 +292,12 @@ impl Service {
         caller: &Principal,
         request: MintRequest,
     ) -> Result<MintedToken, Error> {
-        let issuer = self.issuer(&request.issuer)?;
-        self.policy.decide(caller, Action::Mint(&request.issuer))?;
-        self.rate_limits.check(&request.issuer, caller)?;
+        let settings = self.settings();
+        let issuer = settings.issuer(&request.issuer)?;
+        settings
+            .policy
+            .decide(caller, Action::Mint(&request.issuer))?;
+        settings.rate_limits.check(&request.issuer, caller)?;
         let claims = token::claims::build(issuer, &request, unix_now())?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Jwt {
@@ -352,10 +345,12 @@ impl Service {
         caller: &Principal,
         request: SignRequest,
     ) -> Result<SignedData, Error> {
-        self.issuer(&request.issuer)?;
-        self.policy
+        let settings = self.settings();
+        settings.issuer(&request.issuer)?;
+        settings
+            .policy
             .decide(caller, Action::RawSign(&request.issuer))?;
-        self.rate_limits.check(&request.issuer, caller)?;
+        settings.rate_limits.check(&request.issuer, caller)?;
         let key = self.active_key(&request.issuer)?;
         if key.purpose != KeyPurpose::Raw {
             // A JWT key never signs caller-chosen bytes, whatever the config says now.
@@ -410,7 +405,7 @@ impl Service {
 
     /// `Cache-Control: max-age` for published documents.
     pub fn jwks_max_age(&self) -> u32 {
-        self.config.jwks.max_age_seconds
+        self.config().jwks.max_age_seconds
     }
 
     /// Every key of the registry (the last good view of the store and the token).
@@ -435,7 +430,7 @@ impl Service {
     /// A key's view, its JWK's `alg` named as its issuer names it in the JWKS.
     fn key_view(&self, key: &StoredKey, ca_chain: &[Vec<u8>]) -> KeyView {
         let mut view = KeyView::new(key, ca_chain);
-        if let Some(issuer) = self.config.issuer(&key.issuer) {
+        if let Some(issuer) = self.config().issuer(&key.issuer) {
             view.jwk.alg = issuer.jws_alg(key.algorithm).to_string();
         }
         view

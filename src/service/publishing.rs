@@ -164,7 +164,7 @@ impl Service {
         let now = unix_now();
         let mismatches = reading.inventory.mismatches.clone();
         let last = self.publishing.lock().last_good.clone();
-        let merged = merge(&self.config, &last, reading, now);
+        let merged = merge(&self.config(), &last, reading, now);
         if merged.looks_empty {
             let why = format!(
                 "the token shows none of its objects (it had {} keys): treated as unreadable, the last good view is kept",
@@ -178,7 +178,7 @@ impl Service {
             return Err(Error::Signer(SignError::Unavailable(why)));
         }
         let registry =
-            std::sync::Arc::new(registry(&self.config, &merged).bridging(&self.registry()));
+            std::sync::Arc::new(registry(&self.config(), &merged).bridging(&self.registry()));
         let (appeared, back) = self.remember(&merged, ca_problems, mismatches);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
         for gone in appeared {
@@ -293,7 +293,7 @@ impl Service {
             ));
         }
         let registry = self.registry();
-        for name in self.config.issuers.keys() {
+        for name in self.config().issuers.keys() {
             match registry.active(name) {
                 None => problems.push(format!("issuer {name} has no active key")),
                 Some(key) => {
@@ -310,7 +310,7 @@ impl Service {
         let ours = registry
             .missing()
             .iter()
-            .filter(|m| self.config.issuers.contains_key(&m.issuer));
+            .filter(|m| self.config().issuers.contains_key(&m.issuer));
         problems.extend(ours.map(ToString::to_string));
         // A key the store has and the token lost, that is or may still be published
         // (and is not already listed as carried): verifiers may need it.
@@ -345,7 +345,7 @@ impl Service {
             .into_iter()
             .filter(|m| {
                 m.issuer()
-                    .is_some_and(|i| self.config.issuers.contains_key(i))
+                    .is_some_and(|i| self.config().issuers.contains_key(i))
             })
             .collect()
     }

@@ -68,7 +68,7 @@ impl Service {
         code: &str,
         message: &str,
     ) {
-        if self.policy.names(caller) {
+        if self.policy().names(caller) {
             if self.admit_refusals(1) {
                 let mut entry = Entry::new(Event::Refused)
                     .caller(caller)
@@ -152,7 +152,7 @@ impl Service {
             *warned = Some(now);
             tracing::warn!(
                 dropped,
-                reserve_bytes = self.config.audit.reserve_bytes,
+                reserve_bytes = self.config().audit.reserve_bytes,
                 "free space under the audit log is below [audit] reserve_bytes: refusal records are dropped (signing records are still written)"
             );
         }

@@ -104,8 +104,8 @@ impl Service {
             .get(&kid)
             .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
         // A raw-signing key never signs JWTs: treat it as unknown.
-        let issuer = self
-            .config()
+        let config = self.config();
+        let issuer = config
             .issuer(&key.issuer)
             .filter(|i| !i.raw_sign && key.purpose == KeyPurpose::Jwt)
             .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
