@@ -102,6 +102,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/keys", get(handlers::keys))
         .route("/v1/keys/{kid}", get(handlers::key))
         .route("/v1/keys/{kid}/attestation", get(handlers::attestation))
+        .route(
+            "/v1/issuers/{name}/spiffe-bundle",
+            get(handlers::spiffe_bundle),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

@@ -433,6 +433,19 @@ impl Config {
             ));
         }
         for (name, issuer) in &self.issuers {
+            // A consumer that polls the SPIFFE bundle only as often as the hint says must
+            // still see each new key before it signs.
+            if let Some(hint) = issuer.spiffe_refresh_hint_seconds
+                && hint > self.lifecycle.prepublish_seconds
+            {
+                return Err(field_error(
+                    format!("issuers.{name}.spiffe_refresh_hint_seconds"),
+                    format!(
+                        "must be at most lifecycle.prepublish_seconds ({}): consumers must see a key before it signs",
+                        self.lifecycle.prepublish_seconds
+                    ),
+                ));
+            }
             if let Some(period) = issuer.rotation_period_seconds
                 && period <= self.lifecycle.prepublish_seconds + issuer.max_ttl_seconds
             {
@@ -554,6 +567,7 @@ pub mod files;
 mod issuer;
 mod limits;
 mod pkcs11;
+mod profile;
 mod replica;
 mod store;
 #[cfg(test)]
@@ -563,6 +577,7 @@ mod tls;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
+pub use profile::ProfileConfig;
 pub use replica::ReplicaConfig;
 pub use store::{STORE_URL_ENV, StoreConfig, StoreLocation};
 pub use tls::{TlsConfig, TlsVersion};
