@@ -57,6 +57,9 @@ pub struct Config {
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// Cross-origin reads of the public endpoints (`[cors]`; none by default).
+    #[serde(default)]
+    pub cors: CorsConfig,
     /// What the file says in a form that still works but is deprecated, one line each,
     /// for the daemon to log at start.
     #[serde(skip)]
@@ -432,6 +435,7 @@ impl Config {
                  docs/state.md), bounded only by its disk; delete the line",
             ));
         }
+        self.cors.validate()?;
         for (name, issuer) in &self.issuers {
             // A consumer that polls the SPIFFE bundle only as often as the hint says must
             // still see each new key before it signs.
@@ -563,6 +567,7 @@ fn fold(
     ));
 }
 
+mod cors;
 pub mod files;
 mod issuer;
 mod limits;
@@ -574,6 +579,7 @@ mod store;
 mod tests;
 mod tls;
 
+pub use cors::CorsConfig;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
