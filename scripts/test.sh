@@ -36,6 +36,9 @@ Before that it makes sure that:
   - the Python venv target/test-venv exists and holds
     tests/interop/requirements.txt (PyJWT, cryptography, asn1crypto and
     pkilint; reinstalled only when that file changes).
+  - target/test-node holds tests/interop/package-lock.json (panva's jose),
+    installed with 'npm ci' (node and npm: nodejs, npm), again only when that
+    file changes; tests find jose's entry point in SIGNETD_TEST_JOSE.
 
 Tests find the venv's interpreter in SIGNETD_TEST_PYTHON, and the
 fault-injecting PKCS#11 module (fault-pkcs11/, built here) in
@@ -106,6 +109,8 @@ missing_packages() {
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
     [[ -n $(postgres_bin) ]] || pkgs+=(postgresql)
+    command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+    command -v npm >/dev/null 2>&1 || pkgs+=(npm)
     if [[ " ${backends[*]} " == *" kryoptic "* && -z ${LIBCLANG_PATH:-} ]] &&
         ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null; then
         pkgs+=(libclang-dev)
@@ -165,6 +170,27 @@ if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
     printf '%s\n' "$want" >"$STAMP"
 fi
 export SIGNETD_TEST_PYTHON="$VENV_DIR/bin/python"
+
+# ---------------------------------------------------------------- node: panva jose
+
+# tests/interop/verify_jose.mjs verifies tokens with jose, installed from the committed
+# lockfile into target/test-node (again only when the lockfile changes).
+NODE_DIR="$REPO_ROOT/target/test-node"
+NODE_LOCK="$REPO_ROOT/tests/interop/package-lock.json"
+NODE_STAMP="$NODE_DIR/.signetd-lock.sha256"
+want=$(sha256sum "$NODE_LOCK" | cut -d' ' -f1)
+if [[ ! -f $NODE_STAMP || $(<"$NODE_STAMP") != "$want" ]]; then
+    log "installing tests/interop/package-lock.json (jose) into target/test-node"
+    rm -rf -- "$NODE_DIR"
+    mkdir -p -- "$NODE_DIR"
+    cp -- "$REPO_ROOT/tests/interop/package.json" "$NODE_LOCK" "$NODE_DIR/"
+    (cd -- "$NODE_DIR" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error </dev/null) ||
+        die "npm ci in target/test-node (tests/interop/package-lock.json) failed"
+    printf '%s\n' "$want" >"$NODE_STAMP"
+fi
+SIGNETD_TEST_JOSE=$(cd -- "$NODE_DIR" && node --input-type=module -e 'console.log(import.meta.resolve("jose"))') ||
+    die "node cannot resolve jose in target/test-node"
+export SIGNETD_TEST_JOSE
 
 # ---------------------------------------------------------------- fault module
 

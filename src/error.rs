@@ -68,6 +68,17 @@ pub enum Error {
         /// The issuer's `max_claims_bytes`.
         max: usize,
     },
+    /// A `jwt-svid` issuer's `sub` is not a workload's SPIFFE ID; the text says why.
+    #[error("sub is not a SPIFFE ID of a workload: {0}")]
+    InvalidSpiffeId(String),
+    /// A `jwt-svid` issuer's `sub` is a SPIFFE ID of another trust domain (named here).
+    #[error("sub is in trust domain {0:?}, not this issuer's")]
+    TrustDomainNotAllowed(String),
+    /// `GET /v1/issuers/{name}/spiffe-bundle` for an issuer whose profile is not `jwt-svid`.
+    #[error(
+        "issuer {0:?} does not mint JWT-SVIDs (profile = \"jwt-svid\"), so it has no SPIFFE bundle"
+    )]
+    NoSpiffeBundle(String),
     /// The issuer has no active key to sign with.
     #[error("issuer {0:?} has no active key; generate one with `signetd keys generate`")]
     NoActiveKey(String),
@@ -129,6 +140,9 @@ impl Error {
             Error::MissingClaim(_) => "missing_claim",
             Error::ForbiddenClaim(_) => "forbidden_claim",
             Error::ClaimsTooLarge { .. } => "claims_too_large",
+            Error::InvalidSpiffeId(_) => "invalid_spiffe_id",
+            Error::TrustDomainNotAllowed(_) => "trust_domain_not_allowed",
+            Error::NoSpiffeBundle(_) => "no_spiffe_bundle",
             Error::NoActiveKey(_) => "no_active_key",
             Error::InvalidToken(e) => e.code(),
             Error::NotAdmin => "not_admin",

@@ -70,6 +70,9 @@ fn check(data: &[u8]) {
             max_ttl: Some(60),
             now: 1_700_000_000,
             leeway: 5,
+            profile: Some(signetd::token::profile::Profile::JwtSvid {
+                trust_domain: "example.org",
+            }),
         },
     ] {
         let _ = verify(token, keys(), &expected);

@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
             max_ttl: Some(policy.max_ttl_seconds),
             now: 1_700_000_000,
             leeway: token::VERIFY_LEEWAY_SECONDS,
+            profile: Some(policy.profile()),
         };
         let _ = verify(&request.token, &JwkSet::default(), &expected);
     }

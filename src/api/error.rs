@@ -117,13 +117,17 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::RawSignDisabled(_)
         | Error::MintDisabled(_)
         | Error::NotAdmin => StatusCode::FORBIDDEN,
-        Error::UnknownIssuer(_) | Error::UnknownKey(_) => StatusCode::NOT_FOUND,
+        Error::UnknownIssuer(_) | Error::UnknownKey(_) | Error::NoSpiffeBundle(_) => {
+            StatusCode::NOT_FOUND
+        }
         Error::AudienceNotAllowed(_)
         | Error::TtlExceedsMax { .. }
         | Error::ReservedClaim(_)
         | Error::MissingClaim(_)
         | Error::ForbiddenClaim(_)
-        | Error::ClaimsTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::ClaimsTooLarge { .. }
+        | Error::InvalidSpiffeId(_)
+        | Error::TrustDomainNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::InvalidToken(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::NoActiveKey(_)

@@ -48,6 +48,21 @@ pub async fn revocations(State(svc): Svc, headers: HeaderMap) -> Response {
     published(&svc.revocations(), svc.jwks_max_age(), &headers)
 }
 
+/// `GET /v1/issuers/{name}/spiffe-bundle`: a `jwt-svid` issuer's keys as a SPIFFE
+/// bundle, cached like the JWKS it mirrors.
+pub async fn spiffe_bundle(
+    State(svc): Svc,
+    ApiPath(issuer): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let bundle = wire::SpiffeBundle::from(svc.spiffe_bundle(&issuer)?);
+    Ok(published(
+        &Published::render(&bundle),
+        svc.jwks_max_age(),
+        &headers,
+    ))
+}
+
 /// A published document with `Cache-Control`, a strong `ETag`, and `304` when the
 /// client's `If-None-Match` already names it.
 fn published(document: &Published, max_age: u32, headers: &HeaderMap) -> Response {

@@ -15,8 +15,10 @@
 //!   every log line of a request is written in.
 //! - [`limits`]: connection slots per principal, the HTTP/1 server's head-size and idle
 //!   limits, and the route layers for a declared body size and a request's total time.
+//! - [`cors`]: CORS headers for the configured origins on the public documents only.
 
 pub mod body;
+pub mod cors;
 pub mod error;
 pub mod handlers;
 pub mod limits;
@@ -110,10 +112,17 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/keys", get(handlers::keys))
         .route("/v1/keys/{kid}", get(handlers::key))
         .route("/v1/keys/{kid}/attestation", get(handlers::attestation))
+        .route(
+            "/v1/issuers/{name}/spiffe-bundle",
+            get(handlers::spiffe_bundle),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        // Chooses by method and path itself, so it can answer a preflight `OPTIONS`,
+        // which no route has.
+        .layer(middleware::from_fn_with_state(service.clone(), cors::cors))
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         // Outermost: every response carries the id, refusals and fallbacks included.
         .layer(middleware::from_fn(request_id::layer))

@@ -235,6 +235,8 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
                 max_ttl,
                 now: signetd::service::unix_now(),
                 leeway: 5,
+                // The CLI knows no issuer's profile: typ is not checked.
+                profile: None,
             };
             let (header, claims) = verify::verify(token.trim(), &keys, &expected)
                 .map_err(|e| format!("invalid token: {e} ({})", e.code()))?;

@@ -2,10 +2,12 @@
 
 use serde::Deserialize;
 
+use super::profile::ProfileConfig;
 use super::{ConfigError, Rate, field_error};
 use crate::algorithm::{Algorithm, EdDsaName};
 use crate::identity::CallerSelector;
-use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
+use crate::token::profile::Profile;
+use crate::token::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS, spiffe};
 
 /// `[issuers.NAME]`: one token issuer's policy.
 #[derive(Debug, PartialEq, Deserialize)]
@@ -58,6 +60,19 @@ pub struct IssuerConfig {
     /// Overrides `[limits] rate_per_issuer` for this issuer.
     #[serde(default)]
     pub rate_per_issuer: Option<Rate>,
+    /// The JWT profile this issuer mints (docs/profiles.md): `"jwt"` (default),
+    /// `"at+jwt"`, `"jwt-svid"`, or `{ typ = "MEDIA-TYPE" }`.
+    #[serde(default)]
+    pub profile: ProfileConfig,
+    /// The SPIFFE trust domain of a `jwt-svid` issuer (e.g. `"example.org"`): every `sub`
+    /// is a SPIFFE ID in it. Required for that profile, refused for any other.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    /// `spiffe_refresh_hint` of a `jwt-svid` issuer's SPIFFE bundle, in seconds (default
+    /// `jwks.max_age_seconds`; at most `lifecycle.prepublish_seconds`, so a consumer that
+    /// follows the hint has a new key before it signs).
+    #[serde(default)]
+    pub spiffe_refresh_hint_seconds: Option<u64>,
 }
 
 fn default_algorithm() -> Algorithm {
@@ -83,6 +98,86 @@ impl IssuerConfig {
     /// The `alg` this issuer writes for a key of `algorithm`.
     pub fn jws_alg(&self, algorithm: Algorithm) -> &'static str {
         algorithm.jws_name_with(self.eddsa_alg)
+    }
+
+    /// The profile this issuer mints, with what it needs from the rest of the table.
+    pub fn profile(&self) -> Profile<'_> {
+        match &self.profile {
+            ProfileConfig::Jwt => Profile::Jwt,
+            ProfileConfig::AccessToken => Profile::AccessToken,
+            ProfileConfig::JwtSvid => Profile::JwtSvid {
+                // Validation requires it; an empty one matches no SPIFFE ID.
+                trust_domain: self.trust_domain.as_deref().unwrap_or_default(),
+            },
+            ProfileConfig::Custom(typ) => Profile::Custom(typ),
+        }
+    }
+
+    /// The `profile`, `trust_domain` and `spiffe_refresh_hint_seconds` fields together.
+    fn validate_profile(&self, field: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        self.profile
+            .check()
+            .map_err(|why| field_error(field("profile"), why))?;
+        let svid = self.profile == ProfileConfig::JwtSvid;
+        if self.raw_sign && self.profile != ProfileConfig::Jwt {
+            return Err(field_error(
+                field("profile"),
+                "a raw-signing issuer (raw_sign = true) mints no JWTs: remove profile",
+            ));
+        }
+        if svid && self.algorithm != Algorithm::Es256 {
+            return Err(field_error(
+                field("algorithm"),
+                format!(
+                    "the jwt-svid profile signs with ES256 only, not {}",
+                    self.algorithm
+                ),
+            ));
+        }
+        match (&self.trust_domain, svid) {
+            (None, true) => {
+                return Err(field_error(
+                    field("trust_domain"),
+                    "the jwt-svid profile needs the SPIFFE trust domain of its subjects, e.g. trust_domain = \"example.org\"",
+                ));
+            }
+            (Some(domain), true) => spiffe::check_trust_domain(domain)
+                .map_err(|why| field_error(field("trust_domain"), why))?,
+            (Some(_), false) => {
+                return Err(field_error(
+                    field("trust_domain"),
+                    "only a jwt-svid issuer has a trust domain (profile = \"jwt-svid\")",
+                ));
+            }
+            (None, false) => {}
+        }
+        if self.spiffe_refresh_hint_seconds.is_some() && !svid {
+            return Err(field_error(
+                field("spiffe_refresh_hint_seconds"),
+                "only a jwt-svid issuer serves a SPIFFE bundle (profile = \"jwt-svid\")",
+            ));
+        }
+        if let Some(claim) = self
+            .profile()
+            .required_claims()
+            .iter()
+            .find(|c| self.forbidden_claims.iter().any(|f| f == *c))
+        {
+            return Err(field_error(
+                field("forbidden_claims"),
+                format!(
+                    "{claim:?} is required by the {} profile",
+                    self.profile().name()
+                ),
+            ));
+        }
+        if self.spiffe_refresh_hint_seconds == Some(0) {
+            return Err(field_error(
+                field("spiffe_refresh_hint_seconds"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
@@ -152,7 +247,7 @@ impl IssuerConfig {
                 "no caller is allowed: list who may use this issuer, e.g. callers = [\"uid:1000\", \"gid:50\"]",
             ));
         }
-        Ok(())
+        self.validate_profile(field)
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Config {
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// Cross-origin reads of the public endpoints (`[cors]`; none by default).
+    #[serde(default)]
+    pub cors: CorsConfig,
     /// What the file says in a form that still works but is deprecated, one line each,
     /// for the daemon to log at start.
     #[serde(skip)]
@@ -432,7 +435,21 @@ impl Config {
                  docs/state.md), bounded only by its disk; delete the line",
             ));
         }
+        self.cors.validate()?;
         for (name, issuer) in &self.issuers {
+            // A consumer that polls the SPIFFE bundle only as often as the hint says must
+            // still see each new key before it signs.
+            if let Some(hint) = issuer.spiffe_refresh_hint_seconds
+                && hint > self.lifecycle.prepublish_seconds
+            {
+                return Err(field_error(
+                    format!("issuers.{name}.spiffe_refresh_hint_seconds"),
+                    format!(
+                        "must be at most lifecycle.prepublish_seconds ({}): consumers must see a key before it signs",
+                        self.lifecycle.prepublish_seconds
+                    ),
+                ));
+            }
             if let Some(period) = issuer.rotation_period_seconds
                 && period <= self.lifecycle.prepublish_seconds + issuer.max_ttl_seconds
             {
@@ -550,10 +567,12 @@ fn fold(
     ));
 }
 
+mod cors;
 pub mod files;
 mod issuer;
 mod limits;
 mod pkcs11;
+mod profile;
 pub mod reload;
 mod replica;
 mod store;
@@ -561,9 +580,11 @@ mod store;
 mod tests;
 mod tls;
 
+pub use cors::CorsConfig;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
 pub use pkcs11::Pkcs11Config;
+pub use profile::ProfileConfig;
 pub use reload::ConfigChanges;
 pub use replica::ReplicaConfig;
 pub use store::{STORE_URL_ENV, StoreConfig, StoreLocation};

@@ -94,6 +94,7 @@ impl Config {
         reloadable("jwks", self.jwks == new.jwks);
         reloadable("attestation", self.attestation == new.attestation);
         reloadable("lifecycle", self.lifecycle == new.lifecycle);
+        reloadable("cors", self.cors == new.cors);
         reloadable(
             "limits",
             old_limits.rate_per_principal == new_limits.rate_per_principal

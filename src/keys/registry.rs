@@ -22,7 +22,8 @@ pub struct Published {
 }
 
 impl Published {
-    pub(super) fn render<T: serde::Serialize>(value: &T) -> Self {
+    /// Renders `value` as JSON, with its ETag.
+    pub fn render<T: serde::Serialize>(value: &T) -> Self {
         let body = serde_json::to_vec(value).expect("published documents always serialize");
         let digest = Sha256::digest(&body);
         let etag = format!("\"{}\"", crate::util::b64(&digest[..18]));

@@ -14,6 +14,7 @@ mod publishing;
 pub mod record;
 mod refusals;
 pub mod settings;
+pub mod spiffe;
 pub mod verify;
 pub mod wiring;
 
@@ -305,8 +306,7 @@ impl Service {
             return Err(Error::NoActiveKey(request.issuer));
         }
         let expected = self.audit_ready()?;
-        let mut header = jws::Header::jwt(key.algorithm, &key.kid);
-        header.alg = issuer.jws_alg(key.algorithm).to_string();
+        let header = token::claims::header(issuer, key.algorithm, &key.kid)?;
         let signing_input = jws::signing_input(&header, &claims.payload);
         let signature = self
             .signer

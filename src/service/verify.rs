@@ -55,7 +55,7 @@ fn kid_of(token: &str) -> Result<String, VerifyError> {
 
 impl Service {
     /// Verifies a token minted by this daemon: signature with the key its `kid` names,
-    /// an allowed algorithm, key and token not revoked, `exp`/`nbf`/`iat` within
+    /// the `typ` and claims the issuer's profile gives its tokens, an allowed algorithm, key and token not revoked, `exp`/`nbf`/`iat` within
     /// [`LEEWAY_SECONDS`], lifetime within the issuer's maximum, the expected audience,
     /// and, on request, single use.
     ///
@@ -116,6 +116,7 @@ impl Service {
             max_ttl: Some(issuer.max_ttl_seconds),
             now,
             leeway: LEEWAY_SECONDS,
+            profile: Some(issuer.profile()),
         };
         let keys = JwkSet {
             keys: vec![key.jwk(&[])],

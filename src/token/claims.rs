@@ -3,7 +3,10 @@
 use rand::RngCore;
 use serde_json::{Map, Value};
 
+use super::jws::Header;
+use super::profile::SubjectRefusal;
 use super::{HARD_MAX_TTL_SECONDS, RESERVED_CLAIMS};
+use crate::algorithm::Algorithm;
 use crate::config::IssuerConfig;
 use crate::error::Error;
 use crate::util::b64;
@@ -107,6 +110,7 @@ pub fn build(policy: &IssuerConfig, request: &MintRequest, now: u64) -> Result<C
             "sub must be 1 to {MAX_SUB_BYTES} bytes"
         )));
     }
+    check_profile(policy, request)?;
     let max = policy.max_ttl_seconds.min(HARD_MAX_TTL_SECONDS);
     let ttl = request.ttl_seconds.unwrap_or(max);
     if ttl == 0 {
@@ -136,6 +140,50 @@ pub fn build(policy: &IssuerConfig, request: &MintRequest, now: u64) -> Result<C
     claims.insert("jti".into(), Value::String(jti.clone()));
     let payload = serde_json::to_vec(&claims).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(ClaimsSet { payload, jti, exp })
+}
+
+/// What the issuer's profile asks of a request beyond the issuer's claim rules: a
+/// `sub` (RFC 9068, JWT-SVID), a `client_id` (RFC 9068), a SPIFFE ID of the issuer's
+/// trust domain as `sub` (JWT-SVID).
+fn check_profile(policy: &IssuerConfig, request: &MintRequest) -> Result<(), Error> {
+    let profile = policy.profile();
+    let sub = request.sub.as_deref();
+    if profile.requires_sub() && sub.is_none() {
+        return Err(Error::MissingClaim("sub".to_string()));
+    }
+    for claim in profile.required_claims() {
+        match request.claims.get(*claim) {
+            None | Some(Value::Null) => return Err(Error::MissingClaim(claim.to_string())),
+            Some(Value::String(text)) if !text.is_empty() => {}
+            Some(_) => {
+                return Err(Error::InvalidRequest(format!(
+                    "claim {claim:?} must be a non-empty string"
+                )));
+            }
+        }
+    }
+    match sub.map(|sub| profile.check_subject(sub)) {
+        Some(Err(SubjectRefusal::NotSpiffeId(why))) => Err(Error::InvalidSpiffeId(why)),
+        Some(Err(SubjectRefusal::OtherTrustDomain(found))) => {
+            Err(Error::TrustDomainNotAllowed(found))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The protected header of a token `policy` mints with its key `kid` of `algorithm`:
+/// the issuer's name for the algorithm and its profile's `typ`, and nothing else.
+pub fn header(policy: &IssuerConfig, algorithm: Algorithm, kid: &str) -> Result<Header, Error> {
+    let profile = policy.profile();
+    // Config validation holds a jwt-svid issuer to ES256, but a key generated before its
+    // config changed may still be active.
+    if !profile.allows(algorithm) {
+        return Err(Error::Conflict(format!(
+            "the active key {kid} is {algorithm}, and the {} profile signs with ES256 only: rotate the issuer's key",
+            profile.name()
+        )));
+    }
+    Ok(Header::typed(policy.jws_alg(algorithm), profile.typ(), kid))
 }
 
 #[cfg(test)]
@@ -261,5 +309,124 @@ callers = ["uid:1"]
             let got = build(&p, &request(body.clone()), 0).unwrap_err();
             assert_eq!(got.code(), code, "{body}");
         }
+    }
+
+    fn profiled(lines: &str) -> IssuerConfig {
+        let text = format!(
+            "[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"\n\
+             [issuers.p]\niss = \"https://p.example\"\naudiences = [\"api\"]\ncallers = [\"uid:1\"]\n{lines}\n"
+        );
+        Config::parse(&text).unwrap().issuers.remove("p").unwrap()
+    }
+
+    #[test]
+    fn profiles_ask_for_their_claims() {
+        let at = profiled("profile = \"at+jwt\"");
+        let svid = profiled("profile = \"jwt-svid\"\ntrust_domain = \"example.org\"");
+        let cases = [
+            (
+                &at,
+                serde_json::json!({"issuer":"p","aud":"api","claims":{"client_id":"c"}}),
+                "missing_claim",
+            ),
+            (
+                &at,
+                serde_json::json!({"issuer":"p","sub":"u","aud":"api"}),
+                "missing_claim",
+            ),
+            (
+                &at,
+                serde_json::json!({"issuer":"p","sub":"u","aud":"api","claims":{"client_id":null}}),
+                "missing_claim",
+            ),
+            (
+                &at,
+                serde_json::json!({"issuer":"p","sub":"u","aud":"api","claims":{"client_id":7}}),
+                "invalid_request",
+            ),
+            (
+                &at,
+                serde_json::json!({"issuer":"p","sub":"u","aud":"api","claims":{"client_id":""}}),
+                "invalid_request",
+            ),
+            (
+                &svid,
+                serde_json::json!({"issuer":"p","aud":"api"}),
+                "missing_claim",
+            ),
+            (
+                &svid,
+                serde_json::json!({"issuer":"p","sub":"web","aud":"api"}),
+                "invalid_spiffe_id",
+            ),
+            (
+                &svid,
+                serde_json::json!({"issuer":"p","sub":"spiffe://example.org","aud":"api"}),
+                "invalid_spiffe_id",
+            ),
+            (
+                &svid,
+                serde_json::json!({"issuer":"p","sub":"spiffe://example.org/a?b","aud":"api"}),
+                "invalid_spiffe_id",
+            ),
+            (
+                &svid,
+                serde_json::json!({"issuer":"p","sub":"spiffe://other.org/web","aud":"api"}),
+                "trust_domain_not_allowed",
+            ),
+        ];
+        for (policy, body, code) in cases {
+            let got = build(policy, &request(body.clone()), 0).unwrap_err();
+            assert_eq!(got.code(), code, "{body}");
+        }
+        let ok = request(
+            serde_json::json!({"issuer":"p","sub":"u","aud":"api","claims":{"client_id":"c"}}),
+        );
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&build(&at, &ok, 0).unwrap().payload).unwrap();
+        assert_eq!(
+            (claims["sub"].as_str(), claims["client_id"].as_str()),
+            (Some("u"), Some("c"))
+        );
+        let ok = request(
+            serde_json::json!({"issuer":"p","sub":"spiffe://example.org/ns/web","aud":"api"}),
+        );
+        build(&svid, &ok, 0).unwrap();
+    }
+
+    #[test]
+    fn the_header_carries_the_profile_typ_and_nothing_else() {
+        let at = profiled("profile = \"at+jwt\"");
+        let header =
+            serde_json::to_value(super::header(&at, Algorithm::Es256, "k").unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg":"ES256","typ":"at+jwt","kid":"k"})
+        );
+        let custom = profiled(
+            "profile = { typ = \"secevent+jwt\" }\nalgorithm = \"EdDSA\"\neddsa_alg = \"Ed25519\"",
+        );
+        let header =
+            serde_json::to_value(super::header(&custom, Algorithm::EdDsa, "k").unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg":"Ed25519","typ":"secevent+jwt","kid":"k"})
+        );
+        let svid = profiled("profile = \"jwt-svid\"\ntrust_domain = \"example.org\"");
+        let header =
+            serde_json::to_value(super::header(&svid, Algorithm::Es256, "k").unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg":"ES256","typ":"JWT","kid":"k"})
+        );
+        // A key left from before the issuer became a jwt-svid issuer does not sign.
+        let err = super::header(&svid, Algorithm::EdDsa, "k").unwrap_err();
+        assert_eq!(err.code(), "invalid_state");
+        let plain =
+            serde_json::to_value(super::header(&policy(), Algorithm::Es256, "k").unwrap()).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"alg":"ES256","typ":"JWT","kid":"k"})
+        );
     }
 }

@@ -10,7 +10,7 @@ pub use crate::util::{b64, unb64};
 pub struct Header {
     /// `ES256` or `EdDSA`.
     pub alg: String,
-    /// Always `JWT` for minted tokens.
+    /// The issuer's profile's `typ` for minted tokens (`JWT` unless configured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
     /// The key id, as published in the JWKS.
@@ -19,11 +19,16 @@ pub struct Header {
 }
 
 impl Header {
-    /// The header of a JWT signed by `kid`.
+    /// The header of a plain JWT (`typ: JWT`) signed by `kid`.
     pub fn jwt(algorithm: Algorithm, kid: &str) -> Self {
+        Self::typed(algorithm.jws_name(), "JWT", kid)
+    }
+
+    /// The header of a token of type `typ` signed by `kid` with `alg`.
+    pub fn typed(alg: &str, typ: &str, kid: &str) -> Self {
         Header {
-            alg: algorithm.jws_name().to_string(),
-            typ: Some("JWT".to_string()),
+            alg: alg.to_string(),
+            typ: Some(typ.to_string()),
             kid: Some(kid.to_string()),
         }
     }

@@ -2,10 +2,14 @@
 //!
 //! [`claims::build`] turns a caller's request into a claims set under the issuer's policy;
 //! [`jws`] assembles the signing input and the compact token around a signature made
-//! elsewhere (the token never sees claims, only bytes to sign).
+//! elsewhere (the token never sees claims, only bytes to sign). [`profile`] says what
+//! `typ` each issuer's tokens carry and what its profile (plain JWT, RFC 9068 access
+//! token, SPIFFE JWT-SVID, custom) asks of them; [`spiffe`] parses SPIFFE IDs.
 
 pub mod claims;
 pub mod jws;
+pub mod profile;
+pub mod spiffe;
 pub mod verify;
 
 pub use claims::{Audience, ClaimsSet, MintRequest};

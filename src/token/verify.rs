@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::jws::Header;
+use super::profile::Profile;
 use crate::algorithm::Algorithm;
 use crate::keys::JwkSet;
 use crate::util::unb64;
@@ -45,6 +46,18 @@ pub enum VerifyError {
     /// The key that signed the token is revoked.
     #[error("the signing key is revoked")]
     KeyRevoked,
+    /// The header's `typ` is not the one the issuer's profile gives its tokens, or is
+    /// missing: a token of one profile is never taken for one of another.
+    #[error("token type (typ) {found:?} is not {expected:?}, the type of this issuer's tokens")]
+    WrongType {
+        /// The profile's `typ`.
+        expected: String,
+        /// The token's `typ`, if any.
+        found: Option<String>,
+    },
+    /// `sub` is not a SPIFFE ID in the trust domain of the issuer (JWT-SVID).
+    #[error("sub is not a SPIFFE ID in this issuer's trust domain")]
+    WrongSubject,
     /// The token's `jti` is revoked.
     #[error("the token is revoked")]
     TokenRevoked,
@@ -67,6 +80,8 @@ impl VerifyError {
             VerifyError::LifetimeTooLong => "lifetime_too_long",
             VerifyError::WrongIssuer => "wrong_issuer",
             VerifyError::WrongAudience => "wrong_audience",
+            VerifyError::WrongType { .. } => "wrong_token_type",
+            VerifyError::WrongSubject => "wrong_subject",
             VerifyError::KeyRevoked => "key_revoked",
             VerifyError::TokenRevoked => "token_revoked",
             VerifyError::Replayed => "replayed",
@@ -87,6 +102,8 @@ pub struct Expected<'a> {
     pub now: u64,
     /// Allowed clock skew, seconds.
     pub leeway: u64,
+    /// The issuer's profile: its `typ`, and what else it asks of header and claims.
+    pub profile: Option<Profile<'a>>,
 }
 
 /// Verifies `token` against `keys` and `expected`; returns the header and claims.
@@ -110,6 +127,14 @@ pub fn verify(
     if header_json.contains_key("crit") {
         return Err(malformed("header has critical extensions (crit)"));
     }
+    if let Some(only) = expected.profile.as_ref().and_then(Profile::only_headers)
+        && let Some(extra) = header_json.keys().find(|k| !only.contains(&k.as_str()))
+    {
+        return Err(VerifyError::Malformed(format!(
+            "header has {extra:?}; this issuer's tokens have only {}",
+            only.join(", ")
+        )));
+    }
     let header: Header = serde_json::from_value(Value::Object(header_json))
         .map_err(|_| malformed("header fields have the wrong types"))?;
     let Some(algorithm) = Algorithm::from_jws_name(&header.alg) else {
@@ -132,7 +157,41 @@ pub fn verify(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| malformed("payload is not base64url JSON object"))?;
     check_claims(&claims, expected)?;
+    if let Some(profile) = &expected.profile {
+        check_profile(profile, &header, &claims)?;
+    }
     Ok((header, claims))
+}
+
+/// What the issuer's profile asks of a token: its `typ`, and the claims the daemon
+/// would not have minted it without.
+fn check_profile(
+    profile: &Profile<'_>,
+    header: &Header,
+    claims: &Map<String, Value>,
+) -> Result<(), VerifyError> {
+    if !profile.accepts_typ(header.typ.as_deref()) {
+        return Err(VerifyError::WrongType {
+            expected: profile.typ().to_string(),
+            found: header.typ.clone(),
+        });
+    }
+    let text = |name: &'static str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or(VerifyError::MissingClaim(name))
+    };
+    if profile.requires_sub() {
+        profile
+            .check_subject(text("sub")?)
+            .map_err(|_| VerifyError::WrongSubject)?;
+    }
+    for claim in profile.required_claims() {
+        text(claim)?;
+    }
+    Ok(())
 }
 
 fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<(), VerifyError> {
@@ -219,6 +278,7 @@ mod tests {
             max_ttl: Some(60),
             now,
             leeway: 5,
+            profile: Some(Profile::Jwt),
         };
         verify(&good, &keys, &at(120)).unwrap();
         assert_eq!(
@@ -279,6 +339,94 @@ mod tests {
         assert_eq!(
             verify(&long, &keys, &at(120)).unwrap_err(),
             VerifyError::LifetimeTooLong
+        );
+    }
+
+    #[test]
+    fn the_profile_decides_typ_and_more() {
+        let (secret, keys) = setup();
+        let at = |profile| Expected {
+            now: 120,
+            leeway: 5,
+            profile: Some(profile),
+            ..Expected::default()
+        };
+        let claims = r#"{"iss":"i","aud":"a","iat":100,"exp":160,"sub":"u","client_id":"c"}"#;
+        let jwt = token(&secret, r#"{"alg":"ES256","typ":"JWT","kid":"k"}"#, claims);
+        let access = token(
+            &secret,
+            r#"{"alg":"ES256","typ":"at+jwt","kid":"k"}"#,
+            claims,
+        );
+        let untyped = token(&secret, r#"{"alg":"ES256","kid":"k"}"#, claims);
+        let long_form = token(
+            &secret,
+            r#"{"alg":"ES256","typ":"application/AT+JWT","kid":"k"}"#,
+            claims,
+        );
+        verify(&jwt, &keys, &at(Profile::Jwt)).unwrap();
+        verify(&access, &keys, &at(Profile::AccessToken)).unwrap();
+        verify(&long_form, &keys, &at(Profile::AccessToken)).unwrap();
+        for (token, profile) in [
+            (&jwt, Profile::AccessToken),
+            (&access, Profile::Jwt),
+            (&untyped, Profile::Jwt),
+            (&untyped, Profile::AccessToken),
+            (&access, Profile::Custom("secevent+jwt")),
+        ] {
+            assert_eq!(
+                verify(token, &keys, &at(profile)).unwrap_err().code(),
+                "wrong_token_type",
+                "{profile:?}"
+            );
+        }
+        // Without a profile (the CLI), typ is not checked.
+        verify(
+            &untyped,
+            &keys,
+            &Expected {
+                now: 120,
+                ..Expected::default()
+            },
+        )
+        .unwrap();
+        let no_client = token(
+            &secret,
+            r#"{"alg":"ES256","typ":"at+jwt","kid":"k"}"#,
+            r#"{"iss":"i","aud":"a","iat":100,"exp":160,"sub":"u"}"#,
+        );
+        assert_eq!(
+            verify(&no_client, &keys, &at(Profile::AccessToken)).unwrap_err(),
+            VerifyError::MissingClaim("client_id")
+        );
+
+        let svid = Profile::JwtSvid {
+            trust_domain: "example.org",
+        };
+        let svid_claims = r#"{"aud":"a","iat":100,"exp":160,"sub":"spiffe://example.org/web"}"#;
+        let good = token(
+            &secret,
+            r#"{"alg":"ES256","typ":"JWT","kid":"k"}"#,
+            svid_claims,
+        );
+        verify(&good, &keys, &at(svid)).unwrap();
+        let extra = token(
+            &secret,
+            r#"{"alg":"ES256","typ":"JWT","kid":"k","cty":"x"}"#,
+            svid_claims,
+        );
+        assert_eq!(
+            verify(&extra, &keys, &at(svid)).unwrap_err().code(),
+            "malformed_token"
+        );
+        let elsewhere = token(
+            &secret,
+            r#"{"alg":"ES256","typ":"JWT","kid":"k"}"#,
+            r#"{"aud":"a","iat":100,"exp":160,"sub":"spiffe://other.org/web"}"#,
+        );
+        assert_eq!(
+            verify(&elsewhere, &keys, &at(svid)).unwrap_err(),
+            VerifyError::WrongSubject
         );
     }
 }

@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod mint;
+mod profiles;
 mod publish;
 mod publishing;
 mod reload;

@@ -52,6 +52,7 @@ async fn es256_token_has_daemon_owned_claims_and_verifies() {
         max_ttl: Some(60),
         now: iat,
         leeway: 0,
+        profile: Some(signetd::token::profile::Profile::Jwt),
     };
     verify::verify(token, &keys, &expected).expect("the token verifies against the served JWKS");
     // A flipped signature bit must not verify: the check above can fail.

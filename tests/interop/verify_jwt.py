@@ -2,8 +2,9 @@
 """Independent verifier for signetd's JWTs, built on PyJWT.
 
 Usage:
-  verify_jwt.py (--jwks-url URL | --jwks-file PATH) --iss ISS --aud AUD
-                --max-ttl N [--alg ES256|EdDSA|Ed25519] [--leeway S] [TOKEN]
+  verify_jwt.py (--jwks-url URL | --jwks-file PATH | --spiffe-bundle-url URL)
+                --iss ISS --aud AUD --max-ttl N [--alg ES256|EdDSA|Ed25519]
+                [--typ TYP] [--require CLAIM]... [--leeway S] [TOKEN]
 
 TOKEN is read from stdin when it is absent or "-".
 
@@ -13,8 +14,13 @@ script reads the JWK itself and registers PyJWT's own Ed25519 implementation
 (OKPAlgorithm) under that name; every other check is the same.
 
 The signing key is chosen from the JWKS by the token header's "kid". The token
-must carry exp, iat, iss, aud and jti, be signed with --alg (default ES256),
-have header typ "JWT", and satisfy iat < exp <= iat + max_ttl.
+must carry exp, iat, iss, aud, jti and every --require claim, be signed with
+--alg (default ES256), have header typ --typ (default "JWT"; compared as RFC
+7515 says: case-insensitive, "application/" implied without a "/"), and satisfy
+iat < exp <= iat + max_ttl.
+
+--spiffe-bundle-url reads the keys from a SPIFFE bundle instead, as a SPIFFE
+consumer does: only keys with use "jwt-svid" are JWT authorities.
 
 Exit status:
   0  valid: the claims are printed to stdout as one JSON line
@@ -59,10 +65,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--jwks-url", metavar="URL", help="JWKS endpoint, e.g. http://127.0.0.1:8080/.well-known/jwks.json")
     source.add_argument("--jwks-file", metavar="PATH", help="JWKS JSON file (alternative to --jwks-url)")
+    source.add_argument("--spiffe-bundle-url", metavar="URL", help="SPIFFE bundle endpoint: its jwt-svid keys")
     parser.add_argument("--iss", required=True, help="expected issuer (iss)")
     parser.add_argument("--aud", required=True, help="expected audience (aud)")
     parser.add_argument("--max-ttl", required=True, type=int, metavar="N", help="maximum allowed exp - iat, in seconds")
     parser.add_argument("--alg", default="ES256", choices=ALGORITHMS, help="expected JWS algorithm (default: ES256)")
+    parser.add_argument("--typ", default="JWT", help="expected header typ (default: JWT)")
+    parser.add_argument("--require", action="append", default=[], metavar="CLAIM", help="a claim the token must carry (repeatable)")
     parser.add_argument("--leeway", type=int, default=0, metavar="S", help="clock-skew leeway in seconds for exp/iat (default: 0)")
     parser.add_argument(
         "--revocations-url",
@@ -156,10 +165,33 @@ def key_from_file(path: str, kid: str) -> jwt.PyJWK:
     raise Invalid(f"no usable key for kid {kid!r} in JWKS file {path}")
 
 
-def check_header(header: dict[str, Any], alg: str) -> str:
+def media_type(typ: str) -> str:
+    """RFC 7515 4.1.9: "application/" is implied when typ has no "/"; case does not matter."""
+    return (typ if "/" in typ else "application/" + typ).lower()
+
+
+def spiffe_bundle_key(url: str, kid: str) -> jwt.PyJWK:
+    """The JWT authority kid of a SPIFFE bundle: a key with use "jwt-svid"."""
+    if is_loopback_url(url):
+        for var in PROXY_VARS:
+            os.environ.pop(var, None)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            bundle = json.load(response)
+    except (OSError, ValueError) as e:
+        raise Invalid(f"cannot read the SPIFFE bundle: {e}") from e
+    if not isinstance(bundle.get("spiffe_refresh_hint"), int):
+        raise Invalid("the SPIFFE bundle has no integer spiffe_refresh_hint")
+    for key in bundle.get("keys", []):
+        if key.get("kid") == kid and key.get("use") == "jwt-svid":
+            return jwt.PyJWK(key, algorithm="ES256")
+    raise Invalid(f"no jwt-svid key {kid!r} in the SPIFFE bundle")
+
+
+def check_header(header: dict[str, Any], alg: str, want_typ: str) -> str:
     typ = header.get("typ")
-    if typ != "JWT":
-        raise Invalid(f"header typ is {typ!r}, expected 'JWT'")
+    if not isinstance(typ, str) or media_type(typ) != media_type(want_typ):
+        raise Invalid(f"header typ is {typ!r}, expected {want_typ!r}")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Invalid(f"header kid is missing or not a non-empty string: {kid!r}")
@@ -191,9 +223,11 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as e:
         raise Invalid(f"malformed token: {e}") from e
-    kid = check_header(header, args.alg)
+    kid = check_header(header, args.alg, args.typ)
 
-    if args.alg == "Ed25519":
+    if args.spiffe_bundle_url:
+        key = spiffe_bundle_key(args.spiffe_bundle_url, kid)
+    elif args.alg == "Ed25519":
         key = ed25519_key(read_jwks(args), kid)
     elif args.jwks_url:
         key = key_from_url(args.jwks_url, kid)
@@ -208,7 +242,7 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
             audience=args.aud,
             issuer=args.iss,
             leeway=args.leeway,
-            options={"require": REQUIRED_CLAIMS},
+            options={"require": REQUIRED_CLAIMS + args.require},
         )
     except jwt.PyJWTError as e:
         raise Invalid(f"{type(e).__name__}: {e}") from e

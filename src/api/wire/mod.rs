@@ -8,6 +8,7 @@
 //!
 //! - [`request`]: the bodies clients send, converted into the service's parameters.
 //! - [`response`]: the bodies the daemon returns, converted from the service's results.
+//! - [`spiffe`]: the SPIFFE bundle of a `jwt-svid` issuer.
 //! - Here: the enums both share, and the error body.
 //!
 //! Names of request types match their domain twins on purpose: serde puts the type name
@@ -20,6 +21,7 @@
 
 pub mod request;
 pub mod response;
+pub mod spiffe;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +32,7 @@ pub use response::{
     Health, HealthStatus, KeyAttributes, KeyList, KeyView, MintedToken, RevokedToken, SignedData,
     Verified,
 };
+pub use spiffe::SpiffeBundle;
 
 /// A signature algorithm, as JWS spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
