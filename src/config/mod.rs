@@ -57,6 +57,9 @@ pub struct Config {
     /// Token issuers by name (`[issuers.NAME]`).
     #[serde(default)]
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// `GET /metrics` (`[metrics]`): who may read it, and its own listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// What the file says in a form that still works but is deprecated, one line each,
     /// for the daemon to log at start.
     #[serde(skip)]
@@ -363,6 +366,7 @@ impl Config {
             return Err(field_error("listen.max_connections", "must be at least 1"));
         }
         self.limits.validate(listen.max_connections)?;
+        self.metrics.validate()?;
         if !(1..=36_500).contains(&self.attestation.key_certificate_days) {
             return Err(field_error(
                 "attestation.key_certificate_days",
@@ -553,6 +557,7 @@ fn fold(
 pub mod files;
 mod issuer;
 mod limits;
+mod metrics;
 mod pkcs11;
 mod replica;
 mod store;
@@ -562,6 +567,7 @@ mod tls;
 
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
+pub use metrics::MetricsConfig;
 pub use pkcs11::Pkcs11Config;
 pub use replica::ReplicaConfig;
 pub use store::{STORE_URL_ENV, StoreConfig, StoreLocation};
