@@ -18,6 +18,7 @@ pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod path;
 pub mod transport;
 pub mod wire;
@@ -52,6 +53,8 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// The HTTPS listener: callers identified by their client certificates.
     pub tls: Option<TlsListener>,
+    /// The `[metrics] listen` listener: `GET /metrics` and nothing else, to anyone.
+    pub metrics: Option<TcpListener>,
     /// Most concurrent connections per listener.
     pub max_connections: usize,
 }
@@ -104,9 +107,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/keys/{kid}/attestation", get(handlers::attestation))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(metrics::count_requests))
         .with_state(service)
 }
 
@@ -178,8 +183,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let caps = limits::ConnectionLimits::new(listeners.max_connections, &service.config().limits);
-    let listening =
-        1 + usize::from(listeners.http.is_some()) + usize::from(listeners.tls.is_some());
+    let listening = 1
+        + usize::from(listeners.http.is_some())
+        + usize::from(listeners.tls.is_some())
+        + usize::from(listeners.metrics.is_some());
     limits::raise_open_files_limit(listening * listeners.max_connections);
     let router = router(service);
     let cancel = CancellationToken::new();
@@ -196,6 +203,15 @@ pub async fn serve(
         tracker.spawn(transport::accept_loop(
             tls,
             router.clone(),
+            caps.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(metrics) = listeners.metrics {
+        tracker.spawn(transport::accept_loop(
+            metrics,
+            metrics::metrics_only(),
             caps.clone(),
             cancel.clone(),
             tracker.clone(),

@@ -10,6 +10,8 @@ use signetd::{Service, api};
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config_path: &Path) -> Result<(), String> {
     survive_file_size_limit()?;
+    // Before the token is opened, so its errors at start are counted too.
+    signetd::telemetry::install();
     let config = signetd::Config::load(config_path).map_err(|e| e.to_string())?;
     // Refuse an unsafe socket directory before the PIN is read or the token touched.
     api::check_socket_directory(&config.listen.socket)
@@ -30,6 +32,16 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         ),
         None => None,
     };
+    // Like listen.http: Config::load refused a non-loopback address unless anonymous
+    // remote callers may read metrics.
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics.listen: cannot bind {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let tls = match &config.tls {
         Some(tls) => Some(api::TlsListener::bind(tls).await?),
         None => None,
@@ -44,6 +56,7 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         http,
         tls,
         max_connections: config.listen.max_connections,
+        metrics,
     };
     let http_addr = listeners
         .http
@@ -55,7 +68,12 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?,
     );
-    tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, "signetd serving");
+    let metrics_addr = listeners
+        .metrics
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
+    tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, metrics = %metrics_addr, "signetd serving");
     signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
     tracing::info!("signetd stopped");
