@@ -12,6 +12,7 @@ mod interop;
 mod keys;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod mint;
 mod publish;
 mod publishing;
