@@ -15,6 +15,9 @@ use crate::service::Service;
 /// the refusals still being counted, and closes the audit log with a `stop` record and
 /// a final checkpoint.
 pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Future<Output = ()>) {
+    // Once per process (the binary installs it earlier, before opening the token):
+    // daemons started in one test process share it.
+    crate::telemetry::install();
     let token = service.hsm().token();
     let started = Entry::new(Event::Start)
         .caller(CallerRecord::internal("daemon"))

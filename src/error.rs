@@ -88,6 +88,9 @@ pub enum Error {
     /// A lifecycle call from a caller that is not an admin.
     #[error("only admins may change keys or revocations")]
     NotAdmin,
+    /// A certificate holder that `[metrics] callers` does not name asked for metrics.
+    #[error("this caller may not read metrics: [metrics] callers does not name it")]
+    MetricsNotAllowed,
     /// A lifecycle call that the key's state does not allow.
     #[error("{0}")]
     Conflict(String),
@@ -129,7 +132,9 @@ impl Error {
         match self {
             Error::InvalidRequest(_) => "invalid_request",
             Error::Unauthenticated => "unauthenticated",
-            Error::CallerNotAllowed(_) | Error::CallerUnknown => "caller_not_allowed",
+            Error::CallerNotAllowed(_) | Error::CallerUnknown | Error::MetricsNotAllowed => {
+                "caller_not_allowed"
+            }
             Error::RawSignDisabled(_) => "raw_sign_disabled",
             Error::MintDisabled(_) => "mint_disabled",
             Error::UnknownIssuer(_) => "unknown_issuer",

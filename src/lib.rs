@@ -18,6 +18,7 @@
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]`, `[limits]` and `[cors]` tables (rates as `"N/s"`), each issuer's `profile`, and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
 //! | [`store`] | state behind ports: the replay store, the revocation store, key metadata ([`store::KeyMetadata`]: key records, state history, certificates, the CA chain), the lifecycle lease replicas take turns by ([`store::LeaseStore`]) and the changes they push to each other ([`store::ChangeFeed`], PostgreSQL `LISTEN/NOTIFY`); the daemon's implementation is an SQL database, SQLite by default or PostgreSQL, through one pool and one set of statements (docs/state.md), which also imports what earlier versions kept as token objects |
+//! | [`telemetry`] | Prometheus metrics: every family's name, labels and recording function (no-ops until the daemon installs the process's recorder), and the text `GET /metrics` serves (docs/metrics.md); imports nothing of signetd |
 //! | [`keys`] | keys: key pairs in the token, everything else about them in the state store; inventory (the two matched by `CKA_ID`, disagreements reported), generation, states; the in-memory registry, built from the last good view, and the revoked tokens' view ([`keys::RevokedTokens`]: one insert per revocation, incremental reads of the store) ([`keys::carry`] merges each reading, so a failed or empty reading never unpublishes keys, and a key gone from the token stays published until its tokens expire); JWKs |
 //! | [`attest`] | the attestation CA (its key in the token, its chain in the state store), key certificates, the signetd extension, chain verification |
 //! | [`token`] | JWS encoding, the claims policy, verification; each issuer's JWT profile ([`token::profile`]: `jwt`, RFC 9068 `at+jwt`, SPIFFE `jwt-svid`, custom `typ`) and SPIFFE IDs ([`token::spiffe`]) |
@@ -26,7 +27,7 @@
 //! | [`ceremony`] | signed ceremony transcripts |
 //! | [`service`] | the facade handlers call: mint, sign, [`service::verify`], [`service::admin`], a `jwt-svid` issuer's SPIFFE bundle ([`service::spiffe`]), what each records in the audit log (refusals one by one for named callers, counted per interval for others); the rate limits per principal and issuer ([`service::limits`]); `service::publishing`: reloads through the merge, `key_missing` reports, and what `/readyz` checks (can sign now); [`service::leases`]: the lifecycle lease among replicas; [`service::follow`]: reload on a change pushed by the store; [`service::settings`]: the config with the policy and rate limits built from it, swapped whole by a reload (SIGHUP; [`config::reload`] says what may change without a restart) and taken once per request; [`service::wiring`] builds its ports from the config |
 //! | [`lifecycle`] | the timer that activates, archives and rotates keys (under the lifecycle lease when replicas share the store) and rebuilds the registry |
-//! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors; CORS on the public documents only ([`api::cors`]); transports: the Unix socket (`SO_PEERCRED`), TLS (rustls, client certificates, CRL, reload) and loopback-only plain HTTP; [`api::limits`]: connection slots per principal, head and idle limits, the declared-length and deadline layers; [`api::request_id`]: the `X-Request-Id` of every response and the `request` span around every log line of a request |
+//! | [`api`] | the axum router, handlers, every request/response/error body ([`api::wire`]), the HTTP-only refusals and the one error-to-HTTP mapping ([`api::error::ApiError`]), extractors; CORS on the public documents only ([`api::cors`]); transports: the Unix socket (`SO_PEERCRED`), TLS (rustls, client certificates, CRL, reload) and loopback-only plain HTTP; [`api::limits`]: connection slots per principal, head and idle limits, the declared-length and deadline layers; [`api::request_id`]: the `X-Request-Id` of every response and the `request` span around every log line of a request; [`api::metrics`]: `GET /metrics`, the request counter, the `[metrics] listen` router |
 //! | [`daemon`] | the whole daemon as one future: HTTP and the lifecycle until shutdown, and an audit record for each change of the token's health (`hsm_outage`, `hsm_recovered`) |
 //! | [`client`] | the HTTP client of the CLI, the tests and the benchmark, over the socket, TCP, or TLS with a client certificate; on a Unix socket it checks who listens (`SO_PEERCRED`) before sending |
 //!
@@ -98,6 +99,7 @@ pub mod policy;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod util;
 

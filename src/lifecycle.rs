@@ -103,6 +103,10 @@ pub async fn tick(service: &Service, now: u64) -> Result<Vec<String>, Error> {
         Ok(pruned) => changes.push(format!("pruned {pruned} expired token revocations")),
         Err(e) => tracing::error!(error = %e, "cannot prune token revocations"),
     }
+    match service.replay_store().live(now).await {
+        Ok(jtis) => crate::telemetry::replay_store_jtis(jtis),
+        Err(e) => tracing::warn!(error = %e, "cannot count single-use jtis for the metrics"),
+    }
     service.reload().await?;
     Ok(changes)
 }

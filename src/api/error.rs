@@ -116,7 +116,8 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::CallerUnknown
         | Error::RawSignDisabled(_)
         | Error::MintDisabled(_)
-        | Error::NotAdmin => StatusCode::FORBIDDEN,
+        | Error::NotAdmin
+        | Error::MetricsNotAllowed => StatusCode::FORBIDDEN,
         Error::UnknownIssuer(_) | Error::UnknownKey(_) | Error::NoSpiffeBundle(_) => {
             StatusCode::NOT_FOUND
         }

@@ -15,6 +15,7 @@ use super::wire;
 use crate::identity::Principal;
 use crate::keys::{KeyState, Published};
 use crate::service::Service;
+use crate::telemetry::{Operation, timed};
 
 type Svc = State<Arc<Service>>;
 
@@ -24,7 +25,7 @@ pub async fn mint(
     caller: Principal,
     ApiJson(request): ApiJson<wire::MintRequest>,
 ) -> Result<Json<wire::MintedToken>, ApiError> {
-    let minted = svc.mint(&caller, request.into()).await?;
+    let minted = timed(Operation::Mint, svc.mint(&caller, request.into())).await?;
     Ok(Json(minted.into()))
 }
 
@@ -34,7 +35,7 @@ pub async fn sign(
     caller: Principal,
     ApiJson(request): ApiJson<wire::SignRequest>,
 ) -> Result<Json<wire::SignedData>, ApiError> {
-    let signed = svc.sign(&caller, request.into()).await?;
+    let signed = timed(Operation::Sign, svc.sign(&caller, request.into())).await?;
     Ok(Json(signed.into()))
 }
 
@@ -95,7 +96,7 @@ pub async fn verify(
     caller: Principal,
     ApiJson(request): ApiJson<wire::VerifyRequest>,
 ) -> Result<Json<wire::Verified>, ApiError> {
-    let verified = svc.verify(&caller, request.into()).await?;
+    let verified = timed(Operation::Verify, svc.verify(&caller, request.into())).await?;
     Ok(Json(verified.into()))
 }
 

@@ -22,6 +22,7 @@ pub mod cors;
 pub mod error;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod path;
 pub mod request_id;
 pub mod transport;
@@ -57,6 +58,8 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// The HTTPS listener: callers identified by their client certificates.
     pub tls: Option<TlsListener>,
+    /// The `[metrics] listen` listener: `GET /metrics` and nothing else, to anyone.
+    pub metrics: Option<TcpListener>,
     /// Most concurrent connections per listener.
     pub max_connections: usize,
 }
@@ -118,12 +121,14 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         // Chooses by method and path itself, so it can answer a preflight `OPTIONS`,
         // which no route has.
         .layer(middleware::from_fn_with_state(service.clone(), cors::cors))
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(metrics::count_requests))
         // Outermost: every response carries the id, refusals and fallbacks included.
         .layer(middleware::from_fn(request_id::layer))
         .with_state(service)
@@ -197,8 +202,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let caps = limits::ConnectionLimits::new(listeners.max_connections, &service.config().limits);
-    let listening =
-        1 + usize::from(listeners.http.is_some()) + usize::from(listeners.tls.is_some());
+    let listening = 1
+        + usize::from(listeners.http.is_some())
+        + usize::from(listeners.tls.is_some())
+        + usize::from(listeners.metrics.is_some());
     limits::raise_open_files_limit(listening * listeners.max_connections);
     let router = router(service);
     let cancel = CancellationToken::new();
@@ -215,6 +222,15 @@ pub async fn serve(
         tracker.spawn(transport::accept_loop(
             tls,
             router.clone(),
+            caps.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(metrics) = listeners.metrics {
+        tracker.spawn(transport::accept_loop(
+            metrics,
+            metrics::metrics_only(),
             caps.clone(),
             cancel.clone(),
             tracker.clone(),

@@ -133,6 +133,7 @@ impl RefusalAggregator {
         code: &str,
         now: u64,
     ) -> Vec<Entry> {
+        crate::telemetry::audit_refusal(true);
         let closed = self.take_closed(now);
         self.window = Some(now / self.interval);
         let slot = match self.index.get(&caller) {

@@ -192,7 +192,13 @@ fn append_or_cut(
     len: &mut u64,
     bytes: &[u8],
 ) -> Result<(), (std::io::Error, bool)> {
-    match file.write_bytes(bytes).and_then(|()| file.sync_data()) {
+    let synced = file.write_bytes(bytes).and_then(|()| {
+        let started = std::time::Instant::now();
+        let synced = file.sync_data();
+        crate::telemetry::audit_fsync(started.elapsed());
+        synced
+    });
+    match synced {
         Ok(()) => {
             *len += bytes.len() as u64;
             Ok(())

@@ -12,6 +12,8 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
     survive_file_size_limit()?;
     // At once: SIGHUP's default action would kill the daemon while it starts.
     let hangups = hangups()?;
+    // Before the token is opened, so its errors at start are counted too.
+    signetd::telemetry::install();
     let config = signetd::Config::load(config_path).map_err(|e| e.to_string())?;
     // Refuse an unsafe socket directory before the PIN is read or the token touched.
     api::check_socket_directory(&config.listen.socket)
@@ -32,6 +34,16 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         ),
         None => None,
     };
+    // Like listen.http: Config::load refused a non-loopback address unless anonymous
+    // remote callers may read metrics.
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics.listen: cannot bind {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let tls = match &config.tls {
         Some(tls) => Some(api::TlsListener::bind(tls).await?),
         None => None,
@@ -46,6 +58,7 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         http,
         tls,
         max_connections: config.listen.max_connections,
+        metrics,
     };
     let http_addr = listeners
         .http
@@ -58,7 +71,12 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
             .map_err(|e| format!("{e} ({})", e.code()))?,
     );
     reload_on_sighup(hangups, config_path, service.clone(), tls_reloader);
-    tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, "signetd serving");
+    let metrics_addr = listeners
+        .metrics
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
+    tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, metrics = %metrics_addr, "signetd serving");
     signetd::daemon::run(listeners, service, shutdown_signal()).await;
     socket_file.remove();
     tracing::info!("signetd stopped");

@@ -60,6 +60,9 @@ pub struct Config {
     /// Cross-origin reads of the public endpoints (`[cors]`; none by default).
     #[serde(default)]
     pub cors: CorsConfig,
+    /// `GET /metrics` (`[metrics]`): who may read it, and its own listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// What the file says in a form that still works but is deprecated, one line each,
     /// for the daemon to log at start.
     #[serde(skip)]
@@ -366,6 +369,7 @@ impl Config {
             return Err(field_error("listen.max_connections", "must be at least 1"));
         }
         self.limits.validate(listen.max_connections)?;
+        self.metrics.validate()?;
         if !(1..=36_500).contains(&self.attestation.key_certificate_days) {
             return Err(field_error(
                 "attestation.key_certificate_days",
@@ -571,6 +575,7 @@ mod cors;
 pub mod files;
 mod issuer;
 mod limits;
+mod metrics;
 mod pkcs11;
 mod profile;
 pub mod reload;
@@ -583,6 +588,7 @@ mod tls;
 pub use cors::CorsConfig;
 pub use issuer::{IssuerConfig, is_issuer_name};
 pub use limits::{LimitsConfig, Rate};
+pub use metrics::MetricsConfig;
 pub use pkcs11::Pkcs11Config;
 pub use profile::ProfileConfig;
 pub use reload::ConfigChanges;

@@ -69,6 +69,7 @@ impl Config {
         fixed("audit", self.audit == new.audit);
         fixed("store", self.store == new.store);
         fixed("replica", self.replica == new.replica);
+        fixed("metrics.listen", self.metrics.listen == new.metrics.listen);
         let (old_limits, new_limits) = (&self.limits, &new.limits);
         fixed(
             "limits.max_connections_per_principal",
@@ -95,6 +96,11 @@ impl Config {
         reloadable("attestation", self.attestation == new.attestation);
         reloadable("lifecycle", self.lifecycle == new.lifecycle);
         reloadable("cors", self.cors == new.cors);
+        reloadable(
+            "metrics",
+            self.metrics.callers == new.metrics.callers
+                && self.metrics.allow_anonymous == new.metrics.allow_anonymous,
+        );
         reloadable(
             "limits",
             old_limits.rate_per_principal == new_limits.rate_per_principal

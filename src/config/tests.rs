@@ -213,3 +213,27 @@ fn a_replica_name_is_checked_before_it_goes_into_audit_records() {
         assert!(err(&with(bad)).starts_with("replica.name:"), "{bad:?}");
     }
 }
+
+#[test]
+fn the_metrics_listener_is_on_loopback_unless_anonymous_callers_may_read_metrics() {
+    let parse = |metrics: &str| Config::parse(&format!("{BASE}[metrics]\n{metrics}"));
+    let config = parse("listen = \"127.0.0.1:9464\"\n").unwrap();
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert!(!config.metrics.allow_anonymous && config.metrics.callers.is_empty());
+    let e = parse("listen = \"0.0.0.0:9464\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("metrics.listen") && e.contains("allow_anonymous"),
+        "{e}"
+    );
+    assert!(parse("listen = \"0.0.0.0:9464\"\nallow_anonymous = true\n").is_ok());
+    let e = parse("listen_on = \"127.0.0.1:9464\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listen_on"), "{e}");
+    assert!(Config::parse(BASE).unwrap().metrics.listen.is_none());
+}

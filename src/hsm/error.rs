@@ -165,6 +165,10 @@ impl From<HsmError> for SignError {
 
 impl From<CryptokiError> for HsmError {
     fn from(err: CryptokiError) -> Self {
+        // Every failed call's error passes through here once: the place to count it.
+        if let CryptokiError::Pkcs11(rv, function) = &err {
+            crate::telemetry::hsm_error(format!("C_{function:?}"), ckr_name(rv));
+        }
         match err {
             CryptokiError::Pkcs11(RvError::PinIncorrect, Function::Login) => HsmError::PinIncorrect,
             CryptokiError::Pkcs11(RvError::PinLocked, Function::Login) => HsmError::PinLocked,

@@ -90,6 +90,7 @@ impl Health {
             return false;
         }
         state.now = next.clone();
+        crate::telemetry::hsm_health(next == HsmHealth::Ready);
         state.subscribers.retain(|s| s.send(next.clone()).is_ok());
         true
     }

@@ -282,6 +282,7 @@ impl SessionPool {
             async_channel::TrySendError::Full(_) => HsmError::Overloaded,
             async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
         })?;
+        crate::telemetry::hsm_queue_depth(self.jobs.len());
         let mut watch = Watch {
             pool: self,
             state: &state,
@@ -428,7 +429,9 @@ impl Worker {
     /// worker has its place); the session closes when `self` drops. Returns how it ended.
     fn run(mut self, queue: &async_channel::Receiver<Job>) -> JobEnd {
         while let Ok(job) = queue.recv_blocking() {
+            crate::telemetry::hsm_queue_depth(queue.len());
             self.reopen_if_due();
+            crate::telemetry::hsm_worker_busy(true);
             let end = match (&self.session, &self.broken) {
                 (Some(session), _) => catch_unwind(AssertUnwindSafe(|| job(Ok(session))))
                     .unwrap_or_else(|_| {
@@ -438,6 +441,7 @@ impl Worker {
                 (None, Some(why)) => job(Err(why)),
                 (None, None) => unreachable!("a worker without a session knows why"),
             };
+            crate::telemetry::hsm_worker_busy(false);
             if end == JobEnd::Abandoned {
                 return end;
             }

@@ -191,4 +191,28 @@ impl KeyRegistry {
     pub fn jwks(&self) -> &Published {
         &self.jwks
     }
+
+    /// Sets the `signetd_keys` gauge from this registry: how many keys each of
+    /// `issuers` (the configured ones, so labels stay bounded) has in each state. Zeros
+    /// are set too, so a state its last key left reads 0 rather than the old count.
+    pub fn count_keys<'a>(&self, issuers: impl IntoIterator<Item = &'a String>) {
+        const STATES: [KeyState; 5] = [
+            KeyState::Pending,
+            KeyState::Active,
+            KeyState::Retired,
+            KeyState::Archived,
+            KeyState::Revoked,
+        ];
+        for issuer in issuers {
+            let mut counts = [0usize; STATES.len()];
+            for key in self.by_kid.values().filter(|k| &k.issuer == issuer) {
+                if let Some(i) = STATES.iter().position(|&s| s == key.state) {
+                    counts[i] += 1;
+                }
+            }
+            for (state, count) in STATES.iter().zip(counts) {
+                crate::telemetry::keys(issuer, &state.to_string(), count);
+            }
+        }
+    }
 }

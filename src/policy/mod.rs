@@ -29,6 +29,9 @@ pub enum Action<'a> {
     SingleUseVerify,
     /// Use the lifecycle API (keys, token revocations).
     Admin,
+    /// Read `GET /metrics`: any local caller; over TLS those `[metrics] callers` names;
+    /// anonymous callers only with `[metrics] allow_anonymous`.
+    ReadMetrics,
 }
 
 /// One issuer's part of the policy.
@@ -44,6 +47,8 @@ pub struct Policy {
     issuers: BTreeMap<String, IssuerRule>,
     admins: Vec<CallerSelector>,
     single_use: Vec<CallerSelector>,
+    metrics: Vec<CallerSelector>,
+    anonymous_metrics: bool,
 }
 
 impl Policy {
@@ -63,6 +68,8 @@ impl Policy {
                 .collect(),
             admins: config.admin.callers.clone(),
             single_use: config.verify.single_use_callers.clone(),
+            metrics: config.metrics.callers.clone(),
+            anonymous_metrics: config.metrics.allow_anonymous,
         }
     }
 
@@ -83,9 +90,19 @@ impl Policy {
     /// Allows `principal` to take `action`, or says why not with the error the caller
     /// gets. Anonymous principals are refused every action as unauthenticated, except
     /// single-use verification, which names its permission (anyone may verify without
-    /// `single_use`).
+    /// `single_use`), and reading metrics, which `[metrics] allow_anonymous` may allow.
     pub fn decide(&self, principal: &Principal, action: Action<'_>) -> Result<(), Error> {
         let named = |selectors: &[CallerSelector]| selectors.iter().any(|s| s.matches(principal));
+        if action == Action::ReadMetrics {
+            return match principal {
+                // Whoever can reach the socket is on this host, like the metrics.
+                Principal::Local(_) => Ok(()),
+                Principal::Anonymous(_) if self.anonymous_metrics => Ok(()),
+                Principal::Anonymous(_) => Err(Error::Unauthenticated),
+                Principal::Remote { .. } if named(&self.metrics) => Ok(()),
+                Principal::Remote { .. } => Err(Error::MetricsNotAllowed),
+            };
+        }
         if action != Action::SingleUseVerify && !principal.is_authenticated() {
             return Err(Error::Unauthenticated);
         }
@@ -112,6 +129,7 @@ impl Policy {
             Action::SingleUseVerify => Err(Error::CallerNotAllowed(
                 "single-use verification".to_string(),
             )),
+            Action::ReadMetrics => unreachable!("decided above"),
         }
     }
 }

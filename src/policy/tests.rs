@@ -248,3 +248,36 @@ fn names_says_whether_any_list_names_a_principal() {
         assert!(!p.names(&principal), "{principal}");
     }
 }
+
+#[test]
+fn metrics_go_to_local_callers_named_certificate_holders_and_anonymous_ones_only_if_allowed() {
+    let with = |metrics: &str| {
+        Policy::new(&Config::parse(&format!("{CONFIG}\n[metrics]\n{metrics}")).unwrap())
+    };
+    let named = remote(Some("spiffe://ops.example/prometheus"), &[], [1; 32]);
+    let other = remote(Some("spiffe://ops.example/someone"), &[], [2; 32]);
+    let anonymous = Principal::Anonymous(Some("192.0.2.9:5000".parse().unwrap()));
+    let read = |p: &Policy, who: &Principal| code(p.decide(who, Action::ReadMetrics));
+
+    let p = with("callers = [\"spiffe://ops.example/prometheus\"]\n");
+    // Anyone who reaches the socket: no list needs to name a local caller.
+    assert_eq!(read(&p, &local(4242, 4242)), "ok");
+    assert_eq!(read(&p, &named), "ok");
+    assert_eq!(read(&p, &other), "caller_not_allowed");
+    assert_eq!(read(&p, &anonymous), "unauthenticated");
+    // Naming a caller for metrics lets it do nothing else.
+    assert_eq!(read(&policy(), &named), "caller_not_allowed");
+    assert_eq!(
+        code(p.decide(&named, Action::UseSigningRoutes)),
+        "caller_not_allowed"
+    );
+    assert!(!p.names(&named));
+
+    let open = with("allow_anonymous = true\n");
+    assert_eq!(read(&open, &anonymous), "ok");
+    assert_eq!(read(&open, &other), "caller_not_allowed");
+    assert_eq!(
+        code(open.decide(&anonymous, Action::Admin)),
+        "unauthenticated"
+    );
+}

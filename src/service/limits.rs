@@ -18,6 +18,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use crate::config::{Config, Rate};
 use crate::error::Error;
 use crate::identity::Principal;
+use crate::telemetry::LimitKind;
 
 /// Most principals whose recent use one issuer's limiter remembers.
 pub const MAX_TRACKED_PRINCIPALS: usize = 100_000;
@@ -136,10 +137,12 @@ impl RateLimits {
         };
         if let Err(not_until) = own {
             let wait = not_until.wait_time_from(self.clock.now());
+            crate::telemetry::rate_limited(issuer, LimitKind::Principal);
             return Err(refusal(issuer, "this caller's", wait));
         }
         if let Err(not_until) = limits.all.check() {
             let wait = not_until.wait_time_from(self.clock.now());
+            crate::telemetry::rate_limited(issuer, LimitKind::Issuer);
             return Err(refusal(issuer, "the issuer's", wait));
         }
         Ok(())

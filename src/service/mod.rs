@@ -255,6 +255,11 @@ impl Service {
         &self.hsm
     }
 
+    /// Single-use jtis.
+    pub fn replay_store(&self) -> &dyn ReplayStore {
+        &*self.replay
+    }
+
     /// Revoked tokens.
     pub fn revocation_store(&self) -> &dyn RevocationStore {
         &*self.revocations

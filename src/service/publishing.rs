@@ -181,6 +181,7 @@ impl Service {
             std::sync::Arc::new(registry(&self.config(), &merged).bridging(&self.registry()));
         let (appeared, back) = self.remember(&merged, ca_problems, mismatches);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = registry.clone();
+        registry.count_keys(self.config().issuers.keys());
         for gone in appeared {
             self.report_missing(&gone).await;
         }

@@ -69,6 +69,7 @@ impl Service {
         message: &str,
     ) {
         if self.policy().names(caller) {
+            crate::telemetry::audit_refusal(false);
             if self.admit_refusals(1) {
                 let mut entry = Entry::new(Event::Refused)
                     .caller(caller)

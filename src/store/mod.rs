@@ -56,6 +56,10 @@ pub trait ReplayStore: Send + Sync {
         now: u64,
         leeway: u64,
     ) -> BoxFuture<'a, Result<(), ReplayRefusal>>;
+
+    /// How many used jtis are remembered and still unexpired at `now`: one indexed
+    /// count, for the metrics' gauge at each lifecycle tick.
+    fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// A revoked token.

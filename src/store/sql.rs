@@ -374,6 +374,16 @@ impl SqlStore {
         Ok(first)
     }
 
+    async fn live_sql(&self, now: u64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM used_jtis WHERE expires_at >= $1")
+            .bind(int(now))
+            .fetch_one(self.pool())
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(failed("counting single-use jtis"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Deletes at most 1000 single-use rows expired before `now`; returns how many.
     pub async fn prune_used(&self, now: u64) -> Result<u64, StoreError> {
         Ok(sqlx::query(
@@ -566,6 +576,10 @@ impl ReplayStore for SqlStore {
                 }
             }
         })
+    }
+
+    fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(bounded("counting single-use jtis", self.live_sql(now)))
     }
 }
 

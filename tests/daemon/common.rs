@@ -545,6 +545,7 @@ impl TestDaemon {
             http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
             tls: None,
             max_connections: 1024,
+            metrics: None,
         };
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

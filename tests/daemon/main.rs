@@ -13,6 +13,7 @@ mod keys;
 mod lifecycle;
 mod limits;
 mod logs;
+mod metrics;
 mod mint;
 mod profiles;
 mod publish;

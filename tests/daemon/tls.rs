@@ -304,3 +304,39 @@ async fn the_server_certificate_is_replaced_while_a_client_keeps_minting() {
     assert_eq!(reply.status, 200);
     pki.server = new;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_over_tls_go_only_to_the_certificates_metrics_callers_names() {
+    generate_key("tls-metrics", Algorithm::Es256).await;
+    let pki = Pki::new();
+    let scraper_id = "spiffe://example.org/ns/monitoring/sa/prometheus";
+    let config = format!(
+        "{}[metrics]\ncallers = [{scraper_id:?}]\n",
+        issuer("tls-metrics", &["spiffe://example.org/ns/prod/*"])
+    );
+    let daemon = TlsDaemon::start(&config, &pki.tls).await;
+    let scraper = daemon.endpoint(pki.client(Some(&pki.ca.client(40, &[scraper_id], false))));
+    let minter = pki
+        .ca
+        .client(41, &["spiffe://example.org/ns/prod/sa/api"], false);
+    let minter = daemon.endpoint(pki.client(Some(&minter)));
+    let anonymous = daemon.endpoint(pki.client(None));
+    let metrics =
+        async |endpoint: &Endpoint| request(endpoint, Method::GET, "/metrics", &[], b"").await;
+
+    let served = metrics(&scraper).await;
+    assert_eq!(served.status, 200);
+    let text = String::from_utf8_lossy(&served.raw);
+    assert!(text.contains("# TYPE signetd_build_info gauge"), "{text}");
+    let refused = metrics(&minter).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (403, "caller_not_allowed")
+    );
+    let refused = metrics(&anonymous).await;
+    assert_eq!((refused.status, refused.code()), (401, "unauthenticated"));
+    // Reading metrics is all the scraper may do; the minter still mints.
+    let minted = mint(&scraper, "tls-metrics").await;
+    assert_eq!((minted.status, minted.code()), (403, "caller_not_allowed"));
+    assert_eq!(mint(&minter, "tls-metrics").await.status, 200);
+}

@@ -31,9 +31,12 @@ use tower::ServiceExt;
 
 use super::limits::ConnectionLimits;
 use crate::identity::Principal;
+use crate::telemetry::Transport;
 
 /// Something that accepts connections and says who is on the other end.
 pub(crate) trait Acceptor: Send + 'static {
+    /// Which transport this is, for the metrics' `transport` label.
+    const TRANSPORT: Transport;
     /// The connection stream.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Establishes an accepted connection: resolves to its stream and principal, or to
@@ -88,6 +91,7 @@ pub(crate) async fn accept_loop<A: Acceptor>(
             };
             let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(principal.clone());
+                request.extensions_mut().insert(A::TRANSPORT);
                 request
             });
             let connection = limits

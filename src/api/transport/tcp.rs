@@ -7,8 +7,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Acceptor;
 use crate::identity::Principal;
+use crate::telemetry::Transport;
 
 impl Acceptor for TcpListener {
+    const TRANSPORT: Transport = Transport::Tcp;
     type Io = TcpStream;
     type Pending = Ready<Option<(TcpStream, Principal)>>;
 

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Acceptor;
 use crate::config::TlsConfig;
 use crate::identity::{CertificateIdentity, Principal};
+use crate::telemetry::Transport;
 use crate::util::{BoxFuture, hex};
 
 /// The HTTPS listener: a TCP listener and the TLS configuration currently in force.
@@ -134,6 +135,7 @@ impl TlsReloader {
 }
 
 impl Acceptor for TlsListener {
+    const TRANSPORT: Transport = Transport::Tls;
     type Io = TlsStream<TcpStream>;
     type Pending = BoxFuture<'static, Option<(TlsStream<TcpStream>, Principal)>>;
 

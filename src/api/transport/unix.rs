@@ -10,8 +10,10 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::Acceptor;
 use crate::identity::{PeerCredentials, Principal};
+use crate::telemetry::Transport;
 
 impl Acceptor for UnixListener {
+    const TRANSPORT: Transport = Transport::Unix;
     type Io = UnixStream;
     type Pending = Ready<Option<(UnixStream, Principal)>>;
 

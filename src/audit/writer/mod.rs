@@ -251,9 +251,11 @@ impl Writer {
         if self.chain.bytes().is_empty() {
             return Ok(());
         }
+        let bytes = self.chain.bytes().len() as u64;
         match self.store.append(self.chain.bytes()) {
             Ok(()) => {
                 let records = self.chain.written();
+                crate::telemetry::audit_written(records, bytes);
                 self.schedule.written();
                 if self.health.written() {
                     tracing::warn!("the audit log is writable again; signing resumes");

@@ -36,6 +36,7 @@ impl TlsDaemon {
             http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
             tls: Some(tls_listener),
             max_connections: 64,
+            metrics: None,
         };
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
         let tls = listeners.tls.as_ref().unwrap().local_addr().unwrap();

@@ -1,0 +1,70 @@
+//! `GET /metrics`, and the router's count of requests by route, code and transport.
+//! (The handlers time the operations behind the signing and verify routes with
+//! [`telemetry::timed`].)
+//!
+//! The families themselves are [`crate::telemetry`]'s. Who may read them is the
+//! policy's decision ([`Action::ReadMetrics`]); the `[metrics] listen` listener serves
+//! only [`metrics_only`], to anyone who reaches it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::error::ApiError;
+use super::handlers;
+use crate::error::Error;
+use crate::identity::Principal;
+use crate::policy::Action;
+use crate::service::Service;
+use crate::telemetry::{self, Transport};
+
+/// The Prometheus text format's media type.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics` on the daemon's listeners: for the callers the policy allows.
+pub async fn metrics(
+    State(service): State<Arc<Service>>,
+    caller: Principal,
+) -> Result<Response, ApiError> {
+    service.policy().decide(&caller, Action::ReadMetrics)?;
+    exposition().await
+}
+
+/// The router of the `[metrics] listen` listener: `/metrics` and nothing else.
+pub fn metrics_only() -> Router {
+    Router::new()
+        .route("/metrics", get(exposition))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn(count_requests))
+}
+
+async fn exposition() -> Result<Response, ApiError> {
+    let text = telemetry::render()
+        .ok_or_else(|| Error::Internal("no metrics recorder is installed".to_string()))?;
+    let media_type = HeaderValue::from_static(TEXT_FORMAT);
+    Ok(([(header::CONTENT_TYPE, media_type)], text).into_response())
+}
+
+/// Counts every answered request by its route template (never the raw path: a caller
+/// chooses that), status code and transport. Outermost on the router.
+pub async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
+    // Attached by the accept loop; only a request made some other way lacks it.
+    let transport = request
+        .extensions()
+        .get::<Transport>()
+        .copied()
+        .unwrap_or(Transport::Tcp);
+    let response = next.run(request).await;
+    telemetry::http_request(&route, response.status().as_u16(), transport);
+    response
+}
