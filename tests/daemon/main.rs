@@ -17,6 +17,7 @@ mod operator;
 mod publish;
 mod publishing;
 mod replicas;
+mod sandbox;
 mod scale;
 mod sign;
 mod signatures;
