@@ -27,7 +27,8 @@ See docs/hsm-compatibility.md.
 Before that it makes sure that:
   - the system tools are there: softhsm2-util (softhsm2), pkcs11-tool
     (opensc), openssl (openssl), curl (curl; the TLS tests run it and
-    'openssl s_client' against the daemon), libclang (libclang-dev; kryoptic's
+    'openssl s_client' against the daemon), man (man-db), strace (strace) and
+    systemd-analyze (systemd) for the packaging tests, libclang (libclang-dev; kryoptic's
     build generates bindings with it), 'python3 -m venv' (python3-venv) and
     PostgreSQL's initdb and pg_ctl (postgresql; the state store's tests run on
     SQLite and on PostgreSQL).
@@ -108,6 +109,11 @@ missing_packages() {
     command -v pkcs11-tool >/dev/null 2>&1 || pkgs+=(opensc)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
+    # The operator tests: man pages render (man-db), the unit's sandbox (strace, and
+    # systemd-analyze from systemd).
+    command -v man >/dev/null 2>&1 || pkgs+=(man-db)
+    command -v strace >/dev/null 2>&1 || pkgs+=(strace)
+    command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     [[ -n $(postgres_bin) ]] || pkgs+=(postgresql)
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)

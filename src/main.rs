@@ -5,7 +5,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// signetd: keeps token issuers' keys in a PKCS#11 token and signs for them.
 #[derive(Parser)]
@@ -62,6 +62,22 @@ enum Command {
         #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
         socket_owner: Option<String>,
     },
+    /// Config files: check one without touching the token.
+    #[command(subcommand)]
+    Config(cli::config::ConfigCommand),
+    /// Print the shell completion script for SHELL, for example
+    /// `signetd completions bash > /etc/bash_completion.d/signetd`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page signetd(1), or with --out write it and one page per
+    /// subcommand (signetd-keys-rotate.1, ...) into a directory.
+    Man {
+        /// Write every page into this directory (created if missing) and list them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +116,9 @@ fn main() -> ExitCode {
                 socket,
                 socket_owner,
             } => cli::serve::status(socket, socket_owner.as_deref()).await,
+            Command::Config(command) => cli::config::run(command),
+            Command::Completions { shell } => cli::manual::completions(Cli::command(), shell),
+            Command::Man { out } => cli::manual::man(Cli::command(), out.as_deref()),
         }
     });
     match result {

@@ -4,8 +4,10 @@
 pub mod attest;
 pub mod audit;
 pub mod ceremony;
+pub mod config;
 pub mod keys;
 pub mod log;
+pub mod manual;
 pub mod serve;
 pub mod store;
 pub mod token;

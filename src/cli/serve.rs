@@ -77,10 +77,25 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         .and_then(|l| l.local_addr().ok())
         .map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
     tracing::info!(socket = %socket.display(), http = %http_addr, tls = %tls_addr, metrics = %metrics_addr, "signetd serving");
-    signetd::daemon::run(listeners, service, shutdown_signal()).await;
+    notify_systemd(sd_notify::NotifyState::Ready);
+    let shutdown = async {
+        shutdown_signal().await;
+        notify_systemd(sd_notify::NotifyState::Stopping);
+    };
+    signetd::daemon::run(listeners, service, shutdown).await;
     socket_file.remove();
     tracing::info!("signetd stopped");
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`, packaging/signetd.service) how the daemon is doing:
+/// ready once it is logged in to the token and every listener is bound, so units
+/// ordered after signetd start when it can sign; stopping once shutdown begins. Without
+/// `NOTIFY_SOCKET` (not under systemd) this does nothing.
+fn notify_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+    }
 }
 
 fn hangups() -> Result<tokio::signal::unix::Signal, String> {

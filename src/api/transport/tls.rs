@@ -69,6 +69,13 @@ impl TlsListener {
         })
     }
 
+    /// Reads and checks the files `config` names as [`TlsListener::bind`] does, without
+    /// binding the address (for `signetd config check`); returns the SHA-256 of the
+    /// leaf certificate. Every error names the config key at fault.
+    pub fn check_files(config: &TlsConfig) -> Result<[u8; 32], String> {
+        files::server_config(config).map(|(_, leaf)| leaf)
+    }
+
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.local_addr()
