@@ -53,6 +53,9 @@ enum Command {
         #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
         socket_owner: Option<String>,
     },
+    /// Print the API's OpenAPI 3.1 document (as served at /openapi.json and committed as
+    /// docs/openapi.json).
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +101,12 @@ fn main() -> ExitCode {
                 socket,
                 socket_owner,
             } => cli::serve::status(socket, socket_owner.as_deref()).await,
+            Command::Openapi => {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(signetd::api::openapi::json())
+                    .map_err(|e| format!("cannot write the document: {e}"))
+            }
         }
     });
     match result {

@@ -1,6 +1,8 @@
 //! The HTTP room: one axum router, served on the Unix socket, on TLS and on plain TCP.
 //!
-//! [`router`] wires paths to [`handlers`]; [`serve`] runs the accept loops of
+//! [`router`] serves the route table of [`routes`] (each route's path and method come
+//! from its handler's `#[utoipa::path]`), and [`openapi`] describes the same table as an
+//! OpenAPI 3.1 document; [`serve`] runs the accept loops of
 //! [`transport`] until the shutdown future completes, then drains connections.
 //!
 //! - [`wire`]: every request, response and error body, with conversions to and from the
@@ -18,7 +20,9 @@ pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod limits;
+pub mod openapi;
 pub mod path;
+pub mod routes;
 pub mod transport;
 pub mod wire;
 
@@ -29,7 +33,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,12 +59,11 @@ pub struct Listeners {
     pub max_connections: usize,
 }
 
-/// The router, the same on every transport.
+/// The router, the same on every transport: the groups of [`routes`], each behind its
+/// layers.
 pub fn router(service: Arc<Service>) -> Router {
     let deadline = service.config().limits.request_timeout();
-    let signing = Router::new()
-        .route("/v1/tokens", post(handlers::mint))
-        .route("/v1/sign", post(handlers::sign))
+    let signing = routes::signing()
         .route_layer(middleware::from_fn(limits::declared_length))
         // Authenticate before reading a body: anonymous callers get 401 whatever they
         // send, and local callers that no issuer names get 403.
@@ -69,12 +71,7 @@ pub fn router(service: Arc<Service>) -> Router {
             service.clone(),
             require_known_caller,
         ));
-    let admin = Router::new()
-        .route("/v1/keys", post(handlers::admin_generate))
-        .route("/v1/issuers/{name}/rotate", post(handlers::admin_rotate))
-        .route("/v1/keys/{kid}/retire", post(handlers::admin_retire))
-        .route("/v1/keys/{kid}/revoke", post(handlers::admin_revoke))
-        .route("/v1/revocations", post(handlers::admin_revoke_token))
+    let admin = routes::admin()
         .route_layer(middleware::from_fn(limits::declared_length))
         // Admins are checked before any body is read.
         .route_layer(middleware::from_fn_with_state(
@@ -90,23 +87,18 @@ pub fn router(service: Arc<Service>) -> Router {
             service.clone(),
             audit_refusals,
         ));
-    let verify = Router::new()
-        .route("/v1/verify", post(handlers::verify))
+    let verify = routes::verify()
         .route_layer(middleware::from_fn(limits::declared_length))
         .route_layer(middleware::from_fn_with_state(deadline, limits::deadline));
-    Router::new()
-        .merge(audited)
+    let (router, _) = audited
         .merge(verify)
-        .route("/v1/revocations", get(handlers::revocations))
-        .route("/.well-known/jwks.json", get(handlers::jwks))
-        .route("/v1/keys", get(handlers::keys))
-        .route("/v1/keys/{kid}", get(handlers::key))
-        .route("/v1/keys/{kid}/attestation", get(handlers::attestation))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
+        .merge(routes::public())
+        .split_for_parts();
+    router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(axum::Extension(handlers::OpenApiJson(openapi::json())))
         .with_state(service)
 }
 
