@@ -13,6 +13,7 @@ mod keys;
 mod lifecycle;
 mod limits;
 mod mint;
+mod openapi;
 mod publish;
 mod publishing;
 mod replicas;

@@ -14,6 +14,7 @@ use crate::token;
 /// The body of `POST /v1/tokens`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"issuer": "auth", "aud": "api", "sub": "alice", "ttl_seconds": 30, "claims": {"scope": "read"}}))]
 pub struct MintRequest {
     /// Name of the issuer (a key of `[issuers]` in the config).
     #[schema(example = "auth")]
@@ -23,7 +24,6 @@ pub struct MintRequest {
     #[schema(example = "alice")]
     pub sub: Option<String>,
     /// The `aud` claim; every value must be one the issuer allows.
-    #[schema(example = "api")]
     pub aud: Audience,
     /// Requested lifetime; default and maximum are the issuer's `max_ttl_seconds`.
     #[serde(default)]
@@ -31,12 +31,13 @@ pub struct MintRequest {
     pub ttl_seconds: Option<u64>,
     /// Custom claims, under the issuer's size cap and claim rules.
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"scope": "read"}))]
+    #[schema(value_type = Object)]
     pub claims: Map<String, Value>,
 }
 
 /// `aud`: one audience as a string, or several as an array.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[schema(example = "api")]
 #[serde(untagged)]
 pub enum Audience {
     /// A single audience.
@@ -69,6 +70,7 @@ impl From<MintRequest> for token::MintRequest {
 /// The body of `POST /v1/sign`: exactly one of `digest` and `message`, base64url.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"issuer": "raw", "message": "aGVsbG8", "format": "jws"}))]
 pub struct SignRequest {
     /// The issuer whose active key signs.
     #[schema(example = "raw")]
