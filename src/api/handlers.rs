@@ -40,7 +40,7 @@ pub async fn mint(
     summary = "Make a raw signature (raw-signing issuers only)",
     description = "Send exactly one of `digest` (ES256 only) and `message`.",
     request_body = wire::SignRequest,
-    responses((status = 200, description = "The signature, audited", body = wire::SignedData), errors::Mint),
+    responses((status = 200, description = "The signature, audited", body = wire::SignedData), errors::Sign),
     security(("peerCredentials" = []), ("mutualTLS" = [])))]
 pub async fn sign(
     State(svc): Svc,

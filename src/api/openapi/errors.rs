@@ -238,8 +238,10 @@ macro_rules! sets {
 }
 
 sets! {
-    /// `POST /v1/tokens` and `POST /v1/sign`.
+    /// `POST /v1/tokens`.
     Mint: 400, 401, 403, 404, 408, 413, 415, 422, 500, 503;
+    /// `POST /v1/sign`: no claims, so no 422.
+    Sign: 400, 401, 403, 404, 408, 413, 415, 500, 503;
     /// `POST /v1/verify`.
     Verify: 400, 401, 403, 408, 413, 415, 422, 500, 503;
     /// Admin calls with a body naming an issuer: `POST /v1/keys`.
