@@ -78,6 +78,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Print the API's OpenAPI 3.1 document (as served at /openapi.json and committed as
+    /// docs/openapi.json).
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +122,12 @@ fn main() -> ExitCode {
             Command::Config(command) => cli::config::run(command),
             Command::Completions { shell } => cli::manual::completions(Cli::command(), shell),
             Command::Man { out } => cli::manual::man(Cli::command(), out.as_deref()),
+            Command::Openapi => {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(signetd::api::openapi::json())
+                    .map_err(|e| format!("cannot write the document: {e}"))
+            }
         }
     });
     match result {

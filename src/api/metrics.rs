@@ -13,7 +13,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use super::error::ApiError;
 use super::handlers;
@@ -27,6 +26,12 @@ use crate::telemetry::{self, Transport};
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics` on the daemon's listeners: for the callers the policy allows.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    summary = "Prometheus metrics, text exposition format 0.0.4",
+    description = "Any local caller on the Unix socket; over TLS the certificates `[metrics] callers` names; anonymous callers only with `[metrics] allow_anonymous`. docs/metrics.md lists the families.",
+    responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        super::openapi::errors::Metrics),
+    security((), ("peerCredentials" = []), ("mutualTLS" = [])))]
 pub async fn metrics(
     State(service): State<Arc<Service>>,
     caller: Principal,
@@ -37,14 +42,18 @@ pub async fn metrics(
 
 /// The router of the `[metrics] listen` listener: `/metrics` and nothing else.
 pub fn metrics_only() -> Router {
-    Router::new()
-        .route("/metrics", get(exposition))
+    let (router, _) = super::routes::metrics_listener().split_for_parts();
+    router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn(count_requests))
 }
 
-async fn exposition() -> Result<Response, ApiError> {
+/// `GET /metrics` on the `[metrics] listen` listener, to anyone who reaches it. Not in
+/// the API document: that listener serves nothing else.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metricsListener",
+    responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
+pub async fn exposition() -> Result<Response, ApiError> {
     let text = telemetry::render()
         .ok_or_else(|| Error::Internal("no metrics recorder is installed".to_string()))?;
     let media_type = HeaderValue::from_static(TEXT_FORMAT);

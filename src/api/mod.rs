@@ -1,6 +1,8 @@
 //! The HTTP room: one axum router, served on the Unix socket, on TLS and on plain TCP.
 //!
-//! [`router`] wires paths to [`handlers`]; [`serve`] runs the accept loops of
+//! [`router`] serves the route table of [`routes`] (each route's path and method come
+//! from its handler's `#[utoipa::path]`), and [`openapi`] describes the same table as an
+//! OpenAPI 3.1 document; [`serve`] runs the accept loops of
 //! [`transport`] until the shutdown future completes, then drains connections.
 //!
 //! - [`wire`]: every request, response and error body, with conversions to and from the
@@ -23,8 +25,10 @@ pub mod error;
 pub mod handlers;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod path;
 pub mod request_id;
+pub mod routes;
 pub mod transport;
 pub mod wire;
 
@@ -35,7 +39,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,11 +67,10 @@ pub struct Listeners {
     pub max_connections: usize,
 }
 
-/// The router, the same on every transport.
+/// The router, the same on every transport: the groups of [`routes`], each behind its
+/// layers.
 pub fn router(service: Arc<Service>) -> Router {
-    let signing = Router::new()
-        .route("/v1/tokens", post(handlers::mint))
-        .route("/v1/sign", post(handlers::sign))
+    let signing = routes::signing()
         .route_layer(middleware::from_fn(limits::declared_length))
         // Authenticate before reading a body: anonymous callers get 401 whatever they
         // send, and local callers that no issuer names get 403.
@@ -76,12 +78,7 @@ pub fn router(service: Arc<Service>) -> Router {
             service.clone(),
             require_known_caller,
         ));
-    let admin = Router::new()
-        .route("/v1/keys", post(handlers::admin_generate))
-        .route("/v1/issuers/{name}/rotate", post(handlers::admin_rotate))
-        .route("/v1/keys/{kid}/retire", post(handlers::admin_retire))
-        .route("/v1/keys/{kid}/revoke", post(handlers::admin_revoke))
-        .route("/v1/revocations", post(handlers::admin_revoke_token))
+    let admin = routes::admin()
         .route_layer(middleware::from_fn(limits::declared_length))
         // Admins are checked before any body is read.
         .route_layer(middleware::from_fn_with_state(
@@ -100,34 +97,24 @@ pub fn router(service: Arc<Service>) -> Router {
             service.clone(),
             audit_refusals,
         ));
-    let verify = Router::new()
-        .route("/v1/verify", post(handlers::verify))
+    let verify = routes::verify()
         .route_layer(middleware::from_fn(limits::declared_length))
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
             limits::deadline,
         ));
-    Router::new()
-        .merge(audited)
+    let (router, _) = audited
         .merge(verify)
-        .route("/v1/revocations", get(handlers::revocations))
-        .route("/.well-known/jwks.json", get(handlers::jwks))
-        .route("/v1/keys", get(handlers::keys))
-        .route("/v1/keys/{kid}", get(handlers::key))
-        .route("/v1/keys/{kid}/attestation", get(handlers::attestation))
-        .route(
-            "/v1/issuers/{name}/spiffe-bundle",
-            get(handlers::spiffe_bundle),
-        )
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(metrics::metrics))
+        .merge(routes::public())
+        .split_for_parts();
+    router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         // Chooses by method and path itself, so it can answer a preflight `OPTIONS`,
         // which no route has.
         .layer(middleware::from_fn_with_state(service.clone(), cors::cors))
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(axum::Extension(handlers::OpenApiJson(openapi::json())))
         .layer(middleware::from_fn(metrics::count_requests))
         // Outermost: every response carries the id, refusals and fallbacks included.
         .layer(middleware::from_fn(request_id::layer))

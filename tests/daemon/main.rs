@@ -15,6 +15,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod mint;
+mod openapi;
 mod operator;
 mod profiles;
 mod publish;

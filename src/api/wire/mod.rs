@@ -2,7 +2,7 @@
 //!
 //! The service speaks in domain types; this module holds their serde twins and the
 //! conversions between the two, so that the JSON a client sees is spelled out here and
-//! nowhere else (and an OpenAPI document can later be derived from here alone). The
+//! nowhere else, and the OpenAPI document ([`crate::api::openapi`]) is derived from here. The
 //! service never imports this module: [`crate::api`] depends on [`crate::service`], not
 //! the other way round.
 //!
@@ -14,16 +14,18 @@
 //! Names of request types match their domain twins on purpose: serde puts the type name
 //! into some messages ("expected struct MintRequest"), which clients already see.
 //!
-//! Two documents are not here: the JWKS and the revocation list are rendered once per
-//! registry build by [`crate::keys::KeyRegistry`] and served as cached bytes with an
-//! `ETag`. [`crate::keys::Jwk`] is likewise reused as is inside [`KeyView`]: its shape
+//! Two documents are rendered elsewhere: the JWKS and the revocation list are rendered
+//! once per registry build by [`crate::keys::KeyRegistry`] and served as cached bytes
+//! with an `ETag`; [`documents`] holds their schemas only. [`crate::keys::Jwk`] is likewise reused as is inside [`KeyView`]: its shape
 //! is fixed by RFC 7517, and it must match the JWKS byte for byte.
 
+pub mod documents;
 pub mod request;
 pub mod response;
 pub mod spiffe;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub use request::{
     Audience, GenerateRequest, MintRequest, RevokeTokenRequest, SignRequest, VerifyRequest,
@@ -35,7 +37,7 @@ pub use response::{
 pub use spiffe::SpiffeBundle;
 
 /// A signature algorithm, as JWS spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub enum Algorithm {
     /// ECDSA over P-256 with SHA-256.
     #[serde(rename = "ES256")]
@@ -55,7 +57,7 @@ impl From<crate::Algorithm> for Algorithm {
 }
 
 /// Where a key is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
     /// Published, not yet signing.
@@ -84,7 +86,7 @@ impl From<crate::keys::KeyState> for KeyState {
 }
 
 /// What a key signs, fixed when it is generated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyPurpose {
     /// JWTs the daemon mints.
@@ -103,7 +105,7 @@ impl From<crate::keys::KeyPurpose> for KeyPurpose {
 }
 
 /// Signature encodings `POST /v1/sign` takes and returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureFormat {
     /// The JWS form: raw `r‖s` for ES256, the plain signature for EdDSA.
@@ -132,14 +134,14 @@ impl From<crate::service::SignatureFormat> for SignatureFormat {
 }
 
 /// Every error response: `{"error":{"code":"…","message":"…"}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// The inside of an [`ErrorBody`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// The stable, machine-readable code clients match on.
     pub code: String,

@@ -5,32 +5,39 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::SignatureFormat;
 use crate::service;
 use crate::token;
 
 /// The body of `POST /v1/tokens`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"issuer": "auth", "aud": "api", "sub": "alice", "ttl_seconds": 30, "claims": {"scope": "read"}}))]
 pub struct MintRequest {
     /// Name of the issuer (a key of `[issuers]` in the config).
+    #[schema(example = "auth")]
     pub issuer: String,
     /// The `sub` claim.
     #[serde(default)]
+    #[schema(example = "alice")]
     pub sub: Option<String>,
     /// The `aud` claim; every value must be one the issuer allows.
     pub aud: Audience,
     /// Requested lifetime; default and maximum are the issuer's `max_ttl_seconds`.
     #[serde(default)]
+    #[schema(example = 30)]
     pub ttl_seconds: Option<u64>,
     /// Custom claims, under the issuer's size cap and claim rules.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub claims: Map<String, Value>,
 }
 
 /// `aud`: one audience as a string, or several as an array.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[schema(example = "api")]
 #[serde(untagged)]
 pub enum Audience {
     /// A single audience.
@@ -61,16 +68,19 @@ impl From<MintRequest> for token::MintRequest {
 }
 
 /// The body of `POST /v1/sign`: exactly one of `digest` and `message`, base64url.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"issuer": "raw", "message": "aGVsbG8", "format": "jws"}))]
 pub struct SignRequest {
     /// The issuer whose active key signs.
+    #[schema(example = "raw")]
     pub issuer: String,
     /// A SHA-256 digest (ES256 only).
     #[serde(default)]
     pub digest: Option<String>,
     /// A message: hashed on the host for ES256, signed whole for EdDSA.
     #[serde(default)]
+    #[schema(example = "aGVsbG8")]
     pub message: Option<String>,
     /// The signature encoding; `jws` when absent.
     #[serde(default)]
@@ -89,12 +99,13 @@ impl From<SignRequest> for service::SignRequest {
 }
 
 /// The body of `POST /v1/verify`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The compact JWS.
     pub token: String,
     /// The audience the caller expects; `aud` must contain it.
+    #[schema(example = "api")]
     pub audience: String,
     /// Reject a second verification of the same `jti` (needs permission).
     #[serde(default)]
@@ -112,7 +123,7 @@ impl From<VerifyRequest> for service::verify::VerifyRequest {
 }
 
 /// The body of `POST /v1/keys`. The service takes just the issuer's name.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     /// The issuer that gets its first key.
@@ -120,7 +131,7 @@ pub struct GenerateRequest {
 }
 
 /// The body of `POST /v1/revocations`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeTokenRequest {
     /// The `jti` to revoke.

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::{Algorithm, KeyPurpose, KeyState, SignatureFormat};
 use crate::keys::Jwk;
@@ -11,7 +12,7 @@ use crate::store;
 use crate::{hsm, service};
 
 /// A minted token, as `POST /v1/tokens` returns it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct MintedToken {
     /// The compact JWS.
     pub token: String,
@@ -38,7 +39,7 @@ impl From<service::MintedToken> for MintedToken {
 }
 
 /// A raw signature, as `POST /v1/sign` returns it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SignedData {
     /// The signature, base64url.
     pub signature: String,
@@ -62,11 +63,12 @@ impl From<service::SignedData> for SignedData {
 }
 
 /// A valid token, as `POST /v1/verify` returns it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Verified {
     /// Always true; failures are errors with a code.
     pub valid: bool,
     /// The token's claims.
+    #[schema(value_type = Object)]
     pub claims: Map<String, Value>,
     /// The key that signed it.
     pub kid: String,
@@ -86,7 +88,7 @@ impl From<service::verify::Verified> for Verified {
 }
 
 /// A key, as `GET /v1/keys/{kid}` and the admin calls return it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct KeyView {
     /// Key id.
     pub kid: String,
@@ -101,6 +103,7 @@ pub struct KeyView {
     /// Generation time, seconds since the epoch.
     pub created_at: u64,
     /// The public JWK, as the JWKS publishes it.
+    #[schema(value_type = super::documents::Jwk)]
     pub jwk: Jwk,
     /// What the token reports about the private key.
     pub token_attributes: KeyAttributes,
@@ -125,7 +128,7 @@ impl From<service::KeyView> for KeyView {
 }
 
 /// Security attributes of a private key, as the token reports them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct KeyAttributes {
     /// `CKA_SENSITIVE`.
     pub sensitive: bool,
@@ -152,7 +155,7 @@ impl From<hsm::KeyAttributes> for KeyAttributes {
 }
 
 /// Every key the token holds, as `GET /v1/keys` returns them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct KeyList {
     /// The keys, whatever their state.
     pub keys: Vec<KeyView>,
@@ -166,8 +169,11 @@ impl From<Vec<service::KeyView>> for KeyList {
     }
 }
 
-/// A revoked token, as `POST /v1/revocations` returns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+// Deserialize too: `super::documents` parses the revocation list that lists these.
+/// A revoked token, as `POST /v1/revocations` returns it and `GET /v1/revocations` lists
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RevokedToken {
     /// The token's `jti`.
     pub jti: String,
@@ -189,7 +195,7 @@ impl From<store::RevokedToken> for RevokedToken {
 
 /// `GET /healthz` and `GET /readyz`: `{"status":"ok"}` or `{"status":"ready"}`, with
 /// `"warnings"` when `/readyz` finds something wrong that does not stop signing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Health {
     /// What the probe found.
     pub status: HealthStatus,
@@ -200,7 +206,7 @@ pub struct Health {
 }
 
 /// The answer of a health probe that succeeded; failures are errors with a code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// The process serves requests (`/healthz`).

@@ -2,6 +2,7 @@
 //! keys are JWT authorities (`use: "jwt-svid"`), with the SPIFFE members.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::service;
 
@@ -9,7 +10,7 @@ use crate::service;
 ///
 /// `spiffe_sequence` is left out (it is optional): it must grow with every change of the
 /// bundle, across restarts and replicas, and signetd keeps no counter that does.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SpiffeBundle {
     /// The JWT authorities.
     pub keys: Vec<SpiffeJwk>,
@@ -20,7 +21,7 @@ pub struct SpiffeBundle {
 /// A JWT authority: only the members the bundle and JWT-SVID specifications define
 /// (which say to include no others), so no `alg`, and no `x5c` (in a SPIFFE bundle that
 /// names X.509 authorities; the attestation chain is at `/v1/keys/{kid}/attestation`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SpiffeJwk {
     /// `EC`.
     pub kty: String,
@@ -35,6 +36,7 @@ pub struct SpiffeJwk {
     pub kid: String,
     /// Always `jwt-svid`.
     #[serde(rename = "use")]
+    #[schema(value_type = String, pattern = "^jwt-svid$")]
     pub use_: &'static str,
 }
 
