@@ -4,18 +4,16 @@
 //!
 //! The families themselves are [`crate::telemetry`]'s. Who may read them is the
 //! policy's decision ([`Action::ReadMetrics`]); the `[metrics] listen` listener serves
-//! only [`metrics_only`], to anyone who reaches it.
+//! only [`exposition`], to anyone who reaches it.
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::handlers;
 use crate::error::Error;
 use crate::identity::Principal;
 use crate::policy::Action;
@@ -38,15 +36,6 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     service.policy().decide(&caller, Action::ReadMetrics)?;
     exposition().await
-}
-
-/// The router of the `[metrics] listen` listener: `/metrics` and nothing else.
-pub fn metrics_only() -> Router {
-    let (router, _) = super::routes::metrics_listener().split_for_parts();
-    router
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn(count_requests))
 }
 
 /// `GET /metrics` on the `[metrics] listen` listener, to anyone who reaches it. Not in

@@ -121,6 +121,15 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
+/// The router of the `[metrics] listen` listener: `/metrics` and nothing else.
+fn metrics_only() -> Router {
+    let (router, _) = routes::metrics_listener().split_for_parts();
+    router
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn(metrics::count_requests))
+}
+
 /// Records every refused signing or admin request (its caller, route and error code)
 /// before the refusal is sent: one by one for callers a policy names, counted per
 /// interval for everyone else ([`Service::note_refusal`]). Successful requests are
@@ -217,7 +226,7 @@ pub async fn serve(
     if let Some(metrics) = listeners.metrics {
         tracker.spawn(transport::accept_loop(
             metrics,
-            metrics::metrics_only(),
+            metrics_only(),
             caps.clone(),
             cancel.clone(),
             tracker.clone(),
