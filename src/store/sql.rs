@@ -74,6 +74,42 @@ pub struct SqlStore {
     first_uses: AtomicU64,
 }
 
+/// Longest a dropped SQLite store waits for its connections to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Drop for SqlStore {
+    /// An SQLite store's connections are closed one after another. Dropped as they are,
+    /// each connection's worker thread closes its own at the same moment, and two
+    /// `sqlite3_close` of one WAL file in one process can deadlock inside SQLite (one
+    /// closing the file, the other its WAL, each holding the lock the other waits for):
+    /// seen as a `signetd keys rotate` that never exited. Only on a multi-threaded
+    /// runtime, where a worker may block (the daemon and the CLI run on one), and bounded.
+    fn drop(&mut self) {
+        if !matches!(self.location, StoreLocation::Sqlite { .. }) || self.pool.is_closed() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::task::block_in_place(|| {
+            runtime.block_on(async {
+                if tokio::time::timeout(CLOSE_TIMEOUT, pool.close())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "the state store's connections did not close within {CLOSE_TIMEOUT:?}"
+                    );
+                }
+            });
+        });
+    }
+}
+
 pub(super) fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{what}: {e}"))
 }
