@@ -57,56 +57,48 @@ impl ConfigChanges {
 impl Config {
     /// How `new` differs from `self`.
     pub fn changes_to(&self, new: &Config) -> ConfigChanges {
-        let mut restart = Vec::new();
-        let mut fixed = |name: &'static str, same: bool| {
-            if !same {
-                restart.push(name);
-            }
-        };
-        fixed("pkcs11", self.pkcs11 == new.pkcs11);
-        fixed("listen", self.listen == new.listen);
-        fixed("tls", self.tls == new.tls);
-        fixed("audit", self.audit == new.audit);
-        fixed("store", self.store == new.store);
-        fixed("replica", self.replica == new.replica);
-        fixed("metrics.listen", self.metrics.listen == new.metrics.listen);
         let (old_limits, new_limits) = (&self.limits, &new.limits);
-        fixed(
-            "limits.max_connections_per_principal",
-            old_limits.max_connections_per_principal == new_limits.max_connections_per_principal,
-        );
-        fixed(
-            "limits.max_header_bytes",
-            old_limits.max_header_bytes == new_limits.max_header_bytes,
-        );
-        fixed(
-            "limits.idle_timeout_seconds",
-            old_limits.idle_timeout_seconds == new_limits.idle_timeout_seconds,
-        );
-
-        let mut sections = Vec::new();
-        let mut reloadable = |name: &'static str, same: bool| {
-            if !same {
-                sections.push(name);
-            }
-        };
-        reloadable("admin", self.admin == new.admin);
-        reloadable("verify", self.verify == new.verify);
-        reloadable("jwks", self.jwks == new.jwks);
-        reloadable("attestation", self.attestation == new.attestation);
-        reloadable("lifecycle", self.lifecycle == new.lifecycle);
-        reloadable("cors", self.cors == new.cors);
-        reloadable(
-            "metrics",
-            self.metrics.callers == new.metrics.callers
-                && self.metrics.allow_anonymous == new.metrics.allow_anonymous,
-        );
-        reloadable(
-            "limits",
-            old_limits.rate_per_principal == new_limits.rate_per_principal
-                && old_limits.rate_per_issuer == new_limits.rate_per_issuer
-                && old_limits.request_timeout_seconds == new_limits.request_timeout_seconds,
-        );
+        let restart = differing([
+            ("pkcs11", self.pkcs11 == new.pkcs11),
+            ("listen", self.listen == new.listen),
+            ("tls", self.tls == new.tls),
+            ("audit", self.audit == new.audit),
+            ("store", self.store == new.store),
+            ("replica", self.replica == new.replica),
+            ("metrics.listen", self.metrics.listen == new.metrics.listen),
+            (
+                "limits.max_connections_per_principal",
+                old_limits.max_connections_per_principal
+                    == new_limits.max_connections_per_principal,
+            ),
+            (
+                "limits.max_header_bytes",
+                old_limits.max_header_bytes == new_limits.max_header_bytes,
+            ),
+            (
+                "limits.idle_timeout_seconds",
+                old_limits.idle_timeout_seconds == new_limits.idle_timeout_seconds,
+            ),
+        ]);
+        let sections = differing([
+            ("admin", self.admin == new.admin),
+            ("verify", self.verify == new.verify),
+            ("jwks", self.jwks == new.jwks),
+            ("attestation", self.attestation == new.attestation),
+            ("lifecycle", self.lifecycle == new.lifecycle),
+            ("cors", self.cors == new.cors),
+            (
+                "metrics",
+                self.metrics.callers == new.metrics.callers
+                    && self.metrics.allow_anonymous == new.metrics.allow_anonymous,
+            ),
+            (
+                "limits",
+                old_limits.rate_per_principal == new_limits.rate_per_principal
+                    && old_limits.rate_per_issuer == new_limits.rate_per_issuer
+                    && old_limits.request_timeout_seconds == new_limits.request_timeout_seconds,
+            ),
+        ]);
         let (added, removed, changed) = diff(&self.issuers, &new.issuers);
         ConfigChanges {
             restart_required: restart,
@@ -116,6 +108,15 @@ impl Config {
             sections_changed: sections,
         }
     }
+}
+
+/// The names whose settings are not the same, in order.
+fn differing<const N: usize>(compared: [(&'static str, bool); N]) -> Vec<&'static str> {
+    compared
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Names added, removed and changed between two maps.
