@@ -9,7 +9,7 @@
 //! share one, and also an SQLite file (replicas on one host).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -267,12 +267,13 @@ async fn on_postgres_a_replica_killed_mid_rotation_leaves_the_other_serving_and_
     let mut a = token.serve(&config_a, &socket_a);
     let _b = token.serve(&config_b, &socket_b);
 
-    // A steady load at B for the whole test; every mint must succeed.
+    // A steady load at B for the whole test; every mint must succeed. The kids it
+    // received are shared so the test can wait for the load itself to see the new key.
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(Mutex::new(Vec::<String>::new()));
     let load = {
-        let (stop, socket) = (stop.clone(), socket_b.clone());
+        let (stop, socket, kids) = (stop.clone(), socket_b.clone(), served.clone());
         tokio::spawn(async move {
-            let mut kids = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let reply = post(
                     &socket,
@@ -281,10 +282,10 @@ async fn on_postgres_a_replica_killed_mid_rotation_leaves_the_other_serving_and_
                 )
                 .await;
                 assert_eq!(reply.status, 200, "B failed a mint: {:?}", reply.json);
-                kids.push(reply.json["kid"].as_str().unwrap().to_string());
+                let kid = reply.json["kid"].as_str().unwrap().to_string();
+                kids.lock().unwrap().push(kid);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            kids
         })
     };
 
@@ -319,12 +320,15 @@ async fn on_postgres_a_replica_killed_mid_rotation_leaves_the_other_serving_and_
         eventually(20, async || signs_with_next(&socket_b).await).await,
         "B never activated the pending key after A died"
     );
-    stop.store(true, Ordering::Relaxed);
-    let served = load.await.unwrap();
+    // The load saw the switch too (it may have been asleep when the probe above did).
+    let load_saw = |kid: &str| served.lock().unwrap().iter().any(|k| k == kid);
     assert!(
-        served.contains(&first) && served.contains(&next),
-        "{served:?}"
+        eventually(10, async || load_saw(&next)).await,
+        "the load at B never received a token under the new key"
     );
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(load_saw(&first), "the load never minted under the first key");
 
     // Restarted, A agrees with B on every key's state.
     drop(_b);
