@@ -22,11 +22,12 @@ pub async fn run(listeners: Listeners, service: Arc<Service>, shutdown: impl Fut
     let started = Entry::new(Event::Start)
         .caller(CallerRecord::internal("daemon"))
         .detail(format!(
-            "signetd {} pid {}, token {:?} serial {}; keys: {}",
+            "signetd {} pid {}, token {:?} serial {}{}{}",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             token.label,
             token.serial,
+            crate::service::rollback::START_KEYS,
             service.key_states()
         ));
     service.note(started).await;

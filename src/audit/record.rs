@@ -83,6 +83,11 @@ pub enum Event {
     /// the file's SHA-256 in `detail`, or `refused` with a `code` (`config_invalid`,
     /// `restart_required`) and why; a refused reload leaves the running config as it was.
     ConfigReload,
+    /// State that went backwards was found and moved forward: a key the state store
+    /// showed behind a state this log records (`kid`, `detail`: both states and the
+    /// record that witnessed the later one), or a token revocation (`jti`) the store
+    /// had lost. The store was restored from an older backup, or tampered with.
+    StateRollback,
 }
 
 /// Whether the action happened.

@@ -1,5 +1,5 @@
-//! `signetd store`: the state store's schema, for operators. Neither command needs the
-//! token or its PIN.
+//! `signetd store`: the state store's schema and backups, for operators. No command
+//! needs the token or its PIN.
 
 use clap::Subcommand;
 use signetd::Config;
@@ -16,6 +16,15 @@ pub enum StoreCommand {
     /// Connect to the store and report its schema version against this build's and the
     /// rows it holds. Exits 0 if the schema is current, 1 if not.
     Check(ConfigArg),
+    /// Write a consistent copy of the SQLite store to a new file (mode 0600) while the
+    /// daemon runs. PostgreSQL stores are backed up with pg_dump (docs/operations.md).
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The file to write; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Runs a `store` command.
@@ -23,6 +32,7 @@ pub async fn run(command: StoreCommand) -> Result<(), String> {
     let (migrate, args) = match command {
         StoreCommand::Migrate(args) => (true, args),
         StoreCommand::Check(args) => (false, args),
+        StoreCommand::Backup { config, out } => return backup(&config, &out).await,
     };
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
     let location = config
@@ -52,5 +62,20 @@ pub async fn run(command: StoreCommand) -> Result<(), String> {
             status.schema_version, status.expected_version
         ));
     }
+    Ok(())
+}
+
+/// `signetd store backup`.
+async fn backup(args: &ConfigArg, out: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let location = config
+        .store
+        .location(&config.audit.dir)
+        .map_err(|e| e.to_string())?;
+    let store = SqlStore::connect(&location)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.backup_to(out).await.map_err(|e| e.to_string())?;
+    println!("store {location} copied to {}", out.display());
     Ok(())
 }

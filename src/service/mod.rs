@@ -13,6 +13,7 @@ pub mod limits;
 mod publishing;
 pub mod record;
 mod refusals;
+pub mod rollback;
 pub mod settings;
 pub mod spiffe;
 pub mod verify;
@@ -163,6 +164,9 @@ pub struct Service {
     /// Each key's state as last recorded, so a reload records changes made outside the
     /// daemon exactly once.
     recorded_states: Mutex<HashMap<String, KeyState>>,
+    /// The furthest state of every key on record (the audit log, then this run): a
+    /// store showing less was put back, and is rolled forward.
+    witness: rollback::Witness,
     /// Refusals of unnamed callers being counted, and refusal records dropped.
     refusals: refusals::Refusals,
 }
@@ -179,6 +183,16 @@ impl Service {
     /// A service over `hsm` (the key pairs) and `ports`. Keys the state store and the
     /// token disagree about are logged and recorded (`key_missing`, `key_unknown`).
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
+        // Before anything is read for serving: state that went backwards is moved
+        // forward first, or the daemon does not start.
+        let witness = rollback::Witness::read_log(&config.audit.dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot read the audit log to check the state store for rollback: {e}"
+            ))
+        })?;
+        let rolled_forward = rollback::catch_up(&witness, &ports, unix_now())
+            .await
+            .map_err(|e| Error::Internal(format!("state rollback: {e}")))?;
         let (reading, ca_problems) = publishing::read(&hsm, &*ports.keys).await?;
         // Where the store and the token disagree, reported at every start (below, once
         // the service can write audit records), and never repaired here.
@@ -224,6 +238,7 @@ impl Service {
             revoked,
             key_records: ports.keys,
             recorded_states: Mutex::new(recorded_states),
+            witness,
             keys: RwLock::new(Arc::new(registry)),
             publishing: publishing::Publishing::new(&merged, problems, mismatches.clone()),
             replay: ports.replay,
@@ -235,6 +250,9 @@ impl Service {
             settings: RwLock::new(Arc::new(settings::Settings::new(config))),
             hsm,
         };
+        for entry in rolled_forward {
+            service.note(entry).await;
+        }
         service.report_mismatches(&mismatches).await;
         Ok(service)
     }

@@ -150,6 +150,7 @@ impl Service {
     /// is and fails; problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
         self.refresh_revocations().await;
+        self.catch_up_keys().await?;
         let (reading, ca_problems) = match read(&self.hsm, &*self.key_records).await {
             Ok(read) => read,
             Err(e) => {
@@ -192,6 +193,26 @@ impl Service {
             tracing::warn!(kid = %dropped.kid, issuer = %dropped.issuer, "missing key no longer published: every token it signed has expired");
         }
         self.record_outside_changes(&registry).await;
+        Ok(())
+    }
+
+    /// Moves forward any key the store shows behind a state this daemon recorded (the
+    /// store restored under it). A move that fails fails the reload, so the last good
+    /// view, which never had the key in the earlier state, stays.
+    async fn catch_up_keys(&self) -> Result<(), Error> {
+        let behind = self.witness.behind(&*self.key_records).await?;
+        if behind.is_empty() {
+            return Ok(());
+        }
+        let records = super::rollback::roll_forward(&*self.key_records, &behind, unix_now())
+            .await
+            .map_err(|e| {
+                tracing::error!("state rollback: {e}; the last good view is kept");
+                Error::Internal(format!("state rollback: {e}"))
+            })?;
+        for entry in records {
+            self.note(entry).await;
+        }
         Ok(())
     }
 

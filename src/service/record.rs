@@ -93,6 +93,7 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(kid.to_string(), state);
+        self.witness.raise(kid, state, "this run");
         if issuer == AUDIT_ISSUER {
             self.audit.forget_key();
         }
@@ -101,7 +102,7 @@ impl Service {
             .issuer(issuer)
             .kid(kid)
             .ok()
-            .detail(format!("now {state}"));
+            .detail(super::rollback::changed_detail(state));
         self.note(entry).await;
     }
 
@@ -117,6 +118,7 @@ impl Service {
                 .unwrap_or_else(|p| p.into_inner());
             let mut changes = Vec::new();
             for key in registry.all() {
+                self.witness.raise(&key.kid, key.state, "this run");
                 let before = recorded.insert(key.kid.clone(), key.state);
                 if before == Some(key.state) {
                     continue;
@@ -127,10 +129,7 @@ impl Service {
                         continue;
                     }
                 }
-                let detail = match before {
-                    Some(before) => format!("{before} -> {} outside the daemon", key.state),
-                    None => format!("new key, {}, made outside the daemon", key.state),
-                };
+                let detail = super::rollback::observed_detail(before, key.state);
                 changes.push(
                     Entry::new(Event::KeyObserved)
                         .caller(CallerRecord::internal("token"))

@@ -19,7 +19,7 @@ mod lease;
 mod notify;
 mod sql;
 #[cfg(test)]
-mod test_db;
+pub(crate) mod test_db;
 mod token_keys;
 mod token_revocations;
 

@@ -294,6 +294,40 @@ impl SqlStore {
         &self.pool
     }
 
+    /// Writes a consistent copy of an SQLite store to `dest` (a new file, mode 0600)
+    /// while the daemon may be writing to it (`VACUUM INTO`: one read transaction, so
+    /// the copy is the store as of one moment). A PostgreSQL store is backed up with the
+    /// server's own tools (`pg_dump`), which know its roles and point-in-time recovery.
+    pub async fn backup_to(&self, dest: &std::path::Path) -> Result<(), StoreError> {
+        if !matches!(self.location, StoreLocation::Sqlite { .. }) {
+            return Err(StoreError(format!(
+                "{} is a PostgreSQL database: back it up with pg_dump (docs/operations.md)",
+                self.location
+            )));
+        }
+        let shown = dest.display();
+        let text = dest
+            .to_str()
+            .ok_or_else(|| StoreError(format!("{shown}: the path must be UTF-8")))?;
+        // Created empty first, owner-only, and never over an existing file: the copy
+        // holds what the store does (revocations, key records).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dest)
+            .map_err(|e| StoreError(format!("cannot create {shown}: {e}")))?;
+        let written = sqlx::query("VACUUM INTO $1")
+            .bind(text)
+            .execute(self.pool())
+            .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(dest);
+            return Err(StoreError(format!("backing up the store to {shown}: {e}")));
+        }
+        Ok(())
+    }
+
     /// Opens the store and brings its schema up to date: what the daemon does at start.
     pub async fn open(location: &StoreLocation) -> Result<SqlStore, StoreError> {
         let store = Self::connect(location).await?;

@@ -217,6 +217,36 @@ impl TestToken {
     /// [`TestToken::serve`] run by a wrapper such as `prlimit --fsize=N`. The daemon's
     /// output goes to `serve.log` in the token's directory.
     pub fn serve_under(&self, wrapper: &[&str], config: &Path, socket: &Path) -> ServedDaemon {
+        let socket_arg = socket.display().to_string();
+        self.serve_until(wrapper, config, "ready", &mut || {
+            self.signetd(&["status", "--socket", &socket_arg]).0
+        })
+    }
+
+    /// Starts `signetd serve` and waits until it answers `/healthz` (it serves), ready
+    /// to sign or not: for daemons expected to start with problems.
+    pub fn serve_live(&self, config: &Path, socket: &Path) -> ServedDaemon {
+        // A blocking request of its own: callers may be inside a runtime already.
+        let healthy = || -> std::io::Result<bool> {
+            use std::io::{Read, Write};
+            let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+            stream.write_all(
+                b"GET /healthz HTTP/1.1\r\nHost: signetd\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            Ok(reply.starts_with("HTTP/1.1 200"))
+        };
+        self.serve_until(&[], config, "serving", &mut || healthy().unwrap_or(false))
+    }
+
+    fn serve_until(
+        &self,
+        wrapper: &[&str],
+        config: &Path,
+        what: &str,
+        up: &mut dyn FnMut() -> bool,
+    ) -> ServedDaemon {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = self.command(program, "");
@@ -241,18 +271,17 @@ impl TestToken {
             .unwrap();
         let mut daemon = ServedDaemon(child);
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let socket_arg = socket.display().to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = daemon.0.try_wait().unwrap() {
                 panic!("signetd serve exited ({status}):\n{}", log());
             }
-            if self.signetd(&["status", "--socket", &socket_arg]).0 {
+            if up() {
                 return daemon;
             }
             assert!(
                 Instant::now() < deadline,
-                "signetd serve was not ready within 20 s:\n{}",
+                "signetd serve was not {what} within 20 s:\n{}",
                 log()
             );
             std::thread::sleep(Duration::from_millis(100));

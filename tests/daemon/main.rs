@@ -3,6 +3,7 @@
 mod attestation;
 mod audit;
 mod auditagg;
+mod backup;
 mod bad_input;
 mod ceremony;
 mod common;

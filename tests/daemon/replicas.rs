@@ -9,8 +9,8 @@
 //! share one, and also an SQLite file (replicas on one host).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -328,7 +328,10 @@ async fn on_postgres_a_replica_killed_mid_rotation_leaves_the_other_serving_and_
     );
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    assert!(load_saw(&first), "the load never minted under the first key");
+    assert!(
+        load_saw(&first),
+        "the load never minted under the first key"
+    );
 
     // Restarted, A agrees with B on every key's state.
     drop(_b);

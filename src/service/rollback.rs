@@ -1,0 +1,411 @@
+//! Rollback detection: state that went backwards (a state store or token restored from
+//! an older backup) is rolled forward from the audit log, loudly, and never served.
+//!
+//! Key states only move forward (pending → active → retired → archived, and any of them
+//! → revoked), so a key the state store shows behind a state the daemon once recorded
+//! can only mean the store was put back. The daemon's own audit log is the witness: it
+//! is append-only, kept apart from the token and the store, and every key change the
+//! daemon made or saw is in it (`key_*` records say `now STATE`, `key_observed` records
+//! say what changed outside the daemon, and every `start` record lists each key's
+//! state). At start the log is read once into a [`Witness`]; from then on every state
+//! the daemon records or reads raises it, so a store restored under a running daemon is
+//! caught at the next reload too.
+//!
+//! A key found behind is moved forward in the store (`actor` `audit-log`), with an
+//! error line, a `state_rollback` audit record and `signetd_state_rollbacks_total`. A
+//! move the store refuses leaves the daemon refusing to start (or keeping its last good
+//! view at a reload): the key is never served in the earlier state. Token revocations
+//! the log records that the store lacks are put back the same way. What this cannot
+//! catch (the audit log restored along with the store) is in docs/operations.md.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+use crate::audit::{CallerRecord, Entry, Event, Outcome};
+use crate::keys::state::KeyState;
+use crate::store::{KeyMetadata, KeyWriteError, RevocationStore, RevokedToken, StoreError};
+
+/// The `actor` of the store's history entries this module writes.
+pub const ACTOR: &str = "audit-log";
+
+/// The `detail` of a record of a key the daemon moved to (or generated in) `state`.
+pub fn changed_detail(state: KeyState) -> String {
+    format!("now {state}")
+}
+
+/// The `detail` of a `key_observed` record: a key that changed (or appeared) outside
+/// the daemon.
+pub fn observed_detail(before: Option<KeyState>, state: KeyState) -> String {
+    match before {
+        Some(before) => format!("{before} -> {state} outside the daemon"),
+        None => format!("new key, {state}, made outside the daemon"),
+    }
+}
+
+/// What comes before the key states in a `start` record's `detail`.
+pub const START_KEYS: &str = "; keys: ";
+
+/// How far along its life a key is; a store that shows less than a recorded state was
+/// put back.
+fn progress(state: KeyState) -> u8 {
+    match state {
+        KeyState::Pending => 0,
+        KeyState::Active => 1,
+        KeyState::Retired => 2,
+        KeyState::Archived => 3,
+        KeyState::Revoked => 4,
+    }
+}
+
+/// A key's furthest state on record, and where it was recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The state.
+    pub state: KeyState,
+    /// Where: `audit seq N` or `this run`.
+    pub source: String,
+}
+
+/// A token revocation on record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRevocation {
+    /// The token's jti.
+    pub jti: String,
+    /// Until when it is listed.
+    pub exp: u64,
+    /// The record's sequence number.
+    pub seq: u64,
+}
+
+/// The furthest state of every key the daemon has recorded or seen, and the token
+/// revocations the audit log records.
+#[derive(Debug, Default)]
+pub struct Witness {
+    keys: Mutex<HashMap<String, Seen>>,
+    revocations: Vec<RecordedRevocation>,
+}
+
+/// The fields of an audit line this module reads.
+#[derive(Deserialize)]
+struct Line {
+    seq: u64,
+    event: Event,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    outcome: Option<Outcome>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// A state by its name (`revoked`).
+fn parse_state(word: &str) -> Option<KeyState> {
+    serde_json::from_value(serde_json::Value::String(word.trim().to_string())).ok()
+}
+
+/// The state a `detail` written by [`changed_detail`] or [`observed_detail`] names.
+fn state_in(detail: &str) -> Option<KeyState> {
+    let word = if let Some(rest) = detail.strip_prefix("now ") {
+        rest
+    } else if let Some(rest) = detail.strip_prefix("new key, ") {
+        rest.split(',').next()?
+    } else {
+        detail
+            .strip_suffix(" outside the daemon")?
+            .rsplit(" -> ")
+            .next()?
+    };
+    parse_state(word)
+}
+
+impl Witness {
+    /// Reads every segment of the audit log in `dir`. Lines that do not parse (a torn
+    /// tail, a record of a later version) are skipped: the log's integrity is `audit
+    /// verify`'s concern, and a line that cannot be read witnesses nothing.
+    pub fn read_log(dir: &Path) -> Result<Witness, String> {
+        let witness = Witness::default();
+        if !dir.exists() {
+            return Ok(witness);
+        }
+        let mut revocations = Vec::new();
+        for path in crate::audit::verify::segment_paths(&[dir.to_path_buf()])? {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for line in std::io::BufReader::new(file).split(b'\n') {
+                let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                // Most lines are mints; only these events are parsed.
+                if !(contains(&line, b"\"event\":\"key_")
+                    || contains(&line, b"\"event\":\"start\"")
+                    || contains(&line, b"\"event\":\"token_revoke\""))
+                {
+                    continue;
+                }
+                let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+                    continue;
+                };
+                witness.read_line(line, &mut revocations);
+            }
+        }
+        Ok(Witness {
+            revocations,
+            ..witness
+        })
+    }
+
+    fn read_line(&self, line: Line, revocations: &mut Vec<RecordedRevocation>) {
+        let source = format!("audit seq {}", line.seq);
+        let detail = line.detail.unwrap_or_default();
+        match line.event {
+            Event::Start => {
+                let Some((_, keys)) = detail.split_once(START_KEYS) else {
+                    return;
+                };
+                for pair in keys.split_whitespace() {
+                    if let Some((kid, state)) = pair.split_once('=')
+                        && let Some(state) = parse_state(state)
+                    {
+                        self.raise(kid, state, &source);
+                    }
+                }
+            }
+            Event::TokenRevoke if line.outcome == Some(Outcome::Ok) => {
+                let exp = detail
+                    .strip_prefix("listed until ")
+                    .and_then(|e| e.parse().ok());
+                if let (Some(jti), Some(exp)) = (line.jti, exp) {
+                    revocations.push(RecordedRevocation {
+                        jti,
+                        exp,
+                        seq: line.seq,
+                    });
+                }
+            }
+            Event::KeyGenerate
+            | Event::KeyRotate
+            | Event::KeyActivate
+            | Event::KeyRetire
+            | Event::KeyArchive
+            | Event::KeyRevoke
+            | Event::KeyObserved
+                if line.outcome == Some(Outcome::Ok) =>
+            {
+                if let (Some(kid), Some(state)) = (line.kid, state_in(&detail)) {
+                    self.raise(&kid, state, &source);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Notes that key `kid` reached `state`; keeps the furthest.
+    pub fn raise(&self, kid: &str, state: KeyState, source: &str) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        match keys.get(kid) {
+            Some(seen) if progress(seen.state) >= progress(state) => {}
+            _ => {
+                keys.insert(
+                    kid.to_string(),
+                    Seen {
+                        state,
+                        source: source.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The furthest state on record for `kid`.
+    pub fn seen(&self, kid: &str) -> Option<Seen> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    /// The keys the store shows behind their furthest recorded state: (kid, issuer,
+    /// state in the store, furthest seen).
+    pub async fn behind(&self, meta: &dyn KeyMetadata) -> Result<Vec<Behind>, StoreError> {
+        let mut behind: Vec<Behind> = meta
+            .keys()
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                let seen = self.seen(&row.kid)?;
+                (progress(row.state) < progress(seen.state)).then(|| Behind {
+                    kid: row.kid,
+                    issuer: row.issuer,
+                    stored: row.state,
+                    seen,
+                })
+            })
+            .collect();
+        // Keys leave service before any key enters it: an issuer's retired key is
+        // retired in the store before its successor becomes active there.
+        behind.sort_by_key(|b| (b.seen.state == KeyState::Active, b.kid.clone()));
+        Ok(behind)
+    }
+
+    /// The token revocations the log records, still listed at `now`, that `store`
+    /// lacks.
+    pub async fn missing_revocations(
+        &self,
+        store: &dyn RevocationStore,
+        now: u64,
+    ) -> Result<Vec<RecordedRevocation>, StoreError> {
+        if self.revocations.iter().all(|r| r.exp < now) {
+            return Ok(Vec::new());
+        }
+        let listed: std::collections::HashSet<String> =
+            store.list().await?.into_iter().map(|r| r.jti).collect();
+        Ok(self
+            .revocations
+            .iter()
+            .filter(|r| r.exp >= now && !listed.contains(&r.jti))
+            .cloned()
+            .collect())
+    }
+}
+
+fn contains(line: &[u8], needle: &[u8]) -> bool {
+    line.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A key the store shows behind the furthest state on record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behind {
+    /// The key.
+    pub kid: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// Its state in the store.
+    pub stored: KeyState,
+    /// The furthest state on record.
+    pub seen: Seen,
+}
+
+/// The states a key moves through from `from` to `to`, each a move
+/// [`KeyState::may_become`] allows.
+fn steps(from: KeyState, to: KeyState) -> Vec<KeyState> {
+    if from.may_become(to) {
+        return vec![to];
+    }
+    // Only archiving is ever more than one step away: pending or active → retired →
+    // archived.
+    let mut path = vec![KeyState::Retired];
+    if KeyState::Retired.may_become(to) && from.may_become(KeyState::Retired) {
+        path.push(to);
+        return path;
+    }
+    Vec::new()
+}
+
+/// Moves every key in `behind` forward to its recorded state in `meta`. Returns the
+/// audit records to write (the caller writes them once it can); the first move the
+/// store refuses is the error.
+pub async fn roll_forward(
+    meta: &dyn KeyMetadata,
+    behind: &[Behind],
+    now: u64,
+) -> Result<Vec<Entry>, String> {
+    let mut records = Vec::new();
+    for key in behind {
+        let path = steps(key.stored, key.seen.state);
+        if path.is_empty() {
+            return Err(format!(
+                "key {} is {} in the state store but was {} ({}), and cannot be moved there",
+                key.kid, key.stored, key.seen.state, key.seen.source
+            ));
+        }
+        let mut from = key.stored;
+        for to in path {
+            meta.set_state(&key.kid, from, to, now, ACTOR)
+                .await
+                .map_err(|e: KeyWriteError| {
+                    format!(
+                        "key {} is {} in the state store but was {} ({}); moving it forward failed: {e}",
+                        key.kid, key.stored, key.seen.state, key.seen.source
+                    )
+                })?;
+            from = to;
+        }
+        let detail = format!(
+            "the state store had key {} {}, behind {} ({}): the store went backwards (restored from an older backup?); moved forward to {}",
+            key.kid, key.stored, key.seen.state, key.seen.source, key.seen.state
+        );
+        tracing::error!(kid = %key.kid, issuer = %key.issuer, stored = %key.stored, recorded = %key.seen.state, source = %key.seen.source, "state rollback: a key was behind its recorded state in the state store; moved forward, it is served as {}", key.seen.state);
+        crate::telemetry::state_rollback("key");
+        records.push(
+            Entry::new(Event::StateRollback)
+                .caller(CallerRecord::internal("daemon"))
+                .issuer(&key.issuer)
+                .kid(&key.kid)
+                .ok()
+                .detail(detail),
+        );
+    }
+    Ok(records)
+}
+
+/// Puts back the token revocations in `missing`. Returns the audit records to write.
+pub async fn restore_revocations(
+    store: &dyn RevocationStore,
+    missing: &[RecordedRevocation],
+    now: u64,
+) -> Result<Vec<Entry>, String> {
+    let mut records = Vec::new();
+    for recorded in missing {
+        let revoked = RevokedToken {
+            jti: recorded.jti.clone(),
+            exp: recorded.exp,
+            revoked_at: now,
+        };
+        store.revoke(&revoked).await.map_err(|e| {
+            format!(
+                "token revocation {:?} (audit seq {}) is missing from the state store and could not be put back: {e}",
+                recorded.jti, recorded.seq
+            )
+        })?;
+        tracing::error!(jti = %recorded.jti, source = %format!("audit seq {}", recorded.seq), "state rollback: a token revocation the audit log records was missing from the state store; put back");
+        crate::telemetry::state_rollback("token_revocation");
+        let mut entry = Entry::new(Event::StateRollback)
+            .caller(CallerRecord::internal("daemon"))
+            .ok()
+            .detail(format!(
+                "token revocation missing from the state store, recorded at audit seq {}: put back, listed until {}",
+                recorded.seq, recorded.exp
+            ));
+        entry.jti = Some(recorded.jti.clone());
+        records.push(entry);
+    }
+    Ok(records)
+}
+
+/// Moves every key the store shows behind the `witness` forward and puts back the
+/// token revocations it lost, at start. Returns the audit records to write.
+pub async fn catch_up(
+    witness: &Witness,
+    ports: &super::wiring::Ports,
+    now: u64,
+) -> Result<Vec<Entry>, String> {
+    let behind = witness
+        .behind(&*ports.keys)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut records = roll_forward(&*ports.keys, &behind, now).await?;
+    let missing = witness
+        .missing_revocations(&*ports.revocations, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    records.extend(restore_revocations(&*ports.revocations, &missing, now).await?);
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests;

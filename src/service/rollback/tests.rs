@@ -1,0 +1,194 @@
+//! Reading the witness from audit lines as the daemon writes them, and rolling a store
+//! forward from it (on an SQLite store of the test's own).
+
+use std::io::Write;
+
+use super::*;
+use crate::algorithm::{Algorithm, KeyPurpose};
+use crate::store::test_db::{Engine, TestDb};
+use crate::store::{KeyRow, SqlStore};
+
+/// A log directory holding one segment with `lines`.
+fn log(lines: &[String]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("segment-000001.jsonl")).unwrap();
+    for line in lines {
+        writeln!(f, "{line}").unwrap();
+    }
+    dir
+}
+
+/// An audit line as the writer assembles it from `entry`.
+fn line(seq: u64, entry: Entry) -> String {
+    let mut value = serde_json::to_value(&entry).unwrap();
+    value["seq"] = seq.into();
+    value.to_string()
+}
+
+fn key_change(seq: u64, event: Event, kid: &str, state: KeyState) -> String {
+    line(
+        seq,
+        Entry::new(event)
+            .issuer("a")
+            .kid(kid)
+            .ok()
+            .detail(changed_detail(state)),
+    )
+}
+
+#[test]
+fn every_detail_the_daemon_writes_names_its_state() {
+    use KeyState::*;
+    for state in [Pending, Active, Retired, Archived, Revoked] {
+        assert_eq!(state_in(&changed_detail(state)), Some(state));
+        assert_eq!(state_in(&observed_detail(None, state)), Some(state));
+        assert_eq!(
+            state_in(&observed_detail(Some(Pending), state)),
+            Some(state)
+        );
+    }
+    assert_eq!(state_in("the token came back"), None);
+}
+
+#[test]
+fn the_furthest_state_wins_whatever_the_order_of_records() {
+    let dir = log(&[
+        line(
+            1,
+            Entry::new(Event::Start).detail(format!(
+                "signetd 0 pid 1, token \"t\" serial 1{START_KEYS}a-1=active a-2=pending"
+            )),
+        ),
+        key_change(2, Event::KeyRevoke, "a-1", KeyState::Revoked),
+        key_change(3, Event::KeyActivate, "a-2", KeyState::Active),
+        // A later start after the store went back lists the earlier state again.
+        line(
+            4,
+            Entry::new(Event::Start).detail(format!("x{START_KEYS}a-1=active a-2=active")),
+        ),
+        line(
+            5,
+            Entry::new(Event::KeyObserved)
+                .kid("a-3")
+                .ok()
+                .detail(observed_detail(None, KeyState::Pending)),
+        ),
+        // Refused and unparsable lines witness nothing.
+        line(
+            6,
+            Entry::new(Event::KeyRetire)
+                .kid("a-3")
+                .refused("conflict", "no")
+                .detail(changed_detail(KeyState::Retired)),
+        ),
+        "{\"seq\":7,\"event\":\"key_revoke\",\"kid\":".to_string(),
+    ]);
+    let witness = Witness::read_log(dir.path()).unwrap();
+    let state = |kid: &str| witness.seen(kid).map(|s| s.state);
+    assert_eq!(state("a-1"), Some(KeyState::Revoked));
+    assert_eq!(witness.seen("a-1").unwrap().source, "audit seq 2");
+    assert_eq!(state("a-2"), Some(KeyState::Active));
+    assert_eq!(state("a-3"), Some(KeyState::Pending));
+    witness.raise("a-1", KeyState::Active, "this run");
+    assert_eq!(state("a-1"), Some(KeyState::Revoked));
+}
+
+#[test]
+fn archiving_from_service_takes_two_moves_and_nothing_moves_back() {
+    use KeyState::*;
+    assert_eq!(steps(Active, Archived), vec![Retired, Archived]);
+    assert_eq!(steps(Pending, Active), vec![Active]);
+    assert_eq!(steps(Retired, Revoked), vec![Revoked]);
+    assert!(steps(Revoked, Active).is_empty());
+}
+
+fn row(kid: &str, state: KeyState) -> KeyRow {
+    KeyRow {
+        kid: kid.to_string(),
+        issuer: "a".to_string(),
+        algorithm: Algorithm::Es256,
+        purpose: KeyPurpose::Jwt,
+        token_id: kid.as_bytes().to_vec(),
+        state,
+        created_at: 10,
+        updated_at: 10,
+        certificate: vec![0x30, 0x03, 1, 2, 3],
+    }
+}
+
+#[tokio::test]
+async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() {
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    // The store as a backup had it: a-1 signing, a-2 pending, a-0 retired.
+    for (kid, state) in [
+        ("a-0", KeyState::Retired),
+        ("a-1", KeyState::Active),
+        ("a-2", KeyState::Pending),
+    ] {
+        store
+            .add_key(&row(kid, state), "test", false)
+            .await
+            .unwrap();
+    }
+    // What the log saw after the backup: a-2 active, a-1 retired, a-0 revoked.
+    let dir = log(&[
+        key_change(1, Event::KeyActivate, "a-2", KeyState::Active),
+        key_change(2, Event::KeyRetire, "a-1", KeyState::Retired),
+        key_change(3, Event::KeyRevoke, "a-0", KeyState::Revoked),
+    ]);
+    let witness = Witness::read_log(dir.path()).unwrap();
+    let behind = witness.behind(&store).await.unwrap();
+    let order: Vec<&str> = behind.iter().map(|b| b.kid.as_str()).collect();
+    assert_eq!(order, ["a-0", "a-1", "a-2"], "activations come last");
+    let records = roll_forward(&store, &behind, 50).await.unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.event == Event::StateRollback));
+    let states: Vec<(String, KeyState)> = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.kid, k.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a-0".to_string(), KeyState::Revoked),
+            ("a-1".to_string(), KeyState::Retired),
+            ("a-2".to_string(), KeyState::Active),
+        ]
+    );
+    let history = store.history("a-0").await.unwrap();
+    assert_eq!(history.last().unwrap().actor, ACTOR);
+    assert!(witness.behind(&store).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_token_revocation_the_store_lost_is_put_back_until_it_expires() {
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    let revoke = |seq: u64, jti: &str, exp: u64| {
+        let mut entry = Entry::new(Event::TokenRevoke)
+            .ok()
+            .detail(format!("listed until {exp}"));
+        entry.jti = Some(jti.to_string());
+        line(seq, entry)
+    };
+    let dir = log(&[revoke(1, "lost", 1000), revoke(2, "expired", 10)]);
+    let witness = Witness::read_log(dir.path()).unwrap();
+    let missing = witness.missing_revocations(&store, 100).await.unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].jti, "lost");
+    restore_revocations(&store, &missing, 100).await.unwrap();
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].jti.as_str(), listed[0].exp), ("lost", 1000));
+    assert!(
+        witness
+            .missing_revocations(&store, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
