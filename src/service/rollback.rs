@@ -238,7 +238,7 @@ impl Witness {
             .into_iter()
             .filter_map(|row| {
                 let seen = self.seen(&row.kid)?;
-                (progress(row.state) < progress(seen.state)).then(|| Behind {
+                (progress(row.state) < progress(seen.state)).then_some(Behind {
                     kid: row.kid,
                     issuer: row.issuer,
                     stored: row.state,
