@@ -185,14 +185,18 @@ impl Service {
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
         // Before anything is read for serving: state that went backwards is moved
         // forward first, or the daemon does not start.
-        let witness = rollback::Witness::read_log(&config.audit.dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot read the audit log to check the state store for rollback: {e}"
-            ))
-        })?;
-        let rolled_forward = rollback::catch_up(&witness, &ports, unix_now())
-            .await
-            .map_err(|e| Error::Internal(format!("state rollback: {e}")))?;
+        // A log that cannot be read now (the audit directory is not there yet: nothing is
+        // signed until it is) is read at the first reload that can.
+        let witness = rollback::Witness::default();
+        let rolled_forward = match witness.read_log(&config.audit.dir) {
+            Ok(()) => rollback::catch_up(&witness, &*ports.keys, &*ports.revocations, unix_now())
+                .await
+                .map_err(|e| Error::Internal(format!("state rollback: {e}")))?,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the audit log: the state store is checked for rollback once it can be read");
+                Vec::new()
+            }
+        };
         let (reading, ca_problems) = publishing::read(&hsm, &*ports.keys).await?;
         // Where the store and the token disagree, reported at every start (below, once
         // the service can write audit records), and never repaired here.

@@ -200,16 +200,33 @@ impl Service {
     /// store restored under it). A move that fails fails the reload, so the last good
     /// view, which never had the key in the earlier state, stays.
     async fn catch_up_keys(&self) -> Result<(), Error> {
-        let behind = self.witness.behind(&*self.key_records).await?;
-        if behind.is_empty() {
-            return Ok(());
-        }
-        let records = super::rollback::roll_forward(&*self.key_records, &behind, unix_now())
+        let failed = |e: String| {
+            tracing::error!("state rollback: {e}; the last good view is kept");
+            Error::Internal(format!("state rollback: {e}"))
+        };
+        let now = unix_now();
+        let records = if self.witness.has_read_log() {
+            let behind = self.witness.behind(&*self.key_records).await?;
+            if behind.is_empty() {
+                return Ok(());
+            }
+            super::rollback::roll_forward(&*self.key_records, &behind, now)
+                .await
+                .map_err(failed)?
+        } else {
+            // The log could not be read at start: read it now, and check everything.
+            if self.witness.read_log(&self.config().audit.dir).is_err() {
+                return Ok(());
+            }
+            super::rollback::catch_up(
+                &self.witness,
+                &*self.key_records,
+                &*self.revocations,
+                now,
+            )
             .await
-            .map_err(|e| {
-                tracing::error!("state rollback: {e}; the last good view is kept");
-                Error::Internal(format!("state rollback: {e}"))
-            })?;
+            .map_err(failed)?
+        };
         for entry in records {
             self.note(entry).await;
         }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 
@@ -86,7 +87,9 @@ pub struct RecordedRevocation {
 #[derive(Debug, Default)]
 pub struct Witness {
     keys: Mutex<HashMap<String, Seen>>,
-    revocations: Vec<RecordedRevocation>,
+    revocations: Mutex<Vec<RecordedRevocation>>,
+    /// Whether the audit log has been read (it may not be readable at start).
+    log_read: AtomicBool,
 }
 
 /// The fields of an audit line this module reads.
@@ -125,13 +128,26 @@ fn state_in(detail: &str) -> Option<KeyState> {
 }
 
 impl Witness {
-    /// Reads every segment of the audit log in `dir`. Lines that do not parse (a torn
+    /// A witness of the audit log in `dir`: every segment read. Lines that do not parse (a torn
     /// tail, a record of a later version) are skipped: the log's integrity is `audit
     /// verify`'s concern, and a line that cannot be read witnesses nothing.
-    pub fn read_log(dir: &Path) -> Result<Witness, String> {
+    pub fn from_log(dir: &Path) -> Result<Witness, String> {
         let witness = Witness::default();
+        witness.read_log(dir)?;
+        Ok(witness)
+    }
+
+    /// Whether [`Witness::read_log`] has succeeded.
+    pub fn has_read_log(&self) -> bool {
+        self.log_read.load(Ordering::Acquire)
+    }
+
+    /// Reads every segment of the audit log in `dir` into this witness (see
+    /// [`Witness::from_log`]).
+    pub fn read_log(&self, dir: &Path) -> Result<(), String> {
         if !dir.exists() {
-            return Ok(witness);
+            self.log_read.store(true, Ordering::Release);
+            return Ok(());
         }
         let mut revocations = Vec::new();
         for path in crate::audit::verify::segment_paths(&[dir.to_path_buf()])? {
@@ -149,13 +165,12 @@ impl Witness {
                 let Ok(line) = serde_json::from_slice::<Line>(&line) else {
                     continue;
                 };
-                witness.read_line(line, &mut revocations);
+                self.read_line(line, &mut revocations);
             }
         }
-        Ok(Witness {
-            revocations,
-            ..witness
-        })
+        *self.revocations.lock().unwrap_or_else(|p| p.into_inner()) = revocations;
+        self.log_read.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn read_line(&self, line: Line, revocations: &mut Vec<RecordedRevocation>) {
@@ -259,13 +274,17 @@ impl Witness {
         store: &dyn RevocationStore,
         now: u64,
     ) -> Result<Vec<RecordedRevocation>, StoreError> {
-        if self.revocations.iter().all(|r| r.exp < now) {
+        let recorded = self
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if recorded.iter().all(|r| r.exp < now) {
             return Ok(Vec::new());
         }
         let listed: std::collections::HashSet<String> =
             store.list().await?.into_iter().map(|r| r.jti).collect();
-        Ok(self
-            .revocations
+        Ok(recorded
             .iter()
             .filter(|r| r.exp >= now && !listed.contains(&r.jti))
             .cloned()
@@ -388,22 +407,21 @@ pub async fn restore_revocations(
 }
 
 /// Moves every key the store shows behind the `witness` forward and puts back the
-/// token revocations it lost, at start. Returns the audit records to write.
+/// token revocations it lost: at start, or when the audit log is first read. Returns
+/// the audit records to write.
 pub async fn catch_up(
     witness: &Witness,
-    ports: &super::wiring::Ports,
+    keys: &dyn KeyMetadata,
+    revocations: &dyn RevocationStore,
     now: u64,
 ) -> Result<Vec<Entry>, String> {
-    let behind = witness
-        .behind(&*ports.keys)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut records = roll_forward(&*ports.keys, &behind, now).await?;
+    let behind = witness.behind(keys).await.map_err(|e| e.to_string())?;
+    let mut records = roll_forward(keys, &behind, now).await?;
     let missing = witness
-        .missing_revocations(&*ports.revocations, now)
+        .missing_revocations(revocations, now)
         .await
         .map_err(|e| e.to_string())?;
-    records.extend(restore_revocations(&*ports.revocations, &missing, now).await?);
+    records.extend(restore_revocations(revocations, &missing, now).await?);
     Ok(records)
 }
 

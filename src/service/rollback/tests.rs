@@ -83,7 +83,7 @@ fn the_furthest_state_wins_whatever_the_order_of_records() {
         ),
         "{\"seq\":7,\"event\":\"key_revoke\",\"kid\":".to_string(),
     ]);
-    let witness = Witness::read_log(dir.path()).unwrap();
+    let witness = Witness::from_log(dir.path()).unwrap();
     let state = |kid: &str| witness.seen(kid).map(|s| s.state);
     assert_eq!(state("a-1"), Some(KeyState::Revoked));
     assert_eq!(witness.seen("a-1").unwrap().source, "audit seq 2");
@@ -137,7 +137,7 @@ async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() 
         key_change(2, Event::KeyRetire, "a-1", KeyState::Retired),
         key_change(3, Event::KeyRevoke, "a-0", KeyState::Revoked),
     ]);
-    let witness = Witness::read_log(dir.path()).unwrap();
+    let witness = Witness::from_log(dir.path()).unwrap();
     let behind = witness.behind(&store).await.unwrap();
     let order: Vec<&str> = behind.iter().map(|b| b.kid.as_str()).collect();
     assert_eq!(order, ["a-0", "a-1", "a-2"], "activations come last");
@@ -176,7 +176,7 @@ async fn a_token_revocation_the_store_lost_is_put_back_until_it_expires() {
         line(seq, entry)
     };
     let dir = log(&[revoke(1, "lost", 1000), revoke(2, "expired", 10)]);
-    let witness = Witness::read_log(dir.path()).unwrap();
+    let witness = Witness::from_log(dir.path()).unwrap();
     let missing = witness.missing_revocations(&store, 100).await.unwrap();
     assert_eq!(missing.len(), 1);
     assert_eq!(missing[0].jti, "lost");
