@@ -47,21 +47,11 @@ enum Command {
     /// Talk to a running daemon as a client.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
-    /// Ask a running daemon whether it is ready (its token answers); exits 0 if so.
-    Status {
-        /// The daemon's Unix socket.
-        #[arg(
-            long,
-            env = "SIGNETD_SOCKET",
-            default_value = "/run/signetd/signetd.sock"
-        )]
-        socket: PathBuf,
-        /// Who must serve the socket: a uid or user name. Default: root, you, or the
-        /// owner of the socket's directory; any other listener is refused before
-        /// anything is sent.
-        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
-        socket_owner: Option<String>,
-    },
+    /// Ask a running daemon whether it is ready (GET /readyz): a token session answers,
+    /// the token and state store could be read, every issuer has an active key that
+    /// resolves in the token, no published key is missing from it, and the audit log
+    /// can be written. Prints its answer; exits 0 if ready, 1 naming every problem.
+    Status(cli::SocketArgs),
     /// Config files: check one without touching the token.
     #[command(subcommand)]
     Config(cli::config::ConfigCommand),
@@ -115,10 +105,7 @@ fn main() -> ExitCode {
             Command::Store(command) => cli::store::run(command).await,
             Command::Ceremony(command) => cli::ceremony::run(command).await,
             Command::Token(command) => cli::token::run(command).await,
-            Command::Status {
-                socket,
-                socket_owner,
-            } => cli::serve::status(socket, socket_owner.as_deref()).await,
+            Command::Status(socket) => cli::serve::status(&socket).await,
             Command::Config(command) => cli::config::run(command),
             Command::Completions { shell } => cli::manual::completions(Cli::command(), shell),
             Command::Man { out } => cli::manual::man(Cli::command(), out.as_deref()),
