@@ -26,10 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: log in to the token and serve the API on the Unix socket and
-    /// the public endpoints on HTTP, until SIGTERM or SIGINT.
+    /// Run the daemon: log in to the token and serve the API on the Unix socket (and
+    /// over TLS if `[tls]` is set) and the public endpoints on loopback HTTP, until
+    /// SIGTERM or SIGINT.
     Serve(cli::ConfigArg),
-    /// Manage issuer keys directly on the token (set-up and ceremonies; no daemon needed).
+    /// Manage issuer keys directly in the token and the state store (set-up and
+    /// ceremonies; no daemon needed, a running one applies changes within one tick).
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
     /// The attestation CA, and verifying key attestations.
@@ -38,13 +40,14 @@ enum Command {
     /// The audit log: verify it offline, find the record of a token.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
-    /// The state store (single-use jtis, token revocations): migrate and check its schema.
+    /// The state store (key records, single-use jtis, token revocations): migrate and
+    /// check its schema.
     #[command(subcommand)]
     Store(cli::store::StoreCommand),
     /// Key ceremonies: token initialization and transcripts.
     #[command(subcommand)]
     Ceremony(cli::ceremony::CeremonyCommand),
-    /// Talk to a running daemon as a client.
+    /// Tokens: mint and verify with a running daemon; revoke one in the state store.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
     /// Ask a running daemon whether it is ready (GET /readyz): a token session answers,

@@ -906,7 +906,10 @@ async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
     assert!(!ok && out.contains("no checkpoint signs"), "{out}");
     let (ok, out) = b.verify(&[]);
     assert!(ok, "{out}");
-    assert!(out.contains("records not yet covered by a checkpoint"), "{out}");
+    assert!(
+        out.contains("records not yet covered by a checkpoint"),
+        "{out}"
+    );
     assert_eq!(
         audit_records(&b.token.audit_dir())
             .iter()

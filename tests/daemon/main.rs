@@ -5,6 +5,7 @@ mod audit;
 mod auditagg;
 mod bad_input;
 mod ceremony;
+mod cli;
 mod common;
 mod faults;
 mod hardening;
