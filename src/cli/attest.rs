@@ -363,9 +363,14 @@ async fn verify_command(args: VerifyArgs) -> Result<(), String> {
             .endpoint()?,
         ),
     };
-    let now = match (&daemon, &args.kid) {
-        (Some(daemon), Some(kid)) => key_state::fetch(daemon, kid).await?,
-        _ => None,
+    // Best effort: a daemon that cannot say leaves the state unknown, not the
+    // attestation unchecked.
+    let (now, unasked) = match (&daemon, &args.kid) {
+        (Some(daemon), Some(kid)) => match key_state::fetch(daemon, kid).await {
+            Ok(now) => (now, None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
     };
     let jwks: Option<JwkSet> = match (&args.jwks_url, &args.jwks_file) {
         (Some(url), _) => Some(super::token::fetch_jwks(None, Some(url)).await?),
@@ -414,6 +419,10 @@ async fn verify_command(args: VerifyArgs) -> Result<(), String> {
     let verdict = verify::verify_key_attestation(&chain, &root_der, jwk.as_ref(), when(args.at));
     let state = match (&now, &daemon, &args.kid) {
         (Some(now), _, _) => now.describe(),
+        (None, _, _) if unasked.is_some() => format!(
+            "unknown (the daemon could not be asked: {})",
+            unasked.unwrap_or_default()
+        ),
         (None, Some(_), Some(kid)) => format!("unknown (the daemon knows no key {kid})"),
         (None, Some(_), None) => "unknown (give --kid to look it up)".to_string(),
         (None, None, _) => {
