@@ -163,14 +163,14 @@ kid=$("$signetd" keys list --config "$config" --issuer demo --format kids | head
 
 say "Finding the token's record in the audit log (.dev/audit), by the SHA-256 of the token"
 token_sha256=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
-# The daemon is running, so the newest records are not signed yet: --allow-unsigned-tail.
-"$signetd" audit find --root "$dev/public/root.pem" --allow-unsigned-tail --token-sha256 "$token_sha256" "$dev/audit"
+# The daemon is running, so the newest records are not signed yet: audit find says so.
+"$signetd" audit find --root "$dev/public/root.pem" --token-sha256 "$token_sha256" "$dev/audit"
 
 say "Done: attested key in the token, token minted over the socket, verified against the JWKS, audited"
 if [[ $once -eq 1 ]]; then
     stop_daemon
     echo "daemon stopped (--once); its stop record and final checkpoint are written:"
-    "$signetd" audit verify --root "$dev/public/root.pem" "$dev/audit"
+    "$signetd" audit verify --require-signed --root "$dev/public/root.pem" "$dev/audit"
     "$signetd" audit find --root "$dev/public/root.pem" --token-sha256 "$token_sha256" "$dev/audit"
     exit 0
 fi

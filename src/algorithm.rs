@@ -60,15 +60,19 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// Parses an algorithm as the command line and ceremony transcripts name it, in any
+/// case: `ES256`, and for Ed25519 `EdDSA` or `Ed25519` (so `es256`, `eddsa` and
+/// `ed25519` too). The config file is stricter: it takes the JWS names exactly, as
+/// serde spells them (`ES256`, `EdDSA`).
 impl FromStr for Algorithm {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ES256" => Ok(Algorithm::Es256),
-            "EdDSA" => Ok(Algorithm::EdDsa),
-            other => Err(format!(
-                "unsupported algorithm {other:?}: expected \"ES256\" or \"EdDSA\""
+        match s.to_ascii_lowercase().as_str() {
+            "es256" => Ok(Algorithm::Es256),
+            "eddsa" | "ed25519" => Ok(Algorithm::EdDsa),
+            _ => Err(format!(
+                "unsupported algorithm {s:?}: expected ES256 or EdDSA (Ed25519), in any case"
             )),
         }
     }
@@ -99,4 +103,39 @@ pub enum KeyPurpose {
     Jwt,
     /// Signs caller-supplied bytes (`POST /v1/sign`); never in the JWKS.
     Raw,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Algorithm;
+
+    #[test]
+    fn the_command_line_takes_algorithm_names_in_any_case() {
+        for name in ["ES256", "es256", "Es256"] {
+            assert_eq!(name.parse::<Algorithm>(), Ok(Algorithm::Es256), "{name}");
+        }
+        for name in ["EdDSA", "eddsa", "EDDSA", "Ed25519", "ed25519"] {
+            assert_eq!(name.parse::<Algorithm>(), Ok(Algorithm::EdDsa), "{name}");
+        }
+        // What a transcript writes (`detail` is lowercased) parses back.
+        let written = format!("{}", Algorithm::Es256).to_lowercase();
+        assert_eq!(written.parse::<Algorithm>(), Ok(Algorithm::Es256));
+        for refused in ["HS256", "none", "", "es512"] {
+            assert!(refused.parse::<Algorithm>().is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_config_takes_the_jws_names_exactly() {
+        #[derive(serde::Deserialize)]
+        struct Issuer {
+            #[allow(dead_code)]
+            algorithm: Algorithm,
+        }
+        assert!(toml::from_str::<Issuer>("algorithm = \"ES256\"").is_ok());
+        let refused = toml::from_str::<Issuer>("algorithm = \"es256\"")
+            .err()
+            .expect("refused");
+        assert!(refused.to_string().contains("ES256"), "{refused}");
+    }
 }

@@ -26,10 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: log in to the token and serve the API on the Unix socket and
-    /// the public endpoints on HTTP, until SIGTERM or SIGINT.
+    /// Run the daemon: log in to the token and serve the API on the Unix socket (and
+    /// over TLS if `[tls]` is set) and the public endpoints on loopback HTTP, until
+    /// SIGTERM or SIGINT.
     Serve(cli::ConfigArg),
-    /// Manage issuer keys directly on the token (set-up and ceremonies; no daemon needed).
+    /// Manage issuer keys directly in the token and the state store (set-up and
+    /// ceremonies; no daemon needed, a running one applies changes within one tick).
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
     /// The attestation CA, and verifying key attestations.
@@ -38,30 +40,21 @@ enum Command {
     /// The audit log: verify it offline, find the record of a token.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
-    /// The state store (single-use jtis, token revocations): migrate and check its schema.
+    /// The state store (key records, single-use jtis, token revocations): migrate and
+    /// check its schema.
     #[command(subcommand)]
     Store(cli::store::StoreCommand),
     /// Key ceremonies: token initialization and transcripts.
     #[command(subcommand)]
     Ceremony(cli::ceremony::CeremonyCommand),
-    /// Talk to a running daemon as a client.
+    /// Tokens: mint and verify with a running daemon; revoke one in the state store.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
-    /// Ask a running daemon whether it is ready (its token answers); exits 0 if so.
-    Status {
-        /// The daemon's Unix socket.
-        #[arg(
-            long,
-            env = "SIGNETD_SOCKET",
-            default_value = "/run/signetd/signetd.sock"
-        )]
-        socket: PathBuf,
-        /// Who must serve the socket: a uid or user name. Default: root, you, or the
-        /// owner of the socket's directory; any other listener is refused before
-        /// anything is sent.
-        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
-        socket_owner: Option<String>,
-    },
+    /// Ask a running daemon whether it is ready (GET /readyz): a token session answers,
+    /// the token and state store could be read, every issuer has an active key that
+    /// resolves in the token, no published key is missing from it, and the audit log
+    /// can be written. Prints its answer; exits 0 if ready, 1 naming every problem.
+    Status(cli::SocketArgs),
     /// Config files: check one without touching the token.
     #[command(subcommand)]
     Config(cli::config::ConfigCommand),
@@ -115,10 +108,7 @@ fn main() -> ExitCode {
             Command::Store(command) => cli::store::run(command).await,
             Command::Ceremony(command) => cli::ceremony::run(command).await,
             Command::Token(command) => cli::token::run(command).await,
-            Command::Status {
-                socket,
-                socket_owner,
-            } => cli::serve::status(socket, socket_owner.as_deref()).await,
+            Command::Status(socket) => cli::serve::status(&socket).await,
             Command::Config(command) => cli::config::run(command),
             Command::Completions { shell } => cli::manual::completions(Cli::command(), shell),
             Command::Man { out } => cli::manual::man(Cli::command(), out.as_deref()),

@@ -395,7 +395,7 @@ pub fn verify(
         return Err(Break {
             at,
             reason: format!(
-                "the log ends with {} record(s) after {last} that no checkpoint signs: they could have been rewritten (a log still being written: --allow-unsigned-tail)",
+                "the log ends with {} record(s) after {last} that no checkpoint signs: they could have been rewritten (a log still being written is verified without --require-signed)",
                 summary.unsigned_tail
             ),
         });

@@ -11,7 +11,7 @@ use signetd::attest::{self, CaState, verify};
 use signetd::ceremony::{Created, Transcript};
 use signetd::keys::{JwkSet, KeyRegistry};
 
-use super::{ConfigArg, TranscriptArg, record, sha256_hex};
+use super::{ConfigArg, TranscriptArg, key_state, record, sha256_hex};
 
 /// Attestation commands.
 #[derive(Subcommand)]
@@ -69,32 +69,56 @@ pub enum AttestCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify a key's attestation chain against a trusted root; prints each check.
-    Verify {
-        /// The trusted root certificate (PEM).
-        #[arg(long)]
-        root: PathBuf,
-        /// Take the chain from this JWKS URL's key `--kid`.
-        #[arg(long, conflicts_with = "jwks_file")]
-        jwks_url: Option<String>,
-        /// Take the chain (or, with --chain, the key to compare) from this JWKS file.
-        #[arg(long)]
-        jwks_file: Option<PathBuf>,
-        /// The key id in the JWKS.
-        #[arg(long)]
-        kid: Option<String>,
-        /// A PEM chain: key certificate first.
-        #[arg(long)]
-        chain: Option<PathBuf>,
-        /// Verify a whole `attest export` directory instead: every `keys/KID.pem` against
-        /// its `root.pem` (and against its `jwks.json` entry, if published), and that
-        /// every key the JWKS publishes has its chain.
-        #[arg(long, conflicts_with_all = ["jwks_url", "jwks_file", "kid", "chain"])]
-        bundle: Option<PathBuf>,
-        /// Check validity at this time (seconds since the epoch) instead of now.
-        #[arg(long)]
-        at: Option<u64>,
-    },
+    /// Verify a key's attestation chain against a trusted root; prints each check. With
+    /// a daemon to ask (--jwks-url's origin, --socket or --config) it also reports the
+    /// key's current state, since an attestation stays valid after the key is revoked.
+    Verify(VerifyArgs),
+}
+
+/// `attest verify`'s arguments.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The trusted root certificate (PEM).
+    #[arg(long)]
+    root: PathBuf,
+    /// Take the chain from this JWKS URL's key `--kid` (from the daemon's
+    /// `/v1/keys/KID/attestation` at the same origin if the JWKS no longer publishes
+    /// it), and ask that origin for the key's current state.
+    #[arg(long, conflicts_with = "jwks_file")]
+    jwks_url: Option<String>,
+    /// Take the chain (or, with --chain, the key to compare) from this JWKS file.
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+    /// The key id in the JWKS, or to ask a daemon about.
+    #[arg(long)]
+    kid: Option<String>,
+    /// A PEM chain: key certificate first.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// Verify a whole `attest export` directory instead: every `keys/KID.pem` against
+    /// its `root.pem` (and against its `jwks.json` entry, if published), and that
+    /// every key the JWKS publishes has its chain. Key states are not looked up.
+    #[arg(long, conflicts_with_all = ["jwks_url", "jwks_file", "kid", "chain", "socket", "config", "require_usable"])]
+    bundle: Option<PathBuf>,
+    /// Check validity at this time (seconds since the epoch) instead of now.
+    #[arg(long)]
+    at: Option<u64>,
+    /// Ask the daemon on this Unix socket for the key's current state (and for its
+    /// chain and JWK when neither --chain nor a JWKS gives them).
+    #[arg(long, conflicts_with = "jwks_url")]
+    socket: Option<PathBuf>,
+    /// Like --socket, with the socket path from this config file's `[listen] socket`.
+    #[arg(long, short, conflicts_with_all = ["jwks_url", "socket"], value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Who must serve --socket: a uid or user name. Default: root, you, or the owner of
+    /// the socket's directory.
+    #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
+    socket_owner: Option<String>,
+    /// Exit 1 unless the key's current state is known and still trusted by verifiers
+    /// (pending, active or retired): a revoked or archived key fails, even with a valid
+    /// attestation.
+    #[arg(long)]
+    require_usable: bool,
 }
 
 /// How `attest status` reports.
@@ -232,21 +256,10 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
             record(&transcript, log, Some(&opened), outcome).await
         }
         AttestCommand::Export { config, out } => export(config, out).await,
-        AttestCommand::Verify {
-            root,
-            at,
-            bundle: Some(dir),
-            ..
-        } => verify_bundle(&root, &dir, at),
-        AttestCommand::Verify {
-            root,
-            jwks_url,
-            jwks_file,
-            kid,
-            chain,
-            at,
-            bundle: None,
-        } => verify_command(root, jwks_url, jwks_file, kid, chain, at).await,
+        AttestCommand::Verify(args) => match &args.bundle {
+            Some(dir) => verify_bundle(&args.root, dir, args.at),
+            None => verify_command(args).await,
+        },
     }
 }
 
@@ -332,19 +345,34 @@ async fn export(config: ConfigArg, out: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-async fn verify_command(
-    root: PathBuf,
-    jwks_url: Option<String>,
-    jwks_file: Option<PathBuf>,
-    kid: Option<String>,
-    chain_file: Option<PathBuf>,
-    at: Option<u64>,
-) -> Result<(), String> {
+async fn verify_command(args: VerifyArgs) -> Result<(), String> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
-    let root_der = from_pem(&read(&root)?)?.remove(0);
-    let jwks: Option<JwkSet> = match (&jwks_url, &jwks_file) {
+    let root_der = from_pem(&read(&args.root)?)?.remove(0);
+    // Who to ask about the key's state: the daemon on the socket, or the JWKS's origin.
+    let daemon = match (&args.socket, &args.config, &args.jwks_url) {
+        (None, None, None) => None,
+        (None, None, Some(url)) => Some(signetd::client::parse_http_url(url)?.0),
+        (socket, config, _) => Some(
+            super::SocketArgs {
+                socket: socket.clone(),
+                config: config.clone(),
+                socket_owner: args.socket_owner.clone(),
+            }
+            .endpoint()?,
+        ),
+    };
+    // Best effort: a daemon that cannot say leaves the state unknown, not the
+    // attestation unchecked.
+    let (now, unasked) = match (&daemon, &args.kid) {
+        (Some(daemon), Some(kid)) => match key_state::fetch(daemon, kid).await {
+            Ok(now) => (now, None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
+    };
+    let jwks: Option<JwkSet> = match (&args.jwks_url, &args.jwks_file) {
         (Some(url), _) => Some(super::token::fetch_jwks(None, Some(url)).await?),
         (None, Some(file)) => Some(
             serde_json::from_str(&read(file)?)
@@ -352,40 +380,62 @@ async fn verify_command(
         ),
         (None, None) => None,
     };
-    let jwk = match (&jwks, &kid) {
-        (Some(set), Some(kid)) => Some(
-            set.keys
-                .iter()
-                .find(|k| &k.kid == kid)
-                .cloned()
-                .ok_or_else(|| format!("the JWKS has no key {kid:?}"))?,
-        ),
+    let published = match (&jwks, &args.kid) {
+        (Some(set), Some(kid)) => set.keys.iter().find(|k| &k.kid == kid).cloned(),
         (Some(_), None) => return Err("--kid names the key to check in the JWKS".to_string()),
         _ => None,
     };
-    let chain = match (&chain_file, &jwk) {
+    // A key out of the JWKS (archived, revoked) is compared with the JWK the daemon
+    // still shows for it.
+    let jwk = match (published, &now, &jwks, &args.kid) {
+        (Some(jwk), _, _, _) => Some(jwk),
+        (None, Some(now), _, _) => now.jwk.clone(),
+        (None, None, Some(_), Some(kid)) => return Err(format!("the JWKS has no key {kid:?}")),
+        _ => None,
+    };
+    let chain = match (&args.chain, &jwk) {
         (Some(file), _) => from_pem(&read(file)?)?,
-        (None, Some(jwk)) => {
-            let standard = base64::engine::general_purpose::STANDARD;
-            jwk.x5c
-                .as_ref()
-                .ok_or_else(|| format!("key {} has no x5c chain", jwk.kid))?
-                .iter()
-                .map(|c| {
-                    standard
-                        .decode(c)
-                        .map_err(|_| "x5c holds a non-base64 entry".to_string())
-                })
-                .collect::<Result<_, _>>()?
-        }
+        (None, Some(jwk)) => match (&jwk.x5c, &daemon) {
+            (Some(x5c), _) => {
+                let standard = base64::engine::general_purpose::STANDARD;
+                x5c.iter()
+                    .map(|c| {
+                        standard
+                            .decode(c)
+                            .map_err(|_| "x5c holds a non-base64 entry".to_string())
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            (None, Some(daemon)) => from_pem(&key_state::chain_pem(daemon, &jwk.kid).await?)?,
+            (None, None) => return Err(format!("key {} has no x5c chain", jwk.kid)),
+        },
         (None, None) => {
             return Err(
-                "give --chain, or a JWKS (--jwks-url or --jwks-file) and --kid".to_string(),
+                "give --chain, or --kid with a JWKS (--jwks-url or --jwks-file) or a daemon (--socket, --config)"
+                    .to_string(),
             );
         }
     };
-    let verdict = verify::verify_key_attestation(&chain, &root_der, jwk.as_ref(), when(at));
-    report_verdict(&verdict)
+    let verdict = verify::verify_key_attestation(&chain, &root_der, jwk.as_ref(), when(args.at));
+    let state = match (&now, &daemon, &args.kid) {
+        (Some(now), _, _) => now.describe(),
+        (None, _, _) if unasked.is_some() => format!(
+            "unknown (the daemon could not be asked: {})",
+            unasked.unwrap_or_default()
+        ),
+        (None, Some(_), Some(kid)) => format!("unknown (the daemon knows no key {kid})"),
+        (None, Some(_), None) => "unknown (give --kid to look it up)".to_string(),
+        (None, None, _) => {
+            "unknown (give --jwks-url, --socket or --config with --kid to look it up)".to_string()
+        }
+    };
+    report_verdict(&verdict, Some(&state))?;
+    if args.require_usable && !now.as_ref().is_some_and(key_state::KeyNow::usable) {
+        return Err(format!(
+            "--require-usable: the attestation is valid, but the key's state is {state}"
+        ));
+    }
+    Ok(())
 }
 
 fn when(at: Option<u64>) -> SystemTime {
@@ -394,8 +444,9 @@ fn when(at: Option<u64>) -> SystemTime {
     })
 }
 
-/// Prints each check and the verdict; an invalid verdict is the error.
-fn report_verdict(verdict: &verify::Verdict) -> Result<(), String> {
+/// Prints each check and the verdict, with the key's current `state` if looked up; an
+/// invalid verdict is the error.
+fn report_verdict(verdict: &verify::Verdict, state: Option<&str>) -> Result<(), String> {
     for check in &verdict.checks {
         println!(
             "{} {}: {}",
@@ -406,7 +457,11 @@ fn report_verdict(verdict: &verify::Verdict) -> Result<(), String> {
     }
     match verdict.first_failure() {
         None if verdict.ok() => {
-            println!("verdict: valid");
+            match state {
+                // Valid says where the key was made, not that it may still be trusted.
+                Some(state) => println!("verdict: valid attestation; key state: {state}"),
+                None => println!("verdict: valid"),
+            }
             Ok(())
         }
         failure => {
@@ -445,7 +500,7 @@ fn verify_bundle(root: &Path, dir: &Path, at: Option<u64>) -> Result<(), String>
         println!("\n== {kid}: {}{compared}", path.display());
         let verdict = from_pem(&read(path)?)
             .map(|chain| verify::verify_key_attestation(&chain, &root_der, jwk, when(at)))
-            .and_then(|verdict| report_verdict(&verdict));
+            .and_then(|verdict| report_verdict(&verdict, None));
         if let Err(e) = verdict {
             failures.push(format!("{}: {e}", path.display()));
         }

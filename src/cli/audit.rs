@@ -12,6 +12,9 @@ use signetd::audit::verify::{self, Location, Summary};
 pub enum AuditCommand {
     /// Check every hash link, sequence number and checkpoint signature of a log. Exits
     /// 0 if it is intact, 1 with the first break (segment, line, seq, what) if not.
+    /// Records after the last checkpoint (a live log's normal state) are chained but not
+    /// yet signed: reported as "N records not yet covered by a checkpoint", exit 0
+    /// unless --require-signed.
     Verify(LogArgs),
     /// Find the record of a token (by jti or by the SHA-256 of the exact token string)
     /// or of a raw signature (by the SHA-256 of the signed input), after verifying the
@@ -42,9 +45,14 @@ pub struct LogArgs {
     /// certificate chain must lead to.
     #[arg(long)]
     root: PathBuf,
-    /// Accept records after the last checkpoint (a log still being written, or one
-    /// whose final checkpoint could not be written). They are chained but unsigned.
+    /// Fail (exit 1) if any record follows the last signed checkpoint, as in a log
+    /// that is still being written or whose final checkpoint could not be written:
+    /// for an archived log that must be wholly signed.
     #[arg(long)]
+    require_signed: bool,
+    /// Accepted and ignored, for scripts written when a tail had to be allowed
+    /// explicitly: it is accepted by default now.
+    #[arg(long, hide = true, conflicts_with = "require_signed")]
     allow_unsigned_tail: bool,
     /// The log directory, or segment files in order.
     #[arg(required = true)]
@@ -95,7 +103,6 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                 println!("{line}");
             }
             if uncovered {
-                // Only reachable with --allow-unsigned-tail.
                 eprintln!(
                     "note: a record after the last checkpoint proves nothing yet; look again after the next checkpoint"
                 );
@@ -111,8 +118,22 @@ fn check(
 ) -> Result<Summary, String> {
     let root = read_root(&log.root)?;
     let paths = verify::segment_paths(&log.paths)?;
-    verify::verify(&paths, &root, log.allow_unsigned_tail, visit)
+    // `allow_unsigned_tail` is a no-op kept for old scripts: see LogArgs.
+    let _ = log.allow_unsigned_tail;
+    verify::verify(&paths, &root, !log.require_signed, visit)
         .map_err(|b| format!("audit log broken at {b}"))
+}
+
+/// What a tail after the last checkpoint means, in one line.
+fn uncovered(summary: &Summary) -> String {
+    let since = summary.checkpoints.last().map_or_else(
+        || "no checkpoint has been written yet".to_string(),
+        |seq| format!("they follow the last checkpoint (seq {seq})"),
+    );
+    format!(
+        "{} records not yet covered by a checkpoint: {since}; chained but not yet signed (a live log's normal state; --require-signed refuses it)",
+        summary.unsigned_tail
+    )
 }
 
 fn read_root(path: &Path) -> Result<Vec<u8>, String> {
@@ -155,10 +176,7 @@ fn report(summary: &Summary) {
         );
     }
     if summary.unsigned_tail > 0 {
-        println!(
-            "note: the last {} record(s) follow the last checkpoint: they are chained but not yet signed",
-            summary.unsigned_tail
-        );
+        println!("{}", uncovered(summary));
     }
 }
 

@@ -16,7 +16,7 @@ const EXTRA_SECTIONS: &str = r#".SH ENVIRONMENT
 The config file when \fB\-\-config\fR is not given (default \fI/etc/signetd/signetd.toml\fR).
 .TP
 \fBSIGNETD_SOCKET\fR, \fBSIGNETD_SOCKET_OWNER\fR
-The daemon's socket for client commands (default \fI/run/signetd/signetd.sock\fR), and who must listen on it.
+The daemon's socket for client commands when neither \fB\-\-socket\fR nor \fB\-\-config\fR gives it (default \fI/run/signetd/signetd.sock\fR), and who must listen on it.
 .TP
 \fBSIGNETD_STORE_URL\fR
 The state store's connection string; overrides \fBstore.url\fR and \fBstore.url_file\fR.

@@ -5,6 +5,7 @@ pub mod attest;
 pub mod audit;
 pub mod ceremony;
 pub mod config;
+pub mod key_state;
 pub mod keys;
 pub mod log;
 pub mod manual;
@@ -38,9 +39,65 @@ pub struct ConfigArg {
 /// `--transcript`, shared by every ceremony step.
 #[derive(Args)]
 pub struct TranscriptArg {
-    /// Write a transcript of this step, signed by the attestation CA, to this file.
+    /// Write a transcript of this step to this file: signed by the attestation CA once
+    /// it exists, else pending (unsigned, signed later by `ceremony sign`).
     #[arg(long)]
     pub transcript: Option<PathBuf>,
+}
+
+/// The socket path when none is given anywhere.
+pub const DEFAULT_SOCKET: &str = "/run/signetd/signetd.sock";
+
+/// Where a client command finds the daemon's Unix socket.
+#[derive(Args)]
+pub struct SocketArgs {
+    /// The daemon's Unix socket. Default: `[listen] socket` of --config if given, else
+    /// $SIGNETD_SOCKET, else /run/signetd/signetd.sock.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Take the socket path from this config file's `[listen] socket` (unless --socket
+    /// is given). $SIGNETD_CONFIG is not read here: only an explicit --config counts.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Who must serve the socket: a uid or user name. Default: root, you, or the
+    /// owner of the socket's directory; any other listener is refused before
+    /// anything is sent.
+    #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
+    pub socket_owner: Option<String>,
+}
+
+impl SocketArgs {
+    /// The socket path: --socket, then --config's `[listen] socket`, then
+    /// $SIGNETD_SOCKET, then [`DEFAULT_SOCKET`].
+    pub fn path(&self) -> Result<PathBuf, String> {
+        let env = std::env::var_os("SIGNETD_SOCKET").filter(|v| !v.is_empty());
+        socket_path(
+            self.socket.as_deref(),
+            self.config.as_deref(),
+            env.map(PathBuf::from),
+        )
+    }
+
+    /// The endpoint: [`SocketArgs::path`], served by --socket-owner's user.
+    pub fn endpoint(&self) -> Result<signetd::client::Endpoint, String> {
+        signetd::client::Endpoint::unix(self.path()?, self.socket_owner.as_deref())
+    }
+}
+
+/// The precedence of [`SocketArgs::path`], with the environment passed in.
+fn socket_path(
+    socket: Option<&Path>,
+    config: Option<&Path>,
+    env: Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    if let Some(socket) = socket {
+        return Ok(socket.to_path_buf());
+    }
+    if let Some(config) = config {
+        let config = Config::load(config).map_err(|e| format!("--config: {e}"))?;
+        return Ok(config.listen.socket);
+    }
+    Ok(env.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)))
 }
 
 /// Keeps the PIN and whatever the token session leaves in memory out of core dumps and
@@ -164,4 +221,32 @@ pub async fn record<T>(
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     signetd::service::hex(&sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_is_taken_from_socket_then_config_then_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("signetd.toml");
+        std::fs::write(
+            &config,
+            "[pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"t\"\npin_file = \"/p\"\n\n[listen]\nsocket = \"/from/config.sock\"\n",
+        )
+        .unwrap();
+        let env = || Some(PathBuf::from("/from/env.sock"));
+        let given = Path::new("/given.sock");
+        let path = |s, c, e| socket_path(s, c, e).unwrap();
+        assert_eq!(path(Some(given), Some(&config), env()), given);
+        assert_eq!(
+            path(None, Some(&config), env()),
+            Path::new("/from/config.sock")
+        );
+        assert_eq!(path(None, None, env()), Path::new("/from/env.sock"));
+        assert_eq!(path(None, None, None), Path::new(DEFAULT_SOCKET));
+        let missing = socket_path(None, Some(&dir.path().join("nope.toml")), env());
+        assert!(missing.unwrap_err().starts_with("--config"));
+    }
 }

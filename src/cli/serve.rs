@@ -1,10 +1,10 @@
 //! `signetd serve` and `signetd status`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use hyper::Method;
-use signetd::client::{self, Endpoint};
+use signetd::client;
 use signetd::{Service, api};
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -151,8 +151,8 @@ async fn shutdown_signal() {
 }
 
 /// Asks a running daemon whether it is ready.
-pub async fn status(socket: PathBuf, socket_owner: Option<&str>) -> Result<(), String> {
-    let endpoint = Endpoint::unix(socket, socket_owner)?;
+pub async fn status(socket: &super::SocketArgs) -> Result<(), String> {
+    let endpoint = socket.endpoint()?;
     let (code, body) = client::send(&endpoint, Method::GET, "/readyz", None).await?;
     let body = String::from_utf8_lossy(&body);
     if code.is_success() {

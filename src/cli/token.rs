@@ -9,23 +9,19 @@ use signetd::client::{self, Endpoint};
 use signetd::keys::JwkSet;
 use signetd::token::verify::{self, Expected};
 
+use signetd::Config;
+use signetd::service::admin::RevokeTokenRequest;
+use signetd::store::{RevocationStore, SqlStore};
+
+use super::{ConfigArg, SocketArgs};
+
 /// Client commands.
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Ask a running daemon to mint a JWT; prints the token (or the whole response with --json).
     Mint {
-        /// The daemon's Unix socket.
-        #[arg(
-            long,
-            env = "SIGNETD_SOCKET",
-            default_value = "/run/signetd/signetd.sock"
-        )]
-        socket: PathBuf,
-        /// Who must serve the socket: a uid or user name. Default: root, you, or the
-        /// owner of the socket's directory; any other listener is refused before
-        /// anything is sent.
-        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
-        socket_owner: Option<String>,
+        #[command(flatten)]
+        socket: SocketArgs,
         /// Mint over HTTPS instead, at this daemon (`https://host:port`), with a client
         /// certificate (--cert, --key) checked against --cacert.
         #[arg(long, requires_all = ["cert", "key", "cacert"])]
@@ -58,22 +54,14 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a JWT's signature, lifetime and (when given) iss and aud offline, against a
-    /// JWKS fetched from a daemon; prints the claims. It does not check revocations:
-    /// gateways should call POST /v1/verify.
+    /// Fetch the daemon's JWKS (over its Unix socket, or from --jwks-url), then check a
+    /// JWT's signature, lifetime and (when given) iss and aud locally against it; prints
+    /// the claims. It does not check revocations or single use: gateways should call
+    /// POST /v1/verify.
     Verify {
-        /// Fetch the JWKS over the daemon's Unix socket (the default, unless --jwks-url).
-        #[arg(
-            long,
-            env = "SIGNETD_SOCKET",
-            default_value = "/run/signetd/signetd.sock"
-        )]
-        socket: PathBuf,
-        /// Who must serve the socket: a uid or user name. Default: root, you, or the
-        /// owner of the socket's directory; any other listener is refused before
-        /// anything is sent.
-        #[arg(long, env = "SIGNETD_SOCKET_OWNER", value_name = "UID|NAME")]
-        socket_owner: Option<String>,
+        /// Where to fetch the JWKS unless --jwks-url is given.
+        #[command(flatten)]
+        socket: SocketArgs,
         /// Fetch the JWKS from this http:// URL instead.
         #[arg(long)]
         jwks_url: Option<String>,
@@ -90,6 +78,97 @@ pub enum TokenCommand {
         #[arg(default_value = "-")]
         token: String,
     },
+    /// Revoke a token by its jti, written directly into the state store (no daemon and
+    /// no PIN needed, only the config and write access to the store). A running daemon
+    /// refuses it in POST /v1/verify, lists it in /v1/revocations and writes a
+    /// `token_revoke` audit record within one lifecycle tick.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The token's jti.
+        // base64url: one jti in 64 starts with '-', a value here, not an option.
+        #[arg(
+            long,
+            allow_hyphen_values = true,
+            conflicts_with = "token",
+            required_unless_present = "token"
+        )]
+        jti: Option<String>,
+        /// The token itself (or "-" to read it from standard input): its jti and exp are
+        /// read from its payload. Its signature is not checked; revoking is harmless.
+        #[arg(long, allow_hyphen_values = true)]
+        token: Option<String>,
+        /// List the revocation until this time (seconds since the epoch; the token's
+        /// `exp`). Default: the token's exp with --token, else now plus the hard TTL
+        /// cap (3600 s), which outlives any token signetd mints.
+        #[arg(long, value_name = "UNIX")]
+        exp: Option<u64>,
+    },
+}
+
+/// The jti and exp in the payload of a compact JWS, unverified.
+fn jti_and_exp(token: &str) -> Result<(String, Option<u64>), String> {
+    let payload = token
+        .trim()
+        .split('.')
+        .nth(1)
+        .and_then(signetd::util::unb64)
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .ok_or("--token is not a compact JWT (header.payload.signature, base64url JSON)")?;
+    let jti = payload["jti"]
+        .as_str()
+        .ok_or("the token has no jti: it cannot be revoked")?;
+    Ok((jti.to_string(), payload["exp"].as_u64()))
+}
+
+/// `token revoke`: the revocation the API writes, written into the config's store.
+async fn revoke(
+    config: &ConfigArg,
+    jti: Option<String>,
+    token: Option<String>,
+    exp: Option<u64>,
+) -> Result<(), String> {
+    let now = signetd::service::unix_now();
+    let (jti, exp) = match (jti, token) {
+        (Some(jti), _) => (jti, exp),
+        (None, Some(token)) => {
+            let token = if token == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| format!("reading the token: {e}"))?
+            } else {
+                token
+            };
+            let (jti, token_exp) = jti_and_exp(&token)?;
+            if exp.is_none()
+                && let Some(token_exp) = token_exp
+                && token_exp < now
+            {
+                println!(
+                    "token {jti} expired at {token_exp}: no verifier accepts it; nothing to revoke"
+                );
+                return Ok(());
+            }
+            (jti, exp.or(token_exp))
+        }
+        (None, None) => unreachable!("clap requires --jti or --token"),
+    };
+    let revocation = RevokeTokenRequest { jti, exp }
+        .revocation(now)
+        .map_err(|e| format!("{e} ({})", e.code()))?;
+    let loaded = Config::load(&config.config).map_err(|e| e.to_string())?;
+    let location = loaded
+        .store
+        .location(&loaded.audit.dir)
+        .map_err(|e| e.to_string())?;
+    let store = SqlStore::open(&location).await.map_err(|e| e.to_string())?;
+    let stored = store.revoke(&revocation).await.map_err(|e| e.to_string())?;
+    println!(
+        "token {} revoked by cli uid {}, listed until {}; a running daemon refuses it within one lifecycle tick",
+        stored.jti,
+        rustix::process::getuid().as_raw(),
+        stored.exp
+    );
+    Ok(())
 }
 
 /// Fetches a JWKS from a daemon's socket or an http:// URL.
@@ -131,7 +210,6 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
     match command {
         TokenCommand::Mint {
             socket,
-            socket_owner,
             url,
             cert,
             key,
@@ -171,16 +249,14 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
                     mint_url(&url, tls)?
                 }
                 _ => {
-                    if socket.to_string_lossy().contains("://") {
+                    let path = socket.path()?;
+                    if path.to_string_lossy().contains("://") {
                         return Err(format!(
                             "--socket takes the path of the daemon's Unix socket, not {:?}: give a URL with --url",
-                            socket.display()
+                            path.display()
                         ));
                     }
-                    (
-                        Endpoint::unix(socket, socket_owner.as_deref())?,
-                        "/v1/tokens".to_string(),
-                    )
+                    (socket.endpoint()?, "/v1/tokens".to_string())
                 }
             };
             let (status, response) =
@@ -202,9 +278,14 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        TokenCommand::Revoke {
+            config,
+            jti,
+            token,
+            exp,
+        } => revoke(&config, jti, token, exp).await,
         TokenCommand::Verify {
             socket,
-            socket_owner,
             jwks_url,
             iss,
             aud,
@@ -219,10 +300,7 @@ pub async fn run(command: TokenCommand) -> Result<(), String> {
             };
             let keys = match &jwks_url {
                 Some(url) => fetch_jwks(None, Some(url)).await?,
-                None => {
-                    let endpoint = Endpoint::unix(socket, socket_owner.as_deref())?;
-                    fetch_jwks(Some(endpoint), None).await?
-                }
+                None => fetch_jwks(Some(socket.endpoint()?), None).await?,
             };
             for (given, what) in [(iss.is_some(), "--iss"), (aud.is_some(), "--aud")] {
                 if !given {

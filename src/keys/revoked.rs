@@ -65,19 +65,27 @@ impl RevokedTokens {
     }
 
     /// Reads what changed in `store` since the last reading, merges it in, and forgets
-    /// what expired before `expired_before`. On failure the view stays as it was.
+    /// what expired before `expired_before`. Returns the revocations this view learned
+    /// from the store (new, or listed longer than before): made outside this daemon,
+    /// by `signetd token revoke` or another replica, so the daemon can record them.
+    /// The first reading returns none: it is what the daemon starts with, not a
+    /// change. On failure the view stays as it was.
     pub async fn refresh(
         &self,
         store: &dyn RevocationStore,
         expired_before: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<RevokedToken>, StoreError> {
         let cursor = self.read().cursor;
         let (changed, next) = store.changed_since(cursor).await?;
         let mut tokens = self.write();
         let before = tokens.by_jti.len();
         let changes = changed.len();
+        let first = tokens.cursor.is_none();
+        let mut learned = Vec::new();
         for revoked in changed {
-            upsert(&mut tokens.by_jti, revoked);
+            if upsert(&mut tokens.by_jti, revoked.clone()) && !first {
+                learned.push(revoked);
+            }
         }
         tokens.by_jti.retain(|_, r| r.exp >= expired_before);
         // Two refreshes may overlap: the cursor only moves forward.
@@ -85,7 +93,7 @@ impl RevokedTokens {
         if changes > 0 || tokens.by_jti.len() != before {
             tokens.version += 1;
         }
-        Ok(())
+        Ok(learned)
     }
 
     /// The revocation list, `{"keys":[...],"tokens":[...]}`, with `revoked_keys` as its
@@ -126,12 +134,17 @@ impl RevokedTokens {
     }
 }
 
-fn upsert(by_jti: &mut HashMap<String, RevokedToken>, revoked: RevokedToken) {
+/// Keeps the later of two revocations of one jti; true if `revoked` was new or later.
+fn upsert(by_jti: &mut HashMap<String, RevokedToken>, revoked: RevokedToken) -> bool {
     match by_jti.get_mut(&revoked.jti) {
-        Some(held) if held.exp >= revoked.exp => {}
-        Some(held) => *held = revoked,
+        Some(held) if held.exp >= revoked.exp => false,
+        Some(held) => {
+            *held = revoked;
+            true
+        }
         None => {
             by_jti.insert(revoked.jti.clone(), revoked);
+            true
         }
     }
 }
@@ -224,7 +237,8 @@ mod tests {
         let store = Numbered::default();
         store.add(revoked("old", 500));
         let view = RevokedTokens::default();
-        view.refresh(&store, 100).await.unwrap();
+        let at_start = view.refresh(&store, 100).await.unwrap();
+        assert!(at_start.is_empty(), "the first reading is no change");
         // Revoked through this daemon: in the view before the next refresh.
         view.insert(revoked("new", 500));
         // Revoked elsewhere (the CLI, another replica): arrives with the next refresh.
@@ -236,7 +250,8 @@ mod tests {
             [revoked("elsewhere", 500)],
             "only the change is read"
         );
-        view.refresh(&store, 100).await.unwrap();
+        let learned = view.refresh(&store, 100).await.unwrap();
+        assert_eq!(learned, [revoked("elsewhere", 500)], "what to record");
         assert!(view.contains("new") && view.contains("old") && view.contains("elsewhere"));
         assert_eq!(view.len(), 3);
     }

@@ -352,7 +352,7 @@ pub async fn transition(
         .ok_or_else(|| KeyStoreError::Key(format!("no key {kid} in the state store")))?;
     if !key.state.may_become(to) {
         return Err(KeyStoreError::Key(format!(
-            "key {kid} is {:?} and cannot become {to:?}",
+            "key {kid} is {} and cannot become {to}",
             key.state
         )));
     }

@@ -22,6 +22,26 @@ pub struct RevokeTokenRequest {
     pub exp: Option<u64>,
 }
 
+impl RevokeTokenRequest {
+    /// The revocation to store at `now`, as both the API and `signetd token revoke`
+    /// write it: without `exp`, listed until now plus the hard TTL cap. Refuses a jti
+    /// that is empty or over 128 characters and an `exp` in the past or past that cap.
+    pub fn revocation(self, now: u64) -> Result<RevokedToken, Error> {
+        let latest = now + HARD_MAX_TTL_SECONDS;
+        let exp = self.exp.unwrap_or(latest);
+        if self.jti.is_empty() || self.jti.len() > 128 || exp > latest || exp < now {
+            return Err(Error::InvalidRequest(format!(
+                "jti must be 1 to 128 characters and exp between now ({now}) and {latest} (now plus the hard TTL cap)"
+            )));
+        }
+        Ok(RevokedToken {
+            jti: self.jti,
+            exp,
+            revoked_at: now,
+        })
+    }
+}
+
 impl From<KeyStoreError> for Error {
     fn from(e: KeyStoreError) -> Self {
         match e {
@@ -117,19 +137,7 @@ impl Service {
         self.audit_healthy()?;
         // No lifecycle turn and no reload: a token revocation changes no key, and is
         // published by one insert (see keys::revoked), so thousands cost no more each.
-        let now = unix_now();
-        let latest = now + HARD_MAX_TTL_SECONDS;
-        let exp = request.exp.unwrap_or(latest);
-        if request.jti.is_empty() || request.jti.len() > 128 || exp > latest || exp < now {
-            return Err(Error::InvalidRequest(format!(
-                "jti must be 1 to 128 characters and exp between now ({now}) and {latest} (now plus the hard TTL cap)"
-            )));
-        }
-        let revoked = RevokedToken {
-            jti: request.jti,
-            exp,
-            revoked_at: now,
-        };
+        let revoked = request.revocation(unix_now())?;
         let revoked = self.revocation_store().revoke(&revoked).await?;
         tracing::warn!(%caller, jti = %revoked.jti, "admin revoked a token");
         let mut entry = Entry::new(Event::TokenRevoke)

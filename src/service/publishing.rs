@@ -128,7 +128,8 @@ impl Publishing {
 
 impl Service {
     /// Merges the state store's revocations into the published view: those made by the
-    /// CLI or another replica arrive here. A store that cannot be read keeps the view as
+    /// CLI or another replica arrive here, and each gets a `token_revoke` audit record
+    /// (caller `store`), as the API's own do. A store that cannot be read keeps the view as
     /// it is (revocations never leave it before they expire) and is logged.
     pub(super) async fn refresh_revocations(&self) {
         let expired_before = unix_now().saturating_sub(LEEWAY_SECONDS);
@@ -137,7 +138,20 @@ impl Service {
             .refresh(&*self.revocations, expired_before)
             .await
         {
-            Ok(()) => {}
+            Ok(learned) => {
+                for revoked in learned {
+                    tracing::warn!(jti = %revoked.jti, "token revoked outside this daemon");
+                    let mut entry = Entry::new(Event::TokenRevoke)
+                        .caller(CallerRecord::internal("store"))
+                        .ok()
+                        .detail(format!(
+                            "listed until {}; revoked at {} outside this daemon (signetd token revoke, or another replica)",
+                            revoked.exp, revoked.revoked_at
+                        ));
+                    entry.jti = Some(revoked.jti);
+                    self.note(entry).await;
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read token revocations from the state store; the published list is kept as it was");
             }

@@ -900,13 +900,16 @@ async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
     assert_eq!(again.code(), "audit_unavailable");
     // What was written is intact: the failed writes were cut back out. The final
     // checkpoint could not be written either, so the mints are chained but unsigned:
-    // strict verification says so, and accepts them only when told to.
+    // verification says so and passes, and refuses them with --require-signed.
     assert!(daemon.terminate().success());
-    let (ok, out) = b.verify(&[]);
+    let (ok, out) = b.verify(&["--require-signed"]);
     assert!(!ok && out.contains("no checkpoint signs"), "{out}");
-    let (ok, out) = b.verify(&["--allow-unsigned-tail"]);
+    let (ok, out) = b.verify(&[]);
     assert!(ok, "{out}");
-    assert!(out.contains("not yet signed"), "{out}");
+    assert!(
+        out.contains("records not yet covered by a checkpoint"),
+        "{out}"
+    );
     assert_eq!(
         audit_records(&b.token.audit_dir())
             .iter()

@@ -6,6 +6,7 @@ mod auditagg;
 mod backup;
 mod bad_input;
 mod ceremony;
+mod cli;
 mod common;
 mod faults;
 mod hardening;

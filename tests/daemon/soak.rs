@@ -420,7 +420,15 @@ async fn sigkill_under_mixed_load_loses_no_token_record_or_revocation() {
     let root = public.join("root.pem");
     let audit = t.audit_dir();
     let (root_arg, audit_arg) = (root.to_str().unwrap(), audit.to_str().unwrap());
-    let (ok, out, err) = t.signetd(&["audit", "verify", "--root", root_arg, audit_arg]);
+    let strict = [
+        "audit",
+        "verify",
+        "--require-signed",
+        "--root",
+        root_arg,
+        audit_arg,
+    ];
+    let (ok, out, err) = t.signetd(&strict);
     assert!(ok && out.contains("intact"), "{out}{err}");
     let records = audit_records(&audit);
     let mut mints: HashMap<&str, &Value> = HashMap::new();
