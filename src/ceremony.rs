@@ -169,14 +169,51 @@ async fn sign(hsm: &Hsm, ca: &AttestationCa, payload: &[u8]) -> Result<(String, 
     Ok((parts.protected, parts.signature))
 }
 
-/// Signs a pending transcript in place. Returns false if it was already signed.
-pub async fn sign_pending(path: &Path, hsm: &Hsm, ca: &AttestationCa) -> Result<bool, String> {
+/// The `kind` of the [`Created`] entry naming the attestation CA key a root ceremony
+/// made (its `sha256` is that of the public key).
+pub const CA_KEY_KIND: &str = "attestation-ca-key";
+
+/// The `kind` of the [`Created`] entry naming an uncertified attestation CA key that
+/// `attest init-ca --undo` destroyed (its `sha256` is that of the public key).
+pub const CA_KEY_DESTROYED_KIND: &str = "attestation-ca-key-destroyed";
+
+/// SHA-256 (lowercase hex) of a CA public key, as transcripts name it.
+pub fn ca_key_sha256(public_key: &[u8]) -> String {
+    use sha2::Digest;
+    crate::util::hex(&sha2::Sha256::digest(public_key))
+}
+
+/// The attestation CA key a transcript says its ceremony made, if that is not the key
+/// of `ca`: such a transcript belongs to a CA key since destroyed (`init-ca --undo`),
+/// and `ca` signing it would present that key as its own.
+pub fn other_ca_key<'a>(transcript: &'a Transcript, ca: &AttestationCa) -> Option<&'a str> {
+    let own = ca_key_sha256(&ca.public_key);
+    transcript
+        .created
+        .iter()
+        .filter(|c| c.kind == CA_KEY_KIND)
+        .filter_map(|c| c.sha256.as_deref())
+        .find(|named| *named != own)
+}
+
+/// A pending transcript file, read and checked.
+pub struct PendingFile {
+    /// The file's JSON.
+    pub file: Value,
+    /// The payload, as written.
+    pub payload: Vec<u8>,
+    /// The payload, parsed.
+    pub transcript: Transcript,
+}
+
+/// Reads a pending transcript file; `None` if it is already signed.
+pub fn read_pending(path: &Path) -> Result<Option<PendingFile>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut file: Value =
+    let file: Value =
         serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
     if file.get("signature").is_some() {
-        return Ok(false);
+        return Ok(None);
     }
     let payload = file["payload"]
         .as_str()
@@ -190,18 +227,46 @@ pub async fn sign_pending(path: &Path, hsm: &Hsm, ca: &AttestationCa) -> Result<
             path.display()
         ));
     }
+    Ok(Some(PendingFile {
+        file,
+        payload,
+        transcript,
+    }))
+}
+
+/// Signs a pending transcript in place. Returns false if it was already signed.
+pub async fn sign_pending(path: &Path, hsm: &Hsm, ca: &AttestationCa) -> Result<bool, String> {
+    let Some(PendingFile {
+        mut file,
+        payload,
+        transcript,
+    }) = read_pending(path)?
+    else {
+        return Ok(false);
+    };
     // Only ceremonies that necessarily ran before the CA was certified, on this token
-    // (initializing it, and the root ceremony's CSR step), are signed after the fact:
-    // anything else would let whoever can write the transcript directory obtain a CA
-    // signature on content of their choosing.
-    if !matches!(transcript.ceremony.as_str(), "init-token" | "root")
-        || &transcript.token != hsm.token()
+    // (initializing it, the root ceremony's CSR step, and undoing an uncertified CA
+    // key), are signed after the fact: anything else would let whoever can write the
+    // transcript directory obtain a CA signature on content of their choosing.
+    if !matches!(
+        transcript.ceremony.as_str(),
+        "init-token" | "root" | "root-undo"
+    ) || &transcript.token != hsm.token()
     {
         return Err(format!(
-            "{}: only pending init-token and root transcripts of this token are signed after the fact (this is {} on {:?})",
+            "{}: only pending init-token, root and root-undo transcripts of this token are signed after the fact (this is {} on {:?})",
             path.display(),
             transcript.ceremony,
             transcript.token.label
+        ));
+    }
+    if let Some(named) = other_ca_key(&transcript, ca) {
+        return Err(format!(
+            "{}: not signing: it records attestation CA key sha256 {named}, not this CA's key \
+             (sha256 {}); that key was destroyed (attest init-ca --undo), and this CA must not \
+             sign its record as its own. It stays pending; keep it as the record it is",
+            path.display(),
+            ca_key_sha256(&ca.public_key)
         ));
     }
     let (protected, signature) = sign(hsm, ca, &payload).await?;

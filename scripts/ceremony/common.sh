@@ -93,14 +93,37 @@ ce_setup() {
     if ! "$CE_SIGNETD" attest --help >/dev/null 2>&1 || ! "$CE_SIGNETD" ceremony --help >/dev/null 2>&1; then
         ce_die "$CE_SIGNETD has no 'attest' or 'ceremony' command: it is older than the ceremonies; rebuild it (cargo build --release) or pass --signetd PATH"
     fi
-    if [[ $1 == config && ! -f $CE_CONFIG ]]; then
-        ce_die "config file not found: $CE_CONFIG (give --config F)"
+    if [[ $1 == config ]]; then
+        [[ -f $CE_CONFIG ]] || ce_die "config file not found: $CE_CONFIG (give --config F)"
+        # The daemon's own checks (the PIN file's owner and mode among them), in its
+        # words, before any step: a PIN file it would refuse stops the ceremony here.
+        local problem
+        if ! problem=$("$CE_SIGNETD" config check --config "$CE_CONFIG" 2>&1 >/dev/null); then
+            ce_die "the config is not usable: ${problem#error: }"
+        fi
     fi
     if [[ $CE_TRANSCRIPT_DIR == *[[:cntrl:]]* ]]; then
         ce_usage_error "--transcript-dir must not contain control characters"
     fi
     if ((CE_DRY_RUN)); then
         ce_say "DRY RUN: read-only commands run; the commands that would change the token are only printed"
+    fi
+}
+
+# ce_check_private_file PATH [WHAT]: dies unless PATH may hold a secret by signetd's
+# rule for private files (src/config/files.rs), in the daemon's words: owned by this
+# user or root, and no access at all for group or others. WHAT names the file
+# (default: the path alone).
+ce_check_private_file() {
+    local path=$1 what=${2:-} owner mode euid
+    [[ -f $path && -r $path ]] || ce_die "${what:+$what: }$path: not found or not readable"
+    read -r owner mode < <(stat -L -c '%u %a' -- "$path") || ce_die "cannot stat $path"
+    euid=$(id -u)
+    if [[ $owner != "$euid" && $owner != 0 ]]; then
+        ce_die "${what:+$what: }$path is owned by uid $owner, not by signetd's user (uid $euid) or root: that user could change it; chown $euid $path"
+    fi
+    if (((8#$mode & 8#077) != 0)); then
+        ce_die "${what:+$what: }$path has mode $mode: group or others can have it read or written; chmod 600 $path"
     fi
 }
 
@@ -129,21 +152,21 @@ ce_step() {
 # Prints the attestation CA's state: missing, awaiting-certificate or ready.
 ce_ca_state() {
     ce_query attest status --config "$CE_CONFIG" --format state ||
-        ce_die "'signetd attest status' failed (is SOFTHSM2_CONF / the config right?)"
+        ce_die "'signetd attest status' failed (message above; with SoftHSM2, check SOFTHSM2_CONF)"
 }
 
 ce_report_ca() {
     ce_say "Attestation CA"
     ce_query attest status --config "$CE_CONFIG" ||
-        ce_die "'signetd attest status' failed (is SOFTHSM2_CONF / the config right?)"
+        ce_die "'signetd attest status' failed (message above; with SoftHSM2, check SOFTHSM2_CONF)"
 }
 
 # Reports incomplete keys with the commands that finish or undo each (on stderr).
 # Returns 1 if there are any.
 ce_report_problems() {
     local report
-    report=$(ce_query keys list --config "$CE_CONFIG" --format problems) ||
-        ce_die "'signetd keys list' failed (is SOFTHSM2_CONF / the config right?)"
+    report=$(ce_query keys list --config "$CE_CONFIG" --format problems --transcript-dir "$CE_TRANSCRIPT_DIR") ||
+        ce_die "'signetd keys list' failed (message above; with SoftHSM2, check SOFTHSM2_CONF)"
     if [[ -z $report ]]; then
         printf 'no incomplete keys\n'
         return 0
@@ -199,6 +222,12 @@ ce_transcript_path() {
 # Prints the transcripts in the transcript directory that are not signed yet.
 ce_pending_transcripts() {
     ce_query ceremony pending "$CE_TRANSCRIPT_DIR"
+}
+
+# Prints the pending transcripts the config's attestation CA may sign: those recording
+# another CA key (one destroyed by 'attest init-ca --undo') are left out, with a warning.
+ce_signable_transcripts() {
+    ce_query ceremony pending --config "$CE_CONFIG" "$CE_TRANSCRIPT_DIR"
 }
 
 # Reports where a transcript was written (or would be).

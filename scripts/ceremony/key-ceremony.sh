@@ -83,7 +83,7 @@ Options:
   $flag $what   the $([[ $flag == --kid ]] && echo "key (see 'signetd keys list')" || echo "issuer (a name under [issuers] in the config)")
 EOF
     if [[ $ceremony == issuer-key ]]; then
-        printf '  --if-missing    succeed without generating if the issuer already has an\n                  active key\n'
+        printf '  --if-missing    do nothing (no key, no transcript) if the issuer already\n                  has an active key, and succeed\n'
     fi
     printf '  --force         go ahead even if the token holds incomplete keys\n\n'
     ce_common_help
@@ -138,10 +138,11 @@ if ! ce_step "${command[@]}" --transcript "$transcript"; then
 fi
 
 if ((if_missing && !CE_DRY_RUN)) && [[ ! -f $transcript ]]; then
-    printf '\nNo transcript: nothing was generated.\n'
-else
-    ce_report_transcript "$transcript"
+    # signetd generated nothing and so recorded nothing: no ceremony took place.
+    ce_say "Nothing was done: issuer $value already has an active key (no key generated, no transcript written)"
+    exit 0
 fi
+ce_report_transcript "$transcript"
 if ((!CE_DRY_RUN)); then
     ce_say "Keys${filter:+ of issuer $value}"
     ce_query keys list --config "$CE_CONFIG" "${filter[@]}"

@@ -26,7 +26,9 @@ It first reports the CA's state (signetd attest status), then:
   --resume        finish a self-signed run that stopped after the CA key was
                   made (state awaiting-certificate)
   --undo          destroy a CA key that was never certified (state
-                  awaiting-certificate): signetd attest init-ca --undo.
+                  awaiting-certificate), with a transcript of what was
+                  destroyed, by whom, when:
+                  signetd attest init-ca --undo --transcript T
                   A certified CA is never destroyed.
 
   --subject S     the CA's common name (default: signetd's)
@@ -35,6 +37,7 @@ It first reports the CA's state (signetd attest status), then:
 Once the CA is ready, every pending (unsigned) transcript in the transcript
 directory, such as the token ceremony's, is signed with the CA key:
 signetd ceremony sign --config F TRANSCRIPT...
+except those recording a CA key an --undo destroyed: they stay pending.
 Run with the default mode on a ready CA, it creates nothing and only signs
 pending transcripts (this finishes a run that stopped before signing).
 
@@ -183,11 +186,19 @@ EOF
         ce_die "the token has no attestation CA key to import a chain for: run $CE_PROG --csr OUT.pem first"
         ;;
     undo:awaiting-certificate)
-        ce_step attest init-ca --config "$CE_CONFIG" --undo || failed "destroying the uncertified CA key"
+        undo_transcript=$(ce_transcript_path root-undo)
+        ce_step attest init-ca --config "$CE_CONFIG" --undo --transcript "$undo_transcript" ||
+            failed "destroying the uncertified CA key"
+        ce_report_transcript "$undo_transcript"
         if ((!CE_DRY_RUN)); then
             state=$(ce_ca_state)
             [[ $state == missing ]] || ce_die "after --undo the CA is '$state', not missing"
-            printf '\nThe uncertified CA key is destroyed. Start again with %s (--self-signed or --csr OUT).\n' "$CE_PROG"
+            cat <<EOF
+
+The uncertified CA key is destroyed. Start again with $CE_PROG (--self-signed or
+--csr OUT). The next CA signs this record of the destruction; the transcripts of
+the destroyed key's own ceremony stay pending: no other CA signs them as its own.
+EOF
         fi
         ce_done "Undo finished"
         exit 0
@@ -218,7 +229,7 @@ if ((!CE_DRY_RUN)); then
     [[ $state == ready ]] || ce_die "the attestation CA is '$state' after the ceremony, not ready"
 fi
 
-mapfile -t pending < <(ce_pending_transcripts)
+mapfile -t pending < <(ce_signable_transcripts)
 if ((CE_DRY_RUN)) && [[ -n $create_transcript ]]; then
     printf '  then: sign the pending transcripts in %s with the CA key, including this ceremony'"'"'s if it is pending\n' "$CE_TRANSCRIPT_DIR"
 fi
@@ -226,7 +237,7 @@ if ((${#pending[@]} > 0)); then
     ce_say "Signing ${#pending[@]} pending transcript(s) with the attestation CA key"
     ce_step ceremony sign --config "$CE_CONFIG" "${pending[@]}" || failed "signing the pending transcripts"
     if ((!CE_DRY_RUN)); then
-        mapfile -t still < <(ce_pending_transcripts)
+        mapfile -t still < <(ce_signable_transcripts 2>/dev/null)
         if ((${#still[@]} > 0)); then
             ce_die "still unsigned after 'signetd ceremony sign': ${still[*]}"
         fi

@@ -170,10 +170,17 @@ pub async fn create_key(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<KeyPairInfo
     Ok(pair)
 }
 
-/// Destroys a CA key that was never certified (undoing an interrupted root ceremony).
-pub async fn destroy_uncertified(hsm: &Hsm, meta: &dyn KeyMetadata) -> Result<(), AttestError> {
+/// Destroys a CA key that was never certified (undoing an interrupted root ceremony);
+/// returns its public key, for the record of what was destroyed.
+pub async fn destroy_uncertified(
+    hsm: &Hsm,
+    meta: &dyn KeyMetadata,
+) -> Result<Vec<u8>, AttestError> {
     match load(hsm, meta).await? {
-        CaState::KeyOnly(pair) => Ok(hsm.destroy_key_pair(pair.id).await?),
+        CaState::KeyOnly(pair) => {
+            hsm.destroy_key_pair(pair.id).await?;
+            Ok(pair.public_key)
+        }
         CaState::Missing => Err(AttestError::NoCa),
         CaState::Ready(_) => Err(AttestError::CaExists(
             "; a certified CA is never destroyed by signetd".to_string(),

@@ -45,9 +45,11 @@ pub enum Event {
     /// Refusals of one caller whom no policy names, over one interval, folded into one
     /// record: `count`, `codes`, `requests`, `since`, `until` (see `docs/audit.md`).
     RefusedAggregate,
-    /// An admin generated an issuer's first key.
+    /// An issuer's first key was generated: by an admin, or outside the daemon (the CLI;
+    /// seen at the next re-read, `detail` naming who from the state store's history).
     KeyGenerate,
-    /// A pending successor key was generated (admin or rotation period).
+    /// A pending successor key was generated: by an admin, by the rotation period, or
+    /// outside the daemon (as for [`Event::KeyGenerate`]).
     KeyRotate,
     /// A pending key became active.
     KeyActivate,
@@ -59,7 +61,8 @@ pub enum Event {
     KeyRevoke,
     /// A token was revoked by jti.
     TokenRevoke,
-    /// A key appeared or changed state outside the daemon (the CLI, another process).
+    /// A key changed state outside the daemon (the CLI, another process). Keys that
+    /// appear are recorded as generated ([`Event::KeyGenerate`], [`Event::KeyRotate`]).
     KeyObserved,
     /// A key is gone from a readable token (its private key deleted); it stays published
     /// from the last good view until every token it signed has expired. Also written at

@@ -39,7 +39,8 @@ pub enum AttestCommand {
         /// Write a certificate request for the operator's CA to this file (PEM).
         #[arg(long, conflicts_with = "undo")]
         csr: Option<PathBuf>,
-        /// Destroy a CA key that was never certified.
+        /// Destroy a CA key that was never certified; with `--transcript`, record what was
+        /// destroyed (pending: there is no CA left to sign it).
         #[arg(long)]
         undo: bool,
         /// The CA's common name.
@@ -158,11 +159,23 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
             let opened = super::open_keys(&config.config, false).await?;
             let (hsm, meta) = (&opened.hsm, opened.meta());
             if undo {
-                attest::ca::destroy_uncertified(hsm, meta)
+                // Pending: the CA is gone. A later CA may sign this record of its
+                // predecessor's end, never that predecessor's own transcripts.
+                let mut log = Transcript::start("root-undo", hsm.token());
+                let outcome = attest::ca::destroy_uncertified(hsm, meta)
                     .await
-                    .map_err(|e| e.to_string())?;
-                println!("destroyed the uncertified attestation CA key");
-                return Ok(());
+                    .map(|public_key| {
+                        println!("destroyed the uncertified attestation CA key");
+                        log.created.push(Created {
+                            kind: signetd::ceremony::CA_KEY_DESTROYED_KIND.to_string(),
+                            id: String::from_utf8_lossy(attest::ca::CA_ID).into_owned(),
+                            sha256: Some(signetd::ceremony::ca_key_sha256(&public_key)),
+                            detail: "uncertified attestation CA key destroyed (public key sha256)"
+                                .to_string(),
+                        });
+                    })
+                    .map_err(|e| e.to_string());
+                return record(&transcript, log, Some(&opened), outcome).await;
             }
             let mut log = Transcript::start("root", hsm.token());
             let outcome = async {
@@ -179,7 +192,7 @@ pub async fn run(command: AttestCommand) -> Result<(), String> {
                     }
                 };
                 log.created.push(Created {
-                    kind: "attestation-ca-key".to_string(),
+                    kind: signetd::ceremony::CA_KEY_KIND.to_string(),
                     id: String::from_utf8_lossy(attest::ca::CA_ID).into_owned(),
                     sha256: Some(sha256_hex(&pair.public_key)),
                     detail: "public key sha256".to_string(),

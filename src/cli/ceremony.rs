@@ -1,6 +1,5 @@
 //! `signetd ceremony`: token initialization and transcripts.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
@@ -45,8 +44,15 @@ pub enum CeremonyCommand {
     Pending {
         /// The transcript directory (a missing one holds none).
         dir: PathBuf,
+        /// Leave out, with a warning on stderr, the transcripts this config's
+        /// attestation CA must not sign: those recording another CA key (one destroyed
+        /// by `attest init-ca --undo`). They stay pending.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
-    /// Sign pending transcripts (written before the attestation CA existed) with the CA key.
+    /// Sign pending transcripts (written before the attestation CA existed) with the CA
+    /// key. Refuses a transcript recording another CA key (one destroyed by
+    /// `attest init-ca --undo`): this CA must not sign it as its own.
     Sign {
         #[command(flatten)]
         config: ConfigArg,
@@ -111,20 +117,11 @@ fn check_label(label: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a PIN file, refusing one that other users can read (the daemon refuses those too).
-fn read_pin(path: &Path) -> Result<SecretString, String> {
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("PIN file {}: {e}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o007 != 0 {
-        return Err(format!(
-            "PIN file {} has mode {:o}: other users can access it; chmod 600 (or 640) it first",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    let text = std::fs::read_to_string(path)
+/// Reads a PIN file, refusing one the daemon would refuse: owned by another user, or
+/// open to group or others at all.
+fn read_pin(path: &Path, what: &str) -> Result<SecretString, String> {
+    let file = signetd::config::files::open_private_file(path, what).map_err(|e| e.to_string())?;
+    let text = std::io::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(SecretString::from(text.trim_end()))
 }
@@ -134,6 +131,12 @@ fn is_pending(path: &Path) -> Option<bool> {
     let text = std::fs::read_to_string(path).ok()?;
     let file: serde_json::Value = serde_json::from_str(&text).ok()?;
     Some(file.get("signature").is_none())
+}
+
+/// The other CA key a pending transcript records, if any (see [`ceremony::other_ca_key`]).
+fn other_ca(path: &Path, ca: &signetd::attest::AttestationCa) -> Option<String> {
+    let pending = ceremony::read_pending(path).ok()??;
+    ceremony::other_ca_key(&pending.transcript, ca).map(str::to_string)
 }
 
 /// Runs a ceremony command.
@@ -160,7 +163,8 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
                     "warning: SOFTHSM2_CONF is not set; SoftHSM2 will use its system-wide config (/etc/softhsm/softhsm2.conf)"
                 );
             }
-            let (so_pin, pin) = (read_pin(&so_pin_file)?, read_pin(&pin_file)?);
+            let so_pin = read_pin(&so_pin_file, "--so-pin-file")?;
+            let pin = read_pin(&pin_file, "--pin-file")?;
             let (task_label, task_module) = (label.clone(), module.clone());
             let (setup, identity) = tokio::task::spawn_blocking(move || {
                 provision::init_or_verify(&task_module, &task_label, &so_pin, &pin, sole)
@@ -190,9 +194,18 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
             });
             record(&transcript, log, None, Ok(())).await
         }
-        CeremonyCommand::Pending { dir } => {
+        CeremonyCommand::Pending { dir, config } => {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 return Ok(());
+            };
+            let ca = match &config {
+                Some(config) => {
+                    let opened = super::open_keys(config, false).await?;
+                    signetd::attest::ca::ready(&opened.hsm, opened.meta())
+                        .await
+                        .ok()
+                }
+                None => None,
             };
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -201,7 +214,13 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
             files.sort();
             for file in files {
                 match is_pending(&file) {
-                    Some(true) => println!("{}", file.display()),
+                    Some(true) => match ca.as_ref().and_then(|ca| other_ca(&file, ca)) {
+                        Some(named) => eprintln!(
+                            "warning: {} stays pending: it records attestation CA key sha256 {named}, which is not this CA's (destroyed by attest init-ca --undo)",
+                            file.display()
+                        ),
+                        None => println!("{}", file.display()),
+                    },
                     Some(false) => {}
                     None => eprintln!("warning: {} is not valid JSON; skipped", file.display()),
                 }

@@ -14,7 +14,8 @@ use super::{ConfigArg, TranscriptArg, record, sha256_hex};
 #[derive(Subcommand)]
 pub enum KeysCommand {
     /// Generate and attest the first signing key of an issuer inside the token, active at
-    /// once. Needs the attestation CA. A running daemon picks the key up when restarted.
+    /// once. Needs the attestation CA. A running daemon picks the key up within one
+    /// lifecycle tick (`lifecycle.tick_seconds`) and records it in its audit log.
     Generate {
         #[command(flatten)]
         config: ConfigArg,
@@ -24,14 +25,16 @@ pub enum KeysCommand {
         /// Override the issuer's configured algorithm.
         #[arg(long)]
         algorithm: Option<Algorithm>,
-        /// Succeed without generating if the issuer already has an active key.
+        /// Succeed without generating if the issuer already has an active key; then
+        /// nothing is done and no transcript is written.
         #[arg(long)]
         if_missing: bool,
         #[command(flatten)]
         transcript: TranscriptArg,
     },
-    /// Generate and attest the next key of an issuer as `pending`: published at once,
-    /// signing once the lifecycle activates it.
+    /// Generate and attest the next key of an issuer as `pending`: a running daemon
+    /// publishes it within one lifecycle tick and activates it after
+    /// `lifecycle.prepublish_seconds`.
     Rotate {
         #[command(flatten)]
         config: ConfigArg,
@@ -41,7 +44,8 @@ pub enum KeysCommand {
         #[command(flatten)]
         transcript: TranscriptArg,
     },
-    /// Mark an active or pending key `retired`: it stops signing and stays published.
+    /// Mark an active or pending key `retired`: it stops signing (in a running daemon,
+    /// within one lifecycle tick) and stays published until the tokens it signed expire.
     Retire {
         #[command(flatten)]
         config: ConfigArg,
@@ -69,6 +73,8 @@ pub enum KeysCommand {
         /// The key id.
         #[arg(long)]
         kid: String,
+        #[command(flatten)]
+        transcript: TranscriptArg,
     },
     /// Undo a key whose generation was interrupted; complete keys are never destroyed.
     DestroyIncomplete {
@@ -77,6 +83,8 @@ pub enum KeysCommand {
         /// The key id.
         #[arg(long)]
         kid: String,
+        #[command(flatten)]
+        transcript: TranscriptArg,
     },
     /// List signetd's keys (the state store's records matched with the token's key
     /// pairs), with state and token attributes, and report anything incomplete or
@@ -84,7 +92,7 @@ pub enum KeysCommand {
     List {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only keys of this issuer.
+        /// Only keys of this issuer (one the config names).
         #[arg(long)]
         issuer: Option<String>,
         /// Print JSON instead of a table (the same as `--format json`).
@@ -94,6 +102,10 @@ pub enum KeysCommand {
         /// keys with the commands that finish or undo each; nothing when there are none.
         #[arg(long, value_enum)]
         format: Option<ListFormat>,
+        /// With `--format problems`: the commands named write their transcript into
+        /// this directory.
+        #[arg(long)]
+        transcript_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -110,8 +122,13 @@ pub enum ListFormat {
     Problems,
 }
 
-/// The report of `keys list --format problems`, naming the commands with `config`.
-fn problems_report(problems: &[String], config: &std::path::Path) -> String {
+/// The report of `keys list --format problems`, naming the commands with `config` (and a
+/// transcript in `transcripts`, if given).
+fn problems_report(
+    problems: &[String],
+    config: &std::path::Path,
+    transcripts: Option<&std::path::Path>,
+) -> String {
     if problems.is_empty() {
         return String::new();
     }
@@ -138,11 +155,21 @@ fn problems_report(problems: &[String], config: &std::path::Path) -> String {
             .next()
             .unwrap_or_else(|| "signetd".to_string());
         let config = config.display();
+        let transcript = |ceremony: &str, kid: &str| {
+            transcripts.map_or_else(String::new, |dir| {
+                let file = dir.join(format!("{ceremony}-{kid}.json"));
+                format!(" --transcript {}", file.display())
+            })
+        };
         out += "\nAn interrupted key generation is finished or undone with:\n";
         for kid in kids {
-            out += &format!("  finish: {signetd} keys finish --config {config} --kid {kid}\n");
             out += &format!(
-                "  undo:   {signetd} keys destroy-incomplete --config {config} --kid {kid}\n"
+                "  finish: {signetd} keys finish --config {config} --kid {kid}{}\n",
+                transcript("finish", kid)
+            );
+            out += &format!(
+                "  undo:   {signetd} keys destroy-incomplete --config {config} --kid {kid}{}\n",
+                transcript("destroy-incomplete", kid)
             );
         }
         out += "(see docs/ceremonies.md, \"Recovering from a failure midway\")\n";
@@ -175,6 +202,25 @@ fn created_row(
         sha256: Some(sha256_hex(certificate)),
         detail: format!("issuer {issuer}, {algorithm}, state {state:?}").to_lowercase(),
     }
+}
+
+/// The issuer `name` of the config; an error naming the configured issuers if there is
+/// none.
+fn known_issuer<'a>(
+    config: &'a signetd::Config,
+    name: &str,
+) -> Result<&'a signetd::config::IssuerConfig, String> {
+    config.issuer(name).ok_or_else(|| {
+        let known: Vec<&str> = config.issuers.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        format!(
+            "unknown issuer {name:?}: the config names {known}; add [issuers.{name}] to the config first"
+        )
+    })
 }
 
 /// Who the CLI's changes are by, in each key's state history.
@@ -226,13 +272,11 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             transcript,
         } => {
             let opened = super::open_keys(&config.config, true).await?;
-            let issuer_config = opened.config.issuer(&issuer).ok_or_else(|| {
-                format!("unknown issuer {issuer:?}: add [issuers.{issuer}] to the config first")
-            })?;
+            let issuer_config = known_issuer(&opened.config, &issuer)?;
             let algorithm = algorithm.unwrap_or(issuer_config.algorithm);
             let days = opened.config.attestation.key_certificate_days;
             let mut log = Transcript::start("issuer-key", opened.hsm.token());
-            let outcome = match keys::store::generate(
+            let generated = keys::store::generate(
                 &opened.hsm,
                 opened.meta(),
                 &issuer,
@@ -241,18 +285,24 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                 days,
                 &actor(),
             )
-            .await
+            .await;
+            if let Err(KeyStoreError::ActiveKeyExists { kid, .. }) = &generated
+                && if_missing
             {
+                // Nothing happened, so there is nothing to record: a "completed"
+                // transcript would claim a ceremony that did not take place.
+                println!(
+                    "issuer {issuer} already has active key {kid}: nothing was done (no key generated, no transcript written)"
+                );
+                return Ok(());
+            }
+            let outcome = match generated {
                 Ok(key) => {
                     println!(
                         "generated and attested {} key {} for issuer {issuer} (active)",
                         key.algorithm, key.kid
                     );
                     log.created.push(created(&key, "issuer-key"));
-                    Ok(())
-                }
-                Err(KeyStoreError::ActiveKeyExists { kid, .. }) if if_missing => {
-                    println!("issuer {issuer} already has active key {kid}; nothing generated");
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),
@@ -265,10 +315,7 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             transcript,
         } => {
             let opened = super::open_keys(&config.config, true).await?;
-            let issuer_config = opened
-                .config
-                .issuer(&issuer)
-                .ok_or_else(|| format!("unknown issuer {issuer:?}"))?;
+            let issuer_config = known_issuer(&opened.config, &issuer)?;
             let mut log = Transcript::start("rotate", opened.hsm.token());
             let outcome = keys::store::prepare_rotation(
                 &opened.hsm,
@@ -300,31 +347,53 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             kid,
             transcript,
         } => change_state(&config, &kid, KeyState::Revoked, "revoke", &transcript).await,
-        KeysCommand::Finish { config, kid } => {
+        KeysCommand::Finish {
+            config,
+            kid,
+            transcript,
+        } => {
             let opened = super::open_keys(&config.config, false).await?;
             let days = opened.config.attestation.key_certificate_days;
-            let key = keys::store::finish(&opened.hsm, opened.meta(), &kid, days, &actor())
+            let mut log = Transcript::start("finish", opened.hsm.token());
+            let outcome = keys::store::finish(&opened.hsm, opened.meta(), &kid, days, &actor())
                 .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "key {} of issuer {} is complete ({:?})",
-                key.kid, key.issuer, key.state
-            );
-            Ok(())
+                .map(|key| {
+                    println!(
+                        "key {} of issuer {} is complete ({})",
+                        key.kid, key.issuer, key.state
+                    );
+                    log.created.push(created(&key, "issuer-key"));
+                })
+                .map_err(|e| e.to_string());
+            record(&transcript, log, Some(&opened), outcome).await
         }
-        KeysCommand::DestroyIncomplete { config, kid } => {
+        KeysCommand::DestroyIncomplete {
+            config,
+            kid,
+            transcript,
+        } => {
             let opened = super::open_keys(&config.config, false).await?;
-            keys::store::destroy_incomplete(&opened.hsm, opened.meta(), &kid)
+            let mut log = Transcript::start("destroy-incomplete", opened.hsm.token());
+            let outcome = keys::store::destroy_incomplete(&opened.hsm, opened.meta(), &kid)
                 .await
-                .map_err(|e| e.to_string())?;
-            println!("destroyed incomplete key {kid}");
-            Ok(())
+                .map(|()| {
+                    println!("destroyed incomplete key {kid}");
+                    log.created.push(Created {
+                        kind: "destroyed-incomplete-key".to_string(),
+                        id: kid.clone(),
+                        sha256: None,
+                        detail: "key pair of an interrupted generation destroyed".to_string(),
+                    });
+                })
+                .map_err(|e| e.to_string());
+            record(&transcript, log, Some(&opened), outcome).await
         }
         KeysCommand::List {
             config,
             issuer,
             json,
             format,
+            transcript_dir,
         } => {
             let format = match (json, format) {
                 (true, _) => ListFormat::Json,
@@ -332,6 +401,9 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             };
             let config_path = config.config;
             let opened = super::open_keys(&config_path, false).await?;
+            if let Some(issuer) = &issuer {
+                known_issuer(&opened.config, issuer)?;
+            }
             let hsm = &opened.hsm;
             let inventory = keys::store::inventory(hsm, opened.meta())
                 .await
@@ -352,7 +424,11 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                     return Ok(());
                 }
                 ListFormat::Problems => {
-                    print!("{}", problems_report(&inventory.problems, &config_path));
+                    let dir = transcript_dir.as_deref();
+                    print!(
+                        "{}",
+                        problems_report(&inventory.problems, &config_path, dir)
+                    );
                     return Ok(());
                 }
                 ListFormat::Json | ListFormat::Table => {}
@@ -407,13 +483,13 @@ mod tests {
 
     #[test]
     fn problems_name_the_commands_for_each_incomplete_key_once() {
-        assert_eq!(problems_report(&[], Path::new("c.toml")), "");
+        assert_eq!(problems_report(&[], Path::new("c.toml"), None), "");
         let problems = [
             "key es-1 has no certificate".to_string(),
             "key es-1 has no state record".to_string(),
             "state record \"x\" is unreadable: eof".to_string(),
         ];
-        let report = problems_report(&problems, Path::new("c.toml"));
+        let report = problems_report(&problems, Path::new("c.toml"), None);
         assert!(
             report.starts_with("the token holds 3 incomplete"),
             "{report}"
@@ -429,6 +505,14 @@ mod tests {
                 .matches("keys destroy-incomplete --config c.toml --kid es-1\n")
                 .count(),
             1
+        );
+        let report = problems_report(&problems, Path::new("c.toml"), Some(Path::new("t")));
+        assert!(
+            report.contains("keys finish --config c.toml --kid es-1 --transcript t/finish-es-1.json\n")
+                && report.contains(
+                    "keys destroy-incomplete --config c.toml --kid es-1 --transcript t/destroy-incomplete-es-1.json\n"
+                ),
+            "{report}"
         );
     }
 }

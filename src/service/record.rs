@@ -107,11 +107,13 @@ impl Service {
     }
 
     /// Records keys that appeared or changed state since the last reload without the
-    /// daemon doing it: the CLI or a ceremony script, while the daemon ran. A new audit
-    /// key is left out (the log records its generation itself); any change to one makes
-    /// the writer look the key up again.
+    /// daemon doing it: the CLI or a ceremony script, while the daemon ran. A new key is
+    /// a generation like any other (`key_generate`, or `key_rotate` for a pending one),
+    /// its maker taken from the state store's history; a change of state is
+    /// `key_observed`. A new audit key is left out (the log records its generation
+    /// itself); any change to one makes the writer look the key up again.
     pub(super) async fn record_outside_changes(&self, registry: &KeyRegistry) {
-        let changes: Vec<Entry> = {
+        let changes: Vec<(Entry, Option<KeyState>)> = {
             let mut recorded = self
                 .recorded_states
                 .lock()
@@ -129,20 +131,54 @@ impl Service {
                         continue;
                     }
                 }
-                let detail = super::rollback::observed_detail(before, key.state);
-                changes.push(
-                    Entry::new(Event::KeyObserved)
-                        .caller(CallerRecord::internal("token"))
-                        .issuer(&key.issuer)
-                        .kid(&key.kid)
-                        .ok()
-                        .detail(detail),
-                );
+                let (event, detail) = match before {
+                    Some(before) => (
+                        Event::KeyObserved,
+                        super::rollback::observed_detail(Some(before), key.state),
+                    ),
+                    None if key.state == KeyState::Pending => (Event::KeyRotate, String::new()),
+                    None => (Event::KeyGenerate, String::new()),
+                };
+                let entry = Entry::new(event)
+                    .caller(CallerRecord::internal("token"))
+                    .issuer(&key.issuer)
+                    .kid(&key.kid)
+                    .ok()
+                    .detail(detail);
+                changes.push((entry, before.is_none().then_some(key.state)));
             }
             changes
         };
-        for entry in changes {
+        for (entry, new) in changes {
+            let entry = match new {
+                Some(state) => {
+                    let made = self.maker(entry.kid.as_deref().unwrap_or_default()).await;
+                    entry.detail(super::rollback::generated_detail(&made, state))
+                }
+                None => entry,
+            };
             self.note(entry).await;
+        }
+    }
+
+    /// Who made key `kid` and when, from the first entry of its state history.
+    async fn maker(&self, kid: &str) -> String {
+        match self.key_records.history(kid).await {
+            Ok(history) => history.first().map_or_else(
+                || "an unknown actor (no state history)".to_string(),
+                |first| {
+                    let at = i64::try_from(first.at)
+                        .ok()
+                        .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_else(|| first.at.to_string());
+                    format!("{} at {at}", first.actor)
+                },
+            ),
+            Err(e) => format!("an unknown actor (state history unreadable: {e})"),
         }
     }
 }

@@ -38,13 +38,20 @@ pub fn changed_detail(state: KeyState) -> String {
     format!("now {state}")
 }
 
-/// The `detail` of a `key_observed` record: a key that changed (or appeared) outside
-/// the daemon.
+/// The `detail` of a `key_observed` record: a key that changed state outside the
+/// daemon. (Versions before 0.2 also wrote `new key, STATE, made outside the daemon`
+/// for a key that appeared; [`state_in`] still reads it.)
 pub fn observed_detail(before: Option<KeyState>, state: KeyState) -> String {
     match before {
         Some(before) => format!("{before} -> {state} outside the daemon"),
         None => format!("new key, {state}, made outside the daemon"),
     }
+}
+
+/// The `detail` of a `key_generate` or `key_rotate` record of a key that appeared
+/// outside the daemon, made by `made` (an actor and a time).
+pub fn generated_detail(made: &str, state: KeyState) -> String {
+    format!("generated outside the daemon by {made}, {}", changed_detail(state))
 }
 
 /// What comes before the key states in a `start` record's `detail`.
@@ -114,7 +121,7 @@ fn parse_state(word: &str) -> Option<KeyState> {
 
 /// The state a `detail` written by [`changed_detail`] or [`observed_detail`] names.
 fn state_in(detail: &str) -> Option<KeyState> {
-    let word = if let Some(rest) = detail.strip_prefix("now ") {
+    let word = if let Some((_, rest)) = detail.rsplit_once("now ") {
         rest
     } else if let Some(rest) = detail.strip_prefix("new key, ") {
         rest.split(',').next()?

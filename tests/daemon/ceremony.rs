@@ -826,3 +826,357 @@ fn an_incomplete_key_stops_the_key_ceremonies_until_it_is_undone() {
     c.run("issuer-key.sh", "--issuer es");
     c.kid("es", "active");
 }
+
+// ---------------------------------------------------------------- complete records
+
+/// The created entry of `kind` in a transcript file's readable copy.
+fn created_entry(file: &Value, kind: &str) -> Value {
+    let created = file["transcript"]["created"].as_array().unwrap();
+    let entry = created.iter().find(|c| c["kind"] == kind);
+    entry
+        .unwrap_or_else(|| panic!("no {kind} entry: {file}"))
+        .clone()
+}
+
+/// `issuer-key.sh --if-missing` (and `keys generate --if-missing --transcript`) on an
+/// issuer that has its key does nothing, says so, and writes no transcript.
+#[test]
+fn an_if_missing_ceremony_that_generates_nothing_records_nothing() {
+    let c = Ceremony::new("cer-noop");
+    c.run("root.sh", "");
+    c.run("issuer-key.sh", "--issuer es --if-missing");
+    let es = c.kid("es", "active");
+    let before = c.transcripts();
+    assert!(
+        before
+            .iter()
+            .any(|t| t.starts_with("ceremonies/issuer-key-")),
+        "the first run generated and recorded: {before:?}"
+    );
+
+    let out = c.run("issuer-key.sh", "--issuer es --if-missing");
+    assert!(out.contains("Nothing was done"), "{out}");
+    assert!(!out.contains("ceremony finished"), "{out}");
+    assert_eq!(c.transcripts(), before, "no transcript for a no-op");
+
+    let out = c.signetd_ok(
+        "keys generate --config signetd.toml --issuer es --if-missing --transcript noop.json",
+    );
+    assert!(
+        out.contains("nothing was done") && out.contains(&es),
+        "{out}"
+    );
+    assert!(!c.path("noop.json").exists(), "no transcript for a no-op");
+    assert_eq!(c.kids("es", "active"), [es]);
+}
+
+/// `root.sh --undo` records the destroyed CA key (what, by whom, when) in a transcript
+/// the next CA signs; the destroyed key's own CSR transcript is never signed by that
+/// next CA, neither by root.sh nor by `ceremony sign` named explicitly.
+#[test]
+fn undoing_the_root_ceremony_is_recorded_and_its_transcripts_are_not_adopted() {
+    let c = Ceremony::new("cer-undo-rec");
+    fs::create_dir(c.path("ceremonies")).unwrap();
+    c.signetd_ok(
+        "attest init-ca --config signetd.toml --csr lost.csr --transcript ceremonies/root-lost.json",
+    );
+    let lost = c.json("ceremonies/root-lost.json");
+    let lost_key = created_entry(&lost, "attestation-ca-key")["sha256"].clone();
+    assert!(lost_key.is_string(), "{lost}");
+
+    c.run("root.sh", "--undo");
+    let undo: Vec<String> = c
+        .transcripts()
+        .into_iter()
+        .filter(|t| t.starts_with("ceremonies/root-undo-"))
+        .collect();
+    assert_eq!(undo.len(), 1, "{:?}", c.transcripts());
+    let record = c.json(&undo[0]);
+    assert!(record.get("signature").is_none(), "no CA to sign it yet");
+    let transcript = &record["transcript"];
+    assert_eq!(transcript["ceremony"], "root-undo");
+    assert_eq!(transcript["outcome"], "completed");
+    assert!(transcript["operator"]["uid"].is_u64() && transcript["finished_at"].is_string());
+    let destroyed = created_entry(&record, "attestation-ca-key-destroyed");
+    assert_eq!(destroyed["sha256"], lost_key, "it names the destroyed key");
+
+    let out = c.script("root.sh", "--self-signed");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("root-lost.json stays pending"), "{stderr}");
+    assert_eq!(c.ca_state(), "ready");
+    assert!(
+        c.json(&undo[0])["signature"].is_string(),
+        "the new CA signs the record of the undo"
+    );
+    assert!(
+        c.json("ceremonies/root-lost.json")
+            .get("signature")
+            .is_none(),
+        "the destroyed key's transcript stays pending"
+    );
+    let refused = c.signetd_fails("ceremony sign --config signetd.toml ceremonies/root-lost.json");
+    assert!(refused.contains("not this CA's key"), "{refused}");
+    assert!(
+        c.json("ceremonies/root-lost.json")
+            .get("signature")
+            .is_none()
+    );
+
+    c.run("export-public.sh", "--out export");
+    let shown = c.signetd_ok(&format!(
+        "ceremony verify {} --root export/root.pem",
+        undo[0]
+    ));
+    assert!(shown.contains("attestation-ca-key-destroyed"), "{shown}");
+}
+
+/// What an interrupted generation leaves (a key pair the state store does not know) for
+/// `kid`, made with OpenSC's tool.
+fn incomplete_key(c: &Ceremony, kid: &str) {
+    let id_hex: String = kid.bytes().map(|b| format!("{b:02x}")).collect();
+    c.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--usage-sign",
+        "--id",
+        &id_hex,
+        "--label",
+        &format!("signetd/es/{kid}"),
+    ]);
+}
+
+/// `keys finish` and `keys destroy-incomplete` take `--transcript`; the commands the
+/// ceremonies name for an incomplete key pass one in the transcript directory.
+#[test]
+fn finishing_or_undoing_an_incomplete_key_is_recorded() {
+    let c = Ceremony::new("cer-finish");
+    c.run("root.sh", "");
+    let (undone, finished) = ("es-20260101-0badc0de", "es-20260101-0dd0c0de");
+    incomplete_key(&c, undone);
+    let report = c.run_fails("issuer-key.sh", "--issuer es");
+    for (command, ceremony) in [
+        ("keys finish", "finish"),
+        ("keys destroy-incomplete", "destroy-incomplete"),
+    ] {
+        let line = format!(
+            "{command} --config signetd.toml --kid {undone} --transcript ceremonies/{ceremony}-{undone}.json"
+        );
+        assert!(report.contains(&line), "names `{line}`: {report}");
+    }
+    c.signetd_ok(&format!(
+        "keys destroy-incomplete --config signetd.toml --kid {undone} --transcript ceremonies/destroy-incomplete-{undone}.json"
+    ));
+    let record = c.json(&format!("ceremonies/destroy-incomplete-{undone}.json"));
+    assert!(
+        record["signature"].is_string(),
+        "signed by the CA: {record}"
+    );
+    assert_eq!(record["transcript"]["ceremony"], "destroy-incomplete");
+    assert_eq!(
+        created_entry(&record, "destroyed-incomplete-key")["id"],
+        undone
+    );
+
+    incomplete_key(&c, finished);
+    let out = c.signetd_ok(&format!(
+        "keys finish --config signetd.toml --kid {finished} --transcript ceremonies/finish.json"
+    ));
+    assert!(out.contains("is complete (active)"), "{out}");
+    let record = c.json("ceremonies/finish.json");
+    assert_eq!(record["transcript"]["ceremony"], "finish");
+    assert_eq!(created_entry(&record, "issuer-key")["id"], finished);
+    c.run("export-public.sh", "--out export");
+    let destroyed = format!("ceremonies/destroy-incomplete-{undone}.json");
+    for file in [destroyed.as_str(), "ceremonies/finish.json"] {
+        c.signetd_ok(&format!("ceremony verify {file} --root export/root.pem"));
+    }
+
+    // A failed step leaves a record of the failure too.
+    let refused = c.signetd_fails(
+        "keys destroy-incomplete --config signetd.toml --kid es-nosuch --transcript ceremonies/failed.json",
+    );
+    assert!(!refused.is_empty());
+    let outcome = c.json("ceremonies/failed.json")["transcript"]["outcome"].clone();
+    assert!(
+        outcome.as_str().unwrap().starts_with("failed: "),
+        "{outcome}"
+    );
+}
+
+/// A PIN file group may read (0640) is refused by the ceremony scripts before any step,
+/// in the daemon's words; `ce_check_private_file` (common.sh) says the same, and
+/// `signetd ceremony init-token` refuses it too.
+#[test]
+fn a_pin_file_the_daemon_refuses_stops_the_ceremonies_in_its_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Ceremony::new("cer-pinmode");
+    let pin = c.var("SIGNETD_PIN_FILE").to_string();
+    fs::set_permissions(&pin, fs::Permissions::from_mode(0o640)).unwrap();
+    let words =
+        format!("{pin} has mode 640: group or others can have it read or written; chmod 600 {pin}");
+
+    let daemon = c.signetd_fails("config check --config signetd.toml");
+    assert!(daemon.contains(&words), "{daemon}");
+    for (script, args) in [("root.sh", ""), ("issuer-key.sh", "--issuer es")] {
+        let refused = c.run_fails(script, args);
+        assert!(refused.contains(&words), "{script}: {refused}");
+        assert!(
+            !refused.contains("SOFTHSM2_CONF"),
+            "no misleading hint: {refused}"
+        );
+    }
+    assert_eq!(c.transcripts(), Vec::<String>::new(), "nothing ran");
+
+    let common = repo_root().join("scripts/ceremony/common.sh");
+    let check = |path: &str| {
+        let script = format!(
+            "source {} && ce_check_private_file {path} pin_file",
+            common.display()
+        );
+        c.command("bash", "")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    };
+    let refused = fails("ce_check_private_file", check(&pin));
+    assert!(refused.contains(&format!("pin_file: {words}")), "{refused}");
+    fs::set_permissions(&pin, fs::Permissions::from_mode(0o600)).unwrap();
+    ok("ce_check_private_file", check(&pin));
+
+    fs::set_permissions(&pin, fs::Permissions::from_mode(0o640)).unwrap();
+    let refused = c.signetd_fails(&format!(
+        "ceremony init-token --module {} --label {} --so-pin-file {} --pin-file {pin}",
+        c.var("SIGNETD_PKCS11_MODULE"),
+        c.var("SIGNETD_TOKEN_LABEL"),
+        c.var("SIGNETD_SO_PIN_FILE"),
+    ));
+    assert!(refused.contains(&words), "{refused}");
+    assert!(!refused.contains("640)"), "no '(or 640)': {refused}");
+}
+
+/// Key commands naming an issuer the config lacks fail and name the configured ones;
+/// `keys generate --help` says when a running daemon picks the key up.
+#[test]
+fn key_commands_refuse_an_unknown_issuer() {
+    let c = Ceremony::new("cer-unknown");
+    for command in ["list", "generate", "rotate"] {
+        let refused = c.signetd_fails(&format!(
+            "keys {command} --config signetd.toml --issuer nosuch"
+        ));
+        assert!(
+            refused.contains("unknown issuer \"nosuch\": the config names ed, es"),
+            "keys {command}: {refused}"
+        );
+    }
+    let help = c.signetd_ok("keys generate --help");
+    assert!(help.contains("within one lifecycle tick"), "{help}");
+    assert!(!help.contains("restarted"), "{help}");
+}
+
+/// Every key generation is on the audit record with who made it: by the CLI while the
+/// daemon runs (seen at its next tick, the maker from the state store's history), by
+/// an admin over the API (first key and rotation), and by the rotation period.
+#[test]
+fn every_key_generation_is_on_the_audit_record() {
+    let c = Ceremony::new("cer-genaudit");
+    let uid = crate::common::my_uid();
+    let issuers = ["cli", "api", "auto"]
+        .map(|name| issuer_toml(name, Algorithm::Es256))
+        .concat();
+    let config = format!(
+        "{issuers}max_ttl_seconds = 1\nrotation_period_seconds = 4\n{}",
+        crate::common::lifecycle_toml()
+    );
+    c.write_config(&config);
+    c.run("root.sh", "");
+    // `serve` waits for `status`, which wants every issuer to have a key; the first
+    // keys of `cli` and `api` are revoked below to make room for a first key again.
+    for issuer in ["cli", "api", "auto"] {
+        c.signetd_ok(&format!(
+            "keys generate --config signetd.toml --issuer {issuer}"
+        ));
+    }
+    let (cli_first, api_first) = (c.kid("cli", "active"), c.kid("api", "active"));
+    let auto = c.kid("auto", "active");
+    let socket = c.path("signetd.sock");
+    let _daemon = c.serve(&c.path("signetd.toml"), &socket);
+
+    c.signetd_ok(&format!(
+        "keys revoke --config signetd.toml --kid {cli_first}"
+    ));
+    c.signetd_ok("keys generate --config signetd.toml --issuer cli");
+    let cli = c.kid("cli", "active");
+    c.signetd_ok("keys rotate --config signetd.toml --issuer cli");
+    let cli_next = c.kid("cli", "pending");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |path: &str, body: Option<Value>| {
+        let reply = runtime.block_on(crate::common::request_unix(
+            &socket,
+            Method::POST,
+            path,
+            body.as_ref(),
+        ));
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.json);
+        reply.json["kid"].as_str().unwrap_or_default().to_string()
+    };
+    post(&format!("/v1/keys/{api_first}/revoke"), None);
+    let api = post("/v1/keys", Some(serde_json::json!({"issuer": "api"})));
+    let api_next = post("/v1/issuers/api/rotate", Some(serde_json::json!({})));
+
+    let audit = c.audit_dir();
+    let record = |event: &str, kid: &str| {
+        crate::common::audit_records(&audit)
+            .into_iter()
+            .find(|r| r["event"] == event && r["kid"] == kid)
+    };
+    let auto_next = runtime.block_on(crate::common::eventually(30, async || {
+        crate::common::audit_records(&audit)
+            .iter()
+            .any(|r| r["event"] == "key_rotate" && r["issuer"] == "auto")
+            && record("key_generate", &cli).is_some()
+            && record("key_rotate", &cli_next).is_some()
+    }));
+    assert!(
+        auto_next,
+        "records: {:?}",
+        crate::common::audit_records(&audit)
+    );
+
+    let by_cli = format!("generated outside the daemon by cli uid {uid} at ");
+    let generated = record("key_generate", &cli).unwrap();
+    let detail = generated["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&by_cli) && detail.ends_with(", now active"),
+        "{generated}"
+    );
+    let rotated = record("key_rotate", &cli_next).unwrap();
+    let detail = rotated["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&by_cli) && detail.ends_with(", now pending"),
+        "{rotated}"
+    );
+    assert_eq!(record("key_generate", &api).unwrap()["caller"]["uid"], uid);
+    assert_eq!(
+        record("key_rotate", &api_next).unwrap()["caller"]["uid"],
+        uid
+    );
+    let automatic = crate::common::audit_records(&audit)
+        .into_iter()
+        .find(|r| r["event"] == "key_rotate" && r["issuer"] == "auto")
+        .unwrap();
+    assert_eq!(automatic["caller"]["name"], "lifecycle", "{automatic}");
+    assert_ne!(automatic["kid"], auto.as_str());
+    // Each generation once: the daemon's own keys are not seen again as made outside it.
+    for kid in [&cli, &cli_next, &api, &api_next] {
+        let records = crate::common::audit_records(&audit);
+        let generations = records.iter().filter(|r| {
+            r["kid"] == kid.as_str() && (r["event"] == "key_generate" || r["event"] == "key_rotate")
+        });
+        assert_eq!(generations.count(), 1, "{kid}");
+    }
+}
