@@ -214,8 +214,11 @@ export SIGNETD_FAULT_MODULE="$target_dir/debug/libfault_pkcs11.so"
 # ---------------------------------------------------------------- kryoptic module
 
 if [[ " ${backends[*]} " == *" kryoptic "* ]]; then
-    log "cargo build -p kryoptic-pkcs11 (kryoptic with a vendored OpenSSL; minutes the first time)"
-    cargo build --locked -q -p kryoptic-pkcs11 || die "cannot build the kryoptic PKCS#11 module (kryoptic-pkcs11/)"
+    log "cargo build kryoptic-pkcs11/ (kryoptic with a vendored OpenSSL; minutes the first time)"
+    # A workspace of its own (its SQLite differs from signetd's: Cargo.toml says why),
+    # built into the same target directory.
+    cargo build --locked -q --manifest-path kryoptic-pkcs11/Cargo.toml --target-dir "$target_dir" ||
+        die "cannot build the kryoptic PKCS#11 module (kryoptic-pkcs11/)"
     export SIGNETD_KRYOPTIC_MODULE="$target_dir/debug/libkryoptic_pkcs11.so"
     [[ -f $SIGNETD_KRYOPTIC_MODULE ]] || die "no $SIGNETD_KRYOPTIC_MODULE after building kryoptic-pkcs11"
 fi

@@ -46,6 +46,8 @@ fn every_detail_the_daemon_writes_names_its_state() {
             state_in(&observed_detail(Some(Pending), state)),
             Some(state)
         );
+        let made = "cli uid 0 at 2026-12-01T00:00:00Z";
+        assert_eq!(state_in(&generated_detail(made, state)), Some(state));
     }
     assert_eq!(state_in("the token came back"), None);
 }
