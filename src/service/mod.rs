@@ -230,11 +230,7 @@ impl Service {
                 }
             }
         }
-        let recorded_states = registry
-            .all()
-            .iter()
-            .map(|k| (k.kid.clone(), k.state))
-            .collect();
+        let recorded_states = rollback::recorded_at_start(&witness, &registry);
         let service = Service {
             audit: ports.audit,
             signer: ports.signer,

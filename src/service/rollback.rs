@@ -51,7 +51,10 @@ pub fn observed_detail(before: Option<KeyState>, state: KeyState) -> String {
 /// The `detail` of a `key_generate` or `key_rotate` record of a key that appeared
 /// outside the daemon, made by `made` (an actor and a time).
 pub fn generated_detail(made: &str, state: KeyState) -> String {
-    format!("generated outside the daemon by {made}, {}", changed_detail(state))
+    format!(
+        "generated outside the daemon by {made}, {}",
+        changed_detail(state)
+    )
 }
 
 /// What comes before the key states in a `start` record's `detail`.
@@ -197,9 +200,10 @@ impl Witness {
                 }
             }
             Event::TokenRevoke if line.outcome == Some(Outcome::Ok) => {
+                // `listed until EXP`, maybe followed by how it was learned.
                 let exp = detail
                     .strip_prefix("listed until ")
-                    .and_then(|e| e.parse().ok());
+                    .and_then(|e| e.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
                 if let (Some(jti), Some(exp)) = (line.jti, exp) {
                     revocations.push(RecordedRevocation {
                         jti,
@@ -411,6 +415,33 @@ pub async fn restore_revocations(
         records.push(entry);
     }
     Ok(records)
+}
+
+/// Each key's state as the audit log last recorded it, the starting point from which
+/// the first reload records what changed while the daemon was stopped: a key the log
+/// never named gets its `key_generate` (or `key_rotate`) record, one whose state moved a
+/// `key_observed`. A log that names no key at all (a new one) records nothing of the
+/// kind: every key is taken as it is.
+pub fn recorded_at_start(
+    witness: &Witness,
+    registry: &crate::keys::KeyRegistry,
+) -> HashMap<String, KeyState> {
+    let log_names_keys = witness.has_read_log()
+        && !witness
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+    registry
+        .all()
+        .iter()
+        .filter_map(|k| {
+            if !log_names_keys {
+                return Some((k.kid.clone(), k.state));
+            }
+            witness.seen(&k.kid).map(|seen| (k.kid.clone(), seen.state))
+        })
+        .collect()
 }
 
 /// Moves every key the store shows behind the `witness` forward and puts back the

@@ -204,3 +204,55 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
         "a backup never overwrites: {out}{err}"
     );
 }
+
+/// Keys generated or changed with the CLI while no daemon runs are on the audit record
+/// after the next start: the daemon compares the store with what its log last recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_changes_made_while_the_daemon_was_stopped_are_recorded_at_the_next_start() {
+    let token = TestToken::create("signetd-stopped");
+    let issuer = "stopped";
+    let (config, socket) = token.write_config(&issuer_toml(issuer, Algorithm::Es256));
+    let c = config.to_str().unwrap();
+    let first = token.init_ca_and_key(&config, issuer);
+    token.serve(&config, &socket).terminate();
+
+    let (ok, out, err) = token.signetd(&["keys", "rotate", "--config", c, "--issuer", issuer]);
+    assert!(ok, "keys rotate: {err}");
+    let next = out
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{issuer}-")) && *w != first)
+        .unwrap_or_else(|| panic!("no kid in {out:?}"))
+        .to_string();
+    let (ok, _, err) = token.signetd(&["keys", "retire", "--config", c, "--kid", &first]);
+    assert!(ok, "keys retire: {err}");
+
+    // No active key now: serving, not ready.
+    let _daemon = token.serve_live(&config, &socket);
+    let recorded = async |event: &str, kid: &str, words: &str| {
+        audit_records(&token.audit_dir()).iter().any(|r| {
+            r["event"] == event
+                && r["kid"] == kid
+                && r["detail"].as_str().unwrap_or_default().contains(words)
+        })
+    };
+    assert!(
+        eventually(10, async || recorded(
+            "key_rotate",
+            &next,
+            "generated outside the daemon by cli uid"
+        )
+        .await)
+        .await,
+        "the key rotated while the daemon was stopped has no generation record"
+    );
+    assert!(
+        eventually(10, async || recorded(
+            "key_observed",
+            &first,
+            "active -> retired"
+        )
+        .await)
+        .await,
+        "the retirement made while the daemon was stopped was not recorded"
+    );
+}
