@@ -10,6 +10,8 @@
 
 use rand::RngCore;
 
+use std::sync::atomic::Ordering;
+
 use super::Service;
 use crate::config::Config;
 
@@ -56,6 +58,7 @@ impl Service {
                         holder = %self.holder,
                         "another replica holds the issuer's lifecycle lease; following the store"
                     );
+                    self.warn_of_an_unnamed_second_instance(issuer);
                 }
                 held
             }
@@ -64,6 +67,21 @@ impl Service {
                 false
             }
         }
+    }
+
+    /// Another daemon applies this store's lifecycle, and this one was not configured
+    /// as a replica: said once, loudly, since two daemons started by mistake on one
+    /// token and store would otherwise run side by side unnoticed.
+    fn warn_of_an_unnamed_second_instance(&self, issuer: &str) {
+        if self.config().replica.name.is_some()
+            || self.second_instance_warned.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        tracing::error!(
+            %issuer,
+            "another signetd holds this issuer's lifecycle lease on the same state store, and this daemon has no [replica] name: if they are not meant to be replicas, stop one; if they are, give each a [replica] name (docs/operations.md, \"Several instances\")"
+        );
     }
 
     /// Gives up the leases this daemon holds, at stop, so another replica takes over at

@@ -167,6 +167,8 @@ pub struct Service {
     /// The furthest state of every key on record (the audit log, then this run): a
     /// store showing less was put back, and is rolled forward.
     witness: rollback::Witness,
+    /// Whether an unnamed second daemon on this store has been reported.
+    second_instance_warned: std::sync::atomic::AtomicBool,
     /// Refusals of unnamed callers being counted, and refusal records dropped.
     refusals: refusals::Refusals,
 }
@@ -239,6 +241,7 @@ impl Service {
             key_records: ports.keys,
             recorded_states: Mutex::new(recorded_states),
             witness,
+            second_instance_warned: Default::default(),
             keys: RwLock::new(Arc::new(registry)),
             publishing: publishing::Publishing::new(&merged, problems, mismatches.clone()),
             replay: ports.replay,

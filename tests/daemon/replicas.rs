@@ -365,3 +365,36 @@ async fn on_postgres_a_replica_killed_mid_rotation_leaves_the_other_serving_and_
         "{at_a:?}"
     );
 }
+
+/// Two daemons started on one token and one store without `[replica] name`s (a second
+/// instance by mistake) do not run side by side unnoticed: the one that finds the
+/// lifecycle lease taken says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_unnamed_daemon_on_one_store_is_reported() {
+    let token = TestToken::create("signetd-unnamed");
+    let issuer = "twice";
+    let Some(store) = TestStore::new(Engine::Sqlite, &token.path("shared.db")).await else {
+        return;
+    };
+    let unnamed = |name: &str| {
+        let (config, socket) = served_replica(&token, &store, issuer, name);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replace(&format!("[replica]\nname = \"{name}\"\n"), "");
+        assert!(!text.contains("[replica]"), "{text}");
+        std::fs::write(&config, text).unwrap();
+        (config, socket)
+    };
+    let (config_a, socket_a) = unnamed("first");
+    let (config_b, socket_b) = unnamed("second");
+    token.init_ca_and_key(&config_a, issuer);
+    let _a = token.serve(&config_a, &socket_a);
+    let _b = token.serve(&config_b, &socket_b);
+    let log = token.path("serve.log");
+    assert!(
+        eventually(10, async || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("this daemon has no [replica] name"))
+        .await,
+        "no word of the second daemon"
+    );
+}
