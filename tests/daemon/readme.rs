@@ -48,7 +48,7 @@ fn running_it() -> String {
 /// Whether `c` may precede a path that starts a word (a shell word, a TOML string, a
 /// `KEY=` value).
 fn starts_word(c: Option<char>) -> bool {
-    c.is_none_or(|c| c.is_whitespace() || "\"'=(".contains(c))
+    c.is_none_or(|c| c.is_whitespace() || "\"'=(<>".contains(c))
 }
 
 /// `block` with every path under [`MOVED`] moved under `root`. Panics on another
@@ -157,7 +157,13 @@ fn pyjwt(jwks: &Path, token: &str) {
         .arg("--jwks-file")
         .arg(jwks)
         .args(["--iss", "https://auth.example.com"])
-        .args(["--aud", "https://api.example.com", "--max-ttl", "300", token])
+        .args([
+            "--aud",
+            "https://api.example.com",
+            "--max-ttl",
+            "300",
+            token,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -180,6 +186,18 @@ fn readme_running_it_works_as_written() {
     );
     let tmp = temp_root();
     let root = tmp.path();
+    // What every Debian host has before the block begins.
+    for dir in [
+        "etc/systemd/system",
+        "usr/local/bin",
+        "usr/local/share",
+        "var/lib",
+        "run",
+    ] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::create_dir(root.join("root")).unwrap();
+    fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700)).unwrap();
     let script = move_paths(&running_it(), root);
     for word in ["&&", "||"] {
         assert!(
@@ -319,20 +337,35 @@ fn init_token_makes_pins_and_a_softhsm_store_outside_each_other() {
         fs::read_to_string(dir.join("user.pin")).unwrap(),
         fs::read_to_string(dir.join("so.pin")).unwrap()
     );
-    let walk = Command::new("find").arg(dir.join("token")).output().unwrap();
-    assert!(!text(&walk.stdout).contains(".pin"), "{}", text(&walk.stdout));
+    let walk = Command::new("find")
+        .arg(dir.join("token"))
+        .output()
+        .unwrap();
+    assert!(
+        !text(&walk.stdout).contains(".pin"),
+        "{}",
+        text(&walk.stdout)
+    );
     // The token the script made is the one SoftHSM2 lists in that store.
     let list = Command::new("softhsm2-util")
         .arg("--show-slots")
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .unwrap();
-    assert!(text(&list.stdout).contains("readme-it"), "{}", text(&list.stdout));
+    assert!(
+        text(&list.stdout).contains("readme-it"),
+        "{}",
+        text(&list.stdout)
+    );
 
     // Again: --new-pins never replaces a PIN file; without it the token is verified.
     let again = init_token(dir, &args);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already exists"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
     let args: Vec<&str> = args.into_iter().filter(|a| *a != "--new-pins").collect();
     let verify = init_token(dir, &args);
     assert!(verify.status.success(), "{}", text(&verify.stderr));
