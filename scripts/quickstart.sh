@@ -65,7 +65,7 @@ signetd="$root/target/release/signetd"
 
 # 3. Dev token and config ----------------------------------------------------------
 say "Dev token in .dev/token"
-token_env=$(bash softhsm/init-token.sh "$dev/token" signetd-dev --format env --signetd "$signetd")
+token_env=$(bash softhsm/dev-token.sh "$dev/token" signetd-dev --format env --signetd "$signetd")
 declare -A tok
 while IFS='=' read -r key value; do tok[$key]=$value; done <<<"$token_env"
 export SOFTHSM2_CONF=${tok[SOFTHSM2_CONF]}

@@ -211,6 +211,13 @@ target_dir=$(cargo metadata --locked --format-version 1 --no-deps | "$PYTHON" -c
 export SIGNETD_FAULT_MODULE="$target_dir/debug/libfault_pkcs11.so"
 [[ -f $SIGNETD_FAULT_MODULE ]] || die "no $SIGNETD_FAULT_MODULE after building fault-pkcs11"
 
+# ---------------------------------------------------------------- release build
+
+# README.md's "Running it", which tests/daemon/readme.rs runs as written, starts with
+# 'cargo build --release --locked': built here, not while the other tests run beside it.
+log "cargo build --release (README.md's \"Running it\" installs target/release/signetd)"
+cargo build --locked --release -q || die "cargo build --release failed"
+
 # ---------------------------------------------------------------- kryoptic module
 
 if [[ " ${backends[*]} " == *" kryoptic "* ]]; then

@@ -3,7 +3,7 @@
 //! pkilint, Python's cryptography + asn1crypto) check what they produce.
 //!
 //! Self-contained: every test makes its own token with the harness (`TestToken`, which
-//! runs `softhsm/init-token.sh`) in its own temp dir, runs every command in that dir and
+//! runs `softhsm/dev-token.sh`) in its own temp dir, runs every command in that dir and
 //! passes `SOFTHSM2_CONF` to each subprocess. Nothing here touches the process
 //! environment or the shared test token. Command lines are written as one string, split
 //! on whitespace: every path in them is relative to the temp dir, or a temp path checked

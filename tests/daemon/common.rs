@@ -1,6 +1,6 @@
 //! The test harness, shared by every integration test and the benchmark
 //! (`benches/throughput.rs` includes this file): one way to set up a token
-//! (`softhsm/init-token.sh`, itself under test), one daemon served in-process, one
+//! (`softhsm/dev-token.sh`, itself under test), one daemon served in-process, one
 //! `signetd serve` subprocess, and one HTTP client, the CLI's own (`signetd::client`).
 //!
 //! The token is SoftHSM2's, or kryoptic's when `SIGNETD_TEST_PKCS11=kryoptic` (with the
@@ -26,17 +26,17 @@ use signetd::{Algorithm, Config, Service, api};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-/// A throwaway token: created by `softhsm/init-token.sh` under `dir/token`, with room
+/// A throwaway token: created by `softhsm/dev-token.sh` under `dir/token`, with room
 /// beside it for a config, a socket, an audit log and whatever a test writes.
 pub struct TestToken {
     /// Where the token lives; removed on drop.
     pub dir: TempDir,
-    /// What `init-token.sh --format env` printed.
+    /// What `dev-token.sh --format env` printed.
     pub env: HashMap<String, String>,
 }
 
 impl TestToken {
-    /// A new token under a temporary directory, made by `softhsm/init-token.sh`.
+    /// A new token under a temporary directory, made by `softhsm/dev-token.sh`.
     ///
     /// Tests that run other processes against a token use one of these of their own:
     /// SoftHSM2's file store does not hold up to several processes writing one token
@@ -45,7 +45,7 @@ impl TestToken {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new("bash");
         command
-            .arg(repo_root().join("softhsm/init-token.sh"))
+            .arg(repo_root().join("softhsm/dev-token.sh"))
             .arg(dir.path().join("token"))
             .arg(label)
             .args(["--format", "env", "--signetd", signetd_bin()])
@@ -53,10 +53,10 @@ impl TestToken {
         if let Some(module) = kryoptic_module() {
             command.arg("--kryoptic").arg(module);
         }
-        let out = command.output().expect("run softhsm/init-token.sh");
+        let out = command.output().expect("run softhsm/dev-token.sh");
         assert!(
             out.status.success(),
-            "init-token.sh failed (is softhsm2 installed? scripts/test.sh installs it): {}",
+            "dev-token.sh failed (is softhsm2 installed? scripts/test.sh installs it): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let env = String::from_utf8(out.stdout)
@@ -81,7 +81,7 @@ impl TestToken {
         ["SOFTHSM2_CONF", "KRYOPTIC_CONF"]
             .into_iter()
             .find_map(|name| Some((name, self.env.get(name)?.as_str())))
-            .expect("init-token.sh printed neither SOFTHSM2_CONF nor KRYOPTIC_CONF")
+            .expect("dev-token.sh printed neither SOFTHSM2_CONF nor KRYOPTIC_CONF")
     }
 
     /// `program args...` (split on whitespace) run in the token's directory with its
@@ -291,7 +291,7 @@ impl TestToken {
     pub fn var(&self, name: &str) -> &str {
         self.env
             .get(name)
-            .unwrap_or_else(|| panic!("init-token.sh did not print {name}"))
+            .unwrap_or_else(|| panic!("dev-token.sh did not print {name}"))
     }
 
     pub fn pin(&self) -> String {

@@ -22,6 +22,7 @@ mod operator;
 mod profiles;
 mod publish;
 mod publishing;
+mod readme;
 mod reload;
 mod replicas;
 mod sandbox;

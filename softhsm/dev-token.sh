@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create (or reuse) a throwaway SoftHSM2 (or kryoptic) token for signetd tests and local
-# dev. This script only lays out the files; `signetd ceremony init-token` initializes the
-# token.
+# Create (or reuse) a throwaway SoftHSM2 (or kryoptic) token for signetd's tests, the
+# quickstart and local development. It keeps the PINs inside the token's directory, so it
+# is never the way to make a token you keep: scripts/ceremony/init-token.sh is (README.md,
+# "Running it"). This script only lays out the files; `signetd ceremony init-token`
+# initializes the token.
 set -euo pipefail
 
 PROG=${0##*/}
@@ -13,7 +15,10 @@ Usage: $PROG DIR LABEL [--pin PIN] [--so-pin PIN] [--format text|env] [--signetd
                  [--kryoptic MODULE]
 
 Create a throwaway SoftHSM2 token labelled LABEL whose files live under DIR,
-or reuse it if DIR already holds a token with that label.
+or reuse it if DIR already holds a token with that label. For tests and local
+development only: the PINs are kept in DIR, so every copy of DIR carries them.
+A token you keep is made by scripts/ceremony/init-token.sh (README.md,
+"Running it"; docs/ceremonies.md).
 
 Files under DIR (DIR is created with mode 0700 if missing):
   softhsm2.conf   SoftHSM2 config (rendered from softhsm/softhsm2.conf.in)
