@@ -40,7 +40,7 @@ pub fn changed_detail(state: KeyState) -> String {
 
 /// The `detail` of a `key_observed` record: a key that changed state outside the
 /// daemon. (Versions before 0.2 also wrote `new key, STATE, made outside the daemon`
-/// for a key that appeared; [`state_in`] still reads it.)
+/// for a key that appeared; the rollback check still reads it.)
 pub fn observed_detail(before: Option<KeyState>, state: KeyState) -> String {
     match before {
         Some(before) => format!("{before} -> {state} outside the daemon"),

@@ -248,7 +248,10 @@ async fn below_the_reserve_refusals_are_dropped_and_minting_goes_on() {
     // The named refusal, and the aggregate of the anonymous ones, were dropped (two
     // aggregates when the burst straddles an interval's end).
     let dropped = service.refusal_records_dropped();
-    assert!((2..=3).contains(&dropped), "{dropped} refusal records dropped");
+    assert!(
+        (2..=3).contains(&dropped),
+        "{dropped} refusal records dropped"
+    );
     let all = crate::common::audit_records(&log);
     assert!(all.iter().any(|r| r["event"] == "mint"));
     assert!(

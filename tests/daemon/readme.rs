@@ -124,8 +124,13 @@ fn run_block(script: &str, root: &Path) -> Output {
             && !["CARGO_HOME", "CARGO_BUILD_JOBS", "CARGO_TARGET_DIR"].contains(&name.as_str());
         if name.starts_with("SIGNETD_") && name != "SIGNETD_README_ROOT"
             || cargo_test
-            || ["SOFTHSM2_CONF", "KRYOPTIC_CONF", "OUT_DIR", "LD_LIBRARY_PATH"]
-                .contains(&name.as_str())
+            || [
+                "SOFTHSM2_CONF",
+                "KRYOPTIC_CONF",
+                "OUT_DIR",
+                "LD_LIBRARY_PATH",
+            ]
+            .contains(&name.as_str())
         {
             command.env_remove(name);
         }
