@@ -3,6 +3,7 @@
 
 use clap::Subcommand;
 use signetd::Config;
+use signetd::config::StoreLocation;
 use signetd::store::SqlStore;
 
 use super::ConfigArg;
@@ -34,14 +35,7 @@ pub async fn run(command: StoreCommand) -> Result<(), String> {
         StoreCommand::Check(args) => (false, args),
         StoreCommand::Backup { config, out } => return backup(&config, &out).await,
     };
-    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
-    let location = config
-        .store
-        .location(&config.audit.dir)
-        .map_err(|e| e.to_string())?;
-    let store = SqlStore::connect(&location)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (location, store) = connect(&args).await?;
     if migrate {
         let applied = store.migrate().await.map_err(|e| e.to_string())?;
         println!("store: {location}");
@@ -65,8 +59,8 @@ pub async fn run(command: StoreCommand) -> Result<(), String> {
     Ok(())
 }
 
-/// `signetd store backup`.
-async fn backup(args: &ConfigArg, out: &std::path::Path) -> Result<(), String> {
+/// The store the config at `args` names, connected without touching its schema.
+async fn connect(args: &ConfigArg) -> Result<(StoreLocation, SqlStore), String> {
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
     let location = config
         .store
@@ -75,6 +69,12 @@ async fn backup(args: &ConfigArg, out: &std::path::Path) -> Result<(), String> {
     let store = SqlStore::connect(&location)
         .await
         .map_err(|e| e.to_string())?;
+    Ok((location, store))
+}
+
+/// `signetd store backup`.
+async fn backup(args: &ConfigArg, out: &std::path::Path) -> Result<(), String> {
+    let (location, store) = connect(args).await?;
     store.backup_to(out).await.map_err(|e| e.to_string())?;
     println!("store {location} copied to {}", out.display());
     Ok(())

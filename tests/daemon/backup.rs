@@ -73,14 +73,11 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
     let backup = token.path("backup");
     std::fs::create_dir(&backup).unwrap();
     let store_copy = backup.join("signetd.db");
-    let (ok, out, err) = token.signetd(&[
-        "store",
-        "backup",
-        "--config",
-        c,
-        "--out",
-        store_copy.to_str().unwrap(),
-    ]);
+    let store_backup = || {
+        let out = store_copy.to_str().unwrap();
+        token.signetd(&["store", "backup", "--config", c, "--out", out])
+    };
+    let (ok, out, err) = store_backup();
     assert!(ok, "store backup: {out}{err}");
     daemon.terminate();
     let token_files = token.path("token/tokens");
@@ -191,14 +188,7 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
         .await,
         "no key signed after the restore"
     );
-    let (ok, out, err) = token.signetd(&[
-        "store",
-        "backup",
-        "--config",
-        c,
-        "--out",
-        store_copy.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = store_backup();
     assert!(
         !ok && err.contains("exists"),
         "a backup never overwrites: {out}{err}"
