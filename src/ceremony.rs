@@ -173,6 +173,10 @@ async fn sign(hsm: &Hsm, ca: &AttestationCa, payload: &[u8]) -> Result<(String, 
 /// made (its `sha256` is that of the public key).
 pub const CA_KEY_KIND: &str = "attestation-ca-key";
 
+/// The `kind` of a [`Created`] issuer key (its `id` the kid, its `sha256` that of the
+/// key's attestation certificate).
+pub const ISSUER_KEY_KIND: &str = "issuer-key";
+
 /// The `kind` of the [`Created`] entry naming an uncertified attestation CA key that
 /// `attest init-ca --undo` destroyed (its `sha256` is that of the public key).
 pub const CA_KEY_DESTROYED_KIND: &str = "attestation-ca-key-destroyed";

@@ -27,7 +27,9 @@ JWKS entry when it is published, and that every published key has its chain:
 
 writes DIR/SHA256SUMS (check it with: cd DIR && sha256sum -c SHA256SUMS), and
 verifies the signed transcripts in the transcript directory against
-DIR/root.pem (signetd ceremony verify). Pending transcripts are reported.
+DIR/root.pem and the token (signetd ceremony verify --config). Pending
+transcripts are reported; transcripts of ceremonies that did not complete, of
+another token, or naming keys the token no longer holds are flagged (FLAG).
 Any failed check makes the script exit non-zero. Export writes no transcript:
 it changes nothing in the token.
 
@@ -116,21 +118,33 @@ ce_say "Checking the transcripts in $CE_TRANSCRIPT_DIR against $out/root.pem"
 declare -A pending=()
 while IFS= read -r t; do pending[$t]=1; done < <(ce_pending_transcripts)
 transcripts=0
+flagged=0
 for t in "${transcript_files[@]}"; do
     if [[ -n ${pending[$t]:-} ]]; then
         ce_note "warning: $t is pending (unsigned): sign it with scripts/ceremony/root.sh (or signetd ceremony sign)"
         continue
     fi
     transcripts=$((transcripts + 1))
-    if verdict=$(ce_query ceremony verify "$t" --root "$out/root.pem" 2>&1 >/dev/null); then
-        printf 'ok   %s\n' "$t"
+    # Checked against the token too: a ceremony that failed, a transcript of another
+    # token, a key the token no longer holds are flagged ("flag: ..." lines).
+    if report=$(ce_query ceremony verify "$t" --root "$out/root.pem" --config "$CE_CONFIG" 2>&1); then
+        flags=$(grep '^flag: ' <<<"$report" || true)
+        if [[ -n $flags ]]; then
+            flagged=$((flagged + 1))
+            printf 'FLAG %s:\n%s\n' "$t" "${flags//flag: /       }"
+        else
+            printf 'ok   %s\n' "$t"
+        fi
     else
         failures=$((failures + 1))
-        printf 'FAIL %s: %s\n' "$t" "$verdict"
+        printf 'FAIL %s: %s\n' "$t" "$(tail -n 1 <<<"$report")"
     fi
 done
 if ((transcripts == 0)); then
     printf 'no signed transcripts in %s\n' "$CE_TRANSCRIPT_DIR"
+fi
+if ((flagged > 0)); then
+    ce_note "warning: $flagged transcript(s) flagged (see FLAG above): valid records of ceremonies that failed, or whose keys this token no longer holds; they are kept, and published as they are"
 fi
 
 if ((failures > 0)); then

@@ -60,13 +60,19 @@ pub enum CeremonyCommand {
         #[arg(required = true)]
         transcripts: Vec<PathBuf>,
     },
-    /// Verify a transcript against the operator's root, and print it.
+    /// Verify a transcript against the operator's root, and print it. A ceremony that
+    /// did not complete is flagged (`flag: ...` lines); with --config, so is a
+    /// transcript of another token, or one whose keys the token no longer holds.
     Verify {
         /// The transcript file.
         transcript: PathBuf,
         /// The trusted root certificate (PEM).
         #[arg(long)]
         root: PathBuf,
+        /// Also check the transcript against the token and state store this config
+        /// names (logs in to the token).
+        #[arg(long, short = 'c', value_name = "F")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -244,7 +250,11 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
             }
             Ok(())
         }
-        CeremonyCommand::Verify { transcript, root } => {
+        CeremonyCommand::Verify {
+            transcript,
+            root,
+            config,
+        } => {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             };
@@ -255,11 +265,63 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
                 "{}",
                 serde_json::to_string_pretty(&verified).expect("serializes")
             );
+            let mut flags = Vec::new();
+            if verified.outcome != "completed" {
+                flags.push(format!(
+                    "the ceremony did not complete ({})",
+                    verified.outcome
+                ));
+            }
+            if let Some(config) = &config {
+                flags.extend(against_token(&verified, config).await?);
+            }
+            for flag in &flags {
+                println!("flag: {flag}");
+            }
             println!(
-                "verdict: valid (signed by the attestation CA, anchored at {})",
-                root.display()
+                "verdict: valid (signed by the attestation CA, anchored at {}){}",
+                root.display(),
+                if flags.is_empty() { "" } else { "; flagged" }
             );
             Ok(())
         }
     }
+}
+
+/// What in `transcript` the token and store `config` names disagree with: another token,
+/// or a key it created that the token no longer holds (destroyed, or never finished) or
+/// holds with another certificate.
+async fn against_token(transcript: &Transcript, config: &Path) -> Result<Vec<String>, String> {
+    let keys = super::open_keys(config, false).await?;
+    let inventory = signetd::keys::store::inventory(&keys.hsm, keys.meta())
+        .await
+        .map_err(|e| format!("cannot read the keys: {e}"))?;
+    let token = keys.hsm.token();
+    let mut flags = Vec::new();
+    if transcript.token.serial != token.serial {
+        flags.push(format!(
+            "it is a transcript of token {:?} serial {}, not of this config's token {:?} serial {}",
+            transcript.token.label, transcript.token.serial, token.label, token.serial
+        ));
+    }
+    for key in transcript
+        .created
+        .iter()
+        .filter(|c| c.kind == ceremony::ISSUER_KEY_KIND)
+    {
+        match inventory.keys.iter().find(|k| k.kid == key.id) {
+            None => flags.push(format!(
+                "key {} it created is not in the token (destroyed, never finished, or another token's)",
+                key.id
+            )),
+            Some(held) if key.sha256 != Some(super::sha256_hex(&held.certificate)) => {
+                flags.push(format!(
+                    "key {} is in the token with another certificate than the transcript records",
+                    key.id
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(flags)
 }

@@ -302,7 +302,8 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                         "generated and attested {} key {} for issuer {issuer} (active)",
                         key.algorithm, key.kid
                     );
-                    log.created.push(created(&key, "issuer-key"));
+                    log.created
+                        .push(created(&key, signetd::ceremony::ISSUER_KEY_KIND));
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),
@@ -332,7 +333,8 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                     "generated and attested {} key {} for issuer {issuer} (pending)",
                     key.algorithm, key.kid
                 );
-                log.created.push(created(&key, "issuer-key"));
+                log.created
+                    .push(created(&key, signetd::ceremony::ISSUER_KEY_KIND));
             })
             .map_err(|e| e.to_string());
             record(&transcript, log, Some(&opened), outcome).await
@@ -362,7 +364,8 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
                         "key {} of issuer {} is complete ({})",
                         key.kid, key.issuer, key.state
                     );
-                    log.created.push(created(&key, "issuer-key"));
+                    log.created
+                        .push(created(&key, signetd::ceremony::ISSUER_KEY_KIND));
                 })
                 .map_err(|e| e.to_string());
             record(&transcript, log, Some(&opened), outcome).await

@@ -1180,3 +1180,44 @@ fn every_key_generation_is_on_the_audit_record() {
         assert_eq!(generations.count(), 1, "{kid}");
     }
 }
+
+/// The export checks each signed transcript against the token as well as the root: a
+/// ceremony that failed, and one whose key the token no longer holds, are flagged
+/// (valid records, kept and published), while the others stay `ok`.
+#[test]
+fn the_export_flags_failed_ceremonies_and_keys_the_token_no_longer_holds() {
+    let c = Ceremony::new("signetd-cer-flags");
+    c.ready_with_keys();
+    let ed = c.kid("ed", "active");
+    // A failed step still leaves a transcript, signed since the CA is ready.
+    c.signetd_fails(
+        "keys revoke --config signetd.toml --kid es-20200101-00000000 --transcript ceremonies/failed-revoke.json",
+    );
+    // The ed key's private half is deleted behind signetd's back.
+    let id: String = ed.bytes().map(|b| format!("{b:02x}")).collect();
+    c.pkcs11_tool(&["--delete-object", "--type", "privkey", "--id", &id]);
+
+    let out = c.run("export-public.sh", "--out export-again");
+    let flagged = |name: &str| {
+        out.lines()
+            .any(|l| l.starts_with("FLAG ") && l.contains(name))
+    };
+    assert!(flagged("failed-revoke.json"), "{out}");
+    assert!(out.contains("the ceremony did not complete"), "{out}");
+    assert!(
+        out.contains(&format!("key {ed} it created is not in the token")),
+        "{out}"
+    );
+    // The es key's transcript is checked and clean.
+    let es = c.kid("es", "active");
+    let es_transcript = c
+        .transcripts()
+        .into_iter()
+        .find(|t| c.read(t).contains(&es))
+        .expect("a transcript names the es key");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok ") && l.contains(&es_transcript)),
+        "{out}"
+    );
+}
