@@ -167,12 +167,13 @@ async fn upsert_revocation(
 }
 
 /// Waits for the exclusive lock on `DB.migrate-lock` beside the SQLite file `db`;
-/// held until the returned file is dropped.
-async fn migration_lock(db: &Path) -> Result<std::fs::File, StoreError> {
+/// held until the returned file is dropped. Taken to switch the file to WAL and to
+/// migrate it (`what`, for the error), the two steps that need SQLite's exclusive lock.
+async fn setup_lock(db: &Path, what: &str) -> Result<std::fs::File, StoreError> {
     let path = db.with_extension("migrate-lock");
     let failed = |e: std::io::Error| {
         StoreError(format!(
-            "cannot lock {} to migrate the state store: {e}",
+            "cannot lock {} to {what} the state store: {e}",
             path.display()
         ))
     };
@@ -180,8 +181,15 @@ async fn migration_lock(db: &Path) -> Result<std::fs::File, StoreError> {
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
+        // Empty, and in a directory only signetd's user can enter: readable, so that
+        // a lock file another user made (root running a CLI command first) can
+        // still be locked through a read-only descriptor (flock needs no write).
+        .mode(0o644)
         .open(&path)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => std::fs::File::open(&path),
+            _ => Err(e),
+        })
         .map_err(failed)?;
     for _ in 0..600 {
         match file.try_lock() {
@@ -193,7 +201,7 @@ async fn migration_lock(db: &Path) -> Result<std::fs::File, StoreError> {
         }
     }
     Err(StoreError(format!(
-        "{} stayed locked for 30 s: another process is migrating the state store",
+        "{} stayed locked for 30 s: another process is setting up the state store",
         path.display()
     )))
 }
@@ -242,7 +250,11 @@ impl SqlStore {
                     .busy_timeout(BUSY_TIMEOUT);
                 // WAL is a property of the file: set it once here, on a connection of
                 // its own, since the pool's connections are opened from a URL, which
-                // cannot carry it.
+                // cannot carry it. Switching a new file needs SQLite's exclusive lock,
+                // and two connections asking for it at once get "database is locked"
+                // without the busy timeout (SQLite's deadlock avoidance), so openers
+                // take turns.
+                let _switching = setup_lock(path, "open").await?;
                 options
                     .clone()
                     .journal_mode(SqliteJournalMode::Wal)
@@ -360,7 +372,7 @@ impl SqlStore {
         // would both create the first tables. A lock file beside the database orders
         // them; the second finds everything applied.
         let _migrating = match &self.location {
-            StoreLocation::Sqlite { path } => Some(migration_lock(path).await?),
+            StoreLocation::Sqlite { path } => Some(setup_lock(path, "migrate").await?),
             StoreLocation::Postgres { .. } => None,
         };
         let before = self.status().await?.schema_version;
