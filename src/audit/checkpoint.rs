@@ -1,21 +1,26 @@
-//! Checkpoints: the chain's head signed by the audit key, an ES256 key of the reserved
+//! Checkpoints: the tree's head signed by the audit key, an Ed25519 key of the reserved
 //! issuer [`AUDIT_ISSUER`], generated and attested in the token like every issuer key.
 //!
-//! A checkpoint is a compact JWS whose header carries the key's certificate chain in
-//! `x5c`, so `signetd audit verify --root` (or any JOSE library plus an X.509 verifier)
-//! can check it with nothing but the operator's root.
+//! A checkpoint is a C2SP signed note ([`super::note`]); its record carries the key's
+//! certificate chain beside it (`x5c`), so `signetd audit verify --root` can check it
+//! with nothing but the operator's root, and any note verifier with the published
+//! verifier key. Logs written before signetd 0.2 were checkpointed by an ES256 key with a
+//! JWS; such a key still active is retired and replaced by an Ed25519 one.
 
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::AuditError;
-use super::record::{CHECKPOINT_TYP, CheckpointClaims};
+use super::note::{self, TreeHead};
 use crate::algorithm::Algorithm;
-use crate::attest::{self, AttestError, signed};
+use crate::attest::{self, AttestError};
 use crate::hsm::Hsm;
 use crate::keys::{KeyPurpose, KeyState, store};
-use crate::signer::KeyRef;
+use crate::signer::{KeyRef, SignInput};
 use crate::store::KeyMetadata;
 
 /// The issuer name of the audit key. Config issuers may not use it.
@@ -24,11 +29,17 @@ pub const AUDIT_ISSUER: &str = "signetd-audit";
 /// A signed checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedCheckpoint {
-    /// The compact JWS over the claims.
-    pub jws: String,
+    /// The signed note: the tree head and one signature line.
+    pub note: String,
+    /// The audit key that signed it.
+    pub kid: String,
+    /// The key's certificate chain (standard base64 DER), its own certificate first.
+    pub x5c: Vec<String>,
     /// The kid of an audit key generated to sign it, whose generation the log must
     /// record (and a checkpoint then cover).
     pub generated: Option<String>,
+    /// The kid of an ES256 audit key retired for it, likewise to be recorded.
+    pub retired: Option<String>,
 }
 
 /// What the audit writer needs to sign checkpoints. A port, so the writer runs with a
@@ -36,8 +47,9 @@ pub struct SignedCheckpoint {
 ///
 /// Calls block: the writer is a thread of its own, outside the async runtime.
 pub trait CheckpointSigning: Send {
-    /// Signs `claims` with the audit key, finding (or generating) it first.
-    fn sign(&mut self, claims: &CheckpointClaims) -> Result<SignedCheckpoint, AuditError>;
+    /// Signs a checkpoint of `head` with the audit key, finding (or generating) it
+    /// first.
+    fn sign(&mut self, head: &TreeHead) -> Result<SignedCheckpoint, AuditError>;
 
     /// Forgets the resolved key, so the next signature looks it up again: it changed
     /// state in the token.
@@ -49,7 +61,7 @@ pub trait CheckpointSigning: Send {
 struct AuditKey {
     kid: String,
     public_key: Vec<u8>,
-    chain: Vec<Vec<u8>>,
+    x5c: Vec<String>,
 }
 
 /// Signs checkpoints in the token; finds (or, the first time, generates) the audit key
@@ -64,6 +76,8 @@ pub struct CheckpointSigner {
     key: Option<AuditKey>,
     /// A key generated here whose generation no checkpoint has reported yet.
     unreported: Option<String>,
+    /// An ES256 key retired here whose retirement no checkpoint has reported yet.
+    retired: Option<String>,
 }
 
 impl CheckpointSigner {
@@ -82,6 +96,7 @@ impl CheckpointSigner {
             certificate_days,
             key: None,
             unreported: None,
+            retired: None,
         }
     }
 
@@ -94,14 +109,24 @@ impl CheckpointSigner {
         let inventory = store::inventory(&self.hsm, &*self.keys)
             .await
             .map_err(|e| unusable(e.to_string()))?;
-        let stored = match inventory.of_issuer(AUDIT_ISSUER, KeyState::Active) {
-            Some(key) => key.clone(),
+        let mut active = inventory.of_issuer(AUDIT_ISSUER, KeyState::Active).cloned();
+        if let Some(old) = active.take_if(|key| key.algorithm != Algorithm::EdDsa) {
+            // An earlier version's ES256 key: checkpoints are signed notes now, which
+            // need Ed25519. Its old checkpoints still verify (each carries its chain).
+            store::transition(&*self.keys, &old.kid, KeyState::Retired, "audit")
+                .await
+                .map_err(|e| unusable(format!("retiring the ES256 audit key {}: {e}", old.kid)))?;
+            tracing::info!(kid = %old.kid, "retired the ES256 audit key; checkpoints are Ed25519 signed notes now");
+            self.retired = Some(old.kid);
+        }
+        let stored = match active {
+            Some(key) => key,
             None => {
                 let key = store::generate(
                     &self.hsm,
                     &*self.keys,
                     AUDIT_ISSUER,
-                    Algorithm::Es256,
+                    Algorithm::EdDsa,
                     KeyPurpose::Raw,
                     self.certificate_days,
                     "audit",
@@ -119,65 +144,56 @@ impl CheckpointSigner {
                 key
             }
         };
-        if stored.algorithm != Algorithm::Es256 {
-            return Err(unusable(format!(
-                "audit key {} is {}, not ES256",
-                stored.kid, stored.algorithm
-            )));
-        }
         let ca = attest::ca::ready(&self.hsm, &*self.keys)
             .await
             .map_err(|e| unusable(e.to_string()))?;
-        let mut chain = vec![stored.certificate.clone()];
-        chain.extend(ca.chain);
+        let x5c = std::iter::once(&stored.certificate)
+            .chain(&ca.chain)
+            .map(|der| STANDARD.encode(der))
+            .collect();
         let key = AuditKey {
             kid: stored.kid.clone(),
             public_key: stored.public_key.clone(),
-            chain,
+            x5c,
         };
         self.key = Some(key.clone());
         Ok(key)
     }
 
-    /// Signs `claims` in the token.
-    async fn sign_in_token(
-        &mut self,
-        claims: &CheckpointClaims,
-    ) -> Result<SignedCheckpoint, AuditError> {
+    /// Signs a checkpoint of `head` in the token.
+    async fn sign_in_token(&mut self, head: &TreeHead) -> Result<SignedCheckpoint, AuditError> {
         let key = self.resolve().await?;
-        let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let text = head.text();
         let signing_key = KeyRef {
             kid: &key.kid,
-            algorithm: Algorithm::Es256,
+            algorithm: Algorithm::EdDsa,
             public_key: &key.public_key,
         };
-        let jws = signed::sign(
-            &*self.hsm,
-            signing_key,
-            CHECKPOINT_TYP,
-            &key.chain,
-            &[("kid", &key.kid)],
-            &payload,
-        )
-        .await
-        .map_err(|e| {
-            // A lost session or a re-created key: look the key up again next time.
-            self.key = None;
-            AuditError::NoKey(format!("the token did not sign: {e}"))
-        })?;
+        let signature = self
+            .hsm
+            .sign(signing_key, SignInput::Message(text.clone().into_bytes()))
+            .await
+            .map_err(|e| {
+                // A lost session or a re-created key: look the key up again next time.
+                self.key = None;
+                AuditError::NoKey(format!("the token did not sign: {e}"))
+            })?;
         Ok(SignedCheckpoint {
-            jws: jws.compact(),
+            note: note::signed(&text, &head.origin, &key.public_key, signature),
+            kid: key.kid,
+            x5c: key.x5c,
             generated: self.unreported.take(),
+            retired: self.retired.take(),
         })
     }
 }
 
 impl CheckpointSigning for CheckpointSigner {
-    fn sign(&mut self, claims: &CheckpointClaims) -> Result<SignedCheckpoint, AuditError> {
+    fn sign(&mut self, head: &TreeHead) -> Result<SignedCheckpoint, AuditError> {
         // The token layer is async; the writer's thread is outside the runtime, so it
         // may block on it.
         let runtime = self.runtime.clone();
-        runtime.block_on(self.sign_in_token(claims))
+        runtime.block_on(self.sign_in_token(head))
     }
 
     fn forget_key(&mut self) {

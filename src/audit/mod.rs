@@ -17,11 +17,13 @@
 
 pub mod aggregate;
 pub mod checkpoint;
+pub mod note;
 pub mod record;
 mod reopen;
 pub mod reserve;
 pub mod segment;
 mod sink;
+pub mod tree;
 pub mod verify;
 mod writer;
 
@@ -202,6 +204,7 @@ impl AuditLog {
                 )
             }
         };
+        let (hashes, tree) = tree::file::HashFile::open(&dir, next_seq)?;
         tracing::info!(dir = %dir.display(), %log_id, next_seq, "audit log open");
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
@@ -213,9 +216,10 @@ impl AuditLog {
                 dir,
                 lock,
                 segment,
+                hashes,
                 audit.segment_bytes,
             )),
-            chain: writer::Chain::new(log_id, next_seq, head, notes).of_replica(replica.clone()),
+            chain: writer::Chain::new(log_id, tree, head, notes).of_replica(replica.clone()),
             cadence: writer::Cadence {
                 every: audit.checkpoint_every,
                 period: Duration::from_secs(audit.checkpoint_seconds),

@@ -312,7 +312,7 @@ impl Entry {
 }
 
 /// What genesis, segment-start and checkpoint records carry beyond an entry.
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 pub struct Extras<'a> {
     /// See [`Record::log_id`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -323,6 +323,12 @@ pub struct Extras<'a> {
     /// See [`Record::checkpoint`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<&'a str>,
+    /// See [`Record::note`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'a str>,
+    /// See [`Record::x5c`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<&'a [String]>,
 }
 
 impl Extras<'_> {
@@ -371,9 +377,16 @@ pub struct Record {
     /// The segment number (genesis and segment starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<u64>,
-    /// A checkpoint's compact JWS.
+    /// A checkpoint's compact JWS, in logs written before signetd 0.2 (ES256 audit
+    /// keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// A checkpoint: a C2SP signed note of the tree of every record before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// A checkpoint's audit key certificate chain (standard base64 DER), its own first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
     /// SHA-256 of the previous line, or [`GENESIS_PREV`].
     pub prev: String,
 }
@@ -390,7 +403,8 @@ pub fn line_hash(line: &[u8]) -> String {
     crate::util::hex(&Sha256::digest(line))
 }
 
-/// The checkpoint JWS payload: the head of the chain, signed.
+/// The checkpoint JWS payload of logs written before signetd 0.2: the head of the
+/// chain, signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointClaims {
@@ -438,12 +452,16 @@ mod tests {
             log_id: Some("abc".into()),
             segment: Some(2),
             checkpoint: Some("a.b.c".into()),
+            note: Some("o\n1\nh\n\n\u{2014} o k\n".into()),
+            x5c: Some(vec!["MIIB".into()]),
             prev: GENESIS_PREV.into(),
         };
         let extras = Extras {
             log_id: Some("abc"),
             segment: Some(2),
             checkpoint: Some("a.b.c"),
+            note: record.note.as_deref(),
+            x5c: record.x5c.as_deref(),
         };
         let mut assembled = String::new();
         let members = entry.members() + &extras.members();

@@ -1,12 +1,14 @@
 //! Offline verification of a log: every hash link across segments, every sequence
-//! number, every checkpoint's signature and the audit key's attestation chain. The first
+//! number, the Merkle tree, every checkpoint's signature, the consistency of each
+//! checkpoint with the one before, and the audit key's attestation chain. The first
 //! break is reported with its segment, line and sequence number.
 //!
 //! What it proves: with the chain intact and the last record covered by a checkpoint,
 //! no record up to that checkpoint was edited, removed, inserted or reordered since it
 //! was written, unless the audit key (which never leaves the token) signed the change.
 //! Records after the last checkpoint are chained but not yet signed; the summary says
-//! how many.
+//! how many. A checkpoint kept elsewhere ([`against`]) also shows a log cut back or
+//! rewritten behind it, which the log alone cannot.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,7 +23,12 @@ use time::format_description::well_known::Rfc3339;
 use super::checkpoint::AUDIT_ISSUER;
 use super::record::{CHECKPOINT_TYP, CheckpointClaims, GENESIS_PREV, line_hash};
 use super::segment;
+use super::tree::StoredHashes;
 use crate::attest::{self, signed};
+
+mod notes;
+
+pub use notes::against;
 
 /// Where in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +82,9 @@ pub struct Summary {
     pub seqs: (u64, u64),
     /// Sequence numbers of the verified checkpoints.
     pub checkpoints: Vec<u64>,
+    /// The verified checkpoints that are signed notes (all but those of logs written
+    /// before signetd 0.2), in order.
+    pub notes: Vec<NoteCheckpoint>,
     /// Kids of the audit keys that signed them.
     pub audit_keys: Vec<String>,
     /// The replica names the records carry (`[replica] name`), in order of first
@@ -90,7 +100,23 @@ pub struct Summary {
     pub refusals_folded: u64,
 }
 
+/// A verified signed-note checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoteCheckpoint {
+    /// The checkpoint record's seq, which is also the tree size it states.
+    pub seq: u64,
+    /// The signed note, exactly as recorded.
+    pub note: String,
+    /// The note verifier key of the audit key that signed it.
+    pub verifier_key: String,
+}
+
 impl Summary {
+    /// The first signed-note checkpoint after `seq`, which covers it.
+    pub fn covering_note(&self, seq: u64) -> Option<&NoteCheckpoint> {
+        self.notes.iter().find(|n| n.seq > seq)
+    }
+
     /// The first checkpoint after `seq`, which covers it.
     pub fn covering_checkpoint(&self, seq: u64) -> Option<u64> {
         self.checkpoints.iter().copied().find(|&c| c > seq)
@@ -128,6 +154,8 @@ struct Chain<'a> {
     head: String,
     /// Audit key certificates already checked, by DER: their kid or why not.
     signers: HashMap<Vec<u8>, Result<String, String>>,
+    /// The Merkle tree of the records so far.
+    tree: StoredHashes,
     summary: Summary,
 }
 
@@ -205,7 +233,11 @@ impl Chain<'_> {
             _ => {}
         }
         if event == "checkpoint" {
-            self.checkpoint(&record, seq, prev)?;
+            if record.get("note").is_some() {
+                self.note_checkpoint(&record, seq)?;
+            } else {
+                self.checkpoint(&record, seq, prev)?;
+            }
             self.summary.checkpoints.push(seq);
             self.summary.unsigned_tail = 0;
         } else {
@@ -218,6 +250,7 @@ impl Chain<'_> {
         self.summary.records += 1;
         self.next_seq = Some(seq + 1);
         self.head = line_hash(line);
+        self.tree.append(line);
         Ok(record)
     }
 
@@ -268,6 +301,7 @@ impl Chain<'_> {
         Ok(())
     }
 
+    /// A checkpoint of a log written before signetd 0.2: a JWS over the chain's head.
     fn checkpoint(&mut self, record: &Value, seq: u64, prev: &str) -> Result<(), String> {
         let jws = field(record, "checkpoint")
             .and_then(signed::JwsParts::from_compact)
@@ -357,6 +391,17 @@ pub fn verify(
     allow_unsigned_tail: bool,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
 ) -> Result<Summary, Break> {
+    verify_tree(paths, root_der, allow_unsigned_tail, visit).map(|(summary, _)| summary)
+}
+
+/// [`verify`], also returning the Merkle tree of the records checked, for proofs. Its
+/// leaf 0 is the first record given (the genesis record if `from_genesis`).
+pub fn verify_tree(
+    paths: &[PathBuf],
+    root_der: &[u8],
+    allow_unsigned_tail: bool,
+    visit: &mut dyn FnMut(&Location, &Value, &[u8]),
+) -> Result<(Summary, StoredHashes), Break> {
     let mut chain = Chain {
         root: root_der,
         log_id: None,
@@ -364,13 +409,14 @@ pub fn verify(
         next_seq: None,
         head: String::new(),
         signers: HashMap::new(),
+        tree: StoredHashes::default(),
         summary: Summary::default(),
     };
     let mut end = None;
     for path in paths {
         end = Some(verify_segment(path, &mut chain, visit)?);
     }
-    let summary = chain.summary;
+    let Chain { summary, tree, .. } = chain;
     let Some(at) = end else {
         return Err(Break {
             at: Location {
@@ -400,7 +446,7 @@ pub fn verify(
             ),
         });
     }
-    Ok(summary)
+    Ok((summary, tree))
 }
 
 /// Checks one segment; returns the place of its last record.

@@ -1,11 +1,14 @@
-//! `signetd audit`: verify a log offline, and find the record of a token.
+//! `signetd audit`: verify a log offline, find the record of a token, and print the
+//! checkpoints and proofs that other tools check (C2SP signed notes, RFC 6962 proofs).
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use serde_json::{Value, json};
 use signetd::attest::certificate::from_pem;
-use signetd::audit::verify::{self, Location, Summary};
+use signetd::audit::note::{self, TreeHead};
+use signetd::audit::tree::StoredHashes;
+use signetd::audit::verify::{self, Location, NoteCheckpoint, Summary};
 
 /// `signetd audit ...`
 #[derive(Subcommand)]
@@ -14,11 +17,22 @@ pub enum AuditCommand {
     /// 0 if it is intact, 1 with the first break (segment, line, seq, what) if not.
     /// Records after the last checkpoint (a live log's normal state) are chained but not
     /// yet signed: reported as "N records not yet covered by a checkpoint", exit 0
-    /// unless --require-signed.
-    Verify(LogArgs),
+    /// unless --require-signed. Every checkpoint's signature is checked, and each
+    /// checkpoint's consistency with the one before it.
+    Verify {
+        /// A signed checkpoint kept elsewhere (a monitor's or a witness's copy, as
+        /// `audit checkpoint` prints it): the log must extend it. A log cut back or
+        /// rewritten behind it fails, even when it is consistent in itself.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Find the record of a token (by jti or by the SHA-256 of the exact token string)
     /// or of a raw signature (by the SHA-256 of the signed input), after verifying the
-    /// log, and say which signed checkpoint covers it.
+    /// log, and say which signed checkpoint covers it. With --json, print for each
+    /// record its exact line, leaf index, inclusion proof and the signed checkpoint
+    /// that covers it, with the verifier key, for another tool to check.
     Find {
         /// The token's jti.
         // A jti is base64url: one in 64 starts with '-', which is a value here, not an
@@ -33,6 +47,26 @@ pub enum AuditCommand {
         /// Lowercase hex SHA-256 of the compact token (or of a raw signature's input).
         #[arg(long)]
         token_sha256: Option<String>,
+        /// Print one JSON object per record found: record, index, tree_size, proof
+        /// (base64 hashes), checkpoint (the signed note) and verifier_key.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Print the log's latest signed checkpoint (a C2SP signed note), exactly as
+    /// signed, for a monitor or a witness to keep, after verifying the log.
+    Checkpoint(LogArgs),
+    /// Print the note verifier keys (`name+keyid+base64key`) of the audit keys whose
+    /// checkpoints the log holds, one per line, after verifying the log.
+    VerifierKey(LogArgs),
+    /// Prove that the log's latest checkpoint extends an older one: print, as JSON,
+    /// old_checkpoint, new_checkpoint, proof (RFC 6962 consistency proof, base64
+    /// hashes) and verifier_key.
+    Prove {
+        /// The older signed checkpoint (as `audit checkpoint` printed it).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -62,14 +96,24 @@ pub struct LogArgs {
 /// Runs an `audit` command.
 pub async fn run(command: AuditCommand) -> Result<(), String> {
     match command {
-        AuditCommand::Verify(log) => {
-            let summary = check(&log, &mut |_, _, _| {})?;
+        AuditCommand::Verify { checkpoint, log } => {
+            let (summary, tree) = check(&log, &mut |_, _, _| {})?;
             report(&summary);
+            if let Some(path) = checkpoint {
+                let head = kept_checkpoint(&path, &summary, &tree)?;
+                println!(
+                    "{}: the log extends this checkpoint ({} records, root {})",
+                    path.display(),
+                    head.size,
+                    head.root
+                );
+            }
             Ok(())
         }
         AuditCommand::Find {
             jti,
             token_sha256,
+            json,
             log,
         } => {
             let (name, wanted) = match (&jti, &token_sha256) {
@@ -78,7 +122,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                 (None, None) => unreachable!("clap requires one"),
             };
             let mut found: Vec<(Location, String)> = Vec::new();
-            let summary = check(&log, &mut |at, record, line| {
+            let (summary, tree) = check(&log, &mut |at, record, line| {
                 if record.get(name).and_then(Value::as_str) == Some(wanted.as_str()) {
                     found.push((at.clone(), String::from_utf8_lossy(line).into_owned()));
                 }
@@ -88,6 +132,13 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                     "no record with {name} {wanted} in {} records (seq {}..={}) of log {}",
                     summary.records, summary.seqs.0, summary.seqs.1, summary.log_id
                 ));
+            }
+            if json {
+                for (at, line) in &found {
+                    let seq = at.seq.unwrap_or_default();
+                    println!("{}", inclusion(&summary, &tree, seq, line)?);
+                }
+                return Ok(());
             }
             let mut uncovered = false;
             for (at, line) in &found {
@@ -109,18 +160,110 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        AuditCommand::Checkpoint(log) => {
+            let (summary, _) = check(&log, &mut |_, _, _| {})?;
+            print!("{}", latest(&summary)?.note);
+            Ok(())
+        }
+        AuditCommand::VerifierKey(log) => {
+            let (summary, _) = check(&log, &mut |_, _, _| {})?;
+            latest(&summary)?;
+            let mut keys: Vec<&str> = Vec::new();
+            for note in &summary.notes {
+                if !keys.contains(&note.verifier_key.as_str()) {
+                    keys.push(&note.verifier_key);
+                }
+            }
+            for key in keys {
+                println!("{key}");
+            }
+            Ok(())
+        }
+        AuditCommand::Prove { from, log } => {
+            let (summary, tree) = check(&log, &mut |_, _, _| {})?;
+            let old = kept_checkpoint(&from, &summary, &tree)?;
+            let new = latest(&summary)?;
+            let new_head = TreeHead::parse(note::text_of(&new.note))?;
+            let proof = if old.size == 0 {
+                Vec::new()
+            } else {
+                tlog_tiles::prove_tree(new_head.size, old.size, &tree)
+                    .map_err(|e| format!("proving {} from {}: {e}", new_head.size, old.size))?
+            };
+            let old_text = std::fs::read_to_string(&from)
+                .map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+            let bundle = json!({
+                "old_checkpoint": old_text,
+                "new_checkpoint": new.note,
+                "proof": proof.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "verifier_key": new.verifier_key,
+            });
+            println!("{bundle}");
+            Ok(())
+        }
     }
+}
+
+/// The inclusion bundle of record `seq` (exact line `line`) under the first signed
+/// checkpoint that covers it.
+fn inclusion(
+    summary: &Summary,
+    tree: &StoredHashes,
+    seq: u64,
+    line: &str,
+) -> Result<Value, String> {
+    if !summary.from_genesis {
+        return Err("proofs need the whole log, from its genesis record".into());
+    }
+    let covering = summary.covering_note(seq).ok_or_else(|| {
+        format!("the record at seq {seq} is not yet covered by a signed checkpoint: look again after the next checkpoint")
+    })?;
+    let proof = tlog_tiles::prove_record(covering.seq, seq, tree)
+        .map_err(|e| format!("proving record {seq} in {}: {e}", covering.seq))?;
+    Ok(json!({
+        "record": line,
+        "index": seq,
+        "tree_size": covering.seq,
+        "proof": proof.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "checkpoint": covering.note,
+        "verifier_key": covering.verifier_key,
+    }))
+}
+
+/// The log's latest signed-note checkpoint.
+fn latest(summary: &Summary) -> Result<&NoteCheckpoint, String> {
+    summary.notes.last().ok_or_else(|| {
+        format!(
+            "log {} holds no signed-note checkpoint yet (logs of versions before 0.2 hold JWS checkpoints only)",
+            summary.log_id
+        )
+    })
+}
+
+/// Reads the checkpoint kept at `path` and checks the log against it.
+fn kept_checkpoint(
+    path: &Path,
+    summary: &Summary,
+    tree: &StoredHashes,
+) -> Result<TreeHead, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    verify::against(summary, tree, &text).map_err(|e| {
+        format!(
+            "audit log does not match the checkpoint {}: {e}",
+            path.display()
+        )
+    })
 }
 
 fn check(
     log: &LogArgs,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
-) -> Result<Summary, String> {
+) -> Result<(Summary, StoredHashes), String> {
     let root = read_root(&log.root)?;
     let paths = verify::segment_paths(&log.paths)?;
     // `allow_unsigned_tail` is a no-op kept for old scripts: see LogArgs.
     let _ = log.allow_unsigned_tail;
-    verify::verify(&paths, &root, !log.require_signed, visit)
+    verify::verify_tree(&paths, &root, !log.require_signed, visit)
         .map_err(|b| format!("audit log broken at {b}"))
 }
 

@@ -389,11 +389,9 @@ async fn tampering_is_found_and_its_place_named() {
 
     // A checkpoint re-signed by a key outside the token, keeping the audit key's x5c.
     let b = tampered(&log, |d| {
-        forge_checkpoint(d, |input| {
-            let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-            let signature: p256::ecdsa::Signature =
-                p256::ecdsa::signature::Signer::sign(&key, input);
-            signature.to_bytes().to_vec()
+        forge_checkpoint(d, |text| {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+            ed25519_dalek::Signer::sign(&key, text).to_bytes().to_vec()
         })
     })
     .await;
@@ -428,23 +426,37 @@ async fn tampering_is_found_and_its_place_named() {
     assert!(b.reason.contains("belongs to log"), "{b}");
 }
 
-/// Replaces the signature of segment 1's first checkpoint with `sign(signing input)`.
+/// `line` with the JSON value `old` (as serialized in it) replaced by `new`, the
+/// other members left as they are.
+fn replace_value(line: &str, old: &Value, new: &Value) -> String {
+    let old = serde_json::to_string(old).unwrap();
+    assert!(line.contains(&old), "{old} not in {line}");
+    line.replacen(&old, &serde_json::to_string(new).unwrap(), 1)
+}
+
+/// Replaces the signature of the log's first checkpoint note with `sign(its text)`,
+/// keeping its signature line's name and key id.
 fn forge_checkpoint(dir: &Path, sign: impl Fn(&[u8]) -> Vec<u8>) {
-    let path = segment_file(dir, 1);
+    let is_checkpoint = |l: &String| l.contains("\"event\":\"checkpoint\"");
+    let path = segments(dir)
+        .into_iter()
+        .find(|p| lines_of(p).iter().any(is_checkpoint))
+        .expect("a segment with a checkpoint");
     let mut lines = lines_of(&path);
-    let at = lines
-        .iter()
-        .position(|l| l.contains("\"event\":\"checkpoint\""))
-        .unwrap();
-    let mut record: Value = serde_json::from_str(&lines[at]).unwrap();
-    let jws = record["checkpoint"].as_str().unwrap().to_string();
-    let (input, _) = jws.rsplit_once('.').unwrap();
+    let at = lines.iter().position(is_checkpoint).unwrap();
+    let record: Value = serde_json::from_str(&lines[at]).unwrap();
+    let note = record["note"].as_str().unwrap().to_string();
+    let (text, signature_line) = note.split_once("\n\n").unwrap();
+    let text = format!("{text}\n");
+    let (prefix, old) = signature_line.trim_end().rsplit_once(' ').unwrap();
+    let standard = base64::engine::general_purpose::STANDARD;
+    let key_id = &base64::Engine::decode(&standard, old).unwrap()[..4];
+    let forged_signature = [key_id, &sign(text.as_bytes())].concat();
     let forged = format!(
-        "{input}.{}",
-        signetd::token::jws::b64(sign(input.as_bytes()))
+        "{text}\n{prefix} {}\n",
+        base64::Engine::encode(&standard, forged_signature)
     );
-    record["checkpoint"] = json!(forged);
-    lines[at] = lines[at].replace(&jws, &forged);
+    lines[at] = replace_value(&lines[at], &record["note"], &json!(forged));
     write_lines(&path, &lines);
     rechain(dir);
 }
@@ -499,13 +511,17 @@ async fn a_checkpoint_signed_by_an_issuer_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit");
     write_log(&log, "audit-forge", 1).await;
-    let kid = generate_raw_key("audit-forger", Algorithm::Es256).await;
-    let daemon = TestDaemon::start(&raw_issuer_toml("audit-forger", Algorithm::Es256)).await;
+    let kid = generate_raw_key("audit-forger", Algorithm::EdDsa).await;
+    let daemon = TestDaemon::start(&raw_issuer_toml("audit-forger", Algorithm::EdDsa)).await;
     let chain_pem = daemon.get(&format!("/v1/keys/{kid}/attestation")).await.raw;
     let chain =
         signetd::attest::certificate::from_pem(std::str::from_utf8(&chain_pem).unwrap()).unwrap();
-    // Rebuild segment 1's first checkpoint with the forger's chain and kid, signed by
-    // the forger's key through the daemon's own /v1/sign.
+    let public_key = daemon.get(&format!("/v1/keys/{kid}")).await.json["jwk"]["x"]
+        .as_str()
+        .map(|x| signetd::util::unb64(x).unwrap())
+        .expect("the forger's Ed25519 key");
+    // Rebuild segment 1's first checkpoint with the forger's chain and kid, its note
+    // signed by the forger's key through the daemon's own /v1/sign.
     let path = segment_file(&log, 1);
     let mut lines = lines_of(&path);
     let at = lines
@@ -513,26 +529,31 @@ async fn a_checkpoint_signed_by_an_issuer_key_is_refused() {
         .position(|l| l.contains("\"event\":\"checkpoint\""))
         .unwrap();
     let record: Value = serde_json::from_str(&lines[at]).unwrap();
-    let original = record["checkpoint"].as_str().unwrap().to_string();
-    let payload = original.split('.').nth(1).unwrap().to_string();
+    let note = record["note"].as_str().unwrap().to_string();
+    let text = format!("{}\n", note.split_once("\n\n").unwrap().0);
+    let signed = daemon
+        .post(
+            "/v1/sign",
+            &json!({"issuer": "audit-forger", "message": signetd::token::jws::b64(&text)}),
+        )
+        .await;
+    assert_eq!(signed.status, 200, "{:?}", signed.json);
+    let signature = signetd::util::unb64(signed.json["signature"].as_str().unwrap()).unwrap();
+    let name = text.lines().next().unwrap();
     let standard = base64::engine::general_purpose::STANDARD;
+    let forged = json!(signetd::audit::note::signed(
+        &text,
+        name,
+        &public_key,
+        signature
+    ));
     let x5c: Vec<String> = chain
         .iter()
         .map(|c| base64::Engine::encode(&standard, c))
         .collect();
-    let header =
-        json!({"alg": "ES256", "typ": "signetd-audit-checkpoint+json", "x5c": x5c, "kid": kid});
-    let protected = signetd::token::jws::b64(serde_json::to_vec(&header).unwrap());
-    let input = format!("{protected}.{payload}");
-    let signed = daemon
-        .post(
-            "/v1/sign",
-            &json!({"issuer": "audit-forger", "message": signetd::token::jws::b64(&input)}),
-        )
-        .await;
-    assert_eq!(signed.status, 200, "{:?}", signed.json);
-    let forged = format!("{input}.{}", signed.json["signature"].as_str().unwrap());
-    lines[at] = lines[at].replace(&original, &forged);
+    let mut line = replace_value(&lines[at], &record["note"], &forged);
+    line = replace_value(&line, &record["kid"], &json!(kid));
+    lines[at] = replace_value(&line, &record["x5c"], &json!(x5c));
     write_lines(&path, &lines);
     rechain(&log);
     let b = check(&log).await.unwrap_err();

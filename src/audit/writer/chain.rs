@@ -1,24 +1,29 @@
-//! The chain and the batch being formatted onto it: records in, line bytes and sequence
-//! numbers out. No I/O and no clock: the writer passes the batch's time in, writes the
-//! bytes, and only then says [`Chain::written`].
+//! The chain and the batch being formatted onto it: records in, line bytes, sequence
+//! numbers and the Merkle tree's new hashes out. No I/O and no clock: the writer passes
+//! the batch's time in, writes the bytes, and only then says [`Chain::written`].
 //!
 //! A batch extends a copy of the chain's end, so a batch that never becomes durable
 //! leaves nothing behind: the next one starts from the same `seq` and `prev`.
 
-use crate::audit::record::{self, CheckpointClaims, Entry, Event, Extras, line_hash};
+use crate::audit::checkpoint::SignedCheckpoint;
+use crate::audit::note::{self, TreeHead};
+use crate::audit::record::{self, Entry, Event, Extras, line_hash};
+use crate::audit::tree::Frontier;
 
 /// Above this, a batch's buffer is not kept for the next batch: one burst should not pin
 /// megabytes for the daemon's lifetime.
 const KEEP_CAPACITY: usize = 1 << 20;
 
 /// A place in the chain: what the next record continues from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct End {
     next_seq: u64,
     /// The hash of the last line.
     head: String,
     /// Records after the last checkpoint.
     unsigned: u64,
+    /// The Merkle tree of every record so far (`next_seq` leaves).
+    tree: Frontier,
 }
 
 /// The chain as written, and the batch being formatted after it.
@@ -33,6 +38,8 @@ pub(in crate::audit) struct Chain {
     pending: End,
     /// The batch's lines, each with its newline. Reused from batch to batch.
     bytes: String,
+    /// The tree's stored hashes the batch adds (see [`crate::audit::tree`]).
+    hashes: Vec<u8>,
     /// The time every record of the batch carries: when the writer wrote it.
     time: String,
     /// Records that must be written before anything else (recovery reports, the audit
@@ -41,15 +48,16 @@ pub(in crate::audit) struct Chain {
 }
 
 impl Chain {
-    /// A chain continuing at `next_seq` after a line hashing to `head`, with `notes` to
-    /// write first.
-    pub fn new(log_id: String, next_seq: u64, head: String, notes: Vec<Entry>) -> Self {
+    /// A chain continuing after a line hashing to `head`, over the tree `tree` of the
+    /// records so far, with `notes` to write first.
+    pub fn new(log_id: String, tree: Frontier, head: String, notes: Vec<Entry>) -> Self {
         let durable = End {
-            next_seq,
+            next_seq: tree.size(),
             head,
             // Whatever came before the restart is covered by the next checkpoint; a new
             // log's genesis is too.
             unsigned: 1,
+            tree,
         };
         Chain {
             log_id,
@@ -57,6 +65,7 @@ impl Chain {
             pending: durable.clone(),
             durable,
             bytes: String::new(),
+            hashes: Vec::new(),
             time: String::new(),
             notes,
         }
@@ -84,6 +93,7 @@ impl Chain {
             self.bytes = String::new();
         }
         self.bytes.clear();
+        self.hashes.clear();
         self.time.clear();
         self.time.push_str(time);
         self.pending.clone_from(&self.durable);
@@ -115,7 +125,9 @@ impl Chain {
             members,
             &self.pending.head,
         );
-        self.pending.head = line_hash(&self.bytes.as_bytes()[start..]);
+        let line = &self.bytes.as_bytes()[start..];
+        self.pending.head = line_hash(line);
+        self.pending.tree.append(line, &mut self.hashes);
         self.pending.next_seq += 1;
         self.pending.unsigned += 1;
         self.bytes.push('\n');
@@ -145,31 +157,32 @@ impl Chain {
         let extras = Extras {
             log_id: Some(&self.log_id),
             segment: Some(number),
-            checkpoint: None,
+            ..Extras::default()
         };
         let members = Entry::new(event).members() + &extras.members();
         self.push(&members);
     }
 
-    /// What a checkpoint after the batch so far signs, at `time`.
-    pub fn claims(&self, time: String) -> CheckpointClaims {
-        CheckpointClaims {
-            log_id: self.log_id.clone(),
-            seq: self.pending.next_seq.saturating_sub(1),
-            head: self.pending.head.clone(),
-            time,
+    /// What a checkpoint after the batch so far states: the tree of every record
+    /// before it.
+    pub fn tree_head(&self) -> TreeHead {
+        TreeHead {
+            origin: note::origin(&self.log_id),
+            size: self.pending.tree.size(),
+            root: self.pending.tree.root(),
         }
     }
 
-    /// Formats a checkpoint record carrying `jws` (signed over [`Chain::claims`]); it
+    /// Formats a checkpoint record carrying `signed` (a note of [`Chain::tree_head`]); it
     /// covers everything before it. Returns its seq.
-    pub fn push_checkpoint(&mut self, jws: &str) -> u64 {
+    pub fn push_checkpoint(&mut self, signed: &SignedCheckpoint) -> u64 {
         let extras = Extras {
-            log_id: None,
-            segment: None,
-            checkpoint: Some(jws),
+            note: Some(&signed.note),
+            x5c: Some(&signed.x5c),
+            ..Extras::default()
         };
-        let seq = self.push(&(Entry::new(Event::Checkpoint).members() + &extras.members()));
+        let entry = Entry::new(Event::Checkpoint).kid(&signed.kid);
+        let seq = self.push(&(entry.members() + &extras.members()));
         self.pending.unsigned = 0;
         seq
     }
@@ -179,8 +192,14 @@ impl Chain {
         self.bytes.as_bytes()
     }
 
+    /// The tree's stored hashes for the batch's records, to append to the hash file
+    /// once the batch is durable.
+    pub fn hashes(&self) -> &[u8] {
+        &self.hashes
+    }
+
     /// The batch is durable: the chain continues after it. Returns how many records it
-    /// held.
+    /// held. [`Chain::hashes`] still holds its hashes until the next batch begins.
     pub fn written(&mut self) -> u64 {
         let records = self.pending.next_seq - self.durable.next_seq;
         std::mem::swap(&mut self.durable, &mut self.pending);
@@ -193,6 +212,7 @@ impl Chain {
     pub fn discard(&mut self) {
         self.pending.clone_from(&self.durable);
         self.bytes.clear();
+        self.hashes.clear();
     }
 }
 
@@ -200,6 +220,25 @@ impl Chain {
 mod tests {
     use super::*;
     use crate::audit::record::{CallerRecord, GENESIS_PREV, Record};
+
+    /// A tree of `size` leaves (their contents do not matter here).
+    fn tree(size: u64) -> Frontier {
+        let mut tree = Frontier::new();
+        for _ in 0..size {
+            tree.append(b"x", &mut Vec::new());
+        }
+        tree
+    }
+
+    fn signed(head: &TreeHead) -> SignedCheckpoint {
+        SignedCheckpoint {
+            note: head.text() + "\n\u{2014} k sig\n",
+            kid: "k".into(),
+            x5c: Vec::new(),
+            generated: None,
+            retired: None,
+        }
+    }
 
     fn records(bytes: &[u8]) -> Vec<(Record, String)> {
         let text = std::str::from_utf8(bytes).unwrap();
@@ -215,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_new_log_starts_with_genesis_and_every_prev_hashes_the_line_before() {
-        let mut chain = Chain::new("L".into(), 0, GENESIS_PREV.into(), Vec::new());
+        let mut chain = Chain::new("L".into(), tree(0), GENESIS_PREV.into(), Vec::new());
         chain.begin("T", Some(1));
         assert_eq!(chain.push(&mint("a")), 1);
         assert_eq!(chain.push(&mint("b")), 2);
@@ -241,7 +280,7 @@ mod tests {
     #[test]
     fn a_later_segment_starts_with_a_link_and_notes_come_first() {
         let note = Entry::new(Event::Recovered).caller(CallerRecord::internal("audit"));
-        let mut chain = Chain::new("L".into(), 40, "h".repeat(64), vec![note]);
+        let mut chain = Chain::new("L".into(), tree(40), "h".repeat(64), vec![note]);
         chain.begin("T", Some(3));
         chain.push(&mint("a"));
         let lines = records(chain.bytes());
@@ -255,12 +294,12 @@ mod tests {
     #[test]
     fn a_discarded_batch_leaves_the_chain_and_its_notes_as_they_were() {
         let note = Entry::new(Event::Recovered);
-        let mut chain = Chain::new("L".into(), 5, "h".repeat(64), vec![note]);
+        let mut chain = Chain::new("L".into(), tree(5), "h".repeat(64), vec![note]);
         chain.begin("T1", None);
         chain.push(&mint("lost"));
         chain.push_note(Entry::new(Event::KeyGenerate));
-        let claims = chain.claims("T1".into());
-        chain.push_checkpoint("a.b.c");
+        let head = chain.tree_head();
+        chain.push_checkpoint(&signed(&head));
         assert_eq!(chain.pending_unsigned(), 0);
         chain.discard();
         assert_eq!((chain.next_seq(), chain.unsigned()), (5, 1));
@@ -273,30 +312,41 @@ mod tests {
         assert_eq!(events, [Event::Recovered, Event::KeyGenerate, Event::Mint]);
         assert_eq!((lines[0].0.seq, &*lines[0].0.prev), (5, &*"h".repeat(64)));
         assert_eq!(seq, 7);
-        // The same position as before, but other bytes: the old claims do not fit.
-        assert_ne!(chain.claims("T1".into()), claims);
+        // The same position as before, but other bytes: the old head does not fit.
+        assert_ne!(chain.tree_head(), head);
         chain.written();
         chain.begin("T3", None);
         assert!(chain.bytes().is_empty(), "written notes are not repeated");
     }
 
     #[test]
-    fn a_checkpoint_signs_the_head_it_follows_and_resets_the_unsigned_count() {
-        let mut chain = Chain::new("L".into(), 0, GENESIS_PREV.into(), Vec::new());
+    fn a_checkpoint_states_the_tree_before_it_and_resets_the_unsigned_count() {
+        let mut chain = Chain::new("L".into(), tree(0), GENESIS_PREV.into(), Vec::new());
         chain.begin("T", Some(1));
         chain.push(&mint("a"));
         assert_eq!(chain.pending_unsigned(), 3);
-        let claims = chain.claims("T".into());
-        let seq = chain.push_checkpoint("a.b.c");
-        assert_eq!((claims.log_id.as_str(), claims.seq, seq), ("L", 1, 2));
+        let head = chain.tree_head();
+        let seq = chain.push_checkpoint(&signed(&head));
+        assert_eq!(
+            (head.origin.as_str(), head.size, seq),
+            ("signetd-audit/L", 2, 2)
+        );
         chain.push(&mint("b"));
         assert_eq!(chain.pending_unsigned(), 1);
         let lines = records(chain.bytes());
         let (checkpoint, _) = &lines[2];
         assert_eq!(checkpoint.entry.event, Event::Checkpoint);
-        assert_eq!(checkpoint.checkpoint.as_deref(), Some("a.b.c"));
-        assert_eq!(checkpoint.prev, claims.head);
-        assert_eq!(claims.head, lines[1].1);
+        assert_eq!(
+            checkpoint.note.as_deref(),
+            Some(signed(&head).note.as_str())
+        );
+        assert_eq!(checkpoint.entry.kid.as_deref(), Some("k"));
+        // The root over the two lines before it, as a verifier computes it.
+        let mut expected = Frontier::new();
+        for line in chain.bytes().split(|b| *b == b'\n').take(2) {
+            expected.append(line, &mut Vec::new());
+        }
+        assert_eq!(head.root, expected.root());
         chain.written();
         assert_eq!(chain.unsigned(), 1);
     }

@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::oneshot;
 
-use super::checkpoint::{AUDIT_ISSUER, CheckpointSigning, SignedCheckpoint};
+use super::checkpoint::{AUDIT_ISSUER, CheckpointSigning};
 use super::record::{CallerRecord, Entry, Event};
 use super::{AuditError, Expected, Shared};
 pub(super) use chain::Chain;
@@ -252,7 +252,7 @@ impl Writer {
             return Ok(());
         }
         let bytes = self.chain.bytes().len() as u64;
-        match self.store.append(self.chain.bytes()) {
+        match self.store.append(self.chain.bytes(), self.chain.hashes()) {
             Ok(()) => {
                 let records = self.chain.written();
                 crate::telemetry::audit_written(records, bytes);
@@ -283,19 +283,22 @@ impl Writer {
     fn checkpoint(&mut self) {
         self.checkpoint_error = None;
         loop {
-            let claims = self.chain.claims(now());
-            match self.signer.sign(&claims) {
-                Ok(SignedCheckpoint {
-                    generated: Some(kid),
-                    ..
-                }) => {
-                    // The key's creation goes on record before its first signature
-                    // would, but after the head that signature covers: still chained.
-                    // The checkpoint must cover that record too: sign again.
-                    self.chain.push_note(generated_entry(&kid));
+            let head = self.chain.tree_head();
+            match self.signer.sign(&head) {
+                Ok(signed) if signed.generated.is_some() || signed.retired.is_some() => {
+                    // The key's creation (and an old key's retirement) goes on record
+                    // before its first signature would, but after the head that
+                    // signature covers. The checkpoint must cover those records too:
+                    // sign again.
+                    if let Some(kid) = &signed.retired {
+                        self.chain.push_note(retired_entry(kid));
+                    }
+                    if let Some(kid) = &signed.generated {
+                        self.chain.push_note(generated_entry(kid));
+                    }
                 }
                 Ok(signed) => {
-                    self.chain.push_checkpoint(&signed.jws);
+                    self.chain.push_checkpoint(&signed);
                     self.schedule.signed(Instant::now());
                     return;
                 }
@@ -340,6 +343,16 @@ fn refuse<T>(replies: Vec<(T, Reply)>) -> Result<(), AuditError> {
         let _ = reply.send(Err(AuditError::Unavailable));
     }
     Err(AuditError::Unavailable)
+}
+
+/// The record of an ES256 audit key's retirement for an Ed25519 one.
+fn retired_entry(kid: &str) -> Entry {
+    Entry::new(Event::KeyRetire)
+        .caller(CallerRecord::internal("audit"))
+        .issuer(AUDIT_ISSUER)
+        .kid(kid)
+        .ok()
+        .detail("the ES256 audit key of an earlier version (checkpoints are Ed25519 signed notes since 0.2), now retired")
 }
 
 /// The record of the audit key's generation.

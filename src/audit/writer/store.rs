@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::audit::AuditError;
 use crate::audit::segment::{DirLock, Segment};
+use crate::audit::tree::file::HashFile;
 
 /// A write that did not become durable.
 #[derive(Debug)]
@@ -26,31 +27,40 @@ pub(in crate::audit) trait Store: Send {
     fn roll_if_full(&mut self) -> Result<(), AuditError>;
 
     /// Writes `bytes` and makes them durable: one write and one fdatasync. On failure,
-    /// cuts them back out, so no partial record stays.
-    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed>;
+    /// cuts them back out, so no partial record stays. Once they are durable, adds
+    /// their records' stored tree hashes `hashes` to the tree file.
+    fn append(&mut self, bytes: &[u8], hashes: &[u8]) -> Result<(), WriteFailed>;
 
     /// The file being written, for messages.
     fn path(&self) -> &Path;
 }
 
-/// The log directory: its lock, and the segment being written.
+/// The log directory: its lock, the segment being written and the tree file.
 #[derive(Debug)]
 pub(in crate::audit) struct SegmentFiles {
     dir: PathBuf,
     /// Start a new segment once this many bytes are in the current one.
     segment_bytes: u64,
     segment: Segment,
+    hashes: HashFile,
     _lock: DirLock,
 }
 
 impl SegmentFiles {
-    /// Continues `segment` of the log in `dir`, whose `lock` is held for as long as
-    /// this lives.
-    pub fn new(dir: PathBuf, lock: DirLock, segment: Segment, segment_bytes: u64) -> Self {
+    /// Continues `segment` and the tree file `hashes` of the log in `dir`, whose `lock`
+    /// is held for as long as this lives.
+    pub fn new(
+        dir: PathBuf,
+        lock: DirLock,
+        segment: Segment,
+        hashes: HashFile,
+        segment_bytes: u64,
+    ) -> Self {
         SegmentFiles {
             dir,
             segment_bytes,
             segment,
+            hashes,
             _lock: lock,
         }
     }
@@ -71,11 +81,13 @@ impl Store for SegmentFiles {
         Ok(())
     }
 
-    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
+    fn append(&mut self, bytes: &[u8], hashes: &[u8]) -> Result<(), WriteFailed> {
         self.segment.append(bytes).map_err(|(e, cut)| WriteFailed {
             error: e.to_string(),
             cut,
-        })
+        })?;
+        self.hashes.append_logged(hashes);
+        Ok(())
     }
 
     fn path(&self) -> &Path {
@@ -93,7 +105,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = segment::lock(dir.path()).unwrap();
         let first = Segment::create(dir.path(), 1).unwrap();
-        let mut files = SegmentFiles::new(dir.path().to_path_buf(), lock, first, 10);
+        let (hashes, _) = HashFile::open(dir.path(), 0).unwrap();
+        let mut files = SegmentFiles::new(dir.path().to_path_buf(), lock, first, hashes, 10);
         assert_eq!(files.fresh_segment(), Some(1));
         files.roll_if_full().unwrap();
         assert_eq!(
@@ -101,7 +114,7 @@ mod tests {
             Some(1),
             "an empty segment is not full"
         );
-        files.append(b"0123456789\n").unwrap();
+        files.append(b"0123456789\n", &[]).unwrap();
         assert_eq!(files.fresh_segment(), None);
         files.roll_if_full().unwrap();
         assert_eq!(files.fresh_segment(), Some(2));

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use super::store::WriteFailed;
 use super::*;
-use crate::audit::record::{CheckpointClaims, GENESIS_PREV, Record, line_hash};
+use crate::audit::checkpoint::SignedCheckpoint;
+use crate::audit::note::TreeHead;
+use crate::audit::record::{GENESIS_PREV, Record, line_hash};
+use crate::audit::tree::{Frontier, StoredHashes};
 
 /// How the next append fails.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +24,8 @@ enum Fault {
 #[derive(Debug, Default)]
 struct Disk {
     bytes: Vec<u8>,
+    /// The tree file.
+    hashes: Vec<u8>,
     writes: usize,
     fault: Option<Fault>,
 }
@@ -36,12 +41,13 @@ impl Store for FakeStore {
         Ok(())
     }
 
-    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
+    fn append(&mut self, bytes: &[u8], hashes: &[u8]) -> Result<(), WriteFailed> {
         let mut disk = self.0.lock().unwrap();
         let len = disk.bytes.len();
         match disk.fault.take() {
             None => {
                 disk.bytes.extend_from_slice(bytes);
+                disk.hashes.extend_from_slice(hashes);
                 disk.writes += 1;
                 Ok(())
             }
@@ -70,32 +76,41 @@ impl Store for FakeStore {
 
 #[derive(Debug, Default)]
 struct Signatures {
-    signed: Vec<CheckpointClaims>,
+    signed: Vec<TreeHead>,
     /// Fail every signature.
     fail: bool,
     /// The first signature generates this key.
     generate: Option<String>,
+    /// The first signature retires this key.
+    retire: Option<String>,
     forgotten: usize,
 }
 
 struct FakeSigner(Arc<Mutex<Signatures>>);
 
 impl CheckpointSigning for FakeSigner {
-    fn sign(&mut self, claims: &CheckpointClaims) -> Result<SignedCheckpoint, AuditError> {
+    fn sign(&mut self, head: &TreeHead) -> Result<SignedCheckpoint, AuditError> {
         let mut log = self.0.lock().unwrap();
         if log.fail {
             return Err(AuditError::NoKey("the token is gone".into()));
         }
-        log.signed.push(claims.clone());
+        log.signed.push(head.clone());
         Ok(SignedCheckpoint {
-            jws: format!("sig-{}-{}", claims.seq, claims.head),
+            note: fake_note(head),
+            kid: "signetd-audit-k".into(),
+            x5c: vec!["cert".into()],
             generated: log.generate.take(),
+            retired: log.retire.take(),
         })
     }
 
     fn forget_key(&mut self) {
         self.0.lock().unwrap().forgotten += 1;
     }
+}
+
+fn fake_note(head: &TreeHead) -> String {
+    format!("{}\n\n\u{2014} fake", head.text())
 }
 
 struct Rig {
@@ -114,7 +129,7 @@ fn rig(every: u64) -> Rig {
     });
     let writer = Writer::new(Parts {
         store: Box::new(FakeStore(disk.clone())),
-        chain: Chain::new("L".into(), 0, GENESIS_PREV.into(), Vec::new()),
+        chain: Chain::new("L".into(), Frontier::new(), GENESIS_PREV.into(), Vec::new()),
         cadence: Cadence {
             every,
             period: Duration::from_secs(3600),
@@ -324,13 +339,45 @@ fn checkpoints_sign_the_head_they_follow_every_so_many_records() {
         checkpoints.iter().map(|r| r.seq).collect::<Vec<_>>(),
         [2, 6, 10]
     );
-    for (record, claims) in checkpoints.iter().zip(&signed) {
-        assert_eq!((claims.seq, &claims.head), (record.seq - 1, &record.prev));
-        assert_eq!(claims.log_id, "L");
-        let jws = format!("sig-{}-{}", claims.seq, claims.head);
-        assert_eq!(record.checkpoint.as_deref(), Some(jws.as_str()));
+    // Each states the tree of every record before it, as a verifier computes it from
+    // the lines.
+    let disk = rig.disk.lock().unwrap();
+    let lines: Vec<&[u8]> = disk.bytes.split(|b| *b == b'\n').collect();
+    let mut tree = StoredHashes::default();
+    let mut roots = vec![tree.frontier().root()];
+    for line in &lines[..records.len()] {
+        tree.append(line);
+        roots.push(tree.frontier().root());
+    }
+    for (record, head) in checkpoints.iter().zip(&signed) {
+        assert_eq!(head.size, record.seq);
+        assert_eq!(head.root, roots[record.seq as usize]);
+        assert_eq!(head.origin, "signetd-audit/L");
+        assert_eq!(record.note.as_deref(), Some(fake_note(head).as_str()));
+        assert_eq!(record.entry.kid.as_deref(), Some("signetd-audit-k"));
+        assert_eq!(record.x5c.as_deref(), Some(&["cert".to_string()][..]));
     }
     assert_eq!(rig.writer.chain.unsigned(), 1);
+}
+
+#[test]
+fn the_tree_file_gets_the_stored_hashes_of_durable_batches_only() {
+    let mut rig = rig(3);
+    rig.commit(&["a", "b"], false);
+    rig.fail_next(Fault::Partway(5));
+    assert_eq!(rig.commit(&["lost"], false), [None]);
+    rig.commit(&["c", "d", "e"], false);
+    let records = rig.records();
+    let disk = rig.disk.lock().unwrap();
+    let mut tree = StoredHashes::default();
+    let mut expected = Vec::new();
+    let mut frontier = Frontier::new();
+    for line in disk.bytes.split(|b| *b == b'\n').take(records.len()) {
+        tree.append(line);
+        frontier.append(line, &mut expected);
+    }
+    assert_eq!(disk.hashes, expected);
+    assert_eq!(records.len() as u64, tree.frontier().size());
 }
 
 #[test]
@@ -372,6 +419,39 @@ fn a_generated_audit_key_is_recorded_before_the_checkpoint_and_survives_a_lost_b
         [Event::KeyGenerate, Event::Resumed, Event::Checkpoint]
     );
     assert_eq!(records[2].entry.kid.as_deref(), Some("signetd-audit-1"));
+}
+
+#[test]
+fn an_es256_audit_key_retired_for_an_ed25519_one_is_recorded_before_the_checkpoint() {
+    let mut rig = rig(1000);
+    {
+        let mut signatures = rig.signatures.lock().unwrap();
+        signatures.retire = Some("signetd-audit-old".into());
+        signatures.generate = Some("signetd-audit-new".into());
+    }
+    rig.writer.commit(Vec::new(), true).unwrap();
+    let records = rig.records();
+    let events: Vec<Event> = records.iter().map(|r| r.entry.event).collect();
+    assert_eq!(
+        events,
+        [
+            Event::Genesis,
+            Event::KeyRetire,
+            Event::KeyGenerate,
+            Event::Checkpoint
+        ]
+    );
+    assert_eq!(records[1].entry.kid.as_deref(), Some("signetd-audit-old"));
+    assert!(
+        records[1]
+            .entry
+            .detail
+            .as_deref()
+            .unwrap()
+            .ends_with("now retired")
+    );
+    let signed = rig.signatures.lock().unwrap().signed.clone();
+    assert_eq!(signed.last().unwrap().size, 3, "the checkpoint covers both");
 }
 
 #[test]

@@ -1,0 +1,247 @@
+//! The tree's stored hashes on disk ([`HASHES_FILE`]): appended after each durable
+//! batch, read for tiles and proofs, rebuilt from the segments at start.
+//!
+//! The segments are the record; this file is an index of them. It is appended without
+//! an fsync: after a crash it may be shorter than the segments (it is extended from
+//! them) or, after a torn record was cut, longer (it is cut back). A failed append
+//! stops further appends until the next start rather than refuse signing: the log
+//! itself is durable, and the file is rebuilt from it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use tlog_tiles::{HASH_SIZE, Hash, HashReader, stored_hash_count};
+
+use super::{Frontier, HASHES_FILE};
+use crate::audit::AuditError;
+use crate::audit::segment;
+
+/// The open hash file of a log.
+#[derive(Debug)]
+pub struct HashFile {
+    file: File,
+    /// Set when an append failed: later appends would leave a gap.
+    broken: bool,
+}
+
+impl HashFile {
+    /// Opens (or creates) the hash file of the log in `dir`, whose segments hold
+    /// `records` records, and brings it in line with them. Returns the file and the
+    /// tree of those records.
+    pub fn open(dir: &Path, records: u64) -> Result<(HashFile, Frontier), AuditError> {
+        let path = dir.join(HASHES_FILE);
+        let failed = |e: std::io::Error| AuditError::Io(format!("{}: {e}", path.display()));
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(failed)?;
+        let len = file.metadata().map_err(failed)?.len() / HASH_SIZE as u64;
+        // The most records whose hashes the file holds whole.
+        let (mut low, mut high) = (0u64, records);
+        while low < high {
+            let mid = high - (high - low) / 2;
+            if stored_hash_count(mid) <= len {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        let hashed = low;
+        file.set_len(stored_hash_count(hashed) * HASH_SIZE as u64)
+            .map_err(failed)?;
+        let mut hashes = HashFile {
+            file,
+            broken: false,
+        };
+        let mut tree = Frontier::read(hashed, &hashes)
+            .map_err(|e| AuditError::Io(format!("{}: {e}", path.display())))?;
+        if hashed < records {
+            tracing::info!(
+                hashed,
+                records,
+                "audit log: adding the records the tree file lacks"
+            );
+            let mut stored = Vec::new();
+            for_each_line(dir, hashed, records, |line| {
+                tree.append(line, &mut stored);
+                if stored.len() >= 1 << 20 {
+                    hashes.append(&stored)?;
+                    stored.clear();
+                }
+                Ok(())
+            })?;
+            hashes.append(&stored)?;
+        }
+        Ok((hashes, tree))
+    }
+
+    /// Appends the stored hashes of a durable batch. A failure is logged once and
+    /// stops appends until the next start.
+    pub fn append_logged(&mut self, stored: &[u8]) {
+        if self.broken || stored.is_empty() {
+            return;
+        }
+        if let Err(e) = self.append(stored) {
+            self.broken = true;
+            tracing::error!(error = %e, "cannot append to the audit log's tree file; tiles stop growing until signetd is restarted (the log itself is unaffected)");
+        }
+    }
+
+    fn append(&mut self, stored: &[u8]) -> Result<(), AuditError> {
+        self.file
+            .write_all(stored)
+            .map_err(|e| AuditError::Io(format!("{HASHES_FILE}: {e}")))
+    }
+}
+
+impl HashReader for HashFile {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::tlog::Error> {
+        indexes
+            .iter()
+            .map(|&index| {
+                let mut hash = [0; HASH_SIZE];
+                self.file
+                    .read_exact_at(&mut hash, index * HASH_SIZE as u64)
+                    .map_err(|e| {
+                        tlog_tiles::tlog::Error::InvalidInput(format!("stored hash {index}: {e}"))
+                    })?;
+                Ok(Hash(hash))
+            })
+            .collect()
+    }
+}
+
+/// Calls `f` with each line (no newline) of records `from..to` of the log in `dir`, in
+/// order, starting at the last segment that begins at or before `from`.
+pub fn for_each_line(
+    dir: &Path,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(&[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let io = |path: &Path, e: std::io::Error| AuditError::Io(format!("{}: {e}", path.display()));
+    let segments = segment::list(dir).map_err(|e| io(dir, e))?;
+    let mut start = 0;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let mut first = Vec::new();
+        let file = File::open(path).map_err(|e| io(path, e))?;
+        BufReader::new(file)
+            .read_until(b'\n', &mut first)
+            .map_err(|e| io(path, e))?;
+        match seq_of(&first) {
+            Some(seq) if seq <= from => start = i,
+            Some(_) => break,
+            None => {}
+        }
+    }
+    let mut next = from;
+    for (_, path) in &segments[start.min(segments.len())..] {
+        let file = File::open(path).map_err(|e| io(path, e))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| io(path, e))?;
+            let Some(seq) = seq_of(&line) else {
+                return Err(AuditError::Io(format!(
+                    "{}: a line that is not a record",
+                    path.display()
+                )));
+            };
+            if seq < next {
+                continue;
+            }
+            if seq != next {
+                return Err(AuditError::Io(format!(
+                    "{}: seq {seq} where {next} was expected",
+                    path.display()
+                )));
+            }
+            if next == to {
+                return Ok(());
+            }
+            f(&line)?;
+            next += 1;
+        }
+    }
+    if next == to {
+        Ok(())
+    } else {
+        Err(AuditError::Io(format!(
+            "the segments end at seq {next}, before {to}"
+        )))
+    }
+}
+
+/// The `seq` of a record line: every line starts `{"seq":N,`.
+fn seq_of(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_segment(dir: &Path, number: u64, seqs: std::ops::Range<u64>) {
+        let text: String = seqs.map(|s| format!("{{\"seq\":{s},\"x\":1}}\n")).collect();
+        std::fs::write(dir.join(segment::segment_name(number)), text).unwrap();
+    }
+
+    fn tree_of(records: u64) -> Frontier {
+        let mut tree = Frontier::new();
+        for s in 0..records {
+            tree.append(
+                format!("{{\"seq\":{s},\"x\":1}}").as_bytes(),
+                &mut Vec::new(),
+            );
+        }
+        tree
+    }
+
+    #[test]
+    fn the_file_is_built_from_the_segments_and_cut_back_or_extended_to_match_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, 0..10);
+        write_segment(dir.path(), 2, 10..25);
+        let (_, tree) = HashFile::open(dir.path(), 25).unwrap();
+        assert_eq!(tree, tree_of(25));
+        let path = dir.path().join(HASHES_FILE);
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(full, stored_hash_count(25) * HASH_SIZE as u64);
+
+        // A torn record was cut from the segments: the file follows.
+        let (file, tree) = HashFile::open(dir.path(), 20).unwrap();
+        assert_eq!(tree, tree_of(20));
+        assert_eq!(tlog_tiles::tree_hash(20, &file).unwrap(), tree.root());
+        // A crash before the last appends reached the file: extended again, from the
+        // second segment only.
+        std::fs::write(dir.path().join(segment::segment_name(1)), "garbage\n").unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 25).unwrap();
+        assert_eq!(tree, tree_of(25));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
+    }
+
+    #[test]
+    fn a_file_with_a_partial_hash_is_cut_to_whole_records() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, 0..5);
+        HashFile::open(dir.path(), 3).unwrap();
+        let path = dir.path().join(HASHES_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[9; 40]);
+        std::fs::write(&path, bytes).unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 5).unwrap();
+        assert_eq!(tree, tree_of(5));
+    }
+
+    #[test]
+    fn segments_that_lack_records_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, 0..5);
+        assert!(HashFile::open(dir.path(), 6).is_err());
+    }
+}
