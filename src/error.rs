@@ -91,6 +91,17 @@ pub enum Error {
     /// A certificate holder that `[metrics] callers` does not name asked for metrics.
     #[error("this caller may not read metrics: [metrics] callers does not name it")]
     MetricsNotAllowed,
+    /// A caller that `[audit] auditors` does not name asked for the log's records or
+    /// tiles.
+    #[error("only auditors may read the audit log: [audit] auditors does not name this caller")]
+    NotAuditor,
+    /// No such tile of the audit log's tree (a malformed path, or past what the latest
+    /// checkpoint covers).
+    #[error("{0}")]
+    NoSuchTile(String),
+    /// The audit log has no signed checkpoint to serve yet.
+    #[error("the audit log has no signed checkpoint yet")]
+    NoCheckpoint,
     /// A lifecycle call that the key's state does not allow.
     #[error("{0}")]
     Conflict(String),
@@ -151,6 +162,9 @@ impl Error {
             Error::NoActiveKey(_) => "no_active_key",
             Error::InvalidToken(e) => e.code(),
             Error::NotAdmin => "not_admin",
+            Error::NotAuditor => "not_auditor",
+            Error::NoSuchTile(_) => "no_such_tile",
+            Error::NoCheckpoint => "no_checkpoint",
             Error::Conflict(_) => "invalid_state",
             Error::AuditUnavailable => "audit_unavailable",
             Error::Hsm(HsmError::Timeout(_)) => "hsm_timeout",

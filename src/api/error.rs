@@ -117,10 +117,12 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::RawSignDisabled(_)
         | Error::MintDisabled(_)
         | Error::NotAdmin
+        | Error::NotAuditor
         | Error::MetricsNotAllowed => StatusCode::FORBIDDEN,
-        Error::UnknownIssuer(_) | Error::UnknownKey(_) | Error::NoSpiffeBundle(_) => {
-            StatusCode::NOT_FOUND
-        }
+        Error::UnknownIssuer(_)
+        | Error::UnknownKey(_)
+        | Error::NoSpiffeBundle(_)
+        | Error::NoSuchTile(_) => StatusCode::NOT_FOUND,
         Error::AudienceNotAllowed(_)
         | Error::TtlExceedsMax { .. }
         | Error::ReservedClaim(_)
@@ -136,6 +138,7 @@ fn domain_status(error: &Error) -> StatusCode {
         | Error::Signer(_)
         | Error::Store(_)
         | Error::AuditUnavailable
+        | Error::NoCheckpoint
         | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

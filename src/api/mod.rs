@@ -19,6 +19,7 @@
 //!   limits, and the route layers for a declared body size and a request's total time.
 //! - [`cors`]: CORS headers for the configured origins on the public documents only.
 
+pub mod audit_log;
 pub mod body;
 pub mod cors;
 pub mod error;

@@ -20,6 +20,13 @@ pub mod errors;
 /// [`errors`] and the security schemes.
 pub fn document() -> OpenApi {
     let mut doc = routes::all().into_openapi();
+    // axum spells a parameter that spans segments `{*name}`; OpenAPI has no such form,
+    // so the document names it as an ordinary parameter (its description says it may
+    // hold slashes).
+    doc.paths.paths = std::mem::take(&mut doc.paths.paths)
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
     doc.info = InfoBuilder::new()
         .title("signetd")
         .version(env!("CARGO_PKG_VERSION"))
@@ -109,6 +116,10 @@ const TAGS: &[(&str, &str)] = &[
     (
         "operations",
         "Metrics for the operator's monitoring (local callers; over TLS the configured ones)",
+    ),
+    (
+        "audit",
+        "The audit log as a C2SP transparency log: its signed checkpoint (anyone) and tiles (auditors)",
     ),
 ];
 

@@ -52,6 +52,8 @@ pub fn public() -> Routes {
         .routes(routes!(handlers::readyz))
         .routes(routes!(handlers::openapi))
         .routes(routes!(super::metrics::metrics))
+        .routes(routes!(super::audit_log::checkpoint))
+        .routes(routes!(super::audit_log::tile))
 }
 
 /// The `[metrics] listen` listener's one route (not part of the API document).

@@ -23,6 +23,7 @@ mod reopen;
 pub mod reserve;
 pub mod segment;
 mod sink;
+pub mod tiles;
 pub mod tree;
 pub mod verify;
 mod writer;
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     /// Requests that will append a record soon (they are signing): the writer waits a
     /// moment for them, so they share the next fsync instead of each paying one.
     expected: AtomicUsize,
+    /// The latest durable checkpoint: its signed note and the tree size it states.
+    latest: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 /// A promise to append a record soon, from [`AuditLog::expect`]; the writer counts the
@@ -127,6 +130,8 @@ impl LogOptions {
 pub struct AuditLog {
     sink: Sink,
     shared: Arc<Shared>,
+    /// The log's directory; none for a log that could not open.
+    dir: Option<std::path::PathBuf>,
     /// Free space refusal records may not use; none for a log that could not open.
     reserve: Option<reserve::Reserve>,
 }
@@ -213,7 +218,7 @@ impl AuditLog {
         let runtime = tokio::runtime::Handle::current();
         let writer = writer::Writer::new(writer::Parts {
             store: Box::new(writer::SegmentFiles::new(
-                dir,
+                dir.clone(),
                 lock,
                 segment,
                 hashes,
@@ -244,8 +249,18 @@ impl AuditLog {
         Ok(AuditLog {
             sink: Sink::Writer(inbox),
             shared,
+            dir: Some(audit.dir.clone()),
             reserve: Some(reserve),
         })
+    }
+
+    /// The latest durable checkpoint and what it covers, for serving; `None` before the
+    /// first.
+    pub fn published(&self) -> Option<tiles::Published> {
+        let dir = self.dir.clone()?;
+        let latest = self.shared.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let (note, size) = latest.clone()?;
+        Some(tiles::Published { note, size, dir })
     }
 
     /// A log that could not be opened: every append fails and the log reports
@@ -254,6 +269,7 @@ impl AuditLog {
         AuditLog {
             sink: Sink::Unavailable,
             shared: Arc::new(Shared::default()),
+            dir: None,
             reserve: None,
         }
     }

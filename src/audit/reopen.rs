@@ -13,6 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::tiles::Published;
 use super::{AuditError, AuditLog, AuditSink, CallerRecord, Entry, Event, Expected, LogOptions};
 use crate::hsm::Hsm;
 use crate::store::KeyMetadata;
@@ -165,5 +166,9 @@ impl AuditSink for ReopeningLog {
         self.log
             .get()
             .is_none_or(|log| log.admits_refusals(records))
+    }
+
+    fn published(&self) -> Option<Published> {
+        self.log.get().and_then(AuditLog::published)
     }
 }

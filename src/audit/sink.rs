@@ -4,6 +4,7 @@
 //! auditing costs bring their own sink that keeps nothing. The daemon's config has no
 //! way to ask for such a sink.
 
+use super::tiles::Published;
 use super::{AuditError, AuditLog, Entry, Expected};
 use crate::util::BoxFuture;
 
@@ -46,6 +47,12 @@ pub trait AuditSink: Send + Sync {
         let _ = records;
         true
     }
+
+    /// The latest durable signed checkpoint and where its log is, for serving it and
+    /// its tiles. Sinks that keep nothing have none.
+    fn published(&self) -> Option<Published> {
+        None
+    }
 }
 
 impl AuditSink for AuditLog {
@@ -82,5 +89,9 @@ impl AuditSink for AuditLog {
 
     fn admits_refusals(&self, records: u64) -> bool {
         AuditLog::admits_refusals(self, records)
+    }
+
+    fn published(&self) -> Option<Published> {
+        AuditLog::published(self)
     }
 }

@@ -201,6 +201,21 @@ pub struct AuditConfig {
     /// refusals of any more are folded into one `others` record.
     #[serde(default = "default_refusal_callers")]
     pub refusal_callers: usize,
+    /// Who may read the log's records and tiles over the API ([`CallerSelector`]s such
+    /// as `"uid:0"`): records name callers, issuers and token hashes. Empty (the
+    /// default) means nobody; the signed checkpoint is public. Reloadable.
+    #[serde(default)]
+    pub auditors: Vec<CallerSelector>,
+}
+
+impl AuditConfig {
+    /// These settings without the reloadable ones: what a running log was opened with.
+    pub fn without_auditors(&self) -> AuditConfig {
+        AuditConfig {
+            auditors: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -214,6 +229,7 @@ impl Default for AuditConfig {
             reserve_bytes: default_reserve_bytes(),
             refusal_interval_seconds: default_refusal_interval(),
             refusal_callers: default_refusal_callers(),
+            auditors: Vec::new(),
         }
     }
 }

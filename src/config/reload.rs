@@ -62,7 +62,10 @@ impl Config {
             ("pkcs11", self.pkcs11 == new.pkcs11),
             ("listen", self.listen == new.listen),
             ("tls", self.tls == new.tls),
-            ("audit", self.audit == new.audit),
+            (
+                "audit",
+                self.audit.without_auditors() == new.audit.without_auditors(),
+            ),
             ("store", self.store == new.store),
             ("replica", self.replica == new.replica),
             ("metrics.listen", self.metrics.listen == new.metrics.listen),
@@ -87,6 +90,7 @@ impl Config {
             ("attestation", self.attestation == new.attestation),
             ("lifecycle", self.lifecycle == new.lifecycle),
             ("cors", self.cors == new.cors),
+            ("audit.auditors", self.audit.auditors == new.audit.auditors),
             (
                 "metrics",
                 self.metrics.callers == new.metrics.callers

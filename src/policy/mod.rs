@@ -32,6 +32,8 @@ pub enum Action<'a> {
     /// Read `GET /metrics`: any local caller; over TLS those `[metrics] callers` names;
     /// anonymous callers only with `[metrics] allow_anonymous`.
     ReadMetrics,
+    /// Read the audit log's records and tiles: those `[audit] auditors` names.
+    ReadAudit,
 }
 
 /// One issuer's part of the policy.
@@ -49,6 +51,7 @@ pub struct Policy {
     single_use: Vec<CallerSelector>,
     metrics: Vec<CallerSelector>,
     anonymous_metrics: bool,
+    auditors: Vec<CallerSelector>,
 }
 
 impl Policy {
@@ -70,6 +73,7 @@ impl Policy {
             single_use: config.verify.single_use_callers.clone(),
             metrics: config.metrics.callers.clone(),
             anonymous_metrics: config.metrics.allow_anonymous,
+            auditors: config.audit.auditors.clone(),
         }
     }
 
@@ -111,6 +115,8 @@ impl Policy {
             Action::UseSigningRoutes => Err(Error::CallerUnknown),
             Action::Admin if named(&self.admins) => Ok(()),
             Action::Admin => Err(Error::NotAdmin),
+            Action::ReadAudit if named(&self.auditors) => Ok(()),
+            Action::ReadAudit => Err(Error::NotAuditor),
             Action::Mint(name) | Action::RawSign(name) => {
                 let rule = self
                     .issuers

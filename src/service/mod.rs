@@ -16,6 +16,7 @@ mod refusals;
 pub mod rollback;
 pub mod settings;
 pub mod spiffe;
+pub mod transparency;
 pub mod verify;
 pub mod wiring;
 

@@ -42,6 +42,7 @@ pub const STATUSES: &[Status] = &[
         description: "The policy does not allow this caller this action",
         codes: &[
             "not_admin",
+            "not_auditor",
             "caller_not_allowed",
             "raw_sign_disabled",
             "mint_disabled",
@@ -50,11 +51,12 @@ pub const STATUSES: &[Status] = &[
     Status {
         status: 404,
         name: "NotFound",
-        description: "No such issuer or key, or the issuer has no SPIFFE bundle",
+        description: "No such issuer, key or audit log tile, or the issuer has no SPIFFE bundle",
         codes: &[
             "unknown_issuer",
             "unknown_key",
             "no_spiffe_bundle",
+            "no_such_tile",
             "not_found",
         ],
     },
@@ -140,6 +142,7 @@ pub const STATUSES: &[Status] = &[
             "overloaded",
             "state_unavailable",
             "audit_unavailable",
+            "no_checkpoint",
             "deadline_exceeded",
             "not_ready",
         ],
@@ -267,6 +270,10 @@ sets! {
     ByIssuer: 400, 404, 500;
     /// `GET /metrics` on the daemon's listeners.
     Metrics: 401, 403, 500;
+    /// `GET /v1/audit/log/checkpoint`.
+    AuditCheckpoint: 503;
+    /// The audit log's tiles and entry bundles (auditors).
+    AuditTile: 401, 403, 404, 500;
     /// `GET /readyz`.
     Ready: 503;
     /// `304` to a matching `If-None-Match`.
@@ -332,6 +339,9 @@ mod tests {
             Error::NoSpiffeBundle(s()),
             Error::MetricsNotAllowed,
             Error::NotAdmin,
+            Error::NotAuditor,
+            Error::NoSuchTile(s()),
+            Error::NoCheckpoint,
             Error::Conflict(s()),
             Error::AuditUnavailable,
             Error::Hsm(HsmError::Overloaded),
@@ -391,6 +401,9 @@ mod tests {
                 | Error::MetricsNotAllowed
                 | Error::InvalidToken(_)
                 | Error::NotAdmin
+                | Error::NotAuditor
+                | Error::NoSuchTile(_)
+                | Error::NoCheckpoint
                 | Error::Conflict(_)
                 | Error::AuditUnavailable
                 | Error::Hsm(_)

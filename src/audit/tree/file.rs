@@ -80,6 +80,14 @@ impl HashFile {
         Ok((hashes, tree))
     }
 
+    /// Opens the tree file of the log in `dir` for reading only, beside the writer.
+    pub fn reader(dir: &Path) -> Result<HashFile, AuditError> {
+        let path = dir.join(HASHES_FILE);
+        let file =
+            File::open(&path).map_err(|e| AuditError::Io(format!("{}: {e}", path.display())))?;
+        Ok(HashFile { file, broken: true })
+    }
+
     /// Appends the stored hashes of a durable batch. A failure is logged once and
     /// stops appends until the next start.
     pub fn append_logged(&mut self, stored: &[u8]) {

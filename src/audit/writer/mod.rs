@@ -94,6 +94,8 @@ pub(super) struct Writer {
     checkpoint_error: Option<AuditError>,
     /// Until when the batch being gathered waits for announced records.
     gather_until: Option<Instant>,
+    /// The batch's last checkpoint (note, tree size), published once it is durable.
+    batch_checkpoint: Option<(String, u64)>,
 }
 
 /// The wall-clock time records carry.
@@ -115,6 +117,7 @@ impl Writer {
             shared: parts.shared,
             checkpoint_error: None,
             gather_until: None,
+            batch_checkpoint: None,
         }
     }
 
@@ -265,12 +268,18 @@ impl Writer {
                     .store(self.health.is_healthy(), Ordering::SeqCst);
                 self.shared.records.fetch_add(records, Ordering::Relaxed);
                 self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                if let Some(latest) = self.batch_checkpoint.take() {
+                    // After the tree file has the batch's hashes: tiles up to this
+                    // checkpoint can be served.
+                    *self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(latest);
+                }
                 for (seq, reply) in replies {
                     let _ = reply.send(Ok(seq));
                 }
                 Ok(())
             }
             Err(failure) => {
+                self.batch_checkpoint = None;
                 self.chain.discard();
                 self.schedule.discard();
                 self.failed(count, &failure.error, failure.cut, &time, started);
@@ -299,6 +308,7 @@ impl Writer {
                 }
                 Ok(signed) => {
                     self.chain.push_checkpoint(&signed);
+                    self.batch_checkpoint = Some((signed.note, head.size));
                     self.schedule.signed(Instant::now());
                     return;
                 }
