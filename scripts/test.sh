@@ -29,9 +29,10 @@ Before that it makes sure that:
     (opensc), openssl (openssl), curl (curl; the TLS tests run it and
     'openssl s_client' against the daemon), man (man-db), strace (strace) and
     systemd-analyze (systemd) for the packaging tests, libclang (libclang-dev; kryoptic's
-    build generates bindings with it), 'python3 -m venv' (python3-venv) and
+    build generates bindings with it), 'python3 -m venv' (python3-venv),
     PostgreSQL's initdb and pg_ctl (postgresql; the state store's tests run on
-    SQLite and on PostgreSQL).
+    SQLite and on PostgreSQL), and go with golang.org/x/mod (golang-go,
+    golang-golang-x-mod-dev) for tlogcheck.
     Missing ones are installed with apt-get when running as root; otherwise
     the sudo command to run is printed and the script exits with status 1.
   - the Python venv target/test-venv exists and holds
@@ -46,6 +47,12 @@ Before that it makes sure that:
 Tests find the venv's interpreter in SIGNETD_TEST_PYTHON, and the
 fault-injecting PKCS#11 module (fault-pkcs11/, built here) in
 SIGNETD_FAULT_MODULE, which this script exports.
+
+tlogcheck (tests/interop/tlogcheck/), a small Go program that checks the audit
+log's checkpoints and proofs with Go's golang.org/x/mod/sumdb/note and
+sumdb/tlog rather than signetd's code, is built offline in GOPATH mode from
+Debian's packages into TARGET/tlogcheck/tlogcheck on every run; tests find it in
+SIGNETD_TEST_TLOGCHECK.
 
 It starts a throwaway PostgreSQL cluster for the run (initdb into a temporary
 directory, listening on 127.0.0.1 on a free port; as the user nobody when run
@@ -91,6 +98,8 @@ PYTHON=${PYTHON:-python3}
 VENV_DIR="$REPO_ROOT/target/test-venv"
 REQUIREMENTS="$REPO_ROOT/tests/interop/requirements.txt"
 STAMP="$VENV_DIR/.signetd-requirements.sha256"
+# Where Debian's golang-*-dev packages put Go sources: tlogcheck's GOPATH.
+GOCODE=/usr/share/gocode
 
 # ---------------------------------------------------------------- system packages
 
@@ -117,6 +126,9 @@ missing_packages() {
     command -v strace >/dev/null 2>&1 || pkgs+=(strace)
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     [[ -n $(postgres_bin) ]] || pkgs+=(postgresql)
+    # tlogcheck: Go, and golang.org/x/mod in Debian's GOPATH (/usr/share/gocode).
+    command -v go >/dev/null 2>&1 || pkgs+=(golang-go)
+    [[ -d $GOCODE/src/golang.org/x/mod/sumdb/note ]] || pkgs+=(golang-golang-x-mod-dev)
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
     if [[ " ${backends[*]} " == *" kryoptic "* && -z ${LIBCLANG_PATH:-} ]] &&
@@ -210,6 +222,20 @@ cargo test --locked -q -p fault-pkcs11 >/dev/null || die "the fault module's own
 target_dir=$(cargo metadata --locked --format-version 1 --no-deps | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export SIGNETD_FAULT_MODULE="$target_dir/debug/libfault_pkcs11.so"
 [[ -f $SIGNETD_FAULT_MODULE ]] || die "no $SIGNETD_FAULT_MODULE after building fault-pkcs11"
+
+# ---------------------------------------------------------------- tlogcheck
+
+# tests/interop/tlogcheck checks the audit log's signed checkpoints and its inclusion and
+# consistency proofs with Go's golang.org/x/mod/sumdb/{note,tlog}: built offline in
+# GOPATH mode from the Debian packages, every run (it is tiny), with a Go build cache
+# of its own in the target directory.
+log "go build tests/interop/tlogcheck"
+tlogcheck_dir="$target_dir/tlogcheck"
+mkdir -p -- "$tlogcheck_dir"
+GO111MODULE=off GOPATH=$GOCODE GOCACHE="$tlogcheck_dir/cache" GOFLAGS='' \
+    go build -o "$tlogcheck_dir/tlogcheck" ./tests/interop/tlogcheck </dev/null ||
+    die "cannot build tests/interop/tlogcheck (go build in GOPATH mode with GOPATH=$GOCODE)"
+export SIGNETD_TEST_TLOGCHECK="$tlogcheck_dir/tlogcheck"
 
 # ---------------------------------------------------------------- release build
 

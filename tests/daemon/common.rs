@@ -1053,3 +1053,52 @@ pub async fn mint(daemon: &TestDaemon, issuer: &str) -> Value {
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     reply.json
 }
+
+/// Runs tlogcheck (tests/interop/tlogcheck: Go's golang.org/x/mod/sumdb/note and
+/// sumdb/tlog, an implementation of signed notes and RFC 6962 proofs that is not
+/// signetd's) in `mode` (`inclusion` or `consistency`) on `bundle`: `Ok` with its `ok: ...`
+/// line when it accepts the bundle, `Err` with its reason when it refuses it. Panics when
+/// it cannot run or ends any other way (bad usage, a crash): a refusal must be a refusal.
+pub fn tlogcheck(mode: &str, bundle: &Value) -> Result<String, String> {
+    tlogcheck_with_key(mode, bundle, None)
+}
+
+/// [`tlogcheck`], also requiring the bundle's verifier key to be `key` (one published
+/// elsewhere, such as by `signetd audit verifier-key`).
+pub fn tlogcheck_with_key(mode: &str, bundle: &Value, key: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    let program = std::env::var_os("SIGNETD_TEST_TLOGCHECK").expect(
+        "SIGNETD_TEST_TLOGCHECK is not set: run the tests with scripts/test.sh, which builds \
+         tests/interop/tlogcheck (Go, golang-golang-x-mod-dev) and sets it",
+    );
+    let mut command = Command::new(&program);
+    if let Some(key) = key {
+        command.args(["-key", key]);
+    }
+    let mut child = command
+        .arg(mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.to_string_lossy()));
+    let input = serde_json::to_vec(bundle).unwrap();
+    // Written from a thread of its own, so a refusal before the whole bundle is read never
+    // deadlocks against a full pipe.
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    match out.status.code() {
+        Some(0) if stdout.starts_with("ok: ") => Ok(stdout),
+        Some(1) if !stderr.is_empty() => Err(stderr),
+        _ => panic!(
+            "tlogcheck {mode} ended with {}:\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        ),
+    }
+}

@@ -34,4 +34,5 @@ mod soak;
 mod startup;
 mod state;
 mod tls;
+mod transparency;
 mod wire;
