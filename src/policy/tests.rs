@@ -16,6 +16,9 @@ callers = ["uid:0", "spiffe://ops.example/admin/*"]
 [verify]
 single_use_callers = ["gid:70", "dns:gateway.example.com"]
 
+[audit]
+auditors = ["uid:77", "dns:monitor.example.com"]
+
 [issuers.auth]
 iss = "https://auth.example"
 audiences = ["api"]
@@ -108,6 +111,25 @@ fn raw_signing_needs_a_named_caller_of_a_raw_issuer() {
         code(p.decide(&local(1000, 1), Action::RawSign("raw"))),
         "caller_not_allowed"
     );
+}
+
+#[test]
+fn only_auditors_read_the_audit_log_not_admins_nor_anonymous_callers() {
+    let p = policy();
+    assert_eq!(code(p.decide(&local(77, 1), Action::ReadAudit)), "ok");
+    let monitor = remote(None, &["monitor.example.com"], [4; 32]);
+    assert_eq!(code(p.decide(&monitor, Action::ReadAudit)), "ok");
+    assert_eq!(
+        code(p.decide(&local(0, 0), Action::ReadAudit)),
+        "not_auditor"
+    );
+    let anonymous = Principal::Anonymous(Some("192.0.2.9:1".parse().unwrap()));
+    assert_eq!(
+        code(p.decide(&anonymous, Action::ReadAudit)),
+        "unauthenticated"
+    );
+    // Being an auditor names nobody for anything else.
+    assert_eq!(code(p.decide(&local(77, 1), Action::Admin)), "not_admin");
 }
 
 #[test]

@@ -629,7 +629,6 @@ fn cut_copy(from: &Path, to: &Path, size: u64) -> u64 {
 
 /// The end-to-end test issue 15 asks for: what signetd's audit CLI prints, checked by Go.
 #[tokio::test]
-#[ignore = "needs the lead's audit CLI (issue 15)"]
 async fn signetd_audit_proofs_verify_with_go_and_a_cut_log_is_caught_by_an_old_checkpoint() {
     let token = TestToken::create("transparency-e2e");
     let log = token.audit_dir();
@@ -838,4 +837,122 @@ async fn signetd_audit_proofs_verify_with_go_and_a_cut_log_is_caught_by_an_old_c
         !ok,
         "the cut log verified against the latest checkpoint: {out}"
     );
+}
+
+/// The log over HTTP as C2SP tlog-tiles: the signed checkpoint to anyone, entry bundles
+/// and hash tiles to auditors only, each checked here against the checkpoint with the
+/// RFC 6962 hashing written by hand above (not signetd's).
+#[tokio::test]
+async fn the_checkpoint_is_public_and_tiles_are_served_to_auditors_within_it() {
+    crate::common::generate_key("tlog-tiles", Algorithm::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    let config = format!(
+        "{}[audit]\ndir = {:?}\ncheckpoint_every = 4\nauditors = [\"uid:{}\"]\n",
+        issuer_toml("tlog-tiles", Algorithm::Es256),
+        log.display().to_string(),
+        crate::common::my_uid()
+    );
+    let daemon = crate::common::TestDaemon::start(&config).await;
+    mint_jtis(&daemon.socket, "tlog-tiles", 9).await;
+
+    let reply = daemon.get("/v1/audit/log/checkpoint").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.header("content-type"), "text/plain; charset=utf-8");
+    let note = String::from_utf8(reply.raw.to_vec()).unwrap();
+    let anonymous = daemon
+        .tcp(Method::GET, "/v1/audit/log/checkpoint", &[], b"")
+        .await;
+    assert_eq!(anonymous.status, 200, "the checkpoint is public");
+    let mut lines = note.lines();
+    let origin = lines.next().unwrap().to_string();
+    let size: usize = lines.next().unwrap().parse().unwrap();
+    let root = b64_decode(lines.next().unwrap());
+    assert!(origin.starts_with("signetd-audit/"), "{note}");
+    assert!((10..256).contains(&size), "{note}");
+
+    // Entry bundle: each record's line after its big-endian u16 length.
+    let path = format!("/v1/audit/log/tile/entries/000.p/{size}");
+    let reply = daemon.get(&path).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.header("content-type"), "application/octet-stream");
+    let mut rest = &reply.raw[..];
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        records.push(rest[2..2 + len].to_vec());
+        rest = &rest[2 + len..];
+    }
+    assert_eq!(records.len(), size);
+    let on_disk: Vec<String> = segments(&log)
+        .iter()
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    for (record, line) in records.iter().zip(&on_disk) {
+        assert_eq!(record, line.as_bytes(), "entries are the log's exact lines");
+    }
+    let leaves: Vec<Hash> = records.iter().map(|r| leaf_hash(r)).collect();
+    assert_eq!(
+        mth(&leaves).to_vec(),
+        root,
+        "the entries hash to the signed root"
+    );
+
+    // The level-0 hash tile holds the same leaf hashes.
+    let reply = daemon
+        .get(&format!("/v1/audit/log/tile/0/000.p/{size}"))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.raw.to_vec(), leaves.concat());
+
+    // The note is signed by the key `audit verifier-key` publishes.
+    let (root_pem, vkey) = published_verifier_key(&log, dir.path()).await;
+    assert!(root_pem.exists());
+    let head = signetd::audit::note::open(note.as_bytes(), &vkey).unwrap();
+    assert_eq!(head.size as usize, size);
+
+    // Nothing past the checkpoint, no spelling but C2SP's, nothing to anonymous callers.
+    for (path, code) in [
+        (format!("tile/0/000.p/{}", size + 1), "no_such_tile"),
+        ("tile/entries/000".to_string(), "no_such_tile"),
+        ("tile/0/0".to_string(), "no_such_tile"),
+        ("tile/0/000.p/0".to_string(), "no_such_tile"),
+        ("tile/9/000".to_string(), "no_such_tile"),
+    ] {
+        let reply = daemon.get(&format!("/v1/audit/log/{path}")).await;
+        assert_eq!((reply.status, reply.code()), (404, code), "{path}");
+    }
+    let anonymous = daemon
+        .tcp(Method::GET, "/v1/audit/log/tile/entries/000.p/1", &[], b"")
+        .await;
+    assert_eq!(
+        (anonymous.status, anonymous.code()),
+        (401, "unauthenticated")
+    );
+    daemon.shutdown().await;
+}
+
+/// The verifier key `signetd audit verifier-key` prints for the live log in `log`, with
+/// the root it was checked against (written into `dir`).
+async fn published_verifier_key(log: &Path, dir: &Path) -> (PathBuf, String) {
+    let root = dir.join("root.pem");
+    std::fs::write(&root, crate::common::ca().await.chain_pem()).unwrap();
+    let out = std::process::Command::new(crate::common::signetd_bin())
+        .args(["audit", "verifier-key", "--root"])
+        .arg(&root)
+        .arg(log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        root,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
 }
