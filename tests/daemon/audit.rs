@@ -939,3 +939,54 @@ async fn a_full_disk_stops_signing_but_not_the_public_endpoints() {
         minted
     );
 }
+
+/// A log written by signetd 0.1 (ES256 audit key, JWS checkpoints; kept in
+/// tests/fixtures/audit-0.1 with its throwaway root) still verifies and finds its
+/// records, and an edit to it is still found: upgrading never orphans an old log.
+#[test]
+fn a_log_of_version_0_1_with_jws_checkpoints_still_verifies() {
+    let fixture = crate::common::repo_root().join("tests/fixtures/audit-0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    std::fs::create_dir(&log).unwrap();
+    std::fs::copy(
+        fixture.join("segment-000001.jsonl"),
+        log.join("segment-000001.jsonl"),
+    )
+    .unwrap();
+    let root = fixture.join("root.pem");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(signetd_bin())
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .arg(&log)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&["audit", "verify", "--require-signed"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("13 records") && out.contains("3 signed checkpoint(s)"),
+        "{out}"
+    );
+    let sha = std::fs::read_to_string(fixture.join("token1.sha256")).unwrap();
+    let (ok, out) = run(&["audit", "find", "--token-sha256", sha.trim()]);
+    assert!(
+        ok && out.contains("covered by the signed checkpoint at seq 9"),
+        "{out}"
+    );
+    // No signed note to print from such a log, and it says why.
+    let (ok, out) = run(&["audit", "checkpoint"]);
+    assert!(!ok && out.contains("JWS checkpoints only"), "{out}");
+
+    let path = log.join("segment-000001.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"uid\":0"));
+    std::fs::write(&path, text.replacen("\"uid\":0", "\"uid\":1", 1)).unwrap();
+    let (ok, out) = run(&["audit", "verify"]);
+    assert!(!ok && out.contains("prev does not match"), "{out}");
+}
