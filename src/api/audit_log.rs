@@ -27,15 +27,31 @@ const TILE: &str = "application/octet-stream";
         headers(("Cache-Control" = String, description = "`no-store`"))),
         errors::AuditCheckpoint))]
 pub async fn checkpoint(State(service): State<Arc<Service>>) -> Result<Response, ApiError> {
-    let note = service.audit_checkpoint()?;
-    Ok((
+    Ok(text(service.audit_checkpoint()?))
+}
+
+/// `GET /v1/audit/log/verifier-key`: the key the latest checkpoint opens with.
+#[utoipa::path(get, path = "/v1/audit/log/verifier-key", tag = "audit", operation_id = "auditVerifierKey",
+    summary = "The note verifier key of the audit key that signed the latest checkpoint",
+    description = "Public: `name+keyid+base64key` (C2SP signed-note, Ed25519), the form every note verifier and witness takes. Trust it only after checking the audit key's attestation chain (`signetd audit verifier-key --root` does both).",
+    responses((status = 200, description = "The verifier key, one line", content_type = "text/plain; charset=utf-8", body = String,
+        headers(("Cache-Control" = String, description = "`no-store`"))),
+        errors::AuditCheckpoint))]
+pub async fn verifier_key(State(service): State<Arc<Service>>) -> Result<Response, ApiError> {
+    let key = service.audit_verifier_key()?;
+    Ok(text(key + "\n"))
+}
+
+/// A plain-text answer that is not to be cached.
+fn text(body: String) -> Response {
+    (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(NOTE)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        note,
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /v1/audit/log/tile/{path}`: a hash tile or an entry bundle (auditors).

@@ -53,6 +53,7 @@ pub fn public() -> Routes {
         .routes(routes!(handlers::openapi))
         .routes(routes!(super::metrics::metrics))
         .routes(routes!(super::audit_log::checkpoint))
+        .routes(routes!(super::audit_log::verifier_key))
         .routes(routes!(super::audit_log::tile))
 }
 

@@ -33,6 +33,8 @@ pub struct SignedCheckpoint {
     pub note: String,
     /// The audit key that signed it.
     pub kid: String,
+    /// That key's note verifier key for this log (`name+keyid+base64key`).
+    pub verifier_key: String,
     /// The key's certificate chain (standard base64 DER), its own certificate first.
     pub x5c: Vec<String>,
     /// The kid of an audit key generated to sign it, whose generation the log must
@@ -180,6 +182,7 @@ impl CheckpointSigner {
             })?;
         Ok(SignedCheckpoint {
             note: note::signed(&text, &head.origin, &key.public_key, signature),
+            verifier_key: note::verifier_key(&head.origin, &key.public_key),
             kid: key.kid,
             x5c: key.x5c,
             generated: self.unreported.take(),

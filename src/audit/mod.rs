@@ -79,8 +79,9 @@ pub(crate) struct Shared {
     /// Requests that will append a record soon (they are signing): the writer waits a
     /// moment for them, so they share the next fsync instead of each paying one.
     expected: AtomicUsize,
-    /// The latest durable checkpoint: its signed note and the tree size it states.
-    latest: std::sync::Mutex<Option<(String, u64)>>,
+    /// The latest durable checkpoint: its signed note, the tree size it states and the
+    /// verifier key it opens with.
+    latest: std::sync::Mutex<Option<(String, u64, String)>>,
 }
 
 /// A promise to append a record soon, from [`AuditLog::expect`]; the writer counts the
@@ -259,8 +260,13 @@ impl AuditLog {
     pub fn published(&self) -> Option<tiles::Published> {
         let dir = self.dir.clone()?;
         let latest = self.shared.latest.lock().unwrap_or_else(|e| e.into_inner());
-        let (note, size) = latest.clone()?;
-        Some(tiles::Published { note, size, dir })
+        let (note, size, verifier_key) = latest.clone()?;
+        Some(tiles::Published {
+            note,
+            size,
+            verifier_key,
+            dir,
+        })
     }
 
     /// A log that could not be opened: every append fails and the log reports

@@ -25,6 +25,8 @@ pub struct Published {
     pub note: String,
     /// The tree size it states.
     pub size: u64,
+    /// The note verifier key of the audit key that signed it.
+    pub verifier_key: String,
     /// The log's directory.
     pub dir: PathBuf,
 }

@@ -62,11 +62,18 @@ pub enum AuditCommand {
     VerifierKey(LogArgs),
     /// Prove that the log's latest checkpoint extends an older one: print, as JSON,
     /// old_checkpoint, new_checkpoint, proof (RFC 6962 consistency proof, base64
-    /// hashes) and verifier_key.
+    /// hashes) and verifier_key. With --witness, print instead the body of a C2SP
+    /// tlog-witness add-checkpoint request (docs/audit.md, "Witnesses").
     Prove {
-        /// The older signed checkpoint (as `audit checkpoint` printed it).
-        #[arg(long, value_name = "FILE")]
-        from: PathBuf,
+        /// The older signed checkpoint (as `audit checkpoint` printed it): with
+        /// --witness, the last one the witness cosigned. Without it, --witness asks
+        /// from size 0 (a witness's first checkpoint of this log).
+        #[arg(long, value_name = "FILE", required_unless_present = "witness")]
+        from: Option<PathBuf>,
+        /// Print the add-checkpoint request body: `old N`, the proof lines, an empty
+        /// line, the latest checkpoint.
+        #[arg(long)]
+        witness: bool,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -179,23 +186,45 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             }
             Ok(())
         }
-        AuditCommand::Prove { from, log } => {
+        AuditCommand::Prove { from, witness, log } => {
             let (summary, tree) = check(&log, &mut |_, _, _| {})?;
-            let old = kept_checkpoint(&from, &summary, &tree)?;
+            let old = match &from {
+                Some(path) => Some(kept_checkpoint(path, &summary, &tree)?),
+                None => None,
+            };
+            let old_size = old.as_ref().map_or(0, |head| head.size);
             let new = latest(&summary)?;
             let new_head = TreeHead::parse(note::text_of(&new.note))?;
-            let proof = if old.size == 0 {
+            if old_size > new_head.size {
+                return Err(format!(
+                    "the older checkpoint ({old_size} records) is newer than the log's latest ({})",
+                    new_head.size
+                ));
+            }
+            let proof: Vec<String> = if old_size == 0 || old_size == new_head.size {
                 Vec::new()
             } else {
-                tlog_tiles::prove_tree(new_head.size, old.size, &tree)
-                    .map_err(|e| format!("proving {} from {}: {e}", new_head.size, old.size))?
+                tlog_tiles::prove_tree(new_head.size, old_size, &tree)
+                    .map_err(|e| format!("proving {} from {old_size}: {e}", new_head.size))?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
             };
+            if witness {
+                print!("old {old_size}\n");
+                for hash in &proof {
+                    print!("{hash}\n");
+                }
+                print!("\n{}", new.note);
+                return Ok(());
+            }
+            let from = from.expect("clap requires --from without --witness");
             let old_text = std::fs::read_to_string(&from)
                 .map_err(|e| format!("cannot read {}: {e}", from.display()))?;
             let bundle = json!({
                 "old_checkpoint": old_text,
                 "new_checkpoint": new.note,
-                "proof": proof.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "proof": proof,
                 "verifier_key": new.verifier_key,
             });
             println!("{bundle}");

@@ -17,6 +17,15 @@ impl Service {
             .ok_or(Error::NoCheckpoint)
     }
 
+    /// The note verifier key of the audit key that signed the latest checkpoint. Public,
+    /// like the checkpoint; its attestation chain is at `/v1/keys/{kid}/attestation`.
+    pub fn audit_verifier_key(&self) -> Result<String, Error> {
+        self.audit
+            .published()
+            .map(|p| p.verifier_key)
+            .ok_or(Error::NoCheckpoint)
+    }
+
     /// Tile `path` (after `tile/`) of the tree the latest checkpoint covers, for an
     /// auditor: records name callers, issuers and token hashes.
     pub async fn audit_tile(&self, caller: &Principal, path: &str) -> Result<Vec<u8>, Error> {

@@ -789,6 +789,34 @@ async fn signetd_audit_proofs_verify_with_go_and_a_cut_log_is_caught_by_an_old_c
         "tlogcheck accepted a changed old checkpoint"
     );
 
+    // The same proof as a C2SP tlog-witness add-checkpoint request body.
+    let (ok, body, err) = signetd_raw(
+        &token,
+        &[
+            "audit",
+            "prove",
+            "--witness",
+            "--root",
+            root_arg,
+            "--from",
+            old.to_str().unwrap(),
+            log_arg,
+        ],
+    );
+    assert!(ok, "audit prove --witness: {err}");
+    let mut expected = format!("old {old_size}\n");
+    for hash in bundle["proof"].as_array().unwrap() {
+        expected += &format!("{}\n", hash.as_str().unwrap());
+    }
+    expected += &format!("\n{latest_note}");
+    assert_eq!(body, expected);
+    let (ok, body, err) = signetd_raw(
+        &token,
+        &["audit", "prove", "--witness", "--root", root_arg, log_arg],
+    );
+    assert!(ok, "audit prove --witness from size 0: {err}");
+    assert_eq!(body, format!("old 0\n\n{latest_note}"));
+
     // The log against the old checkpoint kept elsewhere.
     let verify = |dir: &Path, checkpoint: Option<&Path>| {
         let mut args = vec!["audit", "verify", "--root", root_arg];
@@ -913,6 +941,9 @@ async fn the_checkpoint_is_public_and_tiles_are_served_to_auditors_within_it() {
     assert!(root_pem.exists());
     let head = signetd::audit::note::open(note.as_bytes(), &vkey).unwrap();
     assert_eq!(head.size as usize, size);
+    let served = daemon.get("/v1/audit/log/verifier-key").await;
+    assert_eq!(served.status, 200);
+    assert_eq!(String::from_utf8(served.raw.to_vec()).unwrap(), vkey + "\n");
 
     // Nothing past the checkpoint, no spelling but C2SP's, nothing to anonymous callers.
     for (path, code) in [

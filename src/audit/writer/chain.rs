@@ -234,6 +234,7 @@ mod tests {
         SignedCheckpoint {
             note: head.text() + "\n\u{2014} k sig\n",
             kid: "k".into(),
+            verifier_key: "k+00000000+AQ==".into(),
             x5c: Vec::new(),
             generated: None,
             retired: None,

@@ -94,8 +94,9 @@ pub(super) struct Writer {
     checkpoint_error: Option<AuditError>,
     /// Until when the batch being gathered waits for announced records.
     gather_until: Option<Instant>,
-    /// The batch's last checkpoint (note, tree size), published once it is durable.
-    batch_checkpoint: Option<(String, u64)>,
+    /// The batch's last checkpoint (note, tree size, verifier key), published once it
+    /// is durable.
+    batch_checkpoint: Option<(String, u64, String)>,
 }
 
 /// The wall-clock time records carry.
@@ -308,7 +309,7 @@ impl Writer {
                 }
                 Ok(signed) => {
                     self.chain.push_checkpoint(&signed);
-                    self.batch_checkpoint = Some((signed.note, head.size));
+                    self.batch_checkpoint = Some((signed.note, head.size, signed.verifier_key));
                     self.schedule.signed(Instant::now());
                     return;
                 }

@@ -98,6 +98,7 @@ impl CheckpointSigning for FakeSigner {
         Ok(SignedCheckpoint {
             note: fake_note(head),
             kid: "signetd-audit-k".into(),
+            verifier_key: "k+00000000+AQ==".into(),
             x5c: vec!["cert".into()],
             generated: log.generate.take(),
             retired: log.retire.take(),
