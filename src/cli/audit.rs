@@ -211,9 +211,9 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                     .collect()
             };
             if witness {
-                print!("old {old_size}\n");
+                println!("old {old_size}");
                 for hash in &proof {
-                    print!("{hash}\n");
+                    println!("{hash}");
                 }
                 print!("\n{}", new.note);
                 return Ok(());
