@@ -12,7 +12,7 @@
 //!   daemon, in the file [`HASHES_FILE`] beside the segments, which tiles and proofs are
 //!   read from. The file is not trusted: whatever is served from it is checked by its
 //!   reader against a signed checkpoint, and at start it is cut back to what the segments
-//!   hold and extended from them (see [`file`]).
+//!   hold and extended from them (see [`mod@file`]).
 
 pub mod file;
 
