@@ -273,7 +273,7 @@ sets! {
     /// `GET /v1/audit/log/checkpoint`.
     AuditCheckpoint: 503;
     /// The audit log's tiles and entry bundles (auditors).
-    AuditTile: 401, 403, 404, 500;
+    AuditTile: 400, 401, 403, 404, 500, 503;
     /// `GET /readyz`.
     Ready: 503;
     /// `304` to a matching `If-None-Match`.

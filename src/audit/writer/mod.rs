@@ -256,7 +256,7 @@ impl Writer {
             return Ok(());
         }
         let bytes = self.chain.bytes().len() as u64;
-        match self.store.append(self.chain.bytes(), self.chain.hashes()) {
+        match self.store.append(self.chain.bytes()) {
             Ok(()) => {
                 let records = self.chain.written();
                 crate::telemetry::audit_written(records, bytes);
@@ -269,13 +269,16 @@ impl Writer {
                     .store(self.health.is_healthy(), Ordering::SeqCst);
                 self.shared.records.fetch_add(records, Ordering::Relaxed);
                 self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                for (seq, reply) in replies {
+                    let _ = reply.send(Ok(seq));
+                }
+                // The tree file after the callers heard back: it is an index of what is
+                // durable, not on their path.
+                self.store.append_hashes(self.chain.hashes());
                 if let Some(latest) = self.batch_checkpoint.take() {
                     // After the tree file has the batch's hashes: tiles up to this
                     // checkpoint can be served.
                     *self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(latest);
-                }
-                for (seq, reply) in replies {
-                    let _ = reply.send(Ok(seq));
                 }
                 Ok(())
             }

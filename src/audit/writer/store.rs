@@ -27,9 +27,12 @@ pub(in crate::audit) trait Store: Send {
     fn roll_if_full(&mut self) -> Result<(), AuditError>;
 
     /// Writes `bytes` and makes them durable: one write and one fdatasync. On failure,
-    /// cuts them back out, so no partial record stays. Once they are durable, adds
-    /// their records' stored tree hashes `hashes` to the tree file.
-    fn append(&mut self, bytes: &[u8], hashes: &[u8]) -> Result<(), WriteFailed>;
+    /// cuts them back out, so no partial record stays.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed>;
+
+    /// Adds the stored tree hashes of a durable batch's records to the tree file (no
+    /// fsync: it is rebuilt from the segments at start).
+    fn append_hashes(&mut self, hashes: &[u8]);
 
     /// The file being written, for messages.
     fn path(&self) -> &Path;
@@ -81,13 +84,15 @@ impl Store for SegmentFiles {
         Ok(())
     }
 
-    fn append(&mut self, bytes: &[u8], hashes: &[u8]) -> Result<(), WriteFailed> {
+    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
         self.segment.append(bytes).map_err(|(e, cut)| WriteFailed {
             error: e.to_string(),
             cut,
-        })?;
+        })
+    }
+
+    fn append_hashes(&mut self, hashes: &[u8]) {
         self.hashes.append_logged(hashes);
-        Ok(())
     }
 
     fn path(&self) -> &Path {
@@ -114,7 +119,7 @@ mod tests {
             Some(1),
             "an empty segment is not full"
         );
-        files.append(b"0123456789\n", &[]).unwrap();
+        files.append(b"0123456789\n").unwrap();
         assert_eq!(files.fresh_segment(), None);
         files.roll_if_full().unwrap();
         assert_eq!(files.fresh_segment(), Some(2));
