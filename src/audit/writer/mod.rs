@@ -359,22 +359,23 @@ fn refuse<T>(replies: Vec<(T, Reply)>) -> Result<(), AuditError> {
     Err(AuditError::Unavailable)
 }
 
-/// The record of an ES256 audit key's retirement for an Ed25519 one.
-fn retired_entry(kid: &str) -> Entry {
-    Entry::new(Event::KeyRetire)
+/// A change to the audit key that the writer itself made, as a record.
+fn audit_key_entry(event: Event, kid: &str, detail: &str) -> Entry {
+    Entry::new(event)
         .caller(CallerRecord::internal("audit"))
         .issuer(AUDIT_ISSUER)
         .kid(kid)
         .ok()
-        .detail("the ES256 audit key of an earlier version (checkpoints are Ed25519 signed notes since 0.2), now retired")
+        .detail(detail)
+}
+
+/// The record of an ES256 audit key's retirement for an Ed25519 one.
+fn retired_entry(kid: &str) -> Entry {
+    let why = "the ES256 audit key of an earlier version (checkpoints are Ed25519 signed notes since 0.2), now retired";
+    audit_key_entry(Event::KeyRetire, kid, why)
 }
 
 /// The record of the audit key's generation.
 fn generated_entry(kid: &str) -> Entry {
-    Entry::new(Event::KeyGenerate)
-        .caller(CallerRecord::internal("audit"))
-        .issuer(AUDIT_ISSUER)
-        .kid(kid)
-        .ok()
-        .detail("the audit key, for checkpoints")
+    audit_key_entry(Event::KeyGenerate, kid, "the audit key, for checkpoints")
 }
