@@ -161,6 +161,15 @@ pub fn for_each_line(
             if seq < next {
                 continue;
             }
+            if seq != next && next == from {
+                // Segments moved elsewhere (archived) that the tree file never hashed:
+                // the tree of the whole log cannot be computed without them.
+                return Err(AuditError::Io(format!(
+                    "the records from seq {from} to {} are not in {}, but {HASHES_FILE} lacks them: put the archived segments back for one start (or restore {HASHES_FILE})",
+                    seq - 1,
+                    dir.display()
+                )));
+            }
             if seq != next {
                 return Err(AuditError::Io(format!(
                     "{}: seq {seq} where {next} was expected",
@@ -244,6 +253,23 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let (_, tree) = HashFile::open(dir.path(), 5).unwrap();
         assert_eq!(tree, tree_of(5));
+    }
+
+    #[test]
+    fn archived_segments_the_file_never_hashed_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 2, 10..25);
+        let refused = HashFile::open(dir.path(), 25).unwrap_err().to_string();
+        assert!(
+            refused.contains("the records from seq 0 to 9 are not in"),
+            "{refused}"
+        );
+        // Once hashed, the file stands in for them.
+        write_segment(dir.path(), 1, 0..10);
+        HashFile::open(dir.path(), 25).unwrap();
+        std::fs::remove_file(dir.path().join(segment::segment_name(1))).unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 25).unwrap();
+        assert_eq!(tree, tree_of(25));
     }
 
     #[test]
