@@ -92,6 +92,10 @@ pub struct Summary {
     pub replicas: Vec<String>,
     /// Records after the last checkpoint: chained, not yet signed.
     pub unsigned_tail: u64,
+    /// Signed-note checkpoints whose signature checked out but whose tree could not be
+    /// checked, because the log was given without its first records: they cover
+    /// nothing here.
+    pub unbound_checkpoints: u64,
     /// `refused` records: refusals recorded one by one.
     pub refusals: u64,
     /// `refused_aggregate` records: refusals of unnamed callers, folded per interval.
@@ -232,15 +236,22 @@ impl Chain<'_> {
             }
             _ => {}
         }
-        if event == "checkpoint" {
+        let binds = if event == "checkpoint" {
             if record.get("note").is_some() {
-                self.note_checkpoint(&record, seq)?;
+                self.note_checkpoint(&record, seq)?
             } else {
                 self.checkpoint(&record, seq, prev)?;
+                true
             }
+        } else {
+            false
+        };
+        if binds {
             self.summary.checkpoints.push(seq);
             self.summary.unsigned_tail = 0;
         } else {
+            // A note checkpoint of a log given without its first records is signed, but
+            // the records it states cannot be checked: it vouches for nothing here.
             self.summary.unsigned_tail += 1;
         }
         if self.next_seq.is_none() {
@@ -262,6 +273,9 @@ impl Chain<'_> {
         prev: &str,
     ) -> Result<(), String> {
         let log_id = field(record, "log_id").ok_or("the segment's first record has no log_id")?;
+        if event == "segment_start" && seq == 0 {
+            return Err("a segment_start at seq 0: a log's first record is its genesis".into());
+        }
         let number = record
             .get("segment")
             .and_then(Value::as_u64)

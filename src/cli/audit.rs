@@ -70,6 +70,10 @@ pub enum AuditCommand {
         /// from size 0 (a witness's first checkpoint of this log).
         #[arg(long, value_name = "FILE", required_unless_present = "witness")]
         from: Option<PathBuf>,
+        /// With --witness: prove from this tree size instead of a kept checkpoint (the
+        /// size a witness's `409` answer names).
+        #[arg(long, value_name = "N", requires = "witness", conflicts_with = "from")]
+        old_size: Option<u64>,
         /// Print the add-checkpoint request body: `old N`, the proof lines, an empty
         /// line, the latest checkpoint.
         #[arg(long)]
@@ -186,13 +190,18 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             }
             Ok(())
         }
-        AuditCommand::Prove { from, witness, log } => {
+        AuditCommand::Prove {
+            from,
+            old_size,
+            witness,
+            log,
+        } => {
             let (summary, tree) = check(&log, &mut |_, _, _| {})?;
             let old = match &from {
                 Some(path) => Some(kept_checkpoint(path, &summary, &tree)?),
                 None => None,
             };
-            let old_size = old.as_ref().map_or(0, |head| head.size);
+            let old_size = old.as_ref().map_or(old_size.unwrap_or(0), |head| head.size);
             let new = latest(&summary)?;
             let new_head = TreeHead::parse(note::text_of(&new.note))?;
             if old_size > new_head.size {
@@ -345,6 +354,12 @@ fn report(summary: &Summary) {
         println!(
             "note: the first segment given is not the log's first; records before seq {} were not checked",
             summary.seqs.0
+        );
+    }
+    if summary.unbound_checkpoints > 0 {
+        println!(
+            "note: {} signed checkpoint(s) state trees that include records before seq {}, which were not given: they cover nothing here (verify the whole log)",
+            summary.unbound_checkpoints, summary.seqs.0
         );
     }
     if summary.unsigned_tail > 0 {

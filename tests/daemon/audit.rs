@@ -411,6 +411,43 @@ async fn tampering_is_found_and_its_place_named() {
             && b.reason.contains("could have been rewritten"),
         "{b}"
     );
+    // Records rewritten and rechained, with the log's first segment removed (or its
+    // genesis relabelled) so no signed root can be recomputed: the signed notes then
+    // vouch for nothing, and a log that must be signed is refused.
+    let rewrite = |d: &Path| {
+        let path = segment_file(d, 2);
+        let mut lines = lines_of(&path);
+        let at = lines
+            .iter()
+            .position(|l| l.contains("\"event\":\"mint\""))
+            .unwrap();
+        lines[at] = lines[at].replacen("\"outcome\":\"ok\"", "\"outcome\":\"refused\"", 1);
+        write_lines(&path, &lines);
+        rechain(d);
+    };
+    let b = tampered(&log, |d| {
+        rewrite(d);
+        std::fs::remove_file(segment_file(d, 1)).unwrap();
+    })
+    .await;
+    assert!(
+        b.reason.contains("no signed checkpoint") || b.reason.contains("no checkpoint signs"),
+        "{b}"
+    );
+    let b = tampered(&log, |d| {
+        rewrite(d);
+        let path = segment_file(d, 1);
+        let lines = lines_of(&path);
+        let relabelled: Vec<String> = lines
+            .iter()
+            .map(|l| l.replacen("\"event\":\"genesis\"", "\"event\":\"segment_start\"", 1))
+            .collect();
+        write_lines(&path, &relabelled);
+        rechain(d);
+    })
+    .await;
+    assert!(b.reason.contains("segment_start at seq 0"), "{b}");
+
     // A segment from another log in place of segment 2.
     let other = dir.path().join("other");
     write_log(&other, "audit-other", 4).await;

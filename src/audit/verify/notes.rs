@@ -22,8 +22,9 @@ const ED25519_OID: &str = "1.3.101.112";
 impl Chain<'_> {
     /// A checkpoint record (`note`, `kid`, `x5c`) at `seq`: signed by an attested audit
     /// key, stating this log's tree of the `seq` records before it, consistent with the
-    /// checkpoint before it.
-    pub(super) fn note_checkpoint(&mut self, record: &Value, seq: u64) -> Result<(), String> {
+    /// checkpoint before it. Returns whether it binds the records: only when the log
+    /// was given from its genesis record can its tree be computed.
+    pub(super) fn note_checkpoint(&mut self, record: &Value, seq: u64) -> Result<bool, String> {
         let text = field(record, "note").ok_or("the checkpoint's note is not a string")?;
         let chain = record
             .get("x5c")
@@ -68,9 +69,11 @@ impl Chain<'_> {
                 head.size
             ));
         }
-        if self.summary.from_genesis {
-            self.matches_tree(&head)?;
+        if !self.summary.from_genesis {
+            self.summary.unbound_checkpoints += 1;
+            return Ok(false);
         }
+        self.matches_tree(&head)?;
         if !self.summary.audit_keys.contains(&signer) {
             self.summary.audit_keys.push(signer);
         }
@@ -79,7 +82,7 @@ impl Chain<'_> {
             note: text.to_string(),
             verifier_key,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Checks that `head` is the tree of the records read so far, and proves it
