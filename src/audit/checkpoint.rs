@@ -111,18 +111,44 @@ impl CheckpointSigner {
         let inventory = store::inventory(&self.hsm, &*self.keys)
             .await
             .map_err(|e| unusable(e.to_string()))?;
-        let mut active = inventory.of_issuer(AUDIT_ISSUER, KeyState::Active).cloned();
-        if let Some(old) = active.take_if(|key| key.algorithm != Algorithm::EdDsa) {
-            // An earlier version's ES256 key: checkpoints are signed notes now, which
-            // need Ed25519. Its old checkpoints still verify (each carries its chain).
-            store::transition(&*self.keys, &old.kid, KeyState::Retired, "audit")
-                .await
-                .map_err(|e| unusable(format!("retiring the ES256 audit key {}: {e}", old.kid)))?;
-            tracing::info!(kid = %old.kid, "retired the ES256 audit key; checkpoints are Ed25519 signed notes now");
-            self.retired = Some(old.kid);
+        let failed = |e: store::KeyStoreError| {
+            match e {
+            store::KeyStoreError::Attest(AttestError::NoCa)
+            | store::KeyStoreError::Attest(AttestError::CaNotCertified) => unusable(
+                "there is no attestation CA to certify an audit key: run scripts/ceremony/root.sh (or `signetd attest init`)".to_string(),
+            ),
+            other => unusable(other.to_string()),
         }
-        let stored = match active {
-            Some(key) => key,
+        };
+        let stored = match inventory.of_issuer(AUDIT_ISSUER, KeyState::Active).cloned() {
+            Some(key) if key.algorithm == Algorithm::EdDsa => key,
+            Some(old) => {
+                // An earlier version's ES256 key: checkpoints are signed notes now, which
+                // need Ed25519. The new key is made first (pending), so a token that
+                // cannot make one leaves the old key as it was; then the old one is
+                // retired and the new one activated. Old checkpoints still verify (each
+                // carries its chain).
+                let new = store::prepare_rotation(
+                    &self.hsm,
+                    &*self.keys,
+                    AUDIT_ISSUER,
+                    Algorithm::EdDsa,
+                    KeyPurpose::Raw,
+                    self.certificate_days,
+                    "audit",
+                )
+                .await
+                .map_err(failed)?;
+                for (kid, state) in [(&old.kid, KeyState::Retired), (&new.kid, KeyState::Active)] {
+                    store::transition(&*self.keys, kid, state, "audit")
+                        .await
+                        .map_err(|e| unusable(format!("replacing the ES256 audit key: {e}")))?;
+                }
+                tracing::info!(old = %old.kid, new = %new.kid, "replaced the ES256 audit key by an Ed25519 one: checkpoints are signed notes now");
+                self.retired = Some(old.kid);
+                self.unreported = Some(new.kid.clone());
+                new
+            }
             None => {
                 let key = store::generate(
                     &self.hsm,
@@ -134,13 +160,7 @@ impl CheckpointSigner {
                     "audit",
                 )
                 .await
-                .map_err(|e| match e {
-                    store::KeyStoreError::Attest(AttestError::NoCa)
-                    | store::KeyStoreError::Attest(AttestError::CaNotCertified) => unusable(
-                        "there is no attestation CA to certify an audit key: run scripts/ceremony/root.sh (or `signetd attest init`)".to_string(),
-                    ),
-                    other => unusable(other.to_string()),
-                })?;
+                .map_err(failed)?;
                 tracing::info!(kid = %key.kid, "generated the audit key");
                 self.unreported = Some(key.kid.clone());
                 key

@@ -196,8 +196,25 @@ impl AuditLog {
                     )),
             );
         }
-        let (segment, log_id, next_seq, head) = match tail {
-            Some(tail) => (tail.segment, tail.log_id, tail.last.seq + 1, tail.head),
+        let (segment, log_id, next_seq, head, last_note) = match tail {
+            Some(tail) => {
+                // The log id becomes the checkpoints' origin and the note key's name:
+                // only what the writer makes (32 hex digits) may go into a text the
+                // token signs.
+                if tail.log_id.len() != 32 || !tail.log_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(AuditError::Damaged(format!(
+                        "the log id {:?} is not one signetd makes (32 hex digits)",
+                        tail.log_id
+                    )));
+                }
+                (
+                    tail.segment,
+                    tail.log_id,
+                    tail.last.seq + 1,
+                    tail.head,
+                    tail.last_note,
+                )
+            }
             None => {
                 let mut id = [0u8; 16];
                 rand::rngs::OsRng.fill_bytes(&mut id);
@@ -207,10 +224,16 @@ impl AuditLog {
                     crate::util::hex(&id),
                     0,
                     record::GENESIS_PREV.to_string(),
+                    None,
                 )
             }
         };
-        let (hashes, tree) = tree::file::HashFile::open(&dir, next_seq)?;
+        let known = last_note
+            .as_deref()
+            .map(|n| note::TreeHead::parse(note::text_of(n)))
+            .transpose()
+            .map_err(AuditError::Damaged)?;
+        let (hashes, tree) = tree::file::HashFile::open(&dir, next_seq, known.as_ref())?;
         tracing::info!(dir = %dir.display(), %log_id, next_seq, "audit log open");
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),

@@ -810,6 +810,22 @@ async fn signetd_audit_proofs_verify_with_go_and_a_cut_log_is_caught_by_an_old_c
     }
     expected += &format!("\n{latest_note}");
     assert_eq!(body, expected);
+    // The same from the size alone, as a witness's 409 names it.
+    let (ok, body, err) = signetd_raw(
+        &token,
+        &[
+            "audit",
+            "prove",
+            "--witness",
+            "--old-size",
+            &old_size.to_string(),
+            "--root",
+            root_arg,
+            log_arg,
+        ],
+    );
+    assert!(ok, "audit prove --witness --old-size: {err}");
+    assert_eq!(body, expected);
     let (ok, body, err) = signetd_raw(
         &token,
         &["audit", "prove", "--witness", "--root", root_arg, log_arg],

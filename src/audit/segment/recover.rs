@@ -22,6 +22,9 @@ pub struct Tail {
     pub head: String,
     /// Records after the segment's last checkpoint (all of them if it has none).
     pub unsigned: u64,
+    /// The last checkpoint's signed note, if it is one (logs of 0.1 hold JWS): what the
+    /// tree file is checked against at open.
+    pub last_note: Option<String>,
 }
 
 /// A torn record cut from the end of the log at open.
@@ -106,8 +109,9 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
     if last.seq == u64::MAX {
         return Err(damaged("the last record's seq is past the end of any log"));
     }
-    let unsigned = match last_checkpoint(body, &segments)? {
-        Some(checkpoint) => last.seq.saturating_sub(checkpoint),
+    let checkpoint = last_checkpoint(body, &segments)?;
+    let unsigned = match &checkpoint {
+        Some(checkpoint) => last.seq.saturating_sub(checkpoint.seq),
         None => last.seq + 1,
     };
     let log_id = first
@@ -127,29 +131,29 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         log_id,
         last,
         unsigned,
+        last_note: checkpoint.and_then(|c| c.note),
     };
     Ok((Some(tail), torn))
 }
 
-/// The seq of the log's last checkpoint: searched from the end of `body` (the last
+/// The log's last checkpoint record: searched from the end of `body` (the last
 /// segment), then of the `earlier` segments, newest first.
-fn last_checkpoint(body: &[u8], earlier: &[(u64, PathBuf)]) -> Result<Option<u64>, AuditError> {
+fn last_checkpoint(body: &[u8], earlier: &[(u64, PathBuf)]) -> Result<Option<Record>, AuditError> {
     let find = |bytes: &[u8]| {
         bytes
             .split(|&b| b == b'\n')
             .rev()
             .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
             .find(|r| r.entry.event == crate::audit::record::Event::Checkpoint)
-            .map(|r| r.seq)
     };
-    if let Some(seq) = find(body) {
-        return Ok(Some(seq));
+    if let Some(record) = find(body) {
+        return Ok(Some(record));
     }
     for (_, path) in earlier.iter().rev() {
         let bytes =
             std::fs::read(path).map_err(|e| io(format!("cannot read {}", path.display()), e))?;
-        if let Some(seq) = find(&bytes) {
-            return Ok(Some(seq));
+        if let Some(record) = find(&bytes) {
+            return Ok(Some(record));
         }
     }
     Ok(None)

@@ -16,6 +16,7 @@ use tlog_tiles::{HASH_SIZE, Hash, HashReader, stored_hash_count};
 
 use super::{Frontier, HASHES_FILE};
 use crate::audit::AuditError;
+use crate::audit::note::TreeHead;
 use crate::audit::segment;
 
 /// The open hash file of a log.
@@ -30,7 +31,53 @@ impl HashFile {
     /// Opens (or creates) the hash file of the log in `dir`, whose segments hold
     /// `records` records, and brings it in line with them. Returns the file and the
     /// tree of those records.
-    pub fn open(dir: &Path, records: u64) -> Result<(HashFile, Frontier), AuditError> {
+    ///
+    /// The file is not trusted past `known`, the log's last signed checkpoint: the
+    /// records after it are hashed again from the segments, and the tree the file
+    /// holds must have the root `known` states, or the file is rebuilt from every
+    /// segment (a power loss can leave zeros in a file never fsynced). If even the
+    /// segments do not hash to that root, the log is damaged and stays closed.
+    pub fn open(
+        dir: &Path,
+        records: u64,
+        known: Option<&TreeHead>,
+    ) -> Result<(HashFile, Frontier), AuditError> {
+        let known = known.filter(|k| k.size <= records);
+        let (hashes, tree) = Self::extend(dir, records, known.map(|k| k.size))?;
+        let Some(known) = known else {
+            return Ok((hashes, tree));
+        };
+        let matches = |file: &HashFile| {
+            tlog_tiles::tree_hash(known.size, file).is_ok_and(|root| root == known.root)
+        };
+        if matches(&hashes) {
+            return Ok((hashes, tree));
+        }
+        tracing::warn!(
+            size = known.size,
+            "the audit log's tree file does not match its last signed checkpoint; rebuilding it from the segments"
+        );
+        hashes
+            .file
+            .set_len(0)
+            .map_err(|e| AuditError::Io(format!("{HASHES_FILE}: {e}")))?;
+        let (hashes, tree) = Self::extend(dir, records, Some(0))?;
+        if !matches(&hashes) {
+            return Err(AuditError::Damaged(format!(
+                "the records before seq {} do not hash to the root its signed checkpoint states: run `signetd audit verify`",
+                known.size
+            )));
+        }
+        Ok((hashes, tree))
+    }
+
+    /// Opens the file, keeps at most the hashes of its first `trusted` records (all it
+    /// has if `None`), and extends it from the segments to `records`.
+    fn extend(
+        dir: &Path,
+        records: u64,
+        trusted: Option<u64>,
+    ) -> Result<(HashFile, Frontier), AuditError> {
         let path = dir.join(HASHES_FILE);
         let failed = |e: std::io::Error| AuditError::Io(format!("{}: {e}", path.display()));
         let file = OpenOptions::new()
@@ -42,7 +89,7 @@ impl HashFile {
             .map_err(failed)?;
         let len = file.metadata().map_err(failed)?.len() / HASH_SIZE as u64;
         // The most records whose hashes the file holds whole.
-        let (mut low, mut high) = (0u64, records);
+        let (mut low, mut high) = (0u64, trusted.unwrap_or(records).min(records));
         while low < high {
             let mid = high - (high - low) / 2;
             if stored_hash_count(mid) <= len {
@@ -74,6 +121,11 @@ impl HashFile {
                     stored.clear();
                 }
                 Ok(())
+            })
+            .map_err(|e| {
+                AuditError::Io(format!(
+                    "{e}: {HASHES_FILE} lacks their hashes; put the archived segments back for one start (or restore {HASHES_FILE})"
+                ))
             })?;
             hashes.append(&stored)?;
         }
@@ -88,16 +140,18 @@ impl HashFile {
         Ok(HashFile { file, broken: true })
     }
 
-    /// Appends the stored hashes of a durable batch. A failure is logged once and
-    /// stops appends until the next start.
-    pub fn append_logged(&mut self, stored: &[u8]) {
-        if self.broken || stored.is_empty() {
-            return;
+    /// Appends the stored hashes of a durable batch; returns whether the file holds
+    /// them. A failure is logged once and stops appends until the next start.
+    pub fn append_logged(&mut self, stored: &[u8]) -> bool {
+        if self.broken {
+            return false;
         }
         if let Err(e) = self.append(stored) {
             self.broken = true;
             tracing::error!(error = %e, "cannot append to the audit log's tree file; tiles stop growing until signetd is restarted (the log itself is unaffected)");
+            return false;
         }
+        true
     }
 
     fn append(&mut self, stored: &[u8]) -> Result<(), AuditError> {
@@ -165,7 +219,7 @@ pub fn for_each_line(
                 // Segments moved elsewhere (archived) that the tree file never hashed:
                 // the tree of the whole log cannot be computed without them.
                 return Err(AuditError::Io(format!(
-                    "the records from seq {from} to {} are not in {}, but {HASHES_FILE} lacks them: put the archived segments back for one start (or restore {HASHES_FILE})",
+                    "the records from seq {from} to {} are not in {} (segments moved elsewhere?)",
                     seq - 1,
                     dir.display()
                 )));
@@ -190,6 +244,24 @@ pub fn for_each_line(
             "the segments end at seq {next}, before {to}"
         )))
     }
+}
+
+/// The `seq` of the first record in the log's directory `dir` (`None` if it holds no
+/// segment): records before it were archived.
+pub fn first_seq(dir: &Path) -> Result<Option<u64>, AuditError> {
+    let io = |path: &Path, e: std::io::Error| AuditError::Io(format!("{}: {e}", path.display()));
+    let Some((_, path)) = segment::list(dir)
+        .map_err(|e| io(dir, e))?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let mut first = Vec::new();
+    BufReader::new(File::open(&path).map_err(|e| io(&path, e))?)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| io(&path, e))?;
+    Ok(seq_of(&first))
 }
 
 /// The `seq` of a record line: every line starts `{"seq":N,`.
@@ -224,20 +296,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 1, 0..10);
         write_segment(dir.path(), 2, 10..25);
-        let (_, tree) = HashFile::open(dir.path(), 25).unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 25, None).unwrap();
         assert_eq!(tree, tree_of(25));
         let path = dir.path().join(HASHES_FILE);
         let full = std::fs::metadata(&path).unwrap().len();
         assert_eq!(full, stored_hash_count(25) * HASH_SIZE as u64);
 
         // A torn record was cut from the segments: the file follows.
-        let (file, tree) = HashFile::open(dir.path(), 20).unwrap();
+        let (file, tree) = HashFile::open(dir.path(), 20, None).unwrap();
         assert_eq!(tree, tree_of(20));
         assert_eq!(tlog_tiles::tree_hash(20, &file).unwrap(), tree.root());
         // A crash before the last appends reached the file: extended again, from the
         // second segment only.
         std::fs::write(dir.path().join(segment::segment_name(1)), "garbage\n").unwrap();
-        let (_, tree) = HashFile::open(dir.path(), 25).unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 25, None).unwrap();
         assert_eq!(tree, tree_of(25));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
     }
@@ -246,29 +318,62 @@ mod tests {
     fn a_file_with_a_partial_hash_is_cut_to_whole_records() {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 1, 0..5);
-        HashFile::open(dir.path(), 3).unwrap();
+        HashFile::open(dir.path(), 3, None).unwrap();
         let path = dir.path().join(HASHES_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[9; 40]);
         std::fs::write(&path, bytes).unwrap();
-        let (_, tree) = HashFile::open(dir.path(), 5).unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 5, None).unwrap();
         assert_eq!(tree, tree_of(5));
+    }
+
+    #[test]
+    fn a_file_that_does_not_match_the_last_signed_root_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, 0..20);
+        HashFile::open(dir.path(), 20, None).unwrap();
+        let path = dir.path().join(HASHES_FILE);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        // A power loss left zeros where hashes were.
+        std::fs::write(&path, vec![0u8; len]).unwrap();
+        let known = TreeHead {
+            origin: "o".into(),
+            size: 12,
+            root: tree_of(12).root(),
+        };
+        let (file, tree) = HashFile::open(dir.path(), 20, Some(&known)).unwrap();
+        assert_eq!(tree, tree_of(20));
+        assert_eq!(
+            tlog_tiles::tree_hash(20, &file).unwrap(),
+            tree_of(20).root()
+        );
+        // Segments that do not hash to the signed root: the log is damaged.
+        let forged = TreeHead {
+            root: tree_of(11).root(),
+            ..known
+        };
+        let refused = HashFile::open(dir.path(), 20, Some(&forged)).unwrap_err();
+        assert!(matches!(refused, AuditError::Damaged(_)), "{refused}");
     }
 
     #[test]
     fn archived_segments_the_file_never_hashed_are_named() {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 2, 10..25);
-        let refused = HashFile::open(dir.path(), 25).unwrap_err().to_string();
+        let refused = HashFile::open(dir.path(), 25, None)
+            .unwrap_err()
+            .to_string();
         assert!(
-            refused.contains("the records from seq 0 to 9 are not in"),
+            refused.contains("the records from seq 0 to 9 are not in")
+                && refused.contains("put the archived segments back"),
             "{refused}"
         );
+        assert_eq!(first_seq(dir.path()).unwrap(), Some(10));
         // Once hashed, the file stands in for them.
         write_segment(dir.path(), 1, 0..10);
-        HashFile::open(dir.path(), 25).unwrap();
+        HashFile::open(dir.path(), 25, None).unwrap();
         std::fs::remove_file(dir.path().join(segment::segment_name(1))).unwrap();
-        let (_, tree) = HashFile::open(dir.path(), 25).unwrap();
+        let (_, tree) = HashFile::open(dir.path(), 25, None).unwrap();
         assert_eq!(tree, tree_of(25));
     }
 
@@ -276,6 +381,6 @@ mod tests {
     fn segments_that_lack_records_are_an_error() {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 1, 0..5);
-        assert!(HashFile::open(dir.path(), 6).is_err());
+        assert!(HashFile::open(dir.path(), 6, None).is_err());
     }
 }

@@ -274,10 +274,10 @@ impl Writer {
                 }
                 // The tree file after the callers heard back: it is an index of what is
                 // durable, not on their path.
-                self.store.append_hashes(self.chain.hashes());
-                if let Some(latest) = self.batch_checkpoint.take() {
-                    // After the tree file has the batch's hashes: tiles up to this
-                    // checkpoint can be served.
+                let indexed = self.store.append_hashes(self.chain.hashes());
+                if let Some(latest) = self.batch_checkpoint.take().filter(|_| indexed) {
+                    // Only once the tree file has the batch's hashes: every tile up to
+                    // the published checkpoint can then be served.
                     *self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(latest);
                 }
                 Ok(())

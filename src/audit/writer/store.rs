@@ -31,8 +31,9 @@ pub(in crate::audit) trait Store: Send {
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed>;
 
     /// Adds the stored tree hashes of a durable batch's records to the tree file (no
-    /// fsync: it is rebuilt from the segments at start).
-    fn append_hashes(&mut self, hashes: &[u8]);
+    /// fsync: it is rebuilt from the segments at start). False once an append failed:
+    /// the file stops growing until the next start.
+    fn append_hashes(&mut self, hashes: &[u8]) -> bool;
 
     /// The file being written, for messages.
     fn path(&self) -> &Path;
@@ -91,8 +92,8 @@ impl Store for SegmentFiles {
         })
     }
 
-    fn append_hashes(&mut self, hashes: &[u8]) {
-        self.hashes.append_logged(hashes);
+    fn append_hashes(&mut self, hashes: &[u8]) -> bool {
+        self.hashes.append_logged(hashes)
     }
 
     fn path(&self) -> &Path {
@@ -110,7 +111,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = segment::lock(dir.path()).unwrap();
         let first = Segment::create(dir.path(), 1).unwrap();
-        let (hashes, _) = HashFile::open(dir.path(), 0).unwrap();
+        let (hashes, _) = HashFile::open(dir.path(), 0, None).unwrap();
         let mut files = SegmentFiles::new(dir.path().to_path_buf(), lock, first, hashes, 10);
         assert_eq!(files.fresh_segment(), Some(1));
         files.roll_if_full().unwrap();

@@ -41,8 +41,9 @@ impl Store for FakeStore {
         Ok(())
     }
 
-    fn append_hashes(&mut self, hashes: &[u8]) {
+    fn append_hashes(&mut self, hashes: &[u8]) -> bool {
         self.0.lock().unwrap().hashes.extend_from_slice(hashes);
+        true
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
