@@ -60,7 +60,7 @@ fn text(body: String) -> Response {
     description = "For the callers `[audit] auditors` names: records name callers, issuers and token hashes. `L/N[.p/W]` is a hash tile (height 8), `entries/N[.p/W]` an entry bundle (each record's exact line after a big-endian u16 length); only tiles within the latest checkpoint's tree are served. Full tiles never change.",
     params(("path" = String, Path, description = "The tile's path after `tile/`, as C2SP tlog-tiles spells it: `0/x001/234`, `entries/000.p/17`")),
     responses((status = 200, description = "The tile's bytes", content_type = "application/octet-stream", body = Vec<u8>,
-        headers(("Cache-Control" = String, description = "`public, max-age=31536000, immutable` for a full tile; `no-store` for a partial one"))),
+        headers(("Cache-Control" = String, description = "`private, max-age=31536000, immutable` for a full tile; `no-store` for a partial one"))),
         errors::AuditTile),
     security(("peerCredentials" = []), ("mutualTLS" = [])))]
 pub async fn tile(

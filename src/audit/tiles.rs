@@ -11,7 +11,7 @@ use tlog_tiles::Tile;
 
 use super::AuditError;
 use super::tree::HASHES_FILE;
-use super::tree::file::{HashFile, for_each_line};
+use super::tree::file::{HashFile, first_seq, for_each_line};
 
 /// Tile height: C2SP tlog-tiles fixes it at 8 (256 hashes or entries per full tile).
 const HEIGHT: u8 = 8;
@@ -146,6 +146,12 @@ pub fn read(published: &Published, path: &TilePath) -> Result<Vec<u8>, TileError
         }
         TilePath::Entries { index, width } => {
             let from = index * WIDTH;
+            let first = first_seq(&published.dir).map_err(TileError::Io)?;
+            if first.is_none_or(|first| from < first) {
+                return Err(TileError::NotFound(format!(
+                    "records from seq {from} are no longer in the log's directory (archived)"
+                )));
+            }
             let mut bundle = Vec::new();
             for_each_line(&published.dir, from, from + width, |line| {
                 let len = u16::try_from(line.len()).map_err(|_| {
