@@ -143,13 +143,16 @@ impl Service {
             tracing::warn!("{deprecation}");
         }
         let next = Arc::new(current.succeeded_by(config));
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
+        // The record first: no request runs under a config the log does not show yet,
+        // and a reload the log cannot take does not happen.
         let entry = reload_entry()
             .ok()
             .detail(format!("{}; config sha256 {sha256}", changes.summary()));
         if let Err(e) = self.audit().append(entry, None).await {
-            tracing::error!(error = %e, "the config_reload audit record was not written");
+            tracing::error!(error = %e, "the config_reload audit record was not written; the running config stays");
+            return Err(ReloadRefused::AuditUnavailable);
         }
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
         drop(turn);
         // The registry names keys' algorithms and issuers as the config does.
         if let Err(e) = self.reload().await {
