@@ -6,7 +6,7 @@ shopt -s inherit_errexit
 PROG=${0##*/}
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(request_bodies jws_verify config_parse audit_segment pkcs11_uri)
+TARGETS=(request_bodies jws_verify config_parse audit_segment pkcs11_uri transparency)
 # Not a target: it panics on its one seed, so the self-check can show that a crash
 # fails the smoke runs (fuzz/fuzz_targets/smoke_canary.rs).
 CANARY=smoke_canary
