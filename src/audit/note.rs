@@ -77,7 +77,7 @@ impl TreeHead {
 /// The note verifier key of Ed25519 key `public_key` under `name`:
 /// `name+KEYID+base64(0x01 || key)`.
 pub fn verifier_key(name: &str, public_key: &[u8]) -> String {
-    let key = [&[ED25519], public_key].concat();
+    let key = typed(public_key);
     format!(
         "{name}+{:08x}+{}",
         signed_note::key_id(name, &key),
@@ -85,9 +85,15 @@ pub fn verifier_key(name: &str, public_key: &[u8]) -> String {
     )
 }
 
+/// An Ed25519 key as signed notes encode it: its algorithm byte, then the key. Its
+/// key id is computed over these bytes.
+fn typed(public_key: &[u8]) -> Vec<u8> {
+    [&[ED25519], public_key].concat()
+}
+
 /// The signed note: `text`, then the signature line of key `public_key` under `name`.
 pub fn signed(text: &str, name: &str, public_key: &[u8], signature: Vec<u8>) -> String {
-    let key = [&[ED25519], public_key].concat();
+    let key = typed(public_key);
     let assembled = Signature::new(name.to_string(), signed_note::key_id(name, &key), signature)
         .and_then(|signature| Note::new(text.as_bytes(), &[signature]));
     let note = assembled.expect("a checkpoint text and an Ed25519 signature form a note");

@@ -116,6 +116,18 @@ pub struct NoteCheckpoint {
 }
 
 impl Summary {
+    /// The verifier keys of the signed-note checkpoints, each once, in the order they
+    /// first sign.
+    pub fn verifier_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for note in &self.notes {
+            if !keys.contains(&note.verifier_key.as_str()) {
+                keys.push(&note.verifier_key);
+            }
+        }
+        keys
+    }
+
     /// The first signed-note checkpoint after `seq`, which covers it.
     pub fn covering_note(&self, seq: u64) -> Option<&NoteCheckpoint> {
         self.notes.iter().find(|n| n.seq > seq)

@@ -111,7 +111,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             let (summary, tree) = check(&log, &mut |_, _, _| {})?;
             report(&summary);
             if let Some(path) = checkpoint {
-                let head = kept_checkpoint(&path, &summary, &tree)?;
+                let (head, _) = kept_checkpoint(&path, &summary, &tree)?;
                 println!(
                     "{}: the log extends this checkpoint ({} records, root {})",
                     path.display(),
@@ -179,13 +179,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
         AuditCommand::VerifierKey(log) => {
             let (summary, _) = check(&log, &mut |_, _, _| {})?;
             latest(&summary)?;
-            let mut keys: Vec<&str> = Vec::new();
-            for note in &summary.notes {
-                if !keys.contains(&note.verifier_key.as_str()) {
-                    keys.push(&note.verifier_key);
-                }
-            }
-            for key in keys {
+            for key in summary.verifier_keys() {
                 println!("{key}");
             }
             Ok(())
@@ -201,7 +195,9 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                 Some(path) => Some(kept_checkpoint(path, &summary, &tree)?),
                 None => None,
             };
-            let old_size = old.as_ref().map_or(old_size.unwrap_or(0), |head| head.size);
+            let old_size = old
+                .as_ref()
+                .map_or(old_size.unwrap_or(0), |(head, _)| head.size);
             let new = latest(&summary)?;
             let new_head = TreeHead::parse(note::text_of(&new.note))?;
             if old_size > new_head.size {
@@ -227,9 +223,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                 print!("\n{}", new.note);
                 return Ok(());
             }
-            let from = from.expect("clap requires --from without --witness");
-            let old_text = std::fs::read_to_string(&from)
-                .map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+            let (_, old_text) = old.expect("clap requires --from without --witness");
             let bundle = json!({
                 "old_checkpoint": old_text,
                 "new_checkpoint": new.note,
@@ -278,19 +272,22 @@ fn latest(summary: &Summary) -> Result<&NoteCheckpoint, String> {
     })
 }
 
-/// Reads the checkpoint kept at `path` and checks the log against it.
+/// Reads the checkpoint kept at `path` and checks the log against it. Returns what it
+/// states and its exact text (a signed note is UTF-8).
 fn kept_checkpoint(
     path: &Path,
     summary: &Summary,
     tree: &StoredHashes,
-) -> Result<TreeHead, String> {
+) -> Result<(TreeHead, String), String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    verify::against(summary, tree, &text).map_err(|e| {
+    let head = verify::against(summary, tree, &text).map_err(|e| {
         format!(
             "audit log does not match the checkpoint {}: {e}",
             path.display()
         )
-    })
+    })?;
+    let text = String::from_utf8(text).expect("a note that opened is UTF-8");
+    Ok((head, text))
 }
 
 fn check(

@@ -190,12 +190,7 @@ pub fn for_each_line(
     let segments = segment::list(dir).map_err(|e| io(dir, e))?;
     let mut start = 0;
     for (i, (_, path)) in segments.iter().enumerate() {
-        let mut first = Vec::new();
-        let file = File::open(path).map_err(|e| io(path, e))?;
-        BufReader::new(file)
-            .read_until(b'\n', &mut first)
-            .map_err(|e| io(path, e))?;
-        match seq_of(&first) {
+        match segment_first_seq(path)? {
             Some(seq) if seq <= from => start = i,
             Some(_) => break,
             None => {}
@@ -249,18 +244,21 @@ pub fn for_each_line(
 /// The `seq` of the first record in the log's directory `dir` (`None` if it holds no
 /// segment): records before it were archived.
 pub fn first_seq(dir: &Path) -> Result<Option<u64>, AuditError> {
-    let io = |path: &Path, e: std::io::Error| AuditError::Io(format!("{}: {e}", path.display()));
-    let Some((_, path)) = segment::list(dir)
-        .map_err(|e| io(dir, e))?
-        .into_iter()
-        .next()
-    else {
-        return Ok(None);
-    };
+    let segments =
+        segment::list(dir).map_err(|e| AuditError::Io(format!("{}: {e}", dir.display())))?;
+    match segments.first() {
+        Some((_, path)) => segment_first_seq(path),
+        None => Ok(None),
+    }
+}
+
+/// The `seq` of the first record of the segment at `path`, if its first line is one.
+fn segment_first_seq(path: &Path) -> Result<Option<u64>, AuditError> {
+    let io = |e: std::io::Error| AuditError::Io(format!("{}: {e}", path.display()));
     let mut first = Vec::new();
-    BufReader::new(File::open(&path).map_err(|e| io(&path, e))?)
+    BufReader::new(File::open(path).map_err(io)?)
         .read_until(b'\n', &mut first)
-        .map_err(|e| io(&path, e))?;
+        .map_err(io)?;
     Ok(seq_of(&first))
 }
 

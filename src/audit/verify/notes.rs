@@ -142,14 +142,9 @@ pub fn against(summary: &Summary, tree: &StoredHashes, text: &[u8]) -> Result<Tr
                 .into(),
         );
     }
-    let mut keys: Vec<&str> = summary
-        .notes
-        .iter()
-        .map(|n| n.verifier_key.as_str())
-        .collect();
-    keys.dedup();
-    let head = keys
-        .iter()
+    let head = summary
+        .verifier_keys()
+        .into_iter()
         .find_map(|vkey| note::open(text, vkey).ok())
         .ok_or("the checkpoint is not signed by any audit key whose checkpoints are in this log")?;
     let origin = note::origin(&summary.log_id);
