@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Throughput of signetd against the in-process PKCS#11 floor, measured in the same run.
+# signetd's benchmark: every daemon row against the physical limits measured in the same
+# run (docs/performance.md). Glue only: the bench itself is benches/throughput/.
 set -euo pipefail
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     cat <<'USAGE'
-Usage: scripts/bench.sh [--seconds N] [--connections N] [--algorithm ES256|EdDSA] [--audit-dir DIR]
+Usage: scripts/bench.sh [--quick] [--seconds N] [--clients 1,4,16,64] [--overload N]
+                        [--algorithm ES256|EdDSA] [--audit-dir DIR] [--json FILE]
 
-Creates a throwaway SoftHSM2 token, then times, for N seconds each (default 3):
-  - raw C_Sign in-process, one session per thread (the floor),
-  - Hsm::sign through signetd's session pool,
-  - POST /v1/tokens to a real daemon over its Unix socket (default 16 connections),
-    once without and once with the audit log (on disk under target/, or in
-    --audit-dir DIR, which should be on the filesystem the daemon will use),
-and prints each rate with its ratio to the floor, and what auditing cost.
-Nothing here asserts a speed.
+Creates a throwaway SoftHSM2 token, then, per algorithm (ES256, then EdDSA):
+  - the floor: raw C_Sign in-process, token object and session copy, 1 and N threads;
+  - the disk: one 300-byte write + fdatasync where the audit log goes (and on tmpfs);
+  - a real daemon (signetd serve, a process of its own) loaded by this process over its
+    Unix socket: POST /v1/sign, /v1/tokens, /v1/verify, /v1/verify single_use, and
+    /v1/tokens over mutual TLS with resumed sessions, at 1, 4, 16 and 64 clients, then
+    256 clients past the queue bound; then one client with the audit log on tmpfs.
+Each row: ops/s, p50, p99, p999, the ratio to the floor, and the CPU the load generator
+and the daemon used. The same goes to target/bench/COMMIT.json (or --json FILE).
+--quick runs every row for 0.3 s: the CI smoke run. Nothing here asserts a speed.
 USAGE
     exit 0
 fi

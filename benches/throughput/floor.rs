@@ -1,0 +1,155 @@
+//! The physical limits of the run: raw `C_Sign` in-process (cryptoki, no signetd code)
+//! on the same token, and one small `write` + `fdatasync` on the audit log's disk.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::slot::Slot;
+use signetd::Algorithm;
+
+use crate::stats::{Percentiles, Samples};
+
+/// Which object `C_Sign` uses: the key as stored in the token, or a copy of it made with
+/// `C_CopyObject` and `CKA_TOKEN=false`, which lives in the session and never leaves the
+/// token either (SoftHSM2 signs these without re-reading the token object).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Token,
+    Session,
+}
+
+/// One floor measurement.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Floor {
+    pub object: ObjectKind,
+    pub threads: usize,
+    pub ops_per_s: f64,
+    pub latency_us: Percentiles,
+}
+
+/// The token the daemon signs with, opened by this process.
+pub struct Token {
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: String,
+}
+
+impl Token {
+    pub fn open(module: &str, label: &str, pin: String) -> Token {
+        let ctx = Pkcs11::new(module).unwrap();
+        let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .map(|i| i.label().trim_end() == label)
+                    .unwrap_or(false)
+            })
+            .expect("the bench token's slot");
+        Token { ctx, slot, pin }
+    }
+
+    /// `threads` threads each sign in a loop for `duration` on a session of their own.
+    pub fn floor(
+        &self,
+        kid: &str,
+        algorithm: Algorithm,
+        object: ObjectKind,
+        threads: usize,
+        duration: Duration,
+    ) -> Floor {
+        let start = Barrier::new(threads);
+        let mut all = Samples::default();
+        let mut elapsed = Duration::ZERO;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        let session = self.ctx.open_rw_session(self.slot).unwrap();
+                        // Logged in once per application: later sessions see it already.
+                        let _ = session.login(UserType::User, Some(&self.pin.clone().into()));
+                        let stored = session
+                            .find_objects(&[
+                                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                                Attribute::Id(kid.as_bytes().to_vec()),
+                            ])
+                            .unwrap()[0];
+                        let key = match object {
+                            ObjectKind::Token => stored,
+                            ObjectKind::Session => session
+                                .copy_object(stored, &[Attribute::Token(false)])
+                                .unwrap(),
+                        };
+                        let (mechanism, data) = mechanism(algorithm);
+                        let mut samples = Samples::with_capacity(1 << 16);
+                        start.wait();
+                        let began = Instant::now();
+                        while began.elapsed() < duration {
+                            let t = Instant::now();
+                            session.sign(&mechanism, key, &data).unwrap();
+                            samples.push(t.elapsed());
+                        }
+                        (samples, began.elapsed())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                let (samples, took) = worker.join().unwrap();
+                all.extend(samples);
+                elapsed = elapsed.max(took);
+            }
+        });
+        Floor {
+            object,
+            threads,
+            ops_per_s: all.len() as f64 / elapsed.as_secs_f64(),
+            latency_us: all.percentiles(),
+        }
+    }
+}
+
+/// What signetd hands `C_Sign`: a 32-byte digest for ES256 (hashed on the host), the
+/// JWS signing input for EdDSA.
+fn mechanism(algorithm: Algorithm) -> (Mechanism<'static>, Vec<u8>) {
+    match algorithm {
+        Algorithm::Es256 => (Mechanism::Ecdsa, vec![7u8; 32]),
+        Algorithm::EdDsa => (
+            Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            b"eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImF1ZCI6ImFwaSJ9".to_vec(),
+        ),
+    }
+}
+
+/// The disk's latency for what the audit writer does per batch: append one record-sized
+/// line (300 bytes) to a file in `dir` and `fdatasync` it.
+pub fn fsync_latency(dir: &Path, duration: Duration) -> (Percentiles, usize) {
+    let path = dir.join("bench-fsync.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let line = [b'x'; 300];
+    let mut samples = Samples::default();
+    let began = Instant::now();
+    while began.elapsed() < duration {
+        let t = Instant::now();
+        file.write_all(&line).unwrap();
+        file.sync_data().unwrap();
+        samples.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    let n = samples.len();
+    (samples.percentiles(), n)
+}

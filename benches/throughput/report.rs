@@ -1,0 +1,284 @@
+//! The tables the bench prints and the JSON it writes.
+
+use std::collections::BTreeMap;
+
+use signetd::Algorithm;
+
+use crate::floor::{Floor, ObjectKind};
+use crate::load::{Op, Outcome};
+use crate::stats::Percentiles;
+
+/// One daemon row.
+#[derive(serde::Serialize)]
+pub struct Row {
+    pub op: Op,
+    pub clients: usize,
+    /// Where the daemon's audit log was: `disk` or `tmpfs`.
+    pub audit: &'static str,
+    pub ops_per_s: f64,
+    pub latency_us: Percentiles,
+    pub ok: usize,
+    pub refused: BTreeMap<String, usize>,
+    /// CPU used, in percent of one core.
+    pub loadgen_cpu_pct: f64,
+    pub daemon_cpu_pct: f64,
+    pub ran_dry: bool,
+}
+
+impl Row {
+    pub fn new(op: Op, clients: usize, audit: &'static str, outcome: Outcome) -> Row {
+        let seconds = outcome.elapsed.as_secs_f64();
+        let answered = outcome.samples.len();
+        Row {
+            op,
+            clients,
+            audit,
+            // Refusals are answers too (the overload row's `overloaded`), but only
+            // successes count as throughput.
+            ops_per_s: outcome.ok as f64 / seconds,
+            latency_us: outcome.samples.percentiles(),
+            ok: outcome.ok,
+            refused: outcome.refused,
+            loadgen_cpu_pct: outcome.loadgen_cpu / seconds * 100.0,
+            daemon_cpu_pct: outcome.daemon_cpu / seconds * 100.0,
+            ran_dry: outcome.ran_dry && answered > 0,
+        }
+    }
+}
+
+/// One algorithm's floor and rows.
+#[derive(serde::Serialize)]
+pub struct Table {
+    pub algorithm: Algorithm,
+    pub floors: Vec<Floor>,
+    /// The floor the ratios use: the object kind the daemon signs with.
+    pub objects: ObjectKind,
+    pub rows: Vec<Row>,
+    /// Whether a second TLS handshake with the load generator's config resumed.
+    pub resumed: bool,
+}
+
+/// What the whole run measured besides the tables.
+pub struct Report {
+    commit: String,
+    sessions: usize,
+    cores: usize,
+    disk: (Percentiles, usize),
+    tmpfs: (Percentiles, usize),
+}
+
+impl Table {
+    pub fn new(algorithm: Algorithm, floors: Vec<Floor>, objects: ObjectKind) -> Table {
+        Table {
+            algorithm,
+            floors,
+            objects,
+            rows: Vec::new(),
+            resumed: false,
+        }
+    }
+
+    pub fn push(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    fn floor(&self, threads: usize) -> &Floor {
+        self.floors
+            .iter()
+            .filter(|f| f.object == self.objects)
+            .find(|f| f.threads == threads)
+            .unwrap()
+    }
+
+    fn row(&self, op: Op, clients: usize, audit: &str) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.op == op && r.clients == clients && r.audit == audit)
+    }
+
+    pub fn print(&self, report: &Report) {
+        let n = report.sessions;
+        println!(
+            "\n== {} == {} worker sessions, {} cores; the ratio is to the {:?}-object floor on {n} threads",
+            self.algorithm, n, report.cores, self.objects
+        );
+        println!(
+            "{:<34} {:>8} {:>9} {:>9} {:>9}",
+            "floor: C_Sign in-process", "threads", "ops/s", "p50 µs", "p99 µs"
+        );
+        for f in &self.floors {
+            println!(
+                "{:<34} {:>8} {:>9.0} {:>9.1} {:>9.1}",
+                format!("  {:?} object", f.object).to_lowercase(),
+                f.threads,
+                f.ops_per_s,
+                f.latency_us.p50,
+                f.latency_us.p99
+            );
+        }
+        let (disk, tmpfs) = (report.disk.0, report.tmpfs.0);
+        println!(
+            "{:<34} {:>8} {:>9} {:>9.1} {:>9.1}\n{:<34} {:>8} {:>9} {:>9.1} {:>9.1}",
+            "disk: write 300 B + fdatasync",
+            "",
+            "",
+            disk.p50,
+            disk.p99,
+            "tmpfs: write 300 B + fdatasync",
+            "",
+            "",
+            tmpfs.p50,
+            tmpfs.p99
+        );
+        println!(
+            "\n{:<30} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}  refused",
+            "daemon row",
+            "clients",
+            "audit",
+            "ops/s",
+            "p50 µs",
+            "p99 µs",
+            "p999 µs",
+            "x floor",
+            "gen CPU",
+            "dmn CPU"
+        );
+        let floor = self.floor(n).ops_per_s;
+        for r in &self.rows {
+            let refused = r
+                .refused
+                .iter()
+                .map(|(code, count)| format!("{code} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Verification signs nothing: a ratio to C_Sign would mean nothing there.
+            let ratio = match r.op.signs() {
+                true => format!("{:.2}", r.ops_per_s / floor),
+                false => "-".to_string(),
+            };
+            println!(
+                "{:<30} {:>7} {:>6} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7.0}% {:>7.0}%  {}{}",
+                r.op.label(),
+                r.clients,
+                r.audit,
+                r.ops_per_s,
+                r.latency_us.p50,
+                r.latency_us.p99,
+                r.latency_us.p999,
+                ratio,
+                r.loadgen_cpu_pct,
+                r.daemon_cpu_pct,
+                refused,
+                if r.ran_dry {
+                    " (ran out of unused tokens)"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!(
+            "TLS session resumed on reconnect: {}",
+            if self.resumed { "yes" } else { "NO" }
+        );
+        self.print_targets(report);
+    }
+
+    /// The targets, computed (never asserted: docs/performance.md).
+    fn print_targets(&self, report: &Report) {
+        let sign_p50 = self.floor(1).latency_us.p50;
+        let limit = sign_p50 + report.disk.0.p50;
+        println!("against the limits of this run (targets in docs/performance.md):");
+        for op in [Op::Sign, Op::Mint] {
+            if let Some(r) = self.row(op, 1, "disk") {
+                println!(
+                    "  {:<16} 1 client, audit on disk:  p50 {:.0} µs = {:.2} x (C_Sign p50 + fsync p50 = {:.0} µs)   target <= 1.3",
+                    op.label(),
+                    r.latency_us.p50,
+                    r.latency_us.p50 / limit,
+                    limit
+                );
+            }
+            if let Some(r) = self.row(op, 1, "tmpfs") {
+                println!(
+                    "  {:<16} 1 client, audit on tmpfs: p50 {:.0} µs = C_Sign p50 + {:.0} µs   target <= +60",
+                    op.label(),
+                    r.latency_us.p50,
+                    r.latency_us.p50 - sign_p50
+                );
+            }
+        }
+        let floor = self.floor(report.sessions).ops_per_s;
+        for (op, target) in [(Op::Mint, 0.75), (Op::Sign, 0.8)] {
+            if let Some(r) = self.row(op, 64, "disk") {
+                println!(
+                    "  {:<16} 64 clients: {:.2} x floor (target >= {target}), p99 = {:.1} x p50 (target <= 4)",
+                    op.label(),
+                    r.ops_per_s / floor,
+                    r.latency_us.p99 / r.latency_us.p50
+                );
+            }
+        }
+    }
+}
+
+impl Report {
+    pub fn new(_o: &crate::Options, sessions: usize) -> Report {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        let mut commit = git(&["rev-parse", "--short=12", "HEAD"]);
+        if !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+            commit.push_str("-dirty");
+        }
+        let nan = Percentiles {
+            p50: f64::NAN,
+            p99: f64::NAN,
+            p999: f64::NAN,
+        };
+        Report {
+            commit,
+            sessions,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            disk: (nan, 0),
+            tmpfs: (nan, 0),
+        }
+    }
+
+    pub fn disk(&mut self, disk: (Percentiles, usize), tmpfs: (Percentiles, usize)) {
+        (self.disk, self.tmpfs) = (disk, tmpfs);
+    }
+
+    /// Writes the JSON report and says where.
+    pub fn write(&self, o: &crate::Options, tables: Vec<Table>) {
+        let path = o.json.clone().unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench")
+                .join(format!("{}.json", self.commit))
+        });
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        let json = serde_json::json!({
+            "commit": self.commit,
+            "unix_time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            "quick": o.quick,
+            "seconds_per_row": o.seconds,
+            "cores": self.cores,
+            "worker_sessions": self.sessions,
+            "fsync_us": {
+                "disk": self.disk.0, "disk_samples": self.disk.1,
+                "tmpfs": self.tmpfs.0, "tmpfs_samples": self.tmpfs.1,
+            },
+            "tables": tables,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        println!("\nJSON: {}", path.display());
+    }
+}
