@@ -19,6 +19,8 @@ use crate::stats::{Samples, cpu_seconds};
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
+    /// `GET /healthz`: the HTTP round trip over the socket and nothing else.
+    Health,
     /// `POST /v1/sign` to a raw-signing issuer.
     Sign,
     /// `POST /v1/tokens`.
@@ -40,6 +42,7 @@ impl Op {
 
     pub fn label(self) -> &'static str {
         match self {
+            Op::Health => "GET /healthz",
             Op::Sign => "POST /v1/sign",
             Op::Mint => "POST /v1/tokens",
             Op::Verify => "POST /v1/verify",
@@ -143,7 +146,7 @@ async fn client(
     let mut ran_dry = false;
     let mut minted = Vec::new();
     while began.elapsed() < duration {
-        let (path, body) = match request(&target, op) {
+        let (method, path, body) = match request(&target, op) {
             Some(request) => request,
             None => {
                 ran_dry = true;
@@ -152,9 +155,9 @@ async fn client(
         };
         let t = Instant::now();
         let response = match &mut connection {
-            Some(connection) => connection.request(Method::POST, path, &json, body).await,
+            Some(connection) => connection.request(method, path, &json, body).await,
             None => match Connection::open(&target.tls).await {
-                Ok(mut fresh) => fresh.request(Method::POST, path, &json, body).await,
+                Ok(mut fresh) => fresh.request(method, path, &json, body).await,
                 Err(e) => Err(e),
             },
         };
@@ -179,8 +182,9 @@ async fn client(
 }
 
 /// The next request of `op`, or `None` when a single-use row has no unused token left.
-fn request(target: &Target, op: Op) -> Option<(&'static str, Bytes)> {
+fn request(target: &Target, op: Op) -> Option<(Method, &'static str, Bytes)> {
     let body = match op {
+        Op::Health => return Some((Method::GET, "/healthz", Bytes::new())),
         Op::Sign => match target.algorithm {
             Algorithm::Es256 => serde_json::json!({
                 "issuer": target.raw_issuer,
@@ -204,8 +208,10 @@ fn request(target: &Target, op: Op) -> Option<(&'static str, Bytes)> {
         Op::Sign => "/v1/sign",
         Op::Mint | Op::MintTls => "/v1/tokens",
         Op::Verify | Op::VerifySingleUse => "/v1/verify",
+        Op::Health => unreachable!("answered above"),
     };
-    Some((path, Bytes::from(serde_json::to_vec(&body).unwrap())))
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap());
+    Some((Method::POST, path, body))
 }
 
 fn token_of(body: &[u8]) -> String {

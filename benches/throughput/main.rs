@@ -171,6 +171,9 @@ fn main() {
     let daemon = bench.serve(false);
     for table in &mut tables {
         let target = runtime.block_on(daemon.target(table.algorithm));
+        // The HTTP round trip alone, for the breakdown of a lone request.
+        let outcome = runtime.block_on(load::run(&target, Op::Health, 1, duration, &daemon.pid()));
+        table.push(Row::new(Op::Health, 1, "disk", outcome));
         for &clients in &o.clients {
             for op in OPS {
                 let outcome =

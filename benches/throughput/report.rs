@@ -207,6 +207,20 @@ impl Table {
                 );
             }
         }
+        // A lone request, split by difference: the HTTP round trip (GET /healthz), C_Sign,
+        // the write to tmpfs, and what is left (JSON, policy, claims, the hand-offs to the
+        // PKCS#11 worker and the audit writer and back).
+        if let (Some(http), Some(sign)) = (
+            self.row(Op::Health, 1, "disk"),
+            self.row(Op::Sign, 1, "tmpfs"),
+        ) {
+            let (http, sign, write) =
+                (http.latency_us.p50, sign.latency_us.p50, report.tmpfs.0.p50);
+            println!(
+                "  a lone /v1/sign on tmpfs, p50 {sign:.0} µs: HTTP round trip {http:.0} + C_Sign {sign_p50:.0} + write {write:.0} + the rest {:.0} µs",
+                sign - http - sign_p50 - write
+            );
+        }
         let floor = self.floor(report.sessions).ops_per_s;
         for (op, target) in [(Op::Mint, 0.75), (Op::Sign, 0.8)] {
             if let Some(r) = self.row(op, 64, "disk") {
