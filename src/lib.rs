@@ -13,7 +13,7 @@
 //! | [`util`] | hex, base64url, the clock, boxed futures: helpers that import nothing of signetd |
 //! | [`algorithm`] | the signature algorithms and their JWS names (`EdDSA` or RFC 9864 `Ed25519`), and [`algorithm::KeyPurpose`] (what a key signs) |
 //! | [`signer`] | the signer port: [`signer::Signer`] signs by key id; [`signer::SignInput`], [`signer::SignError`] |
-//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool with its bounded queue (`overloaded` past it), key generation, objects, and the [`signer::Signer`] implementation; recovery by error class (`hsm::recovery`): a lost session is reopened and a repeatable operation retried once, a device or token error is an outage during which requests are refused while a background task re-initializes the library and finds the token and its keys again, reported through [`hsm::Hsm::health`]. The only importer of `cryptoki`; no object handle leaves it |
+//! | [`hsm`] | everything PKCS#11: module, token selection, login, the session pool with its bounded queue (`overloaded` past it), key generation, objects, each worker session's copies of the keys it signs with (`hsm::session_copies`), and the [`signer::Signer`] implementation; recovery by error class (`hsm::recovery`): a lost session is reopened and a repeatable operation retried once, a device or token error is an outage during which requests are refused while a background task re-initializes the library and finds the token and its keys again, reported through [`hsm::Hsm::health`]. The only importer of `cryptoki`; no object handle leaves it |
 //! | [`identity`] | who is calling: [`identity::Principal`], built by the transports (peer credentials, or [`identity::CertificateIdentity::from_der`] for a verified client certificate), and the [`identity::CallerSelector`]s a config names principals with |
 //! | [`config`] | the TOML config (`deny_unknown_fields`), validation, reading the PIN into a secret, the `[tls]`, `[limits]` and `[cors]` tables (rates as `"N/s"`), each issuer's `profile`, and who may own and write the files it trusts (`config::files`: config, PIN, TLS key) |
 //! | [`policy`] | one decision, [`policy::Policy::decide`]: may this principal take this action; and [`policy::Policy::names`]: does any list name it |
@@ -58,7 +58,8 @@
 //!    every inventory, looked up again if the token says it is stale) and hands one job
 //!    to a worker thread that owns a logged-in session (a full queue answers `overloaded`
 //!    at once; during a token outage the answer is `hsm_unavailable` with `Retry-After`);
-//!    the worker hashes the signing input (ES256) and makes one `C_Sign`. The handler
+//!    the worker hashes the signing input (ES256) and makes one `C_Sign`, on its session's
+//!    copy of the key (made at the key's first signature in that session). The handler
 //!    awaits the reply and normalises an ES256 signature to low-S, so each token has
 //!    exactly one valid encoding.
 //! 5. The service appends a `mint` record (principal, issuer, kid, jti, SHA-256 of the

@@ -551,6 +551,7 @@ impl Config {
             sessions: p.sessions,
             timeout: Duration::from_millis(p.timeout_ms),
             queue: p.queue,
+            session_copies: p.session_copies,
         })
     }
 }

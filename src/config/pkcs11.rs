@@ -33,6 +33,10 @@ pub struct Pkcs11Config {
     /// Requests that may wait for a free worker, all sessions together (default 256 per
     /// session); past it, requests are refused at once with `overloaded`.
     pub queue: Option<usize>,
+    /// Sign with session copies of the keys (`C_CopyObject`, `CKA_TOKEN=false`), made
+    /// once per key and never leaving the token (default true; docs/performance.md).
+    #[serde(default = "default_session_copies")]
+    pub session_copies: bool,
 }
 
 fn default_sessions() -> usize {
@@ -40,6 +44,9 @@ fn default_sessions() -> usize {
 }
 fn default_timeout_ms() -> u64 {
     10_000
+}
+fn default_session_copies() -> bool {
+    true
 }
 impl Pkcs11Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

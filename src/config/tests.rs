@@ -37,6 +37,16 @@ fn defaults_are_safe() {
     assert_eq!(c.listen.http, Some("127.0.0.1:8750".parse().unwrap()));
     assert_eq!(c.listen.socket_mode, 0o660);
     assert_eq!(c.jwks.max_age_seconds, 15);
+    assert!(c.pkcs11.session_copies);
+}
+
+#[test]
+fn session_copies_can_be_turned_off() {
+    let text = BASE.replace(
+        "token_label = \"t\"\n",
+        "token_label = \"t\"\nsession_copies = false\n",
+    );
+    assert!(!Config::parse(&text).unwrap().pkcs11.session_copies);
 }
 
 #[test]

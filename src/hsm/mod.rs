@@ -21,6 +21,7 @@ mod key_management;
 mod objects;
 pub mod provision;
 mod recovery;
+mod session_copies;
 mod session_pool;
 mod signing;
 mod uri;
@@ -65,6 +66,8 @@ pub struct HsmSettings {
     pub timeout: Duration,
     /// Requests that may wait for a worker (default: 256 per session).
     pub queue: Option<usize>,
+    /// Whether signing uses session copies of the keys (`[pkcs11] session_copies`).
+    pub session_copies: bool,
 }
 
 /// A logged-in connection to one token, with its pool of sessions.
@@ -110,6 +113,7 @@ impl Hsm {
             sessions: pool.size(),
             timeout: settings.timeout,
             queue: settings.queue,
+            session_copies: settings.session_copies,
         };
         Ok(Hsm {
             core: Arc::new(Core::new(ctx, pool, setup)),
@@ -174,7 +178,10 @@ impl Hsm {
     /// generation); a pair that is not there is nothing to destroy.
     pub async fn destroy_key_pair(&self, id: Vec<u8>) -> Result<(), HsmError> {
         self.core.handles.remove(&id);
+        // Other workers' copies of it end with their sessions; signetd never signs with
+        // them again (no handle is kept for the id).
         self.store_op(move |s| {
+            session_copies::destroy_copy_of(s, &String::from_utf8_lossy(&id));
             if let Some((_, keys)) = objects::key_pair_by_id(s, &id)? {
                 key_management::destroy(s, keys);
             }
@@ -368,10 +375,22 @@ impl Hsm {
                 }
             };
             let job = op.clone();
-            let done = self
-                .core
-                .run_repeatable_by(deadline, move |s| job(s, handle))
-                .await;
+            let done = match self.core.session_copies() {
+                true => {
+                    let (kid, public_key) = (key.kid.to_string(), key.public_key.to_vec());
+                    let sign = move |s: &cryptoki::session::Session| {
+                        session_copies::with_signing_object(s, &kid, handle, &public_key, |h| {
+                            job(s, h)
+                        })
+                    };
+                    self.core.run_repeatable_by(deadline, sign).await
+                }
+                false => {
+                    self.core
+                        .run_repeatable_by(deadline, move |s| job(s, handle))
+                        .await
+                }
+            };
             match done {
                 Err(e) if !looked_up && e.stale_handle() => {
                     tracing::warn!(kid = %key.kid, error = %e, "key handle is stale; looking the key up again");

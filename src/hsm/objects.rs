@@ -334,6 +334,15 @@ pub(crate) fn data_objects(
     Ok(found)
 }
 
+/// A session copy of the private key `token` (`C_CopyObject` with `CKA_TOKEN=false`;
+/// see [`super::session_copies`]).
+pub(crate) fn session_copy(
+    session: &Session,
+    token: ObjectHandle,
+) -> Result<ObjectHandle, HsmError> {
+    Ok(session.copy_object(token, &[Attribute::Token(false)])?)
+}
+
 /// The key pair whose private half is a private token object with `CKA_ID` = `id`.
 pub(crate) fn key_pair_by_id(
     session: &Session,

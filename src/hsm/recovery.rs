@@ -104,6 +104,7 @@ pub(crate) struct Setup {
     pub(crate) sessions: usize,
     pub(crate) timeout: Duration,
     pub(crate) queue: Option<usize>,
+    pub(crate) session_copies: bool,
 }
 
 /// The pool, the library context and the token's health.
@@ -164,6 +165,11 @@ impl Core {
     {
         let result = self.pool()?.run(f).await;
         self.observe(result)
+    }
+
+    /// Whether signing uses session copies of the keys (`[pkcs11] session_copies`).
+    pub(crate) fn session_copies(&self) -> bool {
+        self.setup.session_copies
     }
 
     /// The configured `timeout_ms`: what `hsm_timeout` reports.

@@ -451,6 +451,7 @@ impl Worker {
                     "PKCS#11 session lost; reopening before the next job"
                 );
                 self.session = None;
+                super::session_copies::forget();
                 self.broken = Some(HsmError::NoSession("the session was lost".to_string()));
             }
         }
