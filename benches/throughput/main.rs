@@ -137,8 +137,9 @@ const OPS: [Op; 5] = [
     Op::MintTls,
 ];
 
-/// The objects the daemon signs with, so the ratio uses the matching floor.
-const DAEMON_OBJECTS: ObjectKind = ObjectKind::Token;
+/// The objects the daemon signs with (`[pkcs11] session_copies`, on by default), so the
+/// ratio uses the matching floor.
+const DAEMON_OBJECTS: ObjectKind = ObjectKind::Session;
 
 fn main() {
     let o = options();
