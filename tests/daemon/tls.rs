@@ -323,6 +323,24 @@ async fn the_server_certificate_is_replaced_while_a_client_keeps_minting() {
     pki.server = new;
 }
 
+/// `signetd_http_requests_total{route="/metrics",code=CODE,transport="tls"}` in an
+/// exposition, 0 if absent; labels in any order.
+fn tls_metrics_requests(text: &str, code: &str) -> f64 {
+    let want = [
+        "route=\"/metrics\"".to_string(),
+        format!("code=\"{code}\""),
+        "transport=\"tls\"".to_string(),
+    ];
+    text.lines()
+        .filter_map(|l| l.strip_prefix("signetd_http_requests_total{"))
+        .filter_map(|l| l.split_once("} "))
+        .find(|(labels, _)| {
+            let labels: Vec<&str> = labels.split(',').collect();
+            labels.len() == want.len() && want.iter().all(|w| labels.contains(&w.as_str()))
+        })
+        .map_or(0.0, |(_, value)| value.trim().parse().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_over_tls_go_only_to_the_certificates_metrics_callers_names() {
     generate_key("tls-metrics", Algorithm::Es256).await;
@@ -344,7 +362,7 @@ async fn metrics_over_tls_go_only_to_the_certificates_metrics_callers_names() {
 
     let served = metrics(&scraper).await;
     assert_eq!(served.status, 200);
-    let text = String::from_utf8_lossy(&served.raw);
+    let text = String::from_utf8_lossy(&served.raw).into_owned();
     assert!(text.contains("# TYPE signetd_build_info gauge"), "{text}");
     let refused = metrics(&minter).await;
     assert_eq!(
@@ -353,6 +371,19 @@ async fn metrics_over_tls_go_only_to_the_certificates_metrics_callers_names() {
     );
     let refused = metrics(&anonymous).await;
     assert_eq!((refused.status, refused.code()), (401, "unauthenticated"));
+    // Both refusals are counted under the route, their codes and the TLS transport.
+    // Daemons in this process share one recorder, so what counts is the change since
+    // the first scrape (no other test reads /metrics over TLS).
+    let after = metrics(&scraper).await;
+    assert_eq!(after.status, 200);
+    let after = String::from_utf8_lossy(&after.raw).into_owned();
+    for code in ["403", "401"] {
+        assert_eq!(
+            tls_metrics_requests(&after, code) - tls_metrics_requests(&text, code),
+            1.0,
+            "{code}: {after}"
+        );
+    }
     // Reading metrics is all the scraper may do; the minter still mints.
     let minted = mint(&scraper, "tls-metrics").await;
     assert_eq!((minted.status, minted.code()), (403, "caller_not_allowed"));
