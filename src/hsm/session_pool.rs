@@ -36,7 +36,12 @@ use super::HsmError;
 
 /// A job runs on a worker's session, or is told why there is none, and says how it
 /// ended for the worker.
-type Job = Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>;
+struct Job {
+    /// The span the job was queued in (a request's): the worker enters it while it runs
+    /// the job, so what the worker logs meanwhile carries the request id.
+    span: tracing::Span,
+    run: Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>,
+}
 
 /// What a finished job means for the worker that ran it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +259,7 @@ impl SessionPool {
         let (reply, result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let job_state = state.clone();
-        let job: Job = Box::new(move |session| {
+        let run = Box::new(move |session: Result<&Session, &HsmError>| {
             // The caller gave up (timeout, client gone): don't spend the token on it. The
             // state, not only the reply, says so: a caller whose deadline passes just as
             // the job starts either sees it running (and replaces this worker) or has
@@ -276,6 +281,10 @@ impl SessionPool {
                 Ok(_) => JobEnd::Next,
             }
         });
+        let job = Job {
+            span: tracing::Span::current(),
+            run,
+        };
         // A full queue refuses at once: waiting for room would only turn an overload into
         // timeouts for everyone.
         self.jobs.try_send(job).map_err(|e| match e {
@@ -428,7 +437,8 @@ impl Worker {
     /// Serves jobs until the queue closes, or until a job it ran was abandoned (another
     /// worker has its place); the session closes when `self` drops. Returns how it ended.
     fn run(mut self, queue: &async_channel::Receiver<Job>) -> JobEnd {
-        while let Ok(job) = queue.recv_blocking() {
+        while let Ok(Job { span, run: job }) = queue.recv_blocking() {
+            let _request = span.enter();
             crate::telemetry::hsm_queue_depth(queue.len());
             self.reopen_if_due();
             crate::telemetry::hsm_worker_busy(true);
