@@ -287,11 +287,15 @@ impl SessionPool {
         };
         // A full queue refuses at once: waiting for room would only turn an overload into
         // timeouts for everyone.
-        self.jobs.try_send(job).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => HsmError::Overloaded,
-            async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
+        // Counted before a worker can take it, so the worker's decrement never comes first.
+        crate::telemetry::hsm_queued(true);
+        self.jobs.try_send(job).map_err(|e| {
+            crate::telemetry::hsm_queued(false);
+            match e {
+                async_channel::TrySendError::Full(_) => HsmError::Overloaded,
+                async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
+            }
         })?;
-        crate::telemetry::hsm_queue_depth(self.jobs.len());
         let mut watch = Watch {
             pool: self,
             state: &state,
@@ -439,7 +443,7 @@ impl Worker {
     fn run(mut self, queue: &async_channel::Receiver<Job>) -> JobEnd {
         while let Ok(Job { span, run: job }) = queue.recv_blocking() {
             let _request = span.enter();
-            crate::telemetry::hsm_queue_depth(queue.len());
+            crate::telemetry::hsm_queued(false);
             self.reopen_if_due();
             crate::telemetry::hsm_worker_busy(true);
             let end = match (&self.session, &self.broken) {
