@@ -40,8 +40,10 @@ struct Job {
     /// The span the job was queued in (a request's): the worker enters it while it runs
     /// the job, so what the worker logs meanwhile carries the request id.
     span: tracing::Span,
-    run: Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>,
+    run: JobFn,
 }
+
+type JobFn = Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>;
 
 /// What a finished job means for the worker that ran it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
