@@ -37,8 +37,9 @@ Before that it makes sure that:
     the sudo command to run is printed and the script exits with status 1.
   - the Python venv target/test-venv exists and holds
     tests/interop/requirements.txt (PyJWT, cryptography, asn1crypto,
-    pkilint, and schemathesis with pytest and requests-unixsocket2 for the
-    OpenAPI run in tests/daemon/openapi.rs; reinstalled only when that file
+    pkilint, prometheus-client for the metrics tests' text format parser,
+    and schemathesis with pytest and requests-unixsocket2 for the OpenAPI
+    run in tests/daemon/openapi.rs; reinstalled only when that file
     changes).
   - target/test-node holds tests/interop/package-lock.json (panva's jose),
     installed with 'npm ci' (node and npm: nodejs, npm), again only when that
@@ -182,8 +183,8 @@ if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip install \
         --quiet --no-input --only-binary=:all: -r "$REQUIREMENTS" </dev/null ||
         die "pip install -r tests/interop/requirements.txt failed"
-    "$VENV_DIR/bin/python" -c 'import jwt, cryptography, asn1crypto, pkilint, schemathesis, requests_unixsocket, pytest' ||
-        die "the venv at $VENV_DIR cannot import jwt, cryptography, asn1crypto, pkilint, schemathesis, requests_unixsocket and pytest after installing"
+    "$VENV_DIR/bin/python" -c 'import jwt, cryptography, asn1crypto, pkilint, prometheus_client, schemathesis, requests_unixsocket, pytest' ||
+        die "the venv at $VENV_DIR cannot import jwt, cryptography, asn1crypto, pkilint, prometheus_client, schemathesis, requests_unixsocket and pytest after installing"
     for tool in lint_pkix_cert lint_pkix_signer_signee_cert_chain; do
         [[ -x $VENV_DIR/bin/$tool ]] || die "pkilint installed no $VENV_DIR/bin/$tool"
     done

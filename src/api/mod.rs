@@ -44,11 +44,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use transport::{SocketFile, TlsListener, TlsReloader, bind_unix, check_socket_directory};
+pub use transport::{
+    SocketFile, TlsListener, TlsReload, TlsReloader, bind_unix, check_socket_directory,
+};
 
 use crate::identity::Principal;
 use crate::policy::Action;
 use crate::service::Service;
+use crate::service::settings::TlsReloadTrigger;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -204,7 +207,7 @@ pub async fn serve(
         + usize::from(listeners.tls.is_some())
         + usize::from(listeners.metrics.is_some());
     limits::raise_open_files_limit(listening * listeners.max_connections);
-    let router = router(service);
+    let router = router(service.clone());
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(transport::accept_loop(
@@ -215,7 +218,15 @@ pub async fn serve(
         tracker.clone(),
     ));
     if let Some(tls) = listeners.tls {
-        tracker.spawn(tls.reloader().watch(cancel.clone()));
+        let recorder = service.clone();
+        tracker.spawn(tls.reloader().watch(cancel.clone(), move |outcome| {
+            let service = recorder.clone();
+            Box::pin(async move {
+                service
+                    .record_tls_reload(TlsReloadTrigger::FilesChanged, &outcome)
+                    .await;
+            })
+        }));
         tracker.spawn(transport::accept_loop(
             tls,
             router.clone(),

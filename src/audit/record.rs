@@ -86,6 +86,11 @@ pub enum Event {
     /// the file's SHA-256 in `detail`, or `refused` with a `code` (`config_invalid`,
     /// `restart_required`) and why; a refused reload leaves the running config as it was.
     ConfigReload,
+    /// The daemon read its TLS files again (SIGHUP, or a change found by
+    /// `tls.reload_check_seconds`): `ok` with the new leaf certificate's SHA-256 in
+    /// `detail`, or `refused` with `code` `tls_files_invalid` and why; a refused reload
+    /// leaves the certificate in use as it was.
+    TlsReload,
     /// State that went backwards was found and moved forward: a key the state store
     /// showed behind a state this log records (`kid`, `detail`: both states and the
     /// record that witnessed the later one), or a token revocation (`jti`) the store

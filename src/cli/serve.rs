@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use hyper::Method;
 use signetd::client;
+use signetd::service::settings::TlsReloadTrigger;
 use signetd::{Service, api};
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -116,10 +117,14 @@ fn reload_on_sighup(
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!(config = %config_path.display(), "SIGHUP: reloading");
-            // Both log their outcome themselves.
+            // Both log their outcome themselves; the config reload records its own
+            // audit record, the TLS reload's is written here.
             let _ = service.reload_config(&config_path).await;
             if let Some(tls) = &tls {
-                let _ = tls.reload();
+                let outcome = tls.reload();
+                service
+                    .record_tls_reload(TlsReloadTrigger::Sighup, &outcome)
+                    .await;
             }
         }
     });

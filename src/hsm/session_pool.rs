@@ -36,7 +36,14 @@ use super::HsmError;
 
 /// A job runs on a worker's session, or is told why there is none, and says how it
 /// ended for the worker.
-type Job = Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>;
+struct Job {
+    /// The span the job was queued in (a request's): the worker enters it while it runs
+    /// the job, so what the worker logs meanwhile carries the request id.
+    span: tracing::Span,
+    run: JobFn,
+}
+
+type JobFn = Box<dyn FnOnce(Result<&Session, &HsmError>) -> JobEnd + Send>;
 
 /// What a finished job means for the worker that ran it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +261,7 @@ impl SessionPool {
         let (reply, result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let job_state = state.clone();
-        let job: Job = Box::new(move |session| {
+        let run = Box::new(move |session: Result<&Session, &HsmError>| {
             // The caller gave up (timeout, client gone): don't spend the token on it. The
             // state, not only the reply, says so: a caller whose deadline passes just as
             // the job starts either sees it running (and replaces this worker) or has
@@ -276,13 +283,21 @@ impl SessionPool {
                 Ok(_) => JobEnd::Next,
             }
         });
+        let job = Job {
+            span: tracing::Span::current(),
+            run,
+        };
         // A full queue refuses at once: waiting for room would only turn an overload into
         // timeouts for everyone.
-        self.jobs.try_send(job).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => HsmError::Overloaded,
-            async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
+        // Counted before a worker can take it, so the worker's decrement never comes first.
+        crate::telemetry::hsm_queued(true);
+        self.jobs.try_send(job).map_err(|e| {
+            crate::telemetry::hsm_queued(false);
+            match e {
+                async_channel::TrySendError::Full(_) => HsmError::Overloaded,
+                async_channel::TrySendError::Closed(_) => HsmError::PoolClosed,
+            }
         })?;
-        crate::telemetry::hsm_queue_depth(self.jobs.len());
         let mut watch = Watch {
             pool: self,
             state: &state,
@@ -428,8 +443,9 @@ impl Worker {
     /// Serves jobs until the queue closes, or until a job it ran was abandoned (another
     /// worker has its place); the session closes when `self` drops. Returns how it ended.
     fn run(mut self, queue: &async_channel::Receiver<Job>) -> JobEnd {
-        while let Ok(job) = queue.recv_blocking() {
-            crate::telemetry::hsm_queue_depth(queue.len());
+        while let Ok(Job { span, run: job }) = queue.recv_blocking() {
+            let _request = span.enter();
+            crate::telemetry::hsm_queued(false);
             self.reopen_if_due();
             crate::telemetry::hsm_worker_busy(true);
             let end = match (&self.session, &self.broken) {

@@ -162,6 +162,53 @@ impl Service {
     }
 }
 
+/// What made the daemon read its TLS files again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsReloadTrigger {
+    /// SIGHUP.
+    Sighup,
+    /// The check every `tls.reload_check_seconds` found a file changed.
+    FilesChanged,
+}
+
+impl std::fmt::Display for TlsReloadTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsReloadTrigger::Sighup => "SIGHUP",
+            TlsReloadTrigger::FilesChanged => "files changed",
+        })
+    }
+}
+
+impl Service {
+    /// Leaves the `tls_reload` audit record of one reload of the TLS files: `ok` with the
+    /// SHA-256 of the leaf certificate now served, or `refused` (`tls_files_invalid`)
+    /// with why the files did not load. The files hold no secret the record could
+    /// carry: it names the certificate by hash and the key only by its config key and
+    /// path. The reload stands either way: a certificate renewal is not held back by an
+    /// audit log that cannot take the record, which is logged instead.
+    pub async fn record_tls_reload(
+        &self,
+        trigger: TlsReloadTrigger,
+        outcome: &Result<[u8; 32], String>,
+    ) {
+        let entry = Entry::new(Event::TlsReload).caller(CallerRecord::internal("daemon"));
+        let entry = match outcome {
+            Ok(leaf) => entry.ok().detail(format!(
+                "{trigger}; certificate sha256 {}",
+                crate::util::hex(leaf)
+            )),
+            Err(why) => entry.refused(TLS_FILES_INVALID, format!("{trigger}: {why}")),
+        };
+        if let Err(e) = self.audit().append(entry, None).await {
+            tracing::error!(error = %e, "the tls_reload audit record was not written");
+        }
+    }
+}
+
+/// The code of a refused TLS reload.
+const TLS_FILES_INVALID: &str = "tls_files_invalid";
+
 fn reload_entry() -> Entry {
     Entry::new(Event::ConfigReload).caller(CallerRecord::internal("daemon"))
 }

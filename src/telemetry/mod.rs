@@ -130,9 +130,17 @@ pub async fn timed<T, E>(
     result
 }
 
-/// Jobs waiting for a PKCS#11 worker now.
-pub fn hsm_queue_depth(jobs: usize) {
-    gauge!(HSM_QUEUE_DEPTH).set(jobs as f64);
+/// A job joins (`true`) or leaves (`false`) the queue of jobs waiting for a PKCS#11
+/// worker. Counted up and down rather than set from the queue's length: a length read
+/// by the caller could be written after a worker's newer one, leaving a job counted
+/// that was long taken.
+pub fn hsm_queued(joins: bool) {
+    let jobs = gauge!(HSM_QUEUE_DEPTH);
+    if joins {
+        jobs.increment(1.0);
+    } else {
+        jobs.decrement(1.0);
+    }
 }
 
 /// A PKCS#11 worker starts (`true`) or ends (`false`) a job.

@@ -140,6 +140,15 @@ pub fn verify(
     let Some(algorithm) = Algorithm::from_jws_name(&header.alg) else {
         return Err(VerifyError::AlgorithmNotAllowed(header.alg));
     };
+    // A profile that narrows the algorithms (JWT-SVID: ES256 only) is enforced here too,
+    // not only at mint: an issuer's EdDSA key, published before the profile changed,
+    // must not make an EdDSA token pass for a JWT-SVID. Refused before any signature
+    // work, as for an algorithm outside the allowlist.
+    if let Some(profile) = &expected.profile
+        && !profile.allows(algorithm)
+    {
+        return Err(VerifyError::AlgorithmNotAllowed(header.alg));
+    }
     let kid = header
         .kid
         .clone()
@@ -427,6 +436,42 @@ mod tests {
         assert_eq!(
             verify(&elsewhere, &keys, &at(svid)).unwrap_err(),
             VerifyError::WrongSubject
+        );
+    }
+
+    #[test]
+    fn a_jwt_svid_is_es256_only_at_verification_too() {
+        use ed25519_dalek::Signer as _;
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let keys = JwkSet {
+            keys: vec![Jwk::from_public_key(
+                Algorithm::EdDsa,
+                "ed",
+                secret.verifying_key().as_bytes(),
+            )],
+        };
+        let claims = r#"{"aud":"a","iat":100,"exp":160,"sub":"spiffe://example.org/web"}"#;
+        let input = format!(
+            "{}.{}",
+            b64(r#"{"alg":"EdDSA","typ":"JWT","kid":"ed"}"#),
+            b64(claims)
+        );
+        let signed = jws::compact(&input, &secret.sign(input.as_bytes()).to_bytes());
+        let at = |profile| Expected {
+            now: 120,
+            leeway: 5,
+            profile: Some(profile),
+            ..Expected::default()
+        };
+        // Well signed by a published key, and a plain JWT issuer takes it...
+        verify(&signed, &keys, &at(Profile::Jwt)).unwrap();
+        // ...but a JWT-SVID issuer does not: JWT-SVIDs are ES256 only.
+        let svid = Profile::JwtSvid {
+            trust_domain: "example.org",
+        };
+        assert_eq!(
+            verify(&signed, &keys, &at(svid)).unwrap_err(),
+            VerifyError::AlgorithmNotAllowed("EdDSA".into())
         );
     }
 }

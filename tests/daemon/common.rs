@@ -511,6 +511,13 @@ impl ServedDaemon {
         self.0.wait().unwrap()
     }
 
+    /// SIGHUP: the daemon reloads its config and TLS files.
+    pub fn hangup(&self) {
+        let pid = self.0.id().to_string();
+        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(status.success(), "kill -HUP {pid}: {status}");
+    }
+
     fn signal_term(&self) -> bool {
         let pid = self.0.id().to_string();
         Command::new("kill")

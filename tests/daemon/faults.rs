@@ -10,9 +10,10 @@ use std::process::Command;
 use hyper::Method;
 use serde_json::{Value, json};
 use signetd::Algorithm;
+use signetd::client::Endpoint;
 
 use crate::common::{
-    Reply, ServedDaemon, TestToken, eventually, issuer_toml, repo_root, request_unix,
+    Reply, ServedDaemon, TestToken, eventually, issuer_toml, repo_root, request, request_unix,
 };
 
 /// The fault module: `SIGNETD_FAULT_MODULE` (scripts/test.sh builds and exports it), else
@@ -228,6 +229,38 @@ async fn a_lost_session_is_reopened_and_the_signature_tried_once_more() {
     f.plan("");
     f.recovers_within(10).await;
     f.mint_and_verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_lines_carry_the_request_id_of_the_job_it_runs() {
+    let f = Faulty::start("faults-request-id", "");
+    f.plan("function=C_Sign rv=CKR_SESSION_HANDLE_INVALID count=1\n");
+    let body = json!({"issuer": "fx", "sub": "svc", "aud": "api"}).to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-request-id", "lost-session-7"),
+    ];
+    let endpoint = Endpoint::Unix(f.socket.clone());
+    let reply = request(
+        &endpoint,
+        Method::POST,
+        "/v1/tokens",
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}\n{}", reply.json, f.log());
+    // The worker thread's warning, written after the job that lost the session, is
+    // inside that request's span.
+    let log = f.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("PKCS#11 session lost; reopening before the next job"))
+        .unwrap_or_else(|| panic!("no worker warning in\n{log}"));
+    assert!(
+        line.contains(" WARN ") && line.contains("request_id=lost-session-7"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -303,10 +303,11 @@ async fn metrics_show_the_traffic_the_daemon_served() {
         assert_eq!(inf, ok, "{family}");
     }
 
-    // The PKCS#11 workers: all idle between requests, nothing queued.
+    // The PKCS#11 workers (the gauges rise while signing:
+    // all_workers_busy_and_a_queue_show_while_signing_is_slow, which also sees them fall
+    // back to 0).
     assert_eq!(m.kind("signetd_hsm_queue_depth"), "gauge");
-    assert_eq!(m.value("signetd_hsm_queue_depth", &[]), 0.0);
-    assert_eq!(m.value("signetd_hsm_busy_workers", &[]), 0.0);
+    assert_eq!(m.kind("signetd_hsm_busy_workers"), "gauge");
     // No call failed, no outage (tests/daemon/metrics.rs's fault test has both).
     assert!(m.samples("signetd_hsm_errors").is_empty());
     assert_eq!(m.value("signetd_hsm_outages_total", &[]), 0.0);
@@ -434,4 +435,55 @@ async fn a_failed_pkcs11_call_and_the_outage_it_begins_are_counted() {
     assert_eq!(errors, 1.0, "{:#?}", m.samples("signetd_hsm_errors"));
     assert_eq!(m.value("signetd_hsm_outages_total", &[]), 1.0);
     assert_eq!(m.value("signetd_hsm_recoveries_total", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_workers_busy_and_a_queue_show_while_signing_is_slow() {
+    // Two sessions (the harness's), each C_Sign held two seconds, and twice as many
+    // mints as sessions at once: both workers busy, the other mints queued behind them.
+    let f = crate::faults::Faulty::start("metrics-busy", "timeout_ms = 30000\n");
+    let dir = f.token.path("");
+    let sessions = 2.0;
+    f.plan("function=C_Sign delay_ms=2000\n");
+    let mints: Vec<_> = (0..4)
+        .map(|_| {
+            let socket = f.socket.clone();
+            tokio::spawn(async move {
+                let body = json!({"issuer": "fx", "sub": "svc", "aud": "api", "ttl_seconds": 60});
+                request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await
+            })
+        })
+        .collect();
+    // Reading /metrics needs no worker, so it answers while they are all held.
+    let mut seen = (0.0, 0.0);
+    let held = eventually(20, async || {
+        let m = scrape(&f.socket, &dir).await;
+        seen = (
+            m.value("signetd_hsm_busy_workers", &[]),
+            m.value("signetd_hsm_queue_depth", &[]),
+        );
+        seen.0 == sessions && seen.1 >= 1.0
+    })
+    .await;
+    assert!(
+        held,
+        "never all {sessions} workers busy with a queue: last (busy, queued) = {seen:?}"
+    );
+    for mint in mints {
+        let reply = mint.await.unwrap();
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+    }
+    // Done: idle again, nothing queued. (Eventually: the daemon's own reads of the
+    // token, at its lifecycle ticks, take a worker now and then.)
+    f.plan("");
+    let idle = eventually(20, async || {
+        let m = scrape(&f.socket, &dir).await;
+        seen = (
+            m.value("signetd_hsm_busy_workers", &[]),
+            m.value("signetd_hsm_queue_depth", &[]),
+        );
+        seen == (0.0, 0.0)
+    })
+    .await;
+    assert!(idle, "workers never idle again: (busy, queued) = {seen:?}");
 }

@@ -101,20 +101,27 @@ fn python() -> String {
 }
 
 /// schemathesis generates requests from the served document, valid and invalid ones:
-/// the public operations over TCP; minting, signing, verifying and (but for revoking
-/// tokens) the admin calls over the Unix socket, as a caller the issuers, `[verify]` and
-/// `[admin]` name. No answer may be a 5xx, have an
-/// undocumented status, content type or header, or break its status's schema.
+/// the public and audit operations over TCP; `/metrics`, minting, signing, verifying
+/// and (but for revoking tokens) the admin calls over the Unix socket, as a caller the
+/// issuers, `[verify]` and `[admin]` name; and a `jwt-svid` issuer's SPIFFE bundle. No
+/// answer may be a 5xx, have an undocumented status, content type or header, or break
+/// its status's schema.
+/// The `jwt-svid` issuer of the schemathesis run.
+const SVID_ISSUER: &str = "openapi-svid";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
     // The issuer names the document's examples use, so the examples reach the signer.
     generate_key("auth", Algorithm::Es256).await;
     generate_raw_key("raw", Algorithm::Es256).await;
+    generate_key(SVID_ISSUER, Algorithm::Es256).await;
     let uid = my_uid();
     let config = format!(
-        "{}{}[verify]\nsingle_use_callers = [\"uid:{uid}\"]\n[admin]\ncallers = [\"uid:{uid}\"]\n",
+        "{}{}{}profile = \"jwt-svid\"\ntrust_domain = \"example.org\"\n\
+         [verify]\nsingle_use_callers = [\"uid:{uid}\"]\n[admin]\ncallers = [\"uid:{uid}\"]\n",
         issuer_toml("auth", Algorithm::Es256),
         raw_issuer_toml("raw", Algorithm::Es256),
+        issuer_toml(SVID_ISSUER, Algorithm::Es256),
     );
     let daemon = TestDaemon::start(&config).await;
     let seen_file = daemon.dir.path().join("seen.json");
@@ -125,6 +132,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
             .env("SIGNETD_OPENAPI_HTTP", format!("http://{}", daemon.http))
             .env("SIGNETD_OPENAPI_SOCKET", &daemon.socket)
             .env("SIGNETD_OPENAPI_SEEN", &seen_file)
+            .env("SIGNETD_OPENAPI_SVID_ISSUER", SVID_ISSUER)
             .current_dir(daemon.dir.path())
             .output()
             .unwrap()
@@ -151,6 +159,10 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
         ("GET /v1/keys", 200),
         ("GET /.well-known/jwks.json", 200),
         ("GET /openapi.json", 200),
+        ("GET /v1/issuers/{name}/spiffe-bundle", 200),
+        ("GET /v1/audit/log/checkpoint", 200),
+        ("GET /v1/audit/log/verifier-key", 200),
+        ("GET /metrics", 200),
     ] {
         let key = format!("{operation} {status}");
         assert!(seen[&key].as_u64().unwrap_or(0) > 0, "no {key}: {seen:#}");

@@ -1,7 +1,7 @@
 //! JWT profiles per issuer (docs/profiles.md): three issuers with three profiles on one
 //! daemon, their tokens checked by /v1/verify, by PyJWT and by panva's jose with the
-//! `typ` each requires; a token of one profile refused as another; the SPIFFE bundle;
-//! and CORS on the public documents.
+//! `typ` each requires (a custom `typ` too); a token of one profile refused as another;
+//! the SPIFFE bundle; and CORS on the public documents.
 
 use std::process::Command;
 
@@ -179,6 +179,12 @@ async fn three_profiles_mint_verify_and_never_pass_for_each_other() {
         assert_eq!(reply.status, 200, "{:?}", reply.json);
     }
 
+    // prof-svid's bundle carries the hint its config sets (20 s), not the default
+    // (the JWKS's cache lifetime, 15 s: the_spiffe_bundle_holds_the_issuers_jwks_keys).
+    let hinted = daemon.get("/v1/issuers/prof-svid/spiffe-bundle").await;
+    assert_eq!(hinted.status, 200, "{:?}", hinted.json);
+    assert_eq!(hinted.json["spiffe_refresh_hint"], 20, "{:?}", hinted.json);
+
     // Independent verifiers, each told the typ to require.
     let jwks = format!("http://{}/.well-known/jwks.json", daemon.http);
     let bundle = format!("http://{}/v1/issuers/prof-svid/spiffe-bundle", daemon.http);
@@ -315,6 +321,114 @@ async fn three_profiles_mint_verify_and_never_pass_for_each_other() {
         reply.json
     );
     assert_eq!(verify(&daemon, &plain).await.status, 200);
+    daemon.shutdown().await;
+}
+
+/// `prof-sec` with `sec_profile` and `prof-sec-jwt` with `jwt_profile` (profile lines).
+fn custom_and_plain(sec_profile: &str, jwt_profile: &str) -> String {
+    format!(
+        "{}{sec_profile}\n{}{jwt_profile}\n",
+        issuer_toml("prof-sec", Algorithm::Es256),
+        issuer_toml("prof-sec-jwt", Algorithm::Es256),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_typ_mints_verifies_and_never_passes_for_a_plain_jwt() {
+    const SECEVENT: &str = "profile = { typ = \"secevent+jwt\" }";
+    let sec_kid = generate_key("prof-sec", Algorithm::Es256).await;
+    let jwt_kid = generate_key("prof-sec-jwt", Algorithm::Es256).await;
+    let daemon = TestDaemon::start(&custom_and_plain(SECEVENT, "")).await;
+
+    let event = mint(
+        &daemon,
+        json!({"issuer":"prof-sec","sub":"alice","aud":"api"}),
+    )
+    .await;
+    let plain = mint(
+        &daemon,
+        json!({"issuer":"prof-sec-jwt","sub":"alice","aud":"api"}),
+    )
+    .await;
+    assert_eq!(
+        decode_parts(&event).0,
+        json!({"alg":"ES256","typ":"secevent+jwt","kid":sec_kid})
+    );
+    assert_eq!(
+        decode_parts(&plain).0,
+        json!({"alg":"ES256","typ":"JWT","kid":jwt_kid})
+    );
+    for token in [&event, &plain] {
+        let reply = verify(&daemon, token).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+    }
+
+    // PyJWT and jose accept it as secevent+jwt (and the long form of that type), and
+    // refuse it as a JWT; the plain issuer's token is no secevent+jwt to them either.
+    let jwks = format!("http://{}/.well-known/jwks.json", daemon.http);
+    let (sec_iss, jwt_iss) = ("https://prof-sec.example", "https://prof-sec-jwt.example");
+    let (accepted, refused) = tokio::task::block_in_place(|| {
+        let accepted: Vec<Verdict> = ["secevent+jwt", "application/secevent+jwt"]
+            .into_iter()
+            .flat_map(|typ| {
+                [
+                    pyjwt(("--jwks-url", &jwks), &event, sec_iss, typ, &[]),
+                    jose(&jwks, &event, sec_iss, typ, &[]),
+                ]
+            })
+            .collect();
+        let refused = [
+            pyjwt(("--jwks-url", &jwks), &event, sec_iss, "JWT", &[]),
+            jose(&jwks, &event, sec_iss, "JWT", &[]),
+            pyjwt(("--jwks-url", &jwks), &plain, jwt_iss, "secevent+jwt", &[]),
+            jose(&jwks, &plain, jwt_iss, "secevent+jwt", &[]),
+        ];
+        (accepted, refused)
+    });
+    for verdict in &accepted {
+        assert!(verdict.valid, "refused: {}", verdict.stderr);
+        let claims: Value = serde_json::from_str(verdict.stdout.trim()).unwrap();
+        assert_eq!(claims["aud"], "api");
+    }
+    for verdict in &refused {
+        assert!(
+            !verdict.valid && verdict.stderr.contains("INVALID") && verdict.stderr.contains("typ"),
+            "{}",
+            verdict.stderr
+        );
+    }
+
+    // Each issuer's key signing the other profile's type: refused by /v1/verify.
+    let now = signetd::service::unix_now();
+    for (kid, issuer, typ) in [
+        (&sec_kid, "prof-sec", "JWT"),
+        (&jwt_kid, "prof-sec-jwt", "secevent+jwt"),
+    ] {
+        let claims = json!({"iss":format!("https://{issuer}.example"),"sub":"alice","aud":"api","iat":now,"exp":now + 30,"jti":"forged-sec"});
+        let header = json!({"alg":"ES256","typ":typ,"kid":kid});
+        let forged = sign_as(kid, &header, &claims).await;
+        let reply = verify(&daemon, &forged).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (422, "wrong_token_type"),
+            "{header}: {:?}",
+            reply.json
+        );
+    }
+    daemon.shutdown().await;
+
+    // The operator swaps the two profiles: each minted token is now the other kind, and
+    // refused.
+    let daemon = TestDaemon::start(&custom_and_plain("profile = \"jwt\"", SECEVENT)).await;
+    for token in [&event, &plain] {
+        let reply = verify(&daemon, token).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (422, "wrong_token_type"),
+            "{:?}",
+            reply.json
+        );
+    }
     daemon.shutdown().await;
 }
 

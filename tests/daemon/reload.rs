@@ -4,7 +4,6 @@
 //! reload is an audit record.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -15,14 +14,6 @@ use signetd::Algorithm;
 use signetd::client::{Connection, Endpoint};
 
 use crate::common::*;
-
-fn hangup(daemon: &ServedDaemon) {
-    let status = Command::new("kill")
-        .args(["-HUP", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn admin_toml() -> String {
     format!("[admin]\ncallers = [\"uid:{}\"]\n", my_uid())
@@ -88,7 +79,7 @@ async fn a_new_issuer_and_its_limits_take_effect_while_a_connection_keeps_mintin
         issuer_toml("b", Algorithm::Es256)
     );
     t.write_config(&format!("{base}{b}"));
-    hangup(&daemon);
+    daemon.hangup();
     let generated = eventually(20, async || {
         request_unix(
             &socket,
@@ -160,7 +151,7 @@ async fn a_bad_config_is_refused_and_the_running_one_stays() {
     ];
     for (n, (text, code)) in bad.iter().enumerate() {
         std::fs::write(&config, text).unwrap();
-        hangup(&daemon);
+        daemon.hangup();
         let refused = eventually(20, async || reload_records(&t.audit_dir()).len() > n).await;
         assert!(refused, "no config_reload record after bad config {n}");
         let record = &reload_records(&t.audit_dir())[n];
@@ -179,7 +170,7 @@ async fn a_bad_config_is_refused_and_the_running_one_stays() {
         good.replace(&format!("\"uid:{}\"", my_uid()), "\"uid:4242\""),
     )
     .unwrap();
-    hangup(&daemon);
+    daemon.hangup();
     let refused = eventually(20, async || {
         mint_status(&socket, "a").await.code() == "caller_not_allowed"
     })

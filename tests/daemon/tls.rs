@@ -8,6 +8,7 @@ mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hyper::Method;
 use rustls::ClientConfig;
@@ -17,7 +18,9 @@ use signetd::Algorithm;
 use signetd::client::{Connection, Endpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Reply, eventually, generate_key, my_uid, request, request_unix};
+use crate::common::{
+    Reply, TestToken, audit_records, eventually, generate_key, my_uid, request, request_unix,
+};
 pub use daemon::TlsDaemon;
 use pki::{Ca, Pki, REVOKED};
 
@@ -302,7 +305,40 @@ async fn the_server_certificate_is_replaced_while_a_client_keeps_minting() {
     mint_on_kept().await;
     let reply = mint(&daemon.endpoint(config), "tls-reload").await;
     assert_eq!(reply.status, 200);
+    // The poll's reload left its audit record, naming the new certificate by hash.
+    let sha = signetd::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&new.der));
+    let want = format!("files changed; certificate sha256 {sha}");
+    let recorded = eventually(10, async || {
+        daemon.audit_text().lines().any(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["event"] == "tls_reload" && r["outcome"] == "ok" && r["detail"] == want.as_str()
+        })
+    })
+    .await;
+    assert!(
+        recorded,
+        "no tls_reload record of the poll:\n{}",
+        daemon.audit_text()
+    );
     pki.server = new;
+}
+
+/// `signetd_http_requests_total{route="/metrics",code=CODE,transport="tls"}` in an
+/// exposition, 0 if absent; labels in any order.
+fn tls_metrics_requests(text: &str, code: &str) -> f64 {
+    let want = [
+        "route=\"/metrics\"".to_string(),
+        format!("code=\"{code}\""),
+        "transport=\"tls\"".to_string(),
+    ];
+    text.lines()
+        .filter_map(|l| l.strip_prefix("signetd_http_requests_total{"))
+        .filter_map(|l| l.split_once("} "))
+        .find(|(labels, _)| {
+            let labels: Vec<&str> = labels.split(',').collect();
+            labels.len() == want.len() && want.iter().all(|w| labels.contains(&w.as_str()))
+        })
+        .map_or(0.0, |(_, value)| value.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -326,7 +362,7 @@ async fn metrics_over_tls_go_only_to_the_certificates_metrics_callers_names() {
 
     let served = metrics(&scraper).await;
     assert_eq!(served.status, 200);
-    let text = String::from_utf8_lossy(&served.raw);
+    let text = String::from_utf8_lossy(&served.raw).into_owned();
     assert!(text.contains("# TYPE signetd_build_info gauge"), "{text}");
     let refused = metrics(&minter).await;
     assert_eq!(
@@ -335,8 +371,174 @@ async fn metrics_over_tls_go_only_to_the_certificates_metrics_callers_names() {
     );
     let refused = metrics(&anonymous).await;
     assert_eq!((refused.status, refused.code()), (401, "unauthenticated"));
+    // Both refusals are counted under the route, their codes and the TLS transport.
+    // Daemons in this process share one recorder, so what counts is the change since
+    // the first scrape (no other test reads /metrics over TLS).
+    let after = metrics(&scraper).await;
+    assert_eq!(after.status, 200);
+    let after = String::from_utf8_lossy(&after.raw).into_owned();
+    for code in ["403", "401"] {
+        assert_eq!(
+            tls_metrics_requests(&after, code) - tls_metrics_requests(&text, code),
+            1.0,
+            "{code}: {after}"
+        );
+    }
     // Reading metrics is all the scraper may do; the minter still mints.
     let minted = mint(&scraper, "tls-metrics").await;
     assert_eq!((minted.status, minted.code()), (403, "caller_not_allowed"));
     assert_eq!(mint(&minter, "tls-metrics").await.status, 200);
+}
+
+/// The `https://ADDR` the real binary's "signetd serving" log line names.
+fn served_tls_address(log: &str) -> SocketAddr {
+    let line = log
+        .lines()
+        .find(|l| l.contains("signetd serving"))
+        .unwrap_or_else(|| panic!("no 'signetd serving' line in\n{log}"));
+    let from = line
+        .find("tls=https://")
+        .unwrap_or_else(|| panic!("no tls address in {line}"))
+        + "tls=https://".len();
+    line[from..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The `tls_reload` records of the log in `dir`.
+fn tls_reload_records(dir: &std::path::Path) -> Vec<Value> {
+    audit_records(dir)
+        .into_iter()
+        .filter(|r| r["event"] == "tls_reload")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_to_the_served_binary_replaces_its_certificate_and_the_log_records_it() {
+    // The real `signetd serve`, with the file poll off: only SIGHUP reloads.
+    let t = TestToken::create("tls-sighup");
+    let mut pki = Pki::new();
+    let tls = &pki.tls;
+    let rest = format!(
+        "{}[tls]\nlisten = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nreload_check_seconds = 0\n",
+        issuer("hup", &["dns:client.example.org"]),
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+        tls.client_ca.display().to_string(),
+    );
+    let (config, socket) = t.write_config(&rest);
+    t.init_ca_and_key(&config, "hup");
+    let daemon = t.serve(&config, &socket);
+    let addr = served_tls_address(&std::fs::read_to_string(t.path("serve.log")).unwrap());
+    let client = pki.client(Some(&pki.ca.client(50, &["client.example.org"], false)));
+    let endpoint = Endpoint::Tls {
+        authority: format!("localhost:{}", addr.port()),
+        config: client.clone(),
+    };
+    assert_eq!(
+        served_certificate(addr, client.clone()).await,
+        pki.server.der
+    );
+
+    // One keep-alive TLS connection minting until told to stop: every answer must be a
+    // token, on the same connection, through both reloads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let minted = Arc::new(AtomicUsize::new(0));
+    let minter = {
+        let (stop, minted, endpoint) = (stop.clone(), minted.clone(), endpoint.clone());
+        tokio::spawn(async move {
+            let mut connection = Connection::open(&endpoint).await.unwrap();
+            let body = serde_json::to_vec(&json!({"issuer": "hup", "aud": "api"})).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let reply = connection
+                    .request(
+                        Method::POST,
+                        "/v1/tokens",
+                        &[("content-type", "application/json")],
+                        body.clone().into(),
+                    )
+                    .await
+                    .expect("the minting connection stays open through the reloads");
+                assert_eq!(reply.status, 200, "{:?}", reply.body);
+                minted.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    assert!(eventually(20, async || minted.load(Ordering::Relaxed) > 0).await);
+
+    // A certificate file that does not load: refused, recorded, the old one stays.
+    pki::write(&tls.cert, "not a certificate\n");
+    daemon.hangup();
+    let refused = eventually(20, async || !tls_reload_records(&t.audit_dir()).is_empty()).await;
+    assert!(
+        refused,
+        "no tls_reload record after a SIGHUP with a bad file"
+    );
+    let record = &tls_reload_records(&t.audit_dir())[0];
+    assert_eq!(
+        (record["outcome"].as_str(), record["code"].as_str()),
+        (Some("refused"), Some("tls_files_invalid")),
+        "{record}"
+    );
+    let why = record["detail"].as_str().unwrap();
+    assert!(
+        why.starts_with("SIGHUP: tls.cert") && why.contains("server.pem"),
+        "{why}"
+    );
+    assert_eq!(
+        served_certificate(addr, client.clone()).await,
+        pki.server.der
+    );
+
+    // The new pair, key first as docs/tls.md says, then SIGHUP.
+    let new = pki.ca.server(2);
+    pki::write_key(&tls.key, &new.key_pem);
+    pki::write(&tls.cert, &new.pem);
+    let before = minted.load(Ordering::Relaxed);
+    daemon.hangup();
+    let switched = eventually(20, async || {
+        served_certificate(addr, client.clone()).await == new.der
+    })
+    .await;
+    assert!(switched, "new connections never saw the new certificate");
+    let reply = mint(&endpoint, "hup").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+
+    // The old connection minted on after the reload, without an error.
+    assert!(eventually(20, async || minted.load(Ordering::Relaxed) > before + 10).await);
+    stop.store(true, Ordering::Relaxed);
+    minter.await.unwrap();
+
+    let recorded = eventually(20, async || tls_reload_records(&t.audit_dir()).len() == 2).await;
+    let records = tls_reload_records(&t.audit_dir());
+    assert!(recorded, "{records:?}");
+    let record = &records[1];
+    assert_eq!(record["outcome"], "ok", "{record}");
+    assert_eq!(
+        record["caller"],
+        json!({"transport": "internal", "name": "daemon"})
+    );
+    let sha = signetd::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&new.der));
+    assert_eq!(
+        record["detail"],
+        format!("SIGHUP; certificate sha256 {sha}"),
+        "{record}"
+    );
+    // No key material in the log: not a line of either private key.
+    let log = std::fs::read_dir(t.audit_dir())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    for key in [&new.key_pem, &pki.server.key_pem] {
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(
+                !log.contains(line),
+                "a private key line is in the audit log"
+            );
+        }
+    }
+    pki.server = new;
 }

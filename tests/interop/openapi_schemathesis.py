@@ -5,8 +5,10 @@ Run by tests/daemon/openapi.rs (through scripts/test.sh's venv) as
     python -m pytest -q tests/interop/openapi_schemathesis.py
 
 with SIGNETD_OPENAPI_HTTP (the plain loopback listener, http://HOST:PORT) and
-SIGNETD_OPENAPI_SOCKET (the Unix socket). The public operations are called over TCP,
-where callers are anonymous; the signing and verify operations over the Unix socket, so
+SIGNETD_OPENAPI_SOCKET (the Unix socket). The public and audit operations are called
+over TCP, where callers are anonymous (the checkpoint and verifier key are public; tiles
+answer an anonymous caller 401); /metrics, the signing and verify operations over the
+Unix socket, so
 the daemon sees this process's uid (SO_PEERCRED) exactly as it sees any local caller:
 requests-unixsocket2 gives requests a transport adapter for http+unix:// URLs, and the
 socket is never forwarded to TCP (that would make the caller anonymous).
@@ -16,6 +18,8 @@ and fit the schema of its status. SIGNETD_OPENAPI_EXAMPLES bounds the examples p
 operation (default 25).
 
 Over the socket the admin operations run too, but for revoking tokens (see below).
+SIGNETD_OPENAPI_SVID_ISSUER names a jwt-svid issuer, whose SPIFFE bundle (the one 200
+of that operation, which generated names never reach) is checked against its schema.
 """
 
 import atexit
@@ -86,6 +90,20 @@ def test_public_operations_over_tcp(case):
     call(case, base_url=HTTP)
 
 
+@schema.include(tag=["audit"]).parametrize()
+@SETTINGS
+def test_audit_operations_over_tcp(case):
+    call(case, base_url=HTTP)
+
+
+# /metrics: any local caller on the socket may read it (over TCP anonymous callers get
+# 401, which the public run above does not reach: the operation is tagged "operations").
+@schema.include(tag=["operations"]).parametrize()
+@SETTINGS
+def test_operations_over_the_socket(case):
+    call(case, base_url=SOCKET_URL, session=unix_session)
+
+
 # The admin operations too (the daemon names this uid an admin), but for revoking tokens:
 # the test token's state store is shared by every test of the run, and other tests count
 # the revocations in it. The others only ever meet names and kids that do not exist.
@@ -118,3 +136,15 @@ def test_verify_answers_a_minted_token_by_the_schema():
         answers.append((response.status_code, response.json()))
     assert answers[0][0] == 200 and answers[0][1]["claims"]["scope"] == "read", answers
     assert answers[1] == (422, answers[1][1]) and answers[1][1]["error"]["code"] == "replayed", answers
+
+
+def test_a_jwt_svid_issuers_spiffe_bundle_by_the_schema():
+    """Generated issuer names never name a jwt-svid issuer: ask for the one the daemon
+    has, and check its bundle (200) against the document."""
+    issuer = os.environ["SIGNETD_OPENAPI_SVID_ISSUER"]
+    case = schema["/v1/issuers/{name}/spiffe-bundle"]["GET"].Case(path_parameters={"name": issuer})
+    response = case.call(base_url=HTTP)
+    seen[(case.operation.label, response.status_code)] += 1
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 200, response.text
+    assert response.json()["keys"][0]["use"] == "jwt-svid", response.text

@@ -12,7 +12,7 @@ mod tcp;
 mod tls;
 mod unix;
 
-pub use tls::{TlsListener, TlsReloader};
+pub use tls::{TlsListener, TlsReload, TlsReloader};
 pub use unix::{SocketFile, bind_unix, check_socket_directory};
 
 use std::io;

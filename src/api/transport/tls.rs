@@ -87,11 +87,15 @@ impl TlsListener {
     }
 }
 
+/// What one reload of the TLS files did: the SHA-256 of the new leaf certificate now
+/// served, or why the files were refused (the current configuration stays).
+pub type TlsReload = Result<[u8; 32], String>;
+
 impl TlsReloader {
     /// Reads the files again and, if they load, serves new connections with them.
     /// Otherwise the current configuration stays, and the error says why (it is logged
     /// too).
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> TlsReload {
         let shared = &self.0;
         let mut seen = shared.seen.lock().unwrap_or_else(|e| e.into_inner());
         *seen = files::fingerprint(&shared.config);
@@ -99,7 +103,7 @@ impl TlsReloader {
             Ok((server, leaf)) => {
                 *shared.current.write().unwrap_or_else(|e| e.into_inner()) = server;
                 tracing::info!(cert = %shared.config.cert.display(), sha256 = %hex(&leaf), "TLS files reloaded");
-                Ok(())
+                Ok(leaf)
             }
             Err(e) => {
                 tracing::warn!("TLS files not reloaded, the current certificate stays: {e}");
@@ -109,8 +113,13 @@ impl TlsReloader {
     }
 
     /// Reloads whenever the files' fingerprint changes, checking every
-    /// `tls.reload_check_seconds` (never if 0), until `shutdown`.
-    pub(crate) async fn watch(self, shutdown: CancellationToken) {
+    /// `tls.reload_check_seconds` (never if 0), until `shutdown`, and hands each outcome
+    /// to `report` (the audit record every reload leaves; this module knows no log).
+    pub(crate) async fn watch(
+        self,
+        shutdown: CancellationToken,
+        report: impl Fn(TlsReload) -> BoxFuture<'static, ()> + Send,
+    ) {
         let every = self.0.config.reload_check_seconds;
         if every == 0 {
             return;
@@ -127,7 +136,7 @@ impl TlsReloader {
                 *seen != files::fingerprint(&self.0.config)
             };
             if changed {
-                let _ = self.reload();
+                report(self.reload()).await;
             }
         }
     }
