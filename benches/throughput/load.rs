@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 use signetd::Algorithm;
 use signetd::client::{Connection, Endpoint};
 
-use crate::stats::{Samples, cpu_seconds};
+use crate::stats::{Samples, context_switches, cpu_seconds};
 
 /// What a row's clients send.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -76,6 +76,8 @@ pub struct Outcome {
     pub loadgen_cpu: f64,
     /// CPU seconds the daemon used during the row.
     pub daemon_cpu: f64,
+    /// Voluntary context switches of the daemon's threads during the row.
+    pub daemon_switches: u64,
     /// A single-use row ran out of unused tokens before its time was up.
     pub ran_dry: bool,
 }
@@ -100,6 +102,7 @@ pub async fn run(
         });
     }
     let (cpu0, daemon0) = (cpu_seconds("self"), cpu_seconds(daemon_pid));
+    let switches0 = context_switches(daemon_pid);
     let began = Instant::now();
     let tasks: Vec<_> = connections
         .into_iter()
@@ -115,6 +118,7 @@ pub async fn run(
         elapsed: Duration::ZERO,
         loadgen_cpu: 0.0,
         daemon_cpu: 0.0,
+        daemon_switches: 0,
         ran_dry: false,
     };
     for task in tasks {
@@ -129,6 +133,7 @@ pub async fn run(
     outcome.elapsed = began.elapsed();
     outcome.loadgen_cpu = cpu_seconds("self") - cpu0;
     outcome.daemon_cpu = cpu_seconds(daemon_pid) - daemon0;
+    outcome.daemon_switches = context_switches(daemon_pid).saturating_sub(switches0);
     outcome
 }
 

@@ -22,6 +22,8 @@ pub struct Row {
     /// CPU used, in percent of one core.
     pub loadgen_cpu_pct: f64,
     pub daemon_cpu_pct: f64,
+    /// The daemon's voluntary context switches per answer: its threads' hand-offs.
+    pub daemon_switches_per_op: f64,
     pub ran_dry: bool,
 }
 
@@ -41,6 +43,7 @@ impl Row {
             refused: outcome.refused,
             loadgen_cpu_pct: outcome.loadgen_cpu / seconds * 100.0,
             daemon_cpu_pct: outcome.daemon_cpu / seconds * 100.0,
+            daemon_switches_per_op: outcome.daemon_switches as f64 / answered.max(1) as f64,
             ran_dry: outcome.ran_dry && answered > 0,
         }
     }
@@ -131,7 +134,7 @@ impl Table {
             tmpfs.p99
         );
         println!(
-            "\n{:<30} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}  refused",
+            "\n{:<30} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>6}  refused",
             "daemon row",
             "clients",
             "audit",
@@ -141,7 +144,8 @@ impl Table {
             "p999 µs",
             "x floor",
             "gen CPU",
-            "dmn CPU"
+            "dmn CPU",
+            "sw/op"
         );
         let floor = self.floor(n).ops_per_s;
         for r in &self.rows {
@@ -157,7 +161,7 @@ impl Table {
                 false => "-".to_string(),
             };
             println!(
-                "{:<30} {:>7} {:>6} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7.0}% {:>7.0}%  {}{}",
+                "{:<30} {:>7} {:>6} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7.0}% {:>7.0}% {:>6.1}  {}{}",
                 r.op.label(),
                 r.clients,
                 r.audit,
@@ -168,6 +172,7 @@ impl Table {
                 ratio,
                 r.loadgen_cpu_pct,
                 r.daemon_cpu_pct,
+                r.daemon_switches_per_op,
                 refused,
                 if r.ran_dry {
                     " (ran out of unused tokens)"

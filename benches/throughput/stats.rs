@@ -51,6 +51,26 @@ pub struct Percentiles {
     pub p999: f64,
 }
 
+/// Voluntary context switches of every thread of a process so far: each is a thread
+/// going to sleep to wait (for a job, a reply, the disk), so their count per request
+/// counts the hand-offs between threads on its path. Threads that ended are not counted.
+pub fn context_switches(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// CPU time used by a process (user + system), read from `/proc/PID/stat`, in seconds.
 /// Linux reports it in clock ticks of 1/100 s (USER_HZ), so a row of a few seconds is
 /// measured to about 1%.
