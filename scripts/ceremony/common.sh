@@ -14,7 +14,10 @@ CE_PROG=${0##*/}
 CE_REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
 CE_DRY_RUN=0
 CE_CONFIG=${SIGNETD_CONFIG:-/etc/signetd/signetd.toml}
-CE_TRANSCRIPT_DIR=${SIGNETD_TRANSCRIPT_DIR:-./ceremonies}
+# The packaged state directory, never the current one: a transcript left wherever the
+# operator happened to stand is a record lost. Without access there, the first write
+# fails loudly (ce_transcript_path), naming the directory.
+CE_TRANSCRIPT_DIR=${SIGNETD_TRANSCRIPT_DIR:-/var/lib/signetd/ceremonies}
 CE_SIGNETD=""
 CE_SHIFT=0
 CE_STEP_NO=0
@@ -37,7 +40,8 @@ Common options:
   --config F           signetd config (default: $SIGNETD_CONFIG, else
                        /etc/signetd/signetd.toml)
   --transcript-dir D   where ceremony transcripts are written (default:
-                       ./ceremonies, or $SIGNETD_TRANSCRIPT_DIR); each is named
+                       $SIGNETD_TRANSCRIPT_DIR, else /var/lib/signetd/ceremonies,
+                       never the current directory); each is named
                        CEREMONY-YYYYMMDDTHHMMSSZ.json (UTC)
   --signetd PATH       the signetd binary (default: signetd on PATH, else
                        target/release/signetd, else target/debug/signetd of

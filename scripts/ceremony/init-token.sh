@@ -39,8 +39,8 @@ Options:
   --module M           PKCS#11 module (default: \$SIGNETD_PKCS11_MODULE, else
                        SoftHSM2's libsofthsm2.so found in the usual places;
                        give your HSM vendor's module for a real HSM)
-  --transcript-dir D   where the transcript is written (default ./ceremonies,
-                       or \$SIGNETD_TRANSCRIPT_DIR)
+  --transcript-dir D   where the transcript is written (default
+                       \$SIGNETD_TRANSCRIPT_DIR, else /var/lib/signetd/ceremonies)
   --signetd PATH       the signetd binary (default: signetd on PATH, else
                        target/release/signetd, else target/debug/signetd)
   --dry-run            print the plan and change nothing

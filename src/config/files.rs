@@ -54,6 +54,51 @@ pub fn file_problem(
     None
 }
 
+/// What is wrong with the owner of a piece of the daemon's own state (the SQLite state
+/// store's directory and file), for a command running as `euid`; `None` if the owner is
+/// `euid` or root. `owner_name` is the owner's name, when `/etc/passwd` has it.
+///
+/// Unlike the config and PIN files, the state is written by the daemon as its user
+/// (`signetd`), and SQLite adds `-wal` and `-shm` files beside it as whoever opens it:
+/// a `chown` to the caller (root, say) would lock the daemon out of its own store. So
+/// the fix named is to run the command as the owner.
+pub fn state_owner_problem(
+    path: &Path,
+    owner: u32,
+    euid: u32,
+    owner_name: Option<&str>,
+) -> Option<String> {
+    if owner == euid || owner == 0 {
+        return None;
+    }
+    let shown = path.display();
+    let (who, user) = match owner_name {
+        Some(name) => (format!("uid {owner} ({name})"), name.to_string()),
+        None => (format!("uid {owner}"), "USER".to_string()),
+    };
+    Some(format!(
+        "{shown} is owned by {who}, not by the user running this command (uid {euid}) or \
+         root: the state belongs to the daemon's user; run the command as that user, \
+         runuser -u {user} -- signetd ... (do not chown it: the daemon could no longer \
+         open its own state)"
+    ))
+}
+
+/// The name of `uid` in `/etc/passwd`, for messages (users only a directory service
+/// knows have none here).
+pub fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    name_in_passwd(&passwd, uid)
+}
+
+fn name_in_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
+    })
+}
+
 /// Checks the metadata of a file already opened from `path`.
 pub fn check_metadata(path: &Path, kind: FileKind, meta: &Metadata) -> Result<(), ConfigError> {
     let euid = rustix::process::geteuid().as_raw();
@@ -119,5 +164,26 @@ mod tests {
         let readable = check(FileKind::Private, 999, 0o640).unwrap();
         assert!(readable.contains("chmod 600"));
         assert!(check(FileKind::Private, 1000, 0o600).is_some());
+    }
+
+    #[test]
+    fn state_owned_by_another_user_says_run_as_that_user_not_chown() {
+        let p = Path::new("/var/lib/signetd/state");
+        // root running `signetd keys list` on the daemon's store, as after README's
+        // "Running it": a chown to root would lock the daemon out.
+        let root = state_owner_problem(p, 990, 0, Some("signetd")).unwrap();
+        assert!(
+            root.contains("uid 990 (signetd)")
+                && root.contains("runuser -u signetd -- signetd")
+                && !root.contains("chown 0"),
+            "{root}"
+        );
+        let unnamed = state_owner_problem(p, 990, 1000, None).unwrap();
+        assert!(unnamed.contains("runuser -u USER -- signetd"), "{unnamed}");
+        assert_eq!(state_owner_problem(p, 990, 990, Some("signetd")), None);
+        assert_eq!(state_owner_problem(p, 0, 990, Some("root")), None);
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nsignetd:x:990:990::/var/lib/signetd:/usr/sbin/nologin\n";
+        assert_eq!(name_in_passwd(passwd, 990).as_deref(), Some("signetd"));
+        assert_eq!(name_in_passwd(passwd, 991), None);
     }
 }

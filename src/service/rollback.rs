@@ -15,7 +15,9 @@
 //! error line, a `state_rollback` audit record and `signetd_state_rollbacks_total`. A
 //! move the store refuses leaves the daemon refusing to start (or keeping its last good
 //! view at a reload): the key is never served in the earlier state. Token revocations
-//! the log records that the store lacks are put back the same way. What this cannot
+//! the log records that the store lacks are put back the same way, and those the store
+//! holds that the log lacks (revoked with the CLI while no daemon ran) are recorded
+//! first, so a later restore cannot drop them ([`unrecorded`]). What this cannot
 //! catch (the audit log restored along with the store) is in docs/operations.md.
 
 use std::collections::HashMap;
@@ -444,9 +446,9 @@ pub fn recorded_at_start(
         .collect()
 }
 
-/// Moves every key the store shows behind the `witness` forward and puts back the
-/// token revocations it lost: at start, or when the audit log is first read. Returns
-/// the audit records to write.
+/// Moves every key the store shows behind the `witness` forward, puts back the token
+/// revocations it lost, and records those the log lacks ([`unrecorded`]): at start, or
+/// when the audit log is first read. Returns the audit records to write.
 pub async fn catch_up(
     witness: &Witness,
     keys: &dyn KeyMetadata,
@@ -460,8 +462,16 @@ pub async fn catch_up(
         .await
         .map_err(|e| e.to_string())?;
     records.extend(restore_revocations(revocations, &missing, now).await?);
+    // After the put-back, so what was put back (the log has it) is not recorded twice.
+    records.extend(
+        unrecorded::records(witness, revocations, now)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     Ok(records)
 }
+
+pub mod unrecorded;
 
 #[cfg(test)]
 mod tests;

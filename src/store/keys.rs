@@ -406,9 +406,13 @@ impl SqlStore {
                 },
             });
         }
+        // States only move forward, so a key reaches a state once and the history has a
+        // row per state. A second move into one is a state column set back behind its
+        // own history (edited, not restored whole) and moved forward again by the
+        // rollback check: the first row, the real move, is kept.
         sqlx::query(
             "INSERT INTO key_state_history (kid, from_state, to_state, at, actor) \
-             VALUES ($1, $2, $3, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kid, to_state) DO NOTHING",
         )
         .bind(kid)
         .bind(from.to_string())

@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
 use super::{ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
 use crate::config::StoreLocation;
-use crate::config::files::{FileKind, file_problem};
+use crate::config::files::{FileKind, file_problem, state_owner_problem, user_name};
 use crate::hsm::{DATA_APPLICATION, Hsm};
 use crate::util::BoxFuture;
 
@@ -607,6 +607,7 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
         }
         let meta =
             std::fs::metadata(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        problem(owner_problem(dir, meta.uid(), euid))?;
         problem(file_problem(
             dir,
             FileKind::Config,
@@ -626,6 +627,7 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
     let meta = file
         .metadata()
         .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+    problem(owner_problem(path, meta.uid(), euid))?;
     problem(file_problem(
         path,
         FileKind::Private,
@@ -633,6 +635,12 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
         meta.mode(),
         euid,
     ))
+}
+
+/// The store's own owner rule, checked before `file_problem`'s: another user's store is
+/// to be opened as that user, not chowned (see `state_owner_problem`).
+fn owner_problem(path: &Path, owner: u32, euid: u32) -> Option<String> {
+    state_owner_problem(path, owner, euid, user_name(owner).as_deref())
 }
 
 impl ReplayStore for SqlStore {

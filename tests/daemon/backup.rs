@@ -1,34 +1,130 @@
-//! docs/operations.md's backup and restore, followed as written: the state store copied
-//! online with `signetd store backup`, the token's files copied with the daemon
-//! stopped, then changes, then both restored. The restored (older) state must not bring
-//! a revoked key or a revoked token back: the daemon moves them forward from its audit
-//! log, says so, and the operator's next step (a new key) works.
+//! docs/operations.md's backup and restore, run as written: its "Backing up, step by
+//! step" and "Restoring, step by step" blocks, taken from the file, with the paths moved
+//! into the test's directory and `systemctl stop|start` standing for the test's daemon.
+//! The restored (older) state must not bring a revoked key or a revoked token back: the
+//! daemon moves them forward from its audit log, says so, and the operator's next step
+//! (a new key) works. Also a revocation made with the CLI while no daemon ran, and a
+//! store put back under a running daemon.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 use hyper::Method;
 use serde_json::{Value, json};
 use signetd::Algorithm;
 
 use crate::common::{
-    Reply, TestToken, audit_records, eventually, issuer_toml, kids, lifecycle_toml, request_unix,
+    Reply, ServedDaemon, TestToken, audit_records, eventually, issuer_toml, kids, lifecycle_toml,
+    repo_root, request_unix, signetd_bin,
 };
 
-/// `cp -a FROM TO`: what the procedure runs for a SoftHSM2 or kryoptic token's files.
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        from.display(),
-        to.display()
-    );
+/// One step of a docs/operations.md command block, as the test runs it.
+#[derive(Debug)]
+enum Step {
+    /// Commands for `bash -e -o pipefail`, paths moved.
+    Shell(String),
+    /// `systemctl stop signetd`.
+    Stop,
+    /// `systemctl start signetd`.
+    Start,
+}
+
+/// The `sh` block under the heading `### HEADING` of docs/operations.md, for `token`'s
+/// daemon with config `config`: the packaged paths moved into the token's directory,
+/// `runuser -u signetd --` and `-o signetd -g signetd` made this process's user (the
+/// daemon's here), and split at its `systemctl` lines.
+fn procedure(heading: &str, token: &TestToken, config: &Path) -> Vec<Step> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    let section = doc
+        .split_once(&format!("\n### {heading}\n"))
+        .unwrap_or_else(|| panic!("docs/operations.md has no \"### {heading}\""))
+        .1;
+    let block = section
+        .split_once("\n```sh\n")
+        .and_then(|(_, b)| b.split_once("\n```"))
+        .unwrap_or_else(|| panic!("no sh block under \"{heading}\""))
+        .0;
+    let meta = std::fs::metadata(token.dir.path()).unwrap();
+    let moved = |name: &str| token.path(name).display().to_string();
+    let moves = [
+        ("/etc/signetd/signetd.toml", config.display().to_string()),
+        ("/var/lib/signetd/token/tokens", moved("token/tokens")),
+        ("/var/lib/signetd/state", moved("state")),
+        ("/var/backups/signetd", moved("backups")),
+        ("runuser -u signetd -- ", String::new()),
+        (
+            "-o signetd -g signetd",
+            format!("-o {} -g {}", meta.uid(), meta.gid()),
+        ),
+    ];
+    let mut steps = Vec::new();
+    let mut shell = String::new();
+    for line in block.lines() {
+        let line = moves
+            .iter()
+            .fold(line.to_string(), |l, (from, to)| l.replace(from, to));
+        let step = match line.trim() {
+            "systemctl stop signetd" => Step::Stop,
+            "systemctl start signetd" => Step::Start,
+            other => {
+                for host in ["/etc/", "/var/", "runuser", "systemctl"] {
+                    assert!(
+                        !other.contains(host),
+                        "a line of \"{heading}\" the test cannot move off the host: {other}"
+                    );
+                }
+                shell.push_str(&line);
+                shell.push('\n');
+                continue;
+            }
+        };
+        if !shell.is_empty() {
+            steps.push(Step::Shell(std::mem::take(&mut shell)));
+        }
+        steps.push(step);
+    }
+    if !shell.is_empty() {
+        steps.push(Step::Shell(shell));
+    }
+    steps
+}
+
+/// Runs `steps`: shell steps in the token's directory with this build's `signetd` first
+/// on `PATH`, a stop by terminating `daemon`, a start by `start`.
+fn run_procedure(
+    token: &TestToken,
+    steps: Vec<Step>,
+    daemon: &mut Option<ServedDaemon>,
+    mut start: impl FnMut() -> ServedDaemon,
+) {
+    let bin = Path::new(signetd_bin())
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    for step in steps {
+        match step {
+            Step::Shell(script) => {
+                let out = token
+                    .command("bash", "-e -o pipefail -c")
+                    .arg(&script)
+                    .env("PATH", &path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{script}failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Step::Stop => {
+                daemon.take().expect("a daemon to stop").terminate();
+            }
+            Step::Start => *daemon = Some(start()),
+        }
+    }
 }
 
 /// Each key's state as `GET /v1/keys` shows it.
@@ -56,7 +152,7 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
     ));
     let c = config.to_str().unwrap();
     let first = token.init_ca_and_key(&config, issuer);
-    let mut daemon = token.serve(&config, &socket);
+    let mut daemon = Some(token.serve(&config, &socket));
     let mint = async || {
         request_unix(
             &socket,
@@ -68,21 +164,14 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
     };
     assert_eq!(mint().await.json["kid"], first.as_str());
 
-    // Backup, as docs/operations.md says: the store first (online), then the token
-    // (its files, with the daemon stopped).
-    let backup = token.path("backup");
-    std::fs::create_dir(&backup).unwrap();
-    let store_copy = backup.join("signetd.db");
-    let store_backup = || {
-        let out = store_copy.to_str().unwrap();
-        token.signetd(&["store", "backup", "--config", c, "--out", out])
-    };
-    let (ok, out, err) = store_backup();
-    assert!(ok, "store backup: {out}{err}");
-    daemon.terminate();
-    let token_files = token.path("token/tokens");
-    copy_tree(&token_files, &backup.join("tokens"));
-    let mut daemon = token.serve(&config, &socket);
+    // Backup, as docs/operations.md's block says: the store first (online), then the
+    // token (its files, with the daemon stopped).
+    let backing_up = procedure("Backing up, step by step", &token, &config);
+    run_procedure(&token, backing_up, &mut daemon, || {
+        token.serve(&config, &socket)
+    });
+    let store_copy = token.path("backups/2026-12-01/signetd.db");
+    assert!(store_copy.is_file() && token.path("backups/2026-12-01/tokens").is_dir());
 
     // After the backup: the key is revoked with the CLI (the daemon records what it
     // observes), a token is revoked by an admin, and the issuer gets a new key.
@@ -109,26 +198,28 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
         eventually(10, async || mint().await.status == 200).await,
         "the new key never signed"
     );
-    daemon.terminate();
 
-    // Restore both from the backup, as the procedure says: the daemon stopped, the
-    // store's WAL files removed with it, the token's files replaced.
-    let store = token.path("state/signetd.db");
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
-    }
-    std::fs::copy(&store_copy, &store).unwrap();
-    std::fs::remove_dir_all(&token_files).unwrap();
-    copy_tree(&backup.join("tokens"), &token_files);
-    // The restored store shows the key active, as it was when copied.
-    let (_, listed, _) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
-    assert!(
-        listed.contains("\"active\""),
-        "the restored store should show the key active: {listed}"
+    // Restore both from the backup, as docs/operations.md's block says: the daemon
+    // stopped, the token's files replaced, the store's WAL files removed, the store put
+    // back as signetd's (here: this user's) with mode 0600, the daemon started.
+    let restoring = procedure("Restoring, step by step", &token, &config);
+    // Not ready once started: the issuer has no key it may sign with (see below).
+    run_procedure(&token, restoring, &mut daemon, || {
+        // The restored store shows the key active, as it was when copied.
+        let (_, listed, _) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
+        assert!(
+            listed.contains("\"active\""),
+            "the restored store should show the key active: {listed}"
+        );
+        token.serve_live(&config, &socket)
+    });
+    let store = std::fs::metadata(token.path("state/signetd.db")).unwrap();
+    assert_eq!(
+        (store.uid(), store.mode() & 0o777),
+        (crate::common::my_uid(), 0o600),
+        "the restored store is the daemon user's, mode 0600"
     );
 
-    // Not ready: the issuer has no key it may sign with (see below).
-    let _daemon = token.serve_live(&config, &socket);
     assert_eq!(
         key_state(&socket, &first).await.as_deref(),
         Some("revoked"),
@@ -188,7 +279,8 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
         .await,
         "no key signed after the restore"
     );
-    let (ok, out, err) = store_backup();
+    let out = store_copy.to_str().unwrap();
+    let (ok, out, err) = token.signetd(&["store", "backup", "--config", c, "--out", out]);
     assert!(
         !ok && err.contains("exists"),
         "a backup never overwrites: {out}{err}"
@@ -244,5 +336,145 @@ async fn key_changes_made_while_the_daemon_was_stopped_are_recorded_at_the_next_
         .await)
         .await,
         "the retirement made while the daemon was stopped was not recorded"
+    );
+}
+
+/// POST /v1/verify of `token` (audience `api`).
+async fn verify(socket: &Path, token: &str) -> Reply {
+    let body = json!({"token": token, "audience": "api"});
+    request_unix(socket, Method::POST, "/v1/verify", Some(&body)).await
+}
+
+/// A token revoked with the CLI while no daemon ran is recorded at the next start, so
+/// a store restored later from an older backup, which lacks it, gets it put back: the
+/// token stays refused. Without that record nothing but the store knew of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_the_daemon_was_stopped_survives_a_restore_of_an_older_store() {
+    let token = TestToken::create("signetd-stopped-revoke");
+    let issuer = "sr";
+    let (config, socket) = token.write_config(&format!(
+        "{}{}",
+        issuer_toml(issuer, Algorithm::Es256),
+        lifecycle_toml()
+    ));
+    let c = config.to_str().unwrap();
+    token.init_ca_and_key(&config, issuer);
+    let mut daemon = Some(token.serve(&config, &socket));
+    let body = json!({"issuer": issuer, "aud": "api"});
+    let minted = request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await;
+    let jwt = minted.json["token"].as_str().unwrap().to_string();
+    let jti = crate::common::decode_parts(&jwt).1["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let backing_up = procedure("Backing up, step by step", &token, &config);
+    run_procedure(&token, backing_up, &mut daemon, || {
+        token.serve(&config, &socket)
+    });
+
+    // Revoked with the CLI while no daemon runs.
+    daemon.take().unwrap().terminate();
+    let (ok, out, err) = token.signetd(&["token", "revoke", "--config", c, "--token", &jwt]);
+    assert!(ok, "token revoke: {out}{err}");
+    daemon = Some(token.serve(&config, &socket));
+    let recorded = audit_records(&token.audit_dir())
+        .into_iter()
+        .find(|r| r["event"] == "token_revoke" && r["jti"] == jti.as_str());
+    let recorded = recorded.expect("the revocation made while stopped is recorded at start");
+    assert_eq!(recorded["caller"]["name"], "store", "{recorded}");
+    assert_eq!(verify(&socket, &jwt).await.code(), "token_revoked");
+
+    // The store (and token) restored from the backup, older than the revocation.
+    let restoring = procedure("Restoring, step by step", &token, &config);
+    run_procedure(&token, restoring, &mut daemon, || {
+        token.serve(&config, &socket)
+    });
+    let refused = verify(&socket, &jwt).await;
+    assert_eq!(refused.code(), "token_revoked", "{:?}", refused.json);
+    let records = audit_records(&token.audit_dir());
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "state_rollback" && r["jti"] == jti.as_str()),
+        "no state_rollback record for the revocation put back"
+    );
+}
+
+/// `signetd_state_rollbacks_total{kind="key"}` as `/metrics` shows it (0 before any).
+async fn key_rollbacks(socket: &Path) -> u64 {
+    let reply = request_unix(socket, Method::GET, "/metrics", None).await;
+    assert_eq!(reply.status, 200);
+    String::from_utf8_lossy(&reply.raw)
+        .lines()
+        .find_map(|l| l.strip_prefix("signetd_state_rollbacks_total{kind=\"key\"} "))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// The re-read half of rollback detection (docs/operations.md, "Rollback"): a store
+/// that goes back under a running daemon (here a revoked key set `active` again with
+/// SQL) is moved forward at the next reload; the key is never served as active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_put_back_under_a_running_daemon_is_moved_forward_at_the_next_reload() {
+    use sqlx::{Connection, Executor};
+    let token = TestToken::create("signetd-live-rollback");
+    let issuer = "lr";
+    let (config, socket) = token.write_config(&format!(
+        "{}{}",
+        issuer_toml(issuer, Algorithm::Es256),
+        lifecycle_toml()
+    ));
+    let c = config.to_str().unwrap();
+    let kid = token.init_ca_and_key(&config, issuer);
+    let _daemon = token.serve(&config, &socket);
+    let before = key_rollbacks(&socket).await;
+
+    let (ok, _, err) = token.signetd(&["keys", "revoke", "--config", c, "--kid", &kid]);
+    assert!(ok, "keys revoke: {err}");
+    // The daemon's record of the revocation is written once it has noted the state.
+    let observed = eventually(15, async || {
+        audit_records(&token.audit_dir()).iter().any(|r| {
+            r["event"] == "key_observed"
+                && r["kid"] == kid.as_str()
+                && r["detail"].as_str().unwrap_or_default().contains("revoked")
+        })
+    })
+    .await;
+    assert!(observed, "the daemon never recorded the revocation");
+
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(token.path("state/signetd.db"))
+        .busy_timeout(std::time::Duration::from_secs(10));
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let updated = conn
+        .execute(sqlx::query("UPDATE keys SET state = 'active' WHERE kid = ?").bind(&kid))
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+    conn.close().await.unwrap();
+
+    let mut served = Vec::new();
+    let caught = eventually(15, async || {
+        served.push(key_state(&socket, &kid).await);
+        let recorded = audit_records(&token.audit_dir())
+            .iter()
+            .any(|r| r["event"] == "state_rollback" && r["kid"] == kid.as_str());
+        recorded && key_rollbacks(&socket).await > before
+    })
+    .await;
+    assert!(
+        caught,
+        "no state_rollback record or metric for the key put back"
+    );
+    served.push(key_state(&socket, &kid).await);
+    assert!(
+        served.iter().all(|s| s.as_deref() == Some("revoked")),
+        "served as {served:?}"
+    );
+    let (_, listed, _) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
+    assert!(
+        listed.contains("\"revoked\""),
+        "moved forward in the store: {listed}"
     );
 }

@@ -560,7 +560,8 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
         certificates
             .push(json!({"id": b64(b"signetd-attestation-ca"), "label": label, "der": b64(der)}));
     }
-    write_token_objects(&t, &json!({"data": data, "certificates": certificates}));
+    let old_objects = json!({"data": data, "certificates": certificates});
+    write_token_objects(&t, &old_objects);
     t.write_config(&(tables + &second.toml()));
     let kinds = object_kinds(&t);
     let count = |what: &str| kinds.iter().filter(|k| k.starts_with(what)).count();
@@ -629,6 +630,55 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
     drop(t.serve(&config, &socket));
     let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
     assert_eq!(log.matches("imported 2 key(s)").count(), 1, "{log}");
+
+    // The case issue 14 found: the key revoked in the store, then an old token backup
+    // from before the store put back, its state objects saying `active`. The store is
+    // the truth once it has a key's row: the import leaves it, and the key stays revoked.
+    let kid = &rows.iter().find(|r| r.issuer == "keys-import").unwrap().kid;
+    let (ok, _, err) = t.signetd(&["keys", "revoke", "--kid", kid, "--config", c]);
+    assert!(ok, "{err}");
+    write_token_objects(&t, &old_objects);
+    let old_record = old_objects["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["label"] == format!("signetd-state/{kid}"))
+        .unwrap();
+    let old_state: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(old_record["value"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(old_state["state"], "active", "the old objects say active");
+    // Not ready: the issuer's only key is revoked.
+    let daemon = t.serve_live(&config, &socket);
+    let keys = crate::common::request_unix(&socket, Method::GET, "/v1/keys", None)
+        .await
+        .json;
+    let served = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .map(|k| k["state"].clone());
+    assert_eq!(served, Some(json!("revoked")), "{keys}");
+    let jwks = crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None)
+        .await
+        .json;
+    assert!(!jwks.to_string().contains(kid.as_str()), "{jwks}");
+    drop(daemon);
+    let store = SqlStore::open(&second.location()).await.unwrap();
+    let row = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| &r.kid == kid);
+    assert_eq!(
+        row.map(|r| r.state),
+        Some(signetd::keys::state::KeyState::Revoked)
+    );
 }
 
 /// Writes private data and certificate objects into `t`'s token as versions before the

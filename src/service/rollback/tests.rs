@@ -211,3 +211,51 @@ async fn a_token_revocation_the_store_lost_is_put_back_until_it_expires() {
             .is_empty()
     );
 }
+
+/// A revocation written into the store while no daemon ran is recorded at the next
+/// start, in the form the witness reads back: so a store restored later, from a backup
+/// older than the revocation, gets it put back.
+#[tokio::test]
+async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_restore() {
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    let revoked = |jti: &str, exp: u64| RevokedToken {
+        jti: jti.to_string(),
+        exp,
+        revoked_at: 5,
+    };
+    for r in [
+        revoked("while-stopped", 1000),
+        revoked("logged", 1000),
+        revoked("expired", 10),
+    ] {
+        store.revoke(&r).await.unwrap();
+    }
+    let mut logged = Entry::new(Event::TokenRevoke)
+        .ok()
+        .detail("listed until 1000");
+    logged.jti = Some("logged".to_string());
+    let witness = Witness::from_log(log(&[line(1, logged.clone())]).path()).unwrap();
+    let records = catch_up(&witness, &store, &store, 100).await.unwrap();
+    let jtis: Vec<_> = records.iter().map(|r| r.jti.clone().unwrap()).collect();
+    assert_eq!(jtis, ["while-stopped"], "{records:?}");
+    assert_eq!(records[0].event, Event::TokenRevoke);
+    assert_eq!(records[0].caller, Some(CallerRecord::internal("store")));
+
+    // The store restored from before the revocation: the log now witnesses it.
+    let older = TestDb::new(Engine::Sqlite).await.unwrap();
+    let older = SqlStore::open(older.location()).await.unwrap();
+    older.revoke(&revoked("logged", 1000)).await.unwrap();
+    let dir = log(&[line(1, logged), line(2, records[0].clone())]);
+    let witness = Witness::from_log(dir.path()).unwrap();
+    let records = catch_up(&witness, &older, &older, 100).await.unwrap();
+    assert_eq!(records.len(), 1, "one put back, nothing new: {records:?}");
+    assert_eq!(records[0].event, Event::StateRollback);
+    let listed = older.list().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.jti == "while-stopped" && r.exp == 1000),
+        "{listed:?}"
+    );
+}

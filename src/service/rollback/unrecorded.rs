@@ -1,0 +1,57 @@
+//! Token revocations the state store holds and the audit log does not: written with
+//! `signetd token revoke` while no daemon ran (a running daemon records each one it
+//! learns within a tick, but its first reading of the store is what it starts with, not
+//! a change).
+//!
+//! Each gets the `token_revoke` record (caller `store`) a running daemon would have
+//! written. Without it the log would not witness the revocation, and a store restored
+//! from a backup older than it would silently drop it, while keys changed in the same
+//! way are caught: the `start` record's key list witnesses them.
+
+use super::Witness;
+use crate::audit::{CallerRecord, Entry, Event};
+use crate::store::{RevocationStore, RevokedToken, StoreError};
+
+/// The `detail` of a `token_revoke` record of a revocation found in the store at start.
+/// It begins `listed until EXP`, which is what [`Witness::read_log`] reads back.
+pub fn detail(revoked: &RevokedToken) -> String {
+    format!(
+        "listed until {}; revoked at {} outside this daemon while no daemon recorded it (signetd token revoke while stopped, or another replica), found in the state store at start",
+        revoked.exp, revoked.revoked_at
+    )
+}
+
+/// The store's revocations still listed at `now` that the witness's log does not
+/// record (or records with an earlier `exp`), with the records to write for them.
+pub async fn records(
+    witness: &Witness,
+    store: &dyn RevocationStore,
+    now: u64,
+) -> Result<Vec<Entry>, StoreError> {
+    let recorded = witness
+        .revocations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut unrecorded: Vec<RevokedToken> = store
+        .list()
+        .await?
+        .into_iter()
+        .filter(|r| r.exp >= now)
+        .filter(|r| !recorded.iter().any(|l| l.jti == r.jti && l.exp >= r.exp))
+        .collect();
+    // The order of the store's list is not the order of the revocations.
+    unrecorded.sort_by(|a, b| (a.revoked_at, &a.jti).cmp(&(b.revoked_at, &b.jti)));
+    Ok(unrecorded
+        .into_iter()
+        .map(|revoked| {
+            tracing::warn!(jti = %revoked.jti, "token revoked outside this daemon before it started; recorded now");
+            let mut entry = Entry::new(Event::TokenRevoke)
+                .caller(CallerRecord::internal("store"))
+                .ok()
+                .detail(detail(&revoked));
+            entry.jti = Some(revoked.jti);
+            entry
+        })
+        .collect())
+}
