@@ -1109,3 +1109,47 @@ pub fn tlogcheck_with_key(mode: &str, bundle: &Value, key: Option<&str>) -> Resu
         ),
     }
 }
+
+/// One keep-alive connection to `endpoint` minting for `issuer` until stopped: every
+/// answer must be a token, on that same connection (for reloads that must not drop it).
+pub struct Minter {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    minted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Minter {
+    pub fn start(endpoint: Endpoint, issuer: &str) -> Minter {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let minted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let body = Bytes::from(serde_json::json!({"issuer": issuer, "aud": "api"}).to_string());
+        let task = {
+            let (stop, minted) = (stop.clone(), minted.clone());
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                let mut connection = client::Connection::open(&endpoint).await.unwrap();
+                let json = [("content-type", "application/json")];
+                while !stop.load(Relaxed) {
+                    let reply = connection
+                        .request(Method::POST, "/v1/tokens", &json, body.clone())
+                        .await
+                        .expect("the minting connection stays open");
+                    assert_eq!(reply.status, 200, "{:?}", reply.body);
+                    minted.fetch_add(1, Relaxed);
+                }
+            })
+        };
+        Minter { stop, minted, task }
+    }
+
+    /// Tokens minted so far.
+    pub fn minted(&self) -> usize {
+        self.minted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops it; a failed answer or a dropped connection fails the test here.
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}

@@ -55,6 +55,23 @@ fn run(command: &mut Command) -> Verdict {
 }
 
 /// PyJWT (tests/interop/verify_jwt.py) with the header `typ` checked explicitly.
+/// Every accepted verdict's claims have `aud: api`; every refused one was refused for
+/// its `typ`.
+fn assert_typ_verdicts(accepted: &[Verdict], refused: &[Verdict]) {
+    for verdict in accepted {
+        assert!(verdict.valid, "refused: {}", verdict.stderr);
+        let claims: Value = serde_json::from_str(verdict.stdout.trim()).unwrap();
+        assert_eq!(claims["aud"], "api");
+    }
+    for verdict in refused {
+        assert!(
+            !verdict.valid && verdict.stderr.contains("INVALID") && verdict.stderr.contains("typ"),
+            "{}",
+            verdict.stderr
+        );
+    }
+}
+
 fn pyjwt(keys: (&str, &str), token: &str, iss: &str, typ: &str, require: &[&str]) -> Verdict {
     let python = std::env::var("SIGNETD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut command = Command::new(python);
@@ -236,18 +253,7 @@ async fn three_profiles_mint_verify_and_never_pass_for_each_other() {
         ];
         (accepted, refused)
     });
-    for verdict in &accepted {
-        assert!(verdict.valid, "refused: {}", verdict.stderr);
-        let claims: Value = serde_json::from_str(verdict.stdout.trim()).unwrap();
-        assert_eq!(claims["aud"], "api");
-    }
-    for verdict in &refused {
-        assert!(
-            !verdict.valid && verdict.stderr.contains("INVALID") && verdict.stderr.contains("typ"),
-            "{}",
-            verdict.stderr
-        );
-    }
+    assert_typ_verdicts(&accepted, &refused);
 
     // Tokens the daemon would never mint, signed with the issuers' own keys: the type
     // of another profile, no type, a header field a JWT-SVID may not have.
@@ -385,18 +391,7 @@ async fn a_custom_typ_mints_verifies_and_never_passes_for_a_plain_jwt() {
         ];
         (accepted, refused)
     });
-    for verdict in &accepted {
-        assert!(verdict.valid, "refused: {}", verdict.stderr);
-        let claims: Value = serde_json::from_str(verdict.stdout.trim()).unwrap();
-        assert_eq!(claims["aud"], "api");
-    }
-    for verdict in &refused {
-        assert!(
-            !verdict.valid && verdict.stderr.contains("INVALID") && verdict.stderr.contains("typ"),
-            "{}",
-            verdict.stderr
-        );
-    }
+    assert_typ_verdicts(&accepted, &refused);
 
     // Each issuer's key signing the other profile's type: refused by /v1/verify.
     let now = signetd::service::unix_now();

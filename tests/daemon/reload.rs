@@ -4,14 +4,11 @@
 //! reload is an audit record.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hyper::Method;
-use hyper::body::Bytes;
 use serde_json::{Value, json};
 use signetd::Algorithm;
-use signetd::client::{Connection, Endpoint};
+use signetd::client::Endpoint;
 
 use crate::common::*;
 
@@ -47,29 +44,8 @@ async fn a_new_issuer_and_its_limits_take_effect_while_a_connection_keeps_mintin
 
     // One keep-alive connection minting for `a` until told to stop; every answer must
     // be a token, and the connection must outlive the reload.
-    let stop = Arc::new(AtomicBool::new(false));
-    let minted = Arc::new(AtomicUsize::new(0));
-    let minter = {
-        let (stop, minted, socket) = (stop.clone(), minted.clone(), socket.clone());
-        tokio::spawn(async move {
-            let mut connection = Connection::open(&Endpoint::Unix(socket)).await.unwrap();
-            let body = Bytes::from(json!({"issuer": "a", "aud": "api"}).to_string());
-            while !stop.load(Ordering::Relaxed) {
-                let reply = connection
-                    .request(
-                        Method::POST,
-                        "/v1/tokens",
-                        &[("content-type", "application/json")],
-                        body.clone(),
-                    )
-                    .await
-                    .expect("the minting connection stays open through the reload");
-                assert_eq!(reply.status, 200, "{:?}", reply.body);
-                minted.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    assert!(eventually(20, async || minted.load(Ordering::Relaxed) > 0).await);
+    let minter = Minter::start(Endpoint::Unix(socket.clone()), "a");
+    assert!(eventually(20, async || minter.minted() > 0).await);
     let reply = mint_status(&socket, "b").await;
     assert_eq!(reply.code(), "unknown_issuer");
 
@@ -96,7 +72,7 @@ async fn a_new_issuer_and_its_limits_take_effect_while_a_connection_keeps_mintin
         generated,
         "the admin could not generate b's first key after the reload"
     );
-    let before = minted.load(Ordering::Relaxed);
+    let before = minter.minted();
     for _ in 0..2 {
         let reply = mint_status(&socket, "b").await;
         assert_eq!(reply.status, 200, "{:?}", reply.json);
@@ -112,9 +88,8 @@ async fn a_new_issuer_and_its_limits_take_effect_while_a_connection_keeps_mintin
     );
 
     // The minting connection went on after the reload, on the same connection.
-    assert!(eventually(20, async || minted.load(Ordering::Relaxed) > before + 10).await);
-    stop.store(true, Ordering::Relaxed);
-    minter.await.unwrap();
+    assert!(eventually(20, async || minter.minted() > before + 10).await);
+    minter.stop().await;
 
     let records = reload_records(&t.audit_dir());
     assert_eq!(records.len(), 1, "{records:?}");

@@ -8,7 +8,6 @@ mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hyper::Method;
 use rustls::ClientConfig;
@@ -19,7 +18,8 @@ use signetd::client::{Connection, Endpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{
-    Reply, TestToken, audit_records, eventually, generate_key, my_uid, request, request_unix,
+    Minter, Reply, TestToken, audit_records, eventually, generate_key, my_uid, request,
+    request_unix,
 };
 pub use daemon::TlsDaemon;
 use pki::{Ca, Pki, REVOKED};
@@ -445,29 +445,8 @@ async fn sighup_to_the_served_binary_replaces_its_certificate_and_the_log_record
 
     // One keep-alive TLS connection minting until told to stop: every answer must be a
     // token, on the same connection, through both reloads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let minted = Arc::new(AtomicUsize::new(0));
-    let minter = {
-        let (stop, minted, endpoint) = (stop.clone(), minted.clone(), endpoint.clone());
-        tokio::spawn(async move {
-            let mut connection = Connection::open(&endpoint).await.unwrap();
-            let body = serde_json::to_vec(&json!({"issuer": "hup", "aud": "api"})).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                let reply = connection
-                    .request(
-                        Method::POST,
-                        "/v1/tokens",
-                        &[("content-type", "application/json")],
-                        body.clone().into(),
-                    )
-                    .await
-                    .expect("the minting connection stays open through the reloads");
-                assert_eq!(reply.status, 200, "{:?}", reply.body);
-                minted.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    assert!(eventually(20, async || minted.load(Ordering::Relaxed) > 0).await);
+    let minter = Minter::start(endpoint.clone(), "hup");
+    assert!(eventually(20, async || minter.minted() > 0).await);
 
     // A certificate file that does not load: refused, recorded, the old one stays.
     pki::write(&tls.cert, "not a certificate\n");
@@ -497,7 +476,7 @@ async fn sighup_to_the_served_binary_replaces_its_certificate_and_the_log_record
     let new = pki.ca.server(2);
     pki::write_key(&tls.key, &new.key_pem);
     pki::write(&tls.cert, &new.pem);
-    let before = minted.load(Ordering::Relaxed);
+    let before = minter.minted();
     daemon.hangup();
     let switched = eventually(20, async || {
         served_certificate(addr, client.clone()).await == new.der
@@ -508,9 +487,8 @@ async fn sighup_to_the_served_binary_replaces_its_certificate_and_the_log_record
     assert_eq!(reply.status, 200, "{:?}", reply.json);
 
     // The old connection minted on after the reload, without an error.
-    assert!(eventually(20, async || minted.load(Ordering::Relaxed) > before + 10).await);
-    stop.store(true, Ordering::Relaxed);
-    minter.await.unwrap();
+    assert!(eventually(20, async || minter.minted() > before + 10).await);
+    minter.stop().await;
 
     let recorded = eventually(20, async || tls_reload_records(&t.audit_dir()).len() == 2).await;
     let records = tls_reload_records(&t.audit_dir());
