@@ -336,7 +336,7 @@ impl Hsm {
         let algorithm = key.algorithm;
         // Signing has no side effect in the token: on a lost session it is tried once
         // more on a fresh one, and on a stale handle once more after a lookup.
-        self.on_key(key, move |s, handle| {
+        self.on_key(key, Copies::Use, move |s, handle| {
             signing::sign(s, handle, algorithm, &input)
         })
         .await
@@ -344,10 +344,11 @@ impl Hsm {
 
     /// Runs `op` on the private key handle of `key`: the kept one, or one looked up by
     /// `CKA_ID` when none is kept, when the kept one is for another key, or (once) when
-    /// the token says it is stale. `op` must be safe to repeat. One `timeout_ms` covers
-    /// it all: every lookup and every try (a stale handle's, a lost session's) gets only
-    /// what the ones before it left.
-    async fn on_key<R, F>(&self, key: KeyRef<'_>, op: F) -> Result<R, SignError>
+    /// the token says it is stale. With [`Copies::Use`], `op` gets the worker session's
+    /// copy of that key ([`session_copies`]). `op` must be safe to repeat. One
+    /// `timeout_ms` covers it all: every lookup and every try (a stale handle's, a lost
+    /// session's) gets only what the ones before it left.
+    async fn on_key<R, F>(&self, key: KeyRef<'_>, copies: Copies, op: F) -> Result<R, SignError>
     where
         F: Fn(&cryptoki::session::Session, cryptoki::object::ObjectHandle) -> Result<R, HsmError>
             + Send
@@ -375,22 +376,19 @@ impl Hsm {
                 }
             };
             let job = op.clone();
-            let done = match self.core.session_copies() {
-                true => {
-                    let (kid, public_key) = (key.kid.to_string(), key.public_key.to_vec());
-                    let sign = move |s: &cryptoki::session::Session| {
-                        session_copies::with_signing_object(s, &kid, handle, &public_key, |h| {
+            let copy_of = (copies == Copies::Use && self.core.session_copies())
+                .then(|| (key.kid.to_string(), key.public_key.to_vec()));
+            let done = self
+                .core
+                .run_repeatable_by(deadline, move |s| match &copy_of {
+                    Some((kid, public_key)) => {
+                        session_copies::with_signing_object(s, kid, handle, public_key, |h| {
                             job(s, h)
                         })
-                    };
-                    self.core.run_repeatable_by(deadline, sign).await
-                }
-                false => {
-                    self.core
-                        .run_repeatable_by(deadline, move |s| job(s, handle))
-                        .await
-                }
-            };
+                    }
+                    None => job(s, handle),
+                })
+                .await;
             match done {
                 Err(e) if !looked_up && e.stale_handle() => {
                     tracing::warn!(kid = %key.kid, error = %e, "key handle is stale; looking the key up again");
@@ -421,7 +419,9 @@ impl Hsm {
     /// (looked up by `CKA_ID` if not, or if stale) and the token still answers for it
     /// (one attribute read). For `/readyz`.
     pub async fn check_key(&self, key: KeyRef<'_>) -> Result<(), SignError> {
-        self.on_key(key, |s, handle| {
+        // The token object, not a session copy: a copy outlives its key's deletion from
+        // the token, and this check is how `/readyz` learns of one.
+        self.on_key(key, Copies::TokenObject, |s, handle| {
             s.get_attributes(handle, &[cryptoki::object::AttributeType::Id])?;
             Ok(())
         })
@@ -440,6 +440,14 @@ impl Hsm {
             })
             .await
     }
+}
+
+/// Whether [`Hsm::on_key`]'s operation runs on the worker session's copy of the key
+/// (`[pkcs11] session_copies` allowing) or on the token object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Copies {
+    Use,
+    TokenObject,
 }
 
 impl Signer for Hsm {
