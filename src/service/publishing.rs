@@ -141,15 +141,9 @@ impl Service {
             Ok(learned) => {
                 for revoked in learned {
                     tracing::warn!(jti = %revoked.jti, "token revoked outside this daemon");
-                    let mut entry = Entry::new(Event::TokenRevoke)
-                        .caller(CallerRecord::internal("store"))
-                        .ok()
-                        .detail(format!(
-                            "listed until {}; revoked at {} outside this daemon (signetd token revoke, or another replica)",
-                            revoked.exp, revoked.revoked_at
-                        ));
-                    entry.jti = Some(revoked.jti);
-                    self.note(entry).await;
+                    let how = "(signetd token revoke, or another replica)";
+                    self.note(super::record::store_revocation(&revoked, how))
+                        .await;
                 }
             }
             Err(e) => {

@@ -11,6 +11,22 @@ use crate::audit::{AUDIT_ISSUER, AuditSink, CallerRecord, Entry, Event, Expected
 use crate::error::Error;
 use crate::keys::{KeyRegistry, KeyState};
 
+/// The `token_revoke` record of a revocation this daemon did not make but found in the
+/// state store (`signetd token revoke`, another replica): caller internal `store`,
+/// `detail` "listed until EXP; revoked at T outside this daemon `how`". The detail must
+/// begin `listed until EXP`: [`super::rollback::Witness`] reads it back from the log.
+pub fn store_revocation(revoked: &crate::store::RevokedToken, how: &str) -> Entry {
+    let mut entry = Entry::new(Event::TokenRevoke)
+        .caller(CallerRecord::internal("store"))
+        .ok()
+        .detail(format!(
+            "listed until {}; revoked at {} outside this daemon {how}",
+            revoked.exp, revoked.revoked_at
+        ));
+    entry.jti = Some(revoked.jti.clone());
+    entry
+}
+
 /// The audit event for a key entering `state`.
 pub fn key_event(state: KeyState) -> Event {
     match state {

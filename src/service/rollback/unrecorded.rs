@@ -9,17 +9,11 @@
 //! way are caught: the `start` record's key list witnesses them.
 
 use super::Witness;
-use crate::audit::{CallerRecord, Entry, Event};
+use crate::audit::Entry;
 use crate::store::{RevocationStore, RevokedToken, StoreError};
 
-/// The `detail` of a `token_revoke` record of a revocation found in the store at start.
-/// It begins `listed until EXP`, which is what [`Witness::read_log`] reads back.
-pub fn detail(revoked: &RevokedToken) -> String {
-    format!(
-        "listed until {}; revoked at {} outside this daemon while no daemon recorded it (signetd token revoke while stopped, or another replica), found in the state store at start",
-        revoked.exp, revoked.revoked_at
-    )
-}
+/// How the record of a revocation found in the store at start says it came about.
+const HOW: &str = "while no daemon recorded it (signetd token revoke while stopped, or another replica), found in the state store at start";
 
 /// The store's revocations still listed at `now` that the witness's log does not
 /// record (or records with an earlier `exp`), with the records to write for them.
@@ -46,12 +40,7 @@ pub async fn records(
         .into_iter()
         .map(|revoked| {
             tracing::warn!(jti = %revoked.jti, "token revoked outside this daemon before it started; recorded now");
-            let mut entry = Entry::new(Event::TokenRevoke)
-                .caller(CallerRecord::internal("store"))
-                .ok()
-                .detail(detail(&revoked));
-            entry.jti = Some(revoked.jti);
-            entry
+            crate::service::record::store_revocation(&revoked, HOW)
         })
         .collect())
 }
