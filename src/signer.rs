@@ -6,6 +6,7 @@
 //! service, the attestation CA and the audit log's checkpoints all sign through this
 //! trait, so unit tests can put a fake behind it.
 
+use std::any::Any;
 use std::time::Duration;
 
 use crate::algorithm::Algorithm;
@@ -58,6 +59,12 @@ pub enum SignError {
     Unavailable(String),
 }
 
+/// What runs right after a signature is made, with it, on the thread that made it:
+/// a caller's next step (its audit record) then needs no hand-off back to the caller's
+/// thread first, which on a lone request costs more than the step itself. Type-erased
+/// so that [`Signer`] stays object-safe; [`sign_then`] is the typed form.
+pub type AfterSign = Box<dyn FnOnce(Vec<u8>) -> Box<dyn Any + Send> + Send>;
+
 /// Signs with keys it holds, by key id.
 pub trait Signer: Send + Sync {
     /// Signs `input` with `key`. Returns the JWS form of the signature: raw `r‖s` for
@@ -67,4 +74,27 @@ pub trait Signer: Send + Sync {
         key: KeyRef<'a>,
         input: SignInput,
     ) -> BoxFuture<'a, Result<Vec<u8>, SignError>>;
+
+    /// [`Signer::sign`], then `then` with the signature on the signer's own thread;
+    /// returns what `then` returned. `then` runs once, and not at all if signing fails.
+    fn sign_then<'a>(
+        &'a self,
+        key: KeyRef<'a>,
+        input: SignInput,
+        then: AfterSign,
+    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, SignError>>;
+}
+
+/// [`Signer::sign_then`] with a typed continuation.
+pub async fn sign_then<T: Send + 'static>(
+    signer: &dyn Signer,
+    key: KeyRef<'_>,
+    input: SignInput,
+    then: impl FnOnce(Vec<u8>) -> T + Send + 'static,
+) -> Result<T, SignError> {
+    let erased: AfterSign = Box::new(move |signature| Box::new(then(signature)));
+    let made = signer.sign_then(key, input, erased).await?;
+    made.downcast::<T>().map(|t| *t).map_err(|_| {
+        SignError::Unavailable("the signer returned something else than what `then` made".into())
+    })
 }

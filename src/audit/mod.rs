@@ -98,9 +98,11 @@ impl Drop for Expected {
 
 /// Where appends go.
 enum Sink {
-    /// The writer thread. Unbounded, but each sender waits for its reply, so the queue
-    /// holds at most one record per request in flight (capped by the connection limits).
-    Writer(std::sync::mpsc::Sender<writer::Message>),
+    /// The writer thread, and the writer itself for a lone record
+    /// ([`writer::Desk::write_alone`]). Unbounded, but each sender waits for its reply,
+    /// so the queue holds at most one record per request in flight (capped by the
+    /// connection limits).
+    Writer(std::sync::mpsc::Sender<writer::Message>, Arc<writer::Desk>),
     /// The log could not be opened: every append fails.
     Unavailable,
 }
@@ -263,15 +265,17 @@ impl AuditLog {
         });
         let (inbox, receiver) = std::sync::mpsc::channel();
         let nice = audit.writer_nice;
+        let desk = writer::Desk::new(writer);
+        let thread_desk = desk.clone();
         std::thread::Builder::new()
             .name("signetd-audit".to_string())
             .spawn(move || {
                 prioritize(nice);
-                writer.run(receiver)
+                thread_desk.run(receiver)
             })
             .map_err(|e| AuditError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
-            sink: Sink::Writer(inbox),
+            sink: Sink::Writer(inbox, desk),
             shared,
             dir: Some(audit.dir.clone()),
             reserve: Some(reserve),
@@ -310,6 +314,43 @@ impl AuditLog {
             .await
     }
 
+    /// Starts appending `entry` on the calling thread and returns what waits until it is
+    /// durable. A record announced by `expected` while no other is announced is
+    /// written right here if the writer is idle (the future is then ready); any other
+    /// is queued to the writer thread before this returns.
+    pub fn start_append(
+        &self,
+        entry: Entry,
+        expected: Option<Expected>,
+    ) -> crate::util::BoxFuture<'static, Result<u64, AuditError>> {
+        let mut members = entry.members();
+        let (inbox, desk) = match &self.sink {
+            Sink::Writer(inbox, desk) => (inbox, desk),
+            Sink::Unavailable => return Box::pin(std::future::ready(Err(AuditError::Unavailable))),
+        };
+        // Only this request's record is announced: nothing would join its batch.
+        if expected.is_some() && self.shared.expected.load(Ordering::SeqCst) == 1 {
+            match desk.write_alone(members) {
+                Ok(alone) => {
+                    drop(expected);
+                    if alone.wake_thread {
+                        let _ = inbox.send(writer::Message::Wake);
+                    }
+                    return Box::pin(std::future::ready(alone.result));
+                }
+                Err(back) => members = back,
+            }
+        }
+        let (reply, replied) = oneshot::channel();
+        if inbox
+            .send(writer::Message::Append(members, expected, reply))
+            .is_err()
+        {
+            return Box::pin(std::future::ready(Err(AuditError::Unavailable)));
+        }
+        Box::pin(async move { replied.await.map_err(|_| AuditError::Unavailable)? })
+    }
+
     /// Announces a record that will follow shortly (call before signing), so the writer
     /// can gather it into the same fsync as others arriving now.
     pub fn expect(&self) -> Expected {
@@ -317,17 +358,6 @@ impl AuditLog {
         Expected {
             shared: self.shared.clone(),
         }
-    }
-
-    /// [`AuditLog::append`] for a record announced with [`AuditLog::expect`].
-    pub async fn append_expected(
-        &self,
-        expected: Expected,
-        entry: Entry,
-    ) -> Result<u64, AuditError> {
-        let members = entry.members();
-        self.request(|reply| writer::Message::Append(members, Some(expected), reply))
-            .await
     }
 
     /// Writes a checkpoint over everything so far (generating the audit key first if
@@ -339,7 +369,7 @@ impl AuditLog {
     /// Makes the writer look the audit key up again before its next checkpoint: the
     /// key changed state in the token.
     pub fn forget_key(&self) {
-        if let Sink::Writer(inbox) = &self.sink {
+        if let Sink::Writer(inbox, _) = &self.sink {
             let _ = inbox.send(writer::Message::ForgetKey);
         }
     }
@@ -359,7 +389,7 @@ impl AuditLog {
         make: impl FnOnce(oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
     ) -> Result<u64, AuditError> {
         let inbox = match &self.sink {
-            Sink::Writer(inbox) => inbox,
+            Sink::Writer(inbox, _) => inbox,
             Sink::Unavailable => return Err(AuditError::Unavailable),
         };
         let (reply, replied) = oneshot::channel();

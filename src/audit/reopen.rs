@@ -119,10 +119,10 @@ impl AuditSink for ReopeningLog {
         &self,
         entry: Entry,
         expected: Option<Expected>,
-    ) -> BoxFuture<'_, Result<u64, AuditError>> {
+    ) -> BoxFuture<'static, Result<u64, AuditError>> {
         match self.log.get() {
             Some(log) => AuditSink::append(log, entry, expected),
-            None => Box::pin(async { Err(AuditError::Unavailable) }),
+            None => Box::pin(std::future::ready(Err(AuditError::Unavailable))),
         }
     }
 

@@ -15,13 +15,16 @@ pub trait AuditSink: Send + Sync {
     /// can gather it with others into one write. `None` if the sink does not gather.
     fn expect(&self) -> Option<Expected>;
 
-    /// Appends `entry` (announced by `expected`, if it was) and waits until it is
-    /// durable. Returns its sequence number.
+    /// Appends `entry` (announced by `expected`, if it was); the future waits until it
+    /// is durable and returns its sequence number. The append starts at the call, on
+    /// the calling thread (which may write the record itself), not when the future is
+    /// first polled: a PKCS#11 worker can start a signature's record and hand the rest
+    /// of the wait to the request's own task.
     fn append(
         &self,
         entry: Entry,
         expected: Option<Expected>,
-    ) -> BoxFuture<'_, Result<u64, AuditError>>;
+    ) -> BoxFuture<'static, Result<u64, AuditError>>;
 
     /// Writes a signed checkpoint over everything so far.
     fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>>;
@@ -64,11 +67,8 @@ impl AuditSink for AuditLog {
         &self,
         entry: Entry,
         expected: Option<Expected>,
-    ) -> BoxFuture<'_, Result<u64, AuditError>> {
-        match expected {
-            Some(expected) => Box::pin(self.append_expected(expected, entry)),
-            None => Box::pin(AuditLog::append(self, entry)),
-        }
+    ) -> BoxFuture<'static, Result<u64, AuditError>> {
+        self.start_append(entry, expected)
     }
 
     fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>> {

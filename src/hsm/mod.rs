@@ -26,6 +26,7 @@ mod session_pool;
 mod signing;
 mod uri;
 
+use std::any::Any;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -40,12 +41,12 @@ pub use recovery::{HealthChanges, HsmHealth};
 pub use uri::TokenSelector;
 
 use crate::algorithm::Algorithm;
-use crate::signer::{KeyRef, SignError, SignInput, Signer};
+use crate::signer::{AfterSign, KeyRef, SignError, SignInput, Signer};
 use crate::util::BoxFuture;
 use handles::Lookup;
 use objects::KeyObjects;
 use recovery::{Core, Setup};
-use session_pool::SessionPool;
+use session_pool::{SessionPool, Then};
 
 /// `CKA_APPLICATION` of the data objects versions before the state store wrote (key
 /// state records, revocations); signetd now reads them only to import them.
@@ -333,12 +334,28 @@ impl Hsm {
     /// is safe. A token key under that id that is not `key` (another algorithm or public
     /// key: deleted and re-created) never signs.
     pub async fn sign(&self, key: KeyRef<'_>, input: SignInput) -> Result<Vec<u8>, SignError> {
+        self.sign_then(key, input, |signature| signature).await
+    }
+
+    /// [`Hsm::sign`], then `then` with the signature on the worker that made it, so
+    /// what the caller does next with it (its audit record) needs no hand-off back to
+    /// the caller's thread first. `then` runs once, after the call has finished (see
+    /// [`session_pool::SessionPool::run_then_by`]), and not at all if signing fails.
+    pub async fn sign_then<T: Send + 'static>(
+        &self,
+        key: KeyRef<'_>,
+        input: SignInput,
+        then: impl FnOnce(Vec<u8>) -> T + Send + 'static,
+    ) -> Result<T, SignError> {
         let algorithm = key.algorithm;
         // Signing has no side effect in the token: on a lost session it is tried once
         // more on a fresh one, and on a stale handle once more after a lookup.
-        self.on_key(key, Copies::Use, move |s, handle| {
-            signing::sign(s, handle, algorithm, &input)
-        })
+        self.on_key_then(
+            key,
+            Copies::Use,
+            move |s, handle| signing::sign(s, handle, algorithm, &input),
+            Then::new(then),
+        )
         .await
     }
 
@@ -355,6 +372,26 @@ impl Hsm {
             + Sync
             + 'static,
         R: Send + 'static,
+    {
+        self.on_key_then(key, copies, op, Then::new(|r| r)).await
+    }
+
+    /// [`Hsm::on_key`], then `then` with `op`'s result on the worker whose try
+    /// succeeded.
+    async fn on_key_then<R, T, F>(
+        &self,
+        key: KeyRef<'_>,
+        copies: Copies,
+        op: F,
+        then: Then<R, T>,
+    ) -> Result<T, SignError>
+    where
+        F: Fn(&cryptoki::session::Session, cryptoki::object::ObjectHandle) -> Result<R, HsmError>
+            + Send
+            + Sync
+            + 'static,
+        R: Send + 'static,
+        T: Send + 'static,
     {
         let id = key.kid.as_bytes();
         let op = Arc::new(op);
@@ -380,14 +417,18 @@ impl Hsm {
                 .then(|| (key.kid.to_string(), key.public_key.to_vec()));
             let done = self
                 .core
-                .run_repeatable_by(deadline, move |s| match &copy_of {
-                    Some((kid, public_key)) => {
-                        session_copies::with_signing_object(s, kid, handle, public_key, |h| {
-                            job(s, h)
-                        })
-                    }
-                    None => job(s, handle),
-                })
+                .run_repeatable_then_by(
+                    deadline,
+                    move |s| match &copy_of {
+                        Some((kid, public_key)) => {
+                            session_copies::with_signing_object(s, kid, handle, public_key, |h| {
+                                job(s, h)
+                            })
+                        }
+                        None => job(s, handle),
+                    },
+                    then.clone(),
+                )
                 .await;
             match done {
                 Err(e) if !looked_up && e.stale_handle() => {
@@ -457,5 +498,14 @@ impl Signer for Hsm {
         input: SignInput,
     ) -> BoxFuture<'a, Result<Vec<u8>, SignError>> {
         Box::pin(Hsm::sign(self, key, input))
+    }
+
+    fn sign_then<'a>(
+        &'a self,
+        key: KeyRef<'a>,
+        input: SignInput,
+        then: AfterSign,
+    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, SignError>> {
+        Box::pin(Hsm::sign_then(self, key, input, then))
     }
 }

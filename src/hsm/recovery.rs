@@ -1,7 +1,7 @@
 //! The token's health, and recovery from device and token errors without a restart.
 //!
 //! [`Core`] owns the session pool and the library context. Every operation goes through
-//! [`Core::run`], [`Core::run_by`] or [`Core::run_repeatable_by`]; when one fails with a
+//! [`Core::run`], [`Core::run_by`] or [`Core::run_repeatable_then_by`]; when one fails with a
 //! device or token error ([`HsmError::device_fault`]), the core is marked as in an
 //! outage: requests are refused at once (`hsm_unavailable`), one log line names the
 //! PKCS#11 function and return value, [`HsmHealth`] changes (the daemon records every
@@ -20,7 +20,7 @@ use secrecy::SecretString;
 use tokio::sync::mpsc;
 
 use super::handles::{Handles, SigningHandle};
-use super::session_pool::SessionPool;
+use super::session_pool::{SessionPool, Then};
 use super::{HsmError, KeyPairInfo, TokenSelector, context, objects};
 
 /// First and longest wait between recovery attempts.
@@ -199,17 +199,20 @@ impl Core {
     }
 
     /// Runs `f`, safe to repeat, on a worker's session, the retry on a lost session
-    /// included within `deadline` (see [`SessionPool::run_repeatable_by`]).
-    pub(crate) async fn run_repeatable_by<R, F>(
+    /// included within `deadline`, then `then` on the worker whose try succeeded (see
+    /// [`SessionPool::run_repeatable_then_by`]).
+    pub(crate) async fn run_repeatable_then_by<R, T, F>(
         self: &Arc<Self>,
         deadline: Instant,
         f: F,
-    ) -> Result<R, HsmError>
+        then: Then<R, T>,
+    ) -> Result<T, HsmError>
     where
         F: Fn(&Session) -> Result<R, HsmError> + Send + Sync + 'static,
         R: Send + 'static,
+        T: Send + 'static,
     {
-        let result = self.pool()?.run_repeatable_by(deadline, f).await;
+        let result = self.pool()?.run_repeatable_then_by(deadline, f, then).await;
         self.observe(result)
     }
 

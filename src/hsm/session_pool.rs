@@ -255,6 +255,25 @@ impl SessionPool {
         F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
         R: Send + 'static,
     {
+        self.run_then_by(deadline, f, |r| r).await
+    }
+
+    /// [`SessionPool::run_by`], then `then` with `f`'s result, on the same worker: what
+    /// a caller does next with it needs no hand-off back to the caller's thread first.
+    /// `then` runs after the call has finished, so the deadline no longer watches the
+    /// worker: a `then` that outlives it costs the caller its answer (`hsm_timeout`)
+    /// but not the worker its place.
+    pub(crate) async fn run_then_by<R, T, F, G>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        f: F,
+        then: G,
+    ) -> Result<T, HsmError>
+    where
+        F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
+        G: FnOnce(R) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         if deadline <= Instant::now() {
             return Err(HsmError::Timeout(self.timeout));
         }
@@ -275,12 +294,18 @@ impl SessionPool {
             }
             let outcome = session.map_err(HsmError::clone).and_then(f);
             let lost = matches!(&outcome, Err(e) if e.session_lost());
-            let _ = reply.send(outcome);
             match job_state.compare_exchange(RUNNING, FINISHED, Ordering::SeqCst, Ordering::SeqCst)
             {
+                // The caller has its `hsm_timeout` and a new worker has this one's place.
                 Err(_) => JobEnd::Abandoned,
-                Ok(_) if lost => JobEnd::SessionLost,
-                Ok(_) => JobEnd::Next,
+                Ok(_) => {
+                    let _ = reply.send(outcome.map(then));
+                    if lost {
+                        JobEnd::SessionLost
+                    } else {
+                        JobEnd::Next
+                    }
+                }
             }
         });
         let job = Job {
@@ -321,26 +346,34 @@ impl SessionPool {
         outcome
     }
 
-    /// [`SessionPool::run_by`] for an operation that is safe to repeat (signing,
+    /// [`SessionPool::run_then_by`] for an operation that is safe to repeat (signing,
     /// reading): if the session it ran on was lost, it runs once more, on a fresh session
     /// (the worker that lost its session opens a new one before its next job). Both tries
     /// share `deadline`: a first try that failed late leaves the second only what
     /// remains, so a request never waits longer than one `timeout_ms`.
-    pub(crate) async fn run_repeatable_by<R, F>(
+    /// `then` runs on the worker whose try succeeded.
+    pub(crate) async fn run_repeatable_then_by<R, T, F>(
         self: &Arc<Self>,
         deadline: Instant,
         f: F,
-    ) -> Result<R, HsmError>
+        then: Then<R, T>,
+    ) -> Result<T, HsmError>
     where
         F: Fn(&Session) -> Result<R, HsmError> + Send + Sync + 'static,
         R: Send + 'static,
+        T: Send + 'static,
     {
         let f = Arc::new(f);
         let again = f.clone();
-        match self.run_by(deadline, move |s| f(s)).await {
+        let then_again = then.clone();
+        match self
+            .run_then_by(deadline, move |s| f(s), move |r| then.call(r))
+            .await
+        {
             Err(e) if e.session_lost() => {
                 tracing::warn!(error = %e, remaining = ?deadline.saturating_duration_since(Instant::now()), "PKCS#11 session lost; trying once more on a fresh session");
-                self.run_by(deadline, move |s| again(s)).await
+                self.run_then_by(deadline, move |s| again(s), move |r| then_again.call(r))
+                    .await
             }
             other => other,
         }
@@ -364,6 +397,37 @@ impl SessionPool {
                 "PKCS#11 workers did not finish within {CLOSE_DEADLINE:?}; leaving them"
             );
         }
+    }
+}
+
+/// What runs after the one try of a repeatable call that succeeds, shared by its
+/// tries: each may be the one, and only one is.
+pub(crate) struct Then<R, T>(Arc<std::sync::Mutex<Option<ThenFn<R, T>>>>);
+
+type ThenFn<R, T> = Box<dyn FnOnce(R) -> T + Send>;
+
+impl<R, T> Clone for Then<R, T> {
+    fn clone(&self) -> Self {
+        Then(self.0.clone())
+    }
+}
+
+impl<R, T> Then<R, T> {
+    /// `f`, to run once.
+    pub(crate) fn new(f: impl FnOnce(R) -> T + Send + 'static) -> Self {
+        Then(Arc::new(std::sync::Mutex::new(Some(Box::new(f)))))
+    }
+
+    /// Runs it. A call succeeds once (the first success ends it), so only one try
+    /// gets here.
+    fn call(&self, r: R) -> T {
+        let f = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("only the one try that succeeds runs its continuation");
+        f(r)
     }
 }
 

@@ -335,26 +335,29 @@ impl Service {
         let expected = self.audit_ready()?;
         let header = token::claims::header(issuer, key.algorithm, &key.kid)?;
         let signing_input = jws::signing_input(&header, &claims.payload);
-        let signature = self
-            .signer
-            .sign(
-                key.key_ref(),
-                SignInput::Message(signing_input.clone().into_bytes()),
-            )
-            .await?;
-        let signature = low_s(key.algorithm, signature)?;
-        let token = jws::compact(&signing_input, &signature);
-        let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
         let mut entry = Entry::new(Event::Mint)
             .caller(caller)
             .issuer(&request.issuer)
             .kid(&key.kid)
             .ok();
         entry.jti = Some(claims.jti.clone());
-        entry.token_sha256 = Some(token_sha256.clone());
+        // The token and its record are made on the worker that signed (the record may
+        // be written there too), so a lone request waits for no other thread between
+        // its signature and its record.
+        let (audit, algorithm) = (self.audit.clone(), key.algorithm);
+        let input = SignInput::Message(signing_input.clone().into_bytes());
+        let (token, token_sha256, appending) =
+            crate::signer::sign_then(&*self.signer, key.key_ref(), input, move |signature| {
+                let signature = low_s(algorithm, signature)?;
+                let token = jws::compact(&signing_input, &signature);
+                let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
+                entry.token_sha256 = Some(token_sha256.clone());
+                Ok::<_, Error>((token, token_sha256, audit.append(entry, expected)))
+            })
+            .await??;
         // The token exists only in this function until its record is durable; if the
         // record cannot be written, the token is dropped unseen.
-        self.record(expected, entry).await?;
+        record::durable(Event::Mint, appending).await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, jti = %claims.jti, %token_sha256, "minted token");
         Ok(MintedToken {
             token,
@@ -396,20 +399,27 @@ impl Service {
             SignInput::Message(m) => hex(&Sha256::digest(m)),
         };
         let expected = self.audit_ready()?;
-        let raw = self.signer.sign(key.key_ref(), input).await?;
-        let raw = low_s(key.algorithm, raw)?;
-        let signature = match request.format {
-            SignatureFormat::Jws => raw,
-            SignatureFormat::Der => es256_signature(&raw)?.to_der().as_bytes().to_vec(),
-        };
         let mut entry = Entry::new(Event::Sign)
             .caller(caller)
             .issuer(&request.issuer)
             .kid(&key.kid)
             .ok();
         entry.token_sha256 = Some(input_sha256.clone());
-        entry.signature_sha256 = Some(hex(&Sha256::digest(&signature)));
-        self.record(expected, entry).await?;
+        // As for a mint: the signature and its record are made on the worker that
+        // signed.
+        let (audit, algorithm, format) = (self.audit.clone(), key.algorithm, request.format);
+        let (signature, appending) =
+            crate::signer::sign_then(&*self.signer, key.key_ref(), input, move |raw| {
+                let raw = low_s(algorithm, raw)?;
+                let signature = match format {
+                    SignatureFormat::Jws => raw,
+                    SignatureFormat::Der => es256_signature(&raw)?.to_der().as_bytes().to_vec(),
+                };
+                entry.signature_sha256 = Some(hex(&Sha256::digest(&signature)));
+                Ok::<_, Error>((signature, audit.append(entry, expected)))
+            })
+            .await??;
+        record::durable(Event::Sign, appending).await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, %input_sha256, "signed data");
         Ok(SignedData {
             signature: crate::util::b64(signature),

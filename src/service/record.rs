@@ -38,6 +38,18 @@ pub fn key_event(state: KeyState) -> Event {
     }
 }
 
+/// Waits until a signature's record, started by [`AuditSink::append`], is durable; the
+/// request fails if it cannot be.
+pub(super) async fn durable(event: Event, appended: Appending) -> Result<(), Error> {
+    appended.await.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, ?event, "audit record not written; the request fails");
+        Error::AuditUnavailable
+    })
+}
+
+/// A record on its way to the log: what [`AuditSink::append`] returns.
+pub(super) type Appending = crate::util::BoxFuture<'static, Result<u64, crate::audit::AuditError>>;
+
 impl Service {
     /// The audit log.
     pub fn audit(&self) -> &dyn AuditSink {
@@ -68,11 +80,7 @@ impl Service {
         entry: Entry,
     ) -> Result<(), Error> {
         let event = entry.event;
-        let appended = self.audit.append(entry, expected).await;
-        appended.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, ?event, "audit record not written; the request fails");
-            Error::AuditUnavailable
-        })
+        durable(event, self.audit.append(entry, expected)).await
     }
 
     /// Appends a record whose failure is logged, not returned.

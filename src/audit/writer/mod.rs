@@ -16,6 +16,14 @@
 //!
 //! Only after the write does any caller hear back. While the fsync runs, new appends
 //! queue up for the next batch, so concurrent requests share the cost.
+//!
+//! A lone record is different: when no other record is announced and the writer is
+//! idle, the request's own thread writes it ([`Desk::write_alone`]), so a lone request
+//! pays the write and its fsync but no hand-off to this thread and back (two wake-ups,
+//! each tens of µs on a virtual machine: `docs/performance.md`). The writer sits behind
+//! a lock for that; its thread holds the lock only while it gathers and writes a batch.
+//! Checkpoints and outages stay with the thread: a record whose write would sign a
+//! checkpoint, or that comes during an outage, is queued as any other.
 
 mod chain;
 mod health;
@@ -24,9 +32,9 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -66,6 +74,9 @@ pub(super) enum Message {
     Checkpoint(Reply),
     /// Look the audit key up again before the next checkpoint.
     ForgetKey,
+    /// A record written by a request's thread left work for this one (a checkpoint
+    /// due, or a wake-up sooner than the one it sleeps for).
+    Wake,
 }
 
 /// What a writer is made of.
@@ -97,6 +108,27 @@ pub(super) struct Writer {
     /// The batch's last checkpoint (note, tree size, verifier key), published once it
     /// is durable.
     batch_checkpoint: Option<(String, u64, String)>,
+    /// While a request's thread writes a lone record: no checkpoint is signed (that
+    /// would wait for the token from a thread that may be the token's own worker).
+    alone: bool,
+    /// A checkpoint came due while [`Writer::alone`]: the thread signs it next.
+    checkpoint_deferred: bool,
+    /// When the thread wakes next without a message (`None`: not before one).
+    thread_wakes_at: Option<Instant>,
+}
+
+/// The writer, shared by its thread and by the requests that write a lone record
+/// themselves. `None` once the log is closed.
+pub(super) struct Desk {
+    writer: Mutex<Option<Writer>>,
+}
+
+/// How a lone record written by its request's thread went.
+pub(super) struct Alone {
+    /// Its `seq` once durable, or why not.
+    pub result: Result<u64, AuditError>,
+    /// The thread has work this write made: send it [`Message::Wake`].
+    pub wake_thread: bool,
 }
 
 /// The wall-clock time records carry.
@@ -119,64 +151,171 @@ impl Writer {
             checkpoint_error: None,
             gather_until: None,
             batch_checkpoint: None,
+            alone: false,
+            checkpoint_deferred: false,
+            thread_wakes_at: None,
         }
     }
 
-    /// Runs until the log is closed or every sender is gone.
-    pub fn run(mut self, inbox: Receiver<Message>) {
+    /// Runs on the calling thread until the log is closed or every sender is gone.
+    #[cfg(test)]
+    pub fn run(self, inbox: Receiver<Message>) {
+        Desk::new(self).run(inbox)
+    }
+}
+
+impl Desk {
+    /// A desk for `writer`; [`Desk::run`] its thread.
+    pub fn new(writer: Writer) -> Arc<Desk> {
+        Arc::new(Desk {
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Writer>> {
+        // A panic while holding the lock leaves the chain in an unknown state: the
+        // writer is dropped (the log then refuses appends) rather than used.
+        self.writer.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        })
+    }
+
+    /// Writes `members` on the calling thread and waits until it is durable, if the
+    /// writer is idle and may write it alone: healthy, no checkpoint due with it, its
+    /// thread not holding it. If not, gives `members` back: queue it to the thread.
+    pub fn write_alone(&self, members: String) -> Result<Alone, String> {
+        let mut guard = match self.writer.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => return Err(members), // busy, or poisoned: the thread decides
+        };
+        let Some(writer) = guard.as_mut().filter(|w| w.may_write_alone()) else {
+            return Err(members);
+        };
+        let (reply, mut answer) = oneshot::channel();
+        writer.alone = true;
+        let _ = writer.commit(vec![(members, reply)], false);
+        writer.alone = false;
+        let sooner = match (writer.next_wake(), writer.thread_wakes_at) {
+            (Some(due), Some(planned)) => due < planned,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let wake_thread = std::mem::take(&mut writer.checkpoint_deferred) || sooner;
+        drop(guard);
+        let result = answer.try_recv().unwrap_or(Err(AuditError::Unavailable));
+        Ok(Alone {
+            result,
+            wake_thread,
+        })
+    }
+
+    /// The writer thread: runs until the log is closed or every sender is gone.
+    pub fn run(self: Arc<Self>, inbox: Receiver<Message>) {
         loop {
-            let wait = self
-                .next_wake()
-                .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()));
+            let wait = {
+                let mut guard = self.lock();
+                let Some(writer) = guard.as_mut() else { return };
+                let wake = writer.next_wake();
+                writer.thread_wakes_at = wake;
+                wake.map_or(IDLE, |at| at.saturating_duration_since(Instant::now()))
+            };
             let first = match inbox.recv_timeout(wait) {
                 Ok(message) => message,
                 Err(RecvTimeoutError::Timeout) => {
-                    // Failures are logged and retried; nobody waits on this one.
-                    let _ = self.commit(Vec::new(), false);
+                    if let Some(writer) = self.lock().as_mut() {
+                        // Failures are logged and retried; nobody waits on this one.
+                        let _ = writer.commit(Vec::new(), false);
+                    }
                     continue;
                 }
                 // Every handle dropped without a close: nothing more will come.
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            let mut appends = Vec::new();
-            let mut closed = None;
-            let mut checkpoints = Vec::new();
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Append(entry, expected, reply) => {
-                        drop(expected);
-                        appends.push((entry, reply));
-                    }
-                    Message::Checkpoint(reply) => checkpoints.push(reply),
-                    Message::ForgetKey => self.signer.forget_key(),
-                    Message::Close(entry, reply) => {
-                        let (done, result) = oneshot::channel();
-                        appends.push((entry, done));
-                        closed = Some((result, reply));
-                        break;
-                    }
-                }
-                if appends.len() < MAX_BATCH {
-                    next = inbox.try_recv().ok().or_else(|| self.gather(&inbox));
-                }
-            }
-            self.gather_until = None;
-            let asked = closed.is_some() || !checkpoints.is_empty();
-            let written = self.commit(appends, asked);
-            for reply in checkpoints {
-                let _ = reply.send(self.checkpoint_result(&written));
-            }
-            if let Some((mut result, reply)) = closed {
+            let mut guard = self.lock();
+            let Some(writer) = guard.as_mut() else {
+                refuse_message(first);
+                return;
+            };
+            writer.thread_wakes_at = None;
+            if let Some(done) = writer.batch(first, &inbox) {
                 // Release the directory lock before the closer hears back, so a new
                 // writer can open the log at once.
-                drop(self);
+                drop(guard.take());
+                drop(guard);
                 drop(inbox);
+                let (mut result, reply) = done;
                 let result = result.try_recv().unwrap_or(Err(AuditError::Unavailable));
                 let _ = reply.send(result);
                 return;
             }
         }
+    }
+}
+
+/// Answers a message that came after the writer was gone.
+fn refuse_message(message: Message) {
+    match message {
+        Message::Append(_, _, reply) | Message::Close(_, reply) | Message::Checkpoint(reply) => {
+            let _ = reply.send(Err(AuditError::Unavailable));
+        }
+        Message::ForgetKey | Message::Wake => {}
+    }
+}
+
+/// What a batch that closed the log leaves to do: the close's own answer, and where
+/// its caller waits for it.
+type Closing = (oneshot::Receiver<Result<u64, AuditError>>, Reply);
+
+impl Writer {
+    /// Whether a request's thread may write one record now, alone: healthy, with no
+    /// checkpoint due in that batch (only the thread signs them).
+    fn may_write_alone(&self) -> bool {
+        let now = Instant::now();
+        // The record, and a segment's first record if the write rolls over.
+        let unsigned = self.chain.unsigned() + 2;
+        self.health.is_healthy()
+            && self.health.retry_at().is_none()
+            && !self.schedule.after_record(unsigned, now)
+            && !self.schedule.at_end(unsigned, false, now)
+    }
+
+    /// Takes `first` and whatever else is queued (gathering announced records
+    /// briefly) and writes them as one batch. Returns the close's answer if the batch
+    /// closed the log.
+    fn batch(&mut self, first: Message, inbox: &Receiver<Message>) -> Option<Closing> {
+        let mut appends = Vec::new();
+        let mut closed = None;
+        let mut checkpoints = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Append(entry, expected, reply) => {
+                    drop(expected);
+                    appends.push((entry, reply));
+                }
+                Message::Checkpoint(reply) => checkpoints.push(reply),
+                Message::ForgetKey => self.signer.forget_key(),
+                Message::Wake => {}
+                Message::Close(entry, reply) => {
+                    let (done, result) = oneshot::channel();
+                    appends.push((entry, done));
+                    closed = Some((result, reply));
+                    break;
+                }
+            }
+            if appends.len() < MAX_BATCH {
+                next = inbox.try_recv().ok().or_else(|| self.gather(inbox));
+            }
+        }
+        self.gather_until = None;
+        let asked = closed.is_some() || !checkpoints.is_empty();
+        let written = self.commit(appends, asked);
+        for reply in checkpoints {
+            let _ = reply.send(self.checkpoint_result(&written));
+        }
+        closed
     }
 
     /// Waits, briefly, for a record that a request announced (it is being signed), so
@@ -294,6 +433,10 @@ impl Writer {
 
     /// Signs the batch so far and adds the checkpoint, if the audit key can sign.
     fn checkpoint(&mut self) {
+        if self.alone {
+            self.checkpoint_deferred = true;
+            return;
+        }
         self.checkpoint_error = None;
         loop {
             let head = self.chain.tree_head();

@@ -480,3 +480,82 @@ fn the_thread_answers_appends_forgets_keys_and_closes_with_a_checkpoint() {
     let last = std::str::from_utf8(&disk.bytes).unwrap().lines().last();
     assert!(last.unwrap().contains("\"event\":\"checkpoint\""));
 }
+
+fn mint(sub: &str) -> String {
+    Entry::new(Event::Mint).detail(sub).members()
+}
+
+#[test]
+fn a_lone_record_is_written_by_its_callers_thread_and_durable_when_answered() {
+    let rig = rig(1000);
+    let disk = rig.disk.clone();
+    let desk = Desk::new(rig.writer);
+    let first = desk.write_alone(mint("a")).expect("idle: written here");
+    assert_eq!(first.result.ok(), Some(1), "after the genesis record");
+    assert!(
+        first.wake_thread,
+        "records are now unsigned: the thread must wake for the period's checkpoint"
+    );
+    {
+        // What the thread does when woken: plan its next wake.
+        let mut guard = desk.lock();
+        let writer = guard.as_mut().unwrap();
+        writer.thread_wakes_at = writer.next_wake();
+    }
+    let second = desk.write_alone(mint("b")).expect("written here");
+    assert_eq!(second.result.ok(), Some(2));
+    let disk = disk.lock().unwrap();
+    assert_eq!(disk.writes, 2, "one write each");
+    let text = String::from_utf8(disk.bytes.clone()).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.lines().last().unwrap().contains("\"detail\":\"b\""));
+    assert!(!second.wake_thread, "the thread's plan still holds");
+}
+
+#[test]
+fn a_lone_record_goes_to_the_thread_when_the_writer_is_busy_or_a_checkpoint_is_due() {
+    let rig = rig(4);
+    let signatures = rig.signatures.clone();
+    let desk = Desk::new(rig.writer);
+    {
+        let _thread = desk.lock();
+        assert_eq!(
+            desk.write_alone(mint("held")).err().as_deref(),
+            Some(mint("held").as_str()),
+            "the thread holds the writer: the record comes back to be queued"
+        );
+    }
+    // A fresh chain counts one unsigned record; genesis and a record fit under
+    // `every = 4`, the next would reach it, and only the thread signs checkpoints.
+    assert!(desk.write_alone(mint("a")).is_ok());
+    assert!(desk.write_alone(mint("b")).is_err(), "its batch would sign");
+    assert!(signatures.lock().unwrap().signed.is_empty());
+}
+
+#[test]
+fn a_lone_record_during_an_outage_goes_to_the_thread() {
+    let rig = rig(1000);
+    rig.disk.lock().unwrap().fault = Some(Fault::Partway(10));
+    let desk = Desk::new(rig.writer);
+    let failed = desk
+        .write_alone(mint("a"))
+        .expect("healthy until it failed");
+    assert!(matches!(failed.result, Err(AuditError::Unavailable)));
+    assert!(failed.wake_thread, "the thread retries the disk");
+    assert!(
+        desk.write_alone(mint("b")).is_err(),
+        "the outage is the thread's"
+    );
+    assert!(!rig.shared.healthy.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_lone_record_that_would_sign_a_checkpoint_leaves_it_to_the_thread() {
+    // `may_write_alone` is conservative; if a checkpoint still comes due in a lone
+    // write, it is deferred, not signed on the caller's thread.
+    let mut rig = rig(1000);
+    rig.writer.alone = true;
+    rig.writer.checkpoint();
+    assert!(rig.writer.checkpoint_deferred);
+    assert!(rig.signatures.lock().unwrap().signed.is_empty());
+}
