@@ -59,13 +59,16 @@
 //!    to a worker thread that owns a logged-in session (a full queue answers `overloaded`
 //!    at once; during a token outage the answer is `hsm_unavailable` with `Retry-After`);
 //!    the worker hashes the signing input (ES256) and makes one `C_Sign`, on its session's
-//!    copy of the key (made at the key's first signature in that session). The handler
-//!    awaits the reply and normalises an ES256 signature to low-S, so each token has
-//!    exactly one valid encoding.
-//! 5. The service appends a `mint` record (principal, issuer, kid, jti, SHA-256 of the
-//!    token) to the [`audit::AuditSink`] and waits until the writer has fsynced it,
-//!    together with whatever other records arrived meanwhile. If it cannot be written,
-//!    the token is dropped and the request fails with `audit_unavailable`.
+//!    copy of the key (made at the key's first signature in that session). The same
+//!    worker then runs the service's continuation ([`signer::sign_then`]): it
+//!    normalises an ES256 signature to low-S, so each token has exactly one valid
+//!    encoding, assembles the token and starts its record.
+//! 5. The `mint` record (principal, issuer, kid, jti, SHA-256 of the token) goes to the
+//!    [`audit::AuditSink`]: when it is the only record announced and the writer is
+//!    idle, the worker writes and fsyncs it itself; otherwise it is queued to the writer
+//!    thread, which fsyncs it together with whatever else arrived meanwhile. The handler
+//!    waits until it is durable. If it cannot be written, the token is dropped and the
+//!    request fails with `audit_unavailable`.
 //! 6. The compact JWS goes back as an [`api::wire::MintedToken`]. Any error, from the
 //!    service or from HTTP itself (a bad path, method, media type, size or body), becomes
 //!    an [`api::error::ApiError`], the only place that knows HTTP statuses, and goes out
