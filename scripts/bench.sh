@@ -11,6 +11,7 @@ Usage: scripts/bench.sh [--quick] [--seconds N] [--clients 1,4,16,64] [--overloa
 Creates a throwaway SoftHSM2 token, then, per algorithm (ES256, then EdDSA):
   - the floor: raw C_Sign in-process, token object and session copy, 1 and N threads;
   - the disk: one 300-byte write + fdatasync where the audit log goes (and on tmpfs);
+  - the host: verifying a token, and a resumed mTLS handshake, in-process;
   - a real daemon (signetd serve, a process of its own) loaded by this process over its
     Unix socket: POST /v1/sign, /v1/tokens, /v1/verify, /v1/verify single_use, and
     /v1/tokens over mutual TLS with resumed sessions, at 1, 4, 16 and 64 clients, then

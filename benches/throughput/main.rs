@@ -4,7 +4,9 @@
 //! 1. The floor: raw `C_Sign` in this process (cryptoki, no signetd code) on the bench
 //!    token, with the key as a token object and as a session copy, on 1 thread and on as
 //!    many threads as the daemon has worker sessions.
-//! 2. The disk: one 300-byte `write` + `fdatasync` in the audit directory.
+//! 2. The disk: one 300-byte `write` + `fdatasync` in the audit directory; and the host:
+//!    verifying a token and a resumed TLS 1.3 handshake with a client certificate, in
+//!    this process (the floors of the verify and TLS rows).
 //! 3. A real daemon (`signetd serve`, a process of its own) and this process as an
 //!    independent load generator: `/v1/sign`, `/v1/tokens`, `/v1/verify` (plain and
 //!    single-use) over the Unix socket with keep-alive clients, and minting over mutual
@@ -20,6 +22,7 @@
 #[path = "../../tests/daemon/common.rs"]
 mod common;
 mod floor;
+mod host;
 mod load;
 #[allow(dead_code)]
 #[path = "../../tests/daemon/tls/pki.rs"]
@@ -167,11 +170,24 @@ fn main() {
         }
     }
 
+    // A resumed TLS 1.3 handshake with a client certificate, in-process: the TLS rows'
+    // floor.
+    let server = bench.tls_server();
+    let threads = [1, report.cores()];
+    let tls =
+        threads.map(|n| host::resumed_handshakes(|| bench.tls_client(), &server, n, duration));
+    report.tls(tls.to_vec());
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // Audit log on disk: every row.
     let daemon = bench.serve(false);
     for table in &mut tables {
         let target = runtime.block_on(daemon.target(table.algorithm));
+        // The host verifying the verify rows' token in-process: their floor.
+        let key = runtime.block_on(daemon.verifying_key(&kid_of(&target.token)));
+        table.verify_floors = threads
+            .map(|n| host::verification(&key, &target.token, n, duration))
+            .to_vec();
         // The HTTP round trip alone, for the breakdown of a lone request.
         let outcome = runtime.block_on(load::run(&target, Op::Health, 1, duration, &daemon.pid()));
         table.push(Row::new(Op::Health, 1, "disk", outcome));
@@ -212,4 +228,15 @@ fn main() {
         table.print(&report);
     }
     report.write(&o, tables);
+}
+
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["kid"].as_str().unwrap().to_string()
 }

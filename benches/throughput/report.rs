@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use signetd::Algorithm;
 
 use crate::floor::{Floor, ObjectKind};
+use crate::host::HostFloor;
 use crate::load::{Op, Outcome};
 use crate::stats::Percentiles;
 
@@ -59,6 +60,9 @@ pub struct Table {
     pub rows: Vec<Row>,
     /// Whether a second TLS handshake with the load generator's config resumed.
     pub resumed: bool,
+    /// The host verifying the verify rows' token in-process, on 1 thread and on as many
+    /// as the machine has cores.
+    pub verify_floors: Vec<HostFloor>,
 }
 
 /// What the whole run measured besides the tables.
@@ -68,6 +72,8 @@ pub struct Report {
     cores: usize,
     disk: (Percentiles, usize),
     tmpfs: (Percentiles, usize),
+    /// Resumed TLS 1.3 handshakes in-process, on 1 thread and on every core.
+    tls: Vec<HostFloor>,
 }
 
 impl Table {
@@ -78,6 +84,7 @@ impl Table {
             objects,
             rows: Vec::new(),
             resumed: false,
+            verify_floors: Vec::new(),
         }
     }
 
@@ -117,6 +124,22 @@ impl Table {
                 f.ops_per_s,
                 f.latency_us.p50,
                 f.latency_us.p99
+            );
+        }
+        let host_floors = self
+            .verify_floors
+            .iter()
+            .map(|f| ("host: verify the token", f))
+            .chain(
+                report
+                    .tls
+                    .iter()
+                    .map(|f| ("host: resumed mTLS handshake", f)),
+            );
+        for (what, f) in host_floors {
+            println!(
+                "{:<34} {:>8} {:>9.0} {:>9.1} {:>9.1}",
+                what, f.threads, f.ops_per_s, f.latency_us.p50, f.latency_us.p99
             );
         }
         let (disk, tmpfs) = (report.disk.0, report.tmpfs.0);
@@ -226,6 +249,7 @@ impl Table {
                 sign - http - sign_p50 - write
             );
         }
+        self.print_host_targets(report);
         let floor = self.floor(report.sessions).ops_per_s;
         for (op, target) in [(Op::Mint, 0.75), (Op::Sign, 0.8)] {
             if let Some(r) = self.row(op, 64, "disk") {
@@ -236,6 +260,59 @@ impl Table {
                     r.latency_us.p99 / r.latency_us.p50
                 );
             }
+        }
+    }
+}
+
+impl Table {
+    /// The targets of the rows that do not sign (docs/performance.md, "Targets for the
+    /// verify and TLS rows"), against the host floors of this run.
+    fn print_host_targets(&self, report: &Report) {
+        let p50 = |op, clients| self.row(op, clients, "disk").map(|r| r.latency_us.p50);
+        let ops = |op, clients| self.row(op, clients, "disk").map(|r| r.ops_per_s);
+        let (verify1, verify_n) = (self.verify_floors.first(), self.verify_floors.last());
+        if let (Some(http), Some(verify), Some(floor)) =
+            (p50(Op::Health, 1), p50(Op::Verify, 1), verify1)
+        {
+            let limit = http + 2.0 * floor.latency_us.p50;
+            println!(
+                "  {:<16} 1 client: p50 {verify:.0} µs = {:.2} x (/healthz p50 + 2 x host verify p50 = {limit:.0} µs)   target <= 1",
+                Op::Verify.label(),
+                verify / limit
+            );
+        }
+        if let (Some(rate), Some(floor)) = (ops(Op::Verify, 64), verify_n) {
+            println!(
+                "  {:<16} 64 clients: {:.2} x host verify on {} threads (target >= 0.5)",
+                Op::Verify.label(),
+                rate / floor.ops_per_s,
+                floor.threads
+            );
+        }
+        if let (Some(single), Some(verify)) = (p50(Op::VerifySingleUse, 1), p50(Op::Verify, 1)) {
+            let limit = verify + report.disk.0.p50;
+            println!(
+                "  {:<16} 1 client: p50 {single:.0} µs = {:.2} x (verify p50 + fsync p50 = {limit:.0} µs)   target <= 1.3",
+                "single_use",
+                single / limit
+            );
+        }
+        if let (Some(tls), Some(mint), Some(handshake)) =
+            (p50(Op::MintTls, 1), p50(Op::Mint, 1), report.tls.first())
+        {
+            let limit = mint + 2.0 * handshake.latency_us.p50;
+            println!(
+                "  {:<16} 1 client: p50 {tls:.0} µs = {:.2} x (socket mint p50 + 2 x resumed handshake p50 = {limit:.0} µs)   target <= 1",
+                "mTLS mint",
+                tls / limit
+            );
+        }
+        if let (Some(tls), Some(mint)) = (ops(Op::MintTls, 64), ops(Op::Mint, 64)) {
+            println!(
+                "  {:<16} 64 clients: {:.2} x the socket mint row (target >= 0.5)",
+                "mTLS mint",
+                tls / mint
+            );
         }
     }
 }
@@ -265,7 +342,17 @@ impl Report {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             disk: (nan, 0),
             tmpfs: (nan, 0),
+            tls: Vec::new(),
         }
+    }
+
+    /// Cores of this machine.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    pub fn tls(&mut self, floors: Vec<HostFloor>) {
+        self.tls = floors;
     }
 
     pub fn disk(&mut self, disk: (Percentiles, usize), tmpfs: (Percentiles, usize)) {
@@ -295,6 +382,7 @@ impl Report {
                 "disk": self.disk.0, "disk_samples": self.disk.1,
                 "tmpfs": self.tmpfs.0, "tmpfs_samples": self.tmpfs.1,
             },
+            "tls_resumed_handshake": self.tls,
             "tables": tables,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();

@@ -159,6 +159,22 @@ impl Bench {
         (config, socket, audit)
     }
 
+    /// The server side of the in-process TLS floor: the daemon's own certificate, key
+    /// and client CA.
+    pub fn tls_server(&self) -> Arc<rustls::ServerConfig> {
+        crate::host::server_config(
+            &self.pki.server.pem,
+            &self.pki.server.key_pem,
+            &self.pki.ca.pem,
+        )
+    }
+
+    /// A client config of its own (its own session cache) presenting the load
+    /// generator's certificate.
+    pub fn tls_client(&self) -> Arc<rustls::ClientConfig> {
+        self.pki.client(Some(&self.client))
+    }
+
     /// Starts `signetd serve` (a process of its own) with its audit log on disk or tmpfs.
     pub fn serve(&self, tmpfs: bool) -> Daemon<'_> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -200,7 +216,19 @@ impl Daemon<'_> {
     /// A TLS client config presenting the load generator's certificate. Its session
     /// cache is shared by every connection made with it, so handshakes resume.
     pub fn tls_client(&self) -> Arc<rustls::ClientConfig> {
-        self.bench.pki.client(Some(&self.bench.client))
+        self.bench.tls_client()
+    }
+
+    /// The public key of `kid`, from the daemon's JWKS.
+    pub async fn verifying_key(&self, kid: &str) -> crate::host::VerifyingKey {
+        let socket = Endpoint::Unix(self.socket.clone());
+        let mut connection = Connection::open(&socket).await.unwrap();
+        let response = connection
+            .request(Method::GET, "/.well-known/jwks.json", &[], Bytes::new())
+            .await
+            .unwrap();
+        let jwks: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        crate::host::VerifyingKey::from_jwks(&jwks, kid)
     }
 
     /// The load generator's target for `algorithm`, with one freshly minted token to
