@@ -132,8 +132,16 @@ fn mechanism(algorithm: Algorithm) -> (Mechanism<'static>, Vec<u8>) {
 }
 
 /// The disk's latency for what the audit writer does per batch: append one record-sized
-/// line (300 bytes) to a file in `dir` and `fdatasync` it.
+/// line (300 bytes) to a file in `dir` and `fdatasync` it, back to back.
 pub fn fsync_latency(dir: &Path, duration: Duration) -> (Percentiles, usize) {
+    fsync_latency_after(dir, duration, Duration::ZERO)
+}
+
+/// [`fsync_latency`] with the process asleep for `idle` before each append, as a lone
+/// request's fsync comes after a round trip with nothing to do (on a virtual machine an
+/// idle vCPU and disk make the next fsync slower). Informational: the targets use the
+/// back-to-back figure.
+pub fn fsync_latency_after(dir: &Path, duration: Duration, idle: Duration) -> (Percentiles, usize) {
     let path = dir.join("bench-fsync.tmp");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -144,6 +152,9 @@ pub fn fsync_latency(dir: &Path, duration: Duration) -> (Percentiles, usize) {
     let mut samples = Samples::default();
     let began = Instant::now();
     while began.elapsed() < duration {
+        if !idle.is_zero() {
+            std::thread::sleep(idle);
+        }
         let t = Instant::now();
         file.write_all(&line).unwrap();
         file.sync_data().unwrap();

@@ -154,6 +154,11 @@ fn main() {
     let disk = floor::fsync_latency(&bench.audit_parent, duration.max(Duration::from_secs(1)));
     let tmpfs = floor::fsync_latency(std::path::Path::new("/dev/shm"), Duration::from_millis(300));
     report.disk(disk, tmpfs);
+    report.disk_after_idle(floor::fsync_latency_after(
+        &bench.audit_parent,
+        duration.max(Duration::from_secs(1)),
+        Duration::from_millis(1),
+    ));
 
     let mut tables: Vec<Table> = Vec::new();
     {
