@@ -1,7 +1,8 @@
 //! The host's own limits for the rows that do not sign: verifying a token, and a
 //! resumed TLS 1.3 handshake with a client certificate. Both run in this process with
-//! the crates the field uses (p256 and ed25519-dalek, rustls), no signetd code, so the
-//! verify and TLS rows get a floor of their own as the signing rows have `C_Sign`.
+//! the crates the field uses (ring for P-256, ed25519-dalek, rustls), no signetd code,
+//! so the verify and TLS rows get a floor of their own as the signing rows have
+//! `C_Sign`.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -65,7 +66,8 @@ fn on_threads<S>(
 
 /// A public key that verifies the bench's tokens.
 pub enum VerifyingKey {
-    Es256(p256::ecdsa::VerifyingKey),
+    /// The uncompressed SEC1 point.
+    Es256(Vec<u8>),
     EdDsa(ed25519_dalek::VerifyingKey),
 }
 
@@ -84,7 +86,7 @@ impl VerifyingKey {
                 let mut point = vec![4u8];
                 point.extend(bytes("x"));
                 point.extend(bytes("y"));
-                VerifyingKey::Es256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap())
+                VerifyingKey::Es256(point)
             }
             "OKP" => {
                 let x: [u8; 32] = bytes("x").try_into().unwrap();
@@ -98,15 +100,16 @@ impl VerifyingKey {
 /// What a verifier does per token on the host: split it, decode the signature and the
 /// claims, check the signature, parse the claims.
 fn verify(key: &VerifyingKey, token: &str) {
-    use p256::ecdsa::signature::Verifier as _;
     let (input, signature) = token.rsplit_once('.').unwrap();
     let payload = input.split_once('.').unwrap().1;
     let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
     let verified = match key {
-        VerifyingKey::Es256(key) => {
-            let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
-            key.verify(input.as_bytes(), &signature).is_ok()
-        }
+        VerifyingKey::Es256(point) => ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            point,
+        )
+        .verify(input.as_bytes(), &signature)
+        .is_ok(),
         VerifyingKey::EdDsa(key) => {
             let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
             key.verify_strict(input.as_bytes(), &signature).is_ok()
