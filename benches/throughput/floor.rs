@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -14,7 +13,7 @@ use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
 use signetd::Algorithm;
 
-use crate::stats::{Percentiles, Samples};
+use crate::stats::{Percentiles, Samples, on_threads};
 
 /// Which object `C_Sign` uses: the key as stored in the token, or a copy of it made with
 /// `C_CopyObject` and `CKA_TOKEN=false`, which lives in the session and never leaves the
@@ -68,48 +67,29 @@ impl Token {
         threads: usize,
         duration: Duration,
     ) -> Floor {
-        let start = Barrier::new(threads);
-        let mut all = Samples::default();
-        let mut elapsed = Duration::ZERO;
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    let start = &start;
-                    scope.spawn(move || {
-                        let session = self.ctx.open_rw_session(self.slot).unwrap();
-                        // Logged in once per application: later sessions see it already.
-                        let _ = session.login(UserType::User, Some(&self.pin.clone().into()));
-                        let stored = session
-                            .find_objects(&[
-                                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                                Attribute::Id(kid.as_bytes().to_vec()),
-                            ])
-                            .unwrap()[0];
-                        let key = match object {
-                            ObjectKind::Token => stored,
-                            ObjectKind::Session => session
-                                .copy_object(stored, &[Attribute::Token(false)])
-                                .unwrap(),
-                        };
-                        let (mechanism, data) = mechanism(algorithm);
-                        let mut samples = Samples::with_capacity(1 << 16);
-                        start.wait();
-                        let began = Instant::now();
-                        while began.elapsed() < duration {
-                            let t = Instant::now();
-                            session.sign(&mechanism, key, &data).unwrap();
-                            samples.push(t.elapsed());
-                        }
-                        (samples, began.elapsed())
-                    })
-                })
-                .collect();
-            for worker in workers {
-                let (samples, took) = worker.join().unwrap();
-                all.extend(samples);
-                elapsed = elapsed.max(took);
-            }
-        });
+        let setup = || {
+            let session = self.ctx.open_rw_session(self.slot).unwrap();
+            // Logged in once per application: later sessions see it already.
+            let _ = session.login(UserType::User, Some(&self.pin.clone().into()));
+            let stored = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Id(kid.as_bytes().to_vec()),
+                ])
+                .unwrap()[0];
+            let key = match object {
+                ObjectKind::Token => stored,
+                ObjectKind::Session => session
+                    .copy_object(stored, &[Attribute::Token(false)])
+                    .unwrap(),
+            };
+            let (mechanism, data) = mechanism(algorithm);
+            (session, key, mechanism, data)
+        };
+        let sign = |(session, key, mechanism, data): &mut Signing| {
+            session.sign(mechanism, *key, data).unwrap();
+        };
+        let (all, elapsed) = on_threads(threads, duration, setup, sign);
         Floor {
             object,
             threads,
@@ -118,6 +98,14 @@ impl Token {
         }
     }
 }
+
+/// A floor thread's session, key, mechanism and data.
+type Signing = (
+    cryptoki::session::Session,
+    cryptoki::object::ObjectHandle,
+    Mechanism<'static>,
+    Vec<u8>,
+);
 
 /// What signetd hands `C_Sign`: a 32-byte digest for ES256 (hashed on the host), the
 /// JWS signing input for EdDSA.

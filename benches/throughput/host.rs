@@ -4,15 +4,15 @@
 //! so the verify and TLS rows get a floor of their own as the signing rows have
 //! `C_Sign`.
 
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, HandshakeKind, ServerConnection};
 
-use crate::stats::{Percentiles, Samples};
+use crate::stats::{Percentiles, Samples, on_threads};
 
 /// One host floor measurement.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -20,48 +20,6 @@ pub struct HostFloor {
     pub threads: usize,
     pub ops_per_s: f64,
     pub latency_us: Percentiles,
-}
-
-/// Runs `op` in a loop on `threads` threads for `duration`, each thread with the state
-/// `setup` makes it, and times each call.
-fn on_threads<S>(
-    threads: usize,
-    duration: Duration,
-    setup: impl Fn() -> S + Sync,
-    op: impl Fn(&mut S) + Sync,
-) -> HostFloor {
-    let start = Barrier::new(threads);
-    let mut all = Samples::default();
-    let mut elapsed = Duration::ZERO;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let (start, setup, op) = (&start, &setup, &op);
-                scope.spawn(move || {
-                    let mut state = setup();
-                    let mut samples = Samples::with_capacity(1 << 16);
-                    start.wait();
-                    let began = Instant::now();
-                    while began.elapsed() < duration {
-                        let t = Instant::now();
-                        op(&mut state);
-                        samples.push(t.elapsed());
-                    }
-                    (samples, began.elapsed())
-                })
-            })
-            .collect();
-        for worker in workers {
-            let (samples, took) = worker.join().unwrap();
-            all.extend(samples);
-            elapsed = elapsed.max(took);
-        }
-    });
-    HostFloor {
-        threads,
-        ops_per_s: all.len() as f64 / elapsed.as_secs_f64(),
-        latency_us: all.percentiles(),
-    }
 }
 
 /// A public key that verifies the bench's tokens.
@@ -128,7 +86,18 @@ pub fn verification(
     threads: usize,
     duration: Duration,
 ) -> HostFloor {
-    on_threads(threads, duration, || (), |_| verify(key, token))
+    host_floor(
+        threads,
+        on_threads(threads, duration, || (), |_| verify(key, token)),
+    )
+}
+
+fn host_floor(threads: usize, (samples, elapsed): (Samples, Duration)) -> HostFloor {
+    HostFloor {
+        threads,
+        ops_per_s: samples.len() as f64 / elapsed.as_secs_f64(),
+        latency_us: samples.percentiles(),
+    }
 }
 
 /// One TLS handshake between `client` and `server`, both in memory: records go from one
@@ -198,7 +167,7 @@ pub fn resumed_handshakes(
     threads: usize,
     duration: Duration,
 ) -> HostFloor {
-    on_threads(
+    let timed = on_threads(
         threads,
         duration,
         || {
@@ -214,5 +183,6 @@ pub fn resumed_handshakes(
                 "the floor times resumed handshakes"
             );
         },
-    )
+    );
+    host_floor(threads, timed)
 }

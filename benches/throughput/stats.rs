@@ -1,6 +1,7 @@
 //! Latency samples and what is reported of them.
 
-use std::time::Duration;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 /// Every latency of a row, in nanoseconds. Rows are seconds long, so keeping each sample
 /// and sorting once is exact and cheap (a few hundred thousand `u64`s at most): no
@@ -87,4 +88,43 @@ pub fn cpu_seconds(pid: &str) -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `op` in a loop on `threads` threads at once for `duration`, each thread with the
+/// state `setup` makes it (untimed), and times each call. Returns every sample and how
+/// long the slowest thread ran.
+pub fn on_threads<S>(
+    threads: usize,
+    duration: Duration,
+    setup: impl Fn() -> S + Sync,
+    op: impl Fn(&mut S) + Sync,
+) -> (Samples, Duration) {
+    let start = Barrier::new(threads);
+    let mut all = Samples::default();
+    let mut elapsed = Duration::ZERO;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (start, setup, op) = (&start, &setup, &op);
+                scope.spawn(move || {
+                    let mut state = setup();
+                    let mut samples = Samples::with_capacity(1 << 16);
+                    start.wait();
+                    let began = Instant::now();
+                    while began.elapsed() < duration {
+                        let t = Instant::now();
+                        op(&mut state);
+                        samples.push(t.elapsed());
+                    }
+                    (samples, began.elapsed())
+                })
+            })
+            .collect();
+        for worker in workers {
+            let (samples, took) = worker.join().unwrap();
+            all.extend(samples);
+            elapsed = elapsed.max(took);
+        }
+    });
+    (all, elapsed)
 }
