@@ -314,14 +314,16 @@ impl AuditLog {
             .await
     }
 
-    /// Starts appending `entry` on the calling thread and returns what waits until it is
-    /// durable. A record announced by `expected` while no other is announced is
-    /// written right here if the writer is idle (the future is then ready); any other
-    /// is queued to the writer thread before this returns.
+    /// Starts appending `entry` and returns what waits until it is durable: the record
+    /// is queued to the writer thread before this returns. With `here`, a record
+    /// announced by `expected` while no other is announced is instead written on the
+    /// calling thread if the writer is idle (the future is then ready): only for a
+    /// thread that may block on the disk, never an async runtime thread.
     pub fn start_append(
         &self,
         entry: Entry,
         expected: Option<Expected>,
+        here: bool,
     ) -> crate::util::BoxFuture<'static, Result<u64, AuditError>> {
         let mut members = entry.members();
         let (inbox, desk) = match &self.sink {
@@ -329,7 +331,7 @@ impl AuditLog {
             Sink::Unavailable => return Box::pin(std::future::ready(Err(AuditError::Unavailable))),
         };
         // Only this request's record is announced: nothing would join its batch.
-        if expected.is_some() && self.shared.expected.load(Ordering::SeqCst) == 1 {
+        if here && expected.is_some() && self.shared.expected.load(Ordering::SeqCst) == 1 {
             match desk.write_alone(members) {
                 Ok(alone) => {
                     drop(expected);

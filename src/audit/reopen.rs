@@ -126,6 +126,17 @@ impl AuditSink for ReopeningLog {
         }
     }
 
+    fn append_here(
+        &self,
+        entry: Entry,
+        expected: Option<Expected>,
+    ) -> BoxFuture<'static, Result<u64, AuditError>> {
+        match self.log.get() {
+            Some(log) => log.append_here(entry, expected),
+            None => Box::pin(std::future::ready(Err(AuditError::Unavailable))),
+        }
+    }
+
     fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>> {
         match self.log.get() {
             Some(log) => Box::pin(log.checkpoint()),

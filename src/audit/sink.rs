@@ -16,15 +16,26 @@ pub trait AuditSink: Send + Sync {
     fn expect(&self) -> Option<Expected>;
 
     /// Appends `entry` (announced by `expected`, if it was); the future waits until it
-    /// is durable and returns its sequence number. The append starts at the call, on
-    /// the calling thread (which may write the record itself), not when the future is
-    /// first polled: a PKCS#11 worker can start a signature's record and hand the rest
-    /// of the wait to the request's own task.
+    /// is durable and returns its sequence number. The append starts at the call (the
+    /// record is queued), not when the future is first polled, and never blocks the
+    /// calling thread on the disk.
     fn append(
         &self,
         entry: Entry,
         expected: Option<Expected>,
     ) -> BoxFuture<'static, Result<u64, AuditError>>;
+
+    /// [`AuditSink::append`] from a thread that may block on the disk (a PKCS#11
+    /// worker, never an async runtime thread): a lone announced record may be written
+    /// and synced right here, sparing the request the hand-off to the writer thread and
+    /// back. Sinks that cannot do that queue it as `append` does.
+    fn append_here(
+        &self,
+        entry: Entry,
+        expected: Option<Expected>,
+    ) -> BoxFuture<'static, Result<u64, AuditError>> {
+        self.append(entry, expected)
+    }
 
     /// Writes a signed checkpoint over everything so far.
     fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>>;
@@ -68,7 +79,15 @@ impl AuditSink for AuditLog {
         entry: Entry,
         expected: Option<Expected>,
     ) -> BoxFuture<'static, Result<u64, AuditError>> {
-        self.start_append(entry, expected)
+        self.start_append(entry, expected, false)
+    }
+
+    fn append_here(
+        &self,
+        entry: Entry,
+        expected: Option<Expected>,
+    ) -> BoxFuture<'static, Result<u64, AuditError>> {
+        self.start_append(entry, expected, true)
     }
 
     fn checkpoint(&self) -> BoxFuture<'_, Result<u64, AuditError>> {

@@ -339,8 +339,8 @@ impl Hsm {
 
     /// [`Hsm::sign`], then `then` with the signature on the worker that made it, so
     /// what the caller does next with it (its audit record) needs no hand-off back to
-    /// the caller's thread first. `then` runs once, after the call has finished (the
-    /// deadline no longer watches the worker then), and not at all if signing fails.
+    /// the caller's thread first. `then` runs once, after the call has finished and
+    /// outside `timeout_ms`, and not at all if signing fails.
     pub async fn sign_then<T: Send + 'static>(
         &self,
         key: KeyRef<'_>,

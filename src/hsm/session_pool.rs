@@ -260,9 +260,9 @@ impl SessionPool {
 
     /// [`SessionPool::run_by`], then `then` with `f`'s result, on the same worker: what
     /// a caller does next with it needs no hand-off back to the caller's thread first.
-    /// `then` runs after the call has finished, so the deadline no longer watches the
-    /// worker: a `then` that outlives it costs the caller its answer (`hsm_timeout`)
-    /// but not the worker its place.
+    /// `then` runs after the call has finished, outside the deadline: a slow `then` (a
+    /// record's fsync) neither times the caller out with `hsm_timeout` nor costs the
+    /// worker its place; the caller's own deadline (the request's) bounds it.
     pub(crate) async fn run_then_by<R, T, F, G>(
         self: &Arc<Self>,
         deadline: Instant,
@@ -335,8 +335,13 @@ impl SessionPool {
                 .await
                 .unwrap_or_else(|_| Err(HsmError::Library("a PKCS#11 job panicked".to_string())))
         };
-        let outcome = match tokio::time::timeout_at(deadline.into(), exchange).await {
+        tokio::pin!(exchange);
+        let outcome = match tokio::time::timeout_at(deadline.into(), &mut exchange).await {
             Ok(outcome) => outcome,
+            // The call itself finished in time; what runs after it (`then`: a record
+            // and its fsync) is not the token's time, and the request's own deadline
+            // still bounds it.
+            Err(_) if state.load(Ordering::SeqCst) == FINISHED => exchange.await,
             Err(_) => {
                 self.abandon(&state);
                 Err(HsmError::Timeout(self.timeout))

@@ -345,6 +345,7 @@ impl Service {
         // be written there too), so a lone request waits for no other thread between
         // its signature and its record.
         let (audit, algorithm) = (self.audit.clone(), key.algorithm);
+        let (_announced, expected) = record::Announcement::new(expected);
         let input = SignInput::Message(signing_input.clone().into_bytes());
         let (token, token_sha256, appending) =
             crate::signer::sign_then(&*self.signer, key.key_ref(), input, move |signature| {
@@ -352,7 +353,8 @@ impl Service {
                 let token = jws::compact(&signing_input, &signature);
                 let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
                 entry.token_sha256 = Some(token_sha256.clone());
-                Ok::<_, Error>((token, token_sha256, audit.append(entry, expected)))
+                let appending = audit.append_here(entry, expected.take());
+                Ok::<_, Error>((token, token_sha256, appending))
             })
             .await??;
         // The token exists only in this function until its record is durable; if the
@@ -408,6 +410,7 @@ impl Service {
         // As for a mint: the signature and its record are made on the worker that
         // signed.
         let (audit, algorithm, format) = (self.audit.clone(), key.algorithm, request.format);
+        let (_announced, expected) = record::Announcement::new(expected);
         let (signature, appending) =
             crate::signer::sign_then(&*self.signer, key.key_ref(), input, move |raw| {
                 let raw = low_s(algorithm, raw)?;
@@ -416,7 +419,8 @@ impl Service {
                     SignatureFormat::Der => es256_signature(&raw)?.to_der().as_bytes().to_vec(),
                 };
                 entry.signature_sha256 = Some(hex(&Sha256::digest(&signature)));
-                Ok::<_, Error>((signature, audit.append(entry, expected)))
+                let appending = audit.append_here(entry, expected.take());
+                Ok::<_, Error>((signature, appending))
             })
             .await??;
         record::durable(Event::Sign, appending).await?;

@@ -6,6 +6,8 @@
 //! logged rather than turned into a different answer. Refusals have rules of their
 //! own: see `service::refusals`.
 
+use std::sync::{Arc, Mutex};
+
 use super::Service;
 use crate::audit::{AUDIT_ISSUER, AuditSink, CallerRecord, Entry, Event, Expected};
 use crate::error::Error;
@@ -45,6 +47,36 @@ pub(super) async fn durable(event: Event, appended: Appending) -> Result<(), Err
         tracing::error!(error = %e, ?event, "audit record not written; the request fails");
         Error::AuditUnavailable
     })
+}
+
+/// A record's announcement ([`AuditSink::expect`]), shared by the request and the
+/// continuation that starts the record on the signer's thread. The continuation takes
+/// it; if the request ends first (its deadline passed, its client went away) while the
+/// job waits or hangs, dropping the request's side withdraws the announcement, so the
+/// writer does not keep waiting for a record that may never come.
+pub(super) struct Announcement(Arc<Mutex<Option<Expected>>>);
+
+/// The continuation's side of an [`Announcement`].
+pub(super) struct AnnouncementTaker(Arc<Mutex<Option<Expected>>>);
+
+impl Announcement {
+    pub(super) fn new(expected: Option<Expected>) -> (Announcement, AnnouncementTaker) {
+        let shared = Arc::new(Mutex::new(expected));
+        (Announcement(shared.clone()), AnnouncementTaker(shared))
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        drop(self.0.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+impl AnnouncementTaker {
+    /// The announcement, unless the request has withdrawn it.
+    pub(super) fn take(&self) -> Option<Expected> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// A record on its way to the log: what [`AuditSink::append`] returns.

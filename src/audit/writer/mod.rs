@@ -18,7 +18,9 @@
 //! queue up for the next batch, so concurrent requests share the cost.
 //!
 //! A lone record is different: when no other record is announced and the writer is
-//! idle, the request's own thread writes it ([`Desk::write_alone`]), so a lone request
+//! idle, the PKCS#11 worker that made the record's signature writes it
+//! ([`Desk::write_alone`], through `AuditSink::append_here`; never an async runtime
+//! thread, which must not block on the disk), so a lone request
 //! pays the write and its fsync but no hand-off to this thread and back (two wake-ups,
 //! each tens of µs on a virtual machine: `docs/performance.md`). The writer sits behind
 //! a lock for that; its thread holds the lock only while it gathers and writes a batch.
