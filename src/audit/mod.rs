@@ -326,12 +326,12 @@ impl AuditLog {
         here: bool,
     ) -> crate::util::BoxFuture<'static, Result<u64, AuditError>> {
         let mut members = entry.members();
-        let (inbox, desk) = match &self.sink {
-            Sink::Writer(inbox, desk) => (inbox, desk),
-            Sink::Unavailable => return Box::pin(std::future::ready(Err(AuditError::Unavailable))),
-        };
         // Only this request's record is announced: nothing would join its batch.
-        if here && expected.is_some() && self.shared.expected.load(Ordering::SeqCst) == 1 {
+        if let Sink::Writer(inbox, desk) = &self.sink
+            && here
+            && expected.is_some()
+            && self.shared.expected.load(Ordering::SeqCst) == 1
+        {
             match desk.write_alone(members) {
                 Ok(alone) => {
                     drop(expected);
@@ -343,14 +343,7 @@ impl AuditLog {
                 Err(back) => members = back,
             }
         }
-        let (reply, replied) = oneshot::channel();
-        if inbox
-            .send(writer::Message::Append(members, expected, reply))
-            .is_err()
-        {
-            return Box::pin(std::future::ready(Err(AuditError::Unavailable)));
-        }
-        Box::pin(async move { replied.await.map_err(|_| AuditError::Unavailable)? })
+        self.queue(|reply| writer::Message::Append(members, expected, reply))
     }
 
     /// Announces a record that will follow shortly (call before signing), so the writer
@@ -390,15 +383,24 @@ impl AuditLog {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
     ) -> Result<u64, AuditError> {
+        self.queue(make).await
+    }
+
+    /// Sends the writer the message `make` builds around a reply channel now, and
+    /// returns what waits for the reply.
+    fn queue(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<u64, AuditError>>) -> writer::Message,
+    ) -> crate::util::BoxFuture<'static, Result<u64, AuditError>> {
         let inbox = match &self.sink {
             Sink::Writer(inbox, _) => inbox,
-            Sink::Unavailable => return Err(AuditError::Unavailable),
+            Sink::Unavailable => return Box::pin(std::future::ready(Err(AuditError::Unavailable))),
         };
         let (reply, replied) = oneshot::channel();
-        inbox
-            .send(make(reply))
-            .map_err(|_| AuditError::Unavailable)?;
-        replied.await.map_err(|_| AuditError::Unavailable)?
+        if inbox.send(make(reply)).is_err() {
+            return Box::pin(std::future::ready(Err(AuditError::Unavailable)));
+        }
+        Box::pin(async move { replied.await.map_err(|_| AuditError::Unavailable)? })
     }
 
     /// Whether `records` refusal records may be written now: not while the free space

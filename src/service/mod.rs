@@ -341,25 +341,19 @@ impl Service {
             .kid(&key.kid)
             .ok();
         entry.jti = Some(claims.jti.clone());
-        // The token and its record are made on the worker that signed (the record may
-        // be written there too), so a lone request waits for no other thread between
-        // its signature and its record.
-        let (audit, algorithm) = (self.audit.clone(), key.algorithm);
-        let (_announced, expected) = record::Announcement::new(expected);
+        // The token exists only here until its record is durable; if the record cannot
+        // be written, the token is dropped unseen.
+        let algorithm = key.algorithm;
         let input = SignInput::Message(signing_input.clone().into_bytes());
-        let (token, token_sha256, appending) =
-            crate::signer::sign_then(&*self.signer, key.key_ref(), input, move |signature| {
+        let (token, token_sha256) = self
+            .sign_recorded(key.key_ref(), input, expected, move |signature| {
                 let signature = low_s(algorithm, signature)?;
                 let token = jws::compact(&signing_input, &signature);
                 let token_sha256 = hex(&Sha256::digest(token.as_bytes()));
                 entry.token_sha256 = Some(token_sha256.clone());
-                let appending = audit.append_here(entry, expected.take());
-                Ok::<_, Error>((token, token_sha256, appending))
+                Ok(((token, token_sha256), entry))
             })
-            .await??;
-        // The token exists only in this function until its record is durable; if the
-        // record cannot be written, the token is dropped unseen.
-        record::durable(Event::Mint, appending).await?;
+            .await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, jti = %claims.jti, %token_sha256, "minted token");
         Ok(MintedToken {
             token,
@@ -407,23 +401,18 @@ impl Service {
             .kid(&key.kid)
             .ok();
         entry.token_sha256 = Some(input_sha256.clone());
-        // As for a mint: the signature and its record are made on the worker that
-        // signed.
-        let (audit, algorithm, format) = (self.audit.clone(), key.algorithm, request.format);
-        let (_announced, expected) = record::Announcement::new(expected);
-        let (signature, appending) =
-            crate::signer::sign_then(&*self.signer, key.key_ref(), input, move |raw| {
+        let (algorithm, format) = (key.algorithm, request.format);
+        let signature = self
+            .sign_recorded(key.key_ref(), input, expected, move |raw| {
                 let raw = low_s(algorithm, raw)?;
                 let signature = match format {
                     SignatureFormat::Jws => raw,
                     SignatureFormat::Der => es256_signature(&raw)?.to_der().as_bytes().to_vec(),
                 };
                 entry.signature_sha256 = Some(hex(&Sha256::digest(&signature)));
-                let appending = audit.append_here(entry, expected.take());
-                Ok::<_, Error>((signature, appending))
+                Ok((signature, entry))
             })
-            .await??;
-        record::durable(Event::Sign, appending).await?;
+            .await?;
         tracing::info!(%caller, issuer = %request.issuer, kid = %key.kid, %input_sha256, "signed data");
         Ok(SignedData {
             signature: crate::util::b64(signature),

@@ -42,7 +42,7 @@ pub fn key_event(state: KeyState) -> Event {
 
 /// Waits until a signature's record, started by [`AuditSink::append`], is durable; the
 /// request fails if it cannot be.
-pub(super) async fn durable(event: Event, appended: Appending) -> Result<(), Error> {
+async fn durable(event: Event, appended: Appending) -> Result<(), Error> {
     appended.await.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, ?event, "audit record not written; the request fails");
         Error::AuditUnavailable
@@ -54,13 +54,13 @@ pub(super) async fn durable(event: Event, appended: Appending) -> Result<(), Err
 /// it; if the request ends first (its deadline passed, its client went away) while the
 /// job waits or hangs, dropping the request's side withdraws the announcement, so the
 /// writer does not keep waiting for a record that may never come.
-pub(super) struct Announcement(Arc<Mutex<Option<Expected>>>);
+struct Announcement(Arc<Mutex<Option<Expected>>>);
 
 /// The continuation's side of an [`Announcement`].
-pub(super) struct AnnouncementTaker(Arc<Mutex<Option<Expected>>>);
+struct AnnouncementTaker(Arc<Mutex<Option<Expected>>>);
 
 impl Announcement {
-    pub(super) fn new(expected: Option<Expected>) -> (Announcement, AnnouncementTaker) {
+    fn new(expected: Option<Expected>) -> (Announcement, AnnouncementTaker) {
         let shared = Arc::new(Mutex::new(expected));
         (Announcement(shared.clone()), AnnouncementTaker(shared))
     }
@@ -74,15 +74,41 @@ impl Drop for Announcement {
 
 impl AnnouncementTaker {
     /// The announcement, unless the request has withdrawn it.
-    pub(super) fn take(&self) -> Option<Expected> {
+    fn take(&self) -> Option<Expected> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
 /// A record on its way to the log: what [`AuditSink::append`] returns.
-pub(super) type Appending = crate::util::BoxFuture<'static, Result<u64, crate::audit::AuditError>>;
+type Appending = crate::util::BoxFuture<'static, Result<u64, crate::audit::AuditError>>;
 
 impl Service {
+    /// Signs `input` with `key` and makes the signature's record on the worker that
+    /// signed, so a lone request waits for no other thread between the two: `make`
+    /// turns the signature into what the request returns and its record, which is
+    /// started there (and written there when it is the only one announced, see
+    /// [`AuditSink::append_here`]). Returns once the record is durable; the request
+    /// fails if it cannot be, and what `make` made is dropped unseen.
+    pub(super) async fn sign_recorded<T: Send + 'static>(
+        &self,
+        key: crate::signer::KeyRef<'_>,
+        input: crate::signer::SignInput,
+        expected: Option<Expected>,
+        make: impl FnOnce(Vec<u8>) -> Result<(T, Entry), Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let audit = self.audit.clone();
+        let (_announced, expected) = Announcement::new(expected);
+        let (made, event, appending) =
+            crate::signer::sign_then(&*self.signer, key, input, move |signature| {
+                let (made, entry) = make(signature)?;
+                let event = entry.event;
+                Ok::<_, Error>((made, event, audit.append_here(entry, expected.take())))
+            })
+            .await??;
+        durable(event, appending).await?;
+        Ok(made)
+    }
+
     /// The audit log.
     pub fn audit(&self) -> &dyn AuditSink {
         &*self.audit
