@@ -78,7 +78,12 @@ impl Service {
         };
         match result {
             Ok((verified, expected)) => {
+                let exp = verified.claims.get("exp").and_then(Value::as_u64);
                 let mut entry = entry.issuer(&verified.issuer).kid(&verified.kid).ok();
+                // What puts the use back into a store that lost it (`rollback`).
+                entry.detail = Some(super::rollback::used_detail(
+                    exp.unwrap_or_default().saturating_add(LEEWAY_SECONDS),
+                ));
                 entry.jti = verified
                     .claims
                     .get("jti")
@@ -139,6 +144,13 @@ impl Service {
             return Err(VerifyError::TokenRevoked.into());
         }
         if request.single_use {
+            if !self.witness.uses_restored() {
+                // The audit log has not been read: a use the store lost to a power loss
+                // is not back yet, so its token could verify twice.
+                return Err(Error::Store(StoreError(
+                    "single use waits for the audit log to be read at start".into(),
+                )));
+            }
             let exp = claims
                 .get("exp")
                 .and_then(Value::as_u64)

@@ -57,9 +57,24 @@ pub trait ReplayStore: Send + Sync {
         leeway: u64,
     ) -> BoxFuture<'a, Result<(), ReplayRefusal>>;
 
+    /// Puts back single uses the audit log records, which a store that does not sync
+    /// each use may have lost to a power loss (SQLite; a no-op where every use is
+    /// committed durably). Keeps the later expiry of a jti it has; returns how many
+    /// rows it lacked or had expiring sooner.
+    fn restore<'a>(&'a self, uses: &'a [RecordedUse]) -> BoxFuture<'a, Result<u64, StoreError>>;
+
     /// How many used jtis are remembered and still unexpired at `now`: one indexed
     /// count, for the metrics' gauge at each lifecycle tick.
     fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// A single use as the audit log records it (a `verify` record, `used until EXP`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedUse {
+    /// The token's `jti`.
+    pub jti: String,
+    /// Until when it is remembered: the token's `exp` plus the verifiers' leeway.
+    pub expires_at: u64,
 }
 
 /// A revoked token.

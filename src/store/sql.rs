@@ -7,7 +7,11 @@
 //!
 //! Single-use verification is one statement, an insert that does nothing if the jti is
 //! there: the database, not this process, decides which of concurrent uses is first, and
-//! the answer survives restarts.
+//! the answer survives restarts. On SQLite that statement runs on a connection of its
+//! own with `synchronous = NORMAL`: its commit is not fsynced, since the use's audit
+//! record is, and the daemon puts back at start the uses the log records that a power
+//! loss took from the store ([`ReplayStore::restore`]); one fsync per single use, not
+//! two. Everything else commits with `synchronous = FULL`.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -20,7 +24,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
-use super::{ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
+use super::{RecordedUse, ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
 use crate::config::StoreLocation;
 use crate::config::files::{FileKind, file_problem, state_owner_problem, user_name};
 use crate::hsm::{DATA_APPLICATION, Hsm};
@@ -52,6 +56,11 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
 /// Most connections a store holds.
 const MAX_CONNECTIONS: u32 = 4;
 
+/// Connections of an SQLite store's single-use pool: one, since SQLite takes one writer
+/// at a time anyway, and concurrent uses then queue in the pool (in order) rather than
+/// in SQLite's busy handler (which sleeps and retries).
+const SINGLE_USE_CONNECTIONS: u32 = 1;
+
 /// What `signetd store check` reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreStatus {
@@ -70,6 +79,9 @@ pub struct StoreStatus {
 /// The state store in an SQL database.
 pub struct SqlStore {
     pool: AnyPool,
+    /// Where single uses are written: on SQLite a pool of its own, whose commits are
+    /// not fsynced (see the module documentation); on PostgreSQL `pool` itself.
+    single_use: AnyPool,
     location: StoreLocation,
     first_uses: AtomicU64,
 }
@@ -94,13 +106,15 @@ impl Drop for SqlStore {
         if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return;
         }
-        let pool = self.pool.clone();
+        let pools = [self.single_use.clone(), self.pool.clone()];
         tokio::task::block_in_place(|| {
             runtime.block_on(async {
-                if tokio::time::timeout(CLOSE_TIMEOUT, pool.close())
-                    .await
-                    .is_err()
-                {
+                let closing = async {
+                    for pool in pools {
+                        pool.close().await;
+                    }
+                };
+                if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
                     tracing::warn!(
                         "the state store's connections did not close within {CLOSE_TIMEOUT:?}"
                     );
@@ -129,6 +143,28 @@ fn failed_at<'a>(
         e => StoreError(format!("{what} ({location}): {e}")),
     }
 }
+
+/// A pool of at most `connections`, whose SQLite connections get `synchronous` (the
+/// pragma), foreign keys, and a busy timeout, so a writer waits for another rather
+/// than fail at once.
+fn pool_options(connections: u32, synchronous: &'static str) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if conn.backend_name() == SQLITE {
+                    for pragma in [synchronous, "PRAGMA foreign_keys = ON", SQLITE_BUSY_TIMEOUT] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+}
+
+/// What [`ReplayStore::restore`] does, for its errors.
+const WHAT_RESTORE: &str = "putting back single uses";
 
 /// The name sqlx's `Any` driver gives SQLite connections.
 const SQLITE: &str = "SQLite";
@@ -270,31 +306,23 @@ impl SqlStore {
                 AnyConnectOptions::from_str(url.expose()).map_err(cannot_open())?
             }
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    if conn.backend_name() == SQLITE {
-                        // Per connection: a single use acknowledged must not be
-                        // forgotten by a power loss, and a writer waits for another
-                        // rather than fail at once.
-                        for pragma in [
-                            "PRAGMA synchronous = FULL",
-                            "PRAGMA foreign_keys = ON",
-                            SQLITE_BUSY_TIMEOUT,
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        // A key change or a revocation acknowledged must not be forgotten by a power
+        // loss: FULL. A single use may be, since its audit record is fsynced and puts
+        // it back (the module documentation): NORMAL, on a pool of its own.
+        let pool = pool_options(MAX_CONNECTIONS, "PRAGMA synchronous = FULL")
+            .connect_with(options.clone())
             .await
             .map_err(cannot_open())?;
+        let single_use = match location {
+            StoreLocation::Sqlite { .. } => {
+                pool_options(SINGLE_USE_CONNECTIONS, "PRAGMA synchronous = NORMAL")
+                    .connect_lazy_with(options)
+            }
+            StoreLocation::Postgres { .. } => pool.clone(),
+        };
         Ok(SqlStore {
             pool,
+            single_use,
             location: location.clone(),
             first_uses: AtomicU64::new(0),
         })
@@ -442,7 +470,7 @@ impl SqlStore {
         .bind(jti)
         .bind(int(exp.saturating_add(leeway)))
         .bind(int(now))
-        .execute(self.pool())
+        .execute(&self.single_use)
         .await
         .map_err(failed("recording a single-use jti"))?;
         let first = done.rows_affected() == 1;
@@ -466,6 +494,27 @@ impl SqlStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn restore_sql(&self, uses: &[RecordedUse]) -> Result<u64, StoreError> {
+        // Committed with FULL (the main pool): what is put back stays.
+        let mut tx = self.pool.begin().await.map_err(failed(WHAT_RESTORE))?;
+        let mut lacking = 0;
+        for used in uses {
+            lacking += sqlx::query(
+                "INSERT INTO used_jtis (jti, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE used_jtis.expires_at < excluded.expires_at",
+            )
+            .bind(&used.jti)
+            .bind(int(used.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(failed(WHAT_RESTORE))?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(failed(WHAT_RESTORE))?;
+        Ok(lacking)
+    }
+
     /// Deletes at most 1000 single-use rows expired before `now`; returns how many.
     pub async fn prune_used(&self, now: u64) -> Result<u64, StoreError> {
         Ok(sqlx::query(
@@ -474,7 +523,7 @@ impl SqlStore {
         )
         .bind(int(now))
         .bind(PRUNE_BATCH)
-        .execute(self.pool())
+        .execute(&self.single_use)
         .await
         .map_err(failed("pruning single-use jtis"))?
         .rows_affected())
@@ -668,6 +717,19 @@ impl ReplayStore for SqlStore {
         })
     }
 
+    fn restore<'a>(&'a self, uses: &'a [RecordedUse]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            match self.location {
+                // Every first use was committed durably before it was answered.
+                StoreLocation::Postgres { .. } => Ok(0),
+                StoreLocation::Sqlite { .. } if uses.is_empty() => Ok(0),
+                // Unbounded by OPERATION_TIMEOUT: a long log may have many uses to put
+                // back, and SQLite's busy timeout bounds each statement's wait.
+                StoreLocation::Sqlite { .. } => self.restore_sql(uses).await,
+            }
+        })
+    }
+
     fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(bounded("counting single-use jtis", self.live_sql(now)))
     }
@@ -758,6 +820,7 @@ mod tests {
         revoking_again_keeps_the_later_exp_and_prune_forgets_expired,
         status_reports_the_schema_version_before_and_after_migrating,
         an_unreachable_store_refuses_single_use_rather_than_allow_it,
+        restore_puts_back_what_the_store_lacks,
     );
 
     async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
@@ -845,6 +908,7 @@ mod tests {
     async fn an_unreachable_store_refuses_single_use_rather_than_allow_it(db: &TestDb) {
         let store = SqlStore::open(db.location()).await.unwrap();
         store.pool.close().await;
+        store.single_use.close().await;
         assert_eq!(
             store.use_once("a", 100, 50, 5).await,
             Err(ReplayRefusal::Unavailable)
@@ -978,21 +1042,54 @@ mod tests {
         );
     }
 
+    /// A `PRAGMA` query's answer on a connection of `pool`, as text.
+    async fn pragma(pool: &AnyPool, query: &'static str) -> String {
+        let row = sqlx::query(query).fetch_one(pool).await.unwrap();
+        row.try_get::<String, _>(0)
+            .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn sqlite_connections_use_wal_full_sync_and_a_busy_timeout() {
         let db = TestDb::new(Engine::Sqlite).await.unwrap();
         let store = SqlStore::open(db.location()).await.unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
-        let mut pragma = async |sql: &'static str| -> String {
-            let row = sqlx::query(sql).fetch_one(&mut *conn).await.unwrap();
-            row.try_get::<String, _>(0)
-                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
-                .unwrap()
+        for pool in [&store.pool, &store.single_use] {
+            assert_eq!(pragma(pool, "PRAGMA journal_mode").await, "wal");
+            assert_eq!(pragma(pool, "PRAGMA busy_timeout").await, "5000");
+            assert_eq!(pragma(pool, "PRAGMA foreign_keys").await, "1");
+        }
+        // 2: FULL, for everything but single uses; 1: NORMAL, for those, whose audit
+        // records are synced and put them back.
+        assert_eq!(pragma(&store.pool, "PRAGMA synchronous").await, "2");
+        assert_eq!(pragma(&store.single_use, "PRAGMA synchronous").await, "1");
+    }
+
+    /// What a store lost (or never had) comes back; what it has keeps its later expiry.
+    async fn restore_puts_back_what_the_store_lacks(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
+        let used = |jti: &str, expires_at: u64| RecordedUse {
+            jti: jti.to_string(),
+            expires_at,
         };
-        assert_eq!(pragma("PRAGMA journal_mode").await, "wal");
-        // 2: FULL.
-        assert_eq!(pragma("PRAGMA synchronous").await, "2");
-        assert_eq!(pragma("PRAGMA busy_timeout").await, "5000");
+        store.use_once("kept", 500, 50, 0).await.unwrap();
+        store.use_once("sooner", 150, 50, 0).await.unwrap();
+        let uses = [used("lost", 200), used("kept", 300), used("sooner", 400)];
+        let lacking = store.restore(&uses).await.unwrap();
+        if matches!(db.location(), StoreLocation::Postgres { .. }) {
+            // Every use was committed durably: nothing to put back.
+            assert_eq!(lacking, 0);
+            return;
+        }
+        assert_eq!(lacking, 2);
+        for (jti, now) in [("lost", 199), ("kept", 499), ("sooner", 399)] {
+            assert_eq!(
+                store.use_once(jti, 900, now, 0).await,
+                Err(ReplayRefusal::Replayed),
+                "{jti}"
+            );
+        }
+        assert_eq!(store.restore(&uses).await.unwrap(), 0);
     }
 
     #[test]
