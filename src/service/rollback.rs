@@ -17,9 +17,7 @@
 //! view at a reload): the key is never served in the earlier state. Token revocations
 //! the log records that the store lacks are put back the same way, and those the store
 //! holds that the log lacks (revoked with the CLI while no daemon ran) are recorded
-//! first, so a later restore cannot drop them ([`unrecorded`]). Single uses the log
-//! records and the store lacks (an SQLite store does not fsync them: their records are
-//! fsynced instead) are put back before any single use is accepted. What this cannot
+//! first, so a later restore cannot drop them ([`unrecorded`]). What this cannot
 //! catch (the audit log restored along with the store) is in docs/operations.md.
 
 use std::collections::HashMap;
@@ -32,9 +30,7 @@ use serde::Deserialize;
 
 use crate::audit::{CallerRecord, Entry, Event, Outcome};
 use crate::keys::state::KeyState;
-use crate::store::{
-    KeyMetadata, KeyWriteError, RecordedUse, ReplayStore, RevocationStore, RevokedToken, StoreError,
-};
+use crate::store::{KeyMetadata, KeyWriteError, RevocationStore, RevokedToken, StoreError};
 
 /// The `actor` of the store's history entries this module writes.
 pub const ACTOR: &str = "audit-log";
@@ -62,15 +58,6 @@ pub fn generated_detail(made: &str, state: KeyState) -> String {
         changed_detail(state)
     )
 }
-
-/// The `detail` of a single use's `verify` record: until when the store remembers it
-/// (the token's `exp` plus the leeway). A store that lost the use to a power loss gets
-/// it back from this at the next start ([`catch_up`]).
-pub fn used_detail(expires_at: u64) -> String {
-    format!("{USED_UNTIL}{expires_at}")
-}
-
-const USED_UNTIL: &str = "used until ";
 
 /// What comes before the key states in a `start` record's `detail`.
 pub const START_KEYS: &str = "; keys: ";
@@ -113,14 +100,8 @@ pub struct RecordedRevocation {
 pub struct Witness {
     keys: Mutex<HashMap<String, Seen>>,
     revocations: Mutex<Vec<RecordedRevocation>>,
-    /// The single uses the log records that were unexpired when it was read, until
-    /// [`catch_up`] puts them back.
-    uses: Mutex<Vec<RecordedUse>>,
     /// Whether the audit log has been read (it may not be readable at start).
     log_read: AtomicBool,
-    /// Whether [`catch_up`] has put back the single uses: until then a single use the
-    /// store lost could verify again, so none is accepted.
-    uses_restored: AtomicBool,
 }
 
 /// The fields of an audit line this module reads.
@@ -181,8 +162,6 @@ impl Witness {
             return Ok(());
         }
         let mut revocations = Vec::new();
-        let mut uses = Vec::new();
-        let now = super::unix_now();
         for path in crate::audit::verify::segment_paths(&[dir.to_path_buf()])? {
             let file = std::fs::File::open(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -191,23 +170,17 @@ impl Witness {
                 // Most lines are mints; only these events are parsed.
                 if !(contains(&line, b"\"event\":\"key_")
                     || contains(&line, b"\"event\":\"start\"")
-                    || contains(&line, b"\"event\":\"token_revoke\"")
-                    || contains(&line, b"\"event\":\"verify\""))
+                    || contains(&line, b"\"event\":\"token_revoke\""))
                 {
                     continue;
                 }
                 let Ok(line) = serde_json::from_slice::<Line>(&line) else {
                     continue;
                 };
-                if line.event == Event::Verify {
-                    uses.extend(recorded_use(line).filter(|u| u.expires_at >= now));
-                    continue;
-                }
                 self.read_line(line, &mut revocations);
             }
         }
         *self.revocations.lock().unwrap_or_else(|p| p.into_inner()) = revocations;
-        *self.uses.lock().unwrap_or_else(|p| p.into_inner()) = uses;
         self.log_read.store(true, Ordering::Release);
         Ok(())
     }
@@ -329,46 +302,6 @@ impl Witness {
             .filter(|r| r.exp >= now && !listed.contains(&r.jti))
             .cloned()
             .collect())
-    }
-}
-
-/// The single use a `verify` record records: only a successful single use is recorded,
-/// and records of earlier builds (no `used until`) name uses their store synced.
-fn recorded_use(line: Line) -> Option<RecordedUse> {
-    if line.outcome != Some(Outcome::Ok) {
-        return None;
-    }
-    let expires_at = line.detail?.strip_prefix(USED_UNTIL)?.parse().ok()?;
-    Some(RecordedUse {
-        jti: line.jti?,
-        expires_at,
-    })
-}
-
-impl Witness {
-    /// Whether the single uses the log records are back in the store
-    /// ([`catch_up`] has run): before that, no single use is accepted.
-    pub fn uses_restored(&self) -> bool {
-        self.uses_restored.load(Ordering::Acquire)
-    }
-
-    /// Puts back in `replay` the single uses the log records, and forgets them.
-    async fn restore_uses(&self, replay: &dyn ReplayStore) -> Result<(), String> {
-        let uses = std::mem::take(&mut *self.uses.lock().unwrap_or_else(|p| p.into_inner()));
-        let lacking = replay.restore(&uses).await.map_err(|e| {
-            format!("the single uses the audit log records could not be put back: {e}")
-        })?;
-        if lacking > 0 {
-            // Expected after a power loss (the store does not sync each use; the log
-            // does), and also what a store restored from an older backup lacks.
-            tracing::warn!(
-                lacking,
-                recorded = uses.len(),
-                "single uses the audit log records were missing from the state store (a power loss, or a store restored from a backup); put back"
-            );
-        }
-        self.uses_restored.store(true, Ordering::Release);
-        Ok(())
     }
 }
 
@@ -520,7 +453,6 @@ pub async fn catch_up(
     witness: &Witness,
     keys: &dyn KeyMetadata,
     revocations: &dyn RevocationStore,
-    replay: &dyn ReplayStore,
     now: u64,
 ) -> Result<Vec<Entry>, String> {
     let behind = witness.behind(keys).await.map_err(|e| e.to_string())?;
@@ -530,7 +462,6 @@ pub async fn catch_up(
         .await
         .map_err(|e| e.to_string())?;
     records.extend(restore_revocations(revocations, &missing, now).await?);
-    witness.restore_uses(replay).await?;
     // After the put-back, so what was put back (the log has it) is not recorded twice.
     records.extend(
         unrecorded::records(witness, revocations, now)

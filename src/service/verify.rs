@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::identity::Principal;
 use crate::keys::{JwkSet, KeyPurpose, KeyState};
 use crate::policy::Action;
-use crate::store::{ReplayRefusal, StoreError};
+use crate::store::{Durable, ReplayRefusal, StoreError};
 use crate::token::jws::Header;
 use crate::token::verify::{self, Expected, VerifyError};
 use crate::util::unb64;
@@ -67,7 +67,7 @@ impl Service {
         request: VerifyRequest,
     ) -> Result<Verified, Error> {
         if !request.single_use {
-            return self.check(caller, &request).await;
+            return self.check(caller, &request).await.map(|(v, _)| v);
         }
         let token_sha256 = hex(&Sha256::digest(request.token.as_bytes()));
         let mut entry = Entry::new(Event::Verify).caller(caller);
@@ -77,19 +77,22 @@ impl Service {
             Err(e) => Err(e),
         };
         match result {
-            Ok((verified, expected)) => {
-                let exp = verified.claims.get("exp").and_then(Value::as_u64);
+            Ok(((verified, durable), expected)) => {
                 let mut entry = entry.issuer(&verified.issuer).kid(&verified.kid).ok();
-                // What puts the use back into a store that lost it (`rollback`).
-                entry.detail = Some(super::rollback::used_detail(
-                    exp.unwrap_or_default().saturating_add(LEEWAY_SECONDS),
-                ));
                 entry.jti = verified
                     .claims
                     .get("jti")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                self.record(expected, entry).await?;
+                // The store's sync and the record's at once. The use is consumed either
+                // way (the record says so); the answer waits for both to be durable.
+                let durable = durable.unwrap_or_else(|| Box::pin(std::future::ready(Ok(()))));
+                let (synced, recorded) = tokio::join!(durable, self.record(expected, entry));
+                recorded?;
+                synced.map_err(|e| {
+                    tracing::error!(error = %e, "single use not made durable: the state store is unavailable");
+                    Error::Store(e)
+                })?;
                 Ok(verified)
             }
             Err(e) => {
@@ -99,7 +102,13 @@ impl Service {
         }
     }
 
-    async fn check(&self, caller: &Principal, request: &VerifyRequest) -> Result<Verified, Error> {
+    /// Verifies `request`'s token; for single use, also consumes its jti, and returns
+    /// what makes that durable.
+    async fn check(
+        &self,
+        caller: &Principal,
+        request: &VerifyRequest,
+    ) -> Result<(Verified, Option<Durable>), Error> {
         if request.single_use {
             self.policy().decide(caller, Action::SingleUseVerify)?;
         }
@@ -143,33 +152,30 @@ impl Service {
         if self.revoked.contains(jti) {
             return Err(VerifyError::TokenRevoked.into());
         }
+        let mut durable = None;
         if request.single_use {
-            if !self.witness.uses_restored() {
-                // The audit log has not been read: a use the store lost to a power loss
-                // is not back yet, so its token could verify twice.
-                return Err(Error::Store(StoreError(
-                    "single use waits for the audit log to be read at start".into(),
-                )));
-            }
             let exp = claims
                 .get("exp")
                 .and_then(Value::as_u64)
                 .unwrap_or_default();
-            self.replay
-                .use_once(jti, exp, now, LEEWAY_SECONDS)
-                .await
-                .map_err(|refusal| match refusal {
-                    ReplayRefusal::Replayed => VerifyError::Replayed.into(),
-                    ReplayRefusal::Unavailable => Error::Store(StoreError(
-                        "the single-use check could not reach the state store".into(),
-                    )),
-                })?;
+            durable = Some(
+                self.replay
+                    .use_once(jti, exp, now, LEEWAY_SECONDS)
+                    .await
+                    .map_err(|refusal| match refusal {
+                        ReplayRefusal::Replayed => VerifyError::Replayed.into(),
+                        ReplayRefusal::Unavailable => Error::Store(StoreError(
+                            "the single-use check could not reach the state store".into(),
+                        )),
+                    })?,
+            );
         }
-        Ok(Verified {
+        let verified = Verified {
             valid: true,
             claims,
             kid,
             issuer: key.issuer.clone(),
-        })
+        };
+        Ok((verified, durable))
     }
 }

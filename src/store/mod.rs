@@ -22,6 +22,7 @@ mod sql;
 pub(crate) mod test_db;
 mod token_keys;
 mod token_revocations;
+mod wal_sync;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,37 +45,28 @@ pub enum ReplayRefusal {
     Unavailable,
 }
 
+/// A first use the store has decided, becoming durable: it completes once the use
+/// survives a power loss, and the caller awaits it before answering, alongside the
+/// use's audit record (two syncs at once rather than one after the other).
+pub type Durable = BoxFuture<'static, Result<(), StoreError>>;
+
 /// Remembers which single-use tokens were consumed.
 pub trait ReplayStore: Send + Sync {
     /// Records `jti` as used, or says why it may not be used. `exp` bounds how long it
     /// is remembered (plus `leeway`, since verifiers accept the token that much
-    /// longer). Of concurrent calls with one `jti`, exactly one succeeds.
+    /// longer). Of concurrent calls with one `jti`, exactly one succeeds: decided when
+    /// this returns, and remembered after a power loss once its [`Durable`] completes.
     fn use_once<'a>(
         &'a self,
         jti: &'a str,
         exp: u64,
         now: u64,
         leeway: u64,
-    ) -> BoxFuture<'a, Result<(), ReplayRefusal>>;
-
-    /// Puts back single uses the audit log records, which a store that does not sync
-    /// each use may have lost to a power loss (SQLite; a no-op where every use is
-    /// committed durably). Keeps the later expiry of a jti it has; returns how many
-    /// rows it lacked or had expiring sooner.
-    fn restore<'a>(&'a self, uses: &'a [RecordedUse]) -> BoxFuture<'a, Result<u64, StoreError>>;
+    ) -> BoxFuture<'a, Result<Durable, ReplayRefusal>>;
 
     /// How many used jtis are remembered and still unexpired at `now`: one indexed
     /// count, for the metrics' gauge at each lifecycle tick.
     fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
-}
-
-/// A single use as the audit log records it (a `verify` record, `used until EXP`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordedUse {
-    /// The token's `jti`.
-    pub jti: String,
-    /// Until when it is remembered: the token's `exp` plus the verifiers' leeway.
-    pub expires_at: u64,
 }
 
 /// A revoked token.

@@ -8,14 +8,15 @@
 //! Single-use verification is one statement, an insert that does nothing if the jti is
 //! there: the database, not this process, decides which of concurrent uses is first, and
 //! the answer survives restarts. On SQLite that statement runs on a connection of its
-//! own with `synchronous = NORMAL`: its commit is not fsynced, since the use's audit
-//! record is, and the daemon puts back at start the uses the log records that a power
-//! loss took from the store ([`ReplayStore::restore`]); one fsync per single use, not
-//! two. Everything else commits with `synchronous = FULL`.
+//! own with `synchronous = NORMAL`, and the use is made durable by one `fdatasync` of
+//! the WAL ([`WalSync`]) that the caller awaits together with the fsync of the use's
+//! audit record: two syncs at once instead of one after the other. Everything else
+//! commits with `synchronous = FULL`.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
-use super::{RecordedUse, ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
+use super::wal_sync::WalSync;
+use super::{Durable, ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
 use crate::config::StoreLocation;
 use crate::config::files::{FileKind, file_problem, state_owner_problem, user_name};
 use crate::hsm::{DATA_APPLICATION, Hsm};
@@ -80,8 +82,10 @@ pub struct StoreStatus {
 pub struct SqlStore {
     pool: AnyPool,
     /// Where single uses are written: on SQLite a pool of its own, whose commits are
-    /// not fsynced (see the module documentation); on PostgreSQL `pool` itself.
+    /// synced by `wal` (see the module documentation); on PostgreSQL `pool` itself.
     single_use: AnyPool,
+    /// An SQLite store's WAL, synced after each single use.
+    wal: Option<Arc<WalSync>>,
     location: StoreLocation,
     first_uses: AtomicU64,
 }
@@ -162,9 +166,6 @@ fn pool_options(connections: u32, synchronous: &'static str) -> AnyPoolOptions {
             })
         })
 }
-
-/// What [`ReplayStore::restore`] does, for its errors.
-const WHAT_RESTORE: &str = "putting back single uses";
 
 /// The name sqlx's `Any` driver gives SQLite connections.
 const SQLITE: &str = "SQLite";
@@ -306,23 +307,25 @@ impl SqlStore {
                 AnyConnectOptions::from_str(url.expose()).map_err(cannot_open())?
             }
         };
-        // A key change or a revocation acknowledged must not be forgotten by a power
-        // loss: FULL. A single use may be, since its audit record is fsynced and puts
-        // it back (the module documentation): NORMAL, on a pool of its own.
+        // Nothing acknowledged may be forgotten by a power loss: FULL, except for single
+        // uses, whose commits `wal` syncs while their audit records are (the module
+        // documentation): NORMAL, on a pool of its own.
         let pool = pool_options(MAX_CONNECTIONS, "PRAGMA synchronous = FULL")
             .connect_with(options.clone())
             .await
             .map_err(cannot_open())?;
-        let single_use = match location {
-            StoreLocation::Sqlite { .. } => {
+        let (single_use, wal) = match location {
+            StoreLocation::Sqlite { path } => (
                 pool_options(SINGLE_USE_CONNECTIONS, "PRAGMA synchronous = NORMAL")
-                    .connect_lazy_with(options)
-            }
-            StoreLocation::Postgres { .. } => pool.clone(),
+                    .connect_lazy_with(options),
+                Some(WalSync::new(path)),
+            ),
+            StoreLocation::Postgres { .. } => (pool.clone(), None),
         };
         Ok(SqlStore {
             pool,
             single_use,
+            wal,
             location: location.clone(),
             first_uses: AtomicU64::new(0),
         })
@@ -492,27 +495,6 @@ impl SqlStore {
             .and_then(|row| row.try_get(0))
             .map_err(failed("counting single-use jtis"))?;
         Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    async fn restore_sql(&self, uses: &[RecordedUse]) -> Result<u64, StoreError> {
-        // Committed with FULL (the main pool): what is put back stays.
-        let mut tx = self.pool.begin().await.map_err(failed(WHAT_RESTORE))?;
-        let mut lacking = 0;
-        for used in uses {
-            lacking += sqlx::query(
-                "INSERT INTO used_jtis (jti, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE used_jtis.expires_at < excluded.expires_at",
-            )
-            .bind(&used.jti)
-            .bind(int(used.expires_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(failed(WHAT_RESTORE))?
-            .rows_affected();
-        }
-        tx.commit().await.map_err(failed(WHAT_RESTORE))?;
-        Ok(lacking)
     }
 
     /// Deletes at most 1000 single-use rows expired before `now`; returns how many.
@@ -699,33 +681,27 @@ impl ReplayStore for SqlStore {
         exp: u64,
         now: u64,
         leeway: u64,
-    ) -> BoxFuture<'a, Result<(), ReplayRefusal>> {
+    ) -> BoxFuture<'a, Result<Durable, ReplayRefusal>> {
         Box::pin(async move {
             let used = bounded(
                 "recording a single-use jti",
                 self.use_once_sql(jti, exp, now, leeway),
             );
             match used.await {
-                Ok(true) => Ok(()),
+                Ok(true) => Ok(match &self.wal {
+                    Some(wal) => {
+                        let sync = Arc::clone(wal).sync();
+                        Box::pin(bounded("syncing a single use", sync)) as Durable
+                    }
+                    // PostgreSQL committed it durably.
+                    None => Box::pin(std::future::ready(Ok(()))),
+                }),
                 Ok(false) => Err(ReplayRefusal::Replayed),
                 Err(e) => {
                     // Fail closed: without the store, single use cannot be promised.
                     tracing::error!(error = %e, "single-use check failed: the state store is unavailable");
                     Err(ReplayRefusal::Unavailable)
                 }
-            }
-        })
-    }
-
-    fn restore<'a>(&'a self, uses: &'a [RecordedUse]) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            match self.location {
-                // Every first use was committed durably before it was answered.
-                StoreLocation::Postgres { .. } => Ok(0),
-                StoreLocation::Sqlite { .. } if uses.is_empty() => Ok(0),
-                // Unbounded by OPERATION_TIMEOUT: a long log may have many uses to put
-                // back, and SQLite's busy timeout bounds each statement's wait.
-                StoreLocation::Sqlite { .. } => self.restore_sql(uses).await,
             }
         })
     }
@@ -767,6 +743,30 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// `use_once`, awaiting its sync too: what a caller answers.
+    trait Used {
+        async fn used(
+            &self,
+            jti: &str,
+            exp: u64,
+            now: u64,
+            leeway: u64,
+        ) -> Result<(), ReplayRefusal>;
+    }
+
+    impl<T: ReplayStore + ?Sized> Used for T {
+        async fn used(
+            &self,
+            jti: &str,
+            exp: u64,
+            now: u64,
+            leeway: u64,
+        ) -> Result<(), ReplayRefusal> {
+            let durable = self.use_once(jti, exp, now, leeway).await?;
+            durable.await.map_err(|_| ReplayRefusal::Unavailable)
+        }
+    }
     use crate::store::test_db::{Engine, TestDb};
 
     /// Each test named here runs twice, once per engine, on a database of its own.
@@ -820,26 +820,25 @@ mod tests {
         revoking_again_keeps_the_later_exp_and_prune_forgets_expired,
         status_reports_the_schema_version_before_and_after_migrating,
         an_unreachable_store_refuses_single_use_rather_than_allow_it,
-        restore_puts_back_what_the_store_lacks,
     );
 
     async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
         let store = SqlStore::open(db.location()).await.unwrap();
         let replay: &dyn ReplayStore = &store;
-        assert_eq!(replay.use_once("a", 100, 50, 5).await, Ok(()));
+        assert_eq!(replay.used("a", 100, 50, 5).await, Ok(()));
         assert_eq!(
-            replay.use_once("a", 100, 104, 5).await,
+            replay.used("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         drop(store);
         let store = SqlStore::open(db.location()).await.unwrap();
         assert_eq!(
-            store.use_once("a", 100, 104, 5).await,
+            store.used("a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         // Past exp + leeway the row may be taken over (the token no longer verifies).
-        assert_eq!(store.use_once("a", 200, 106, 5).await, Ok(()));
-        assert_eq!(store.use_once("b", 10, 50, 5).await, Ok(()));
+        assert_eq!(store.used("a", 200, 106, 5).await, Ok(()));
+        assert_eq!(store.used("b", 10, 50, 5).await, Ok(()));
         assert_eq!(store.prune_used(50).await.unwrap(), 1);
         assert_eq!(store.status().await.unwrap().used_jtis, 1);
         if let StoreLocation::Sqlite { path } = db.location() {
@@ -860,7 +859,7 @@ mod tests {
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let store = stores[i % 2].clone();
-                tokio::spawn(async move { store.use_once("same", 100, 10, 5).await })
+                tokio::spawn(async move { store.used("same", 100, 10, 5).await })
             })
             .collect();
         let mut accepted = 0;
@@ -910,7 +909,7 @@ mod tests {
         store.pool.close().await;
         store.single_use.close().await;
         assert_eq!(
-            store.use_once("a", 100, 50, 5).await,
+            store.used("a", 100, 50, 5).await,
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
@@ -1004,13 +1003,13 @@ mod tests {
         let store = SqlStore::open(&StoreLocation::from_url(&through_proxy).unwrap())
             .await
             .unwrap();
-        assert_eq!(store.use_once("before", 100, 50, 5).await, Ok(()));
+        assert_eq!(store.used("before", 100, 50, 5).await, Ok(()));
 
         for outage in [ProxyMode::Down, ProxyMode::Silent] {
             proxy.set(outage).await;
             // Bounded by the acquire and operation timeouts, not by the outage.
             assert_eq!(
-                store.use_once("during", 100, 50, 5).await,
+                store.used("during", 100, 50, 5).await,
                 Err(ReplayRefusal::Unavailable)
             );
             assert!(store.list().await.is_err());
@@ -1018,7 +1017,7 @@ mod tests {
             // The same store reconnects: the first use after the outage succeeds.
             let mut recovered = Err(ReplayRefusal::Unavailable);
             for _ in 0..100 {
-                recovered = store.use_once("during", 100, 50, 5).await;
+                recovered = store.used("during", 100, 50, 5).await;
                 if recovered != Err(ReplayRefusal::Unavailable) {
                     break;
                 }
@@ -1026,7 +1025,7 @@ mod tests {
             }
             assert_eq!(recovered, Ok(()), "after {outage:?}");
             assert_eq!(
-                store.use_once("during", 100, 50, 5).await,
+                store.used("during", 100, 50, 5).await,
                 Err(ReplayRefusal::Replayed)
             );
             // Free the jti for the next outage.
@@ -1037,7 +1036,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            store.use_once("before", 100, 50, 5).await,
+            store.used("before", 100, 50, 5).await,
             Err(ReplayRefusal::Replayed)
         );
     }
@@ -1059,37 +1058,14 @@ mod tests {
             assert_eq!(pragma(pool, "PRAGMA busy_timeout").await, "5000");
             assert_eq!(pragma(pool, "PRAGMA foreign_keys").await, "1");
         }
-        // 2: FULL, for everything but single uses; 1: NORMAL, for those, whose audit
-        // records are synced and put them back.
+        // 2: FULL, for everything but single uses; 1: NORMAL, for those ...
         assert_eq!(pragma(&store.pool, "PRAGMA synchronous").await, "2");
         assert_eq!(pragma(&store.single_use, "PRAGMA synchronous").await, "1");
-    }
-
-    /// What a store lost (or never had) comes back; what it has keeps its later expiry.
-    async fn restore_puts_back_what_the_store_lacks(db: &TestDb) {
-        let store = SqlStore::open(db.location()).await.unwrap();
-        let used = |jti: &str, expires_at: u64| RecordedUse {
-            jti: jti.to_string(),
-            expires_at,
-        };
-        store.use_once("kept", 500, 50, 0).await.unwrap();
-        store.use_once("sooner", 150, 50, 0).await.unwrap();
-        let uses = [used("lost", 200), used("kept", 300), used("sooner", 400)];
-        let lacking = store.restore(&uses).await.unwrap();
-        if matches!(db.location(), StoreLocation::Postgres { .. }) {
-            // Every use was committed durably: nothing to put back.
-            assert_eq!(lacking, 0);
-            return;
-        }
-        assert_eq!(lacking, 2);
-        for (jti, now) in [("lost", 199), ("kept", 499), ("sooner", 399)] {
-            assert_eq!(
-                store.use_once(jti, 900, now, 0).await,
-                Err(ReplayRefusal::Replayed),
-                "{jti}"
-            );
-        }
-        assert_eq!(store.restore(&uses).await.unwrap(), 0);
+        // ... and each single use's commit is made durable by a sync of the WAL.
+        let wal = store.wal.clone().unwrap();
+        assert_eq!(wal.syncs(), 0);
+        store.used("a", 100, 50, 5).await.unwrap();
+        assert_eq!(wal.syncs(), 1);
     }
 
     #[test]

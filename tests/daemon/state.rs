@@ -158,61 +158,6 @@ async fn single_use_and_revocations_survive_a_restart(engine: Engine) {
     assert_eq!(refused.code(), "token_revoked", "{:?}", refused.json);
 }
 
-/// SQLite commits a single use without an fsync (its audit record is fsynced instead):
-/// a power loss may take the row, never the record. The daemon puts such uses back from
-/// its audit log at start, so the token is still refused. The lost row is made here by
-/// deleting it while no daemon runs, as the end of a WAL a power loss dropped would.
-#[tokio::test]
-async fn a_single_use_the_sqlite_store_lost_is_put_back_from_the_audit_log() {
-    use sqlx::{Connection, Executor};
-    let t = TestToken::create("state-lost-use");
-    let store = TestStore::new(Engine::Sqlite, &store_path(&t))
-        .await
-        .expect("SQLite needs no server");
-    let (config, socket) = configured(&t, "state-lost-use", &store, "");
-    let mut daemon = t.serve(&config, &socket);
-    let used = mint(&t, &socket, "state-lost-use");
-    let jti = decode_parts(&used).1["jti"].as_str().unwrap().to_string();
-    assert_eq!(single_use(&socket, &used).await.status, 200);
-    let record = crate::common::audit_records(&t.audit_dir())
-        .into_iter()
-        .find(|r| r["event"] == "verify" && r["jti"] == jti.as_str())
-        .expect("the single use is recorded");
-    let exp = decode_parts(&used).1["exp"].as_u64().unwrap();
-    assert_eq!(
-        record["detail"].as_str(),
-        Some(
-            format!(
-                "used until {}",
-                exp + signetd::service::verify::LEEWAY_SECONDS
-            )
-            .as_str()
-        ),
-        "{record}"
-    );
-    daemon.crash();
-
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(store_path(&t));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    let deleted = conn
-        .execute(sqlx::query("DELETE FROM used_jtis WHERE jti = ?").bind(&jti))
-        .await
-        .unwrap();
-    assert_eq!(deleted.rows_affected(), 1, "the use was in the store");
-    conn.close().await.unwrap();
-
-    let _daemon = t.serve(&config, &socket);
-    let replay = single_use(&socket, &used).await;
-    assert_eq!(
-        (replay.status, replay.code()),
-        (422, "replayed"),
-        "{:?}",
-        replay.json
-    );
-}
-
 async fn concurrent_single_use_of_one_token_succeeds_exactly_once(engine: Engine) {
     // A token of its own: its keys are recorded in the state store under test, which
     // the shared test token's keys are not.

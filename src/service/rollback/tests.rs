@@ -236,9 +236,7 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
         .detail("listed until 1000");
     logged.jti = Some("logged".to_string());
     let witness = Witness::from_log(log(&[line(1, logged.clone())]).path()).unwrap();
-    let records = catch_up(&witness, &store, &store, &store, 100)
-        .await
-        .unwrap();
+    let records = catch_up(&witness, &store, &store, 100).await.unwrap();
     let jtis: Vec<_> = records.iter().map(|r| r.jti.clone().unwrap()).collect();
     assert_eq!(jtis, ["while-stopped"], "{records:?}");
     assert_eq!(records[0].event, Event::TokenRevoke);
@@ -250,9 +248,7 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
     older.revoke(&revoked("logged", 1000)).await.unwrap();
     let dir = log(&[line(1, logged), line(2, records[0].clone())]);
     let witness = Witness::from_log(dir.path()).unwrap();
-    let records = catch_up(&witness, &older, &older, &older, 100)
-        .await
-        .unwrap();
+    let records = catch_up(&witness, &older, &older, 100).await.unwrap();
     assert_eq!(records.len(), 1, "one put back, nothing new: {records:?}");
     assert_eq!(records[0].event, Event::StateRollback);
     let listed = older.list().await.unwrap();
@@ -262,52 +258,4 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
             .any(|r| r.jti == "while-stopped" && r.exp == 1000),
         "{listed:?}"
     );
-}
-
-/// The single uses the log records, still unexpired, are put back into a store that
-/// lost them (SQLite does not sync each use: the log does), and single use is accepted
-/// only once that is done.
-#[tokio::test]
-async fn single_uses_the_store_lost_are_put_back_from_the_log_before_any_is_accepted() {
-    let db = TestDb::new(Engine::Sqlite).await.unwrap();
-    let store = SqlStore::open(db.location()).await.unwrap();
-    let now = crate::service::unix_now();
-    let verify = |seq: u64, jti: &str, outcome: Entry, detail: Option<String>| {
-        let mut entry = outcome;
-        entry.jti = Some(jti.to_string());
-        entry.detail = detail;
-        line(seq, entry)
-    };
-    let ok = || Entry::new(Event::Verify).ok();
-    let dir = log(&[
-        verify(1, "lost", ok(), Some(used_detail(now + 600))),
-        verify(2, "expired", ok(), Some(used_detail(now - 10))),
-        // Earlier builds synced a use in the store itself, and said nothing.
-        verify(3, "older-version", ok(), None),
-        verify(
-            4,
-            "refused",
-            Entry::new(Event::Verify).refused("replayed", "replayed"),
-            Some(used_detail(now + 600)),
-        ),
-    ]);
-    let witness = Witness::from_log(dir.path()).unwrap();
-    assert!(!witness.uses_restored());
-    catch_up(&witness, &store, &store, &store, now)
-        .await
-        .unwrap();
-    assert!(witness.uses_restored());
-    assert_eq!(
-        store.use_once("lost", now + 500, now, 0).await,
-        Err(crate::store::ReplayRefusal::Replayed)
-    );
-    for free in ["expired", "older-version", "refused"] {
-        assert_eq!(
-            store.use_once(free, now + 500, now, 0).await,
-            Ok(()),
-            "{free}"
-        );
-    }
-    // What was put back is forgotten by the witness: a second catch-up adds nothing.
-    assert!(witness.uses.lock().unwrap().is_empty());
 }
