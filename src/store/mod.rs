@@ -1,6 +1,8 @@
 //! The state room: what signetd remembers besides its private keys, behind ports.
 //!
-//! [`ReplayStore`] remembers the `jti`s consumed by single-use verification;
+//! [`ReplayStore`] remembers the `jti`s consumed by single-use verification (a use is
+//! decided at once and made durable by a [`Durable`] the caller awaits with the use's
+//! audit record; SQLite's is a shared WAL sync, `wal_sync`);
 //! [`RevocationStore`] keeps revoked tokens until they expire; [`KeyMetadata`] keeps what
 //! signetd knows about each key (issuer, purpose, state and its history, attestation
 //! certificate) and the attestation CA's chain, while the token keeps the key pairs. The
