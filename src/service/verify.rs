@@ -78,21 +78,25 @@ impl Service {
         };
         match result {
             Ok(((verified, durable), expected)) => {
-                let mut entry = entry.issuer(&verified.issuer).kid(&verified.kid).ok();
+                let mut entry = entry.issuer(&verified.issuer).kid(&verified.kid);
                 entry.jti = verified
                     .claims
                     .get("jti")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                // The store's sync and the record's at once. The use is consumed either
-                // way (the record says so); the answer waits for both to be durable.
+                // The store's sync and the record's at once; the answer waits for both.
                 let durable = durable.unwrap_or_else(|| Box::pin(std::future::ready(Ok(()))));
-                let (synced, recorded) = tokio::join!(durable, self.record(expected, entry));
-                recorded?;
-                synced.map_err(|e| {
+                let (synced, recorded) =
+                    tokio::join!(durable, self.record(expected, entry.clone().ok()));
+                if let Err(e) = synced {
+                    // The jti stays consumed (the `ok` record says so), but its use
+                    // might not survive a power loss: refused, and recorded as such.
                     tracing::error!(error = %e, "single use not made durable: the state store is unavailable");
-                    Error::Store(e)
-                })?;
+                    let e = Error::Store(e);
+                    self.note(entry.refused(e.code(), &e)).await;
+                    return Err(e);
+                }
+                recorded?;
                 Ok(verified)
             }
             Err(e) => {

@@ -318,7 +318,7 @@ impl SqlStore {
             StoreLocation::Sqlite { path } => (
                 pool_options(SINGLE_USE_CONNECTIONS, "PRAGMA synchronous = NORMAL")
                     .connect_lazy_with(options),
-                Some(WalSync::new(path)),
+                Some(WalSync::new(path)?),
             ),
             StoreLocation::Postgres { .. } => (pool.clone(), None),
         };
@@ -744,6 +744,8 @@ mod tests {
 
     use super::*;
 
+    use crate::store::test_db::{Engine, TestDb};
+
     /// `use_once`, awaiting its sync too: what a caller answers.
     trait Used {
         async fn used(
@@ -767,7 +769,6 @@ mod tests {
             durable.await.map_err(|_| ReplayRefusal::Unavailable)
         }
     }
-    use crate::store::test_db::{Engine, TestDb};
 
     /// Each test named here runs twice, once per engine, on a database of its own.
     macro_rules! on_both_engines {
@@ -1066,6 +1067,8 @@ mod tests {
         assert_eq!(wal.syncs(), 0);
         store.used("a", 100, 50, 5).await.unwrap();
         assert_eq!(wal.syncs(), 1);
+        // The file synced is SQLite's WAL (the commit is in it), not a path beside it.
+        assert!(wal.wal().exists(), "{}", wal.wal().display());
     }
 
     #[test]

@@ -158,6 +158,48 @@ async fn single_use_and_revocations_survive_a_restart(engine: Engine) {
     assert_eq!(refused.code(), "token_revoked", "{:?}", refused.json);
 }
 
+/// A single use on SQLite is answered only once the WAL holding its commit is synced
+/// (beside its audit record). A WAL that cannot be synced refuses the use, records the
+/// refusal, and refuses every later one: a failed sync cannot be retried safely.
+#[tokio::test]
+async fn a_single_use_whose_wal_cannot_be_synced_is_refused_and_so_is_every_later_one() {
+    let t = TestToken::create("state-wal-sync");
+    let store = TestStore::new(Engine::Sqlite, &store_path(&t))
+        .await
+        .expect("SQLite needs no server");
+    let (config, socket) = configured(&t, "state-wal-sync", &store, "");
+    let _daemon = t.serve(&config, &socket);
+    let first = mint(&t, &socket, "state-wal-sync");
+    assert_eq!(single_use(&socket, &first).await.status, 200);
+
+    // SQLite keeps the WAL it has open; the path the daemon syncs by no longer opens.
+    let wal = t.path("state/signetd.db-wal");
+    std::fs::rename(&wal, t.path("state/moved-wal")).unwrap();
+    std::os::unix::fs::symlink(&wal, &wal).unwrap();
+    let second = mint(&t, &socket, "state-wal-sync");
+    let refused = single_use(&socket, &second).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "state_unavailable"),
+        "{:?}",
+        refused.json
+    );
+    let jti = decode_parts(&second).1["jti"].as_str().unwrap().to_string();
+    let records: Vec<_> = crate::common::audit_records(&t.audit_dir())
+        .into_iter()
+        .filter(|r| r["event"] == "verify" && r["jti"] == jti.as_str())
+        .collect();
+    let outcomes: Vec<_> = records.iter().map(|r| r["outcome"].clone()).collect();
+    assert_eq!(outcomes, [json!("ok"), json!("refused")], "{records:?}");
+
+    std::fs::remove_file(&wal).unwrap();
+    let third = mint(&t, &socket, "state-wal-sync");
+    assert_eq!(
+        single_use(&socket, &third).await.code(),
+        "state_unavailable"
+    );
+}
+
 async fn concurrent_single_use_of_one_token_succeeds_exactly_once(engine: Engine) {
     // A token of its own: its keys are recorded in the state store under test, which
     // the shared test token's keys are not.
