@@ -280,28 +280,37 @@ impl Witness {
         Ok(behind)
     }
 
-    /// The token revocations the log records, still listed at `now`, that `store`
-    /// lacks.
-    pub async fn missing_revocations(
+    /// The token revocations the log records, still listed at `now`, that `listed`
+    /// (the store's revocations) lacks.
+    pub fn missing_revocations(
         &self,
-        store: &dyn RevocationStore,
+        listed: &[RevokedToken],
         now: u64,
-    ) -> Result<Vec<RecordedRevocation>, StoreError> {
-        let recorded = self
+    ) -> Vec<RecordedRevocation> {
+        let listed: std::collections::HashSet<&str> =
+            listed.iter().map(|r| r.jti.as_str()).collect();
+        self.revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| r.exp >= now && !listed.contains(r.jti.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The latest `exp` the log records a revocation of each jti with.
+    fn recorded_revocations(&self) -> HashMap<String, u64> {
+        let mut latest = HashMap::new();
+        for r in self
             .revocations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if recorded.iter().all(|r| r.exp < now) {
-            return Ok(Vec::new());
-        }
-        let listed: std::collections::HashSet<String> =
-            store.list().await?.into_iter().map(|r| r.jti).collect();
-        Ok(recorded
             .iter()
-            .filter(|r| r.exp >= now && !listed.contains(&r.jti))
-            .cloned()
-            .collect())
+        {
+            let exp = latest.entry(r.jti.clone()).or_insert(r.exp);
+            *exp = (*exp).max(r.exp);
+        }
+        latest
     }
 }
 
@@ -457,17 +466,12 @@ pub async fn catch_up(
 ) -> Result<Vec<Entry>, String> {
     let behind = witness.behind(keys).await.map_err(|e| e.to_string())?;
     let mut records = roll_forward(keys, &behind, now).await?;
-    let missing = witness
-        .missing_revocations(revocations, now)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Listed once for both directions: the store may hold many revocations.
+    let listed = revocations.list().await.map_err(|e| e.to_string())?;
+    let missing = witness.missing_revocations(&listed, now);
     records.extend(restore_revocations(revocations, &missing, now).await?);
-    // After the put-back, so what was put back (the log has it) is not recorded twice.
-    records.extend(
-        unrecorded::records(witness, revocations, now)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    // What was put back is in the log already, so it is not among these.
+    records.extend(unrecorded::records(witness, listed, now));
     Ok(records)
 }
 

@@ -10,37 +10,27 @@
 
 use super::Witness;
 use crate::audit::Entry;
-use crate::store::{RevocationStore, RevokedToken, StoreError};
+use crate::store::RevokedToken;
 
 /// How the record of a revocation found in the store at start says it came about.
 const HOW: &str = "while no daemon recorded it (signetd token revoke while stopped, or another replica), found in the state store at start";
 
-/// The store's revocations still listed at `now` that the witness's log does not
-/// record (or records with an earlier `exp`), with the records to write for them.
-pub async fn records(
-    witness: &Witness,
-    store: &dyn RevocationStore,
-    now: u64,
-) -> Result<Vec<Entry>, StoreError> {
-    let recorded = witness
-        .revocations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let mut unrecorded: Vec<RevokedToken> = store
-        .list()
-        .await?
+/// The store's revocations (`listed`) still listed at `now` that the witness's log does
+/// not record (or records with an earlier `exp`), with the records to write for them.
+pub fn records(witness: &Witness, listed: Vec<RevokedToken>, now: u64) -> Vec<Entry> {
+    let recorded = witness.recorded_revocations();
+    let mut unrecorded: Vec<RevokedToken> = listed
         .into_iter()
         .filter(|r| r.exp >= now)
-        .filter(|r| !recorded.iter().any(|l| l.jti == r.jti && l.exp >= r.exp))
+        .filter(|r| recorded.get(&r.jti).is_none_or(|&exp| exp < r.exp))
         .collect();
     // The order of the store's list is not the order of the revocations.
     unrecorded.sort_by(|a, b| (a.revoked_at, &a.jti).cmp(&(b.revoked_at, &b.jti)));
-    Ok(unrecorded
+    unrecorded
         .into_iter()
         .map(|revoked| {
             tracing::warn!(jti = %revoked.jti, "token revoked outside this daemon before it started; recorded now");
             crate::service::record::store_revocation(&revoked, HOW)
         })
-        .collect())
+        .collect()
 }
