@@ -85,6 +85,15 @@ pub struct Outcome {
 /// Keeps at most this many unused tokens: plenty for the single-use rows.
 const UNUSED_CAP: usize = 400_000;
 
+/// Mints, untimed, until `target` holds `want` unused tokens (at most the cap), so a
+/// single-use row does not run out before its time is up.
+pub async fn stock(target: &Target, want: usize, daemon_pid: &str) {
+    let want = want.min(UNUSED_CAP);
+    while target.unused.lock().unwrap().len() < want {
+        run(target, Op::Mint, 16, Duration::from_millis(500), daemon_pid).await;
+    }
+}
+
 /// Runs `clients` clients against `target` for `duration`.
 pub async fn run(
     target: &Target,

@@ -197,9 +197,18 @@ fn main() {
         let outcome = runtime.block_on(load::run(&target, Op::Health, 1, duration, &daemon.pid()));
         table.push(Row::new(Op::Health, 1, "disk", outcome));
         for &clients in &o.clients {
+            let mut verified_per_second = 0.0;
             for op in OPS {
+                if op == Op::VerifySingleUse {
+                    // No faster than a plain verification: that many unused tokens last.
+                    let want = verified_per_second * duration.as_secs_f64() * 1.2;
+                    runtime.block_on(load::stock(&target, want as usize, &daemon.pid()));
+                }
                 let outcome =
                     runtime.block_on(load::run(&target, op, clients, duration, &daemon.pid()));
+                if op == Op::Verify {
+                    verified_per_second = outcome.ok as f64 / outcome.elapsed.as_secs_f64();
+                }
                 table.push(Row::new(op, clients, "disk", outcome));
             }
         }
