@@ -85,7 +85,7 @@ impl Service {
                     .and_then(Value::as_str)
                     .map(str::to_string);
                 // The store's sync and the record's at once; the answer waits for both.
-                let durable = durable.unwrap_or_else(|| Box::pin(std::future::ready(Ok(()))));
+                let durable = durable.unwrap_or_else(crate::store::already_durable);
                 let (synced, recorded) =
                     tokio::join!(durable, self.record(expected, entry.clone().ok()));
                 if let Err(e) = synced {

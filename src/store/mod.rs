@@ -52,6 +52,11 @@ pub enum ReplayRefusal {
 /// use's audit record (two syncs at once rather than one after the other).
 pub type Durable = BoxFuture<'static, Result<(), StoreError>>;
 
+/// A [`Durable`] that is complete already: the use was committed durably.
+pub fn already_durable() -> Durable {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 /// Remembers which single-use tokens were consumed.
 pub trait ReplayStore: Send + Sync {
     /// Records `jti` as used, or says why it may not be used. `exp` bounds how long it

@@ -694,7 +694,7 @@ impl ReplayStore for SqlStore {
                         Box::pin(bounded("syncing a single use", sync)) as Durable
                     }
                     // PostgreSQL committed it durably.
-                    None => Box::pin(std::future::ready(Ok(()))),
+                    None => super::already_durable(),
                 }),
                 Ok(false) => Err(ReplayRefusal::Replayed),
                 Err(e) => {
@@ -743,31 +743,18 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-
     use crate::store::test_db::{Engine, TestDb};
 
     /// `use_once`, awaiting its sync too: what a caller answers.
-    trait Used {
-        async fn used(
-            &self,
-            jti: &str,
-            exp: u64,
-            now: u64,
-            leeway: u64,
-        ) -> Result<(), ReplayRefusal>;
-    }
-
-    impl<T: ReplayStore + ?Sized> Used for T {
-        async fn used(
-            &self,
-            jti: &str,
-            exp: u64,
-            now: u64,
-            leeway: u64,
-        ) -> Result<(), ReplayRefusal> {
-            let durable = self.use_once(jti, exp, now, leeway).await?;
-            durable.await.map_err(|_| ReplayRefusal::Unavailable)
-        }
+    async fn used(
+        store: &(impl ReplayStore + ?Sized),
+        jti: &str,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    ) -> Result<(), ReplayRefusal> {
+        let durable = store.use_once(jti, exp, now, leeway).await?;
+        durable.await.map_err(|_| ReplayRefusal::Unavailable)
     }
 
     /// Each test named here runs twice, once per engine, on a database of its own.
@@ -826,20 +813,20 @@ mod tests {
     async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
         let store = SqlStore::open(db.location()).await.unwrap();
         let replay: &dyn ReplayStore = &store;
-        assert_eq!(replay.used("a", 100, 50, 5).await, Ok(()));
+        assert_eq!(used(replay, "a", 100, 50, 5).await, Ok(()));
         assert_eq!(
-            replay.used("a", 100, 104, 5).await,
+            used(replay, "a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         drop(store);
         let store = SqlStore::open(db.location()).await.unwrap();
         assert_eq!(
-            store.used("a", 100, 104, 5).await,
+            used(&store, "a", 100, 104, 5).await,
             Err(ReplayRefusal::Replayed)
         );
         // Past exp + leeway the row may be taken over (the token no longer verifies).
-        assert_eq!(store.used("a", 200, 106, 5).await, Ok(()));
-        assert_eq!(store.used("b", 10, 50, 5).await, Ok(()));
+        assert_eq!(used(&store, "a", 200, 106, 5).await, Ok(()));
+        assert_eq!(used(&store, "b", 10, 50, 5).await, Ok(()));
         assert_eq!(store.prune_used(50).await.unwrap(), 1);
         assert_eq!(store.status().await.unwrap().used_jtis, 1);
         if let StoreLocation::Sqlite { path } = db.location() {
@@ -860,7 +847,7 @@ mod tests {
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let store = stores[i % 2].clone();
-                tokio::spawn(async move { store.used("same", 100, 10, 5).await })
+                tokio::spawn(async move { used(&*store, "same", 100, 10, 5).await })
             })
             .collect();
         let mut accepted = 0;
@@ -910,7 +897,7 @@ mod tests {
         store.pool.close().await;
         store.single_use.close().await;
         assert_eq!(
-            store.used("a", 100, 50, 5).await,
+            used(&store, "a", 100, 50, 5).await,
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
@@ -1004,13 +991,13 @@ mod tests {
         let store = SqlStore::open(&StoreLocation::from_url(&through_proxy).unwrap())
             .await
             .unwrap();
-        assert_eq!(store.used("before", 100, 50, 5).await, Ok(()));
+        assert_eq!(used(&store, "before", 100, 50, 5).await, Ok(()));
 
         for outage in [ProxyMode::Down, ProxyMode::Silent] {
             proxy.set(outage).await;
             // Bounded by the acquire and operation timeouts, not by the outage.
             assert_eq!(
-                store.used("during", 100, 50, 5).await,
+                used(&store, "during", 100, 50, 5).await,
                 Err(ReplayRefusal::Unavailable)
             );
             assert!(store.list().await.is_err());
@@ -1018,7 +1005,7 @@ mod tests {
             // The same store reconnects: the first use after the outage succeeds.
             let mut recovered = Err(ReplayRefusal::Unavailable);
             for _ in 0..100 {
-                recovered = store.used("during", 100, 50, 5).await;
+                recovered = used(&store, "during", 100, 50, 5).await;
                 if recovered != Err(ReplayRefusal::Unavailable) {
                     break;
                 }
@@ -1026,7 +1013,7 @@ mod tests {
             }
             assert_eq!(recovered, Ok(()), "after {outage:?}");
             assert_eq!(
-                store.used("during", 100, 50, 5).await,
+                used(&store, "during", 100, 50, 5).await,
                 Err(ReplayRefusal::Replayed)
             );
             // Free the jti for the next outage.
@@ -1037,7 +1024,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            store.used("before", 100, 50, 5).await,
+            used(&store, "before", 100, 50, 5).await,
             Err(ReplayRefusal::Replayed)
         );
     }
@@ -1065,7 +1052,7 @@ mod tests {
         // ... and each single use's commit is made durable by a sync of the WAL.
         let wal = store.wal.clone().unwrap();
         assert_eq!(wal.syncs(), 0);
-        store.used("a", 100, 50, 5).await.unwrap();
+        used(&store, "a", 100, 50, 5).await.unwrap();
         assert_eq!(wal.syncs(), 1);
         // The file synced is SQLite's WAL (the commit is in it), not a path beside it.
         assert!(wal.wal().exists(), "{}", wal.wal().display());
