@@ -42,10 +42,11 @@
 //!    an anonymous principal without one. The task then takes one of that principal's
 //!    connection slots ([`api::limits`]) and attaches the principal to every request on
 //!    the connection.
-//! 2. Before any body is read, a route layer asks [`policy::Policy::decide`] whether the
-//!    principal may use the signing routes at all (anonymous: 401; named by no issuer:
-//!    403), a declared `Content-Length` over the limit gets 413, and a deadline wraps the
-//!    request. Then [`api::body::ApiJson`] parses the body (64 KiB cap, JSON only) into
+//! 2. Every request gets its id and log span in [`api::front`]. Before any body is
+//!    read, the signing routes' [`api::gate`] asks [`policy::Policy::decide`] whether
+//!    the principal may use the signing routes at all (anonymous: 401; named by no
+//!    issuer: 403), a declared `Content-Length` over the limit gets 413, and a deadline
+//!    wraps the request. Then [`api::body::ApiJson`] parses the body (64 KiB cap, JSON only) into
 //!    an [`api::wire::MintRequest`], which converts into the service's
 //!    [`token::MintRequest`].
 //! 3. [`service::Service::mint`] finds the issuer, asks the policy again for this exact
@@ -72,7 +73,7 @@
 //! 6. The compact JWS goes back as an [`api::wire::MintedToken`]. Any error, from the
 //!    service or from HTTP itself (a bad path, method, media type, size or body), becomes
 //!    an [`api::error::ApiError`], the only place that knows HTTP statuses, and goes out
-//!    as `{"error":{"code":"...","message":"..."}}`. The router's audit middleware
+//!    as `{"error":{"code":"...","message":"..."}}`. The route group's [`api::gate`]
 //!    records the refusal with its code: a `refused` record for a caller a policy names,
 //!    a count in the interval's `refused_aggregate` record for anyone else.
 //!

@@ -9,10 +9,9 @@
 //! also has a public `GET`. Credentials are never allowed: the public documents need
 //! none, and the signing routes' callers are identified by the connection, not cookies.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -24,8 +23,9 @@ use crate::service::Service;
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// Adds CORS headers to requests for the public documents from the configured origins.
-pub async fn cors(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+/// Runs `request`, adding CORS headers when it is for a public document from a
+/// configured origin.
+pub async fn apply(service: &Service, request: Request, next: Next) -> Response {
     // Read per request, from whatever config the service holds now.
     let layer = {
         let origins = &service.config().cors.allowed_origins;

@@ -278,7 +278,7 @@ pub async fn readyz(State(svc): Svc) -> Result<Json<wire::Health>, ApiError> {
     }))
 }
 
-/// The OpenAPI document's bytes, which [`super::router`] attaches to every request.
+/// The OpenAPI document's bytes, which [`super::router`] attaches to the public routes.
 #[derive(Clone, Copy)]
 pub struct OpenApiJson(pub &'static [u8]);
 

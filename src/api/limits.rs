@@ -7,27 +7,20 @@
 //! `429 too_many_connections`. [`ConnectionLimits::http1`] is the HTTP/1 server every
 //! connection uses: heads past `max_header_bytes` get hyper's own `431` (no JSON body:
 //! the request was never parsed), and a connection idle before or between requests is
-//! closed after `idle_timeout_seconds`. Two route layers, [`declared_length`] and
-//! [`deadline`], refuse an oversized `Content-Length` before any body is read and bound
-//! a request's total time.
+//! closed after `idle_timeout_seconds`. A request's declared body size and total time are
+//! checked by [`super::gate`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::body::MAX_BODY_BYTES;
 use super::error::ApiError;
 use crate::config::LimitsConfig;
 use crate::identity::Principal;
-use crate::service::Service;
 use crate::service::limits::principal_key;
 
 /// How long a refused connection is given to take its refusal.
@@ -168,38 +161,6 @@ fn refusal_bytes(error: &ApiError) -> Vec<u8> {
     .into_bytes();
     bytes.extend_from_slice(&body);
     bytes
-}
-
-/// Refuses a request whose declared `Content-Length` exceeds the body limit, before
-/// anything reads the body. hyper sends `100 Continue` only when the body is first read,
-/// so a client that sent `Expect: 100-continue` gets the `413` instead.
-pub async fn declared_length(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(length) if length > MAX_BODY_BYTES as u64 => {
-            ApiError::BodyTooLarge(MAX_BODY_BYTES).into_response()
-        }
-        _ => next.run(request).await,
-    }
-}
-
-/// Answers `503 deadline_exceeded` when a request (body and handler together) takes
-/// longer than `[limits] request_timeout_seconds`, so neither a slow body nor a stuck
-/// handler holds a connection slot for long. Read per request: a reload changes it.
-pub async fn deadline(
-    State(service): State<Arc<Service>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let limit = service.config().limits.request_timeout();
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::DeadlineExceeded(limit.as_secs()).into_response(),
-    }
 }
 
 #[cfg(test)]

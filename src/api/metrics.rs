@@ -50,19 +50,41 @@ pub async fn exposition() -> Result<Response, ApiError> {
 }
 
 /// Counts every answered request by its route template (never the raw path: a caller
-/// chooses that), status code and transport. Outermost on the router.
+/// chooses that), status code and transport. Outermost on the `[metrics] listen`
+/// router; the main router counts in [`super::front`].
 pub async fn count_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
-    // Attached by the accept loop; only a request made some other way lacks it.
-    let transport = request
-        .extensions()
-        .get::<Transport>()
-        .copied()
-        .unwrap_or(Transport::Tcp);
+    let labels = RequestLabels::of(&request);
     let response = next.run(request).await;
-    telemetry::http_request(&route, response.status().as_u16(), transport);
+    labels.count(&response);
     response
+}
+
+/// What a request is counted under, read before it is handled.
+pub struct RequestLabels {
+    /// `None`: no route matched.
+    route: Option<MatchedPath>,
+    transport: Transport,
+}
+
+impl RequestLabels {
+    /// The route template the router matched, and the transport the request came by.
+    pub fn of(request: &Request) -> RequestLabels {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        // Attached by the accept loop; only a request made some other way lacks it.
+        let transport = request
+            .extensions()
+            .get::<Transport>()
+            .copied()
+            .unwrap_or(Transport::Tcp);
+        RequestLabels { route, transport }
+    }
+
+    /// Counts the request with the status it was answered with.
+    pub fn count(&self, response: &Response) {
+        let route = self
+            .route
+            .as_ref()
+            .map_or("(unmatched)", MatchedPath::as_str);
+        telemetry::http_request(route, response.status().as_u16(), self.transport);
+    }
 }

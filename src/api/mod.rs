@@ -13,16 +13,21 @@
 //! - [`body`] and [`path`]: extractors that fail with an [`error::ApiError`], so no axum
 //!   rejection reaches a client as text, and every refusal on an audited route is
 //!   recorded.
-//! - [`request_id`]: the `X-Request-Id` of every response, and the `request` span
-//!   every log line of a request is written in.
-//! - [`limits`]: connection slots per principal, the HTTP/1 server's head-size and idle
-//!   limits, and the route layers for a declared body size and a request's total time.
-//! - [`cors`]: CORS headers for the configured origins on the public documents only.
+//! - [`front`]: the one layer every request goes through, outermost: its
+//!   [`request_id`] (the `X-Request-Id` of every response, and the `request` span every
+//!   log line of a request is written in), its count in [`metrics`], and [`cors`]
+//!   headers for the configured origins on the public documents only.
+//! - [`gate`]: the one route layer in front of each group of routes: the refusal audit,
+//!   the request's deadline, the policy's first check, and the declared body size.
+//! - [`limits`]: connection slots per principal, and the HTTP/1 server's head-size and
+//!   idle limits.
 
 pub mod audit_log;
 pub mod body;
 pub mod cors;
 pub mod error;
+pub mod front;
+pub mod gate;
 pub mod handlers;
 pub mod limits;
 pub mod metrics;
@@ -37,9 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,8 +52,6 @@ pub use transport::{
     SocketFile, TlsListener, TlsReload, TlsReloader, bind_unix, check_socket_directory,
 };
 
-use crate::identity::Principal;
-use crate::policy::Action;
 use crate::service::Service;
 use crate::service::settings::TlsReloadTrigger;
 
@@ -72,56 +74,36 @@ pub struct Listeners {
 }
 
 /// The router, the same on every transport: the groups of [`routes`], each behind its
-/// layers.
+/// [`gate`], and every route behind [`front`].
 pub fn router(service: Arc<Service>) -> Router {
-    let signing = routes::signing()
-        .route_layer(middleware::from_fn(limits::declared_length))
-        // Authenticate before reading a body: anonymous callers get 401 whatever they
-        // send, and local callers that no issuer names get 403.
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            require_known_caller,
-        ));
-    let admin = routes::admin()
-        .route_layer(middleware::from_fn(limits::declared_length))
-        // Admins are checked before any body is read.
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            require_admin,
-        ));
-    // Outermost on both: refusals by the checks above are recorded too, and so is a
-    // request that runs out of time.
-    let audited = signing
+    let signing = routes::signing().route_layer(middleware::from_fn_with_state(
+        gate::Gate::signing(service.clone()),
+        gate::guard,
+    ));
+    let admin = routes::admin().route_layer(middleware::from_fn_with_state(
+        gate::Gate::admin(service.clone()),
+        gate::guard,
+    ));
+    let verify = routes::verify().route_layer(middleware::from_fn_with_state(
+        gate::Gate::verify(service.clone()),
+        gate::guard,
+    ));
+    let (router, _) = signing
         .merge(admin)
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            limits::deadline,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            audit_refusals,
-        ));
-    let verify = routes::verify()
-        .route_layer(middleware::from_fn(limits::declared_length))
-        .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            limits::deadline,
-        ));
-    let (router, _) = audited
         .merge(verify)
-        .merge(routes::public())
+        .merge(routes::public().layer(axum::Extension(handlers::OpenApiJson(openapi::json()))))
         .split_for_parts();
     router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        // Chooses by method and path itself, so it can answer a preflight `OPTIONS`,
-        // which no route has.
-        .layer(middleware::from_fn_with_state(service.clone(), cors::cors))
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
-        .layer(axum::Extension(handlers::OpenApiJson(openapi::json())))
-        .layer(middleware::from_fn(metrics::count_requests))
-        // Outermost: every response carries the id, refusals and fallbacks included.
-        .layer(middleware::from_fn(request_id::layer))
+        // Outermost: every response carries the request id, refusals and fallbacks
+        // included. It chooses CORS by method and path itself, so it can answer a
+        // preflight `OPTIONS`, which no route has.
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            front::front,
+        ))
         .with_state(service)
 }
 
@@ -132,66 +114,6 @@ fn metrics_only() -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn(metrics::count_requests))
-}
-
-/// Records every refused signing or admin request (its caller, route and error code)
-/// before the refusal is sent: one by one for callers a policy names, counted per
-/// interval for everyone else ([`Service::note_refusal`]). Successful requests are
-/// recorded by the service itself, with what they produced.
-async fn audit_refusals(
-    State(service): State<Arc<Service>>,
-    caller: Principal,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut what = format!("{} {}", request.method(), request.uri().path());
-    if what.len() > 200 {
-        let cut = (0..=200)
-            .rev()
-            .find(|&i| what.is_char_boundary(i))
-            .unwrap_or(0);
-        what.truncate(cut);
-        what.push('…');
-    }
-    let response = next.run(request).await;
-    if let Some(refusal) = response.extensions().get::<error::Refusal>() {
-        service
-            .note_refusal(&caller, what, refusal.code, &refusal.message)
-            .await;
-    }
-    response
-}
-
-/// Refuses, before any body is read, a principal that `action` does not allow.
-async fn admit(
-    State(service): State<Arc<Service>>,
-    principal: Principal,
-    action: Action<'static>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match service.policy().decide(&principal, action) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => error::ApiError::from(refusal).into_response(),
-    }
-}
-
-async fn require_admin(
-    state: State<Arc<Service>>,
-    principal: Principal,
-    request: Request,
-    next: Next,
-) -> Response {
-    admit(state, principal, Action::Admin, request, next).await
-}
-
-async fn require_known_caller(
-    state: State<Arc<Service>>,
-    principal: Principal,
-    request: Request,
-    next: Next,
-) -> Response {
-    admit(state, principal, Action::UseSigningRoutes, request, next).await
 }
 
 /// Serves `service` on `listeners` until `shutdown` completes, then stops accepting and

@@ -8,9 +8,6 @@
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
 
 /// The header, in requests and responses.
 pub const HEADER: &str = "x-request-id";
@@ -34,9 +31,10 @@ fn fresh() -> String {
     crate::util::hex(&rand::random::<[u8; 16]>())
 }
 
-/// Runs the request inside a `request` span carrying its id, method and path, and
-/// returns the id in `X-Request-Id`.
-pub async fn layer(mut request: Request, next: Next) -> Response {
+/// The request's id, as a header value: the caller's own when it is kept (the module doc
+/// says when), else a fresh one. It is set on the request, so handlers see the id the
+/// response will carry; setting it on the response is the caller's part.
+pub fn assign(request: &mut Request) -> HeaderValue {
     let id = request
         .headers()
         .get(HEADER)
@@ -45,6 +43,12 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         .map_or_else(fresh, str::to_string);
     let value = HeaderValue::from_str(&id).expect("an acceptable id is a header value");
     request.headers_mut().insert(HEADER, value.clone());
+    value
+}
+
+/// The `request` span every line logged while handling `request` is written in: its id,
+/// method and path.
+pub fn span(id: &str, request: &Request) -> tracing::Span {
     // The path as sent is percent-encoded ASCII (the HTTP parser refuses anything
     // else), so it cannot break a log line; it is cut short all the same.
     let path = request.uri().path();
@@ -53,10 +57,7 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         .find(|&i| path.is_char_boundary(i))
         .unwrap_or(0);
     let path = &path[..cut];
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path);
-    let mut response = next.run(request).instrument(span).await;
-    response.headers_mut().insert(HEADER, value);
-    response
+    tracing::info_span!("request", request_id = %id, method = %request.method(), path)
 }
 
 #[cfg(test)]
