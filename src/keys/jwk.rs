@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::verifying::VerifyingKey;
 use crate::algorithm::Algorithm;
 use crate::util::{b64, unb64};
 
@@ -76,49 +77,27 @@ impl Jwk {
         self
     }
 
-    /// Verifies a JWS signature (raw `r‖s` for ES256) over `message` with this key.
-    /// ES256 signatures must be in low-S form (`s ≤ n/2`), as signetd makes them.
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), String> {
-        match (self.kty.as_str(), self.crv.as_str()) {
+    /// The key this JWK describes, parsed.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, String> {
+        let (algorithm, public_key) = match (self.kty.as_str(), self.crv.as_str()) {
             ("EC", "P-256") => {
-                let (x, y) = (
-                    self.coordinate(&self.x, 32)?,
-                    self.coordinate(self.y.as_deref().unwrap_or(""), 32)?,
-                );
                 let mut point = Vec::with_capacity(65);
                 point.push(0x04);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                let parsed = p256::ecdsa::Signature::from_slice(signature)
-                    .map_err(|_| "signature is not a 64-byte r||s pair".to_string())?;
-                // (r, n − s) verifies whenever (r, s) does; signetd signs with low S only,
-                // so a high S is a copy someone made, not a token signetd issued.
-                if parsed.normalize_s().is_some() {
-                    return Err("signature is not in low-S form".to_string());
-                }
-                // ring checks the point is on the curve, r and s in [1, n−1], and the
-                // signature; it takes a fraction of p256's time (docs/performance.md).
-                ring::signature::UnparsedPublicKey::new(
-                    &ring::signature::ECDSA_P256_SHA256_FIXED,
-                    &point,
-                )
-                .verify(message, signature)
-                .map_err(|_| "signature does not verify".to_string())
+                point.extend_from_slice(&self.coordinate(&self.x, 32)?);
+                point.extend_from_slice(&self.coordinate(self.y.as_deref().unwrap_or(""), 32)?);
+                (Algorithm::Es256, point)
             }
-            ("OKP", "Ed25519") => {
-                let x: [u8; 32] = self
-                    .coordinate(&self.x, 32)?
-                    .try_into()
-                    .expect("length checked");
-                let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
-                    .map_err(|_| format!("JWK {} is not a valid Ed25519 key", self.kid))?;
-                let signature = ed25519_dalek::Signature::from_slice(signature)
-                    .map_err(|_| "signature is not 64 bytes".to_string())?;
-                key.verify_strict(message, &signature)
-                    .map_err(|_| "signature does not verify".to_string())
-            }
-            (kty, crv) => Err(format!("unsupported key type {kty}/{crv}")),
-        }
+            ("OKP", "Ed25519") => (Algorithm::EdDsa, self.coordinate(&self.x, 32)?),
+            (kty, crv) => return Err(format!("unsupported key type {kty}/{crv}")),
+        };
+        VerifyingKey::new(algorithm, &public_key)
+            .map_err(|e| format!("JWK {} is not a valid key: {e}", self.kid))
+    }
+
+    /// Verifies a JWS signature (raw `r‖s` for ES256) over `message` with this key, as
+    /// [`VerifyingKey::verify`] does.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), String> {
+        self.verifying_key()?.verify(message, signature)
     }
 
     fn coordinate(&self, text: &str, len: usize) -> Result<Vec<u8>, String> {

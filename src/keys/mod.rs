@@ -14,9 +14,11 @@ pub mod registry;
 pub mod revoked;
 pub mod state;
 pub mod store;
+pub mod verifying;
 
 pub use jwk::{Jwk, JwkSet};
 pub use registry::{KeyRegistry, Published};
 pub use revoked::RevokedTokens;
 pub use state::{KeyPurpose, KeyState};
 pub use store::{Inventory, InventoryError, KeyStoreError, Mismatch, StoredKey};
+pub use verifying::VerifyingKey;

@@ -10,6 +10,7 @@ use super::carry::MissingKey;
 use super::jwk::JwkSet;
 use super::state::{KeyPurpose, KeyState};
 use super::store::{Inventory, StoredKey};
+use super::verifying::VerifyingKey;
 use crate::config::IssuerConfig;
 
 /// A response body rendered once, with its strong `ETag`.
@@ -41,6 +42,9 @@ pub struct KeyRegistry {
     /// The `keys` part of the revocation list.
     revoked_keys: serde_json::Value,
     by_kid: HashMap<String, Arc<StoredKey>>,
+    /// Each key of `by_kid` whose public key parses, parsed once here rather than at
+    /// every verification.
+    verifying: HashMap<String, VerifyingKey>,
     active: HashMap<String, Arc<StoredKey>>,
     jwks: Published,
     /// Keys published from the last good view that the token no longer shows.
@@ -95,6 +99,13 @@ impl KeyRegistry {
             active.remove(&issuer);
             tracing::error!(%issuer, %one, %other, "issuer has two active keys; it will not sign until one is retired");
         }
+        let verifying = by_kid
+            .iter()
+            .filter_map(|(kid, key)| {
+                let parsed = VerifyingKey::new(key.algorithm, &key.public_key).ok()?;
+                Some((kid.clone(), parsed))
+            })
+            .collect();
         let mut revoked_keys: Vec<&Arc<StoredKey>> = by_kid
             .values()
             .filter(|k| k.state == KeyState::Revoked)
@@ -108,6 +119,7 @@ impl KeyRegistry {
             ca_chain,
             revoked_keys,
             by_kid,
+            verifying,
             active,
             jwks: Published::render(&jwks),
             missing: Vec::new(),
@@ -167,6 +179,12 @@ impl KeyRegistry {
         self.by_kid.get(kid)
     }
 
+    /// The key `kid`, parsed for verifying signatures: `None` when there is no such key,
+    /// or its public key does not parse.
+    pub fn verifying_key(&self, kid: &str) -> Option<VerifyingKey> {
+        self.verifying.get(kid).copied()
+    }
+
     /// Every key, ordered by issuer and creation time.
     pub fn all(&self) -> Vec<&Arc<StoredKey>> {
         let mut keys: Vec<_> = self.by_kid.values().collect();
@@ -214,5 +232,57 @@ impl KeyRegistry {
                 crate::telemetry::keys(issuer, &state.to_string(), count);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::Algorithm;
+    use crate::hsm::KeyAttributes;
+
+    fn stored(kid: &str, algorithm: Algorithm, public_key: Vec<u8>) -> StoredKey {
+        StoredKey {
+            kid: kid.to_string(),
+            issuer: "demo".to_string(),
+            algorithm,
+            state: KeyState::Active,
+            created_at: 1,
+            public_key,
+            attributes: KeyAttributes {
+                sensitive: true,
+                always_sensitive: true,
+                extractable: false,
+                never_extractable: true,
+                local: true,
+            },
+            certificate: Vec::new(),
+            changed_at: 1,
+            purpose: KeyPurpose::Jwt,
+        }
+    }
+
+    #[test]
+    fn keys_are_parsed_for_verifying_once_and_a_key_that_does_not_parse_verifies_nothing() {
+        use ed25519_dalek::Signer as _;
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let inventory = Inventory {
+            keys: vec![
+                stored(
+                    "good",
+                    Algorithm::EdDsa,
+                    secret.verifying_key().as_bytes().to_vec(),
+                ),
+                stored("bad", Algorithm::Es256, vec![4; 65]),
+            ],
+            ..Inventory::default()
+        };
+        let registry = KeyRegistry::build(inventory, &BTreeMap::new(), Vec::new());
+        let good = registry.verifying_key("good").unwrap();
+        assert_eq!(good.algorithm(), Algorithm::EdDsa);
+        good.verify(b"m", &secret.sign(b"m").to_bytes()).unwrap();
+        assert!(registry.get("bad").is_some());
+        assert!(registry.verifying_key("bad").is_none());
+        assert!(registry.verifying_key("absent").is_none());
     }
 }

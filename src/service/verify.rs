@@ -8,7 +8,7 @@ use super::{Service, hex, unix_now};
 use crate::audit::{Entry, Event};
 use crate::error::Error;
 use crate::identity::Principal;
-use crate::keys::{JwkSet, KeyPurpose, KeyState};
+use crate::keys::{KeyPurpose, KeyState};
 use crate::policy::Action;
 use crate::store::{Durable, ReplayRefusal, StoreError};
 use crate::token::jws::Header;
@@ -136,10 +136,16 @@ impl Service {
             leeway: LEEWAY_SECONDS,
             profile: Some(issuer.profile()),
         };
-        let keys = JwkSet {
-            keys: vec![key.jwk(&[])],
-        };
-        let (_, claims) = verify::verify(&request.token, &keys, &expected)?;
+        let (_, claims) = verify::verify_with(&request.token, &expected, |named, _| {
+            // Only the key checked above (the header was read twice; they agree).
+            if named != kid {
+                return Err(VerifyError::UnknownKey(named.to_string()));
+            }
+            // A key whose public key does not parse verifies nothing.
+            registry
+                .verifying_key(&kid)
+                .ok_or(VerifyError::BadSignature)
+        })?;
         match key.state {
             KeyState::Active | KeyState::Retired => {}
             KeyState::Revoked => return Err(VerifyError::KeyRevoked.into()),

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::jws::Header;
 use super::profile::Profile;
 use crate::algorithm::Algorithm;
-use crate::keys::JwkSet;
+use crate::keys::{JwkSet, VerifyingKey};
 use crate::util::unb64;
 
 /// Why a token was rejected; each has a stable code.
@@ -112,6 +112,24 @@ pub fn verify(
     keys: &JwkSet,
     expected: &Expected<'_>,
 ) -> Result<(Header, Map<String, Value>), VerifyError> {
+    verify_with(token, expected, |kid, algorithm| {
+        let jwk = keys
+            .keys
+            .iter()
+            .find(|k| k.kid == kid && Algorithm::from_jws_name(&k.alg) == Some(algorithm))
+            .ok_or_else(|| VerifyError::UnknownKey(kid.to_string()))?;
+        // A published key that does not parse verifies nothing.
+        jwk.verifying_key().map_err(|_| VerifyError::BadSignature)
+    })
+}
+
+/// Verifies `token` against `expected` with the key `find` returns for the token's `kid`
+/// and algorithm (or the error it returns); returns the header and claims.
+pub fn verify_with(
+    token: &str,
+    expected: &Expected<'_>,
+    find: impl FnOnce(&str, Algorithm) -> Result<VerifyingKey, VerifyError>,
+) -> Result<(Header, Map<String, Value>), VerifyError> {
     let malformed = |what: &str| VerifyError::Malformed(what.to_string());
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
@@ -151,13 +169,14 @@ pub fn verify(
     }
     let kid = header
         .kid
-        .clone()
+        .as_deref()
         .ok_or_else(|| malformed("header has no kid"))?;
-    let key = keys
-        .keys
-        .iter()
-        .find(|k| k.kid == kid && Algorithm::from_jws_name(&k.alg) == Some(algorithm))
-        .ok_or(VerifyError::UnknownKey(kid))?;
+    let key = find(kid, algorithm)?;
+    // A key is used only as the algorithm it is, whatever `find` returned: no token can
+    // make an Ed25519 key check an ES256 signature or the reverse.
+    if key.algorithm() != algorithm {
+        return Err(VerifyError::UnknownKey(kid.to_string()));
+    }
     let signature = unb64(s).ok_or_else(|| malformed("signature is not base64url"))?;
     let signing_input = &token[..h.len() + 1 + p.len()];
     key.verify(signing_input.as_bytes(), &signature)
@@ -472,6 +491,57 @@ mod tests {
         assert_eq!(
             verify(&signed, &keys, &at(svid)).unwrap_err(),
             VerifyError::AlgorithmNotAllowed("EdDSA".into())
+        );
+    }
+
+    #[test]
+    fn a_key_is_used_only_as_the_algorithm_it_is_whatever_the_lookup_returns() {
+        use ed25519_dalek::Signer as _;
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let ed = VerifyingKey::new(Algorithm::EdDsa, secret.verifying_key().as_bytes()).unwrap();
+        let input = format!(
+            "{}.{}",
+            b64(r#"{"alg":"EdDSA","typ":"JWT","kid":"ed"}"#),
+            b64(r#"{"aud":"a","iat":100,"exp":160}"#)
+        );
+        let signed = jws::compact(&input, &secret.sign(input.as_bytes()).to_bytes());
+        let at = Expected {
+            now: 120,
+            leeway: 5,
+            ..Expected::default()
+        };
+        let mut asked = None;
+        verify_with(&signed, &at, |kid, algorithm| {
+            asked = Some((kid.to_string(), algorithm));
+            Ok(ed)
+        })
+        .unwrap();
+        assert_eq!(asked, Some(("ed".to_string(), Algorithm::EdDsa)));
+        // The same token, relabelled ES256, finds an ES256 key under its kid: refused as
+        // unknown before any signature work, not checked with the wrong algorithm.
+        let relabelled = format!(
+            "{}.{}",
+            b64(r#"{"alg":"ES256","typ":"JWT","kid":"ed"}"#),
+            signed.split_once('.').unwrap().1
+        );
+        let p256 = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let point = p256.verifying_key().to_encoded_point(false);
+        let es = VerifyingKey::new(Algorithm::Es256, point.as_bytes()).unwrap();
+        assert_eq!(
+            verify_with(&relabelled, &at, |_, _| Ok(ed)).unwrap_err(),
+            VerifyError::UnknownKey("ed".into())
+        );
+        assert_eq!(
+            verify_with(&relabelled, &at, |_, _| Ok(es)).unwrap_err(),
+            VerifyError::BadSignature
+        );
+        // What the lookup refuses with is what the caller gets.
+        assert_eq!(
+            verify_with(&signed, &at, |kid, _| Err(VerifyError::UnknownKey(
+                kid.into()
+            )))
+            .unwrap_err(),
+            VerifyError::UnknownKey("ed".into())
         );
     }
 }
