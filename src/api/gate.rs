@@ -171,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_line_is_cut_on_a_character_boundary() {
+    fn a_recorded_line_is_cut_at_the_limit() {
         let short: Uri = "/v1/tokens?x=1".parse().unwrap();
         assert_eq!(recorded(&Method::POST, &short), "POST /v1/tokens");
         let long: Uri = format!("/v1/keys/{}", "%C3%A9".repeat(100))

@@ -132,6 +132,13 @@ async fn verify_rejects_each_bad_token_with_its_own_code() {
         &claims(now, now + 30),
     )
     .await;
+    // Signed with the ES256 key, named EdDSA: the key is used only as what it is.
+    let relabelled = sign_as(
+        &kid,
+        &json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}),
+        &claims(now, now + 30),
+    )
+    .await;
     let revoked_key_token = mint(&daemon, "life-bad-rev").await["token"]
         .as_str()
         .unwrap()
@@ -169,6 +176,7 @@ async fn verify_rejects_each_bad_token_with_its_own_code() {
         (none, "api", "algorithm_not_allowed"),
         (hs256, "api", "algorithm_not_allowed"),
         (unknown, "api", "unknown_key"),
+        (relabelled, "api", "unknown_key"),
         (tampered, "api", "bad_signature"),
         (revoked_key_token, "api", "key_revoked"),
         (

@@ -304,13 +304,66 @@ async fn a_declared_10_gb_body_gets_413_at_once_without_100_continue() {
             "{path}"
         );
     }
+    // Refusals on the signing routes are recorded; verification's are not.
+    let recorded = refusals(&daemon);
     assert!(
-        refusals(&daemon)
+        recorded
             .iter()
             .any(|r| r["code"] == "body_too_large" && r["request"] == "POST /v1/tokens")
     );
+    assert!(
+        !recorded.iter().any(|r| r["request"] == "POST /v1/verify"),
+        "{recorded:?}"
+    );
     let reply = daemon.post("/v1/tokens", &mint_body("lim-body")).await;
     assert_eq!(reply.status, 200);
+}
+
+/// Python run as another uid: for each path after the socket (argv[1]), a POST that
+/// declares a 10 GB body and sends none; prints the status codes.
+const DECLARE_10_GB: &str = r#"
+import socket, sys
+codes = []
+for path in sys.argv[2:]:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(("POST " + path + " HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+               "content-length: 10000000000\r\n\r\n").encode())
+    codes.append(s.recv(4096).split(b" ")[1].decode())
+print(" ".join(codes))
+"#;
+
+#[tokio::test]
+async fn a_caller_no_issuer_names_is_refused_before_its_declared_length_is_looked_at() {
+    if my_uid() != 0 {
+        eprintln!("skipped: needs root to connect as another uid");
+        return;
+    }
+    generate_key("lim-order", Algorithm::Es256).await;
+    let daemon = daemon_open_to_nobody(&issuer_toml("lim-order", Algorithm::Es256)).await;
+    let socket = daemon.socket.clone();
+    // As `nobody`, whom no issuer names and who is no admin: 403 on both groups of
+    // audited routes, whatever the declared length.
+    let status = tokio::task::spawn_blocking(move || {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", DECLARE_10_GB])
+            .arg(&socket)
+            .args(["/v1/tokens", "/v1/issuers/lim-order/rotate"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.trim(), "403 403");
 }
 
 #[tokio::test]
@@ -331,6 +384,11 @@ async fn a_request_past_its_total_time_gets_503_and_the_daemon_keeps_serving() {
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (503, Some("deadline_exceeded"))
+    );
+    assert!(
+        refusals(&daemon)
+            .iter()
+            .any(|r| r["code"] == "deadline_exceeded" && r["request"] == "POST /v1/tokens")
     );
     let reply = daemon.post("/v1/tokens", &mint_body("lim-slow")).await;
     assert_eq!(reply.status, 200);

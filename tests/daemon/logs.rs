@@ -59,6 +59,11 @@ async fn json_logs_carry_the_request_id_the_response_names() {
     let refused = request(&endpoint, Method::GET, "/nowhere", &[], b"").await;
     assert_eq!(refused.status, 404);
     assert_eq!(refused.header("x-request-id").len(), 32);
+    let wrong_method = request(&endpoint, Method::DELETE, "/v1/tokens", &[], b"").await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("x-request-id").len(), 32);
+    let preflight = request(&endpoint, Method::OPTIONS, "/v1/keys", &[], b"").await;
+    assert_eq!(preflight.header("x-request-id").len(), 32);
 
     let log_path = t.path("serve.log");
     let read = || -> Vec<Value> {
