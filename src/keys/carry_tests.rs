@@ -1,29 +1,11 @@
 //! The merge of a last good view and a new reading, on fake inventories.
 
 use super::*;
-use crate::algorithm::{Algorithm, KeyPurpose};
-use crate::hsm::KeyAttributes;
+use crate::algorithm::Algorithm;
 use crate::keys::KeyRegistry;
 
 fn key(kid: &str, issuer: &str, state: KeyState) -> StoredKey {
-    StoredKey {
-        kid: kid.to_string(),
-        issuer: issuer.to_string(),
-        algorithm: Algorithm::Es256,
-        state,
-        created_at: 1,
-        public_key: vec![4; 65],
-        attributes: KeyAttributes {
-            sensitive: true,
-            always_sensitive: true,
-            extractable: false,
-            never_extractable: true,
-            local: true,
-        },
-        certificate: Vec::new(),
-        changed_at: 1,
-        purpose: KeyPurpose::Jwt,
-    }
+    StoredKey::for_tests(kid, issuer, Algorithm::Es256, state, vec![4; 65])
 }
 
 fn reading(keys: Vec<StoredKey>, ca: bool) -> Reading {

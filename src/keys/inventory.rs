@@ -44,6 +44,36 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
+    /// A JWT key of `issuer` for unit tests, with the attributes signetd requires of a
+    /// key pair, created and changed at 1.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        kid: &str,
+        issuer: &str,
+        algorithm: Algorithm,
+        state: KeyState,
+        public_key: Vec<u8>,
+    ) -> StoredKey {
+        StoredKey {
+            kid: kid.to_string(),
+            issuer: issuer.to_string(),
+            algorithm,
+            state,
+            created_at: 1,
+            public_key,
+            attributes: KeyAttributes {
+                sensitive: true,
+                always_sensitive: true,
+                extractable: false,
+                never_extractable: true,
+                local: true,
+            },
+            certificate: Vec::new(),
+            changed_at: 1,
+            purpose: KeyPurpose::Jwt,
+        }
+    }
+
     /// This key as the signer port names it.
     pub fn key_ref(&self) -> KeyRef<'_> {
         KeyRef {

@@ -239,27 +239,9 @@ impl KeyRegistry {
 mod tests {
     use super::*;
     use crate::algorithm::Algorithm;
-    use crate::hsm::KeyAttributes;
 
     fn stored(kid: &str, algorithm: Algorithm, public_key: Vec<u8>) -> StoredKey {
-        StoredKey {
-            kid: kid.to_string(),
-            issuer: "demo".to_string(),
-            algorithm,
-            state: KeyState::Active,
-            created_at: 1,
-            public_key,
-            attributes: KeyAttributes {
-                sensitive: true,
-                always_sensitive: true,
-                extractable: false,
-                never_extractable: true,
-                local: true,
-            },
-            certificate: Vec::new(),
-            changed_at: 1,
-            purpose: KeyPurpose::Jwt,
-        }
+        StoredKey::for_tests(kid, "demo", algorithm, KeyState::Active, public_key)
     }
 
     #[test]
