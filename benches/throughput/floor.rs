@@ -1,5 +1,6 @@
 //! The physical limits of the run: raw `C_Sign` in-process (cryptoki, no signetd code)
-//! on the same token, and one small `write` + `fdatasync` on the audit log's disk.
+//! on the same token, one small `write` + `fdatasync` on the audit log's disk, and what
+//! the machine charges to wake a sleeping thread.
 
 use std::io::Write;
 use std::path::Path;
@@ -151,4 +152,45 @@ pub fn fsync_latency_after(dir: &Path, duration: Duration, idle: Duration) -> (P
     let _ = std::fs::remove_file(&path);
     let n = samples.len();
     (samples.percentiles(), n)
+}
+
+/// What this machine charges to hand work to a sleeping thread and get it back: two
+/// threads pass a byte back and forth through channels, each asleep while the other
+/// runs, and each round trip (two hand-offs, two wake-ups) is timed. A lone request
+/// crosses threads several times (`sw/op`); on a virtual machine whose idle vCPUs halt,
+/// each crossing pays the hypervisor's wake-up, which no code in signetd contains.
+pub fn thread_round_trip(duration: Duration) -> (Percentiles, usize) {
+    let (to_echo, echo_rx) = std::sync::mpsc::sync_channel::<u8>(1);
+    let (echo_tx, back) = std::sync::mpsc::sync_channel::<u8>(1);
+    let echo = std::thread::spawn(move || {
+        while let Ok(b) = echo_rx.recv() {
+            if echo_tx.send(b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Samples::default();
+    let began = Instant::now();
+    while began.elapsed() < duration {
+        let t = Instant::now();
+        to_echo.send(1).unwrap();
+        back.recv().unwrap();
+        samples.push(t.elapsed());
+    }
+    drop(to_echo);
+    echo.join().unwrap();
+    let n = samples.len();
+    (samples.percentiles(), n)
+}
+
+/// The guest's halt polling (`cpuidle-haltpoll`'s `guest_halt_poll_ns`), when this is a
+/// virtual machine that has it: how long an idle vCPU polls before it halts. At 0 every
+/// idle moment halts the vCPU and the next wake-up goes through the hypervisor, which
+/// is most of a lone request's latency on such a machine (docs/performance.md).
+pub fn guest_halt_poll_ns() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

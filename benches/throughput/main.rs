@@ -159,6 +159,9 @@ fn main() {
         duration.max(Duration::from_secs(1)),
         Duration::from_millis(1),
     ));
+    report.thread_round_trip(floor::thread_round_trip(
+        duration.max(Duration::from_secs(1)),
+    ));
 
     let mut tables: Vec<Table> = Vec::new();
     {
@@ -238,6 +241,7 @@ fn main() {
     }
     drop(daemon);
 
+    report.print_machine();
     for table in &tables {
         table.print(&report);
     }

@@ -76,6 +76,10 @@ pub struct Report {
     disk_after_idle: (Percentiles, usize),
     /// Resumed TLS 1.3 handshakes in-process, on 1 thread and on every core.
     tls: Vec<HostFloor>,
+    /// Two threads handing a byte back and forth, each asleep while the other runs.
+    thread_round_trip: (Percentiles, usize),
+    /// The guest's halt polling, if this is a VM with `cpuidle-haltpoll`.
+    halt_poll_ns: Option<u64>,
 }
 
 impl Table {
@@ -148,6 +152,7 @@ impl Table {
             ("disk: write 300 B + fdatasync", report.disk.0),
             ("  the same after 1 ms asleep", report.disk_after_idle.0),
             ("tmpfs: write 300 B + fdatasync", report.tmpfs.0),
+            ("threads: wake one and back", report.thread_round_trip.0),
         ] {
             println!(
                 "{:<34} {:>8} {:>9} {:>9.1} {:>9.1}",
@@ -240,11 +245,14 @@ impl Table {
             self.row(Op::Health, 1, "disk"),
             self.row(Op::Sign, 1, "tmpfs"),
         ) {
+            let switches = sign.daemon_switches_per_op;
             let (http, sign, write) =
                 (http.latency_us.p50, sign.latency_us.p50, report.tmpfs.0.p50);
             println!(
-                "  a lone /v1/sign on tmpfs, p50 {sign:.0} µs: HTTP round trip {http:.0} + C_Sign {sign_p50:.0} + write {write:.0} + the rest {:.0} µs",
-                sign - http - sign_p50 - write
+                "  a lone /v1/sign on tmpfs, p50 {sign:.0} µs: HTTP round trip {http:.0} + C_Sign {sign_p50:.0} + write {write:.0} + the rest {:.0} µs \
+                 ({switches:.1} daemon threads asleep per request; two threads' round trip here: {:.0} µs)",
+                sign - http - sign_p50 - write,
+                report.thread_round_trip.0.p50
             );
         }
         self.print_host_targets(report);
@@ -348,6 +356,8 @@ impl Report {
             tmpfs: (nan, 0),
             disk_after_idle: (nan, 0),
             tls: Vec::new(),
+            thread_round_trip: (nan, 0),
+            halt_poll_ns: crate::floor::guest_halt_poll_ns(),
         }
     }
 
@@ -358,6 +368,29 @@ impl Report {
 
     pub fn disk_after_idle(&mut self, disk: (Percentiles, usize)) {
         self.disk_after_idle = disk;
+    }
+
+    pub fn thread_round_trip(&mut self, round_trip: (Percentiles, usize)) {
+        self.thread_round_trip = round_trip;
+    }
+
+    /// The machine's line above the tables: what on it moves a lone request's latency
+    /// besides signetd.
+    pub fn print_machine(&self) {
+        let polling = match self.halt_poll_ns {
+            Some(0) => "a virtual machine whose idle vCPUs halt at once (guest_halt_poll_ns = 0)"
+                .to_string(),
+            Some(ns) => format!(
+                "a virtual machine whose idle vCPUs poll {} µs before halting (guest_halt_poll_ns)",
+                ns / 1000
+            ),
+            None => "no guest halt polling found (bare metal, or a VM without cpuidle-haltpoll)"
+                .to_string(),
+        };
+        println!(
+            "machine: {} cores; {polling}; two threads waking each other: p50 {:.1} µs a round trip",
+            self.cores, self.thread_round_trip.0.p50
+        );
     }
 
     pub fn tls(&mut self, floors: Vec<HostFloor>) {
@@ -394,6 +427,9 @@ impl Report {
                 "disk_after_1ms_idle_samples": self.disk_after_idle.1,
             },
             "tls_resumed_handshake": self.tls,
+            "thread_round_trip_us": self.thread_round_trip.0,
+            "thread_round_trip_samples": self.thread_round_trip.1,
+            "guest_halt_poll_ns": self.halt_poll_ns,
             "tables": tables,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
