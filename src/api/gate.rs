@@ -137,11 +137,7 @@ fn declared_length(headers: &HeaderMap) -> Result<(), ApiError> {
 fn recorded(method: &Method, uri: &Uri) -> String {
     let mut line = format!("{method} {}", uri.path());
     if line.len() > MAX_RECORDED {
-        let cut = (0..=MAX_RECORDED)
-            .rev()
-            .find(|&i| line.is_char_boundary(i))
-            .unwrap_or(0);
-        line.truncate(cut);
+        line.truncate(line.floor_char_boundary(MAX_RECORDED));
         line.push('…');
     }
     line

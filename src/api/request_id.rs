@@ -52,11 +52,7 @@ pub fn span(id: &str, request: &Request) -> tracing::Span {
     // The path as sent is percent-encoded ASCII (the HTTP parser refuses anything
     // else), so it cannot break a log line; it is cut short all the same.
     let path = request.uri().path();
-    let cut = (0..=path.len().min(MAX_PATH))
-        .rev()
-        .find(|&i| path.is_char_boundary(i))
-        .unwrap_or(0);
-    let path = &path[..cut];
+    let path = &path[..path.floor_char_boundary(MAX_PATH)];
     tracing::info_span!("request", request_id = %id, method = %request.method(), path)
 }
 
