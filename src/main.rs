@@ -91,14 +91,20 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    cli::log::init(cli.log_format, default_level);
-    // First thing the daemon does, before any thread exists or the PIN is read.
+    // First thing the daemon does, before any thread exists (the log's among them) or
+    // the PIN is read.
     if matches!(cli.command, Command::Serve(_))
         && let Err(message) = cli::keep_memory_private()
     {
         eprintln!("signetd: {message}");
         return ExitCode::FAILURE;
     }
+    let output = if matches!(cli.command, Command::Serve(_)) {
+        cli::log::Output::Daemon
+    } else {
+        cli::log::Output::Direct
+    };
+    let log = cli::log::init(cli.log_format, default_level, output);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -127,6 +133,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // The daemon's last lines out before its last word.
+    drop(runtime);
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -27,6 +27,16 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Where [`LOG_LINES_DROPPED`] is read from at each scrape: the log writer's own count.
+static DROPPED_LOG_LINES: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> = OnceLock::new();
+
+/// Makes [`LOG_LINES_DROPPED`] report `dropped`, read at each scrape: the binary's log
+/// writer counts the lines it dropped while stderr could not keep up. Once per process;
+/// later calls do nothing.
+pub fn count_dropped_log_lines(dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = DROPPED_LOG_LINES.set(Box::new(dropped));
+}
+
 /// Installs the process's recorder, once; later calls do nothing. The daemon calls it
 /// as it starts; until then (and in the CLI) every recording is a no-op.
 pub fn install() {
@@ -68,7 +78,11 @@ pub fn install() {
 /// The Prometheus text exposition of every family, or `None` before [`install`] (or if
 /// it failed).
 pub fn render() -> Option<String> {
-    HANDLE.get()?.as_ref().map(PrometheusHandle::render)
+    let handle = HANDLE.get()?.as_ref()?;
+    if let Some(dropped) = DROPPED_LOG_LINES.get() {
+        counter!(LOG_LINES_DROPPED).absolute(dropped());
+    }
+    Some(handle.render())
 }
 
 fn buckets(builder: PrometheusBuilder) -> Result<PrometheusBuilder, impl std::fmt::Display> {
@@ -87,12 +101,17 @@ fn baseline() {
     counter!(HSM_RECOVERIES).absolute(0);
     counter!(AUDIT_RECORDS_WRITTEN).absolute(0);
     counter!(AUDIT_BYTES_WRITTEN).absolute(0);
+    counter!(LOG_LINES_DROPPED).absolute(0);
     gauge!(HSM_QUEUE_DEPTH).set(0.0);
     gauge!(HSM_BUSY_WORKERS).set(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 fn describe() {
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because stderr (the journal) did not take them as fast as they came; the audit log is not affected"
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered, by route template, status code and transport"

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
 
-pub use exporter::{install, render};
+pub use exporter::{count_dropped_log_lines, install, render};
 
 /// `signetd_http_requests_total{route, code, transport}`.
 pub const HTTP_REQUESTS: &str = "signetd_http_requests_total";
@@ -61,6 +61,8 @@ pub const RATE_LIMITED: &str = "signetd_rate_limited_total";
 pub const BUILD_INFO: &str = "signetd_build_info";
 /// State found gone backwards and moved forward, by kind (`key`, `token_revocation`).
 pub const STATE_ROLLBACKS: &str = "signetd_state_rollbacks_total";
+/// `signetd_log_lines_dropped_total`.
+pub const LOG_LINES_DROPPED: &str = "signetd_log_lines_dropped_total";
 
 /// The transport a request came over: the `transport` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

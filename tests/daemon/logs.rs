@@ -96,3 +96,120 @@ async fn json_logs_carry_the_request_id_the_response_names() {
     assert!(!text.contains(&t.pin()));
     assert!(!text.contains("eyJ"), "a JWT is in the log");
 }
+
+/// The value of an unlabelled family in `/metrics`' text.
+fn metric(text: &str, family: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(family)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A journal that stops reading (stderr a pipe nobody drains) never stalls signing: the
+/// daemon's log lines wait on a thread of their own, past its buffer they are dropped and
+/// counted in `/metrics`, and once the reader drains the pipe the lines flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_never_stalls_signing() {
+    use std::io::Read;
+    let t = TestToken::create("logs-stalled");
+    let (config, socket) = t.write_config(&issuer_toml("a", Algorithm::Es256));
+    t.init_ca_and_key(&config, "a");
+    // A pipe holds 64 KiB, a few hundred mints' lines at `info`; with a buffer of 64
+    // lines the next hundred or so are dropped.
+    let child = t
+        .command(signetd_bin(), "serve --config")
+        .arg(&config)
+        .env("SIGNETD_LOG", "info")
+        .env("SIGNETD_LOG_BUFFER_LINES", "64")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = ServedDaemon(child);
+    // Held and not read: the pipe fills and stays full.
+    let mut stderr = daemon.0.stderr.take().unwrap();
+    let socket_arg = socket.display().to_string();
+    let ready = eventually(20, async || {
+        t.signetd(&["status", "--socket", &socket_arg]).0
+    })
+    .await;
+    assert!(
+        ready,
+        "the daemon did not become ready with its stderr unread"
+    );
+
+    let endpoint = Endpoint::Unix(socket.clone());
+    let body = json!({"issuer": "a", "aud": "api"}).to_string();
+    let mint = || {
+        let (endpoint, body) = (endpoint.clone(), body.clone());
+        async move {
+            let headers = [("content-type", "application/json")];
+            request(
+                &endpoint,
+                Method::POST,
+                "/v1/tokens",
+                &headers,
+                body.as_bytes(),
+            )
+            .await
+            .status
+        }
+    };
+    // Concurrent callers, so the lines come faster than nothing reads them; a stall
+    // would hang here (the test's own timeout catches it).
+    let minted = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut statuses = Vec::new();
+        for _ in 0..100 {
+            let round: Vec<_> = (0..8).map(|_| tokio::spawn(mint())).collect();
+            for call in round {
+                statuses.push(call.await.unwrap());
+            }
+        }
+        statuses
+    })
+    .await
+    .expect("minting stalled while stderr was not read");
+    assert_eq!(minted.len(), 800);
+    assert!(minted.iter().all(|&s| s == 200), "{minted:?}");
+
+    let metrics = request(&endpoint, Method::GET, "/metrics", &[], b"").await;
+    assert_eq!(metrics.status, 200);
+    let dropped = metric(
+        &String::from_utf8_lossy(&metrics.raw),
+        "signetd_log_lines_dropped_total",
+    )
+    .expect("signetd_log_lines_dropped_total is in /metrics");
+    assert!(dropped > 0.0, "no line was dropped: {dropped}");
+
+    // Drained, the pipe takes lines again: a mint after the drain shows up in it.
+    let drained = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let after = body.clone();
+    let reply = request(
+        &endpoint,
+        Method::POST,
+        "/v1/tokens",
+        &[("content-type", "application/json")],
+        after.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let jti = reply.json["jti"].as_str().unwrap().to_string();
+    // SIGTERM ends the daemon, which writes out what its log thread still holds and
+    // closes the pipe.
+    assert!(daemon.terminate().success());
+    let text = drained.join().unwrap();
+    assert!(text.contains("minted token"), "no mint line came through");
+    assert!(
+        text.contains(&jti),
+        "the mint after the drain is not in the log"
+    );
+    assert!(!text.contains(&t.pin()), "the PIN is in the log");
+}
