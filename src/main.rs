@@ -133,9 +133,13 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Whatever still runs on the blocking pool (a call into a hung token) does not keep
+    // the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     // The daemon's last lines out before its last word.
-    drop(runtime);
-    drop(log);
+    if let Some(log) = log {
+        cli::log::flush(log);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -54,8 +54,8 @@ pub enum Output {
     /// every request that logs. Lines past [`BUFFERED_LINES`] (or
     /// `SIGNETD_LOG_BUFFER_LINES`) are dropped and counted
     /// instead of waited for; the audit log, which is what must not be lost, never goes
-    /// this way. A file or a terminal cannot hold a writer back like that, and keeps
-    /// lines in order with everything else written there: lines go to it directly.
+    /// this way. A file has no reader to wait for, and a terminal is someone watching:
+    /// lines go to them directly, in order with everything else written there.
     Daemon,
 }
 
@@ -111,3 +111,23 @@ pub fn init(
     }
     guard
 }
+
+/// Writes out the lines the daemon's log thread still holds, waiting at most
+/// [`FLUSH_WAIT`]: a reader that has stopped reading must not keep the daemon from
+/// exiting. (The guard's own drop waits about a second, then reports on stdout, which
+/// under systemd is the same stalled journal: so it is dropped on a thread of its own.)
+pub fn flush(guard: tracing_appender::non_blocking::WorkerGuard) {
+    let (done, flushed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("signetd-log-flush".to_string())
+        .spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = flushed.recv_timeout(FLUSH_WAIT);
+    }
+}
+
+/// How long the daemon waits at exit for its log lines to be written.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);

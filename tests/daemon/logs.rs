@@ -108,30 +108,30 @@ fn metric(text: &str, family: &str) -> Option<f64> {
     })
 }
 
-/// A journal that stops reading (stderr a pipe nobody drains) never stalls signing: the
-/// daemon's log lines wait on a thread of their own, past its buffer they are dropped and
-/// counted in `/metrics`, and once the reader drains the pipe the lines flow again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_reader_that_stops_reading_never_stalls_signing() {
-    use std::io::Read;
-    let t = TestToken::create("logs-stalled");
+/// A daemon whose stdout and stderr are one pipe nobody reads (as under systemd, where
+/// both are the journal's stream), past the point where the pipe, the log thread's write
+/// buffer and its queue are full; also returns the pipe's read end (held, so the pipe
+/// stays open) and the mint request's body.
+async fn daemon_with_a_stalled_log(
+    t: &TestToken,
+) -> (ServedDaemon, std::io::PipeReader, Endpoint, String) {
     let (config, socket) = t.write_config(&issuer_toml("a", Algorithm::Es256));
     t.init_ca_and_key(&config, "a");
-    // A pipe holds 64 KiB, a few hundred mints' lines at `info`; with a buffer of 64
-    // lines the next hundred or so are dropped.
+    // Between them the pipe (64 KiB), the log thread's write buffer (64 KiB) and its
+    // queue (64 lines here) hold about 450 mints' lines at `info`; the 1,200 mints below
+    // are well past that.
+    let (stderr, writer) = std::io::pipe().unwrap();
     let child = t
         .command(signetd_bin(), "serve --config")
         .arg(&config)
         .env("SIGNETD_LOG", "info")
         .env("SIGNETD_LOG_BUFFER_LINES", "64")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
         .spawn()
         .unwrap();
-    let mut daemon = ServedDaemon(child);
-    // Held and not read: the pipe fills and stays full.
-    let mut stderr = daemon.0.stderr.take().unwrap();
+    let daemon = ServedDaemon(child);
     let socket_arg = socket.display().to_string();
     let ready = eventually(20, async || {
         t.signetd(&["status", "--socket", &socket_arg]).0
@@ -163,7 +163,7 @@ async fn a_log_reader_that_stops_reading_never_stalls_signing() {
     // would hang here (the test's own timeout catches it).
     let minted = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         let mut statuses = Vec::new();
-        for _ in 0..100 {
+        for _ in 0..150 {
             let round: Vec<_> = (0..8).map(|_| tokio::spawn(mint())).collect();
             for call in round {
                 statuses.push(call.await.unwrap());
@@ -173,8 +173,19 @@ async fn a_log_reader_that_stops_reading_never_stalls_signing() {
     })
     .await
     .expect("minting stalled while stderr was not read");
-    assert_eq!(minted.len(), 800);
+    assert_eq!(minted.len(), 1200);
     assert!(minted.iter().all(|&s| s == 200), "{minted:?}");
+    (daemon, stderr, endpoint, body)
+}
+
+/// A journal that stops reading (stderr a pipe nobody drains) never stalls signing: the
+/// daemon's log lines wait on a thread of their own, past its buffer they are dropped and
+/// counted in `/metrics`, and once the reader drains the pipe the lines flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_never_stalls_signing() {
+    use std::io::Read;
+    let t = TestToken::create("logs-stalled");
+    let (mut daemon, mut stderr, endpoint, body) = daemon_with_a_stalled_log(&t).await;
 
     let metrics = request(&endpoint, Method::GET, "/metrics", &[], b"").await;
     assert_eq!(metrics.status, 200);
@@ -185,31 +196,64 @@ async fn a_log_reader_that_stops_reading_never_stalls_signing() {
     .expect("signetd_log_lines_dropped_total is in /metrics");
     assert!(dropped > 0.0, "no line was dropped: {dropped}");
 
-    // Drained, the pipe takes lines again: a mint after the drain shows up in it.
-    let drained = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = stderr.read_to_end(&mut text);
-        String::from_utf8_lossy(&text).into_owned()
+    // Drained, the pipe takes lines again: mints after the drain show up in it. (The
+    // first of them may still find the queue full, until the log thread's pending
+    // write goes through: minted until one comes out.)
+    let (chunks, drained) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            if chunks
+                .send(String::from_utf8_lossy(&chunk[..n]).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
     });
-    let after = body.clone();
-    let reply = request(
-        &endpoint,
-        Method::POST,
-        "/v1/tokens",
-        &[("content-type", "application/json")],
-        after.as_bytes(),
-    )
+    let mut text = String::new();
+    let mut jtis = Vec::new();
+    let came_through = eventually(30, async || {
+        let reply = request(
+            &endpoint,
+            Method::POST,
+            "/v1/tokens",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        jtis.push(reply.json["jti"].as_str().unwrap().to_string());
+        text.extend(drained.try_iter());
+        jtis.iter().any(|jti| text.contains(jti.as_str()))
+    })
     .await;
-    assert_eq!(reply.status, 200);
-    let jti = reply.json["jti"].as_str().unwrap().to_string();
+    assert!(came_through, "no mint after the drain reached the log");
+    assert!(text.contains("minted token"));
     // SIGTERM ends the daemon, which writes out what its log thread still holds and
     // closes the pipe.
     assert!(daemon.terminate().success());
-    let text = drained.join().unwrap();
-    assert!(text.contains("minted token"), "no mint line came through");
-    assert!(
-        text.contains(&jti),
-        "the mint after the drain is not in the log"
-    );
+    reader.join().unwrap();
+    text.extend(drained.try_iter());
     assert!(!text.contains(&t.pin()), "the PIN is in the log");
+}
+
+/// Nor does it keep the daemon from exiting: SIGTERM with the pipe still full (stdout
+/// too) ends it cleanly, after at most a short wait for the lines it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_never_keeps_the_daemon_from_exiting() {
+    let t = TestToken::create("logs-stalled-exit");
+    let (mut daemon, _unread, _, _) = daemon_with_a_stalled_log(&t).await;
+    let pid = daemon.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exited = eventually(30, async || daemon.0.try_wait().unwrap().is_some()).await;
+    assert!(
+        exited,
+        "the daemon did not exit within 30 s with its log reader stalled"
+    );
+    assert!(daemon.0.wait().unwrap().success());
 }
