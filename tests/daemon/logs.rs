@@ -16,6 +16,20 @@ fn lines_saying(log: &[Value], message: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `POST /v1/tokens` with the JSON `body` and `headers` besides its content type.
+async fn post_token(endpoint: &Endpoint, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    request(
+        endpoint,
+        Method::POST,
+        "/v1/tokens",
+        &headers,
+        body.as_bytes(),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_request_id_the_response_names() {
     let t = TestToken::create("logs");
@@ -24,18 +38,7 @@ async fn json_logs_carry_the_request_id_the_response_names() {
     let _daemon = t.serve_under(&["env", "SIGNETD_LOG_FORMAT=json"], &config, &socket);
     let endpoint = Endpoint::Unix(socket.clone());
     let body = json!({"issuer": "a", "aud": "api"}).to_string();
-    let mint = async |headers: &[(&str, &str)]| {
-        let mut headers = headers.to_vec();
-        headers.push(("content-type", "application/json"));
-        request(
-            &endpoint,
-            Method::POST,
-            "/v1/tokens",
-            &headers,
-            body.as_bytes(),
-        )
-        .await
-    };
+    let mint = async |headers: &[(&str, &str)]| post_token(&endpoint, &body, headers).await;
 
     // A caller's own short id is kept; a fresh one is made otherwise, and for an id
     // that is too long or has characters that have no place in a log line.
@@ -146,18 +149,7 @@ async fn daemon_with_a_stalled_log(
     let body = json!({"issuer": "a", "aud": "api"}).to_string();
     let mint = || {
         let (endpoint, body) = (endpoint.clone(), body.clone());
-        async move {
-            let headers = [("content-type", "application/json")];
-            request(
-                &endpoint,
-                Method::POST,
-                "/v1/tokens",
-                &headers,
-                body.as_bytes(),
-            )
-            .await
-            .status
-        }
+        async move { post_token(&endpoint, &body, &[]).await.status }
     };
     // Concurrent callers, so the lines come faster than nothing reads them; a stall
     // would hang here (the test's own timeout catches it).
@@ -214,14 +206,7 @@ async fn a_log_reader_that_stops_reading_never_stalls_signing() {
     let mut text = String::new();
     let mut jtis = Vec::new();
     let came_through = eventually(30, async || {
-        let reply = request(
-            &endpoint,
-            Method::POST,
-            "/v1/tokens",
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        )
-        .await;
+        let reply = post_token(&endpoint, &body, &[]).await;
         assert_eq!(reply.status, 200);
         jtis.push(reply.json["jti"].as_str().unwrap().to_string());
         text.extend(drained.try_iter());
