@@ -86,20 +86,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon reports at info; one-shot commands only speak up when something is wrong.
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
-    };
+    let serving = matches!(cli.command, Command::Serve(_));
+    let default_level = if serving { "info" } else { "warn" };
     // First thing the daemon does, before any thread exists (the log's among them) or
     // the PIN is read.
-    if matches!(cli.command, Command::Serve(_))
-        && let Err(message) = cli::keep_memory_private()
-    {
+    if serving && let Err(message) = cli::keep_memory_private() {
         eprintln!("signetd: {message}");
         return ExitCode::FAILURE;
     }
-    let output = if matches!(cli.command, Command::Serve(_)) {
+    let output = if serving {
         cli::log::Output::Daemon
     } else {
         cli::log::Output::Direct
