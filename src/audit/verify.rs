@@ -496,7 +496,24 @@ fn verify_segment(
             reason: "the segment is empty".to_string(),
         });
     }
-    let mut rest = bytes.as_slice();
+    let records = segment::records_end(&bytes);
+    if bytes[records..].iter().any(|&b| b != 0) {
+        return Err(Break {
+            at,
+            reason: format!(
+                "bytes after the zeros at offset {records}: a segment holds records, then \
+                 (while it is written) zeros only (if the daemon was writing this segment \
+                 as it was read, verify again)"
+            ),
+        });
+    }
+    let mut rest = &bytes[..records];
+    if rest.is_empty() {
+        return Err(Break {
+            at,
+            reason: "the segment holds no record".to_string(),
+        });
+    }
     while !rest.is_empty() {
         at.line += 1;
         at.seq = None;

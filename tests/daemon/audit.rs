@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use signetd::Algorithm;
 use signetd::audit::verify::{self, Break, Summary};
 
-use crate::common::audit_records;
 use crate::common::{
     TestDaemon, TestToken, ca, eventually, generate_key, generate_raw_key, issuer_toml, my_uid,
     raw_issuer_toml, request_unix, signetd_bin,
 };
+use crate::common::{audit_records, segment_text};
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
     verify::segment_paths(&[dir.to_path_buf()]).unwrap()
@@ -121,10 +121,7 @@ async fn a_log_written_under_concurrent_load_verifies_and_holds_every_token() {
     );
 
     let all = audit_records(&log);
-    let text: String = segments(&log)
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect();
+    let text: String = segments(&log).iter().map(|p| segment_text(p)).collect();
     for token in &tokens {
         let hash = sha256_hex(token);
         let record = all
@@ -223,11 +220,7 @@ async fn tampered(source: &Path, tamper: impl FnOnce(&Path)) -> Break {
 }
 
 fn lines_of(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    segment_text(path).lines().map(str::to_string).collect()
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
@@ -598,6 +591,52 @@ async fn a_checkpoint_signed_by_an_issuer_key_is_refused() {
     daemon.shutdown().await;
 }
 
+/// The segment being written runs ahead of its records with zeros, so a record's fsync
+/// need not also write the file's new size. While the daemon runs, the live log
+/// verifies (its records, up to the zeros); a clean stop cuts the zeros off.
+#[tokio::test]
+async fn the_segment_being_written_ends_in_zeros_until_the_daemon_stops() {
+    generate_key("audit-zeros", Algorithm::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit");
+    let config = format!(
+        "{}[audit]\ndir = {:?}\n",
+        issuer_toml("audit-zeros", Algorithm::Es256),
+        log.display().to_string()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let mint = json!({"issuer": "audit-zeros", "aud": "api", "sub": "a"});
+    for _ in 0..3 {
+        assert_eq!(daemon.post("/v1/tokens", &mint).await.status, 200);
+    }
+    let segment = segment_file(&log, 1);
+    let records = segment_text(&segment);
+    let size = std::fs::metadata(&segment).unwrap().len();
+    assert!(
+        size > records.len() as u64,
+        "zeros follow the {} bytes of records: {size}",
+        records.len()
+    );
+    assert_eq!(
+        records.lines().filter(|l| l.contains("\"mint\"")).count(),
+        3
+    );
+    // `audit verify` of the live log reads the records up to the zeros (with the
+    // records no checkpoint signs yet allowed, as for any log still being written).
+    let root = ca().await.top().to_vec();
+    let summary = verify::verify(&segments(&log), &root, true, &mut |_, _, _| {})
+        .unwrap_or_else(|b| panic!("{b}"));
+    assert_eq!(summary.records, records.lines().count() as u64);
+    daemon.shutdown().await;
+    let bytes = std::fs::read(&segment).unwrap();
+    assert!(
+        !bytes.contains(&0),
+        "sealed: the file ends with its last record"
+    );
+    assert!(bytes.ends_with(b"\n"));
+    check(&log).await.unwrap_or_else(|b| panic!("{b}"));
+}
+
 /// A crash can leave half a record at the end. The next start cuts it off, keeps the
 /// bytes beside the log, says so in a `recovered` record, and continues the chain.
 #[tokio::test]
@@ -879,6 +918,10 @@ async fn after_sigkill_mid_loop_every_received_token_has_its_record() {
     }
     let received = received.lock().unwrap().clone();
     assert!(unexpected.lock().unwrap().is_empty(), "{unexpected:?}");
+    // The kill left the segment with the zeros it runs ahead with: the restart reads
+    // the records up to them and cuts them off.
+    let live = segments(&b.token.audit_dir()).pop().unwrap();
+    assert!(std::fs::read(&live).unwrap().ends_with(&[0]));
 
     let mut daemon = b.token.serve(&b.config, &b.socket);
     let after = request_unix(

@@ -12,7 +12,7 @@ use signetd::audit::verify;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{TestDaemon, ca, generate_key, issuer_toml, my_uid, signetd_bin};
+use crate::common::{TestDaemon, ca, generate_key, issuer_toml, my_uid, segment_text, signetd_bin};
 
 /// Refused anonymous requests sent by the flood.
 const FLOOD: usize = 50_000;
@@ -190,8 +190,7 @@ async fn fifty_thousand_anonymous_refusals_add_a_bounded_number_of_records() {
     );
     // An aggregate record without its count is named as such.
     let segment = verify::segment_paths(std::slice::from_ref(&log)).unwrap()[0].clone();
-    let edited = std::fs::read_to_string(&segment)
-        .unwrap()
+    let edited = segment_text(&segment)
         .lines()
         .map(|line| match line.find("\"count\":") {
             // Only this line changes, so the chain up to it still holds.

@@ -874,14 +874,21 @@ pub async fn eventually(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> b
     false
 }
 
+/// The records of the audit segment at `path`, as text: the file up to the zeros that
+/// the segment being written is extended with.
+pub fn segment_text(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let end = signetd::audit::segment::records_end(&bytes);
+    String::from_utf8(bytes[..end].to_vec()).unwrap()
+}
+
 /// Every record of the audit log in `dir`, parsed, in order.
 pub fn audit_records(dir: &Path) -> Vec<Value> {
     signetd::audit::verify::segment_paths(&[dir.to_path_buf()])
         .unwrap()
         .iter()
         .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
+            segment_text(p)
                 .lines()
                 .map(|l| serde_json::from_str::<Value>(l).unwrap())
                 .collect::<Vec<_>>()

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use signetd::Algorithm;
 
 use crate::common::{
-    TestToken, decode_parts, issuer_toml, request_unix, tlogcheck, tlogcheck_with_key,
+    TestToken, decode_parts, issuer_toml, request_unix, segment_text, tlogcheck, tlogcheck_with_key,
 };
 
 type Hash = [u8; 32];
@@ -602,7 +602,7 @@ fn cut_copy(from: &Path, to: &Path, size: u64) -> u64 {
     std::fs::create_dir_all(to).unwrap();
     let mut lines: Vec<(PathBuf, Vec<String>)> = Vec::new();
     for segment in segments(from) {
-        let text = std::fs::read_to_string(&segment).unwrap();
+        let text = segment_text(&segment);
         lines.push((
             segment.file_name().unwrap().into(),
             text.lines().map(str::to_string).collect(),

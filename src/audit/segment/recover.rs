@@ -1,11 +1,11 @@
 //! Where an existing log left off, and recovery of a torn last record at open.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Segment, io, list, segment_name, sync_dir};
+use super::{Segment, io, list, records_end, segment_name, sync_dir};
 use crate::audit::AuditError;
 use crate::audit::record::{Record, line_hash};
 
@@ -44,6 +44,9 @@ pub struct Torn {
 ///
 /// A crash can leave part of a record after the last newline; it is cut off and kept
 /// in a `torn-*.bin` file beside the segments, and reported so the writer records it.
+/// The zeros a segment is extended with ahead of its records are cut off too: the
+/// records end at the first zero byte. (What a crash left after that, of a batch
+/// written out of order, is torn as well.)
 /// Anything else odd (a last line that is not a record, a segment without a first
 /// record) refuses to open: `signetd audit verify` says what is wrong.
 pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError> {
@@ -53,31 +56,50 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
     };
     let mut file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(|e| io(format!("cannot open {}", path.display()), e))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| io(format!("cannot read {}", path.display()), e))?;
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let zeros_from = records_end(&bytes);
+    let complete = bytes[..zeros_from]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    // After the last whole record: zeros, and any bytes a crash left of a batch that
+    // never became durable. Only those bytes are kept as evidence.
+    let after = &bytes[complete..];
+    let removed = &after[..after.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)];
+    let beyond_zeros = &bytes[zeros_from..complete + removed.len()];
+    if !beyond_zeros.is_empty() && !one_batch(beyond_zeros) {
+        return Err(AuditError::Damaged(format!(
+            "{}: zeros at offset {zeros_from}, then records of more than one batch: not what \
+             a crash leaves (a damaged or restored file?); run `signetd audit verify {}` to \
+             see where",
+            path.display(),
+            dir.display()
+        )));
+    }
     let mut torn = None;
-    if complete < bytes.len() {
-        let removed = &bytes[complete..];
+    if !removed.is_empty() {
         let keep = keep_torn(dir, number, complete as u64, removed)?;
-        file.set_len(complete as u64)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| {
-                io(
-                    format!("cannot cut the torn record from {}", path.display()),
-                    e,
-                )
-            })?;
         torn = Some(Torn {
             segment: path.clone(),
             len: removed.len() as u64,
             sha256: line_hash(removed),
             kept: keep,
         });
+    }
+    if complete < bytes.len() {
+        file.set_len(complete as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                io(
+                    format!("cannot cut {} back to its last record", path.display()),
+                    e,
+                )
+            })?;
         bytes.truncate(complete);
     }
     if bytes.is_empty() {
@@ -118,8 +140,6 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         .log_id
         .clone()
         .ok_or_else(|| damaged("the first record carries no log_id"))?;
-    file.seek(SeekFrom::End(0))
-        .map_err(|e| io(format!("cannot seek {}", path.display()), e))?;
     let tail = Tail {
         head: line_hash(last_line),
         segment: Segment {
@@ -127,6 +147,8 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
             path,
             file,
             len: bytes.len() as u64,
+            allocated: bytes.len() as u64,
+            preallocate: true,
         },
         log_id,
         last,
@@ -134,6 +156,23 @@ pub fn open_tail(dir: &Path) -> Result<(Option<Tail>, Option<Torn>), AuditError>
         last_note: checkpoint.and_then(|c| c.note),
     };
     Ok((Some(tail), torn))
+}
+
+/// Whether the records in `bytes` (what follows the first zero of a segment, up to its
+/// last non-zero byte) could all be of one batch, the one a crash can leave partly
+/// written: the writer stamps every record of a batch with the same time. Records of
+/// several batches after zeros are records that were durable, behind damage, and must
+/// not be cut as torn.
+fn one_batch(bytes: &[u8]) -> bool {
+    let mut times = bytes
+        .split(|&b| b == b'\n')
+        .map(|line| &line[line.iter().position(|&b| b != 0).unwrap_or(line.len())..])
+        .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+        .map(|record| record.time);
+    match times.next() {
+        Some(first) => times.all(|time| time == first),
+        None => true,
+    }
 }
 
 /// The log's last checkpoint record: searched from the end of `body` (the last
@@ -197,4 +236,93 @@ fn keep_torn(dir: &Path, segment: u64, offset: u64, bytes: &[u8]) -> Result<Path
         "too many {stem}.*.bin files in {}",
         dir.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::segment::PREALLOCATE;
+
+    const GENESIS: &str = r#"{"seq":0,"time":"2026-12-01T00:00:00Z","event":"genesis","log_id":"L","segment":1,"prev":"AAAA"}"#;
+    const START: &str = r#"{"seq":1,"time":"2026-12-01T00:00:01Z","event":"start","prev":"BBBB"}"#;
+
+    /// A log whose one segment holds `bytes`.
+    fn log_of(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_name(1));
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    fn records() -> Vec<u8> {
+        format!("{GENESIS}\n{START}\n").into_bytes()
+    }
+
+    #[test]
+    fn the_zeros_after_the_records_are_cut_and_are_no_torn_record() {
+        let mut bytes = records();
+        bytes.resize(bytes.len() + PREALLOCATE as usize, 0);
+        let (dir, path) = log_of(&bytes);
+        let (tail, torn) = open_tail(dir.path()).unwrap();
+        let tail = tail.unwrap();
+        assert!(torn.is_none(), "{torn:?}");
+        assert_eq!(tail.last.seq, 1);
+        let len = records().len() as u64;
+        assert_eq!((tail.segment.len, tail.segment.allocated), (len, len));
+        assert_eq!(std::fs::read(&path).unwrap(), records());
+    }
+
+    #[test]
+    fn a_torn_record_before_the_zeros_is_kept_without_them() {
+        let mut bytes = records();
+        bytes.extend_from_slice(br#"{"seq":2,"ti"#);
+        bytes.resize(bytes.len() + 4096, 0);
+        let (dir, path) = log_of(&bytes);
+        let (tail, torn) = open_tail(dir.path()).unwrap();
+        assert_eq!(tail.unwrap().last.seq, 1);
+        let torn = torn.expect("a torn record");
+        assert_eq!(std::fs::read(&torn.kept).unwrap(), br#"{"seq":2,"ti"#);
+        assert_eq!(std::fs::read(&path).unwrap(), records());
+    }
+
+    #[test]
+    fn bytes_a_crash_left_after_a_gap_of_zeros_are_torn_too() {
+        // A batch whose second page reached the disk and whose first did not.
+        let mut bytes = records();
+        bytes.resize(bytes.len() + 100, 0);
+        bytes.extend_from_slice(br#"2","event":"mint"}"#);
+        bytes.resize(bytes.len() + 4096, 0);
+        let (dir, path) = log_of(&bytes);
+        let (tail, torn) = open_tail(dir.path()).unwrap();
+        assert_eq!(tail.unwrap().last.seq, 1);
+        let kept = std::fs::read(torn.expect("torn").kept).unwrap();
+        assert_eq!(kept.len(), 100 + br#"2","event":"mint"}"#.len());
+        assert!(kept.ends_with(br#""mint"}"#));
+        assert_eq!(std::fs::read(&path).unwrap(), records());
+    }
+
+    #[test]
+    fn records_of_several_batches_after_zeros_are_damage_not_a_torn_record() {
+        // A zeroed block inside records that were durable: cutting there would drop
+        // them and reuse their seqs.
+        let mut bytes = format!("{GENESIS}\n").into_bytes();
+        bytes.resize(bytes.len() + 512, 0);
+        bytes.extend_from_slice(format!("{START}\n").as_bytes());
+        let later = START
+            .replace(":01Z", ":02Z")
+            .replace("\"seq\":1", "\"seq\":2");
+        bytes.extend_from_slice(format!("{later}\n").as_bytes());
+        let (dir, path) = log_of(&bytes);
+        let refused = open_tail(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("more than one batch"), "{refused}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing cut");
+    }
+
+    #[test]
+    fn a_segment_of_zeros_alone_is_removed() {
+        let (dir, path) = log_of(&vec![0; 4096]);
+        let (tail, torn) = open_tail(dir.path()).unwrap();
+        assert!(tail.is_none() && torn.is_none());
+        assert!(!path.exists());
+    }
 }

@@ -201,6 +201,11 @@ pub fn for_each_line(
         let file = File::open(path).map_err(|e| io(path, e))?;
         for line in BufReader::new(file).split(b'\n') {
             let line = line.map_err(|e| io(path, e))?;
+            if line.first() == Some(&0) {
+                // The zeros the segment being written is extended with: its records
+                // end here.
+                break;
+            }
             let Some(seq) = seq_of(&line) else {
                 return Err(AuditError::Io(format!(
                     "{}: a line that is not a record",
@@ -287,6 +292,26 @@ mod tests {
             );
         }
         tree
+    }
+
+    #[test]
+    fn lines_are_read_up_to_the_zeros_of_the_segment_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1, 0..3);
+        let path = dir.path().join(segment::segment_name(2));
+        write_segment(dir.path(), 2, 3..5);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.resize(bytes.len() + 4096, 0);
+        std::fs::write(&path, bytes).unwrap();
+        let mut seen = Vec::new();
+        for_each_line(dir.path(), 1, 5, |line| {
+            seen.push(seq_of(line).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [1, 2, 3, 4]);
+        let short = for_each_line(dir.path(), 0, 6, |_| Ok(())).unwrap_err();
+        assert!(short.to_string().contains("end at seq 5"), "{short}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! - [`chain`] formats the records (`seq`, `time`, `prev`) into one buffer;
 //! - [`schedule`] says where a checkpoint goes, and [`CheckpointSigning`] signs it;
-//! - [`store`] writes the batch with one `write` and one `fdatasync`;
+//! - [`store`] writes the batch with one `write` and one `fdatasync` (over the zeros the
+//!   segment runs ahead with; extending them, once per MiB, adds their writes);
 //! - [`health`] tracks outages: a failed write is cut back out of the file, every caller
 //!   in the batch gets [`AuditError::Unavailable`], the writer retries every second on
 //!   its own, and the first record after the outage says how long it lasted and how
@@ -233,7 +234,12 @@ impl Desk {
                     continue;
                 }
                 // Every handle dropped without a close: nothing more will come.
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(writer) = self.lock().as_mut() {
+                        writer.finish();
+                    }
+                    return;
+                }
             };
             let mut guard = self.lock();
             let Some(writer) = guard.as_mut() else {
@@ -242,6 +248,7 @@ impl Desk {
             };
             writer.thread_wakes_at = None;
             if let Some(done) = writer.batch(first, &inbox) {
+                writer.finish();
                 // Release the directory lock before the closer hears back, so a new
                 // writer can open the log at once.
                 drop(guard.take());
@@ -271,6 +278,17 @@ fn refuse_message(message: Message) {
 type Closing = (oneshot::Receiver<Result<u64, AuditError>>, Reply);
 
 impl Writer {
+    /// The writer stops: the segment is sealed, unless a write that could not be cut
+    /// back out left its end unknown (recovery at the next start keeps those bytes).
+    fn finish(&mut self) {
+        if !self.health.may_write() {
+            return;
+        }
+        if let Err(e) = self.store.seal() {
+            tracing::warn!("audit log: {e}; the next start cuts it");
+        }
+    }
+
     /// Whether a request's thread may write one record now, alone: healthy, with no
     /// checkpoint due in that batch (only the thread signs them).
     fn may_write_alone(&self) -> bool {

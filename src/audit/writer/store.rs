@@ -26,14 +26,19 @@ pub(in crate::audit) trait Store: Send {
     /// Starts the next segment if the current one is full.
     fn roll_if_full(&mut self) -> Result<(), AuditError>;
 
-    /// Writes `bytes` and makes them durable: one write and one fdatasync. On failure,
-    /// cuts them back out, so no partial record stays.
+    /// Writes `bytes` and makes them durable: one write and one fdatasync (and, when the
+    /// zeros ahead of the records run out, the writes of the next MiB of them). On
+    /// failure, cuts them back out, so no partial record stays.
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed>;
 
     /// Adds the stored tree hashes of a durable batch's records to the tree file (no
     /// fsync: it is rebuilt from the segments at start). False once an append failed:
     /// the file stops growing until the next start.
     fn append_hashes(&mut self, hashes: &[u8]) -> bool;
+
+    /// Cuts the zeros the segment being written was extended with off its end, once the
+    /// writer stops (a closed segment ends with its last record).
+    fn seal(&mut self) -> Result<(), AuditError>;
 
     /// The file being written, for messages.
     fn path(&self) -> &Path;
@@ -79,6 +84,7 @@ impl Store for SegmentFiles {
         if self.segment.len < self.segment_bytes {
             return Ok(());
         }
+        self.seal()?;
         let next = Segment::create(&self.dir, self.segment.number + 1)?;
         tracing::info!(segment = %next.path.display(), "audit log: new segment");
         self.segment = next;
@@ -86,14 +92,25 @@ impl Store for SegmentFiles {
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
-        self.segment.append(bytes).map_err(|(e, cut)| WriteFailed {
-            error: e.to_string(),
-            cut,
-        })
+        self.segment
+            .append(bytes, self.segment_bytes)
+            .map_err(|(e, cut)| WriteFailed {
+                error: e.to_string(),
+                cut,
+            })
     }
 
     fn append_hashes(&mut self, hashes: &[u8]) -> bool {
         self.hashes.append_logged(hashes)
+    }
+
+    fn seal(&mut self) -> Result<(), AuditError> {
+        self.segment.seal().map_err(|e| {
+            AuditError::Io(format!(
+                "cannot cut {} back to its last record: {e}",
+                self.segment.path.display()
+            ))
+        })
     }
 
     fn path(&self) -> &Path {
@@ -130,6 +147,6 @@ mod tests {
             .iter()
             .map(|(_, p)| std::fs::metadata(p).unwrap().len())
             .collect();
-        assert_eq!(sizes, [11, 0]);
+        assert_eq!(sizes, [11, 0], "the full segment was sealed");
     }
 }

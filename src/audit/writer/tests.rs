@@ -28,6 +28,8 @@ struct Disk {
     hashes: Vec<u8>,
     writes: usize,
     fault: Option<Fault>,
+    /// How many times the segment was sealed.
+    seals: usize,
 }
 
 struct FakeStore(Arc<Mutex<Disk>>);
@@ -44,6 +46,11 @@ impl Store for FakeStore {
     fn append_hashes(&mut self, hashes: &[u8]) -> bool {
         self.0.lock().unwrap().hashes.extend_from_slice(hashes);
         true
+    }
+
+    fn seal(&mut self) -> Result<(), AuditError> {
+        self.0.lock().unwrap().seals += 1;
+        Ok(())
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteFailed> {
@@ -325,6 +332,13 @@ fn a_failed_cut_refuses_everything_until_restart() {
     assert_eq!(rig.disk.lock().unwrap().writes, writes, "no more writes");
     assert!(!rig.healthy());
     assert_eq!(rig.writer.next_wake(), None, "no retries");
+    let disk = rig.disk.clone();
+    rig.writer.finish();
+    assert_eq!(
+        disk.lock().unwrap().seals,
+        0,
+        "the file's end is unknown: recovery keeps what is after the records"
+    );
 }
 
 #[test]
@@ -479,6 +493,7 @@ fn the_thread_answers_appends_forgets_keys_and_closes_with_a_checkpoint() {
     let disk = rig.disk.lock().unwrap();
     let last = std::str::from_utf8(&disk.bytes).unwrap().lines().last();
     assert!(last.unwrap().contains("\"event\":\"checkpoint\""));
+    assert_eq!(disk.seals, 1, "the segment ends with its last record");
 }
 
 fn mint(sub: &str) -> String {
