@@ -154,6 +154,10 @@ fn main() {
     let disk = floor::fsync_latency(&bench.audit_parent, duration.max(Duration::from_secs(1)));
     let tmpfs = floor::fsync_latency(std::path::Path::new("/dev/shm"), Duration::from_millis(300));
     report.disk(disk, tmpfs);
+    report.disk_in_place(floor::fsync_in_place_latency(
+        &bench.audit_parent,
+        duration.max(Duration::from_secs(1)),
+    ));
     report.disk_after_idle(floor::fsync_latency_after(
         &bench.audit_parent,
         duration.max(Duration::from_secs(1)),
