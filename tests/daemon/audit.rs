@@ -591,19 +591,25 @@ async fn a_checkpoint_signed_by_an_issuer_key_is_refused() {
     daemon.shutdown().await;
 }
 
+/// The config of a daemon with a fresh ES256 key for `issuer` and its audit log in
+/// `log`.
+async fn issuer_with_log(issuer: &str, log: &Path) -> String {
+    generate_key(issuer, Algorithm::Es256).await;
+    format!(
+        "{}[audit]\ndir = {:?}\n",
+        issuer_toml(issuer, Algorithm::Es256),
+        log.display().to_string()
+    )
+}
+
 /// The segment being written runs ahead of its records with zeros, so a record's fsync
 /// need not also write the file's new size. While the daemon runs, the live log
 /// verifies (its records, up to the zeros); a clean stop cuts the zeros off.
 #[tokio::test]
 async fn the_segment_being_written_ends_in_zeros_until_the_daemon_stops() {
-    generate_key("audit-zeros", Algorithm::Es256).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit");
-    let config = format!(
-        "{}[audit]\ndir = {:?}\n",
-        issuer_toml("audit-zeros", Algorithm::Es256),
-        log.display().to_string()
-    );
+    let config = issuer_with_log("audit-zeros", &log).await;
     let daemon = TestDaemon::start(&config).await;
     let mint = json!({"issuer": "audit-zeros", "aud": "api", "sub": "a"});
     for _ in 0..3 {
@@ -641,14 +647,9 @@ async fn the_segment_being_written_ends_in_zeros_until_the_daemon_stops() {
 /// bytes beside the log, says so in a `recovered` record, and continues the chain.
 #[tokio::test]
 async fn a_torn_last_record_is_cut_reported_and_the_chain_continues() {
-    generate_key("audit-torn", Algorithm::Es256).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit");
-    let config = format!(
-        "{}[audit]\ndir = {:?}\n",
-        issuer_toml("audit-torn", Algorithm::Es256),
-        log.display().to_string()
-    );
+    let config = issuer_with_log("audit-torn", &log).await;
     let mint = json!({"issuer": "audit-torn", "aud": "api", "sub": "a"});
     let daemon = TestDaemon::start(&config).await;
     assert_eq!(daemon.post("/v1/tokens", &mint).await.status, 200);
