@@ -8,13 +8,18 @@
 //! - [`Frontier`]: the roots of the perfect subtrees along the tree's right edge, all
 //!   the writer needs to append a leaf and compute the root, O(log n) each;
 //! - [`StoredHashes`]: every hash tlog stores (the leaves and each completed interior
-//!   node, in tlog's stored-hash order), kept in memory by the verifier and, by the
-//!   daemon, in the file [`HASHES_FILE`] beside the segments, which tiles and proofs are
-//!   read from. The file is not trusted: whatever is served from it is checked by its
-//!   reader against a signed checkpoint, and at start it is cut back to what the segments
-//!   hold and extended from them (see [`mod@file`]).
+//!   node, in tlog's stored-hash order), kept in memory by the verifier when proofs are
+//!   asked of it and, by the daemon, in the file [`HASHES_FILE`] beside the segments,
+//!   which tiles and proofs are read from. The file is not trusted: whatever is served
+//!   from it is checked by its reader against a signed checkpoint, and at start it is
+//!   cut back to what the segments hold and extended from them (see [`mod@file`]);
+//! - [`VerifiedTree`]: the verifier's tree, which keeps every stored hash only when
+//!   proofs are wanted ([`Keep`]), so that checking a log of any length takes memory
+//!   that does not grow with it.
 
 pub mod file;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use tlog_tiles::{HASH_SIZE, Hash, HashReader, node_hash, record_hash, stored_hash_index};
 
@@ -61,13 +66,23 @@ impl Frontier {
     /// Appends the leaf of record `line`; adds to `stored` the hashes tlog stores for
     /// it: the leaf's, then each interior node it completes.
     pub fn append(&mut self, line: &[u8], stored: &mut Vec<u8>) {
+        self.add(line, |hash| stored.extend_from_slice(&hash.0));
+    }
+
+    /// Appends the leaf of record `line`, keeping no stored hash.
+    pub fn push(&mut self, line: &[u8]) {
+        self.add(line, |_| {});
+    }
+
+    /// Appends a leaf; `stored` sees each hash tlog stores for it, in order.
+    fn add(&mut self, line: &[u8], mut stored: impl FnMut(&Hash)) {
         let mut hash = record_hash(line);
-        stored.extend_from_slice(&hash.0);
+        stored(&hash);
         let mut size = self.size;
         while size & 1 == 1 {
             let left = self.nodes.pop().expect("a 1-bit of size has its subtree");
             hash = node_hash(left, hash);
-            stored.extend_from_slice(&hash.0);
+            stored(&hash);
             size >>= 1;
         }
         self.nodes.push(hash);
@@ -110,6 +125,91 @@ impl HashReader for StoredHashes {
             .iter()
             .map(|&index| hash_at(&self.bytes, index))
             .collect()
+    }
+}
+
+/// What a verifier keeps of the tree it builds from a log's records.
+#[derive(Clone, Debug)]
+pub enum Keep {
+    /// The tree's right edge, and its roots at these sizes (a kept checkpoint's):
+    /// memory that does not grow with the log.
+    Roots(BTreeSet<u64>),
+    /// Every stored hash, about 64 bytes per record: what inclusion and consistency
+    /// proofs between any two sizes are made from.
+    Everything,
+}
+
+/// The tree a verifier builds from a log's records, keeping what [`Keep`] asked for.
+#[derive(Debug)]
+pub struct VerifiedTree {
+    frontier: Frontier,
+    /// Every stored hash, with [`Keep::Everything`].
+    stored: Option<StoredHashes>,
+    /// The sizes whose roots are kept, and those roots once reached.
+    wanted: BTreeSet<u64>,
+    roots: BTreeMap<u64, Hash>,
+}
+
+impl VerifiedTree {
+    /// The empty tree, keeping `keep`.
+    pub fn new(keep: Keep) -> Self {
+        let (stored, wanted) = match keep {
+            Keep::Roots(sizes) => (None, sizes),
+            Keep::Everything => (Some(StoredHashes::default()), BTreeSet::new()),
+        };
+        let mut tree = VerifiedTree {
+            frontier: Frontier::new(),
+            stored,
+            wanted,
+            roots: BTreeMap::new(),
+        };
+        tree.keep_root();
+        tree
+    }
+
+    /// Appends the leaf of record `line`.
+    pub fn append(&mut self, line: &[u8]) {
+        match &mut self.stored {
+            Some(stored) => stored.append(line),
+            None => self.frontier.push(line),
+        }
+        self.keep_root();
+    }
+
+    fn keep_root(&mut self) {
+        let size = self.size();
+        if self.wanted.contains(&size) {
+            self.roots.insert(size, self.root());
+        }
+    }
+
+    fn edge(&self) -> &Frontier {
+        self.stored
+            .as_ref()
+            .map_or(&self.frontier, StoredHashes::frontier)
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.edge().size()
+    }
+
+    /// The root of the tree so far.
+    pub fn root(&self) -> Hash {
+        self.edge().root()
+    }
+
+    /// The root of the tree of the first `size` leaves, if it was kept.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        match &self.stored {
+            Some(stored) => tlog_tiles::tree_hash(size, stored).ok(),
+            None => self.roots.get(&size).copied(),
+        }
+    }
+
+    /// Every stored hash, for proofs: kept only with [`Keep::Everything`].
+    pub fn stored(&self) -> Option<&StoredHashes> {
+        self.stored.as_ref()
     }
 }
 
@@ -167,6 +267,40 @@ mod tests {
             assert_eq!(tlog_tiles::tree_hash(size, &stored).unwrap(), root);
             assert_eq!(&Frontier::read(size, &stored).unwrap(), stored.frontier());
         }
+    }
+
+    #[test]
+    fn a_verified_tree_keeps_the_roots_asked_for_or_every_hash() {
+        let mut edge = VerifiedTree::new(Keep::Roots([0, 5, 13].into()));
+        let mut all = VerifiedTree::new(Keep::Everything);
+        let mut leaves = Vec::new();
+        let mut roots = vec![tlog_tiles::EMPTY_HASH];
+        for i in 0..20u64 {
+            leaves.push(line(i));
+            edge.append(&leaves[i as usize]);
+            all.append(&leaves[i as usize]);
+            assert_eq!(edge.size(), i + 1);
+            assert_eq!(edge.root(), mth(&leaves), "size {}", i + 1);
+            assert_eq!(all.root(), edge.root());
+            roots.push(edge.root());
+        }
+        assert!(
+            edge.stored().is_none(),
+            "the edge alone keeps no stored hash"
+        );
+        for size in [0u64, 5, 13] {
+            assert_eq!(
+                edge.root_at(size),
+                Some(roots[size as usize]),
+                "size {size}"
+            );
+        }
+        assert_eq!(edge.root_at(6), None, "a size not asked for");
+        assert!(all.stored().is_some());
+        for size in 0..=20u64 {
+            assert_eq!(all.root_at(size), Some(roots[size as usize]), "size {size}");
+        }
+        assert_eq!(all.root_at(21), None, "beyond the log");
     }
 
     #[test]

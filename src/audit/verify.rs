@@ -1,7 +1,9 @@
 //! Offline verification of a log: every hash link across segments, every sequence
-//! number, the Merkle tree, every checkpoint's signature, the consistency of each
-//! checkpoint with the one before, and the audit key's attestation chain. The first
-//! break is reported with its segment, line and sequence number.
+//! number, the Merkle tree, every checkpoint's signature and root, and the audit key's
+//! attestation chain. The first break is reported with its segment, line and sequence
+//! number. The tree is kept as the caller asks ([`Keep`]): its right edge only unless
+//! proofs are wanted, so a log of any length verifies in memory that does not grow
+//! with it.
 //!
 //! What it proves: with the chain intact and the last record covered by a checkpoint,
 //! no record up to that checkpoint was edited, removed, inserted or reordered since it
@@ -23,12 +25,12 @@ use time::format_description::well_known::Rfc3339;
 use super::checkpoint::AUDIT_ISSUER;
 use super::record::{CHECKPOINT_TYP, CheckpointClaims, GENESIS_PREV, line_hash};
 use super::segment;
-use super::tree::StoredHashes;
+use super::tree::{Keep, VerifiedTree};
 use crate::attest::{self, signed};
 
 mod notes;
 
-pub use notes::against;
+pub use notes::{against, kept_size};
 
 /// Where in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +173,7 @@ struct Chain<'a> {
     /// Audit key certificates already checked, by DER: their kid or why not.
     signers: HashMap<Vec<u8>, Result<String, String>>,
     /// The Merkle tree of the records so far.
-    tree: StoredHashes,
+    tree: VerifiedTree,
     summary: Summary,
 }
 
@@ -417,17 +419,20 @@ pub fn verify(
     allow_unsigned_tail: bool,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
 ) -> Result<Summary, Break> {
-    verify_tree(paths, root_der, allow_unsigned_tail, visit).map(|(summary, _)| summary)
+    let keep = Keep::Roots(Default::default());
+    verify_tree(paths, root_der, allow_unsigned_tail, keep, visit).map(|(summary, _)| summary)
 }
 
-/// [`verify`], also returning the Merkle tree of the records checked, for proofs. Its
-/// leaf 0 is the first record given (the genesis record if `from_genesis`).
+/// [`verify`], also returning the Merkle tree of the records checked, with what `keep`
+/// asks of it: roots at given sizes, or every stored hash for proofs. Its leaf 0 is the
+/// first record given (the genesis record if `from_genesis`).
 pub fn verify_tree(
     paths: &[PathBuf],
     root_der: &[u8],
     allow_unsigned_tail: bool,
+    keep: Keep,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
-) -> Result<(Summary, StoredHashes), Break> {
+) -> Result<(Summary, VerifiedTree), Break> {
     let mut chain = Chain {
         root: root_der,
         log_id: None,
@@ -435,7 +440,7 @@ pub fn verify_tree(
         next_seq: None,
         head: String::new(),
         signers: HashMap::new(),
-        tree: StoredHashes::default(),
+        tree: VerifiedTree::new(keep),
         summary: Summary::default(),
     };
     let mut end = None;

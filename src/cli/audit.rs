@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use signetd::attest::certificate::from_pem;
 use signetd::audit::note::{self, TreeHead};
-use signetd::audit::tree::StoredHashes;
+use signetd::audit::tree::{Keep, StoredHashes, VerifiedTree};
 use signetd::audit::verify::{self, Location, NoteCheckpoint, Summary};
 
 /// `signetd audit ...`
@@ -17,8 +17,8 @@ pub enum AuditCommand {
     /// 0 if it is intact, 1 with the first break (segment, line, seq, what) if not.
     /// Records after the last checkpoint (a live log's normal state) are chained but not
     /// yet signed: reported as "N records not yet covered by a checkpoint", exit 0
-    /// unless --require-signed. Every checkpoint's signature is checked, and each
-    /// checkpoint's consistency with the one before it.
+    /// unless --require-signed. Every checkpoint's signature is checked, and its root
+    /// against the records before it.
     Verify {
         /// A signed checkpoint kept elsewhere (a monitor's or a witness's copy, as
         /// `audit checkpoint` prints it): the log must extend it. A log cut back or
@@ -108,10 +108,12 @@ pub struct LogArgs {
 pub async fn run(command: AuditCommand) -> Result<(), String> {
     match command {
         AuditCommand::Verify { checkpoint, log } => {
-            let (summary, tree) = check(&log, &mut |_, _, _| {})?;
+            let kept = checkpoint.as_deref().map(read_checkpoint).transpose()?;
+            let sizes = kept.iter().filter_map(|text| verify::kept_size(text));
+            let (summary, tree) = check(&log, Keep::Roots(sizes.collect()), &mut |_, _, _| {})?;
             report(&summary);
-            if let Some(path) = checkpoint {
-                let (head, _) = kept_checkpoint(&path, &summary, &tree)?;
+            if let (Some(path), Some(text)) = (checkpoint, kept) {
+                let (head, _) = kept_checkpoint(&path, text, &summary, &tree)?;
                 println!(
                     "{}: the log extends this checkpoint ({} records, root {})",
                     path.display(),
@@ -133,7 +135,13 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
                 (None, None) => unreachable!("clap requires one"),
             };
             let mut found: Vec<(Location, String)> = Vec::new();
-            let (summary, tree) = check(&log, &mut |at, record, line| {
+            // Inclusion proofs need every stored hash; a plain search only the edge.
+            let keep = if json {
+                Keep::Everything
+            } else {
+                Keep::Roots(Default::default())
+            };
+            let (summary, tree) = check(&log, keep, &mut |at, record, line| {
                 if record.get(name).and_then(Value::as_str) == Some(wanted.as_str()) {
                     found.push((at.clone(), String::from_utf8_lossy(line).into_owned()));
                 }
@@ -147,7 +155,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             if json {
                 for (at, line) in &found {
                     let seq = at.seq.unwrap_or_default();
-                    println!("{}", inclusion(&summary, &tree, seq, line)?);
+                    println!("{}", inclusion(&summary, stored(&tree), seq, line)?);
                 }
                 return Ok(());
             }
@@ -172,12 +180,12 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             Ok(())
         }
         AuditCommand::Checkpoint(log) => {
-            let (summary, _) = check(&log, &mut |_, _, _| {})?;
+            let (summary, _) = check(&log, Keep::Roots(Default::default()), &mut |_, _, _| {})?;
             print!("{}", latest(&summary)?.note);
             Ok(())
         }
         AuditCommand::VerifierKey(log) => {
-            let (summary, _) = check(&log, &mut |_, _, _| {})?;
+            let (summary, _) = check(&log, Keep::Roots(Default::default()), &mut |_, _, _| {})?;
             latest(&summary)?;
             for key in summary.verifier_keys() {
                 println!("{key}");
@@ -190,9 +198,14 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             witness,
             log,
         } => {
-            let (summary, tree) = check(&log, &mut |_, _, _| {})?;
+            let (summary, tree) = check(&log, Keep::Everything, &mut |_, _, _| {})?;
             let old = match &from {
-                Some(path) => Some(kept_checkpoint(path, &summary, &tree)?),
+                Some(path) => Some(kept_checkpoint(
+                    path,
+                    read_checkpoint(path)?,
+                    &summary,
+                    &tree,
+                )?),
                 None => None,
             };
             let old_size = old
@@ -209,7 +222,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             let proof: Vec<String> = if old_size == 0 || old_size == new_head.size {
                 Vec::new()
             } else {
-                tlog_tiles::prove_tree(new_head.size, old_size, &tree)
+                tlog_tiles::prove_tree(new_head.size, old_size, stored(&tree))
                     .map_err(|e| format!("proving {} from {old_size}: {e}", new_head.size))?
                     .iter()
                     .map(ToString::to_string)
@@ -272,14 +285,25 @@ fn latest(summary: &Summary) -> Result<&NoteCheckpoint, String> {
     })
 }
 
-/// Reads the checkpoint kept at `path` and checks the log against it. Returns what it
-/// states and its exact text (a signed note is UTF-8).
+/// Reads the checkpoint kept at `path`.
+fn read_checkpoint(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Every stored hash of a tree verified with [`Keep::Everything`].
+fn stored(tree: &VerifiedTree) -> &StoredHashes {
+    tree.stored()
+        .expect("a tree kept for proofs keeps every stored hash")
+}
+
+/// Checks the log against checkpoint `text`, kept at `path`. Returns what it states and
+/// its exact text (a signed note is UTF-8).
 fn kept_checkpoint(
     path: &Path,
+    text: Vec<u8>,
     summary: &Summary,
-    tree: &StoredHashes,
+    tree: &VerifiedTree,
 ) -> Result<(TreeHead, String), String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let head = verify::against(summary, tree, &text).map_err(|e| {
         format!(
             "audit log does not match the checkpoint {}: {e}",
@@ -290,15 +314,17 @@ fn kept_checkpoint(
     Ok((head, text))
 }
 
+/// Verifies the log, keeping of its tree what `keep` asks.
 fn check(
     log: &LogArgs,
+    keep: Keep,
     visit: &mut dyn FnMut(&Location, &Value, &[u8]),
-) -> Result<(Summary, StoredHashes), String> {
+) -> Result<(Summary, VerifiedTree), String> {
     let root = read_root(&log.root)?;
     let paths = verify::segment_paths(&log.paths)?;
     // `allow_unsigned_tail` is a no-op kept for old scripts: see LogArgs.
     let _ = log.allow_unsigned_tail;
-    verify::verify_tree(&paths, &root, !log.require_signed, visit)
+    verify::verify_tree(&paths, &root, !log.require_signed, keep, visit)
         .map_err(|b| format!("audit log broken at {b}"))
 }
 
