@@ -52,7 +52,8 @@ pub enum CeremonyCommand {
     },
     /// Sign pending transcripts (written before the attestation CA existed) with the CA
     /// key. Refuses a transcript recording another CA key (one destroyed by
-    /// `attest init-ca --undo`): this CA must not sign it as its own.
+    /// `attest init-ca --undo`): this CA must not sign it as its own. A refused
+    /// transcript does not stop the others; the exit status is 1 if any was refused.
     Sign {
         #[command(flatten)]
         config: ConfigArg,
@@ -241,14 +242,26 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
             let ca = signetd::attest::ca::ready(&opened.hsm, opened.meta())
                 .await
                 .map_err(|e| e.to_string())?;
-            for path in transcripts {
-                if ceremony::sign_pending(&path, &opened.hsm, &ca).await? {
-                    println!("signed {}", path.display());
-                } else {
-                    println!("{} was already signed", path.display());
+            // One refused transcript does not keep the others unsigned: each is tried,
+            // each refusal said, and the exit status tells whether any was refused.
+            let mut refused = 0;
+            for path in &transcripts {
+                match ceremony::sign_pending(path, &opened.hsm, &ca).await {
+                    Ok(true) => println!("signed {}", path.display()),
+                    Ok(false) => println!("{} was already signed", path.display()),
+                    Err(e) => {
+                        eprintln!("signetd: {e}");
+                        refused += 1;
+                    }
                 }
             }
-            Ok(())
+            match refused {
+                0 => Ok(()),
+                n => Err(format!(
+                    "{n} of {} transcript(s) not signed (above)",
+                    transcripts.len()
+                )),
+            }
         }
         CeremonyCommand::Verify {
             transcript,

@@ -915,8 +915,17 @@ fn undoing_the_root_ceremony_is_recorded_and_its_transcripts_are_not_adopted() {
             .is_none(),
         "the destroyed key's transcript stays pending"
     );
-    let refused = c.signetd_fails("ceremony sign --config signetd.toml ceremonies/root-lost.json");
+    // Named first among others, it is refused, and the others are still gone through.
+    let refused = c.signetd_fails(&format!(
+        "ceremony sign --config signetd.toml ceremonies/root-lost.json {}",
+        undo[0]
+    ));
     assert!(refused.contains("not this CA's key"), "{refused}");
+    assert!(
+        refused.contains(&format!("{} was already signed", undo[0]))
+            && refused.contains("1 of 2 transcript(s) not signed"),
+        "{refused}"
+    );
     assert!(
         c.json("ceremonies/root-lost.json")
             .get("signature")
