@@ -107,6 +107,17 @@ impl Faulty {
         request_unix(&self.socket, Method::GET, path, None).await
     }
 
+    /// Waits (up to 20 s) for `/readyz` to answer 200 again after a fault is released.
+    pub async fn ready_again(&self) {
+        let released = eventually(20, async || self.get("/readyz").await.status == 200).await;
+        assert!(
+            released,
+            "{:?}\n{}",
+            self.get("/readyz").await.json,
+            self.log()
+        );
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.token.path("serve.log")).unwrap_or_default()
@@ -395,8 +406,7 @@ async fn a_hung_call_times_out_and_a_new_worker_takes_its_place() {
     // Lifting the rule lets the hung call return; its worker exits and readiness
     // returns.
     f.plan("");
-    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
-    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.ready_again().await;
     f.mint_and_verify().await;
 }
 
@@ -422,8 +432,7 @@ async fn a_hung_call_whose_client_went_away_is_still_abandoned() {
     // The one session is stuck in C_Sign; only a replacement worker can sign this.
     f.mint_and_verify().await;
     f.plan("");
-    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
-    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.ready_again().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -454,8 +463,7 @@ async fn a_retry_on_a_fresh_session_gets_only_what_is_left_of_the_deadline() {
     );
     // The retry's worker, abandoned in its slow C_Sign, finishes that signature before
     // the next plan, so it cannot take that plan's faults.
-    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
-    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.ready_again().await;
     f.mint_and_verify().await;
 
     // A retry that hangs: the answer comes at the one deadline, never a second timeout
@@ -490,7 +498,6 @@ async fn a_retry_on_a_fresh_session_gets_only_what_is_left_of_the_deadline() {
         ready.json
     );
     f.plan("");
-    let released = eventually(20, async || f.get("/readyz").await.status == 200).await;
-    assert!(released, "{:?}\n{}", f.get("/readyz").await.json, f.log());
+    f.ready_again().await;
     f.mint_and_verify().await;
 }
