@@ -273,7 +273,9 @@ pub async fn sign_pending(path: &Path, hsm: &Hsm, ca: &AttestationCa) -> Result<
             ca_key_sha256(&ca.public_key)
         ));
     }
-    let (protected, signature) = sign(hsm, ca, &payload).await?;
+    let (protected, signature) = sign(hsm, ca, &payload)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     file["protected"] = json!(protected);
     file["signature"] = json!(signature);
     write(path, &file)?;

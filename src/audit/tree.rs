@@ -14,8 +14,8 @@
 //!   from it is checked by its reader against a signed checkpoint, and at start it is
 //!   cut back to what the segments hold and extended from them (see [`mod@file`]);
 //! - [`VerifiedTree`]: the verifier's tree, which keeps every stored hash only when
-//!   proofs are wanted ([`Keep`]), so that checking a log of any length takes memory
-//!   that does not grow with it.
+//!   proofs are wanted ([`Keep`]), so that checking a log takes memory that does not
+//!   grow with its records.
 
 pub mod file;
 
@@ -132,7 +132,7 @@ impl HashReader for StoredHashes {
 #[derive(Clone, Debug)]
 pub enum Keep {
     /// The tree's right edge, and its roots at these sizes (a kept checkpoint's):
-    /// memory that does not grow with the log.
+    /// memory that does not grow with the log's records.
     Roots(BTreeSet<u64>),
     /// Every stored hash, about 64 bytes per record: what inclusion and consistency
     /// proofs between any two sizes are made from.

@@ -1,9 +1,9 @@
 //! Offline verification of a log: every hash link across segments, every sequence
 //! number, the Merkle tree, every checkpoint's signature and root, and the audit key's
 //! attestation chain. The first break is reported with its segment, line and sequence
-//! number. The tree is kept as the caller asks ([`Keep`]): its right edge only unless
-//! proofs are wanted, so a log of any length verifies in memory that does not grow
-//! with it.
+//! number. Segments are read a line at a time, and the tree is kept as the caller asks
+//! ([`Keep`]): its right edge only unless proofs are wanted. So a log verifies in
+//! memory that grows with its checkpoints (8 bytes each), not with its records.
 //!
 //! What it proves: with the chain intact and the last record covered by a checkpoint,
 //! no record up to that checkpoint was edited, removed, inserted or reordered since it
@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -84,9 +86,17 @@ pub struct Summary {
     pub seqs: (u64, u64),
     /// Sequence numbers of the verified checkpoints.
     pub checkpoints: Vec<u64>,
-    /// The verified checkpoints that are signed notes (all but those of logs written
-    /// before signetd 0.2), in order.
+    /// The last verified checkpoint that is a signed note (all but those of logs
+    /// written before signetd 0.2 are).
+    pub last_note: Option<NoteCheckpoint>,
+    /// Every verified signed-note checkpoint, in order, kept only when the tree was
+    /// kept for proofs ([`Keep::Everything`], which an inclusion proof's covering
+    /// checkpoint needs); otherwise empty, so that verifying takes memory per
+    /// checkpoint of 8 bytes ([`Summary::checkpoints`]), not a whole note.
     pub notes: Vec<NoteCheckpoint>,
+    /// The note verifier keys of the audit keys whose checkpoints were verified, each
+    /// once, in the order they first sign.
+    pub note_verifier_keys: Vec<String>,
     /// Kids of the audit keys that signed them.
     pub audit_keys: Vec<String>,
     /// The replica names the records carry (`[replica] name`), in order of first
@@ -121,16 +131,11 @@ impl Summary {
     /// The verifier keys of the signed-note checkpoints, each once, in the order they
     /// first sign.
     pub fn verifier_keys(&self) -> Vec<&str> {
-        let mut keys: Vec<&str> = Vec::new();
-        for note in &self.notes {
-            if !keys.contains(&note.verifier_key.as_str()) {
-                keys.push(&note.verifier_key);
-            }
-        }
-        keys
+        self.note_verifier_keys.iter().map(String::as_str).collect()
     }
 
-    /// The first signed-note checkpoint after `seq`, which covers it.
+    /// The first signed-note checkpoint after `seq`, which covers it. Needs
+    /// [`Summary::notes`]: verify with [`Keep::Everything`].
     pub fn covering_note(&self, seq: u64) -> Option<&NoteCheckpoint> {
         self.notes.iter().find(|n| n.seq > seq)
     }
@@ -480,7 +485,13 @@ pub fn verify_tree(
     Ok((summary, tree))
 }
 
-/// Checks one segment; returns the place of its last record.
+/// The longest line `verify` reads as a record. Records are a few hundred bytes (a
+/// checkpoint with its certificates, a few kilobytes); a longer line is not one, and
+/// reading it whole would let a planted file take the verifier's memory.
+const MAX_LINE: u64 = 16 << 20;
+
+/// Checks one segment, read a line at a time (memory: one line, not the segment);
+/// returns the place of its last record.
 fn verify_segment(
     path: &Path,
     chain: &mut Chain<'_>,
@@ -491,52 +502,101 @@ fn verify_segment(
         line: 0,
         seq: None,
     };
-    let bytes = std::fs::read(path).map_err(|e| Break {
+    let unreadable = |at: &Location, e: std::io::Error| Break {
         at: at.clone(),
         reason: format!("cannot read: {e}"),
-    })?;
-    if bytes.is_empty() {
-        return Err(Break {
-            at,
-            reason: "the segment is empty".to_string(),
-        });
-    }
-    let records = segment::records_end(&bytes);
-    if bytes[records..].iter().any(|&b| b != 0) {
-        return Err(Break {
-            at,
-            reason: format!(
-                "bytes after the zeros at offset {records}: a segment holds records, then \
-                 (while it is written) zeros only (if the daemon was writing this segment \
-                 as it was read, verify again)"
-            ),
-        });
-    }
-    let mut rest = &bytes[..records];
-    if rest.is_empty() {
-        return Err(Break {
-            at,
-            reason: "the segment holds no record".to_string(),
-        });
-    }
-    while !rest.is_empty() {
+    };
+    let file = File::open(path).map_err(|e| unreadable(&at, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut empty = true;
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| unreadable(&at, e))?;
+        if read == 0 {
+            break;
+        }
+        empty = false;
+        if let Some(zero) = line.iter().position(|&b| b == 0) {
+            // The zeros the segment being written runs ahead with: the records end at
+            // the first one, and nothing but zeros may follow.
+            let records_end = offset + zero as u64;
+            let nonzero = line[zero..].iter().any(|&b| b != 0)
+                || rest_is_not_zeros(&mut reader).map_err(|e| unreadable(&at, e))?;
+            if nonzero {
+                return Err(Break {
+                    at,
+                    reason: format!(
+                        "bytes after the zeros at offset {records_end}: a segment holds \
+                         records, then (while it is written) zeros only (if the daemon was \
+                         writing this segment as it was read, verify again)"
+                    ),
+                });
+            }
+            if zero > 0 {
+                at.line += 1;
+                at.seq = None;
+                return Err(incomplete(at));
+            }
+            break;
+        }
         at.line += 1;
         at.seq = None;
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-            return Err(Break {
-                at,
-                reason: "the last line is incomplete (no newline): the segment was cut mid-record"
-                    .to_string(),
-            });
+        let Some(record) = line.strip_suffix(b"\n") else {
+            if read as u64 > MAX_LINE {
+                return Err(Break {
+                    at,
+                    reason: format!("a line longer than {MAX_LINE} bytes is not a record"),
+                });
+            }
+            return Err(incomplete(at));
         };
-        let line = &rest[..end];
-        rest = &rest[end + 1..];
-        match chain.line(line, at.line == 1, &mut at) {
-            Ok(record) => visit(&at, &record, line),
+        match chain.line(record, at.line == 1, &mut at) {
+            Ok(value) => visit(&at, &value, record),
             Err(reason) => return Err(Break { at, reason }),
         }
+        offset += read as u64;
+    }
+    if at.line == 0 {
+        let reason = if empty {
+            "the segment is empty"
+        } else {
+            "the segment holds no record"
+        };
+        return Err(Break {
+            at,
+            reason: reason.to_string(),
+        });
     }
     Ok(at)
+}
+
+/// The break of a last line cut before its newline.
+fn incomplete(at: Location) -> Break {
+    Break {
+        at,
+        reason: "the last line is incomplete (no newline): the segment was cut mid-record"
+            .to_string(),
+    }
+}
+
+/// Whether anything but zeros is left in `reader`.
+fn rest_is_not_zeros(reader: &mut impl BufRead) -> std::io::Result<bool> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(false);
+        }
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        let n = chunk.len();
+        reader.consume(n);
+    }
 }
 
 #[cfg(test)]

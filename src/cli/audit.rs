@@ -109,8 +109,18 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
     match command {
         AuditCommand::Verify { checkpoint, log } => {
             let kept = checkpoint.as_deref().map(read_checkpoint).transpose()?;
-            let sizes = kept.iter().filter_map(|text| verify::kept_size(text));
-            let (summary, tree) = check(&log, Keep::Roots(sizes.collect()), &mut |_, _, _| {})?;
+            let mut sizes = std::collections::BTreeSet::new();
+            if let (Some(path), Some(text)) = (&checkpoint, &kept) {
+                // The size it states, unverified: the root to keep while verifying.
+                // Its signature is checked after, against the log's audit keys.
+                sizes.insert(verify::kept_size(text).ok_or_else(|| {
+                    format!(
+                        "{} is not a signed checkpoint (origin, tree size and root hash lines, a blank line, signatures)",
+                        path.display()
+                    )
+                })?);
+            }
+            let (summary, tree) = check(&log, Keep::Roots(sizes), &mut |_, _, _| {})?;
             report(&summary);
             if let (Some(path), Some(text)) = (checkpoint, kept) {
                 let (head, _) = kept_checkpoint(&path, text, &summary, &tree)?;
@@ -155,7 +165,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             if json {
                 for (at, line) in &found {
                     let seq = at.seq.unwrap_or_default();
-                    println!("{}", inclusion(&summary, stored(&tree), seq, line)?);
+                    println!("{}", inclusion(&summary, stored(&tree)?, seq, line)?);
                 }
                 return Ok(());
             }
@@ -222,7 +232,7 @@ pub async fn run(command: AuditCommand) -> Result<(), String> {
             let proof: Vec<String> = if old_size == 0 || old_size == new_head.size {
                 Vec::new()
             } else {
-                tlog_tiles::prove_tree(new_head.size, old_size, stored(&tree))
+                tlog_tiles::prove_tree(new_head.size, old_size, stored(&tree)?)
                     .map_err(|e| format!("proving {} from {old_size}: {e}", new_head.size))?
                     .iter()
                     .map(ToString::to_string)
@@ -277,7 +287,7 @@ fn inclusion(
 
 /// The log's latest signed-note checkpoint.
 fn latest(summary: &Summary) -> Result<&NoteCheckpoint, String> {
-    summary.notes.last().ok_or_else(|| {
+    summary.last_note.as_ref().ok_or_else(|| {
         format!(
             "log {} holds no signed-note checkpoint yet (logs of versions before 0.2 hold JWS checkpoints only)",
             summary.log_id
@@ -290,10 +300,10 @@ fn read_checkpoint(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Every stored hash of a tree verified with [`Keep::Everything`].
-fn stored(tree: &VerifiedTree) -> &StoredHashes {
+/// Every stored hash of a tree verified with [`Keep::Everything`], which proofs need.
+fn stored(tree: &VerifiedTree) -> Result<&StoredHashes, String> {
     tree.stored()
-        .expect("a tree kept for proofs keeps every stored hash")
+        .ok_or_else(|| "internal: the log was verified without keeping its tree for proofs".into())
 }
 
 /// Checks the log against checkpoint `text`, kept at `path`. Returns what it states and

@@ -52,8 +52,9 @@ pub enum CeremonyCommand {
     },
     /// Sign pending transcripts (written before the attestation CA existed) with the CA
     /// key. Refuses a transcript recording another CA key (one destroyed by
-    /// `attest init-ca --undo`): this CA must not sign it as its own. A refused
-    /// transcript does not stop the others; the exit status is 1 if any was refused.
+    /// `attest init-ca --undo`): this CA must not sign it as its own. A transcript
+    /// refused or failed does not stop the others; the exit status is 1 if any was not
+    /// signed.
     Sign {
         #[command(flatten)]
         config: ConfigArg,
@@ -243,7 +244,8 @@ pub async fn run(command: CeremonyCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             // One refused transcript does not keep the others unsigned: each is tried,
-            // each refusal said, and the exit status tells whether any was refused.
+            // each failure said (naming its file), and the exit status tells whether
+            // any was not signed.
             let mut refused = 0;
             for path in &transcripts {
                 match ceremony::sign_pending(path, &opened.hsm, &ca).await {

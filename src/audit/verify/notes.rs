@@ -25,8 +25,9 @@ const ED25519_OID: &str = "1.3.101.112";
 
 impl Chain<'_> {
     /// A checkpoint record (`note`, `kid`, `x5c`) at `seq`: signed by an attested audit
-    /// key, stating this log's tree of the `seq` records before it. Returns whether it binds the records: only when the log
-    /// was given from its genesis record can its tree be computed.
+    /// key, stating this log's tree of the `seq` records before it. Returns whether it
+    /// binds the records: only when the log was given from its genesis record can its
+    /// tree be computed.
     pub(super) fn note_checkpoint(&mut self, record: &Value, seq: u64) -> Result<bool, String> {
         let text = field(record, "note").ok_or("the checkpoint's note is not a string")?;
         let chain = record
@@ -80,11 +81,18 @@ impl Chain<'_> {
         if !self.summary.audit_keys.contains(&signer) {
             self.summary.audit_keys.push(signer);
         }
-        self.summary.notes.push(NoteCheckpoint {
+        if !self.summary.note_verifier_keys.contains(&verifier_key) {
+            self.summary.note_verifier_keys.push(verifier_key.clone());
+        }
+        let checkpoint = NoteCheckpoint {
             seq,
             note: text.to_string(),
             verifier_key,
-        });
+        };
+        if self.tree.stored().is_some() {
+            self.summary.notes.push(checkpoint.clone());
+        }
+        self.summary.last_note = Some(checkpoint);
         Ok(true)
     }
 
@@ -213,11 +221,7 @@ mod tests {
         let summary = Summary {
             log_id: "log".into(),
             from_genesis: true,
-            notes: vec![NoteCheckpoint {
-                seq: 5,
-                note: String::new(),
-                verifier_key,
-            }],
+            note_verifier_keys: vec![verifier_key],
             ..Summary::default()
         };
         assert_eq!(kept_size(old.as_bytes()), Some(3));
@@ -235,9 +239,9 @@ mod tests {
         // A log rewritten behind the checkpoint, and one cut back before it.
         let rewritten = ["a", "B", "c", "d", "e"];
         for keep in [Keep::Roots([3].into()), Keep::Everything] {
-            let err = against(&summary, &tree(keep, &rewritten), old.as_bytes()).unwrap_err();
-            assert!(err.contains("were rewritten"), "{err}");
-            let cut = tree(Keep::Roots([3].into()), &log[..2]);
+            let err = against(&summary, &tree(keep.clone(), &rewritten), old.as_bytes());
+            assert!(err.unwrap_err().contains("were rewritten"));
+            let cut = tree(keep, &log[..2]);
             let err = against(&summary, &cut, old.as_bytes()).unwrap_err();
             assert!(err.contains("cut back"), "{err}");
         }

@@ -25,23 +25,56 @@ fn the_largest_seq_is_refused_not_overflowed() {
 fn zeros_end_a_segment_and_nothing_may_follow_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_name(1));
-    let line = r#"{"seq":0,"time":"2026-01-01T00:00:00Z","event":"mint","prev":"x"}"#;
-    let mut bytes = format!("{line}\n").into_bytes();
-    bytes.resize(bytes.len() + 4096, 0);
+    let verify_one = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        verify(std::slice::from_ref(&path), &[], true, &mut |_, _, _| {}).unwrap_err()
+    };
+    // A genesis record the chain accepts, then zeros past the reader's first buffer.
+    let genesis = format!(
+        r#"{{"seq":0,"time":"2026-01-01T00:00:00Z","event":"genesis","log_id":"a","segment":1,"prev":"{}"}}"#,
+        crate::audit::record::GENESIS_PREV
+    );
+    let mut bytes = format!("{genesis}\n").into_bytes();
+    bytes.resize(bytes.len() + 100_000, 0);
     std::fs::write(&path, &bytes).unwrap();
-    let broken = verify(std::slice::from_ref(&path), &[], false, &mut |_, _, _| {}).unwrap_err();
-    assert_eq!(broken.at.line, 1, "the record is read: {}", broken.reason);
-    assert!(!broken.reason.contains("zeros"), "{}", broken.reason);
-    bytes.extend_from_slice(b"{\"seq\":1}\n");
-    std::fs::write(&path, &bytes).unwrap();
-    let broken = verify(std::slice::from_ref(&path), &[], false, &mut |_, _, _| {}).unwrap_err();
-    assert_eq!(broken.at.line, 0);
+    let summary = verify(std::slice::from_ref(&path), &[], true, &mut |_, _, _| {}).unwrap();
+    assert_eq!(summary.records, 1, "the zeros are not records");
+
+    // Bytes after the zeros, far past the first buffer: damage.
+    let mut after = bytes.clone();
+    after.extend_from_slice(b"{\"seq\":1}\n");
+    let broken = verify_one(&after);
+    assert_eq!(broken.at.line, 1, "{}", broken.reason);
     assert!(
-        broken.reason.contains("bytes after the zeros"),
+        broken.reason.contains("bytes after the zeros") && broken.reason.contains("offset"),
         "{}",
         broken.reason
     );
-    std::fs::write(&path, vec![0; 4096]).unwrap();
-    let broken = verify(&[path], &[], false, &mut |_, _, _| {}).unwrap_err();
-    assert!(broken.reason.contains("no record"), "{}", broken.reason);
+    // A record cut before the zeros began.
+    let mut cut = format!("{genesis}\n{{\"seq\":1,").into_bytes();
+    cut.resize(cut.len() + 10, 0);
+    let broken = verify_one(&cut);
+    assert_eq!(broken.at.line, 2);
+    assert!(broken.reason.contains("incomplete"), "{}", broken.reason);
+    // Zeros only; nothing at all.
+    assert!(verify_one(&[0; 4096]).reason.contains("no record"));
+    assert!(verify_one(b"").reason.contains("is empty"));
+}
+
+/// Segments are read a line at a time: a line longer than any record is refused
+/// without reading it whole, and a last line without its newline is a cut record.
+#[test]
+fn a_line_longer_than_any_record_is_refused_and_a_cut_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_name(1));
+    let mut long = b"{\"seq\":0,\"x\":\"".to_vec();
+    long.resize(long.len() + MAX_LINE as usize + 10, b'a');
+    long.extend_from_slice(b"\"}\n");
+    std::fs::write(&path, &long).unwrap();
+    let broken = verify(std::slice::from_ref(&path), &[], true, &mut |_, _, _| {}).unwrap_err();
+    assert_eq!(broken.at.line, 1);
+    assert!(broken.reason.contains("longer than"), "{}", broken.reason);
+    std::fs::write(&path, b"{\"seq\":0").unwrap();
+    let broken = verify(std::slice::from_ref(&path), &[], true, &mut |_, _, _| {}).unwrap_err();
+    assert!(broken.reason.contains("incomplete"), "{}", broken.reason);
 }
