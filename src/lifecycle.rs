@@ -139,12 +139,14 @@ async fn issuer_step(
         k.changed_at + config.lifecycle.prepublish_seconds + tick <= now
     };
     if let Some(next) = pending.filter(published_long_enough) {
-        if let Some(current) = active {
-            store::transition(meta, &current.kid, KeyState::Retired, ACTOR).await?;
-            note(service, name, &current.kid, KeyState::Retired).await;
-            changes.push(format!("{name}: retired {}", current.kid));
+        // One transaction: a crash between the two never leaves the issuer without
+        // an active key.
+        let current = active.map(|k| k.kid.as_str());
+        store::promote(meta, current, &next.kid, ACTOR).await?;
+        if let Some(current) = current {
+            note(service, name, current, KeyState::Retired).await;
+            changes.push(format!("{name}: retired {current}"));
         }
-        store::transition(meta, &next.kid, KeyState::Active, ACTOR).await?;
         note(service, name, &next.kid, KeyState::Active).await;
         changes.push(format!("{name}: activated {}", next.kid));
     } else if let (Some(period), Some(current), None) =

@@ -136,8 +136,9 @@ impl KeyRegistry {
     }
 
     /// Bridges a rotation seen half done: an issuer whose key was active in `previous`
-    /// and is now retired, with no active key yet (another replica, or the CLI, retires
-    /// the old key before it activates the new one, and this reading fell between),
+    /// and is now retired, with no active key yet (the CLI retired it while its
+    /// successor was pending, and this reading came before the lifecycle activated
+    /// the successor; the lifecycle itself makes both moves in one transaction),
     /// keeps signing with the old key until the next reading. Its archival already
     /// allows for that: a retired key may sign until the next reload (see the lifecycle's
     /// grace). Only a key that was active in `previous` is kept, so a bridge lasts one

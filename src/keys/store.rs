@@ -16,7 +16,7 @@ use super::state::{self, KeyPurpose, KeyState};
 use crate::algorithm::Algorithm;
 use crate::attest::{self, AttestError, AttestationCa};
 use crate::hsm::{Hsm, HsmError, KeyPairInfo};
-use crate::store::{KeyMetadata, KeyRow, KeyWriteError, StoreError};
+use crate::store::{KeyMetadata, KeyRow, KeyWriteError, StateMove, StoreError};
 
 pub use super::inventory::{Inventory, InventoryError, Mismatch, StoredKey, inventory};
 
@@ -359,15 +359,46 @@ pub async fn transition(
     let at = now();
     meta.set_state(kid, key.state, to, at, actor)
         .await
-        .map_err(|e| match e {
-            KeyWriteError::Store(e) => KeyStoreError::Store(e),
-            other => KeyStoreError::Key(other.to_string()),
-        })?;
+        .map_err(moved_not)?;
     Ok(KeyRow {
         state: to,
         updated_at: at,
         ..key
     })
+}
+
+/// Makes pending key `next` its issuer's active key, retiring `current` (the active
+/// key, if the issuer has one) in the same transaction: no crash between the two leaves
+/// the issuer with neither, and each is still a compare-and-set, so if another process
+/// moved either key first, neither moves.
+pub async fn promote(
+    meta: &dyn KeyMetadata,
+    current: Option<&str>,
+    next: &str,
+    actor: &str,
+) -> Result<(), KeyStoreError> {
+    let retire = current.map(|kid| StateMove {
+        kid,
+        from: KeyState::Active,
+        to: KeyState::Retired,
+    });
+    let activate = StateMove {
+        kid: next,
+        from: KeyState::Pending,
+        to: KeyState::Active,
+    };
+    let moves: Vec<StateMove> = retire.into_iter().chain([activate]).collect();
+    meta.set_states(&moves, now(), actor)
+        .await
+        .map_err(moved_not)
+}
+
+/// A state change the store refused, for the caller.
+fn moved_not(e: KeyWriteError) -> KeyStoreError {
+    match e {
+        KeyWriteError::Store(e) => KeyStoreError::Store(e),
+        other => KeyStoreError::Key(other.to_string()),
+    }
 }
 
 /// `ISSUER-YYYYMMDD-RANDOM`: sortable by day for operators, unique by 32 random bits.

@@ -60,6 +60,17 @@ pub struct StateChange {
     pub actor: String,
 }
 
+/// One key's move from one state to the next: a compare-and-set.
+#[derive(Clone, Copy, Debug)]
+pub struct StateMove<'a> {
+    /// The key.
+    pub kid: &'a str,
+    /// The state it must still be in.
+    pub from: KeyState,
+    /// The state it moves to.
+    pub to: KeyState,
+}
+
 /// Why a key could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyWriteError {
@@ -126,6 +137,21 @@ pub trait KeyMetadata: Send + Sync {
         kid: &'a str,
         from: KeyState,
         to: KeyState,
+        at: u64,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), KeyWriteError>> {
+        Box::pin(async move {
+            let moves = [StateMove { kid, from, to }];
+            self.set_states(&moves, at, actor).await
+        })
+    }
+
+    /// Makes every move of `moves`, in order, each as [`KeyMetadata::set_state`] does,
+    /// in one transaction: all of them, or none if any fails (a rotation's retirement
+    /// and activation, so that no crash leaves an issuer without its active key).
+    fn set_states<'a>(
+        &'a self,
+        moves: &'a [StateMove<'a>],
         at: u64,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<(), KeyWriteError>>;
@@ -356,72 +382,73 @@ impl SqlStore {
         })
     }
 
-    async fn set_state_sql(
+    async fn set_states_sql(
         &self,
-        kid: &str,
-        from: KeyState,
-        to: KeyState,
+        moves: &[StateMove<'_>],
         at: u64,
         actor: &str,
     ) -> Result<(), KeyWriteError> {
         let what = "changing a key's state";
         let mut tx = self.pool().begin().await.map_err(failed(what))?;
-        // The write comes first: it takes the write lock, so the check and the change
-        // are one step for every other writer.
-        let updated = sqlx::query(
-            "UPDATE keys SET state = $3, updated_at = $4 WHERE kid = $1 AND state = $2",
-        )
-        .bind(kid)
-        .bind(from.to_string())
-        .bind(to.to_string())
-        .bind(int(at))
-        .execute(&mut *tx)
-        .await;
-        let updated = match updated {
-            Ok(done) => done.rows_affected(),
-            Err(e) if is_unique_violation(&e) => {
-                drop(tx);
-                let issuer = self.issuer_of(kid).await?;
-                let other = self.kid_in_state(&issuer, to).await?.unwrap_or_default();
-                return Err(match to {
-                    KeyState::Active => KeyWriteError::ActiveExists { issuer, kid: other },
-                    _ => KeyWriteError::PendingExists { issuer, kid: other },
+        for &StateMove { kid, from, to } in moves {
+            // The write comes first: it takes the write lock, so the check and the
+            // change are one step for every other writer.
+            let updated = sqlx::query(
+                "UPDATE keys SET state = $3, updated_at = $4 WHERE kid = $1 AND state = $2",
+            )
+            .bind(kid)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(int(at))
+            .execute(&mut *tx)
+            .await;
+            let updated = match updated {
+                Ok(done) => done.rows_affected(),
+                Err(e) if is_unique_violation(&e) => {
+                    // Rolled back (every move before this one too) before asking why.
+                    drop(tx);
+                    let issuer = self.issuer_of(kid).await?;
+                    let other = self.kid_in_state(&issuer, to).await?.unwrap_or_default();
+                    return Err(match to {
+                        KeyState::Active => KeyWriteError::ActiveExists { issuer, kid: other },
+                        _ => KeyWriteError::PendingExists { issuer, kid: other },
+                    });
+                }
+                Err(e) => return Err(failed(what)(e).into()),
+            };
+            if updated != 1 {
+                let now = sqlx::query("SELECT state FROM keys WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .and_then(|row| row.map(|r| parse_name(r.try_get(0)?)).transpose())
+                    .map_err(failed(what))?;
+                return Err(match now {
+                    None => KeyWriteError::NoKey(kid.to_string()),
+                    Some(now) => KeyWriteError::StateChanged {
+                        kid: kid.to_string(),
+                        expected: from,
+                        now,
+                    },
                 });
             }
-            Err(e) => return Err(failed(what)(e).into()),
-        };
-        if updated != 1 {
-            let now = sqlx::query("SELECT state FROM keys WHERE kid = $1")
-                .bind(kid)
-                .fetch_optional(&mut *tx)
-                .await
-                .and_then(|row| row.map(|r| parse_name(r.try_get(0)?)).transpose())
-                .map_err(failed(what))?;
-            return Err(match now {
-                None => KeyWriteError::NoKey(kid.to_string()),
-                Some(now) => KeyWriteError::StateChanged {
-                    kid: kid.to_string(),
-                    expected: from,
-                    now,
-                },
-            });
+            // States only move forward, so a key reaches a state once and the history
+            // has a row per state. A second move into one is a state column set back
+            // behind its own history (edited, not restored whole) and moved forward
+            // again by the rollback check: the first row, the real move, is kept.
+            sqlx::query(
+                "INSERT INTO key_state_history (kid, from_state, to_state, at, actor) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kid, to_state) DO NOTHING",
+            )
+            .bind(kid)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(int(at))
+            .bind(actor)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed(what))?;
         }
-        // States only move forward, so a key reaches a state once and the history has a
-        // row per state. A second move into one is a state column set back behind its
-        // own history (edited, not restored whole) and moved forward again by the
-        // rollback check: the first row, the real move, is kept.
-        sqlx::query(
-            "INSERT INTO key_state_history (kid, from_state, to_state, at, actor) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kid, to_state) DO NOTHING",
-        )
-        .bind(kid)
-        .bind(from.to_string())
-        .bind(to.to_string())
-        .bind(int(at))
-        .bind(actor)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed(what))?;
         super::notify::commit_notifying(tx)
             .await
             .map_err(failed(what))?;
@@ -682,15 +709,13 @@ impl KeyMetadata for SqlStore {
         Box::pin(self.add_key_sql(key, actor, needs_active))
     }
 
-    fn set_state<'a>(
+    fn set_states<'a>(
         &'a self,
-        kid: &'a str,
-        from: KeyState,
-        to: KeyState,
+        moves: &'a [StateMove<'a>],
         at: u64,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<(), KeyWriteError>> {
-        Box::pin(self.set_state_sql(kid, from, to, at, actor))
+        Box::pin(self.set_states_sql(moves, at, actor))
     }
 
     fn history<'a>(&'a self, kid: &'a str) -> BoxFuture<'a, Result<Vec<StateChange>, StoreError>> {
@@ -750,6 +775,7 @@ mod tests {
         concurrent_rotations_of_one_issuer_leave_one_pending_key,
         a_transition_of_a_key_not_there_says_so,
         the_ca_chain_is_stored_once,
+        a_promotion_retires_and_activates_together_or_not_at_all,
     );
 
     /// Two stores on one database: two connection pools, as the daemon and a CLI
@@ -846,6 +872,84 @@ mod tests {
             .add_key(&row("c-1", "c", KeyState::Active), "test", false)
             .await
             .unwrap();
+    }
+
+    /// A rotation's two moves are one transaction: when the second is refused (the
+    /// pending key was revoked by another process meanwhile), the first is rolled back
+    /// and the issuer keeps its active key.
+    async fn a_promotion_retires_and_activates_together_or_not_at_all((daemon, cli): Two) {
+        daemon
+            .add_key(&row("p-1", "p", KeyState::Active), "test", false)
+            .await
+            .unwrap();
+        daemon
+            .add_key(&row("p-2", "p", KeyState::Pending), "test", true)
+            .await
+            .unwrap();
+        let promotion = [
+            StateMove {
+                kid: "p-1",
+                from: KeyState::Active,
+                to: KeyState::Retired,
+            },
+            StateMove {
+                kid: "p-2",
+                from: KeyState::Pending,
+                to: KeyState::Active,
+            },
+        ];
+        cli.set_state("p-2", KeyState::Pending, KeyState::Revoked, 15, "cli")
+            .await
+            .unwrap();
+        assert!(matches!(
+            daemon.set_states(&promotion, 20, "lifecycle").await,
+            Err(KeyWriteError::StateChanged { kid, now: KeyState::Revoked, .. }) if kid == "p-2"
+        ));
+        let states = |keys: Vec<KeyRow>| -> Vec<(String, KeyState)> {
+            keys.into_iter().map(|k| (k.kid, k.state)).collect()
+        };
+        assert_eq!(
+            states(daemon.keys().await.unwrap()),
+            [
+                ("p-1".into(), KeyState::Active),
+                ("p-2".into(), KeyState::Revoked)
+            ],
+            "the retirement was rolled back with the refused activation"
+        );
+        assert_eq!(
+            daemon.history("p-1").await.unwrap().len(),
+            1,
+            "no retirement recorded"
+        );
+
+        // With a pending key still pending, both moves land, each with its history row.
+        daemon
+            .add_key(&row("p-3", "p", KeyState::Pending), "test", true)
+            .await
+            .unwrap();
+        let promotion = [
+            promotion[0],
+            StateMove {
+                kid: "p-3",
+                ..promotion[1]
+            },
+        ];
+        daemon
+            .set_states(&promotion, 30, "lifecycle")
+            .await
+            .unwrap();
+        assert_eq!(
+            states(cli.keys().await.unwrap()),
+            [
+                ("p-1".into(), KeyState::Retired),
+                ("p-2".into(), KeyState::Revoked),
+                ("p-3".into(), KeyState::Active)
+            ]
+        );
+        for kid in ["p-1", "p-3"] {
+            let last = daemon.history(kid).await.unwrap().pop().unwrap();
+            assert_eq!((last.at, last.actor.as_str()), (30, "lifecycle"), "{kid}");
+        }
     }
 
     /// The daemon and a CLI command moving one key from the same state at once: the

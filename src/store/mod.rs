@@ -28,7 +28,7 @@ mod wal_sync;
 
 use serde::{Deserialize, Serialize};
 
-pub use keys::{KeyImport, KeyMetadata, KeyRow, KeyWriteError, StateChange};
+pub use keys::{KeyImport, KeyMetadata, KeyRow, KeyWriteError, StateChange, StateMove};
 pub use notify::PgChangeFeed;
 pub use sql::{SqlStore, StoreStatus};
 pub use token_keys::destroy_leftovers as destroy_token_key_leftovers;
