@@ -126,8 +126,8 @@ impl CheckpointSigner {
                 // An earlier version's ES256 key: checkpoints are signed notes now, which
                 // need Ed25519. The new key is made first (pending), so a token that
                 // cannot make one leaves the old key as it was; then the old one is
-                // retired and the new one activated. Old checkpoints still verify (each
-                // carries its chain).
+                // retired and the new one activated, in one transaction. Old checkpoints
+                // still verify (each carries its chain).
                 let new = store::prepare_rotation(
                     &self.hsm,
                     &*self.keys,
@@ -139,11 +139,9 @@ impl CheckpointSigner {
                 )
                 .await
                 .map_err(failed)?;
-                for (kid, state) in [(&old.kid, KeyState::Retired), (&new.kid, KeyState::Active)] {
-                    store::transition(&*self.keys, kid, state, "audit")
-                        .await
-                        .map_err(|e| unusable(format!("replacing the ES256 audit key: {e}")))?;
-                }
+                store::promote(&*self.keys, Some(&old.kid), &new.kid, "audit")
+                    .await
+                    .map_err(|e| unusable(format!("replacing the ES256 audit key: {e}")))?;
                 tracing::info!(old = %old.kid, new = %new.kid, "replaced the ES256 audit key by an Ed25519 one: checkpoints are signed notes now");
                 self.retired = Some(old.kid);
                 self.unreported = Some(new.kid.clone());

@@ -511,38 +511,48 @@ fn verify_segment(
     let mut line = Vec::new();
     let mut offset = 0u64;
     let mut empty = true;
+    // Anything but zeros after the first zero: the break, at the line they start on.
+    let damaged = |mut at: Location, records_end: u64| {
+        at.line += 1;
+        at.seq = None;
+        Break {
+            at,
+            reason: format!(
+                "bytes after the zeros at offset {records_end}: a segment holds records, \
+                 then (while it is written) zeros only (if the daemon was writing this \
+                 segment as it was read, verify again)"
+            ),
+        }
+    };
     loop {
+        let next = reader.fill_buf().map_err(|e| unreadable(&at, e))?;
+        let Some(&first) = next.first() else {
+            break;
+        };
+        empty = false;
+        if first == 0 {
+            // The zeros the segment being written runs ahead with, after its last
+            // record: nothing but zeros may follow them.
+            if rest_is_not_zeros(&mut reader).map_err(|e| unreadable(&at, e))? {
+                return Err(damaged(at, offset));
+            }
+            break;
+        }
         line.clear();
         let read = (&mut reader)
             .take(MAX_LINE + 1)
             .read_until(b'\n', &mut line)
             .map_err(|e| unreadable(&at, e))?;
-        if read == 0 {
-            break;
-        }
-        empty = false;
         if let Some(zero) = line.iter().position(|&b| b == 0) {
-            // The zeros the segment being written runs ahead with: the records end at
-            // the first one, and nothing but zeros may follow.
-            let records_end = offset + zero as u64;
-            let nonzero = line[zero..].iter().any(|&b| b != 0)
-                || rest_is_not_zeros(&mut reader).map_err(|e| unreadable(&at, e))?;
-            if nonzero {
-                return Err(Break {
-                    at,
-                    reason: format!(
-                        "bytes after the zeros at offset {records_end}: a segment holds \
-                         records, then (while it is written) zeros only (if the daemon was \
-                         writing this segment as it was read, verify again)"
-                    ),
-                });
+            // A record cut short where the zeros begin.
+            if line[zero..].iter().any(|&b| b != 0)
+                || rest_is_not_zeros(&mut reader).map_err(|e| unreadable(&at, e))?
+            {
+                return Err(damaged(at, offset + zero as u64));
             }
-            if zero > 0 {
-                at.line += 1;
-                at.seq = None;
-                return Err(incomplete(at));
-            }
-            break;
+            at.line += 1;
+            at.seq = None;
+            return Err(incomplete(at));
         }
         at.line += 1;
         at.seq = None;

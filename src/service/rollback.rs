@@ -30,7 +30,9 @@ use serde::Deserialize;
 
 use crate::audit::{CallerRecord, Entry, Event, Outcome};
 use crate::keys::state::KeyState;
-use crate::store::{KeyMetadata, KeyWriteError, RevocationStore, RevokedToken, StoreError};
+use crate::store::{
+    KeyMetadata, KeyWriteError, RevocationStore, RevokedToken, StateMove, StoreError,
+};
 
 /// The `actor` of the store's history entries this module writes.
 pub const ACTOR: &str = "audit-log";
@@ -347,15 +349,16 @@ fn steps(from: KeyState, to: KeyState) -> Vec<KeyState> {
     Vec::new()
 }
 
-/// Moves every key in `behind` forward to its recorded state in `meta`. Returns the
-/// audit records to write (the caller writes them once it can); the first move the
-/// store refuses is the error.
+/// Moves every key in `behind` forward to its recorded state in `meta`, all in one
+/// transaction (in `behind`'s order: keys leave service before any enters it), so a
+/// failure or a crash moves none and never leaves an issuer between two keys. Returns
+/// the audit records to write (the caller writes them once it can).
 pub async fn roll_forward(
     meta: &dyn KeyMetadata,
     behind: &[Behind],
     now: u64,
 ) -> Result<Vec<Entry>, String> {
-    let mut records = Vec::new();
+    let mut moves = Vec::new();
     for key in behind {
         let path = steps(key.stored, key.seen.state);
         if path.is_empty() {
@@ -366,16 +369,28 @@ pub async fn roll_forward(
         }
         let mut from = key.stored;
         for to in path {
-            meta.set_state(&key.kid, from, to, now, ACTOR)
-                .await
-                .map_err(|e: KeyWriteError| {
-                    format!(
-                        "key {} is {} in the state store but was {} ({}); moving it forward failed: {e}",
-                        key.kid, key.stored, key.seen.state, key.seen.source
-                    )
-                })?;
+            moves.push(StateMove {
+                kid: &key.kid,
+                from,
+                to,
+            });
             from = to;
         }
+    }
+    meta.set_states(&moves, now, ACTOR)
+        .await
+        .map_err(|e: KeyWriteError| {
+            let keys: Vec<String> = behind
+                .iter()
+                .map(|k| format!("{} {} (was {}, {})", k.kid, k.stored, k.seen.state, k.seen.source))
+                .collect();
+            format!(
+                "keys behind their recorded state in the state store: {}; moving them forward failed, and none was moved: {e}",
+                keys.join(", ")
+            )
+        })?;
+    let mut records = Vec::new();
+    for key in behind {
         let detail = format!(
             "the state store had key {} {}, behind {} ({}): the store went backwards (restored from an older backup?); moved forward to {}",
             key.kid, key.stored, key.seen.state, key.seen.source, key.seen.state

@@ -44,7 +44,17 @@ fn zeros_end_a_segment_and_nothing_may_follow_them() {
     let mut after = bytes.clone();
     after.extend_from_slice(b"{\"seq\":1}\n");
     let broken = verify_one(&after);
-    assert_eq!(broken.at.line, 1, "{}", broken.reason);
+    assert_eq!(
+        (broken.at.line, broken.at.seq),
+        (2, None),
+        "{}",
+        broken.reason
+    );
+    assert!(
+        broken
+            .reason
+            .contains(&format!("offset {}", genesis.len() + 1))
+    );
     assert!(
         broken.reason.contains("bytes after the zeros") && broken.reason.contains("offset"),
         "{}",
@@ -56,6 +66,18 @@ fn zeros_end_a_segment_and_nothing_may_follow_them() {
     let broken = verify_one(&cut);
     assert_eq!(broken.at.line, 2);
     assert!(broken.reason.contains("incomplete"), "{}", broken.reason);
+    // The same, with bytes after its zeros: damage, from where the zeros begin.
+    cut.extend_from_slice(b"x");
+    let broken = verify_one(&cut);
+    assert_eq!(broken.at.line, 2);
+    let cut_at = genesis.len() + 1 + "{\"seq\":1,".len();
+    assert!(
+        broken
+            .reason
+            .contains(&format!("bytes after the zeros at offset {cut_at}")),
+        "{}",
+        broken.reason
+    );
     // Zeros only; nothing at all.
     assert!(verify_one(&[0; 4096]).reason.contains("no record"));
     assert!(verify_one(b"").reason.contains("is empty"));

@@ -166,6 +166,46 @@ async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() 
     assert!(witness.behind(&store).await.unwrap().is_empty());
 }
 
+/// The moves are one transaction: when the store refuses one (here another process
+/// revoked the key the log saw activated), none is made, and no issuer is left
+/// between two keys.
+#[tokio::test]
+async fn a_refused_move_moves_no_key() {
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    for (kid, state) in [("a-1", KeyState::Active), ("a-2", KeyState::Pending)] {
+        store
+            .add_key(&row(kid, state), "test", false)
+            .await
+            .unwrap();
+    }
+    let dir = log(&[
+        key_change(1, Event::KeyActivate, "a-2", KeyState::Active),
+        key_change(2, Event::KeyRetire, "a-1", KeyState::Retired),
+    ]);
+    let witness = Witness::from_log(dir.path()).unwrap();
+    let behind = witness.behind(&store).await.unwrap();
+    assert_eq!(behind.len(), 2);
+    store
+        .set_state("a-2", KeyState::Pending, KeyState::Revoked, 40, "cli")
+        .await
+        .unwrap();
+    let refused = roll_forward(&store, &behind, 50).await.unwrap_err();
+    assert!(
+        refused.contains("none was moved") && refused.contains("a-2"),
+        "{refused}"
+    );
+    let active: Vec<String> = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.state == KeyState::Active)
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(active, ["a-1"], "the retirement was rolled back");
+}
+
 #[tokio::test]
 async fn a_token_revocation_the_store_lost_is_put_back_until_it_expires() {
     let db = TestDb::new(Engine::Sqlite).await.unwrap();
