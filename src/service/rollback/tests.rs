@@ -118,21 +118,29 @@ fn row(kid: &str, state: KeyState) -> KeyRow {
     }
 }
 
-#[tokio::test]
-async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() {
+/// A fresh SQLite store holding `keys` of issuer `a` (the database lives as long as the
+/// [`TestDb`]).
+async fn store_with(keys: &[(&str, KeyState)]) -> (TestDb, SqlStore) {
     let db = TestDb::new(Engine::Sqlite).await.unwrap();
     let store = SqlStore::open(db.location()).await.unwrap();
-    // The store as a backup had it: a-1 signing, a-2 pending, a-0 retired.
-    for (kid, state) in [
-        ("a-0", KeyState::Retired),
-        ("a-1", KeyState::Active),
-        ("a-2", KeyState::Pending),
-    ] {
+    for &(kid, state) in keys {
         store
             .add_key(&row(kid, state), "test", false)
             .await
             .unwrap();
     }
+    (db, store)
+}
+
+#[tokio::test]
+async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() {
+    // The store as a backup had it: a-1 signing, a-2 pending, a-0 retired.
+    let (_db, store) = store_with(&[
+        ("a-0", KeyState::Retired),
+        ("a-1", KeyState::Active),
+        ("a-2", KeyState::Pending),
+    ])
+    .await;
     // What the log saw after the backup: a-2 active, a-1 retired, a-0 revoked.
     let dir = log(&[
         key_change(1, Event::KeyActivate, "a-2", KeyState::Active),
@@ -171,14 +179,7 @@ async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() 
 /// between two keys.
 #[tokio::test]
 async fn a_refused_move_moves_no_key() {
-    let db = TestDb::new(Engine::Sqlite).await.unwrap();
-    let store = SqlStore::open(db.location()).await.unwrap();
-    for (kid, state) in [("a-1", KeyState::Active), ("a-2", KeyState::Pending)] {
-        store
-            .add_key(&row(kid, state), "test", false)
-            .await
-            .unwrap();
-    }
+    let (_db, store) = store_with(&[("a-1", KeyState::Active), ("a-2", KeyState::Pending)]).await;
     let dir = log(&[
         key_change(1, Event::KeyActivate, "a-2", KeyState::Active),
         key_change(2, Event::KeyRetire, "a-1", KeyState::Retired),
