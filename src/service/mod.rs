@@ -192,9 +192,15 @@ impl Service {
         // signed until it is) is read at the first reload that can.
         let witness = rollback::Witness::default();
         let rolled_forward = match witness.read_log(&config.audit.dir) {
-            Ok(()) => rollback::catch_up(&witness, &*ports.keys, &*ports.revocations, unix_now())
-                .await
-                .map_err(|e| Error::Internal(format!("state rollback: {e}")))?,
+            Ok(()) => rollback::catch_up(
+                &witness,
+                &*ports.keys,
+                &*ports.revocations,
+                &*ports.replay,
+                unix_now(),
+            )
+            .await
+            .map_err(|e| Error::Internal(format!("state rollback: {e}")))?,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the audit log: the state store is checked for rollback once it can be read");
                 Vec::new()

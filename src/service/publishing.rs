@@ -226,9 +226,15 @@ impl Service {
             if self.witness.read_log(&self.config().audit.dir).is_err() {
                 return Ok(());
             }
-            super::rollback::catch_up(&self.witness, &*self.key_records, &*self.revocations, now)
-                .await
-                .map_err(failed)?
+            super::rollback::catch_up(
+                &self.witness,
+                &*self.key_records,
+                &*self.revocations,
+                &*self.replay,
+                now,
+            )
+            .await
+            .map_err(failed)?
         };
         for entry in records {
             self.note(entry).await;

@@ -17,8 +17,11 @@
 //! view at a reload): the key is never served in the earlier state. Token revocations
 //! the log records that the store lacks are put back the same way, and those the store
 //! holds that the log lacks (revoked with the CLI while no daemon ran) are recorded
-//! first, so a later restore cannot drop them ([`unrecorded`]). What this cannot
-//! catch (the audit log restored along with the store) is in docs/operations.md.
+//! first, so a later restore cannot drop them ([`unrecorded`]). Single uses the log
+//! records that the store has forgotten are put back too (from `verify` records that
+//! say until when the use is remembered; earlier versions' do not), so a restored store
+//! cannot accept a consumed single-use token again. What this cannot catch (the audit log restored
+//! along with the store) is in docs/operations.md.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -31,7 +34,8 @@ use serde::Deserialize;
 use crate::audit::{CallerRecord, Entry, Event, Outcome};
 use crate::keys::state::KeyState;
 use crate::store::{
-    KeyMetadata, KeyWriteError, RevocationStore, RevokedToken, StateMove, StoreError,
+    KeyMetadata, KeyWriteError, ReplayStore, RevocationStore, RevokedToken, StateMove, StoreError,
+    UsedJti,
 };
 
 /// The `actor` of the store's history entries this module writes.
@@ -60,6 +64,16 @@ pub fn generated_detail(made: &str, state: KeyState) -> String {
         changed_detail(state)
     )
 }
+
+/// The `detail` of an accepted single use's `verify` record: until when the store
+/// remembers its jti (the token's `exp` plus the verifiers' leeway), which is what
+/// lets a restored store be given the use back.
+pub fn used_detail(until: u64) -> String {
+    format!("{USED_UNTIL}{until}")
+}
+
+/// What comes before the time in [`used_detail`].
+const USED_UNTIL: &str = "used once, remembered until ";
 
 /// What comes before the key states in a `start` record's `detail`.
 pub const START_KEYS: &str = "; keys: ";
@@ -96,12 +110,24 @@ pub struct RecordedRevocation {
     pub seq: u64,
 }
 
+/// A single use on record, still remembered when the log was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedUse {
+    /// The use, as the store keeps it.
+    pub used: UsedJti,
+    /// The record's sequence number.
+    pub seq: u64,
+}
+
 /// The furthest state of every key the daemon has recorded or seen, and the token
-/// revocations the audit log records.
+/// revocations and unexpired single uses the audit log records.
 #[derive(Debug, Default)]
 pub struct Witness {
     keys: Mutex<HashMap<String, Seen>>,
     revocations: Mutex<Vec<RecordedRevocation>>,
+    /// Only those still remembered when the log was read (at most the longest token
+    /// lifetime's worth, never the whole log's), and only until they are put back.
+    uses: Mutex<Vec<RecordedUse>>,
     /// Whether the audit log has been read (it may not be readable at start).
     log_read: AtomicBool,
 }
@@ -163,7 +189,10 @@ impl Witness {
             self.log_read.store(true, Ordering::Release);
             return Ok(());
         }
-        let mut revocations = Vec::new();
+        let mut found = Found {
+            now: crate::util::unix_now(),
+            ..Found::default()
+        };
         for path in crate::audit::verify::segment_paths(&[dir.to_path_buf()])? {
             let file = std::fs::File::open(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -172,22 +201,24 @@ impl Witness {
                 // Most lines are mints; only these events are parsed.
                 if !(contains(&line, b"\"event\":\"key_")
                     || contains(&line, b"\"event\":\"start\"")
-                    || contains(&line, b"\"event\":\"token_revoke\""))
+                    || contains(&line, b"\"event\":\"token_revoke\"")
+                    || contains(&line, b"\"event\":\"verify\""))
                 {
                     continue;
                 }
                 let Ok(line) = serde_json::from_slice::<Line>(&line) else {
                     continue;
                 };
-                self.read_line(line, &mut revocations);
+                self.read_line(line, &mut found);
             }
         }
-        *self.revocations.lock().unwrap_or_else(|p| p.into_inner()) = revocations;
+        *self.revocations.lock().unwrap_or_else(|p| p.into_inner()) = found.revocations;
+        *self.uses.lock().unwrap_or_else(|p| p.into_inner()) = found.uses;
         self.log_read.store(true, Ordering::Release);
         Ok(())
     }
 
-    fn read_line(&self, line: Line, revocations: &mut Vec<RecordedRevocation>) {
+    fn read_line(&self, line: Line, found: &mut Found) {
         let source = format!("audit seq {}", line.seq);
         let detail = line.detail.unwrap_or_default();
         match line.event {
@@ -209,9 +240,22 @@ impl Witness {
                     .strip_prefix("listed until ")
                     .and_then(|e| e.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
                 if let (Some(jti), Some(exp)) = (line.jti, exp) {
-                    revocations.push(RecordedRevocation {
+                    found.revocations.push(RecordedRevocation {
                         jti,
                         exp,
+                        seq: line.seq,
+                    });
+                }
+            }
+            Event::Verify if line.outcome == Some(Outcome::Ok) => {
+                let until = detail
+                    .strip_prefix(USED_UNTIL)
+                    .and_then(|u| u.parse::<u64>().ok());
+                if let (Some(jti), Some(until)) = (line.jti, until)
+                    && until >= found.now
+                {
+                    found.uses.push(RecordedUse {
+                        used: UsedJti { jti, until },
                         seq: line.seq,
                     });
                 }
@@ -314,6 +358,15 @@ impl Witness {
         }
         latest
     }
+}
+
+/// What [`Witness::read_log`] gathers besides key states.
+#[derive(Default)]
+struct Found {
+    /// When the log is read: uses remembered until before it are left out.
+    now: u64,
+    revocations: Vec<RecordedRevocation>,
+    uses: Vec<RecordedUse>,
 }
 
 fn contains(line: &[u8], needle: &[u8]) -> bool {
@@ -443,6 +496,58 @@ pub async fn restore_revocations(
     Ok(records)
 }
 
+/// Puts back the single uses the log records that `replay` has forgotten. Returns the
+/// audit records to write.
+pub async fn restore_uses(
+    replay: &dyn ReplayStore,
+    witness: &Witness,
+    now: u64,
+) -> Result<Vec<Entry>, String> {
+    // Needed once: taken, so a daemon does not hold a token lifetime's uses for good
+    // (given back if the store fails, for the next try).
+    let recorded = std::mem::take(&mut *witness.uses.lock().unwrap_or_else(|p| p.into_inner()));
+    let used: Vec<UsedJti> = recorded.iter().map(|r| r.used.clone()).collect();
+    let put_back = match replay.put_back(&used, now).await {
+        Ok(put_back) => put_back,
+        Err(e) => {
+            *witness.uses.lock().unwrap_or_else(|p| p.into_inner()) = recorded;
+            return Err(format!(
+                "single uses the audit log records could not be put back into the state store: {e}"
+            ));
+        }
+    };
+    let put_back: std::collections::HashSet<&str> = put_back.iter().map(String::as_str).collect();
+    let mut records = Vec::new();
+    // The latest record of each jti put back (a jti may have been used again after
+    // its first use expired).
+    let mut latest: HashMap<&str, &RecordedUse> = HashMap::new();
+    for r in recorded
+        .iter()
+        .filter(|r| put_back.contains(r.used.jti.as_str()))
+    {
+        let kept = latest.entry(r.used.jti.as_str()).or_insert(r);
+        if r.used.until > kept.used.until {
+            *kept = r;
+        }
+    }
+    let mut latest: Vec<&RecordedUse> = latest.into_values().collect();
+    latest.sort_by_key(|r| r.seq);
+    for recorded in latest {
+        tracing::error!(jti = %recorded.used.jti, source = %format!("audit seq {}", recorded.seq), "state rollback: a single use the audit log records was missing from the state store; put back");
+        crate::telemetry::state_rollback("single_use");
+        let mut entry = Entry::new(Event::StateRollback)
+            .caller(CallerRecord::internal("daemon"))
+            .ok()
+            .detail(format!(
+                "single use missing from the state store, recorded at audit seq {}: put back, remembered until {}",
+                recorded.seq, recorded.used.until
+            ));
+        entry.jti = Some(recorded.used.jti.clone());
+        records.push(entry);
+    }
+    Ok(records)
+}
+
 /// Each key's state as the audit log last recorded it, the starting point from which
 /// the first reload records what changed while the daemon was stopped: a key the log
 /// never named gets its `key_generate` (or `key_rotate`) record, one whose state moved a
@@ -471,12 +576,14 @@ pub fn recorded_at_start(
 }
 
 /// Moves every key the store shows behind the `witness` forward, puts back the token
-/// revocations it lost, and records those the log lacks ([`unrecorded`]): at start, or
-/// when the audit log is first read. Returns the audit records to write.
+/// revocations it lost, records those the log lacks ([`unrecorded`]), and puts back the
+/// single uses it lost: at start, or when the audit log is first read. Returns the
+/// audit records to write.
 pub async fn catch_up(
     witness: &Witness,
     keys: &dyn KeyMetadata,
     revocations: &dyn RevocationStore,
+    replay: &dyn ReplayStore,
     now: u64,
 ) -> Result<Vec<Entry>, String> {
     let behind = witness.behind(keys).await.map_err(|e| e.to_string())?;
@@ -487,6 +594,7 @@ pub async fn catch_up(
     records.extend(restore_revocations(revocations, &missing, now).await?);
     // What was put back is in the log already, so it is not among these.
     records.extend(unrecorded::records(witness, listed, now));
+    records.extend(restore_uses(replay, witness, now).await?);
     Ok(records)
 }
 

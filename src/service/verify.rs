@@ -84,6 +84,12 @@ impl Service {
                     .get("jti")
                     .and_then(Value::as_str)
                     .map(str::to_string);
+                // Until when the store remembers the use, so that a store restored
+                // from an older backup can be given it back (`rollback`).
+                let exp = verified.claims.get("exp").and_then(Value::as_u64);
+                let entry = entry.detail(super::rollback::used_detail(
+                    exp.unwrap_or_default().saturating_add(LEEWAY_SECONDS),
+                ));
                 // The store's sync and the record's at once; the answer waits for both.
                 let durable = durable.unwrap_or_else(crate::store::already_durable);
                 let (synced, recorded) =

@@ -74,6 +74,25 @@ pub trait ReplayStore: Send + Sync {
     /// How many used jtis are remembered and still unexpired at `now`: one indexed
     /// count, for the metrics' gauge at each lifecycle tick.
     fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Puts back uses the store has forgotten (it was restored from an older backup):
+    /// each of `used` still remembered past `now` that the store does not remember is
+    /// recorded again, durably. Returns the jtis put back; a failure may leave some put
+    /// back and others not, and calling again finishes the job.
+    fn put_back<'a>(
+        &'a self,
+        used: &'a [UsedJti],
+        now: u64,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+}
+
+/// A single use as [`ReplayStore::put_back`] takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsedJti {
+    /// The token's `jti`.
+    pub jti: String,
+    /// Until when its use is remembered: the token's `exp` plus the verifiers' leeway.
+    pub until: u64,
 }
 
 /// A revoked token.

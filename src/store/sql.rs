@@ -26,7 +26,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
 use super::wal_sync::WalSync;
-use super::{Durable, ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError};
+use super::{
+    Durable, ReplayRefusal, ReplayStore, RevocationStore, RevokedToken, StoreError, UsedJti,
+};
 use crate::config::StoreLocation;
 use crate::config::files::{FileKind, file_problem, state_owner_problem, user_name};
 use crate::hsm::{DATA_APPLICATION, Hsm};
@@ -40,6 +42,9 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 const PRUNE_EVERY: u64 = 256;
 /// Most expired single-use rows deleted at once.
 const PRUNE_BATCH: i64 = 1000;
+/// Most single uses put back by one statement: two parameters each, well below either
+/// engine's limit on parameters (SQLite's 32766, PostgreSQL's 65535).
+const PUT_BACK_BATCH: usize = 1000;
 
 /// How long a statement waits for SQLite's write lock (another connection, or the CLI)
 /// before failing as unavailable.
@@ -487,6 +492,38 @@ impl SqlStore {
         Ok(first)
     }
 
+    /// One statement of [`ReplayStore::put_back`]: the jtis of `used` it recorded.
+    async fn put_back_sql(&self, used: &[UsedJti], now: u64) -> Result<Vec<String>, StoreError> {
+        let failed = failed("putting back single uses");
+        // One statement for the batch, not one per row: a row alone costs a round trip
+        // to PostgreSQL (80 µs here), and a start may put back a token lifetime's uses.
+        // The text holds nothing but placeholders ($1 is `now`).
+        let rows: Vec<String> = (0..used.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
+        // As `use_once_sql`: a row past its expiry is taken over. Only the rows
+        // inserted or taken over are returned.
+        let sql = format!(
+            "INSERT INTO used_jtis (jti, expires_at) VALUES {} \
+             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE used_jtis.expires_at < $1 RETURNING jti",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(int(now));
+        for use_ in used {
+            query = query.bind(use_.jti.clone()).bind(int(use_.until));
+        }
+        // On `pool`: its commits are synced at once (FULL), as nothing awaits a
+        // `Durable` here.
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(&failed)?
+            .into_iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(&failed))
+            .collect()
+    }
+
     async fn live_sql(&self, now: u64) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM used_jtis WHERE expires_at >= $1")
             .bind(int(now))
@@ -709,6 +746,37 @@ impl ReplayStore for SqlStore {
     fn live(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(bounded("counting single-use jtis", self.live_sql(now)))
     }
+
+    fn put_back<'a>(
+        &'a self,
+        used: &'a [UsedJti],
+        now: u64,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            // One row per jti, with its latest time: PostgreSQL refuses a statement that
+            // updates one row twice, and a jti used twice (the first use expired) is
+            // remembered until the later.
+            let mut latest = std::collections::BTreeMap::new();
+            for use_ in used.iter().filter(|u| u.until >= now) {
+                let until = latest.entry(use_.jti.as_str()).or_insert(use_.until);
+                *until = (*until).max(use_.until);
+            }
+            let used: Vec<UsedJti> = latest
+                .into_iter()
+                .map(|(jti, until)| UsedJti {
+                    jti: jti.to_string(),
+                    until,
+                })
+                .collect();
+            let mut put_back = Vec::new();
+            for batch in used.chunks(PUT_BACK_BATCH) {
+                put_back.extend(
+                    bounded("putting back single uses", self.put_back_sql(batch, now)).await?,
+                );
+            }
+            Ok(put_back)
+        })
+    }
 }
 
 impl RevocationStore for SqlStore {
@@ -808,6 +876,7 @@ mod tests {
         revoking_again_keeps_the_later_exp_and_prune_forgets_expired,
         status_reports_the_schema_version_before_and_after_migrating,
         an_unreachable_store_refuses_single_use_rather_than_allow_it,
+        put_back_records_only_forgotten_unexpired_uses,
     );
 
     async fn a_jti_is_used_once_until_exp_plus_leeway_and_survives_reopening(db: &TestDb) {
@@ -901,6 +970,47 @@ mod tests {
             Err(ReplayRefusal::Unavailable)
         );
         assert!(store.list().await.is_err());
+    }
+
+    async fn put_back_records_only_forgotten_unexpired_uses(db: &TestDb) {
+        let store = SqlStore::open(db.location()).await.unwrap();
+        // Remembered: "kept" until 105; "stale" until 40, expired at 50.
+        assert_eq!(used(&store, "kept", 100, 40, 5).await, Ok(()));
+        assert_eq!(used(&store, "stale", 35, 30, 5).await, Ok(()));
+        let use_ = |jti: &str, until| UsedJti {
+            jti: jti.to_string(),
+            until,
+        };
+        let mut lost: Vec<UsedJti> = (0..2500).map(|i| use_(&format!("lost-{i}"), 90)).collect();
+        lost.extend([
+            use_("kept", 105),
+            use_("stale", 80),
+            use_("gone", 49),
+            // Twice, as a log may record a jti used again after its first use expired.
+            use_("twice", 60),
+            use_("twice", 70),
+        ]);
+        let mut put_back = store.put_back(&lost, 50).await.unwrap();
+        put_back.sort();
+        let mut expected: Vec<String> = (0..2500).map(|i| format!("lost-{i}")).collect();
+        expected.extend(["stale".to_string(), "twice".to_string()]);
+        expected.sort();
+        assert_eq!(put_back, expected);
+        for jti in ["kept", "stale", "twice", "lost-0", "lost-2499"] {
+            assert_eq!(
+                used(&store, jti, 100, 60, 5).await,
+                Err(ReplayRefusal::Replayed),
+                "{jti}"
+            );
+        }
+        // Remembered until the later time, and "gone" (expired already) not at all.
+        assert_eq!(used(&store, "twice", 100, 71, 5).await, Ok(()));
+        assert_eq!(used(&store, "gone", 100, 50, 5).await, Ok(()));
+        // Everything is remembered now: a second call puts nothing back.
+        assert_eq!(
+            store.put_back(&lost, 50).await.unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     /// A TCP proxy in front of the test cluster, standing for the PostgreSQL server as

@@ -59,7 +59,8 @@ pub const REPLAY_STORE_JTIS: &str = "signetd_replay_store_jtis";
 pub const RATE_LIMITED: &str = "signetd_rate_limited_total";
 /// `signetd_build_info{version}`.
 pub const BUILD_INFO: &str = "signetd_build_info";
-/// State found gone backwards and moved forward, by kind (`key`, `token_revocation`).
+/// State found gone backwards and moved forward, by kind (`key`, `token_revocation`,
+/// `single_use`).
 pub const STATE_ROLLBACKS: &str = "signetd_state_rollbacks_total";
 /// `signetd_log_lines_dropped_total`.
 pub const LOG_LINES_DROPPED: &str = "signetd_log_lines_dropped_total";
@@ -216,7 +217,8 @@ pub fn rate_limited(issuer: &str, kind: LimitKind) {
     counter!(RATE_LIMITED, "issuer" => issuer.to_string(), "kind" => kind).increment(1);
 }
 
-/// Counts state found gone backwards and moved forward (`key`, `token_revocation`).
+/// Counts state found gone backwards and moved forward (`key`, `token_revocation`,
+/// `single_use`).
 pub fn state_rollback(kind: &'static str) {
     counter!(STATE_ROLLBACKS, "kind" => kind).increment(1);
 }

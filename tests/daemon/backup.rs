@@ -345,9 +345,17 @@ async fn verify(socket: &Path, token: &str) -> Reply {
     request_unix(socket, Method::POST, "/v1/verify", Some(&body)).await
 }
 
+/// POST /v1/verify of `token` with `single_use`.
+async fn use_once(socket: &Path, token: &str) -> Reply {
+    let body = json!({"token": token, "audience": "api", "single_use": true});
+    request_unix(socket, Method::POST, "/v1/verify", Some(&body)).await
+}
+
 /// A token revoked with the CLI while no daemon ran is recorded at the next start, so
 /// a store restored later from an older backup, which lacks it, gets it put back: the
-/// token stays refused. Without that record nothing but the store knew of it.
+/// token stays refused. Without that record nothing but the store knew of it. Likewise
+/// a single-use token consumed after the backup stays consumed: its `verify` record
+/// puts the use back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_while_the_daemon_was_stopped_survives_a_restore_of_an_older_store() {
     let token = TestToken::create("signetd-stopped-revoke");
@@ -367,10 +375,21 @@ async fn a_token_revoked_while_the_daemon_was_stopped_survives_a_restore_of_an_o
         .as_str()
         .unwrap()
         .to_string();
+    let single = request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await;
+    let single = single.json["token"].as_str().unwrap().to_string();
+    let single_jti = crate::common::decode_parts(&single).1["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let backing_up = procedure("Backing up, step by step", &token, &config);
     run_procedure(&token, backing_up, &mut daemon, || {
         token.serve(&config, &socket)
     });
+
+    // Used once after the backup.
+    let used = use_once(&socket, &single).await;
+    assert_eq!(used.status, 200, "{:?}", used.json);
+    assert_eq!(use_once(&socket, &single).await.code(), "replayed");
 
     // Revoked with the CLI while no daemon runs.
     daemon.take().unwrap().terminate();
@@ -391,12 +410,27 @@ async fn a_token_revoked_while_the_daemon_was_stopped_survives_a_restore_of_an_o
     });
     let refused = verify(&socket, &jwt).await;
     assert_eq!(refused.code(), "token_revoked", "{:?}", refused.json);
+    let replayed = use_once(&socket, &single).await;
+    assert_eq!(
+        replayed.code(),
+        "replayed",
+        "a restored store accepted a used single-use token again: {:?}",
+        replayed.json
+    );
     let records = audit_records(&token.audit_dir());
+    for (put_back, what) in [(&jti, "revocation"), (&single_jti, "single use")] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "state_rollback" && r["jti"] == put_back.as_str()),
+            "no state_rollback record for the {what} put back"
+        );
+    }
+    let metrics = request_unix(&socket, Method::GET, "/metrics", None).await;
+    let metrics = String::from_utf8_lossy(&metrics.raw);
     assert!(
-        records
-            .iter()
-            .any(|r| r["event"] == "state_rollback" && r["jti"] == jti.as_str()),
-        "no state_rollback record for the revocation put back"
+        metrics.contains("signetd_state_rollbacks_total{kind=\"single_use\"} 1"),
+        "{metrics}"
     );
 }
 

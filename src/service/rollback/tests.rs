@@ -275,7 +275,9 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
         .detail("listed until 1000");
     logged.jti = Some("logged".to_string());
     let witness = Witness::from_log(log(&[line(1, logged.clone())]).path()).unwrap();
-    let records = catch_up(&witness, &store, &store, 100).await.unwrap();
+    let records = catch_up(&witness, &store, &store, &store, 100)
+        .await
+        .unwrap();
     let jtis: Vec<_> = records.iter().map(|r| r.jti.clone().unwrap()).collect();
     assert_eq!(jtis, ["while-stopped"], "{records:?}");
     assert_eq!(records[0].event, Event::TokenRevoke);
@@ -287,7 +289,9 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
     older.revoke(&revoked("logged", 1000)).await.unwrap();
     let dir = log(&[line(1, logged), line(2, records[0].clone())]);
     let witness = Witness::from_log(dir.path()).unwrap();
-    let records = catch_up(&witness, &older, &older, 100).await.unwrap();
+    let records = catch_up(&witness, &older, &older, &older, 100)
+        .await
+        .unwrap();
     assert_eq!(records.len(), 1, "one put back, nothing new: {records:?}");
     assert_eq!(records[0].event, Event::StateRollback);
     let listed = older.list().await.unwrap();
@@ -297,4 +301,71 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
             .any(|r| r.jti == "while-stopped" && r.exp == 1000),
         "{listed:?}"
     );
+}
+
+/// A store restored from before a single use forgets it; the use's `verify` record puts
+/// it back, so the token is refused as replayed rather than accepted a second time.
+#[tokio::test]
+async fn a_single_use_the_store_lost_is_put_back_from_its_verify_record() {
+    let now = crate::util::unix_now();
+    let verify = |jti: &str, entry: Entry| {
+        let mut entry = entry;
+        entry.jti = Some(jti.to_string());
+        entry
+    };
+    let used = |jti: &str, until: u64| {
+        verify(
+            jti,
+            Entry::new(Event::Verify).ok().detail(used_detail(until)),
+        )
+    };
+    let dir = log(&[
+        line(1, used("lost", now + 1000)),
+        line(2, used("kept", now + 1000)),
+        // Remembered no longer: its token cannot verify.
+        line(3, used("expired", now - 10)),
+        line(
+            4,
+            verify(
+                "refused",
+                Entry::new(Event::Verify).refused("replayed", "x"),
+            ),
+        ),
+        // Written before records said until when (nothing to put it back with).
+        line(5, verify("unsaid", Entry::new(Event::Verify).ok())),
+    ]);
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    let use_once = |jti: &'static str| {
+        let store = &store;
+        async move {
+            match store.use_once(jti, now + 900, now, 100).await {
+                Ok(durable) => durable.await.map_err(|e| e.to_string()),
+                Err(refusal) => Err(format!("{refusal:?}")),
+            }
+        }
+    };
+    use_once("kept").await.unwrap();
+
+    let witness = Witness::from_log(dir.path()).unwrap();
+    let records = catch_up(&witness, &store, &store, &store, now)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].event, Event::StateRollback);
+    assert_eq!(records[0].jti.as_deref(), Some("lost"));
+    let detail = records[0].detail.clone().unwrap();
+    assert!(
+        detail.contains("audit seq 1") && detail.contains(&format!("until {}", now + 1000)),
+        "{detail}"
+    );
+    assert_eq!(use_once("lost").await, Err("Replayed".to_string()));
+    for jti in ["expired", "refused", "unsaid"] {
+        assert_eq!(use_once(jti).await, Ok(()), "{jti} was not put back");
+    }
+    // Once put back, nothing is missing.
+    let again = catch_up(&witness, &store, &store, &store, now)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
 }
