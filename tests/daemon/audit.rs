@@ -1071,3 +1071,167 @@ fn a_log_of_version_0_1_with_jws_checkpoints_still_verifies() {
     let (ok, out) = run(&["audit", "verify"]);
     assert!(!ok && out.contains("prev does not match"), "{out}");
 }
+
+/// Where [`write_es256_audit_key`] finds the config of the token to write into.
+const ES256_AUDIT_KEY_ENV: &str = "SIGNETD_TEST_ES256_AUDIT_KEY_CONFIG";
+
+/// A helper process of [`an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint`],
+/// not a test of its own: generates an ES256 audit key as signetd 0.1 did, in the token
+/// and state store of the config named by [`ES256_AUDIT_KEY_ENV`]. (A PKCS#11 module
+/// serves one token configuration per process, and this process's is the shared test
+/// token.)
+#[tokio::test]
+#[ignore = "a helper: the ES256 audit key upgrade test runs it in a process of its own"]
+async fn write_es256_audit_key() {
+    let Some(path) = std::env::var_os(ES256_AUDIT_KEY_ENV) else {
+        return;
+    };
+    let config = signetd::Config::load(Path::new(&path)).unwrap();
+    let hsm = signetd::hsm::Hsm::open(config.hsm_settings().unwrap()).unwrap();
+    let location = config.store.location(&config.audit.dir).unwrap();
+    let store = signetd::store::SqlStore::open(&location).await.unwrap();
+    let key = signetd::keys::store::generate(
+        &hsm,
+        &store,
+        signetd::audit::AUDIT_ISSUER,
+        Algorithm::Es256,
+        signetd::keys::KeyPurpose::Raw,
+        30,
+        "signetd 0.1",
+    )
+    .await
+    .unwrap();
+    println!("ES256 audit key {}", key.kid);
+}
+
+/// Upgrading from 0.1: the token holds an ES256 audit key, and checkpoints are Ed25519
+/// signed notes now. The first checkpoint makes an Ed25519 audit key, retires the old
+/// one in the same transaction, records both, and signs with the new one; the log
+/// verifies; a restart replaces nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint() {
+    let token = TestToken::create("signetd-audit-upgrade");
+    let issuer = "up";
+    let (config, socket) = token.write_config(&issuer_toml(issuer, Algorithm::Es256));
+    let c = config.to_str().unwrap();
+    token.init_ca_and_key(&config, issuer);
+    let out = token
+        .command(std::env::current_exe().unwrap(), "")
+        .args([
+            "audit::write_es256_audit_key",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(ES256_AUDIT_KEY_ENV, &config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let old = said
+        .split_whitespace()
+        .skip_while(|w| *w != "key")
+        .nth(1)
+        .filter(|_| out.status.success() && said.contains("1 passed"))
+        .unwrap_or_else(|| panic!("{said}{}", String::from_utf8_lossy(&out.stderr)))
+        .to_string();
+
+    let audit_keys = || {
+        let (ok, listed, err) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
+        assert!(ok, "keys list: {err}");
+        let listed: Value = serde_json::from_str(&listed).unwrap();
+        let mut keys: Vec<(String, String, String)> = listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["issuer"] == signetd::audit::AUDIT_ISSUER)
+            .map(|k| {
+                let field = |name: &str| k[name].as_str().unwrap_or_default().to_string();
+                (field("kid"), field("alg"), field("state"))
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        audit_keys(),
+        [(old.clone(), "ES256".into(), "active".into())]
+    );
+
+    let mut daemon = token.serve(&config, &socket);
+    let body = json!({"issuer": issuer, "aud": "api"});
+    let minted = request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await;
+    assert_eq!(minted.status, 200, "{:?}", minted.json);
+    // The stop writes a checkpoint.
+    daemon.terminate();
+
+    let keys = audit_keys();
+    let new = keys
+        .iter()
+        .find(|k| k.0 != old)
+        .unwrap_or_else(|| panic!("no new audit key: {keys:?}"))
+        .0
+        .clone();
+    let mut expected = vec![
+        (old.clone(), "ES256".to_string(), "retired".to_string()),
+        (new.clone(), "EdDSA".to_string(), "active".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+
+    let records = audit_records(&token.audit_dir());
+    let of = |kid: &str| -> Vec<&Value> { records.iter().filter(|r| r["kid"] == kid).collect() };
+    assert!(
+        of(&old).iter().any(|r| r["event"] == "key_retire"
+            && r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ES256 audit key")),
+        "no record of the old key's retirement: {:?}",
+        of(&old)
+    );
+    assert!(
+        of(&new)
+            .iter()
+            .any(|r| r["event"] == "key_generate" || r["event"] == "key_rotate"),
+        "no record of the new key: {:?}",
+        of(&new)
+    );
+    let checkpoints: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "checkpoint")
+        .collect();
+    assert!(!checkpoints.is_empty());
+    assert!(
+        checkpoints
+            .iter()
+            .all(|r| r["kid"] == new.as_str() && r["note"].is_string()),
+        "{checkpoints:?}"
+    );
+
+    // The log verifies against the CA's root, checkpoints included.
+    let bundle = token.path("bundle");
+    let (ok, _, err) = token.signetd(&[
+        "attest",
+        "export",
+        "--config",
+        c,
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(ok, "attest export: {err}");
+    let root = bundle.join("root.pem");
+    let log = token.audit_dir();
+    let (ok, out, err) = token.signetd(&[
+        "audit",
+        "verify",
+        "--require-signed",
+        "--root",
+        root.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
+
+    // A restart keeps the new key.
+    token.serve(&config, &socket).terminate();
+    assert_eq!(audit_keys(), expected);
+}
