@@ -462,6 +462,16 @@ pub async fn roll_forward(
     Ok(records)
 }
 
+/// The `state_rollback` record of something about token `jti` that was put back.
+fn put_back_record(jti: &str, detail: String) -> Entry {
+    let mut entry = Entry::new(Event::StateRollback)
+        .caller(CallerRecord::internal("daemon"))
+        .ok()
+        .detail(detail);
+    entry.jti = Some(jti.to_string());
+    entry
+}
+
 /// Puts back the token revocations in `missing`. Returns the audit records to write.
 pub async fn restore_revocations(
     store: &dyn RevocationStore,
@@ -483,15 +493,13 @@ pub async fn restore_revocations(
         })?;
         tracing::error!(jti = %recorded.jti, source = %format!("audit seq {}", recorded.seq), "state rollback: a token revocation the audit log records was missing from the state store; put back");
         crate::telemetry::state_rollback("token_revocation");
-        let mut entry = Entry::new(Event::StateRollback)
-            .caller(CallerRecord::internal("daemon"))
-            .ok()
-            .detail(format!(
+        records.push(put_back_record(
+            &recorded.jti,
+            format!(
                 "token revocation missing from the state store, recorded at audit seq {}: put back, listed until {}",
                 recorded.seq, recorded.exp
-            ));
-        entry.jti = Some(recorded.jti.clone());
-        records.push(entry);
+            ),
+        ));
     }
     Ok(records)
 }
@@ -535,15 +543,13 @@ pub async fn restore_uses(
     for recorded in latest {
         tracing::error!(jti = %recorded.used.jti, source = %format!("audit seq {}", recorded.seq), "state rollback: a single use the audit log records was missing from the state store; put back");
         crate::telemetry::state_rollback("single_use");
-        let mut entry = Entry::new(Event::StateRollback)
-            .caller(CallerRecord::internal("daemon"))
-            .ok()
-            .detail(format!(
+        records.push(put_back_record(
+            &recorded.used.jti,
+            format!(
                 "single use missing from the state store, recorded at audit seq {}: put back, remembered until {}",
                 recorded.seq, recorded.used.until
-            ));
-        entry.jti = Some(recorded.used.jti.clone());
-        records.push(entry);
+            ),
+        ));
     }
     Ok(records)
 }

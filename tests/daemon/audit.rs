@@ -1077,9 +1077,8 @@ const ES256_AUDIT_KEY_ENV: &str = "SIGNETD_TEST_ES256_AUDIT_KEY_CONFIG";
 
 /// A helper process of [`an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint`],
 /// not a test of its own: generates an ES256 audit key as signetd 0.1 did, in the token
-/// and state store of the config named by [`ES256_AUDIT_KEY_ENV`]. (A PKCS#11 module
-/// serves one token configuration per process, and this process's is the shared test
-/// token.)
+/// and state store of the config named by [`ES256_AUDIT_KEY_ENV`]
+/// ([`TestToken::run_helper_test`]).
 #[tokio::test]
 #[ignore = "a helper: the ES256 audit key upgrade test runs it in a process of its own"]
 async fn write_es256_audit_key() {
@@ -1115,24 +1114,15 @@ async fn an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint()
     let (config, socket) = token.write_config(&issuer_toml(issuer, Algorithm::Es256));
     let c = config.to_str().unwrap();
     token.init_ca_and_key(&config, issuer);
-    let out = token
-        .command(std::env::current_exe().unwrap(), "")
-        .args([
-            "audit::write_es256_audit_key",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(ES256_AUDIT_KEY_ENV, &config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = token.run_helper_test(
+        "audit::write_es256_audit_key",
+        (ES256_AUDIT_KEY_ENV, &config),
+    );
     let old = said
         .split_whitespace()
         .skip_while(|w| *w != "key")
         .nth(1)
-        .filter(|_| out.status.success() && said.contains("1 passed"))
-        .unwrap_or_else(|| panic!("{said}{}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| panic!("no kid in {said}"))
         .to_string();
 
     let audit_keys = || {

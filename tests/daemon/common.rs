@@ -110,6 +110,27 @@ impl TestToken {
         )
     }
 
+    /// Runs `helper`, an ignored test of this binary (`module::name`), in a process of
+    /// its own with `env` set, and returns its standard output; panics unless it ran
+    /// and passed. A PKCS#11 module serves one token configuration per process, and this
+    /// process's is the shared test token: what must use this token's through the
+    /// library runs there.
+    pub fn run_helper_test(&self, helper: &str, env: (&str, &Path)) -> String {
+        let out = self
+            .command(std::env::current_exe().unwrap(), "")
+            .args([helper, "--exact", "--ignored", "--nocapture"])
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && said.contains("1 passed"),
+            "{helper}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
     /// Runs the signetd binary against this token.
     pub fn signetd_output(&self, args: &[&str]) -> Output {
         self.command(signetd_bin(), "").args(args).output().unwrap()

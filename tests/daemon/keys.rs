@@ -683,25 +683,13 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
 
 /// Writes private data and certificate objects into `t`'s token as versions before the
 /// state store did, with the library's own `Hsm::create_data` and
-/// `Hsm::create_certificate` (pkcs11-tool cannot make a private certificate). A PKCS#11
-/// module serves one token configuration per process, and this process's is the shared
-/// test token: so [`write_token_key_objects`] does it, in a process of its own.
+/// `Hsm::create_certificate` (pkcs11-tool cannot make a private certificate), in
+/// [`write_token_key_objects`]'s process ([`TestToken::run_helper_test`]).
 fn write_token_objects(t: &TestToken, objects: &Value) {
     let spec = t.path("token-objects.json");
     let spec_value = json!({"pkcs11": t.pkcs11_toml(), "objects": objects});
     std::fs::write(&spec, spec_value.to_string()).unwrap();
-    let out = t
-        .command(std::env::current_exe().unwrap(), "")
-        .args(["keys::write_token_key_objects", "--exact", "--ignored"])
-        .env(WRITE_OBJECTS_ENV, &spec)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.contains("1 passed"),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.run_helper_test("keys::write_token_key_objects", (WRITE_OBJECTS_ENV, &spec));
 }
 
 /// Where [`write_token_key_objects`] finds what to write.
