@@ -215,7 +215,8 @@ pub struct Entry {
     /// Free text: what changed, why it was refused. Never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// How many refusals a `refused_aggregate` record folds together.
+    /// How many refusals a `refused_aggregate` record folds together; how many single
+    /// uses a `state_rollback` record put back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// A `refused_aggregate` record's error codes, each with its number of refusals.

@@ -191,21 +191,31 @@ impl Service {
         // A log that cannot be read now (the audit directory is not there yet: nothing is
         // signed until it is) is read at the first reload that can.
         let witness = rollback::Witness::default();
-        let rolled_forward = match witness.read_log(&config.audit.dir) {
-            Ok(()) => rollback::catch_up(
-                &witness,
-                &*ports.keys,
-                &*ports.revocations,
-                &*ports.replay,
-                unix_now(),
-            )
-            .await
-            .map_err(|e| Error::Internal(format!("state rollback: {e}")))?,
+        let mut rolled_forward = Vec::new();
+        match witness.read_log(&config.audit.dir) {
+            Ok(()) => {
+                let caught_up = rollback::catch_up(
+                    &witness,
+                    &*ports.keys,
+                    &*ports.revocations,
+                    &*ports.replay,
+                    unix_now(),
+                    &mut rolled_forward,
+                )
+                .await;
+                if let Err(e) = caught_up {
+                    // What was moved before the failure is recorded before the daemon
+                    // exits: the next start finds it done, and would not say so.
+                    for entry in rolled_forward {
+                        let _ = ports.audit.append(entry, None).await;
+                    }
+                    return Err(Error::Internal(format!("state rollback: {e}")));
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the audit log: the state store is checked for rollback once it can be read");
-                Vec::new()
             }
-        };
+        }
         let (reading, ca_problems) = publishing::read(&hsm, &*ports.keys).await?;
         // Where the store and the token disagree, reported at every start (below, once
         // the service can write audit records), and never repaired here.

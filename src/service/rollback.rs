@@ -20,8 +20,11 @@
 //! first, so a later restore cannot drop them ([`unrecorded`]). Single uses the log
 //! records that the store has forgotten are put back too (from `verify` records that
 //! say until when the use is remembered; earlier versions' do not), so a restored store
-//! cannot accept a consumed single-use token again. What this cannot catch (the audit log restored
-//! along with the store) is in docs/operations.md.
+//! cannot accept a consumed single-use token again. Revocations and single uses are
+//! put back at start (or at the first reload that can read the log), and every reload
+//! tries again until that succeeds; key states are checked at every reload. What this
+//! cannot catch (the audit log restored along with the store) is in
+//! docs/operations.md.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -130,6 +133,8 @@ pub struct Witness {
     uses: Mutex<Vec<RecordedUse>>,
     /// Whether the audit log has been read (it may not be readable at start).
     log_read: AtomicBool,
+    /// Whether [`catch_up`] has succeeded: until it has, each reload tries it again.
+    caught_up: AtomicBool,
 }
 
 /// The fields of an audit line this module reads.
@@ -182,6 +187,11 @@ impl Witness {
         self.log_read.load(Ordering::Acquire)
     }
 
+    /// Whether [`catch_up`] has succeeded: from then on only keys are checked.
+    pub fn has_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
     /// Reads every segment of the audit log in `dir` into this witness (see
     /// [`Witness::from_log`]).
     pub fn read_log(&self, dir: &Path) -> Result<(), String> {
@@ -202,7 +212,8 @@ impl Witness {
                 if !(contains(&line, b"\"event\":\"key_")
                     || contains(&line, b"\"event\":\"start\"")
                     || contains(&line, b"\"event\":\"token_revoke\"")
-                    || contains(&line, b"\"event\":\"verify\""))
+                    || (contains(&line, b"\"event\":\"verify\"")
+                        && contains(&line, USED_UNTIL.as_bytes())))
                 {
                     continue;
                 }
@@ -462,23 +473,14 @@ pub async fn roll_forward(
     Ok(records)
 }
 
-/// The `state_rollback` record of something about token `jti` that was put back.
-fn put_back_record(jti: &str, detail: String) -> Entry {
-    let mut entry = Entry::new(Event::StateRollback)
-        .caller(CallerRecord::internal("daemon"))
-        .ok()
-        .detail(detail);
-    entry.jti = Some(jti.to_string());
-    entry
-}
-
-/// Puts back the token revocations in `missing`. Returns the audit records to write.
+/// Puts back the token revocations in `missing`, pushing the audit record of each onto
+/// `records` once it is back (a failure part way leaves those of the ones put back).
 pub async fn restore_revocations(
     store: &dyn RevocationStore,
     missing: &[RecordedRevocation],
     now: u64,
-) -> Result<Vec<Entry>, String> {
-    let mut records = Vec::new();
+    records: &mut Vec<Entry>,
+) -> Result<(), String> {
     for recorded in missing {
         let revoked = RevokedToken {
             jti: recorded.jti.clone(),
@@ -493,65 +495,87 @@ pub async fn restore_revocations(
         })?;
         tracing::error!(jti = %recorded.jti, source = %format!("audit seq {}", recorded.seq), "state rollback: a token revocation the audit log records was missing from the state store; put back");
         crate::telemetry::state_rollback("token_revocation");
-        records.push(put_back_record(
-            &recorded.jti,
-            format!(
+        let mut entry = Entry::new(Event::StateRollback)
+            .caller(CallerRecord::internal("daemon"))
+            .ok()
+            .detail(format!(
                 "token revocation missing from the state store, recorded at audit seq {}: put back, listed until {}",
                 recorded.seq, recorded.exp
-            ),
-        ));
+            ));
+        entry.jti = Some(recorded.jti.clone());
+        records.push(entry);
     }
-    Ok(records)
+    Ok(())
 }
 
+/// Most jtis a `state_rollback` record of single uses names; the rest are counted.
+const USES_NAMED: usize = 16;
+
 /// Puts back the single uses the log records that `replay` has forgotten. Returns the
-/// audit records to write.
+/// audit record to write: one for all of them, since a restore may lose a token
+/// lifetime's uses, and a record each would be a synced write each before serving.
 pub async fn restore_uses(
     replay: &dyn ReplayStore,
     witness: &Witness,
     now: u64,
-) -> Result<Vec<Entry>, String> {
-    // Needed once: taken, so a daemon does not hold a token lifetime's uses for good
-    // (given back if the store fails, for the next try).
-    let recorded = std::mem::take(&mut *witness.uses.lock().unwrap_or_else(|p| p.into_inner()));
+) -> Result<Option<Entry>, String> {
+    let recorded = witness
+        .uses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let used: Vec<UsedJti> = recorded.iter().map(|r| r.used.clone()).collect();
-    let put_back = match replay.put_back(&used, now).await {
-        Ok(put_back) => put_back,
-        Err(e) => {
-            *witness.uses.lock().unwrap_or_else(|p| p.into_inner()) = recorded;
-            return Err(format!(
-                "single uses the audit log records could not be put back into the state store: {e}"
-            ));
-        }
-    };
+    let put_back = replay.put_back(&used, now).await.map_err(|e| {
+        format!("single uses the audit log records could not be put back into the state store: {e}")
+    })?;
+    // Needed once: dropped, so a daemon does not hold a token lifetime's uses for good.
+    witness
+        .uses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    if put_back.is_empty() {
+        return Ok(None);
+    }
     let put_back: std::collections::HashSet<&str> = put_back.iter().map(String::as_str).collect();
-    let mut records = Vec::new();
-    // The latest record of each jti put back (a jti may have been used again after
-    // its first use expired).
-    let mut latest: HashMap<&str, &RecordedUse> = HashMap::new();
-    for r in recorded
+    // Each jti put back once, at its first record (a jti may have been used again
+    // after its first use expired).
+    let mut named = std::collections::HashSet::new();
+    let witnessed: Vec<&RecordedUse> = recorded
         .iter()
-        .filter(|r| put_back.contains(r.used.jti.as_str()))
-    {
-        let kept = latest.entry(r.used.jti.as_str()).or_insert(r);
-        if r.used.until > kept.used.until {
-            *kept = r;
-        }
+        .filter(|r| put_back.contains(r.used.jti.as_str()) && named.insert(r.used.jti.as_str()))
+        .collect();
+    let count = witnessed.len();
+    let seqs = |r: Option<&&RecordedUse>| r.map_or(0, |r| r.seq);
+    let (first, last) = (seqs(witnessed.first()), seqs(witnessed.last()));
+    let mut jtis: Vec<&str> = witnessed
+        .iter()
+        .take(USES_NAMED)
+        .map(|r| r.used.jti.as_str())
+        .collect();
+    let more = count - jtis.len();
+    tracing::error!(
+        count,
+        first_seq = first,
+        last_seq = last,
+        "state rollback: single uses the audit log records were missing from the state store; put back"
+    );
+    crate::telemetry::state_rollbacks("single_use", count as u64);
+    let mut listed = jtis.join(", ");
+    if more > 0 {
+        listed.push_str(&format!(" and {more} more"));
     }
-    let mut latest: Vec<&RecordedUse> = latest.into_values().collect();
-    latest.sort_by_key(|r| r.seq);
-    for recorded in latest {
-        tracing::error!(jti = %recorded.used.jti, source = %format!("audit seq {}", recorded.seq), "state rollback: a single use the audit log records was missing from the state store; put back");
-        crate::telemetry::state_rollback("single_use");
-        records.push(put_back_record(
-            &recorded.used.jti,
-            format!(
-                "single use missing from the state store, recorded at audit seq {}: put back, remembered until {}",
-                recorded.seq, recorded.used.until
-            ),
+    let mut entry = Entry::new(Event::StateRollback)
+        .caller(CallerRecord::internal("daemon"))
+        .ok()
+        .detail(format!(
+            "{count} single use(s) missing from the state store, recorded from audit seq {first} to {last}: put back, each remembered until its token expires: {listed}"
         ));
+    entry.count = Some(count as u64);
+    if count == 1 {
+        entry.jti = jtis.pop().map(str::to_string);
     }
-    Ok(records)
+    Ok(Some(entry))
 }
 
 /// Each key's state as the audit log last recorded it, the starting point from which
@@ -583,25 +607,31 @@ pub fn recorded_at_start(
 
 /// Moves every key the store shows behind the `witness` forward, puts back the token
 /// revocations it lost, records those the log lacks ([`unrecorded`]), and puts back the
-/// single uses it lost: at start, or when the audit log is first read. Returns the
-/// audit records to write.
+/// single uses it lost: at start, or when the audit log is first read, and at each
+/// reload until it succeeds. The audit records to write are pushed onto `records` as
+/// they are made, so a failure part way still leaves those of what was done; a retry
+/// does not repeat them.
 pub async fn catch_up(
     witness: &Witness,
     keys: &dyn KeyMetadata,
     revocations: &dyn RevocationStore,
     replay: &dyn ReplayStore,
     now: u64,
-) -> Result<Vec<Entry>, String> {
+    records: &mut Vec<Entry>,
+) -> Result<(), String> {
     let behind = witness.behind(keys).await.map_err(|e| e.to_string())?;
-    let mut records = roll_forward(keys, &behind, now).await?;
+    records.extend(roll_forward(keys, &behind, now).await?);
     // Listed once for both directions: the store may hold many revocations.
     let listed = revocations.list().await.map_err(|e| e.to_string())?;
     let missing = witness.missing_revocations(&listed, now);
-    records.extend(restore_revocations(revocations, &missing, now).await?);
-    // What was put back is in the log already, so it is not among these.
-    records.extend(unrecorded::records(witness, listed, now));
+    restore_revocations(revocations, &missing, now, records).await?;
     records.extend(restore_uses(replay, witness, now).await?);
-    Ok(records)
+    // Last, as it cannot fail: each record pushed before a failure is of a change to
+    // the store, which a retry finds made. What was put back is in the log already, so
+    // it is not among these.
+    records.extend(unrecorded::records(witness, listed, now));
+    witness.caught_up.store(true, Ordering::Release);
+    Ok(())
 }
 
 pub mod unrecorded;

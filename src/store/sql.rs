@@ -1004,6 +1004,10 @@ mod tests {
             );
         }
         // Remembered until the later time, and "gone" (expired already) not at all.
+        assert_eq!(
+            used(&store, "twice", 100, 65, 5).await,
+            Err(ReplayRefusal::Replayed)
+        );
         assert_eq!(used(&store, "twice", 100, 71, 5).await, Ok(()));
         assert_eq!(used(&store, "gone", 100, 50, 5).await, Ok(()));
         // Everything is remembered now: a second call puts nothing back.

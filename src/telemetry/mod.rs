@@ -220,5 +220,10 @@ pub fn rate_limited(issuer: &str, kind: LimitKind) {
 /// Counts state found gone backwards and moved forward (`key`, `token_revocation`,
 /// `single_use`).
 pub fn state_rollback(kind: &'static str) {
-    counter!(STATE_ROLLBACKS, "kind" => kind).increment(1);
+    state_rollbacks(kind, 1);
+}
+
+/// Counts `count` pieces of state of one kind found gone backwards and moved forward.
+pub fn state_rollbacks(kind: &'static str, count: u64) {
+    counter!(STATE_ROLLBACKS, "kind" => kind).increment(count);
 }

@@ -8,6 +8,16 @@ use crate::algorithm::{Algorithm, KeyPurpose};
 use crate::store::test_db::{Engine, TestDb};
 use crate::store::{KeyRow, SqlStore};
 
+/// [`catch_up`] on `store` (in every role), which must succeed: the records it made.
+async fn caught_up(witness: &Witness, store: &SqlStore, now: u64) -> Vec<Entry> {
+    let mut records = Vec::new();
+    catch_up(witness, store, store, store, now, &mut records)
+        .await
+        .unwrap();
+    assert!(witness.has_caught_up());
+    records
+}
+
 /// A log directory holding one segment with `lines`.
 fn log(lines: &[String]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -231,7 +241,11 @@ async fn a_token_revocation_the_store_lost_is_put_back_until_it_expires() {
     let missing = witness.missing_revocations(&store.list().await.unwrap(), 100);
     let jtis: Vec<&str> = missing.iter().map(|r| r.jti.as_str()).collect();
     assert_eq!(jtis, ["lost", "learned"]);
-    restore_revocations(&store, &missing, 100).await.unwrap();
+    let mut records = Vec::new();
+    restore_revocations(&store, &missing, 100, &mut records)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
     let mut listed: Vec<(String, u64)> = store
         .list()
         .await
@@ -275,9 +289,7 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
         .detail("listed until 1000");
     logged.jti = Some("logged".to_string());
     let witness = Witness::from_log(log(&[line(1, logged.clone())]).path()).unwrap();
-    let records = catch_up(&witness, &store, &store, &store, 100)
-        .await
-        .unwrap();
+    let records = caught_up(&witness, &store, 100).await;
     let jtis: Vec<_> = records.iter().map(|r| r.jti.clone().unwrap()).collect();
     assert_eq!(jtis, ["while-stopped"], "{records:?}");
     assert_eq!(records[0].event, Event::TokenRevoke);
@@ -289,9 +301,7 @@ async fn a_revocation_the_log_lacks_is_recorded_at_start_and_then_survives_a_res
     older.revoke(&revoked("logged", 1000)).await.unwrap();
     let dir = log(&[line(1, logged), line(2, records[0].clone())]);
     let witness = Witness::from_log(dir.path()).unwrap();
-    let records = catch_up(&witness, &older, &older, &older, 100)
-        .await
-        .unwrap();
+    let records = caught_up(&witness, &older, 100).await;
     assert_eq!(records.len(), 1, "one put back, nothing new: {records:?}");
     assert_eq!(records[0].event, Event::StateRollback);
     let listed = older.list().await.unwrap();
@@ -324,13 +334,15 @@ async fn a_single_use_the_store_lost_is_put_back_from_its_verify_record() {
         line(2, used("kept", now + 1000)),
         // Remembered no longer: its token cannot verify.
         line(3, used("expired", now - 10)),
-        line(
-            4,
-            verify(
+        // Refused, even if it said a time.
+        line(4, {
+            let mut refused = verify(
                 "refused",
                 Entry::new(Event::Verify).refused("replayed", "x"),
-            ),
-        ),
+            );
+            refused.detail = Some(used_detail(now + 1000));
+            refused
+        }),
         // Written before records said until when (nothing to put it back with).
         line(5, verify("unsaid", Entry::new(Event::Verify).ok())),
     ]);
@@ -348,24 +360,125 @@ async fn a_single_use_the_store_lost_is_put_back_from_its_verify_record() {
     use_once("kept").await.unwrap();
 
     let witness = Witness::from_log(dir.path()).unwrap();
-    let records = catch_up(&witness, &store, &store, &store, now)
-        .await
-        .unwrap();
+    let records = caught_up(&witness, &store, now).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].event, Event::StateRollback);
     assert_eq!(records[0].jti.as_deref(), Some("lost"));
+    assert_eq!(records[0].count, Some(1));
     let detail = records[0].detail.clone().unwrap();
     assert!(
-        detail.contains("audit seq 1") && detail.contains(&format!("until {}", now + 1000)),
+        detail.starts_with("1 single use(s)") && detail.contains("audit seq 1 to 1: put back"),
         "{detail}"
     );
     assert_eq!(use_once("lost").await, Err("Replayed".to_string()));
     for jti in ["expired", "refused", "unsaid"] {
         assert_eq!(use_once(jti).await, Ok(()), "{jti} was not put back");
     }
-    // Once put back, nothing is missing.
-    let again = catch_up(&witness, &store, &store, &store, now)
+    // Once put back, nothing is missing, even to a new reading of the log.
+    let witness = Witness::from_log(dir.path()).unwrap();
+    let again = caught_up(&witness, &store, now).await;
+    assert!(again.is_empty(), "{again:?}");
+}
+
+/// Many uses put back make one record, naming the first few and counting the rest.
+#[tokio::test]
+async fn single_uses_put_back_make_one_record() {
+    let now = crate::util::unix_now();
+    let lines: Vec<String> = (1..=20)
+        .map(|seq| {
+            let mut entry = Entry::new(Event::Verify)
+                .ok()
+                .detail(used_detail(now + 1000));
+            entry.jti = Some(format!("jti-{seq:02}"));
+            line(seq, entry)
+        })
+        .collect();
+    let dir = log(&lines);
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    let records = caught_up(&Witness::from_log(dir.path()).unwrap(), &store, now).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].count, records[0].jti.as_deref()),
+        (Some(20), None)
+    );
+    let detail = records[0].detail.clone().unwrap();
+    assert!(
+        detail.starts_with("20 single use(s)")
+            && detail.contains("audit seq 1 to 20")
+            && detail.ends_with("jti-01, jti-02, jti-03, jti-04, jti-05, jti-06, jti-07, jti-08, jti-09, jti-10, jti-11, jti-12, jti-13, jti-14, jti-15, jti-16 and 4 more"),
+        "{detail}"
+    );
+}
+
+/// A replay store whose first `put_back` fails, as a store that is briefly unreachable.
+struct FailsOnce<'a> {
+    store: &'a SqlStore,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl ReplayStore for FailsOnce<'_> {
+    fn use_once<'a>(
+        &'a self,
+        jti: &'a str,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    ) -> crate::util::BoxFuture<'a, Result<crate::store::Durable, crate::store::ReplayRefusal>>
+    {
+        self.store.use_once(jti, exp, now, leeway)
+    }
+
+    fn live(&self, now: u64) -> crate::util::BoxFuture<'_, Result<u64, StoreError>> {
+        self.store.live(now)
+    }
+
+    fn put_back<'a>(
+        &'a self,
+        used: &'a [UsedJti],
+        now: u64,
+    ) -> crate::util::BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError("unreachable".into())) });
+        }
+        self.store.put_back(used, now)
+    }
+}
+
+/// A catch-up that fails part way keeps the records of what it did, is not taken as
+/// done, and a retry (the next reload) finishes the job without repeating them.
+#[tokio::test]
+async fn a_failed_catch_up_keeps_its_records_and_a_retry_finishes_it() {
+    let now = crate::util::unix_now();
+    let mut revoked = Entry::new(Event::TokenRevoke)
+        .ok()
+        .detail(format!("listed until {}", now + 1000));
+    revoked.jti = Some("revoked".to_string());
+    let mut used = Entry::new(Event::Verify)
+        .ok()
+        .detail(used_detail(now + 1000));
+    used.jti = Some("used".to_string());
+    let dir = log(&[line(1, revoked), line(2, used)]);
+    let witness = Witness::from_log(dir.path()).unwrap();
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let store = SqlStore::open(db.location()).await.unwrap();
+    let replay = FailsOnce {
+        store: &store,
+        failed: Default::default(),
+    };
+
+    let mut records = Vec::new();
+    let failed = catch_up(&witness, &store, &store, &replay, now, &mut records).await;
+    assert!(failed.unwrap_err().contains("unreachable"));
+    assert!(!witness.has_caught_up());
+    let jtis: Vec<_> = records.iter().map(|r| r.jti.clone()).collect();
+    assert_eq!(jtis, [Some("revoked".to_string())], "{records:?}");
+
+    let mut records = Vec::new();
+    catch_up(&witness, &store, &store, &replay, now, &mut records)
         .await
         .unwrap();
-    assert!(again.is_empty(), "{again:?}");
+    assert!(witness.has_caught_up());
+    let jtis: Vec<_> = records.iter().map(|r| r.jti.clone()).collect();
+    assert_eq!(jtis, [Some("used".to_string())], "{records:?}");
 }
