@@ -188,8 +188,8 @@ impl Service {
     pub async fn new(config: Config, hsm: Arc<Hsm>, ports: wiring::Ports) -> Result<Self, Error> {
         // Before anything is read for serving: state that went backwards is moved
         // forward first, or the daemon does not start.
-        // A log that cannot be read now (the audit directory is not there yet: nothing is
-        // signed until it is) is read at the first reload that can.
+        // A log that cannot be read now (a segment unreadable) is read at the first
+        // reload that can. (A directory that is not there is a new log: nothing to read.)
         let witness = rollback::Witness::default();
         let mut rolled_forward = Vec::new();
         match witness.read_log(&config.audit.dir) {
@@ -207,7 +207,10 @@ impl Service {
                     // What was moved before the failure is recorded before the daemon
                     // exits: the next start finds it done, and would not say so.
                     for entry in rolled_forward {
-                        let _ = ports.audit.append(entry, None).await;
+                        let event = entry.event;
+                        if let Err(e) = ports.audit.append(entry, None).await {
+                            tracing::warn!(error = %e, ?event, "audit record not written");
+                        }
                     }
                     return Err(Error::Internal(format!("state rollback: {e}")));
                 }

@@ -205,50 +205,51 @@ impl Service {
     }
 
     /// Moves forward any key the store shows behind a state this daemon recorded (the
-    /// store restored under it); until the first full check has succeeded (the log was
-    /// unreadable at start, or putting back failed), runs that check instead. A move
-    /// that fails fails the reload, so the last good view, which never had the key in
-    /// the earlier state, stays.
+    /// store restored under it). A move that fails fails the reload, so the last good
+    /// view, which never had the key in the earlier state, stays. Until token
+    /// revocations and single uses have been checked against the log (it was unreadable
+    /// at start, or putting back failed at a reload), that is tried too, with the log
+    /// read afresh, at most every `rollback::RETRY_SECONDS`; its failure is logged and
+    /// fails nothing else.
     async fn catch_up_keys(&self) -> Result<(), Error> {
         let failed = |e: String| {
             tracing::error!("state rollback: {e}; the last good view is kept");
             Error::Internal(format!("state rollback: {e}"))
         };
         let now = unix_now();
-        if self.witness.has_caught_up() {
-            let behind = self.witness.behind(&*self.key_records).await?;
-            if behind.is_empty() {
-                return Ok(());
-            }
-            let records = super::rollback::roll_forward(&*self.key_records, &behind, now)
-                .await
-                .map_err(failed)?;
-            for entry in records {
-                self.note(entry).await;
-            }
-            return Ok(());
-        }
-        // The log could not be read at start (read it now), or catching up failed at
-        // the last reload: check everything.
-        if !self.witness.has_read_log() && self.witness.read_log(&self.config().audit.dir).is_err()
-        {
+        let tokens_too =
+            self.witness.retry_due(now) && self.witness.read_log(&self.config().audit.dir).is_ok();
+        if !self.witness.has_read_log() {
             return Ok(());
         }
         let mut records = Vec::new();
-        let caught_up = super::rollback::catch_up(
-            &self.witness,
-            &*self.key_records,
-            &*self.revocations,
-            &*self.replay,
-            now,
-            &mut records,
-        )
-        .await;
+        let keys =
+            super::rollback::catch_up_keys(&self.witness, &*self.key_records, now, &mut records)
+                .await;
+        let tokens = match &keys {
+            Ok(()) if tokens_too => {
+                super::rollback::catch_up_tokens(
+                    &self.witness,
+                    &*self.revocations,
+                    &*self.replay,
+                    now,
+                    &mut records,
+                )
+                .await
+            }
+            _ => Ok(()),
+        };
         // Those of what was done, even if the rest failed: a retry finds it done.
         for entry in records {
             self.note(entry).await;
         }
-        caught_up.map_err(failed)
+        if let Err(e) = tokens {
+            tracing::error!(
+                "state rollback: {e}; tried again in {} s",
+                super::rollback::RETRY_SECONDS
+            );
+        }
+        keys.map_err(failed)
     }
 
     /// Notes that the token cannot be read now (logged once per outage).

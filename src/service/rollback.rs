@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Deserialize;
 
@@ -77,6 +77,10 @@ pub fn used_detail(until: u64) -> String {
 
 /// What comes before the time in [`used_detail`].
 const USED_UNTIL: &str = "used once, remembered until ";
+
+/// How long after a failed [`catch_up_tokens`] a reload tries it again: each try reads
+/// the whole audit log.
+pub const RETRY_SECONDS: u64 = 60;
 
 /// What comes before the key states in a `start` record's `detail`.
 pub const START_KEYS: &str = "; keys: ";
@@ -133,8 +137,11 @@ pub struct Witness {
     uses: Mutex<Vec<RecordedUse>>,
     /// Whether the audit log has been read (it may not be readable at start).
     log_read: AtomicBool,
-    /// Whether [`catch_up`] has succeeded: until it has, each reload tries it again.
+    /// Whether [`catch_up_tokens`] has succeeded: until it has, reloads try it again.
     caught_up: AtomicBool,
+    /// When [`catch_up_tokens`] may be tried again after failing, seconds since the
+    /// epoch.
+    retry_at: AtomicU64,
 }
 
 /// The fields of an audit line this module reads.
@@ -187,9 +194,16 @@ impl Witness {
         self.log_read.load(Ordering::Acquire)
     }
 
-    /// Whether [`catch_up`] has succeeded: from then on only keys are checked.
+    /// Whether [`catch_up_tokens`] has succeeded: from then on only keys are checked.
     pub fn has_caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Whether [`catch_up_tokens`] is to be tried (again) at `now`: it has not
+    /// succeeded, and it last failed [`RETRY_SECONDS`] ago or more. Read the log again
+    /// before trying.
+    pub fn retry_due(&self, now: u64) -> bool {
+        !self.has_caught_up() && now >= self.retry_at.load(Ordering::Acquire)
     }
 
     /// Reads every segment of the audit log in `dir` into this witness (see
@@ -511,21 +525,26 @@ pub async fn restore_revocations(
 /// Most jtis a `state_rollback` record of single uses names; the rest are counted.
 const USES_NAMED: usize = 16;
 
-/// Puts back the single uses the log records that `replay` has forgotten. Returns the
-/// audit record to write: one for all of them, since a restore may lose a token
-/// lifetime's uses, and a record each would be a synced write each before serving.
+/// Puts back the single uses the log records that `replay` has forgotten, and pushes
+/// the audit record of those put back onto `records`: one for all of them, since a
+/// restore may lose a token lifetime's uses, and a record each would be a synced write
+/// each before serving. A failure part way still pushes the record of those put back.
 pub async fn restore_uses(
     replay: &dyn ReplayStore,
     witness: &Witness,
     now: u64,
-) -> Result<Option<Entry>, String> {
+    records: &mut Vec<Entry>,
+) -> Result<(), String> {
     let recorded = witness
         .uses
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let used: Vec<UsedJti> = recorded.iter().map(|r| r.used.clone()).collect();
-    let put_back = replay.put_back(&used, now).await.map_err(|e| {
+    let mut put_back = Vec::new();
+    let result = replay.put_back(&used, now, &mut put_back).await;
+    records.extend(uses_record(&recorded, &put_back));
+    result.map_err(|e| {
         format!("single uses the audit log records could not be put back into the state store: {e}")
     })?;
     // Needed once: dropped, so a daemon does not hold a token lifetime's uses for good.
@@ -534,8 +553,14 @@ pub async fn restore_uses(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
+    Ok(())
+}
+
+/// The `state_rollback` record of the uses in `recorded` whose jtis are in `put_back`,
+/// with its error line and metric; `None` if none was.
+fn uses_record(recorded: &[RecordedUse], put_back: &[String]) -> Option<Entry> {
     if put_back.is_empty() {
-        return Ok(None);
+        return None;
     }
     let put_back: std::collections::HashSet<&str> = put_back.iter().map(String::as_str).collect();
     // Each jti put back once, at its first record (a jti may have been used again
@@ -575,7 +600,7 @@ pub async fn restore_uses(
     if count == 1 {
         entry.jti = jtis.pop().map(str::to_string);
     }
-    Ok(Some(entry))
+    Some(entry)
 }
 
 /// Each key's state as the audit log last recorded it, the starting point from which
@@ -605,12 +630,9 @@ pub fn recorded_at_start(
         .collect()
 }
 
-/// Moves every key the store shows behind the `witness` forward, puts back the token
-/// revocations it lost, records those the log lacks ([`unrecorded`]), and puts back the
-/// single uses it lost: at start, or when the audit log is first read, and at each
-/// reload until it succeeds. The audit records to write are pushed onto `records` as
-/// they are made, so a failure part way still leaves those of what was done; a retry
-/// does not repeat them.
+/// Everything [`Witness`] checks, at start: [`catch_up_keys`], then
+/// [`catch_up_tokens`]. The audit records to write are pushed onto `records` as they
+/// are made, so a failure part way still leaves those of what was done.
 pub async fn catch_up(
     witness: &Witness,
     keys: &dyn KeyMetadata,
@@ -619,16 +641,56 @@ pub async fn catch_up(
     now: u64,
     records: &mut Vec<Entry>,
 ) -> Result<(), String> {
+    catch_up_keys(witness, keys, now, records).await?;
+    catch_up_tokens(witness, revocations, replay, now, records).await
+}
+
+/// Moves every key the store shows behind the `witness` forward (all in one
+/// transaction, or none), pushing the records onto `records`.
+pub async fn catch_up_keys(
+    witness: &Witness,
+    keys: &dyn KeyMetadata,
+    now: u64,
+    records: &mut Vec<Entry>,
+) -> Result<(), String> {
     let behind = witness.behind(keys).await.map_err(|e| e.to_string())?;
     records.extend(roll_forward(keys, &behind, now).await?);
+    Ok(())
+}
+
+/// Puts back the token revocations and single uses the store lost, and records the
+/// revocations the log lacks ([`unrecorded`]), pushing the records onto `records`;
+/// on success the witness [`has caught up`](Witness::has_caught_up). A failure part way
+/// leaves a retry nothing to repeat: each record pushed before it is of a change to the
+/// store, which the retry finds made; and a retry must read the log again first, so
+/// that what was recorded since is known (see [`Witness::retry_due`]).
+pub async fn catch_up_tokens(
+    witness: &Witness,
+    revocations: &dyn RevocationStore,
+    replay: &dyn ReplayStore,
+    now: u64,
+    records: &mut Vec<Entry>,
+) -> Result<(), String> {
+    let failed = |e: String| {
+        witness
+            .retry_at
+            .store(now + RETRY_SECONDS, Ordering::Release);
+        e
+    };
     // Listed once for both directions: the store may hold many revocations.
-    let listed = revocations.list().await.map_err(|e| e.to_string())?;
+    let listed = revocations
+        .list()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let missing = witness.missing_revocations(&listed, now);
-    restore_revocations(revocations, &missing, now, records).await?;
-    records.extend(restore_uses(replay, witness, now).await?);
-    // Last, as it cannot fail: each record pushed before a failure is of a change to
-    // the store, which a retry finds made. What was put back is in the log already, so
-    // it is not among these.
+    restore_revocations(revocations, &missing, now, records)
+        .await
+        .map_err(failed)?;
+    restore_uses(replay, witness, now, records)
+        .await
+        .map_err(failed)?;
+    // Last, as it cannot fail. What was put back is in the log already, so it is not
+    // among these.
     records.extend(unrecorded::records(witness, listed, now));
     witness.caught_up.store(true, Ordering::Release);
     Ok(())

@@ -77,13 +77,15 @@ pub trait ReplayStore: Send + Sync {
 
     /// Puts back uses the store has forgotten (it was restored from an older backup):
     /// each of `used` still remembered past `now` that the store does not remember is
-    /// recorded again, durably. Returns the jtis put back; a failure may leave some put
-    /// back and others not, and calling again finishes the job.
+    /// recorded again, durably, and its jti pushed onto `put_back`. A failure may come
+    /// after some were put back (those are in `put_back` then); calling again finishes
+    /// the job.
     fn put_back<'a>(
         &'a self,
         used: &'a [UsedJti],
         now: u64,
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+        put_back: &'a mut Vec<String>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// A single use as [`ReplayStore::put_back`] takes it.

@@ -751,7 +751,8 @@ impl ReplayStore for SqlStore {
         &'a self,
         used: &'a [UsedJti],
         now: u64,
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        put_back: &'a mut Vec<String>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             // One row per jti, with its latest time: PostgreSQL refuses a statement that
             // updates one row twice, and a jti used twice (the first use expired) is
@@ -768,13 +769,14 @@ impl ReplayStore for SqlStore {
                     until,
                 })
                 .collect();
-            let mut put_back = Vec::new();
+            // Each batch is committed on its own, so what a failure leaves put back is
+            // what earlier batches returned.
             for batch in used.chunks(PUT_BACK_BATCH) {
                 put_back.extend(
                     bounded("putting back single uses", self.put_back_sql(batch, now)).await?,
                 );
             }
-            Ok(put_back)
+            Ok(())
         })
     }
 }
@@ -990,7 +992,8 @@ mod tests {
             use_("twice", 60),
             use_("twice", 70),
         ]);
-        let mut put_back = store.put_back(&lost, 50).await.unwrap();
+        let mut put_back = Vec::new();
+        store.put_back(&lost, 50, &mut put_back).await.unwrap();
         put_back.sort();
         let mut expected: Vec<String> = (0..2500).map(|i| format!("lost-{i}")).collect();
         expected.extend(["stale".to_string(), "twice".to_string()]);
@@ -1011,10 +1014,9 @@ mod tests {
         assert_eq!(used(&store, "twice", 100, 71, 5).await, Ok(()));
         assert_eq!(used(&store, "gone", 100, 50, 5).await, Ok(()));
         // Everything is remembered now: a second call puts nothing back.
-        assert_eq!(
-            store.put_back(&lost, 50).await.unwrap(),
-            Vec::<String>::new()
-        );
+        let mut again = Vec::new();
+        store.put_back(&lost, 50, &mut again).await.unwrap();
+        assert_eq!(again, Vec::<String>::new());
     }
 
     /// A TCP proxy in front of the test cluster, standing for the PostgreSQL server as

@@ -411,7 +411,8 @@ async fn single_uses_put_back_make_one_record() {
     );
 }
 
-/// A replay store whose first `put_back` fails, as a store that is briefly unreachable.
+/// A replay store whose first `put_back` puts back only the first use and then fails,
+/// as a store that becomes unreachable part way.
 struct FailsOnce<'a> {
     store: &'a SqlStore,
     failed: std::sync::atomic::AtomicBool,
@@ -437,28 +438,41 @@ impl ReplayStore for FailsOnce<'_> {
         &'a self,
         used: &'a [UsedJti],
         now: u64,
-    ) -> crate::util::BoxFuture<'a, Result<Vec<String>, StoreError>> {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError("unreachable".into())) });
+        put_back: &'a mut Vec<String>,
+    ) -> crate::util::BoxFuture<'a, Result<(), StoreError>> {
+        if self.failed.swap(true, Ordering::SeqCst) {
+            return self.store.put_back(used, now, put_back);
         }
-        self.store.put_back(used, now)
+        Box::pin(async move {
+            self.store.put_back(&used[..1], now, put_back).await?;
+            Err(StoreError("unreachable".into()))
+        })
     }
 }
 
-/// A catch-up that fails part way keeps the records of what it did, is not taken as
-/// done, and a retry (the next reload) finishes the job without repeating them.
+/// A catch-up that fails part way keeps the records of what it did (the single use put
+/// back before the failure too), is not taken as done, waits before it is tried again,
+/// and the retry, with the log read again as a reload does, finishes the job without
+/// repeating a record: not even of a revocation recorded in between.
 #[tokio::test]
 async fn a_failed_catch_up_keeps_its_records_and_a_retry_finishes_it() {
     let now = crate::util::unix_now();
-    let mut revoked = Entry::new(Event::TokenRevoke)
-        .ok()
-        .detail(format!("listed until {}", now + 1000));
-    revoked.jti = Some("revoked".to_string());
-    let mut used = Entry::new(Event::Verify)
-        .ok()
-        .detail(used_detail(now + 1000));
-    used.jti = Some("used".to_string());
-    let dir = log(&[line(1, revoked), line(2, used)]);
+    let revoke = |seq: u64, jti: &str| {
+        let mut entry = Entry::new(Event::TokenRevoke)
+            .ok()
+            .detail(format!("listed until {}", now + 1000));
+        entry.jti = Some(jti.to_string());
+        line(seq, entry)
+    };
+    let use_ = |seq: u64, jti: &str| {
+        let mut entry = Entry::new(Event::Verify)
+            .ok()
+            .detail(used_detail(now + 1000));
+        entry.jti = Some(jti.to_string());
+        line(seq, entry)
+    };
+    let mut lines = vec![revoke(1, "revoked"), use_(2, "used-a"), use_(3, "used-b")];
+    let dir = log(&lines);
     let witness = Witness::from_log(dir.path()).unwrap();
     let db = TestDb::new(Engine::Sqlite).await.unwrap();
     let store = SqlStore::open(db.location()).await.unwrap();
@@ -466,19 +480,36 @@ async fn a_failed_catch_up_keeps_its_records_and_a_retry_finishes_it() {
         store: &store,
         failed: Default::default(),
     };
+    let jtis = |records: &[Entry]| -> Vec<Option<String>> {
+        records.iter().map(|r| r.jti.clone()).collect()
+    };
 
     let mut records = Vec::new();
     let failed = catch_up(&witness, &store, &store, &replay, now, &mut records).await;
     assert!(failed.unwrap_err().contains("unreachable"));
     assert!(!witness.has_caught_up());
-    let jtis: Vec<_> = records.iter().map(|r| r.jti.clone()).collect();
-    assert_eq!(jtis, [Some("revoked".to_string())], "{records:?}");
+    assert!(!witness.retry_due(now) && witness.retry_due(now + RETRY_SECONDS));
+    assert_eq!(
+        jtis(&records),
+        [Some("revoked".to_string()), Some("used-a".to_string())],
+        "{records:?}"
+    );
+
+    // Meanwhile the running daemon revokes a token: in the store, and in its log.
+    let later = RevokedToken {
+        jti: "later".to_string(),
+        exp: now + 1000,
+        revoked_at: now,
+    };
+    store.revoke(&later).await.unwrap();
+    lines.push(revoke(4, "later"));
+    let dir = log(&lines);
+    witness.read_log(dir.path()).unwrap();
 
     let mut records = Vec::new();
     catch_up(&witness, &store, &store, &replay, now, &mut records)
         .await
         .unwrap();
-    assert!(witness.has_caught_up());
-    let jtis: Vec<_> = records.iter().map(|r| r.jti.clone()).collect();
-    assert_eq!(jtis, [Some("used".to_string())], "{records:?}");
+    assert!(witness.has_caught_up() && !witness.retry_due(now + RETRY_SECONDS));
+    assert_eq!(jtis(&records), [Some("used-b".to_string())], "{records:?}");
 }
