@@ -168,6 +168,9 @@ pub struct Service {
     /// The furthest state of every key on record (the audit log, then this run): a
     /// store showing less was put back, and is rolled forward.
     witness: rollback::Witness,
+    /// When this service started, seconds since the epoch: revocations in the store
+    /// from before it that the audit log lacks are recorded by the rollback check.
+    started_at: u64,
     /// Whether an unnamed second daemon on this store has been reported.
     second_instance_warned: std::sync::atomic::AtomicBool,
     /// Refusals of unnamed callers being counted, and refusal records dropped.
@@ -190,6 +193,7 @@ impl Service {
         // forward first, or the daemon does not start.
         // A log that cannot be read now (a segment unreadable) is read at the first
         // reload that can. (A directory that is not there is a new log: nothing to read.)
+        let started_at = unix_now();
         let witness = rollback::Witness::default();
         let mut rolled_forward = Vec::new();
         match witness.read_log(&config.audit.dir) {
@@ -199,7 +203,7 @@ impl Service {
                     &*ports.keys,
                     &*ports.revocations,
                     &*ports.replay,
-                    unix_now(),
+                    started_at,
                     &mut rolled_forward,
                 )
                 .await;
@@ -261,6 +265,7 @@ impl Service {
             key_records: ports.keys,
             recorded_states: Mutex::new(recorded_states),
             witness,
+            started_at,
             second_instance_warned: Default::default(),
             keys: RwLock::new(Arc::new(registry)),
             publishing: publishing::Publishing::new(&merged, problems, mismatches.clone()),

@@ -217,11 +217,27 @@ impl Service {
             Error::Internal(format!("state rollback: {e}"))
         };
         let now = unix_now();
-        let tokens_too =
-            self.witness.retry_due(now) && self.witness.read_log(&self.config().audit.dir).is_ok();
-        if !self.witness.has_read_log() {
-            return Ok(());
+        let mut tokens_too = false;
+        if self.witness.retry_due(now) {
+            self.witness.tried_at(now);
+            // Off the runtime: the whole log is read.
+            let dir = self.config().audit.dir.clone();
+            match tokio::task::spawn_blocking(move || super::rollback::Witness::from_log(&dir))
+                .await
+            {
+                Ok(Ok(read)) => {
+                    self.witness.absorb(read);
+                    tokens_too = true;
+                }
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "cannot read the audit log: the state store is checked for rollback once it can be read; tried again in {} s",
+                    super::rollback::RETRY_SECONDS
+                ),
+                Err(e) => tracing::error!(error = %e, "reading the audit log failed"),
+            }
         }
+        // Always: with the log unread, against the states this run has seen.
         let mut records = Vec::new();
         let keys =
             super::rollback::catch_up_keys(&self.witness, &*self.key_records, now, &mut records)
@@ -233,6 +249,7 @@ impl Service {
                     &*self.revocations,
                     &*self.replay,
                     now,
+                    self.started_at,
                     &mut records,
                 )
                 .await

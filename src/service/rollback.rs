@@ -21,8 +21,8 @@
 //! records that the store has forgotten are put back too (from `verify` records that
 //! say until when the use is remembered; earlier versions' do not), so a restored store
 //! cannot accept a consumed single-use token again. Revocations and single uses are
-//! put back at start (or at the first reload that can read the log), and every reload
-//! tries again until that succeeds; key states are checked at every reload. What this
+//! put back at start (or, if the log could not be read then, at a reload, tried once a
+//! minute until it succeeds); key states are checked at every reload. What this
 //! cannot catch (the audit log restored along with the store) is in
 //! docs/operations.md.
 
@@ -139,8 +139,7 @@ pub struct Witness {
     log_read: AtomicBool,
     /// Whether [`catch_up_tokens`] has succeeded: until it has, reloads try it again.
     caught_up: AtomicBool,
-    /// When [`catch_up_tokens`] may be tried again after failing, seconds since the
-    /// epoch.
+    /// When a reload may try [`catch_up_tokens`] again, seconds since the epoch.
     retry_at: AtomicU64,
 }
 
@@ -200,10 +199,34 @@ impl Witness {
     }
 
     /// Whether [`catch_up_tokens`] is to be tried (again) at `now`: it has not
-    /// succeeded, and it last failed [`RETRY_SECONDS`] ago or more. Read the log again
-    /// before trying.
+    /// succeeded, and was last tried [`RETRY_SECONDS`] ago or more (see
+    /// [`Witness::tried_at`]). Read the log again before trying.
     pub fn retry_due(&self, now: u64) -> bool {
         !self.has_caught_up() && now >= self.retry_at.load(Ordering::Acquire)
+    }
+
+    /// Notes a try at `now` (reading the log, then [`catch_up_tokens`]): the next is
+    /// due [`RETRY_SECONDS`] later, whatever fails, as each reads the whole log.
+    pub fn tried_at(&self, now: u64) {
+        self.retry_at
+            .store(now.saturating_add(RETRY_SECONDS), Ordering::Release);
+    }
+
+    /// Takes in a fresh reading of the log (a [`Witness::from_log`] made off the
+    /// runtime): key states only move forward; the revocations and single uses are
+    /// replaced, so those recorded since the last reading are known.
+    pub fn absorb(&self, read: Witness) {
+        let keys = read.keys.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (kid, seen) in keys {
+            self.raise(&kid, seen.state, &seen.source);
+        }
+        *self.revocations.lock().unwrap_or_else(|p| p.into_inner()) = read
+            .revocations
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        *self.uses.lock().unwrap_or_else(|p| p.into_inner()) =
+            read.uses.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.log_read.store(true, Ordering::Release);
     }
 
     /// Reads every segment of the audit log in `dir` into this witness (see
@@ -642,7 +665,7 @@ pub async fn catch_up(
     records: &mut Vec<Entry>,
 ) -> Result<(), String> {
     catch_up_keys(witness, keys, now, records).await?;
-    catch_up_tokens(witness, revocations, replay, now, records).await
+    catch_up_tokens(witness, revocations, replay, now, u64::MAX, records).await
 }
 
 /// Moves every key the store shows behind the `witness` forward (all in one
@@ -659,39 +682,33 @@ pub async fn catch_up_keys(
 }
 
 /// Puts back the token revocations and single uses the store lost, and records the
-/// revocations the log lacks ([`unrecorded`]), pushing the records onto `records`;
-/// on success the witness [`has caught up`](Witness::has_caught_up). A failure part way
-/// leaves a retry nothing to repeat: each record pushed before it is of a change to the
-/// store, which the retry finds made; and a retry must read the log again first, so
-/// that what was recorded since is known (see [`Witness::retry_due`]).
+/// revocations made before `unrecorded_before` that the log lacks ([`unrecorded`]),
+/// pushing the records onto `records`; on success the witness
+/// [`has caught up`](Witness::has_caught_up). A failure part way leaves a retry nothing
+/// to repeat: each record pushed before it is of a change to the store, which the
+/// retry finds made. A retry reads the log again first, so that what was recorded
+/// since is known; and passes the daemon's start as `unrecorded_before`, as a running
+/// daemon records the revocations made since itself.
 pub async fn catch_up_tokens(
     witness: &Witness,
     revocations: &dyn RevocationStore,
     replay: &dyn ReplayStore,
     now: u64,
+    unrecorded_before: u64,
     records: &mut Vec<Entry>,
 ) -> Result<(), String> {
-    let failed = |e: String| {
-        witness
-            .retry_at
-            .store(now + RETRY_SECONDS, Ordering::Release);
-        e
-    };
     // Listed once for both directions: the store may hold many revocations.
-    let listed = revocations
-        .list()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let listed = revocations.list().await.map_err(|e| e.to_string())?;
     let missing = witness.missing_revocations(&listed, now);
-    restore_revocations(revocations, &missing, now, records)
-        .await
-        .map_err(failed)?;
-    restore_uses(replay, witness, now, records)
-        .await
-        .map_err(failed)?;
+    restore_revocations(revocations, &missing, now, records).await?;
+    restore_uses(replay, witness, now, records).await?;
     // Last, as it cannot fail. What was put back is in the log already, so it is not
     // among these.
-    records.extend(unrecorded::records(witness, listed, now));
+    let before: Vec<RevokedToken> = listed
+        .into_iter()
+        .filter(|r| r.revoked_at < unrecorded_before)
+        .collect();
+    records.extend(unrecorded::records(witness, before, now));
     witness.caught_up.store(true, Ordering::Release);
     Ok(())
 }
