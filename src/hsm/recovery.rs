@@ -157,14 +157,14 @@ impl Core {
         pool.as_ref().map_or((0, 0), |p| (p.abandoned(), p.stuck()))
     }
 
-    /// Runs `f` on a worker's session (see [`SessionPool::run`]).
+    /// Runs `f` on a worker's session within `timeout_ms` from now (see
+    /// [`Core::run_by`]).
     pub(crate) async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, HsmError>
     where
         F: FnOnce(&Session) -> Result<R, HsmError> + Send + 'static,
         R: Send + 'static,
     {
-        let result = self.pool()?.run(f).await;
-        self.observe(result)
+        self.run_by(self.deadline(), f).await
     }
 
     /// Whether signing uses session copies of the keys (`[pkcs11] session_copies`).
