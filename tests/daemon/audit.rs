@@ -1126,8 +1126,7 @@ async fn an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint()
         .to_string();
 
     let audit_keys = || {
-        let (ok, listed, err) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
-        assert!(ok, "keys list: {err}");
+        let listed = token.signetd_ok(&["keys", "list", "--config", c, "--format", "json"]);
         let listed: Value = serde_json::from_str(&listed).unwrap();
         let mut keys: Vec<(String, String, String)> = listed["keys"]
             .as_array()
@@ -1200,7 +1199,7 @@ async fn an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint()
 
     // The log verifies against the CA's root, checkpoints included.
     let bundle = token.path("bundle");
-    let (ok, _, err) = token.signetd(&[
+    token.signetd_ok(&[
         "attest",
         "export",
         "--config",
@@ -1208,7 +1207,6 @@ async fn an_es256_audit_key_of_version_0_1_is_replaced_at_the_first_checkpoint()
         "--out",
         bundle.to_str().unwrap(),
     ]);
-    assert!(ok, "attest export: {err}");
     let root = bundle.join("root.pem");
     let log = token.audit_dir();
     let (ok, out, err) = token.signetd(&[

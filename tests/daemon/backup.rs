@@ -175,8 +175,7 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
 
     // After the backup: the key is revoked with the CLI (the daemon records what it
     // observes), a token is revoked by an admin, and the issuer gets a new key.
-    let (ok, _, err) = token.signetd(&["keys", "revoke", "--config", c, "--kid", &first]);
-    assert!(ok, "keys revoke: {err}");
+    token.signetd_ok(&["keys", "revoke", "--config", c, "--kid", &first]);
     assert!(
         eventually(10, async || kids(&revocations(&socket).await)
             .contains(&first))
@@ -192,8 +191,7 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
     )
     .await;
     assert_eq!(revoked.status, 200, "{:?}", revoked.json);
-    let (ok, _, err) = token.signetd(&["keys", "generate", "--config", c, "--issuer", issuer]);
-    assert!(ok, "keys generate: {err}");
+    token.signetd_ok(&["keys", "generate", "--config", c, "--issuer", issuer]);
     assert!(
         eventually(10, async || mint().await.status == 200).await,
         "the new key never signed"
@@ -269,8 +267,7 @@ async fn a_restored_older_token_and_store_do_not_serve_a_revoked_key_or_token_ag
     assert!(log.contains("state rollback"), "{log}");
 
     // The operator's next step: a new key, which the running daemon takes up.
-    let (ok, _, err) = token.signetd(&["keys", "generate", "--config", c, "--issuer", issuer]);
-    assert!(ok, "keys generate after the restore: {err}");
+    token.signetd_ok(&["keys", "generate", "--config", c, "--issuer", issuer]);
     assert!(
         eventually(10, async || {
             let minted = mint().await;
@@ -298,15 +295,13 @@ async fn key_changes_made_while_the_daemon_was_stopped_are_recorded_at_the_next_
     let first = token.init_ca_and_key(&config, issuer);
     token.serve(&config, &socket).terminate();
 
-    let (ok, out, err) = token.signetd(&["keys", "rotate", "--config", c, "--issuer", issuer]);
-    assert!(ok, "keys rotate: {err}");
+    let out = token.signetd_ok(&["keys", "rotate", "--config", c, "--issuer", issuer]);
     let next = out
         .split_whitespace()
         .find(|w| w.starts_with(&format!("{issuer}-")) && *w != first)
         .unwrap_or_else(|| panic!("no kid in {out:?}"))
         .to_string();
-    let (ok, _, err) = token.signetd(&["keys", "retire", "--config", c, "--kid", &first]);
-    assert!(ok, "keys retire: {err}");
+    token.signetd_ok(&["keys", "retire", "--config", c, "--kid", &first]);
 
     // No active key now: serving, not ready.
     let _daemon = token.serve_live(&config, &socket);
@@ -393,8 +388,7 @@ async fn a_token_revoked_while_the_daemon_was_stopped_survives_a_restore_of_an_o
 
     // Revoked with the CLI while no daemon runs.
     daemon.take().unwrap().terminate();
-    let (ok, out, err) = token.signetd(&["token", "revoke", "--config", c, "--token", &jwt]);
-    assert!(ok, "token revoke: {out}{err}");
+    token.signetd_ok(&["token", "revoke", "--config", c, "--token", &jwt]);
     daemon = Some(token.serve(&config, &socket));
     let recorded = audit_records(&token.audit_dir())
         .into_iter()
@@ -462,8 +456,7 @@ async fn a_store_put_back_under_a_running_daemon_is_moved_forward_at_the_next_re
     let _daemon = token.serve(&config, &socket);
     let before = key_rollbacks(&socket).await;
 
-    let (ok, _, err) = token.signetd(&["keys", "revoke", "--config", c, "--kid", &kid]);
-    assert!(ok, "keys revoke: {err}");
+    token.signetd_ok(&["keys", "revoke", "--config", c, "--kid", &kid]);
     // The daemon's record of the revocation is written once it has noted the state.
     let observed = eventually(15, async || {
         audit_records(&token.audit_dir()).iter().any(|r| {

@@ -110,6 +110,14 @@ impl TestToken {
         )
     }
 
+    /// Runs `signetd` with `args` like [`TestToken::signetd`] and returns its standard
+    /// output; panics, with the arguments and both outputs, unless it succeeded.
+    pub fn signetd_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.signetd(args);
+        assert!(ok, "signetd {args:?} failed: {out}{err}");
+        out
+    }
+
     /// Runs `helper`, an ignored test of this binary (`module::name`), in a process of
     /// its own with `env` set, and returns its standard output; panics unless it ran
     /// and passed. A PKCS#11 module serves one token configuration per process, and this
@@ -201,8 +209,7 @@ impl TestToken {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let (ok, out, err) = self.signetd(&["keys", "generate", "--issuer", issuer, "--config", c]);
-        assert!(ok, "{err}");
+        let out = self.signetd_ok(&["keys", "generate", "--issuer", issuer, "--config", c]);
         // "generated and attested ES256 key KID for issuer ..."
         let kid = out.split_whitespace().nth(5).unwrap().to_string();
         assert!(kid.starts_with(&format!("{issuer}-")), "{out}");
@@ -213,7 +220,7 @@ impl TestToken {
     /// directory (the root, the chain and every key's certificate); returns that path.
     pub fn export_public(&self, config: &Path) -> PathBuf {
         let public = self.path("public");
-        let (ok, _, err) = self.signetd(&[
+        self.signetd_ok(&[
             "attest",
             "export",
             "--config",
@@ -221,7 +228,6 @@ impl TestToken {
             "--out",
             public.to_str().unwrap(),
         ]);
-        assert!(ok, "attest export: {err}");
         public
     }
 

@@ -510,7 +510,7 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
     let s = socket.display().to_string();
     // A first start makes the audit key; a token minted then must verify after the import.
     let daemon = t.serve(&config, &socket);
-    let (ok, minted, err) = t.signetd(&[
+    let minted = t.signetd_ok(&[
         "token",
         "mint",
         "--issuer",
@@ -520,15 +520,13 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
         "--socket",
         &s,
     ]);
-    assert!(ok, "{err}");
     let jwks_before =
         crate::common::request_unix(&socket, Method::GET, "/.well-known/jwks.json", None)
             .await
             .json;
     drop(daemon);
     let listed = |t: &TestToken| {
-        let (ok, out, err) = t.signetd(&["keys", "list", "--json", "--config", c]);
-        assert!(ok, "{err}");
+        let out = t.signetd_ok(&["keys", "list", "--json", "--config", c]);
         serde_json::from_str::<Value>(&out).unwrap()["keys"].clone()
     };
     let keys_before = listed(&t);
@@ -588,7 +586,7 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
     )
     .await;
     assert_eq!(verified.status, 200, "{:?}", verified.json);
-    let (ok, _, err) = t.signetd(&[
+    t.signetd_ok(&[
         "token",
         "mint",
         "--issuer",
@@ -598,7 +596,6 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
         "--socket",
         &s,
     ]);
-    assert!(ok, "{err}");
     daemon.terminate();
     let log = std::fs::read_to_string(t.path("serve.log")).unwrap();
     let said = "imported 2 key(s) and 1 attestation CA certificate(s) from the token into the state store; destroyed 5 data and certificate object(s) from the token";
@@ -635,8 +632,7 @@ async fn key_records_and_certificates_in_the_token_are_imported_once_and_removed
     // from before the store put back, its state objects saying `active`. The store is
     // the truth once it has a key's row: the import leaves it, and the key stays revoked.
     let kid = &rows.iter().find(|r| r.issuer == "keys-import").unwrap().kid;
-    let (ok, _, err) = t.signetd(&["keys", "revoke", "--kid", kid, "--config", c]);
-    assert!(ok, "{err}");
+    t.signetd_ok(&["keys", "revoke", "--kid", kid, "--config", c]);
     write_token_objects(&t, &old_objects);
     let old_record = old_objects["data"]
         .as_array()

@@ -80,11 +80,9 @@ async fn single_use(socket: &Path, token: &str) -> Reply {
 
 fn mint(t: &TestToken, socket: &Path, issuer: &str) -> String {
     let socket = socket.display().to_string();
-    let (ok, token, err) = t.signetd(&[
+    t.signetd_ok(&[
         "token", "mint", "--issuer", issuer, "--aud", "api", "--socket", &socket,
-    ]);
-    assert!(ok, "{err}");
-    token
+    ])
 }
 
 fn listed_jtis(reply: &Reply) -> Vec<String> {
@@ -360,14 +358,12 @@ async fn store_migrate_and_check_from_the_cli(engine: Engine) {
         .collect();
     versions.sort_unstable();
     let latest = versions.last().unwrap();
-    let (ok, out, err) = t.signetd(&["store", "migrate", "--config", c]);
-    assert!(ok, "{err}");
+    let out = t.signetd_ok(&["store", "migrate", "--config", c]);
     assert!(
         out.contains(&format!("migrations applied: {versions:?}")),
         "{out}"
     );
-    let (ok, out, err) = t.signetd(&["store", "check", "--config", c]);
-    assert!(ok, "{err}");
+    let out = t.signetd_ok(&["store", "check", "--config", c]);
     assert!(
         out.contains(&format!(
             "schema version: {latest} (this build expects {latest})"
