@@ -211,10 +211,7 @@ impl Service {
                     // What was moved before the failure is recorded before the daemon
                     // exits: the next start finds it done, and would not say so.
                     for entry in rolled_forward {
-                        let event = entry.event;
-                        if let Err(e) = ports.audit.append(entry, None).await {
-                            tracing::warn!(error = %e, ?event, "audit record not written");
-                        }
+                        record::note_to(&*ports.audit, entry).await;
                     }
                     return Err(Error::Internal(format!("state rollback: {e}")));
                 }

@@ -141,12 +141,9 @@ impl Service {
         durable(event, self.audit.append(entry, expected)).await
     }
 
-    /// Appends a record whose failure is logged, not returned.
+    /// Appends a record whose failure is logged, not returned ([`note_to`]).
     pub async fn note(&self, entry: Entry) {
-        let event = entry.event;
-        if let Err(e) = self.audit.append(entry, None).await {
-            tracing::warn!(error = %e, ?event, "audit record not written");
-        }
+        note_to(&*self.audit, entry).await;
     }
 
     /// The keys and their states, for the `start` record: changes made while the daemon
@@ -262,5 +259,14 @@ impl Service {
             ),
             Err(e) => format!("an unknown actor (state history unreadable: {e})"),
         }
+    }
+}
+
+/// Appends `entry` to `audit`, logging a failure rather than returning it: for records
+/// of what was done anyway (a rollback at start, an import, a key change observed).
+pub async fn note_to(audit: &dyn AuditSink, entry: Entry) {
+    let event = entry.event;
+    if let Err(e) = audit.append(entry, None).await {
+        tracing::warn!(error = %e, ?event, "audit record not written");
     }
 }

@@ -157,7 +157,5 @@ pub async fn record_import(audit: &dyn AuditSink, imported: &Imported) {
         .caller(CallerRecord::internal("daemon"))
         .ok()
         .detail(summary);
-    if let Err(e) = audit.append(entry, None).await {
-        tracing::warn!(error = %e, "the state_import audit record was not written");
-    }
+    super::record::note_to(audit, entry).await;
 }
