@@ -2,8 +2,8 @@
 //! and what happens when the disk says no.
 //!
 //! The writer is a thread of its own, so the write path never crosses the async
-//! runtime. Appends queue on a channel. The writer takes everything queued, and for each
-//! batch:
+//! runtime. Appends queue on a channel. The writer takes everything queued, waits
+//! briefly for records that requests announced ([`Gathering`]), and for each batch:
 //!
 //! - [`chain`] formats the records (`seq`, `time`, `prev`) into one buffer;
 //! - [`schedule`] says where a checkpoint goes, and [`CheckpointSigning`] signs it;
@@ -55,9 +55,35 @@ pub(super) use store::{SegmentFiles, Store};
 
 /// Most records in one batch.
 const MAX_BATCH: usize = 4096;
-/// Longest the writer waits for announced records before writing a batch. Shorter than
-/// a signature takes on most tokens; long enough that concurrent requests share fsyncs.
-const GATHER: Duration = Duration::from_micros(100);
+/// How long a batch waits for records that requests announced (they are being signed),
+/// so that concurrent requests share one fsync: docs/audit.md, "Group commit". A batch
+/// is written at once when no record is announced.
+#[derive(Clone, Copy, Debug)]
+struct Gathering {
+    /// For the next announced record. A busy token's records come closer together than
+    /// this; one that does not come is slow (a long or hung call), and goes in the next
+    /// batch rather than hold this one.
+    gap: Duration,
+    /// In all, while the batch holds at least as many records as are still announced:
+    /// a few concurrent requests. Waiting longer for the rest would leave the token
+    /// idle while every request waits for one fsync.
+    short: Duration,
+    /// In all, while more records are announced than the batch holds: load, with
+    /// requests behind this batch to sign meanwhile. Every fsync costs CPU (on a
+    /// virtual machine, an exit to the host for the disk's doorbell), so under load
+    /// fewer, larger batches leave more of it for signing: docs/performance.md, "The
+    /// writer's gathering wait under load".
+    loaded: Duration,
+}
+
+impl Gathering {
+    const DEFAULT: Gathering = Gathering {
+        gap: Duration::from_micros(200),
+        short: Duration::from_micros(100),
+        loaded: Duration::from_millis(1),
+    };
+}
+
 /// How long an idle writer sleeps when nothing is due (it wakes for any message).
 const IDLE: Duration = Duration::from_secs(3600);
 
@@ -106,8 +132,10 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     /// Why the last checkpoint could not be signed.
     checkpoint_error: Option<AuditError>,
-    /// Until when the batch being gathered waits for announced records.
-    gather_until: Option<Instant>,
+    /// How long batches wait for announced records.
+    gathering: Gathering,
+    /// When the batch being gathered began waiting for announced records.
+    gather_started: Option<Instant>,
     /// The batch's last checkpoint (note, tree size, verifier key), published once it
     /// is durable.
     batch_checkpoint: Option<(String, u64, String)>,
@@ -152,7 +180,8 @@ impl Writer {
             signer: parts.signer,
             shared: parts.shared,
             checkpoint_error: None,
-            gather_until: None,
+            gathering: Gathering::DEFAULT,
+            gather_started: None,
             batch_checkpoint: None,
             alone: false,
             checkpoint_deferred: false,
@@ -326,10 +355,13 @@ impl Writer {
                 }
             }
             if appends.len() < MAX_BATCH {
-                next = inbox.try_recv().ok().or_else(|| self.gather(inbox));
+                next = inbox
+                    .try_recv()
+                    .ok()
+                    .or_else(|| self.gather(inbox, appends.len()));
             }
         }
-        self.gather_until = None;
+        self.gather_started = None;
         let asked = closed.is_some() || !checkpoints.is_empty();
         let written = self.commit(appends, asked);
         for reply in checkpoints {
@@ -339,16 +371,24 @@ impl Writer {
     }
 
     /// Waits, briefly, for a record that a request announced (it is being signed), so
-    /// it joins this batch's fsync. Only while some are announced: a lone request is
-    /// written at once.
-    fn gather(&mut self, inbox: &Receiver<Message>) -> Option<Message> {
-        let deadline = *self
-            .gather_until
-            .get_or_insert_with(|| Instant::now() + GATHER);
-        if self.shared.expected.load(Ordering::SeqCst) == 0 {
+    /// it joins this batch's fsync, which `held` records share so far. Only while some
+    /// are announced: a lone request is written at once, and so is a batch once every
+    /// announced record is in. [`Gathering`] says for how long.
+    fn gather(&mut self, inbox: &Receiver<Message>, held: usize) -> Option<Message> {
+        let now = Instant::now();
+        let started = *self.gather_started.get_or_insert(now);
+        let announced = self.shared.expected.load(Ordering::SeqCst);
+        if announced == 0 {
             return None;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = if held < announced {
+            self.gathering.loaded
+        } else {
+            self.gathering.short
+        };
+        let left = (started + limit)
+            .saturating_duration_since(now)
+            .min(self.gathering.gap);
         if left.is_zero() {
             return None;
         }

@@ -27,6 +27,8 @@ struct Disk {
     /// The tree file.
     hashes: Vec<u8>,
     writes: usize,
+    /// How many mint records each write held.
+    mints_per_write: Vec<usize>,
     fault: Option<Fault>,
     /// How many times the segment was sealed.
     seals: usize,
@@ -60,6 +62,9 @@ impl Store for FakeStore {
             None => {
                 disk.bytes.extend_from_slice(bytes);
                 disk.writes += 1;
+                let text = std::str::from_utf8(bytes).unwrap();
+                let mints = text.matches("\"event\":\"mint\"").count();
+                disk.mints_per_write.push(mints);
                 Ok(())
             }
             Some(Fault::Partway(n)) => {
@@ -573,4 +578,163 @@ fn a_lone_record_that_would_sign_a_checkpoint_leaves_it_to_the_thread() {
     rig.writer.checkpoint();
     assert!(rig.writer.checkpoint_deferred);
     assert!(rig.signatures.lock().unwrap().signed.is_empty());
+}
+
+/// Announces a record, as a request does before it signs.
+fn announce(shared: &Arc<Shared>) -> Expected {
+    shared.expected.fetch_add(1, Ordering::SeqCst);
+    Expected {
+        shared: shared.clone(),
+    }
+}
+
+/// An append of a mint record `sub`, made durable under `expected`, and its answer.
+fn announced(sub: &str, expected: Expected) -> (Message, Answer) {
+    let (reply, answer) = oneshot::channel();
+    (Message::Append(mint(sub), Some(expected), reply), answer)
+}
+
+/// How many mint records each write held.
+fn mints_per_write(rig: &Rig) -> Vec<usize> {
+    rig.disk.lock().unwrap().mints_per_write.clone()
+}
+
+/// Waits at most `bound` for `done`, in small steps.
+fn wait_for(bound: Duration, done: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + bound;
+    while !done() {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// A writer whose batches wait as `gap`, `short` and `loaded` say.
+fn gathering(gap: Duration, short: Duration, loaded: Duration) -> Rig {
+    let mut rig = rig(1000);
+    rig.writer.gathering = Gathering { gap, short, loaded };
+    rig
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Sends `(sub, expected)` appends from a thread, each `after` the one before; the last
+/// only once the first batch is written if `last_after_a_write` (or after 10 s: then the
+/// writer was still waiting for it). Returns whether it waited for a write, and the
+/// answers.
+fn send_paced(
+    rig: &Rig,
+    inbox: std::sync::mpsc::Sender<Message>,
+    records: Vec<(&'static str, Expected)>,
+    after: Duration,
+    last_after_a_write: bool,
+) -> std::thread::JoinHandle<(bool, Vec<Answer>)> {
+    let disk = rig.disk.clone();
+    std::thread::spawn(move || {
+        let (mut written, mut answers) = (false, Vec::new());
+        let count = records.len();
+        for (i, (sub, expected)) in records.into_iter().enumerate() {
+            if i + 1 == count && last_after_a_write {
+                written = wait_for(Duration::from_secs(10), || disk.lock().unwrap().writes > 0);
+            } else if i > 0 {
+                std::thread::sleep(after);
+            }
+            let (message, answer) = announced(sub, expected);
+            inbox.send(message).unwrap();
+            answers.push(answer);
+        }
+        (written, answers)
+    })
+}
+
+/// Runs batches until `count` records are answered.
+fn batches(rig: &mut Rig, receiver: &Receiver<Message>, count: usize) {
+    while mints_per_write(rig).iter().sum::<usize>() < count {
+        let first = receiver.recv().unwrap();
+        assert!(rig.writer.batch(first, receiver).is_none());
+    }
+}
+
+#[test]
+fn announced_records_join_one_batch_when_each_comes_within_the_gap() {
+    let mut rig = gathering(LONG, LONG, LONG);
+    let records = ["a", "b", "c"].map(|sub| (sub, announce(&rig.shared)));
+    let (inbox, receiver) = std::sync::mpsc::channel();
+    let sender = send_paced(&rig, inbox, records.into(), Duration::from_millis(5), false);
+    batches(&mut rig, &receiver, 3);
+    let (_, waiting) = sender.join().unwrap();
+    assert_eq!(answers(waiting), [Some(1), Some(2), Some(3)]);
+    assert_eq!(
+        mints_per_write(&rig),
+        [3],
+        "written once every announced record was in"
+    );
+}
+
+#[test]
+fn a_slow_announced_record_does_not_hold_the_batch_past_the_gap() {
+    let mut rig = gathering(Duration::from_millis(10), LONG, LONG);
+    let records = ["fast", "slow"].map(|sub| (sub, announce(&rig.shared)));
+    let (inbox, receiver) = std::sync::mpsc::channel();
+    let sender = send_paced(&rig, inbox, records.into(), Duration::ZERO, true);
+    batches(&mut rig, &receiver, 2);
+    let (written, waiting) = sender.join().unwrap();
+    assert!(
+        written,
+        "the first batch was written without the slow record"
+    );
+    assert_eq!(mints_per_write(&rig), [1, 1]);
+    assert_eq!(answers(waiting), [Some(1), Some(2)]);
+}
+
+#[test]
+fn without_load_behind_it_a_batch_waits_only_the_short_time() {
+    // Three announced: after the first, more are announced than the batch holds (load:
+    // it waits for the second); after the second, no longer (it is written without
+    // waiting for the third: short is zero).
+    let mut rig = gathering(LONG, Duration::ZERO, LONG);
+    let records = ["a", "b", "c"].map(|sub| (sub, announce(&rig.shared)));
+    let (inbox, receiver) = std::sync::mpsc::channel();
+    let sender = send_paced(&rig, inbox, records.into(), Duration::from_millis(5), true);
+    batches(&mut rig, &receiver, 3);
+    let (written, waiting) = sender.join().unwrap();
+    assert!(written, "the first batch did not wait for the third record");
+    assert_eq!(mints_per_write(&rig), [2, 1]);
+    assert_eq!(answers(waiting), [Some(1), Some(2), Some(3)]);
+}
+
+#[test]
+fn under_load_a_batch_stops_gathering_at_its_limit_while_records_keep_coming() {
+    let mut rig = gathering(LONG, LONG, Duration::from_millis(20));
+    let shared = rig.shared.clone();
+    let disk = rig.disk.clone();
+    let (inbox, receiver) = std::sync::mpsc::channel();
+    // 1,000 announced, one sent every millisecond until the first batch is written. If
+    // the limit did not cut it, the batch would wait for all of them.
+    let sender = std::thread::spawn(move || {
+        let pool: Vec<Expected> = (0..1000).map(|_| announce(&shared)).collect();
+        let mut answers = Vec::new();
+        for expected in pool {
+            if disk.lock().unwrap().writes > 0 {
+                return (true, answers);
+            }
+            let (message, answer) = announced("steady", expected);
+            inbox.send(message).unwrap();
+            answers.push(answer);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (false, answers)
+    });
+    let first = receiver.recv().unwrap();
+    assert!(rig.writer.batch(first, &receiver).is_none());
+    let (cut, answers) = sender.join().unwrap();
+    assert!(
+        cut,
+        "the batch was written while records were still announced"
+    );
+    let written = mints_per_write(&rig);
+    assert_eq!(written.len(), 1);
+    assert!((1..=answers.len()).contains(&written[0]));
 }
