@@ -381,7 +381,9 @@ impl Writer {
         if announced == 0 {
             return None;
         }
-        let limit = if held < announced {
+        // A batch begun by a checkpoint or a wake-up holds no record yet: it counts as
+        // one, so it waits no longer than a batch begun by a record.
+        let limit = if held.max(1) < announced {
             self.gathering.loaded
         } else {
             self.gathering.short
