@@ -684,20 +684,40 @@ fn announced_records_join_one_batch_written_once_the_last_is_in() {
     assert_eq!(answers(waiting), [Some(1), Some(2), Some(3), Some(4)]);
 }
 
+/// Announces a record for each of `subs` and sends them one `after` another, the last
+/// only once a batch is written (or after 10 s: then the writer was still waiting for
+/// it). Checks that the last was not waited for (`why`), and how many records each
+/// write held.
+fn check_gathered(
+    mut rig: Rig,
+    subs: &[&'static str],
+    after: Duration,
+    why: &str,
+    per_write: &[usize],
+) {
+    let records = subs
+        .iter()
+        .map(|&sub| (sub, announce(&rig.shared)))
+        .collect();
+    let (inbox, receiver) = std::sync::mpsc::channel();
+    let sender = send_paced(&rig, inbox, records, after, true);
+    batches(&mut rig, &receiver, subs.len());
+    let (written, waiting) = sender.join().unwrap();
+    assert!(written, "expected: {why}");
+    assert_eq!(mints_per_write(&rig), per_write);
+    let seqs: Vec<_> = (1..=subs.len() as u64).map(Some).collect();
+    assert_eq!(answers(waiting), seqs);
+}
+
 #[test]
 fn a_slow_announced_record_does_not_hold_the_batch_past_the_gap() {
-    let mut rig = gathering(Duration::from_millis(10), LONG, LONG);
-    let records = ["fast", "slow"].map(|sub| (sub, announce(&rig.shared)));
-    let (inbox, receiver) = std::sync::mpsc::channel();
-    let sender = send_paced(&rig, inbox, records.into(), Duration::ZERO, true);
-    batches(&mut rig, &receiver, 2);
-    let (written, waiting) = sender.join().unwrap();
-    assert!(
-        written,
-        "the first batch was written without the slow record"
+    check_gathered(
+        gathering(Duration::from_millis(10), LONG, LONG),
+        &["fast", "slow"],
+        Duration::ZERO,
+        "the first batch written without the slow record",
+        &[1, 1],
     );
-    assert_eq!(mints_per_write(&rig), [1, 1]);
-    assert_eq!(answers(waiting), [Some(1), Some(2)]);
 }
 
 #[test]
@@ -705,36 +725,26 @@ fn without_load_behind_it_a_batch_waits_only_the_short_time() {
     // Three announced: after the first, more are announced than the batch holds (load:
     // it waits for the second); after the second, no longer (it is written without
     // waiting for the third: short is zero).
-    let mut rig = gathering(LONG, Duration::ZERO, LONG);
-    let records = ["a", "b", "c"].map(|sub| (sub, announce(&rig.shared)));
-    let (inbox, receiver) = std::sync::mpsc::channel();
-    let sender = send_paced(&rig, inbox, records.into(), Duration::from_millis(5), true);
-    batches(&mut rig, &receiver, 3);
-    let (written, waiting) = sender.join().unwrap();
-    assert!(
-        written,
-        "expected: the first batch written without waiting for the third record"
+    check_gathered(
+        gathering(LONG, Duration::ZERO, LONG),
+        &["a", "b", "c"],
+        Duration::from_millis(5),
+        "the first batch written without waiting for the third record",
+        &[2, 1],
     );
-    assert_eq!(mints_per_write(&rig), [2, 1]);
-    assert_eq!(answers(waiting), [Some(1), Some(2), Some(3)]);
 }
 
 #[test]
 fn a_batch_holding_as_many_as_are_still_announced_is_not_under_load() {
     // One held, one announced: not more announced than held, so the short time (zero)
     // applies, not the long one for load.
-    let mut rig = gathering(LONG, Duration::ZERO, LONG);
-    let records = ["a", "b"].map(|sub| (sub, announce(&rig.shared)));
-    let (inbox, receiver) = std::sync::mpsc::channel();
-    let sender = send_paced(&rig, inbox, records.into(), Duration::ZERO, true);
-    batches(&mut rig, &receiver, 2);
-    let (written, waiting) = sender.join().unwrap();
-    assert!(
-        written,
-        "expected: the first batch written without waiting for the second record"
+    check_gathered(
+        gathering(LONG, Duration::ZERO, LONG),
+        &["a", "b"],
+        Duration::ZERO,
+        "the first batch written without waiting for the second record",
+        &[1, 1],
     );
-    assert_eq!(mints_per_write(&rig), [1, 1]);
-    assert_eq!(answers(waiting), [Some(1), Some(2)]);
 }
 
 #[test]
