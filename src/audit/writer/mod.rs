@@ -55,9 +55,9 @@ pub(super) use store::{SegmentFiles, Store};
 
 /// Most records in one batch.
 const MAX_BATCH: usize = 4096;
-/// How long a batch waits for records that requests announced (they are being signed),
-/// so that concurrent requests share one fsync: docs/audit.md, "Group commit". A batch
-/// is written at once when no record is announced.
+/// How long a batch waits for records that requests announced (queued for the token, or
+/// being signed), so that concurrent requests share one fsync: docs/audit.md, "Group
+/// commit". A batch is written at once when no record is announced.
 #[derive(Clone, Copy, Debug)]
 struct Gathering {
     /// For the next announced record. A busy token's records come closer together than
@@ -134,8 +134,6 @@ pub(super) struct Writer {
     checkpoint_error: Option<AuditError>,
     /// How long batches wait for announced records.
     gathering: Gathering,
-    /// When the batch being gathered began waiting for announced records.
-    gather_started: Option<Instant>,
     /// The batch's last checkpoint (note, tree size, verifier key), published once it
     /// is durable.
     batch_checkpoint: Option<(String, u64, String)>,
@@ -181,7 +179,6 @@ impl Writer {
             shared: parts.shared,
             checkpoint_error: None,
             gathering: Gathering::DEFAULT,
-            gather_started: None,
             batch_checkpoint: None,
             alone: false,
             checkpoint_deferred: false,
@@ -338,6 +335,7 @@ impl Writer {
         let mut closed = None;
         let mut checkpoints = Vec::new();
         let mut next = Some(first);
+        let started = Instant::now();
         while let Some(message) = next.take() {
             match message {
                 Message::Append(entry, expected, reply) => {
@@ -358,10 +356,9 @@ impl Writer {
                 next = inbox
                     .try_recv()
                     .ok()
-                    .or_else(|| self.gather(inbox, appends.len()));
+                    .or_else(|| self.gather(inbox, started, appends.len()));
             }
         }
-        self.gather_started = None;
         let asked = closed.is_some() || !checkpoints.is_empty();
         let written = self.commit(appends, asked);
         for reply in checkpoints {
@@ -370,13 +367,13 @@ impl Writer {
         closed
     }
 
-    /// Waits, briefly, for a record that a request announced (it is being signed), so
-    /// it joins this batch's fsync, which `held` records share so far. Only while some
-    /// are announced: a lone request is written at once, and so is a batch once every
-    /// announced record is in. [`Gathering`] says for how long.
-    fn gather(&mut self, inbox: &Receiver<Message>, held: usize) -> Option<Message> {
+    /// Waits, briefly, for a record that a request announced (it is queued for the
+    /// token or being signed), so it joins the fsync of the batch `started` then, which
+    /// `held` records share so far. Only while some are announced: a lone request is
+    /// written at once, and so is a batch once every announced record is in.
+    /// [`Gathering`] says for how long.
+    fn gather(&self, inbox: &Receiver<Message>, started: Instant, held: usize) -> Option<Message> {
         let now = Instant::now();
-        let started = *self.gather_started.get_or_insert(now);
         let announced = self.shared.expected.load(Ordering::SeqCst);
         if announced == 0 {
             return None;

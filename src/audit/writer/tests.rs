@@ -774,7 +774,7 @@ fn under_load_a_batch_stops_gathering_at_its_limit_while_records_keep_coming() {
     let (cut, answers) = sender.join().unwrap();
     assert!(
         cut,
-        "the batch was written while records were still announced"
+        "expected: the batch written while records were still announced"
     );
     let written = mints_per_write(&rig);
     assert_eq!(written.len(), 1);
