@@ -146,6 +146,33 @@ pub async fn run(
     outcome
 }
 
+/// Sends `n` requests of `op` one after another on one keep-alive connection, untimed
+/// (the instruction count's rows). Every request must succeed; minted tokens are kept
+/// for the single-use row.
+pub async fn sequential(target: &Target, op: Op, n: usize) {
+    let json = [("content-type", "application/json")];
+    let mut connection = Connection::open(&target.socket).await.unwrap();
+    let mut minted = Vec::new();
+    for _ in 0..n {
+        let (method, path, body) =
+            request(target, op).unwrap_or_else(|| panic!("{}: no unused token left", op.label()));
+        let response = connection
+            .request(method, path, &json, body)
+            .await
+            .unwrap_or_else(|e| panic!("{} failed: {e}", op.label()));
+        assert!(
+            response.status.is_success(),
+            "{}: {}",
+            op.label(),
+            code_of(&response.body)
+        );
+        if op == Op::Mint {
+            minted.push(token_of(&response.body));
+        }
+    }
+    target.unused.lock().unwrap().extend(minted);
+}
+
 type ClientResult = (usize, BTreeMap<String, usize>, Samples, bool);
 
 async fn client(

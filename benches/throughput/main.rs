@@ -17,12 +17,17 @@
 //! Every row reports ops/s, p50, p99 and p999, its ratio to the floor, and the CPU the
 //! load generator and the daemon used. The same goes to a JSON file for comparing
 //! commits. Nothing here asserts a speed. Run with `scripts/bench.sh` (`--help`).
+//!
+//! `--instructions N` times nothing: it counts the daemon's instructions per request
+//! under callgrind (`instructions`), the repeatable measure of its CPU per request.
 
+mod callgrind;
 #[allow(dead_code)]
 #[path = "../../tests/daemon/common.rs"]
 mod common;
 mod floor;
 mod host;
+mod instructions;
 mod load;
 #[allow(dead_code)]
 #[path = "../../tests/daemon/tls/pki.rs"]
@@ -48,11 +53,14 @@ pub struct Options {
     pub audit_dir: Option<std::path::PathBuf>,
     pub json: Option<std::path::PathBuf>,
     pub quick: bool,
+    /// `--instructions N`: count instructions instead of timing rows.
+    pub instructions: Option<usize>,
 }
 
 const USAGE: &str = "\
 Usage: scripts/bench.sh [--quick] [--seconds N] [--clients 1,4,16,64] [--overload N]
                         [--algorithm ES256|EdDSA] [--audit-dir DIR] [--json FILE]
+       scripts/bench.sh --instructions N [--algorithm ES256|EdDSA] [--json FILE]
 
   --quick       0.3 s per row (a smoke run for CI: every row, no thresholds)
   --seconds N   seconds per row (default 3)
@@ -63,6 +71,11 @@ Usage: scripts/bench.sh [--quick] [--seconds N] [--clients 1,4,16,64] [--overloa
                 under target/, on the disk the repository is on); the disk row
                 measures the same filesystem
   --json FILE   where the JSON report goes (default target/bench/COMMIT.json)
+  --instructions N
+                instead of timing, count the daemon's instructions per request
+                under valgrind's callgrind, N sequential requests per row, split
+                into C_SignInit + C_Sign and the rest: repeatable on a noisy
+                machine (default JSON target/bench/COMMIT-instructions.json)
 ";
 
 fn options() -> Options {
@@ -74,6 +87,7 @@ fn options() -> Options {
         audit_dir: None,
         json: None,
         quick: false,
+        instructions: None,
     };
     let mut args = std::env::args().skip(1);
     let fail = |why: String| -> ! {
@@ -116,6 +130,15 @@ fn options() -> Options {
                         .unwrap_or_else(|e| fail(format!("--algorithm: {e}"))),
                 ]
             }
+            "--instructions" => {
+                let n: usize = value()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--instructions: {e}")));
+                if n == 0 {
+                    fail("--instructions: at least one request per row".to_string());
+                }
+                o.instructions = Some(n);
+            }
             "--audit-dir" => o.audit_dir = Some(value().into()),
             "--json" => o.json = Some(value().into()),
             // cargo bench passes --bench to every bench target.
@@ -149,6 +172,10 @@ fn main() {
     let duration = Duration::from_secs_f64(o.seconds);
     let bench = setup::Bench::new(&o);
     let mut report = Report::new(&o, bench.sessions);
+    if let Some(n) = o.instructions {
+        instructions::run(&bench, &o, n, &report);
+        return;
+    }
 
     // The disk first, alone: both filesystems the daemon rows will use.
     let disk = floor::fsync_latency(&bench.audit_parent, duration.max(Duration::from_secs(1)));

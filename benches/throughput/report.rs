@@ -338,6 +338,11 @@ impl Table {
 }
 
 impl Report {
+    /// The commit measured, `-dirty` if the tree had changes.
+    pub fn commit(&self) -> &str {
+        &self.commit
+    }
+
     pub fn new(_o: &crate::Options, sessions: usize) -> Report {
         let git = |args: &[&str]| {
             std::process::Command::new("git")

@@ -177,13 +177,26 @@ impl Bench {
 
     /// Starts `signetd serve` (a process of its own) with its audit log on disk or tmpfs.
     pub fn serve(&self, tmpfs: bool) -> Daemon<'_> {
+        self.serve_under(tmpfs, &[], std::time::Duration::from_secs(20))
+    }
+
+    /// [`Bench::serve`] run by `wrapper` (valgrind), waiting up to `wait` for it to be
+    /// ready.
+    pub fn serve_under(
+        &self,
+        tmpfs: bool,
+        wrapper: &[&str],
+        wait: std::time::Duration,
+    ) -> Daemon<'_> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let (config, socket, audit) = self.write_config(tmpfs, port);
-        let served = self.token.serve(&config, &socket);
+        let served = self
+            .token
+            .serve_under_within(wrapper, &config, &socket, wait);
         Daemon {
             bench: self,
             served,

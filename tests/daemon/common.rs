@@ -244,8 +244,20 @@ impl TestToken {
     /// [`TestToken::serve`] run by a wrapper such as `prlimit --fsize=N`. The daemon's
     /// output goes to `serve.log` in the token's directory.
     pub fn serve_under(&self, wrapper: &[&str], config: &Path, socket: &Path) -> ServedDaemon {
+        self.serve_under_within(wrapper, config, socket, Duration::from_secs(20))
+    }
+
+    /// [`TestToken::serve_under`], waiting up to `wait` for it to be ready: for wrappers
+    /// that slow the daemon down, such as valgrind.
+    pub fn serve_under_within(
+        &self,
+        wrapper: &[&str],
+        config: &Path,
+        socket: &Path,
+        wait: Duration,
+    ) -> ServedDaemon {
         let socket_arg = socket.display().to_string();
-        self.serve_until(wrapper, config, "ready", &mut || {
+        self.serve_until(wrapper, config, "ready", wait, &mut || {
             self.signetd(&["status", "--socket", &socket_arg]).0
         })
     }
@@ -264,7 +276,9 @@ impl TestToken {
             stream.read_to_string(&mut reply)?;
             Ok(reply.starts_with("HTTP/1.1 200"))
         };
-        self.serve_until(&[], config, "serving", &mut || healthy().unwrap_or(false))
+        self.serve_until(&[], config, "serving", Duration::from_secs(20), &mut || {
+            healthy().unwrap_or(false)
+        })
     }
 
     fn serve_until(
@@ -272,6 +286,7 @@ impl TestToken {
         wrapper: &[&str],
         config: &Path,
         what: &str,
+        wait: Duration,
         up: &mut dyn FnMut() -> bool,
     ) -> ServedDaemon {
         let mut command = match wrapper.split_first() {
@@ -298,7 +313,7 @@ impl TestToken {
             .unwrap();
         let mut daemon = ServedDaemon(child);
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + wait;
         loop {
             if let Some(status) = daemon.0.try_wait().unwrap() {
                 panic!("signetd serve exited ({status}):\n{}", log());
@@ -308,7 +323,7 @@ impl TestToken {
             }
             assert!(
                 Instant::now() < deadline,
-                "signetd serve was not {what} within 20 s:\n{}",
+                "signetd serve was not {what} within {wait:?}:\n{}",
                 log()
             );
             std::thread::sleep(Duration::from_millis(100));

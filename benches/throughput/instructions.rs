@@ -1,0 +1,246 @@
+//! `--instructions N`: what one request costs in instructions, counted by valgrind's
+//! callgrind in a real daemon, split into the token's share (`C_SignInit` and `C_Sign`,
+//! the work the floor rows time) and everything else.
+//!
+//! Timed rows on a shared or virtual machine move by tens of percent between runs;
+//! instruction counts do not, so they are what tells whether a change to the daemon's
+//! CPU per request helped. They count only user-space instructions: the kernel's work
+//! (socket reads and writes, wake-ups, the fsync) and time spent waiting are not in
+//! them, and the timed rows remain the measure of speed. Under valgrind the CPU looks
+//! older than it is (no SHA extensions), so SHA-256 counts several times what it costs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use signetd::Algorithm;
+
+use crate::callgrind::Dump;
+use crate::load::{self, Op};
+use crate::setup::Bench;
+
+/// The token's share of a request: the two calls the floor rows time.
+const TOKEN_CALLS: [&str; 2] = ["C_SignInit", "C_Sign"];
+
+/// Requests sent before each counted row, so first-time work (a connection, a cache
+/// filled) is not counted.
+const WARM_UP: usize = 20;
+
+/// How long the daemon idles, counted, to learn what its background work (checkpoint
+/// timers, the state store's follower) costs per second; that is taken off each row.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// The rows, in order: the mint row leaves the tokens the single-use row verifies.
+const OPS: [Op; 5] = [
+    Op::Health,
+    Op::Sign,
+    Op::Mint,
+    Op::Verify,
+    Op::VerifySingleUse,
+];
+
+/// One row's count, per request.
+#[derive(serde::Serialize)]
+struct Count {
+    op: Op,
+    requests: usize,
+    /// Every instruction the daemon ran during the row, per request, less its
+    /// background work at the idle rate.
+    total: f64,
+    /// Inside `C_SignInit` and `C_Sign`, per request (the audit checkpoints that the
+    /// row's records bring included); empty for a row that signs nothing.
+    token: BTreeMap<String, f64>,
+}
+
+impl Count {
+    fn in_token(&self) -> f64 {
+        self.token.values().sum()
+    }
+}
+
+/// Runs the daemon under callgrind and counts `n` sequential requests of each row, for
+/// each algorithm; prints a table and writes the JSON report.
+pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::Report) {
+    for tool in ["valgrind", "callgrind_control"] {
+        let found = Command::new(tool).arg("--version").output();
+        if !found.is_ok_and(|out| out.status.success()) {
+            eprintln!("bench: --instructions needs {tool}: sudo apt-get install -y valgrind");
+            std::process::exit(1);
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let dumps = out.path().join("callgrind.out");
+    let wrapper = [
+        "valgrind".to_string(),
+        "--tool=callgrind".to_string(),
+        "--instr-atstart=no".to_string(),
+        "--quiet".to_string(),
+        format!("--callgrind-out-file={}", dumps.display()),
+    ];
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The audit log on tmpfs: the fsync is the kernel's work, not counted either way.
+    let daemon = bench.serve_under(true, &wrapper, Duration::from_secs(180));
+    let pid = daemon.pid();
+    let mut control = Control {
+        pid: &pid,
+        dumps: &dumps,
+        taken: 0,
+    };
+    let (idle, idle_seconds) = control.count(|| std::thread::sleep(IDLE));
+    let background_per_second = idle.total as f64 / idle_seconds;
+
+    let mut tables = Vec::new();
+    for &algorithm in &o.algorithms {
+        let target = runtime.block_on(daemon.target(algorithm));
+        let mut counts = Vec::new();
+        for op in OPS {
+            runtime.block_on(load::sequential(&target, op, WARM_UP));
+            if op == Op::Mint {
+                // The single-use row's tokens, minted before its count starts.
+                runtime.block_on(load::sequential(&target, op, WARM_UP + n));
+            }
+            let (dump, seconds) =
+                control.count(|| runtime.block_on(load::sequential(&target, op, n)));
+            if op.signs() {
+                // Every signing request calls both: a count without them read the dump
+                // wrong, or the module's symbols are hidden.
+                for f in TOKEN_CALLS {
+                    assert!(
+                        dump.calls_to(f) > 0,
+                        "callgrind counted no call to {f} in the {} row",
+                        op.label()
+                    );
+                }
+            }
+            let background = background_per_second * seconds;
+            counts.push(Count {
+                op,
+                requests: n,
+                total: (dump.total as f64 - background).max(0.0) / n as f64,
+                // A row that signs nothing has no token share to compare with; what a
+                // checkpoint of its records costs in the token stays in its total.
+                token: match op.signs() {
+                    true => TOKEN_CALLS
+                        .iter()
+                        .map(|&f| (f.to_string(), dump.calls_to(f) as f64 / n as f64))
+                        .collect(),
+                    false => BTreeMap::new(),
+                },
+            });
+        }
+        tables.push((algorithm, counts));
+    }
+    drop(daemon);
+
+    print(n, background_per_second, &tables);
+    write(o, report, n, background_per_second, &tables);
+}
+
+/// The running daemon's callgrind, driven with `callgrind_control`.
+struct Control<'a> {
+    pid: &'a str,
+    dumps: &'a Path,
+    /// Dumps taken so far: callgrind numbers them from 1.
+    taken: usize,
+}
+
+impl Control<'_> {
+    /// Counts what the daemon runs while `during` runs; returns the dump and how long
+    /// it took.
+    fn count(&mut self, during: impl FnOnce()) -> (Dump, f64) {
+        self.send("--instr=on");
+        let began = Instant::now();
+        during();
+        let seconds = began.elapsed().as_secs_f64();
+        self.send("--dump");
+        self.send("--instr=off");
+        self.taken += 1;
+        let path = format!("{}.{}", self.dumps.display(), self.taken);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("callgrind wrote no dump {path}: {e}"));
+        (Dump::parse(&text), seconds)
+    }
+
+    fn send(&self, command: &str) {
+        let out = Command::new("callgrind_control")
+            .args([command, self.pid])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "callgrind_control {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn print(n: usize, background_per_second: f64, tables: &[(Algorithm, Vec<Count>)]) {
+    for (algorithm, counts) in tables {
+        println!(
+            "\n== {algorithm}: instructions per request (callgrind, user space only; {n} \
+             sequential requests per row on one keep-alive connection; the daemon's \
+             background work while idle, {:.2}M/s, taken off) ==",
+            background_per_second / 1e6
+        );
+        println!(
+            "  {:<28} {:>10} {:>11} {:>10} {:>10} {:>14}",
+            "row", "total", "C_SignInit", "C_Sign", "the rest", "total / token"
+        );
+        for count in counts {
+            let token = count.in_token();
+            let cell = |f: &str| {
+                count
+                    .token
+                    .get(f)
+                    .map_or("-".to_string(), |&v| thousands(v))
+            };
+            println!(
+                "  {:<28} {:>10} {:>11} {:>10} {:>10} {:>14}",
+                count.op.label(),
+                thousands(count.total),
+                cell("C_SignInit"),
+                cell("C_Sign"),
+                thousands(count.total - token),
+                match count.token.is_empty() {
+                    true => "-".to_string(),
+                    false => format!("{:.2}", count.total / token),
+                }
+            );
+        }
+    }
+}
+
+/// `123.4k` instructions.
+fn thousands(v: f64) -> String {
+    format!("{:.1}k", v / 1000.0)
+}
+
+fn write(
+    o: &crate::Options,
+    report: &crate::report::Report,
+    n: usize,
+    background_per_second: f64,
+    tables: &[(Algorithm, Vec<Count>)],
+) {
+    let path = o.json.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/bench")
+            .join(format!("{}-instructions.json", report.commit()))
+    });
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let json = serde_json::json!({
+        "commit": report.commit(),
+        "requests_per_row": n,
+        "background_instructions_per_second": background_per_second,
+        "tables": tables.iter().map(|(algorithm, counts)| serde_json::json!({
+            "algorithm": algorithm.to_string(),
+            "rows": counts,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    println!("\nJSON: {}", path.display());
+}

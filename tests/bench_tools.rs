@@ -1,0 +1,51 @@
+//! The bench's own tools, which its target (no test harness) cannot test itself.
+
+#[path = "../benches/throughput/callgrind.rs"]
+mod callgrind;
+
+use callgrind::Dump;
+
+/// A dump in callgrind's compressed form: the first `cfn=` of C_Sign names it, the
+/// second refers to it by id; a call to another function is not counted as C_Sign's.
+/// Its `summary:` has wrapped below zero, as callgrind's can: `totals:` is the count.
+#[test]
+fn reads_inclusive_costs_of_calls_by_name() {
+    let text = "\
+version: 1
+events: Ir
+fl=(1) a.rs
+fn=(1) caller
+10 5
+cfl=(2) libsofthsm2.so
+cfn=(2) C_Sign
+calls=1 0
+11 1000
+cfn=(3) C_SignInit
+calls=2 0
+12 700
+fn=(4) other
+cfn=(2)
+calls=1 0
++2 300
+cfn=(1)
+calls=1 0
+* 50
+fn=(2)
+0 1300
+summary: 18446744073635304589
+totals: 2055
+";
+    let dump = Dump::parse(text);
+    assert_eq!(dump.total, 2055);
+    assert_eq!(dump.calls_to("C_Sign"), 1300);
+    assert_eq!(dump.calls_to("C_SignInit"), 700);
+    assert_eq!(dump.calls_to("caller"), 50);
+    assert_eq!(dump.calls_to("missing"), 0);
+}
+
+/// Without `totals:`, `summary:` is the count.
+#[test]
+fn falls_back_to_the_summary() {
+    let dump = Dump::parse("events: Ir\nfn=(1) f\n1 7\nsummary: 7\n");
+    assert_eq!(dump.total, 7);
+}
