@@ -41,6 +41,7 @@ totals: 2055
     assert_eq!(dump.calls_to("C_SignInit"), 700);
     assert_eq!(dump.calls_to("caller"), 50);
     assert_eq!(dump.calls_to("missing"), 0);
+    assert!(dump.consistent(&["C_Sign", "C_SignInit", "caller"]));
 }
 
 /// Without `totals:`, `summary:` is the count.
@@ -48,4 +49,19 @@ totals: 2055
 fn falls_back_to_the_summary() {
     let dump = Dump::parse("events: Ir\nfn=(1) f\n1 7\nsummary: 7\n");
     assert_eq!(dump.total, 7);
+}
+
+/// A call record that counts more than the whole dump (a cost below zero, written
+/// wrapped) makes the dump inconsistent for that function, not for others, and summing
+/// it does not overflow.
+#[test]
+fn a_wrapped_call_cost_is_caught() {
+    let text = "events: Ir\nfn=(1) f\n1 10\ncfn=(2) g\ncalls=1 0\n2 18446744073709551610\n\
+                cfn=(2)\ncalls=1 0\n3 20\ncfn=(3) h\ncalls=1 0\n4 20\ntotals: 30\n";
+    let dump = Dump::parse(text);
+    assert!(!dump.consistent(&["g"]));
+    assert!(!dump.consistent(&["h", "g"]));
+    assert!(dump.consistent(&["h", "missing"]));
+    assert_eq!(dump.calls_to("g"), u64::MAX);
+    assert_eq!(dump.calls_to("h"), 20);
 }

@@ -47,7 +47,10 @@ fn ticks(dump: &Dump) -> u64 {
     TICK_CALLS.iter().map(|f| dump.calls_to(f)).sum()
 }
 
-/// The rows, in order: the mint row leaves the tokens the single-use row verifies.
+/// How many times a row is counted before the bench gives up on a consistent dump.
+const ATTEMPTS: usize = 3;
+
+/// The rows, in order.
 const OPS: [Op; 5] = [
     Op::Health,
     Op::Sign,
@@ -104,7 +107,8 @@ pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::
         dumps: &dumps,
         taken: 0,
     };
-    let (idle, idle_seconds) = control.count(|| std::thread::sleep(IDLE));
+    let (idle, idle_seconds) =
+        control.count_consistent("idling", || {}, || std::thread::sleep(IDLE));
     // A rename would leave the ticks in the rows unseen: fail instead.
     for f in &TICK_CALLS[..2] {
         assert!(
@@ -120,13 +124,24 @@ pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::
         let target = runtime.block_on(daemon.target(algorithm));
         let mut counts = Vec::new();
         for op in OPS {
-            runtime.block_on(load::sequential(&target, op, WARM_UP));
-            if op == Op::Mint {
-                // The single-use row's tokens, minted before its count starts.
-                runtime.block_on(load::sequential(&target, op, WARM_UP + n));
+            let stock = |want: usize| {
+                // Single-use tokens, minted while nothing is counted.
+                let lacking = want.saturating_sub(target.unused.lock().unwrap().len());
+                runtime.block_on(load::sequential(&target, Op::Mint, lacking));
+            };
+            if op == Op::VerifySingleUse {
+                stock(WARM_UP);
             }
-            let (dump, seconds) =
-                control.count(|| runtime.block_on(load::sequential(&target, op, n)));
+            runtime.block_on(load::sequential(&target, op, WARM_UP));
+            let (dump, seconds) = control.count_consistent(
+                op.label(),
+                || {
+                    if op == Op::VerifySingleUse {
+                        stock(n);
+                    }
+                },
+                || runtime.block_on(load::sequential(&target, op, n)),
+            );
             if op.signs() {
                 // Every signing request calls both: a count without them read the dump
                 // wrong, or the module's symbols are hidden.
@@ -139,10 +154,22 @@ pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::
                 }
             }
             let background = ticks(&dump) as f64 + background_per_second * seconds;
+            if background >= dump.total as f64 {
+                let kept = out.keep();
+                panic!(
+                    "the {} row counted {} instructions, less than its background ({background:.0}: \
+                     ticks {}, idle {:.0}/s for {seconds:.1} s); the dumps are in {}",
+                    op.label(),
+                    dump.total,
+                    ticks(&dump),
+                    background_per_second,
+                    kept.display()
+                );
+            }
             counts.push(Count {
                 op,
                 requests: n,
-                total: (dump.total as f64 - background).max(0.0) / n as f64,
+                total: (dump.total as f64 - background) / n as f64,
                 // A row that signs nothing has no token share to compare with; what a
                 // checkpoint of its records costs in the token stays in its total.
                 token: match op.signs() {
@@ -185,6 +212,29 @@ impl Control<'_> {
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("callgrind wrote no dump {path}: {e}"));
         (Dump::parse(&text), seconds)
+    }
+
+    /// [`Control::count`] of `counted` after `prepare` (not counted), again while the
+    /// dump is not [`Dump::consistent`] for the functions read from it, at most
+    /// [`ATTEMPTS`] times.
+    fn count_consistent(
+        &mut self,
+        what: &str,
+        mut prepare: impl FnMut(),
+        mut counted: impl FnMut(),
+    ) -> (Dump, f64) {
+        for attempt in 1..=ATTEMPTS {
+            prepare();
+            let (dump, seconds) = self.count(&mut counted);
+            if dump.consistent(&TOKEN_CALLS) && dump.consistent(&TICK_CALLS) {
+                return (dump, seconds);
+            }
+            eprintln!(
+                "bench: {what}: callgrind gave a call running across its dump a cost below \
+                 zero; counting again ({attempt} of {ATTEMPTS})"
+            );
+        }
+        panic!("{what}: no consistent callgrind dump in {ATTEMPTS} tries");
     }
 
     fn send(&self, command: &str) {
