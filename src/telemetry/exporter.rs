@@ -75,6 +75,12 @@ pub fn install() {
     });
 }
 
+/// Whether [`install`] set up the recorder: until then a handle taken from the facade
+/// would be a no-op one for good, so none is kept.
+pub(super) fn installed() -> bool {
+    matches!(HANDLE.get(), Some(Some(_)))
+}
+
 /// The Prometheus text exposition of every family, or `None` before [`install`] (or if
 /// it failed).
 pub fn render() -> Option<String> {

@@ -3,7 +3,9 @@
 //! Every family is named here and recorded through one function each, so the names,
 //! units and labels live in one place and `docs/metrics.md` can list them from it. The
 //! recording sites call these functions through the `metrics` facade: without an
-//! installed recorder (the CLI, unit tests) each call is a no-op.
+//! installed recorder (the CLI, unit tests) each call is a no-op. The families every
+//! request records go through handles kept once made (`hot`), not a registry lookup
+//! per call.
 //!
 //! The recorder is global to the process ([`install`]): the binary runs one daemon, so
 //! its counts are that daemon's. Tests that start several daemons in one process share
@@ -16,10 +18,11 @@
 //! nothing of signetd, so any room may record.
 
 mod exporter;
+mod hot;
 
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge};
 
 pub use exporter::{count_dropped_log_lines, install, render};
 
@@ -66,7 +69,7 @@ pub const STATE_ROLLBACKS: &str = "signetd_state_rollbacks_total";
 pub const LOG_LINES_DROPPED: &str = "signetd_log_lines_dropped_total";
 
 /// The transport a request came over: the `transport` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// The Unix socket.
     Unix,
@@ -90,13 +93,9 @@ impl Transport {
 /// One HTTP request answered: `route` is the matched path template (`/v1/keys/{kid}`),
 /// or `(unmatched)` when no route matched.
 pub fn http_request(route: &str, code: u16, transport: Transport) {
-    counter!(
-        HTTP_REQUESTS,
-        "route" => route.to_string(),
-        "code" => code.to_string(),
-        "transport" => transport.as_str(),
-    )
-    .increment(1);
+    if let Some(requests) = hot::requests(route, code, transport) {
+        requests.increment(1);
+    }
 }
 
 /// What the daemon times separately: the work behind `/v1/tokens`, `/v1/sign` and
@@ -113,13 +112,9 @@ pub enum Operation {
 
 /// One operation done (`ok`) or refused or failed (`error`) after `elapsed`.
 pub fn operation(operation: Operation, ok: bool, elapsed: Duration) {
-    let name = match operation {
-        Operation::Mint => MINT_DURATION,
-        Operation::Sign => SIGN_DURATION,
-        Operation::Verify => VERIFY_DURATION,
-    };
-    let outcome = if ok { "ok" } else { "error" };
-    histogram!(name, "outcome" => outcome).record(elapsed.as_secs_f64());
+    if let Some(histogram) = hot::operation(operation, ok) {
+        histogram.record(elapsed.as_secs_f64());
+    }
 }
 
 /// Awaits `operation`'s work, recording its time and whether it succeeded.
@@ -138,7 +133,9 @@ pub async fn timed<T, E>(
 /// by the caller could be written after a worker's newer one, leaving a job counted
 /// that was long taken.
 pub fn hsm_queued(joins: bool) {
-    let jobs = gauge!(HSM_QUEUE_DEPTH);
+    let Some(jobs) = hot::hsm_queue_depth() else {
+        return;
+    };
     if joins {
         jobs.increment(1.0);
     } else {
@@ -148,7 +145,9 @@ pub fn hsm_queued(joins: bool) {
 
 /// A PKCS#11 worker starts (`true`) or ends (`false`) a job.
 pub fn hsm_worker_busy(busy: bool) {
-    let workers = gauge!(HSM_BUSY_WORKERS);
+    let Some(workers) = hot::hsm_busy_workers() else {
+        return;
+    };
     if busy {
         workers.increment(1.0);
     } else {
@@ -168,14 +167,22 @@ pub fn hsm_health(ready: bool) {
 
 /// One fsync of the audit log took `elapsed`.
 pub fn audit_fsync(elapsed: Duration) {
-    histogram!(AUDIT_FSYNC_DURATION).record(elapsed.as_secs_f64());
+    if let Some(fsyncs) = hot::audit_fsync_duration() {
+        fsyncs.record(elapsed.as_secs_f64());
+    }
 }
 
 /// One audit write made durable `records` records in `bytes` bytes.
 pub fn audit_written(records: u64, bytes: u64) {
-    histogram!(AUDIT_RECORDS_PER_FSYNC).record(records as f64);
-    counter!(AUDIT_RECORDS_WRITTEN).increment(records);
-    counter!(AUDIT_BYTES_WRITTEN).increment(bytes);
+    if let Some(batches) = hot::audit_records_per_fsync() {
+        batches.record(records as f64);
+    }
+    if let Some(written) = hot::audit_records_written() {
+        written.increment(records);
+    }
+    if let Some(written) = hot::audit_bytes_written() {
+        written.increment(bytes);
+    }
 }
 
 /// A refused request went to the audit log: in a record of its own (a caller a policy
