@@ -3,6 +3,7 @@
 //! family's help text.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
@@ -56,6 +57,7 @@ pub fn install() {
             tracing::error!(error = %e, "metrics are off: another recorder is installed");
             return None;
         }
+        INSTALLED.store(true, Ordering::Release);
         describe();
         baseline();
         let upkeep = handle.clone();
@@ -75,10 +77,14 @@ pub fn install() {
     });
 }
 
+/// Set once [`install`] has made its recorder the process's, before it registers
+/// anything: from then on a handle taken from the facade is a live one.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
 /// Whether [`install`] set up the recorder: until then a handle taken from the facade
 /// would be a no-op one for good, so none is kept.
 pub(super) fn installed() -> bool {
-    matches!(HANDLE.get(), Some(Some(_)))
+    INSTALLED.load(Ordering::Acquire)
 }
 
 /// The Prometheus text exposition of every family, or `None` before [`install`] (or if

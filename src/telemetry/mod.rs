@@ -93,9 +93,7 @@ impl Transport {
 /// One HTTP request answered: `route` is the matched path template (`/v1/keys/{kid}`),
 /// or `(unmatched)` when no route matched.
 pub fn http_request(route: &str, code: u16, transport: Transport) {
-    if let Some(requests) = hot::requests(route, code, transport) {
-        requests.increment(1);
-    }
+    hot::count_request(route, code, transport);
 }
 
 /// What the daemon times separately: the work behind `/v1/tokens`, `/v1/sign` and
