@@ -1,5 +1,7 @@
 //! The bench's own tools, which its target (no test harness) cannot test itself.
 
+// The options are the bench's to pass; the parser is what is tested here.
+#[allow(dead_code)]
 #[path = "../benches/throughput/callgrind.rs"]
 mod callgrind;
 
@@ -44,11 +46,33 @@ totals: 2055
     assert!(dump.consistent(&["C_Sign", "C_SignInit", "caller"]));
 }
 
-/// Without `totals:`, `summary:` is the count.
+/// A dump without `totals:` was cut short: refused.
 #[test]
-fn falls_back_to_the_summary() {
-    let dump = Dump::parse("events: Ir\nfn=(1) f\n1 7\nsummary: 7\n");
-    assert_eq!(dump.total, 7);
+#[should_panic(expected = "without totals")]
+fn a_dump_without_totals_is_refused() {
+    Dump::parse("events: Ir\nfn=(1) f\n1 7\nsummary: 7\n");
+}
+
+/// A function that runs code of its own but was called before counting started has no
+/// call record: its count is not consistent. One called in the dump is, and so is one
+/// that did not run.
+#[test]
+fn a_call_begun_before_the_count_is_caught() {
+    let text = "positions: line\nevents: Ir\nfn=(1) key_pairs\n5 40\ncfn=(2) C_FindObjects\n\
+                calls=1 0\n6 500\nfn=(3) tick\n+1 10\ntotals: 550\n";
+    let dump = Dump::parse(text);
+    assert!(!dump.consistent(&["key_pairs"]));
+    assert!(dump.consistent(&["C_FindObjects"]));
+    assert!(!dump.consistent(&["tick"]));
+    assert!(dump.consistent(&["absent"]));
+}
+
+/// Uncompressed names that begin with a parenthesis are names, not ids.
+#[test]
+fn a_parenthesised_name_is_not_an_id() {
+    let text = "events: Ir\nfn=(1) caller\n1 1\ncfn=(anonymous namespace)::f()\ncalls=1 0\n2 9\n\
+                totals: 10\n";
+    assert_eq!(Dump::parse(text).calls_to("(anonymous namespace)::f()"), 9);
 }
 
 /// A call record that counts more than the whole dump (a cost below zero, written

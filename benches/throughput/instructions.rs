@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use signetd::Algorithm;
 
-use crate::callgrind::Dump;
+use signetd::client::Connection;
+
+use crate::callgrind::{self, Dump};
 use crate::load::{self, Op};
 use crate::setup::Bench;
 
@@ -28,12 +30,14 @@ const TOKEN_CALLS: [&str; 2] = ["C_SignInit", "C_Sign"];
 const WARM_UP: usize = 20;
 
 /// How long the daemon idles, counted, to learn what its background work costs per
-/// second, besides the lifecycle tick; that is taken off each row by its length. Longer
-/// than two of the default ticks (5 s), so it sees at least one.
-const IDLE: Duration = Duration::from_secs(12);
+/// second besides the lifecycle tick's own; that is taken off each row by its length.
+/// Two whole periods of the default tick (5 s), so it holds two ticks' other work (the
+/// state store's reads, on sqlx's threads) wherever they fall.
+const IDLE: Duration = Duration::from_secs(10);
 
 /// The lifecycle tick's work: its loop on a runtime thread, and the token reads its
-/// reload makes on a PKCS#11 worker (no request makes them). A tick costs about ten
+/// reload makes on a PKCS#11 worker (a request makes one only when a key's handle is
+/// unknown, which these rows, after their warm-up, never meet). A tick costs about ten
 /// million instructions under valgrind, so one tick more or fewer in a row moved it by
 /// more than the changes this count is for; each dump's ticks are taken off by name.
 const TICK_CALLS: [&str; 3] = [
@@ -90,22 +94,31 @@ pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::
     }
     let out = tempfile::tempdir().unwrap();
     let dumps = out.path().join("callgrind.out");
-    let wrapper = [
-        "valgrind".to_string(),
-        "--tool=callgrind".to_string(),
-        "--instr-atstart=no".to_string(),
-        "--quiet".to_string(),
-        format!("--callgrind-out-file={}", dumps.display()),
+    let out_file = format!("--callgrind-out-file={}", dumps.display());
+    let mut wrapper = vec![
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        "--quiet",
     ];
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    wrapper.extend(callgrind::VALGRIND_OPTIONS);
+    wrapper.push(&out_file);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    // The audit log on tmpfs: the fsync is the kernel's work, not counted either way.
-    let daemon = bench.serve_under(true, &wrapper, Duration::from_secs(180));
+    // The audit log on tmpfs: the fsync is the kernel's work, not counted either way. A
+    // checkpoint every 1,000 records and never by time: how many a row holds must not
+    // depend on how long valgrind took.
+    let daemon = bench.serve_under(
+        true,
+        "checkpoint_seconds = 3600\n",
+        &wrapper,
+        Duration::from_secs(180),
+    );
     let pid = daemon.pid();
     let mut control = Control {
         pid: &pid,
         dumps: &dumps,
         taken: 0,
+        kept: Some(out),
     };
     let (idle, idle_seconds) =
         control.count_consistent("idling", || {}, || std::thread::sleep(IDLE));
@@ -124,23 +137,29 @@ pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::
         let target = runtime.block_on(daemon.target(algorithm));
         let mut counts = Vec::new();
         for op in OPS {
+            let what = format!("{algorithm} {}", op.label());
             let stock = |want: usize| {
                 // Single-use tokens, minted while nothing is counted.
                 let lacking = want.saturating_sub(target.unused.lock().unwrap().len());
-                runtime.block_on(load::sequential(&target, Op::Mint, lacking));
+                runtime.block_on(async {
+                    let mut minter = Connection::open(&target.socket).await.unwrap();
+                    load::sequential(&mut minter, &target, Op::Mint, lacking).await
+                });
             };
             if op == Op::VerifySingleUse {
                 stock(WARM_UP);
             }
-            runtime.block_on(load::sequential(&target, op, WARM_UP));
+            // The row's one connection: accepted and warmed up before counting starts.
+            let mut connection = runtime.block_on(Connection::open(&target.socket)).unwrap();
+            runtime.block_on(load::sequential(&mut connection, &target, op, WARM_UP));
             let (dump, seconds) = control.count_consistent(
-                op.label(),
+                &what,
                 || {
                     if op == Op::VerifySingleUse {
                         stock(n);
                     }
                 },
-                || runtime.block_on(load::sequential(&target, op, n)),
+                || runtime.block_on(load::sequential(&mut connection, &target, op, n)),
             );
             if op.signs() {
                 // Every signing request calls both: a count without them read the dump
@@ -148,22 +167,20 @@ pub fn run(bench: &Bench, o: &crate::Options, n: usize, report: &crate::report::
                 for f in TOKEN_CALLS {
                     assert!(
                         dump.calls_to(f) > 0,
-                        "callgrind counted no call to {f} in the {} row",
-                        op.label()
+                        "callgrind counted no call to {f} in the {what} row"
                     );
                 }
             }
             let background = ticks(&dump) as f64 + background_per_second * seconds;
             if background >= dump.total as f64 {
-                let kept = out.keep();
                 panic!(
-                    "the {} row counted {} instructions, less than its background ({background:.0}: \
-                     ticks {}, idle {:.0}/s for {seconds:.1} s); the dumps are in {}",
-                    op.label(),
+                    "the {what} row counted {} instructions, less than its background \
+                     ({background:.0}: ticks {}, idle {:.0}/s for {seconds:.1} s); the dumps \
+                     are in {}",
                     dump.total,
                     ticks(&dump),
                     background_per_second,
-                    kept.display()
+                    control.keep().display()
                 );
             }
             counts.push(Count {
@@ -195,23 +212,48 @@ struct Control<'a> {
     dumps: &'a Path,
     /// Dumps taken so far: callgrind numbers them from 1.
     taken: usize,
+    /// The dumps' directory, removed at the end unless [`Control::keep`] kept it.
+    kept: Option<tempfile::TempDir>,
 }
 
 impl Control<'_> {
     /// Counts what the daemon runs while `during` runs; returns the dump and how long
     /// it took.
+    ///
+    /// Counting stops before the dump: turning instrumentation off closes the calls
+    /// still running (a thread's own loop, a tick caught half-way) with what they have
+    /// run so far, and keeps the counts for the dump. The time is taken between the two
+    /// switches' answers, each of which comes a little after the switch.
     fn count(&mut self, during: impl FnOnce()) -> (Dump, f64) {
         self.send("--instr=on");
         let began = Instant::now();
         during();
+        self.send("--instr=off");
         let seconds = began.elapsed().as_secs_f64();
         self.send("--dump");
-        self.send("--instr=off");
         self.taken += 1;
         let path = format!("{}.{}", self.dumps.display(), self.taken);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("callgrind wrote no dump {path}: {e}"));
-        (Dump::parse(&text), seconds)
+        let dump = Dump::parse(&text);
+        let taken = self.taken;
+        if dump.part != Some(taken as u64) {
+            panic!(
+                "{path} is callgrind's part {:?}, not {taken}: a dump was taken that the \
+                 bench did not ask for; the dumps are in {}",
+                dump.part,
+                self.keep().display()
+            );
+        }
+        (dump, seconds)
+    }
+
+    /// Keeps the dumps' directory past the bench's end, for a failure's report.
+    fn keep(&mut self) -> std::path::PathBuf {
+        match self.kept.take() {
+            Some(dir) => dir.keep(),
+            None => self.dumps.parent().unwrap().to_path_buf(),
+        }
     }
 
     /// [`Control::count`] of `counted` after `prepare` (not counted), again while the
@@ -230,11 +272,14 @@ impl Control<'_> {
                 return (dump, seconds);
             }
             eprintln!(
-                "bench: {what}: callgrind gave a call running across its dump a cost below \
-                 zero; counting again ({attempt} of {ATTEMPTS})"
+                "bench: {what}: a call to the token or the tick ran across the start or end \
+                 of the count; counting again ({attempt} of {ATTEMPTS})"
             );
         }
-        panic!("{what}: no consistent callgrind dump in {ATTEMPTS} tries");
+        panic!(
+            "{what}: no consistent callgrind dump in {ATTEMPTS} tries; the dumps are in {}",
+            self.keep().display()
+        );
     }
 
     fn send(&self, command: &str) {

@@ -146,12 +146,11 @@ pub async fn run(
     outcome
 }
 
-/// Sends `n` requests of `op` one after another on one keep-alive connection, untimed
-/// (the instruction count's rows). Every request must succeed; minted tokens are kept
-/// for the single-use row.
-pub async fn sequential(target: &Target, op: Op, n: usize) {
+/// Sends `n` requests of `op` one after another on `connection`, untimed (the
+/// instruction count's rows). Every request must succeed; minted tokens are kept for
+/// the single-use row.
+pub async fn sequential(connection: &mut Connection, target: &Target, op: Op, n: usize) {
     let json = [("content-type", "application/json")];
-    let mut connection = Connection::open(&target.socket).await.unwrap();
     let mut minted = Vec::new();
     for _ in 0..n {
         let (method, path, body) =

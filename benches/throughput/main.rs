@@ -94,7 +94,20 @@ fn options() -> Options {
         eprintln!("bench: {why}\n\n{USAGE}");
         std::process::exit(2)
     };
+    // The options only the timed rows use, given: `--instructions` refuses them.
+    let mut timed = Vec::new();
     while let Some(arg) = args.next() {
+        if [
+            "--quick",
+            "--seconds",
+            "--clients",
+            "--overload",
+            "--audit-dir",
+        ]
+        .contains(&arg.as_str())
+        {
+            timed.push(arg.clone());
+        }
         let mut value = || {
             args.next()
                 .unwrap_or_else(|| fail(format!("{arg} needs a value")))
@@ -149,6 +162,12 @@ fn options() -> Options {
             }
             other => fail(format!("unknown argument {other}")),
         }
+    }
+    if o.instructions.is_some() && !timed.is_empty() {
+        fail(format!(
+            "--instructions times nothing and keeps its audit log on tmpfs: {} apply only to the timed rows",
+            timed.join(", ")
+        ));
     }
     o
 }

@@ -78,7 +78,7 @@ impl Bench {
             kids: Vec::new(),
         };
         // The CA and the keys, with the real CLI, as an operator makes them.
-        let (config, _, _audit) = bench.write_config(false, 0);
+        let (config, _, _audit) = bench.write_config(false, 0, "");
         let mut first = true;
         for &algorithm in &o.algorithms {
             for raw in [false, true] {
@@ -122,7 +122,13 @@ impl Bench {
     /// Writes the daemon's config: its audit log on tmpfs or under `audit_parent`, every
     /// per-caller limit lifted (one uid is the whole load: the limits would be what is
     /// measured), and a queue bound of 128 that the overload row goes past.
-    fn write_config(&self, tmpfs: bool, tls_port: u16) -> (PathBuf, PathBuf, TempDir) {
+    /// `audit_settings` go into the `[audit]` table as they are.
+    fn write_config(
+        &self,
+        tmpfs: bool,
+        tls_port: u16,
+        audit_settings: &str,
+    ) -> (PathBuf, PathBuf, TempDir) {
         let name = if tmpfs { "tmpfs" } else { "disk" };
         let audit = match tmpfs {
             true => tempfile::tempdir_in("/dev/shm").unwrap(),
@@ -141,7 +147,7 @@ impl Bench {
         let text = format!(
             "{pkcs11}queue = 128\n\
              [listen]\nsocket = {socket:?}\nhttp = \"off\"\n\
-             [audit]\ndir = {:?}\n\
+             [audit]\ndir = {:?}\n{audit_settings}\
              [store]\nurl = \"sqlite://{state}/signetd.db\"\n\
              {tls}\
              [limits]\nrate_per_principal = \"1000000/s\"\nrate_per_issuer = \"1000000/s\"\n\
@@ -177,14 +183,15 @@ impl Bench {
 
     /// Starts `signetd serve` (a process of its own) with its audit log on disk or tmpfs.
     pub fn serve(&self, tmpfs: bool) -> Daemon<'_> {
-        self.serve_under(tmpfs, &[], std::time::Duration::from_secs(20))
+        self.serve_under(tmpfs, "", &[], std::time::Duration::from_secs(20))
     }
 
-    /// [`Bench::serve`] run by `wrapper` (valgrind), waiting up to `wait` for it to be
-    /// ready.
+    /// [`Bench::serve`] with `audit` added to its `[audit]` table, run by `wrapper`
+    /// (valgrind), waiting up to `wait` for it to be ready.
     pub fn serve_under(
         &self,
         tmpfs: bool,
+        audit: &str,
         wrapper: &[&str],
         wait: std::time::Duration,
     ) -> Daemon<'_> {
@@ -193,7 +200,7 @@ impl Bench {
             .local_addr()
             .unwrap()
             .port();
-        let (config, socket, audit) = self.write_config(tmpfs, port);
+        let (config, socket, audit) = self.write_config(tmpfs, port, audit);
         let served = self
             .token
             .serve_under_within(wrapper, &config, &socket, wait);
