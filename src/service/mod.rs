@@ -221,6 +221,17 @@ impl Service {
             }
         }
         let (reading, ca_problems) = publishing::read(&hsm, &*ports.keys).await?;
+        // The store put back again between moving forward and this read: never served;
+        // the next start moves it forward.
+        let behind = publishing::reading_behind(&witness, &reading);
+        if !behind.is_empty() {
+            for entry in rolled_forward {
+                record::note_to(&*ports.audit, entry).await;
+            }
+            return Err(Error::Internal(format!(
+                "state rollback: the state store went backwards while the daemon started: {behind}"
+            )));
+        }
         // Where the store and the token disagree, reported at every start (below, once
         // the service can write audit records), and never repaired here.
         let mismatches = reading.inventory.mismatches.clone();

@@ -82,6 +82,26 @@ pub(super) async fn read(
     Ok((reading, problems))
 }
 
+/// How many times a reload reads the store and the token before giving up on a store
+/// that keeps going backwards under it.
+const READ_ATTEMPTS: u32 = 3;
+
+/// The keys of `reading` behind the state `witness` has on record, as one line (empty
+/// if none): a reading that must not be served.
+pub(super) fn reading_behind(witness: &super::rollback::Witness, reading: &Reading) -> String {
+    let keys = reading
+        .inventory
+        .keys
+        .iter()
+        .map(|k| (k.kid.clone(), k.issuer.clone(), k.state));
+    let behind: Vec<String> = witness
+        .behind_of(keys)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    behind.join(", ")
+}
+
 /// How long after a key of `issuer` was last seen a token it signed may still verify:
 /// `max_ttl` and the leeway, and a tick (a key retired with the CLI signs until the
 /// next reload).
@@ -158,18 +178,7 @@ impl Service {
     /// is and fails; problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
         self.refresh_revocations().await;
-        self.catch_up_keys().await?;
-        let (reading, ca_problems) = match read(&self.hsm, &*self.key_records).await {
-            Ok(read) => read,
-            Err(e) => {
-                let what = match e {
-                    Error::Store(_) => "the state store",
-                    _ => "the token",
-                };
-                self.unreadable(format!("{what} could not be read: {e}"));
-                return Err(e);
-            }
-        };
+        let (reading, ca_problems) = self.read_caught_up().await?;
         let now = unix_now();
         let mismatches = reading.inventory.mismatches.clone();
         let last = self.publishing.lock().last_good.clone();
@@ -202,6 +211,44 @@ impl Service {
         }
         self.record_outside_changes(&registry).await;
         Ok(())
+    }
+
+    /// Moves forward any key the store shows behind ([`Self::catch_up_keys`]), then
+    /// reads the token and the store. A store put back between the two would be read
+    /// behind, and served so until the next reload: such a reading is thrown away and
+    /// both are done again, at most [`READ_ATTEMPTS`] times in all, after which the
+    /// reload fails and the last good view stays.
+    async fn read_caught_up(&self) -> Result<(Reading, Vec<String>), Error> {
+        let mut attempt = 1;
+        loop {
+            self.catch_up_keys().await?;
+            let (reading, problems) = match read(&self.hsm, &*self.key_records).await {
+                Ok(read) => read,
+                Err(e) => {
+                    let what = match e {
+                        Error::Store(_) => "the state store",
+                        _ => "the token",
+                    };
+                    self.unreadable(format!("{what} could not be read: {e}"));
+                    return Err(e);
+                }
+            };
+            let behind = reading_behind(&self.witness, &reading);
+            if behind.is_empty() {
+                return Ok((reading, problems));
+            }
+            if attempt == READ_ATTEMPTS {
+                let e = format!(
+                    "keys read behind their recorded state in the state store {READ_ATTEMPTS} times: {behind}"
+                );
+                tracing::error!("state rollback: {e}; the last good view is kept");
+                return Err(Error::Internal(format!("state rollback: {e}")));
+            }
+            tracing::warn!(
+                "the state store went backwards while it was read ({behind}); moving forward and reading again"
+            );
+            attempt += 1;
+        }
     }
 
     /// Moves forward any key the store shows behind a state this daemon recorded (the

@@ -354,16 +354,25 @@ impl Witness {
     /// The keys the store shows behind their furthest recorded state: (kid, issuer,
     /// state in the store, furthest seen).
     pub async fn behind(&self, meta: &dyn KeyMetadata) -> Result<Vec<Behind>, StoreError> {
-        let mut behind: Vec<Behind> = meta
-            .keys()
-            .await?
+        let rows = meta.keys().await?;
+        Ok(self.behind_of(rows.into_iter().map(|row| (row.kid, row.issuer, row.state))))
+    }
+
+    /// Those of `keys` (kid, issuer, state) behind their furthest recorded state, in
+    /// the order they are to be moved in. [`Witness::behind`] asks the store; a reading
+    /// made after it is asked again, as the store may have been put back in between.
+    pub fn behind_of(
+        &self,
+        keys: impl IntoIterator<Item = (String, String, KeyState)>,
+    ) -> Vec<Behind> {
+        let mut behind: Vec<Behind> = keys
             .into_iter()
-            .filter_map(|row| {
-                let seen = self.seen(&row.kid)?;
-                (progress(row.state) < progress(seen.state)).then_some(Behind {
-                    kid: row.kid,
-                    issuer: row.issuer,
-                    stored: row.state,
+            .filter_map(|(kid, issuer, stored)| {
+                let seen = self.seen(&kid)?;
+                (progress(stored) < progress(seen.state)).then_some(Behind {
+                    kid,
+                    issuer,
+                    stored,
                     seen,
                 })
             })
@@ -371,7 +380,7 @@ impl Witness {
         // Keys leave service before any key enters it: an issuer's retired key is
         // retired in the store before its successor becomes active there.
         behind.sort_by_key(|b| (b.seen.state == KeyState::Active, b.kid.clone()));
-        Ok(behind)
+        behind
     }
 
     /// The token revocations the log records, still listed at `now`, that `listed`
@@ -434,6 +443,16 @@ pub struct Behind {
     pub seen: Seen,
 }
 
+impl std::fmt::Display for Behind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} (was {}, {})",
+            self.kid, self.stored, self.seen.state, self.seen.source
+        )
+    }
+}
+
 /// The states a key moves through from `from` to `to`, each a move
 /// [`KeyState::may_become`] allows.
 fn steps(from: KeyState, to: KeyState) -> Vec<KeyState> {
@@ -481,10 +500,7 @@ pub async fn roll_forward(
     meta.set_states(&moves, now, ACTOR)
         .await
         .map_err(|e: KeyWriteError| {
-            let keys: Vec<String> = behind
-                .iter()
-                .map(|k| format!("{} {} (was {}, {})", k.kid, k.stored, k.seen.state, k.seen.source))
-                .collect();
+            let keys: Vec<String> = behind.iter().map(ToString::to_string).collect();
             format!(
                 "keys behind their recorded state in the state store: {}; moving them forward failed, and none was moved: {e}",
                 keys.join(", ")

@@ -474,14 +474,31 @@ async fn a_store_put_back_under_a_running_daemon_is_moved_forward_at_the_next_re
     let mut conn = sqlx::SqliteConnection::connect_with(&options)
         .await
         .unwrap();
+    const PUT_BACK: &str = "UPDATE keys SET state = 'active' WHERE kid = ? AND state <> 'active'";
     let updated = conn
-        .execute(sqlx::query("UPDATE keys SET state = 'active' WHERE kid = ?").bind(&kid))
+        .execute(sqlx::query(PUT_BACK).bind(&kid))
         .await
         .unwrap();
     assert_eq!(updated.rows_affected(), 1);
-    conn.close().await.unwrap();
 
+    // Put back again and again until the daemon has moved the key forward three more
+    // times, so that some put-backs land between a reload's check and its read of the
+    // store: such a reading is never served either.
     let mut served = Vec::new();
+    let mut put_backs = 1;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while put_backs < 4 && std::time::Instant::now() < until {
+        put_backs += conn
+            .execute(sqlx::query(PUT_BACK).bind(&kid))
+            .await
+            .unwrap()
+            .rows_affected();
+        served.push(key_state(&socket, &kid).await);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    conn.close().await.unwrap();
+    assert_eq!(put_backs, 4, "the daemon stopped moving the key forward");
+
     let caught = eventually(15, async || {
         served.push(key_state(&socket, &kid).await);
         let recorded = audit_records(&token.audit_dir())
@@ -499,9 +516,11 @@ async fn a_store_put_back_under_a_running_daemon_is_moved_forward_at_the_next_re
         served.iter().all(|s| s.as_deref() == Some("revoked")),
         "served as {served:?}"
     );
-    let (_, listed, _) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
-    assert!(
-        listed.contains("\"revoked\""),
-        "moved forward in the store: {listed}"
-    );
+    let mut listed = String::new();
+    let forward = eventually(15, async || {
+        (_, listed, _) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
+        listed.contains("\"revoked\"")
+    })
+    .await;
+    assert!(forward, "never moved forward in the store: {listed}");
 }

@@ -184,6 +184,33 @@ async fn a_store_put_back_before_a_rotation_and_a_revocation_is_moved_forward() 
     assert!(witness.behind(&store).await.unwrap().is_empty());
 }
 
+/// A reading made after the store was checked is checked again by the same rule: a key
+/// read behind what this run saw is named, with both states and where the later one was
+/// seen; keys at or past their recorded state, and keys never seen, are not.
+#[test]
+fn a_reading_behind_the_witness_names_each_key_behind() {
+    let witness = Witness::default();
+    witness.raise("a-1", KeyState::Revoked, "this run");
+    witness.raise("a-2", KeyState::Active, "this run");
+    witness.raise("a-3", KeyState::Retired, "this run");
+    let read = [
+        ("a-1", KeyState::Active),
+        ("a-2", KeyState::Retired),
+        ("a-3", KeyState::Pending),
+        ("a-4", KeyState::Pending),
+    ]
+    .map(|(kid, state)| (kid.to_string(), "a".to_string(), state));
+    let behind = witness.behind_of(read);
+    let named: Vec<String> = behind.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        named,
+        [
+            "a-1 active (was revoked, this run)",
+            "a-3 pending (was retired, this run)"
+        ]
+    );
+}
+
 /// The moves are one transaction: when the store refuses one (here another process
 /// revoked the key the log saw activated), none is made, and no issuer is left
 /// between two keys.
