@@ -343,14 +343,6 @@ fn write(
     background_per_second: f64,
     tables: &[(Algorithm, Vec<Count>)],
 ) {
-    let path = o.json.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/bench")
-            .join(format!("{}-instructions.json", report.commit()))
-    });
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
     let json = serde_json::json!({
         "commit": report.commit(),
         "requests_per_row": n,
@@ -360,6 +352,5 @@ fn write(
             "rows": counts,
         })).collect::<Vec<_>>(),
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    println!("\nJSON: {}", path.display());
+    report.save(o, "-instructions", &json);
 }

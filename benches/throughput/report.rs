@@ -421,14 +421,6 @@ impl Report {
 
     /// Writes the JSON report and says where.
     pub fn write(&self, o: &crate::Options, tables: Vec<Table>) {
-        let path = o.json.clone().unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/bench")
-                .join(format!("{}.json", self.commit))
-        });
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
         let json = serde_json::json!({
             "commit": self.commit,
             "unix_time": std::time::SystemTime::now()
@@ -452,7 +444,21 @@ impl Report {
             "guest_halt_poll_ns": self.halt_poll_ns,
             "tables": tables,
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        self.save(o, "", &json);
+    }
+
+    /// Writes `json` to `--json`, else to `target/bench/COMMIT{suffix}.json`, and says
+    /// where.
+    pub fn save(&self, o: &crate::Options, suffix: &str, json: &serde_json::Value) {
+        let path = o.json.clone().unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench")
+                .join(format!("{}{suffix}.json", self.commit))
+        });
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(json).unwrap()).unwrap();
         println!("\nJSON: {}", path.display());
     }
 }

@@ -186,12 +186,12 @@ impl Bench {
         self.serve_under(tmpfs, "", &[], std::time::Duration::from_secs(20))
     }
 
-    /// [`Bench::serve`] with `audit` added to its `[audit]` table, run by `wrapper`
+    /// [`Bench::serve`] with `audit_settings` added to its `[audit]` table, run by `wrapper`
     /// (valgrind), waiting up to `wait` for it to be ready.
     pub fn serve_under(
         &self,
         tmpfs: bool,
-        audit: &str,
+        audit_settings: &str,
         wrapper: &[&str],
         wait: std::time::Duration,
     ) -> Daemon<'_> {
@@ -200,7 +200,7 @@ impl Bench {
             .local_addr()
             .unwrap()
             .port();
-        let (config, socket, audit) = self.write_config(tmpfs, port, audit);
+        let (config, socket, audit) = self.write_config(tmpfs, port, audit_settings);
         let served = self
             .token
             .serve_under_within(wrapper, &config, &socket, wait);
