@@ -66,11 +66,12 @@ pub async fn serve(config_path: &Path) -> Result<(), String> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
-    let service = Arc::new(
-        Service::start(config, hsm)
-            .await
-            .map_err(|e| format!("{e} ({})", e.code()))?,
-    );
+    let service = Arc::new(Service::start(config, hsm).await.map_err(|e| match e {
+        // A client is told only "internal error"; the operator starting the
+        // daemon is told why (a state rollback the store refused, say).
+        signetd::Error::Internal(detail) => format!("{detail} (internal)"),
+        e => format!("{e} ({})", e.code()),
+    })?);
     reload_on_sighup(hangups, config_path, service.clone(), tls_reloader);
     let metrics_addr = listeners
         .metrics
