@@ -153,6 +153,8 @@ pub struct Service {
     /// Lifecycle ticks and admin calls take turns, so two of them never plan from the
     /// same state (two pending keys, a revocation overwritten by a retirement).
     lifecycle: tokio::sync::Mutex<()>,
+    /// Reloads run one at a time (a config reload's runs outside the lifecycle's turn).
+    reloading: tokio::sync::Mutex<()>,
     /// Leases among replicas sharing the state store.
     leases: Arc<dyn LeaseStore>,
     /// Changes others make to the state store, if it pushes them.
@@ -175,6 +177,15 @@ pub struct Service {
     second_instance_warned: std::sync::atomic::AtomicBool,
     /// Refusals of unnamed callers being counted, and refusal records dropped.
     refusals: refusals::Refusals,
+}
+
+/// `error`, once the records of what a failing start moved forward are written: the
+/// next start finds it done, and would not say so.
+async fn failed_start(audit: &dyn AuditSink, moved: Vec<Entry>, error: Error) -> Error {
+    for entry in moved {
+        record::note_to(audit, entry).await;
+    }
+    error
 }
 
 impl Service {
@@ -208,30 +219,34 @@ impl Service {
                 )
                 .await;
                 if let Err(e) = caught_up {
-                    // What was moved before the failure is recorded before the daemon
-                    // exits: the next start finds it done, and would not say so.
-                    for entry in rolled_forward {
-                        record::note_to(&*ports.audit, entry).await;
-                    }
-                    return Err(Error::Internal(format!("state rollback: {e}")));
+                    let e = Error::Internal(format!("state rollback: {e}"));
+                    return Err(failed_start(&*ports.audit, rolled_forward, e).await);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the audit log: the state store is checked for rollback once it can be read");
             }
         }
-        let (reading, ca_problems) = publishing::read(&hsm, &*ports.keys).await?;
-        // The store put back again between moving forward and this read: never served;
-        // the next start moves it forward.
-        let behind = publishing::reading_behind(&witness, &reading);
-        if !behind.is_empty() {
-            for entry in rolled_forward {
-                record::note_to(&*ports.audit, entry).await;
+        let read = publishing::read_checked(
+            &hsm,
+            &*ports.keys,
+            &witness,
+            started_at,
+            &mut rolled_forward,
+        )
+        .await;
+        let (reading, ca_problems) = match read {
+            Ok(read) => read,
+            Err(failure) => {
+                let e = match failure {
+                    publishing::ReadFailure::Unreadable(e) => e,
+                    publishing::ReadFailure::Behind(e) => {
+                        Error::Internal(format!("state rollback: {e}"))
+                    }
+                };
+                return Err(failed_start(&*ports.audit, rolled_forward, e).await);
             }
-            return Err(Error::Internal(format!(
-                "state rollback: the state store went backwards while the daemon started: {behind}"
-            )));
-        }
+        };
         // Where the store and the token disagree, reported at every start (below, once
         // the service can write audit records), and never repaired here.
         let mismatches = reading.inventory.mismatches.clone();
@@ -239,12 +254,21 @@ impl Service {
         let merged = publishing::merge(&config, &Default::default(), reading, now);
         let registry = publishing::registry(&config, &merged);
         let revoked = RevokedTokens::default();
-        revoked
-            .refresh(
-                &*ports.revocations,
-                now.saturating_sub(verify::LEEWAY_SECONDS),
-            )
-            .await?;
+        let expired_before = now.saturating_sub(verify::LEEWAY_SECONDS);
+        let refreshed = revoked.refresh(&*ports.revocations, expired_before).await;
+        if let Err(e) = refreshed {
+            return Err(failed_start(&*ports.audit, rolled_forward, e.into()).await);
+        }
+        // Those the log records, too: the store may have been put back again since they
+        // were put back into it, and the view never loses one before it expires. (Those
+        // the store holds keep their own `revoked_at`.)
+        for recorded in witness.revocations_since(expired_before) {
+            revoked.insert(crate::store::RevokedToken {
+                jti: recorded.jti,
+                exp: recorded.exp,
+                revoked_at: started_at,
+            });
+        }
         let problems: Vec<String> = ca_problems
             .into_iter()
             .chain(merged.problems.clone())
@@ -279,6 +303,7 @@ impl Service {
             publishing: publishing::Publishing::new(&merged, problems, mismatches.clone()),
             replay: ports.replay,
             lifecycle: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(()),
             leases: ports.leases,
             changes: ports.changes,
             holder: leases::lease_holder(&config),

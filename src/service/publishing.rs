@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use super::rollback::Witness;
 use super::{Service, unix_now};
 use crate::attest::{self, AttestError, CaState};
 use crate::audit::{CallerRecord, Entry, Event};
@@ -82,24 +83,61 @@ pub(super) async fn read(
     Ok((reading, problems))
 }
 
-/// How many times a reload reads the store and the token before giving up on a store
-/// that keeps going backwards under it.
+/// How many times [`read_checked`] reads the store and the token before giving up on a
+/// store that keeps going backwards under it.
 const READ_ATTEMPTS: u32 = 3;
 
-/// The keys of `reading` behind the state `witness` has on record, as one line (empty
-/// if none): a reading that must not be served.
-pub(super) fn reading_behind(witness: &super::rollback::Witness, reading: &Reading) -> String {
-    let keys = reading
-        .inventory
-        .keys
-        .iter()
-        .map(|k| (k.kid.clone(), k.issuer.clone(), k.state));
-    let behind: Vec<String> = witness
-        .behind_of(keys)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    behind.join(", ")
+/// Why [`read_checked`] has no reading to serve.
+pub(super) enum ReadFailure {
+    /// The token or the store could not be read.
+    Unreadable(Error),
+    /// Keys read behind their recorded state [`READ_ATTEMPTS`] times, or moving them
+    /// forward failed: the message says which.
+    Behind(String),
+}
+
+/// [`read`], checked against `witness` once read: the store may have been put back
+/// after its keys were last moved forward (SQL by hand, or a restore, landing between
+/// the check and the read). Such a reading is never served: the keys behind are moved
+/// forward (the records pushed onto `records`) and both are read again, at most
+/// [`READ_ATTEMPTS`] times in all.
+pub(super) async fn read_checked(
+    hsm: &Hsm,
+    meta: &dyn KeyMetadata,
+    witness: &Witness,
+    now: u64,
+    records: &mut Vec<Entry>,
+) -> Result<(Reading, Vec<String>), ReadFailure> {
+    let mut attempt = 1;
+    loop {
+        let (reading, problems) = read(hsm, meta).await.map_err(ReadFailure::Unreadable)?;
+        let keys = reading
+            .inventory
+            .keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.issuer.clone(), k.state));
+        let behind: Vec<String> = witness
+            .behind_of(keys)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if behind.is_empty() {
+            return Ok((reading, problems));
+        }
+        let behind = behind.join(", ");
+        if attempt == READ_ATTEMPTS {
+            return Err(ReadFailure::Behind(format!(
+                "keys read behind their recorded state in the state store {READ_ATTEMPTS} times: {behind}"
+            )));
+        }
+        tracing::warn!(
+            "the state store went backwards while it was read ({behind}); moving forward and reading again"
+        );
+        super::rollback::catch_up_keys(witness, meta, now, records)
+            .await
+            .map_err(ReadFailure::Behind)?;
+        attempt += 1;
+    }
 }
 
 /// How long after a key of `issuer` was last seen a token it signed may still verify:
@@ -177,6 +215,9 @@ impl Service {
     /// runs take effect. A reading that fails or shows nothing keeps the registry as it
     /// is and fails; problems are logged when they first appear.
     pub async fn reload(&self) -> Result<(), Error> {
+        // One at a time: a reload that read earlier must not swap its reading in after
+        // one that read later (a key revoked in between would be served active again).
+        let _one = self.reloading.lock().await;
         self.refresh_revocations().await;
         let (reading, ca_problems) = self.read_caught_up().await?;
         let now = unix_now();
@@ -214,40 +255,36 @@ impl Service {
     }
 
     /// Moves forward any key the store shows behind ([`Self::catch_up_keys`]), then
-    /// reads the token and the store. A store put back between the two would be read
-    /// behind, and served so until the next reload: such a reading is thrown away and
-    /// both are done again, at most [`READ_ATTEMPTS`] times in all, after which the
-    /// reload fails and the last good view stays.
+    /// reads the token and the store, checked once read ([`read_checked`]). A reading
+    /// that cannot be used fails the reload, and the last good view stays.
     async fn read_caught_up(&self) -> Result<(Reading, Vec<String>), Error> {
-        let mut attempt = 1;
-        loop {
-            self.catch_up_keys().await?;
-            let (reading, problems) = match read(&self.hsm, &*self.key_records).await {
-                Ok(read) => read,
-                Err(e) => {
-                    let what = match e {
-                        Error::Store(_) => "the state store",
-                        _ => "the token",
-                    };
-                    self.unreadable(format!("{what} could not be read: {e}"));
-                    return Err(e);
-                }
-            };
-            let behind = reading_behind(&self.witness, &reading);
-            if behind.is_empty() {
-                return Ok((reading, problems));
+        self.catch_up_keys().await?;
+        let mut records = Vec::new();
+        let read = read_checked(
+            &self.hsm,
+            &*self.key_records,
+            &self.witness,
+            unix_now(),
+            &mut records,
+        )
+        .await;
+        for entry in records {
+            self.note(entry).await;
+        }
+        match read {
+            Ok(read) => Ok(read),
+            Err(ReadFailure::Unreadable(e)) => {
+                let what = match e {
+                    Error::Store(_) => "the state store",
+                    _ => "the token",
+                };
+                self.unreadable(format!("{what} could not be read: {e}"));
+                Err(e)
             }
-            if attempt == READ_ATTEMPTS {
-                let e = format!(
-                    "keys read behind their recorded state in the state store {READ_ATTEMPTS} times: {behind}"
-                );
+            Err(ReadFailure::Behind(e)) => {
                 tracing::error!("state rollback: {e}; the last good view is kept");
-                return Err(Error::Internal(format!("state rollback: {e}")));
+                Err(Error::Internal(format!("state rollback: {e}")))
             }
-            tracing::warn!(
-                "the state store went backwards while it was read ({behind}); moving forward and reading again"
-            );
-            attempt += 1;
         }
     }
 

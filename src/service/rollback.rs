@@ -401,6 +401,17 @@ impl Witness {
             .collect()
     }
 
+    /// The token revocations the log records that expire at or after `expired_before`.
+    pub fn revocations_since(&self, expired_before: u64) -> Vec<RecordedRevocation> {
+        self.revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| r.exp >= expired_before)
+            .cloned()
+            .collect()
+    }
+
     /// The latest `exp` the log records a revocation of each jti with.
     fn recorded_revocations(&self) -> HashMap<String, u64> {
         let mut latest = HashMap::new();

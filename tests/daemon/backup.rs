@@ -7,7 +7,7 @@
 //! store put back under a running daemon.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -438,89 +438,359 @@ async fn key_rollbacks(socket: &Path) -> u64 {
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
 }
 
+/// A daemon serving one ES256 key that the CLI has revoked, once the daemon has noted
+/// the revocation (its `key_observed` record is written once the witness is raised).
+struct Revoked {
+    token: TestToken,
+    config: PathBuf,
+    socket: PathBuf,
+    kid: String,
+    daemon: ServedDaemon,
+}
+
+impl Revoked {
+    async fn new(name: &str) -> Revoked {
+        let token = TestToken::create(name);
+        let (config, socket) = token.write_config(&format!(
+            "{}{}",
+            issuer_toml("rv", Algorithm::Es256),
+            lifecycle_toml()
+        ));
+        let kid = token.init_ca_and_key(&config, "rv");
+        let daemon = token.serve(&config, &socket);
+        let c = config.to_str().unwrap();
+        token.signetd_ok(&["keys", "revoke", "--config", c, "--kid", &kid]);
+        let observed = eventually(15, async || {
+            audit_records(&token.audit_dir()).iter().any(|r| {
+                r["event"] == "key_observed"
+                    && r["kid"] == kid.as_str()
+                    && r["detail"].as_str().unwrap_or_default().contains("revoked")
+            })
+        })
+        .await;
+        assert!(observed, "the daemon never recorded the revocation");
+        Revoked {
+            token,
+            config,
+            socket,
+            kid,
+            daemon,
+        }
+    }
+
+    /// A connection of the test's own to the daemon's SQLite store.
+    async fn store(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.token.path("state/signetd.db"))
+            .busy_timeout(std::time::Duration::from_secs(10));
+        sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap()
+    }
+
+    /// Sets the key `active` again in the store, as a restore would.
+    async fn put_back(&self, conn: &mut sqlx::SqliteConnection) {
+        use sqlx::Executor;
+        let updated = conn
+            .execute(sqlx::query("UPDATE keys SET state = 'active' WHERE kid = ?").bind(&self.kid))
+            .await
+            .unwrap();
+        assert_eq!(updated.rows_affected(), 1);
+    }
+
+    /// The key's state as the daemon serves it.
+    async fn served(&self) -> Option<String> {
+        key_state(&self.socket, &self.kid).await
+    }
+
+    /// Whether `signetd keys list` shows the key revoked in the store.
+    fn stored_revoked(&self) -> bool {
+        let c = self.config.to_str().unwrap();
+        let listed = self
+            .token
+            .signetd_ok(&["keys", "list", "--config", c, "--format", "json"]);
+        let listed: Value = serde_json::from_str(&listed).unwrap();
+        listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == self.kid.as_str() && k["state"] == "revoked")
+    }
+
+    /// Whether the audit log holds a `state_rollback` record of the key.
+    fn rollback_recorded(&self) -> bool {
+        audit_records(&self.token.audit_dir())
+            .iter()
+            .any(|r| r["event"] == "state_rollback" && r["kid"] == self.kid.as_str())
+    }
+
+    /// Whether the daemon's log holds `text`.
+    fn logged(&self, text: &str) -> bool {
+        std::fs::read_to_string(self.token.path("serve.log"))
+            .unwrap_or_default()
+            .contains(text)
+    }
+
+    /// The trigger `name`, which fires after the key's row moves to `revoked` and runs
+    /// `body` (SQLite takes no parameters in a trigger, so the kid, the daemon's own hex
+    /// and dashes, is written in).
+    async fn trigger(&self, conn: &mut sqlx::SqliteConnection, name: &str, when: &str, body: &str) {
+        use sqlx::Executor;
+        assert!(
+            self.kid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        );
+        let kid = &self.kid;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER {name} {when} UPDATE OF state ON keys \
+             WHEN NEW.kid = '{kid}' AND NEW.state = 'revoked' BEGIN {body}; END"
+        )))
+        .await
+        .unwrap();
+    }
+}
+
 /// The re-read half of rollback detection (docs/operations.md, "Rollback"): a store
 /// that goes back under a running daemon (here a revoked key set `active` again with
 /// SQL) is moved forward at the next reload; the key is never served as active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_put_back_under_a_running_daemon_is_moved_forward_at_the_next_reload() {
-    use sqlx::{Connection, Executor};
-    let token = TestToken::create("signetd-live-rollback");
-    let issuer = "lr";
-    let (config, socket) = token.write_config(&format!(
-        "{}{}",
-        issuer_toml(issuer, Algorithm::Es256),
-        lifecycle_toml()
-    ));
-    let c = config.to_str().unwrap();
-    let kid = token.init_ca_and_key(&config, issuer);
-    let _daemon = token.serve(&config, &socket);
-    let before = key_rollbacks(&socket).await;
-
-    token.signetd_ok(&["keys", "revoke", "--config", c, "--kid", &kid]);
-    // The daemon's record of the revocation is written once it has noted the state.
-    let observed = eventually(15, async || {
-        audit_records(&token.audit_dir()).iter().any(|r| {
-            r["event"] == "key_observed"
-                && r["kid"] == kid.as_str()
-                && r["detail"].as_str().unwrap_or_default().contains("revoked")
-        })
-    })
-    .await;
-    assert!(observed, "the daemon never recorded the revocation");
-
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(token.path("state/signetd.db"))
-        .busy_timeout(std::time::Duration::from_secs(10));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    const PUT_BACK: &str = "UPDATE keys SET state = 'active' WHERE kid = ? AND state <> 'active'";
-    let updated = conn
-        .execute(sqlx::query(PUT_BACK).bind(&kid))
-        .await
-        .unwrap();
-    assert_eq!(updated.rows_affected(), 1);
-
-    // Put back again and again until the daemon has moved the key forward three more
-    // times, so that some put-backs land between a reload's check and its read of the
-    // store: such a reading is never served either.
-    let mut served = Vec::new();
-    let mut put_backs = 1;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while put_backs < 4 && std::time::Instant::now() < until {
-        put_backs += conn
-            .execute(sqlx::query(PUT_BACK).bind(&kid))
-            .await
-            .unwrap()
-            .rows_affected();
-        served.push(key_state(&socket, &kid).await);
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    use sqlx::Connection;
+    let key = Revoked::new("signetd-live-rollback").await;
+    let before = key_rollbacks(&key.socket).await;
+    let mut conn = key.store().await;
+    key.put_back(&mut conn).await;
     conn.close().await.unwrap();
-    assert_eq!(put_backs, 4, "the daemon stopped moving the key forward");
 
+    let mut served = Vec::new();
     let caught = eventually(15, async || {
-        served.push(key_state(&socket, &kid).await);
-        let recorded = audit_records(&token.audit_dir())
-            .iter()
-            .any(|r| r["event"] == "state_rollback" && r["kid"] == kid.as_str());
-        recorded && key_rollbacks(&socket).await > before
+        served.push(key.served().await);
+        key.rollback_recorded() && key_rollbacks(&key.socket).await > before
     })
     .await;
     assert!(
         caught,
         "no state_rollback record or metric for the key put back"
     );
-    served.push(key_state(&socket, &kid).await);
+    served.push(key.served().await);
     assert!(
         served.iter().all(|s| s.as_deref() == Some("revoked")),
         "served as {served:?}"
     );
-    let mut listed = String::new();
-    let forward = eventually(15, async || {
-        (_, listed, _) = token.signetd(&["keys", "list", "--config", c, "--format", "json"]);
-        listed.contains("\"revoked\"")
+    assert!(key.stored_revoked(), "not moved forward in the store");
+}
+
+/// A store put back between a reload's check and its read of the store (here, each
+/// time the daemon moves the key forward, a trigger sets it back in the same
+/// transaction, so every read finds it behind): the reading is never served. The
+/// reload moves forward and reads again, three times in all, then fails and keeps the
+/// last good view; once the store keeps the move, the next reload is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_put_back_between_the_check_and_the_read_is_never_served() {
+    use sqlx::{Connection, Executor};
+    let key = Revoked::new("signetd-reread").await;
+    let mut conn = key.store().await;
+    key.trigger(
+        &mut conn,
+        "put_back_again",
+        "AFTER",
+        "UPDATE keys SET state = 'active' WHERE kid = NEW.kid",
+    )
+    .await;
+    key.put_back(&mut conn).await;
+
+    let mut served = Vec::new();
+    let gave_up = eventually(15, async || {
+        served.push(key.served().await);
+        key.logged("went backwards while it was read")
+            && key.logged("keys read behind their recorded state in the state store 3 times")
     })
     .await;
-    assert!(forward, "never moved forward in the store: {listed}");
+    assert!(
+        served.iter().all(|s| s.as_deref() == Some("revoked")),
+        "served as {served:?}"
+    );
+    assert!(gave_up, "no reload read the store behind and gave up");
+    assert!(
+        !key.stored_revoked(),
+        "the trigger did not put the key back"
+    );
+
+    conn.execute("DROP TRIGGER put_back_again").await.unwrap();
+    conn.close().await.unwrap();
+    let forward = eventually(15, async || {
+        served.push(key.served().await);
+        key.stored_revoked()
+    })
+    .await;
+    assert!(forward, "never moved forward once the store kept the move");
+    served.push(key.served().await);
+    assert!(
+        served.iter().all(|s| s.as_deref() == Some("revoked")),
+        "served as {served:?}"
+    );
+}
+
+/// A store that refuses the move forward (here a trigger aborts it) fails the reload,
+/// which keeps the last good view: the key stays revoked where it is served, the error
+/// names the refusal, and once the store takes the move the next reload makes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_the_move_forward_keeps_the_last_good_view() {
+    use sqlx::{Connection, Executor};
+    let mut key = Revoked::new("signetd-refused-forward").await;
+    let mut conn = key.store().await;
+    key.trigger(
+        &mut conn,
+        "refuse_forward",
+        "BEFORE",
+        "SELECT RAISE(ABORT, 'refused by the test')",
+    )
+    .await;
+    key.put_back(&mut conn).await;
+
+    let mut served = Vec::new();
+    let refused = eventually(15, async || {
+        served.push(key.served().await);
+        key.logged("moving them forward failed, and none was moved")
+            && key.logged("refused by the test")
+    })
+    .await;
+    assert!(refused, "no reload found the store refusing the move");
+    assert!(!key.stored_revoked(), "the store moved");
+
+    // A start that finds the store refusing does not start, and says why.
+    key.daemon.terminate();
+    let c = key.config.to_str().unwrap();
+    let start = key
+        .token
+        .command("timeout", "")
+        .args(["60", signetd_bin(), "serve", "--config", c])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&start.stderr);
+    assert_eq!(start.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("state rollback") && stderr.contains("refused by the test"),
+        "{stderr}"
+    );
+
+    conn.execute("DROP TRIGGER refuse_forward").await.unwrap();
+    conn.close().await.unwrap();
+    // Not ready: its issuer's only key is revoked.
+    key.daemon = key.token.serve_live(&key.config, &key.socket);
+    let forward = eventually(15, async || {
+        served.push(key.served().await);
+        key.stored_revoked()
+    })
+    .await;
+    assert!(forward, "never moved forward once the store took it");
+    served.push(key.served().await);
+    assert!(
+        served.iter().all(|s| s.as_deref() == Some("revoked")),
+        "served as {served:?}"
+    );
+    assert!(
+        key.rollback_recorded(),
+        "no state_rollback record once moved forward"
+    );
+}
+
+/// A revocation put back at start that the store loses again before the daemon reads
+/// its revocations (here a trigger deletes it when the next thing is put back, a
+/// single use) is still refused: the served view holds every revocation the audit log
+/// records, not only those the store shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_lost_again_after_it_was_put_back_at_start_is_still_refused() {
+    use sqlx::{Connection, Executor};
+    let token = TestToken::create("signetd-lost-again");
+    let issuer = "la";
+    let (config, socket) = token.write_config(&format!(
+        "{}{}",
+        issuer_toml(issuer, Algorithm::Es256),
+        lifecycle_toml()
+    ));
+    token.init_ca_and_key(&config, issuer);
+    let mut daemon = token.serve(&config, &socket);
+    let mint = async || {
+        let body = json!({"issuer": issuer, "aud": "api"});
+        let minted = request_unix(&socket, Method::POST, "/v1/tokens", Some(&body)).await;
+        let jwt = minted.json["token"].as_str().unwrap().to_string();
+        let claims = crate::common::decode_parts(&jwt).1;
+        // Written into the trigger below (triggers take no parameters): base64url.
+        let jti = claims["jti"].as_str().unwrap().to_string();
+        assert!(
+            jti.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        (jwt, jti, claims["exp"].clone())
+    };
+    let (revoked_jwt, revoked_jti, exp) = mint().await;
+    let (used_jwt, used_jti, _) = mint().await;
+    let body = json!({"jti": revoked_jti, "exp": exp});
+    let revoked = request_unix(&socket, Method::POST, "/v1/revocations", Some(&body)).await;
+    assert_eq!(revoked.status, 200, "{:?}", revoked.json);
+    assert_eq!(verify(&socket, &revoked_jwt).await.code(), "token_revoked");
+    assert_eq!(use_once(&socket, &used_jwt).await.status, 200);
+    daemon.terminate();
+
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(token.path("state/signetd.db"));
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    // Both lost, as a restore from an older backup would lose them.
+    for (table, jti) in [
+        ("token_revocations", &revoked_jti),
+        ("used_jtis", &used_jti),
+    ] {
+        let lost = format!("DELETE FROM {table} WHERE jti = ?");
+        let lost = conn
+            .execute(sqlx::query(sqlx::AssertSqlSafe(lost)).bind(jti))
+            .await
+            .unwrap();
+        assert_eq!(lost.rows_affected(), 1, "{table}");
+    }
+    // Revocations are put back before single uses, each in a transaction of its own.
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER lose_again AFTER INSERT ON used_jtis WHEN NEW.jti = '{used_jti}' \
+         BEGIN DELETE FROM token_revocations WHERE jti = '{revoked_jti}'; END"
+    )))
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let _daemon = token.serve(&config, &socket);
+    let records = audit_records(&token.audit_dir());
+    let put_back = records
+        .iter()
+        .any(|r| r["event"] == "state_rollback" && r["jti"] == revoked_jti.as_str());
+    assert!(put_back, "the revocation was never put back at start");
+    let refused = verify(&socket, &revoked_jwt).await;
+    assert_eq!(refused.code(), "token_revoked", "{:?}", refused.json);
+    let listed = request_unix(&socket, Method::GET, "/v1/revocations", None).await;
+    assert!(
+        listed.json["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["jti"] == revoked_jti.as_str()),
+        "not published: {:?}",
+        listed.json
+    );
+    assert_eq!(use_once(&socket, &used_jwt).await.code(), "replayed");
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let in_store: i64 = sqlx::query_scalar("SELECT count(*) FROM token_revocations WHERE jti = ?")
+        .bind(&revoked_jti)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(
+        in_store, 0,
+        "the trigger did not take the revocation out again"
+    );
 }
