@@ -392,13 +392,9 @@ impl Witness {
     ) -> Vec<RecordedRevocation> {
         let listed: std::collections::HashSet<&str> =
             listed.iter().map(|r| r.jti.as_str()).collect();
-        self.revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|r| r.exp >= now && !listed.contains(r.jti.as_str()))
-            .cloned()
-            .collect()
+        let mut missing = self.revocations_since(now);
+        missing.retain(|r| !listed.contains(r.jti.as_str()));
+        missing
     }
 
     /// The token revocations the log records that expire at or after `expired_before`.

@@ -438,6 +438,14 @@ async fn key_rollbacks(socket: &Path) -> u64 {
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
 }
 
+/// Asserts that every state the daemon served for a key was `revoked`.
+fn only_revoked(served: &[Option<String>]) {
+    assert!(
+        served.iter().all(|s| s.as_deref() == Some("revoked")),
+        "served as {served:?}"
+    );
+}
+
 /// A daemon serving one ES256 key that the CLI has revoked, once the daemon has noted
 /// the revocation (its `key_observed` record is written once the witness is raised).
 struct Revoked {
@@ -575,10 +583,7 @@ async fn a_store_put_back_under_a_running_daemon_is_moved_forward_at_the_next_re
         "no state_rollback record or metric for the key put back"
     );
     served.push(key.served().await);
-    assert!(
-        served.iter().all(|s| s.as_deref() == Some("revoked")),
-        "served as {served:?}"
-    );
+    only_revoked(&served);
     assert!(key.stored_revoked(), "not moved forward in the store");
 }
 
@@ -608,10 +613,7 @@ async fn a_store_put_back_between_the_check_and_the_read_is_never_served() {
             && key.logged("keys read behind their recorded state in the state store 3 times")
     })
     .await;
-    assert!(
-        served.iter().all(|s| s.as_deref() == Some("revoked")),
-        "served as {served:?}"
-    );
+    only_revoked(&served);
     assert!(gave_up, "no reload read the store behind and gave up");
     assert!(
         !key.stored_revoked(),
@@ -627,10 +629,7 @@ async fn a_store_put_back_between_the_check_and_the_read_is_never_served() {
     .await;
     assert!(forward, "never moved forward once the store kept the move");
     served.push(key.served().await);
-    assert!(
-        served.iter().all(|s| s.as_deref() == Some("revoked")),
-        "served as {served:?}"
-    );
+    only_revoked(&served);
 }
 
 /// A store that refuses the move forward (here a trigger aborts it) fails the reload,
@@ -687,10 +686,7 @@ async fn a_store_that_refuses_the_move_forward_keeps_the_last_good_view() {
     .await;
     assert!(forward, "never moved forward once the store took it");
     served.push(key.served().await);
-    assert!(
-        served.iter().all(|s| s.as_deref() == Some("revoked")),
-        "served as {served:?}"
-    );
+    only_revoked(&served);
     assert!(
         key.rollback_recorded(),
         "no state_rollback record once moved forward"
