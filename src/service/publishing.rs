@@ -301,6 +301,7 @@ impl Service {
             Error::Internal(format!("state rollback: {e}"))
         };
         let now = unix_now();
+        self.witness.forget_expired_uses(now);
         let mut tokens_too = false;
         if self.witness.retry_due(now) {
             self.witness.tried_at(now);

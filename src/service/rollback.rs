@@ -20,7 +20,8 @@
 //! first, so a later restore cannot drop them ([`unrecorded`]). Single uses the log
 //! records that the store has forgotten are put back too (from `verify` records that
 //! say until when the use is remembered; earlier versions' do not), so a restored store
-//! cannot accept a consumed single-use token again. Revocations and single uses are
+//! cannot accept a consumed single-use token again, and are then held in memory until
+//! each expires (checked before the store), as a store may lose one again. Revocations and single uses are
 //! put back at start (or, if the log could not be read then, at a reload, tried once a
 //! minute until it succeeds); key states are checked at every reload. What this
 //! cannot catch (the audit log restored along with the store) is in
@@ -135,6 +136,12 @@ pub struct Witness {
     /// Only those still remembered when the log was read (at most the longest token
     /// lifetime's worth, never the whole log's), and only until they are put back.
     uses: Mutex<Vec<RecordedUse>>,
+    /// The same uses once put back, by jti, until when each is remembered: refused in
+    /// memory as well until then ([`Witness::used`]), so a store that loses one again
+    /// after it was put back does not accept its token twice. Forgotten as they expire
+    /// ([`Witness::forget_expired_uses`]), so this never outgrows one token lifetime's
+    /// uses from before the start, and empties within it.
+    used: Mutex<HashMap<String, u64>>,
     /// Whether the audit log has been read (it may not be readable at start).
     log_read: AtomicBool,
     /// Whether [`catch_up_tokens`] has succeeded: until it has, reloads try it again.
@@ -408,6 +415,24 @@ impl Witness {
             .collect()
     }
 
+    /// Whether the log recorded a single use of `jti` before the start that is still
+    /// remembered at `now` (once the uses were put back into the store).
+    pub fn used(&self, jti: &str, now: u64) -> bool {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(jti)
+            .is_some_and(|&until| until >= now)
+    }
+
+    /// Forgets the uses [`Witness::used`] holds that are no longer remembered at `now`.
+    pub fn forget_expired_uses(&self, now: u64) {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until >= now);
+    }
+
     /// The latest `exp` the log records a revocation of each jti with.
     fn recorded_revocations(&self) -> HashMap<String, u64> {
         let mut latest = HashMap::new();
@@ -593,12 +618,14 @@ pub async fn restore_uses(
     result.map_err(|e| {
         format!("single uses the audit log records could not be put back into the state store: {e}")
     })?;
-    // Needed once: dropped, so a daemon does not hold a token lifetime's uses for good.
-    witness
-        .uses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    // Put back once; from then on held only as the in-memory backstop, each until it
+    // expires, so a daemon does not hold a token lifetime's uses for good.
+    let recorded = std::mem::take(&mut *witness.uses.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut used = witness.used.lock().unwrap_or_else(|p| p.into_inner());
+    for r in recorded {
+        let until = used.entry(r.used.jti).or_insert(r.used.until);
+        *until = (*until).max(r.used.until);
+    }
     Ok(())
 }
 

@@ -171,6 +171,11 @@ impl Service {
         }
         let mut durable = None;
         if request.single_use {
+            // A use the log recorded before the start, put back into the store then,
+            // stays refused even if the store has lost it again since.
+            if self.witness.used(jti, now) {
+                return Err(VerifyError::Replayed.into());
+            }
             let exp = claims
                 .get("exp")
                 .and_then(Value::as_u64)

@@ -540,8 +540,8 @@ impl Revoked {
             .contains(text)
     }
 
-    /// The trigger `name`, which fires after the key's row moves to `revoked` and runs
-    /// `body` (SQLite takes no parameters in a trigger, so the kid, the daemon's own hex
+    /// The trigger `name`, which fires `when` (`BEFORE` or `AFTER`) the key's row moves
+    /// to `revoked` and runs `body` (SQLite takes no parameters in a trigger, so the kid, the daemon's own hex
     /// and dashes, is written in).
     async fn trigger(&self, conn: &mut sqlx::SqliteConnection, name: &str, when: &str, body: &str) {
         use sqlx::Executor;
@@ -693,12 +693,13 @@ async fn a_store_that_refuses_the_move_forward_keeps_the_last_good_view() {
     );
 }
 
-/// A revocation put back at start that the store loses again before the daemon reads
-/// its revocations (here a trigger deletes it when the next thing is put back, a
-/// single use) is still refused: the served view holds every revocation the audit log
-/// records, not only those the store shows.
+/// A revocation and a single use put back at start that the store loses again (here a
+/// trigger deletes both as soon as the single use, put back after the revocation, is
+/// inserted) are still refused: the served view holds every revocation the audit log
+/// records, not only those the store shows, and the uses it records are refused from
+/// memory until they expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_lost_again_after_it_was_put_back_at_start_is_still_refused() {
+async fn tokens_lost_again_after_they_were_put_back_at_start_are_still_refused() {
     use sqlx::{Connection, Executor};
     let token = TestToken::create("signetd-lost-again");
     let issuer = "la";
@@ -751,7 +752,8 @@ async fn a_revocation_lost_again_after_it_was_put_back_at_start_is_still_refused
     // Revocations are put back before single uses, each in a transaction of its own.
     conn.execute(sqlx::AssertSqlSafe(format!(
         "CREATE TRIGGER lose_again AFTER INSERT ON used_jtis WHEN NEW.jti = '{used_jti}' \
-         BEGIN DELETE FROM token_revocations WHERE jti = '{revoked_jti}'; END"
+         BEGIN DELETE FROM token_revocations WHERE jti = '{revoked_jti}'; \
+         DELETE FROM used_jtis WHERE jti = '{used_jti}'; END"
     )))
     .await
     .unwrap();
@@ -779,14 +781,20 @@ async fn a_revocation_lost_again_after_it_was_put_back_at_start_is_still_refused
     let mut conn = sqlx::SqliteConnection::connect_with(&options)
         .await
         .unwrap();
-    let in_store: i64 = sqlx::query_scalar("SELECT count(*) FROM token_revocations WHERE jti = ?")
-        .bind(&revoked_jti)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    for (table, jti) in [
+        ("token_revocations", &revoked_jti),
+        ("used_jtis", &used_jti),
+    ] {
+        let count = format!("SELECT count(*) FROM {table} WHERE jti = ?");
+        let in_store: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+            .bind(jti)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            in_store, 0,
+            "the trigger did not take {table}'s row out again"
+        );
+    }
     conn.close().await.unwrap();
-    assert_eq!(
-        in_store, 0,
-        "the trigger did not take the revocation out again"
-    );
 }

@@ -401,6 +401,17 @@ async fn a_single_use_the_store_lost_is_put_back_from_its_verify_record() {
     for jti in ["expired", "refused", "unsaid"] {
         assert_eq!(use_once(jti).await, Ok(()), "{jti} was not put back");
     }
+    // Held in memory too, each until it expires, whether the store had lost it or not,
+    // so a store that loses one again does not accept it.
+    assert!(witness.used("lost", now) && witness.used("kept", now));
+    for jti in ["expired", "refused", "unsaid"] {
+        assert!(!witness.used(jti, now), "{jti}");
+    }
+    assert!(!witness.used("lost", now + 1001));
+    witness.forget_expired_uses(now + 1000);
+    assert!(witness.used("lost", now + 1000));
+    witness.forget_expired_uses(now + 1001);
+    assert!(!witness.used("lost", now));
     // Once put back, nothing is missing, even to a new reading of the log.
     let witness = Witness::from_log(dir.path()).unwrap();
     let again = caught_up(&witness, &store, now).await;
