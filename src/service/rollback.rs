@@ -20,11 +20,11 @@
 //! first, so a later restore cannot drop them ([`unrecorded`]). Single uses the log
 //! records that the store has forgotten are put back too (from `verify` records that
 //! say until when the use is remembered; earlier versions' do not), so a restored store
-//! cannot accept a consumed single-use token again, and are then held in memory until
-//! each expires (checked before the store), as a store may lose one again. Revocations and single uses are
-//! put back at start (or, if the log could not be read then, at a reload, tried once a
-//! minute until it succeeds); key states are checked at every reload. What this
-//! cannot catch (the audit log restored along with the store) is in
+//! cannot accept a consumed single-use token again; they are then held in memory until
+//! each expires (checked before the store), as a store may lose one again. Revocations
+//! and single uses are put back at start (or, if the log could not be read then, at a
+//! reload, tried once a minute until it succeeds); key states are checked at every
+//! reload. What this cannot catch (the audit log restored along with the store) is in
 //! docs/operations.md.
 
 use std::collections::HashMap;

@@ -541,8 +541,8 @@ impl Revoked {
     }
 
     /// The trigger `name`, which fires `when` (`BEFORE` or `AFTER`) the key's row moves
-    /// to `revoked` and runs `body` (SQLite takes no parameters in a trigger, so the kid, the daemon's own hex
-    /// and dashes, is written in).
+    /// to `revoked` and runs `body` (SQLite takes no parameters in a trigger, so the
+    /// kid, the daemon's own hex and dashes, is written in).
     async fn trigger(&self, conn: &mut sqlx::SqliteConnection, name: &str, when: &str, body: &str) {
         use sqlx::Executor;
         assert!(
