@@ -294,7 +294,8 @@ impl Service {
     /// revocations and single uses have been checked against the log (it was unreadable
     /// at start, or putting back failed at a reload), that is tried too, with the log
     /// read afresh, at most every `rollback::RETRY_SECONDS`; its failure is logged and
-    /// fails nothing else.
+    /// fails nothing else. The single uses held in memory since the start
+    /// (`Witness::used`) that have expired are forgotten here, once a tick.
     async fn catch_up_keys(&self) -> Result<(), Error> {
         let failed = |e: String| {
             tracing::error!("state rollback: {e}; the last good view is kept");
